@@ -1,0 +1,176 @@
+//! `tribute eval beir`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use tribute::index::eval::{BeirDataset, mrr_at, ndcg_at, percentile, recall_at};
+use tribute::{Fusion, Index, IndexConfig, Mode};
+
+#[derive(Subcommand)]
+pub enum EvalCommand {
+    /// Index a BEIR collection in a temporary directory and score every test query.
+    Beir(BeirArgs),
+}
+
+#[derive(Args)]
+pub struct BeirArgs {
+    /// BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv.
+    #[arg(long)]
+    data: PathBuf,
+    /// hybrid, bm25, dense or all.
+    #[arg(long, default_value = "all")]
+    mode: String,
+    /// Embedding model directory (default: the installed all-MiniLM-L6-v2).
+    #[arg(long)]
+    embedder: Option<PathBuf>,
+    /// Fusion(s) for hybrid mode, comma-separated to compare several (default: the built-in default).
+    #[arg(long)]
+    fusion: Option<String>,
+    /// Only the first N judged queries.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// No progress output on stderr.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Report {
+    dataset: String,
+    mode: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fusion: Option<String>,
+    queries: usize,
+    #[serde(rename = "ndcg@10")]
+    ndcg10: f64,
+    #[serde(rename = "recall@100")]
+    recall100: f64,
+    #[serde(rename = "mrr@10")]
+    mrr10: f64,
+    index_seconds: f64,
+    query_p50_ms: f64,
+    query_p95_ms: f64,
+}
+
+pub fn run(c: EvalCommand) -> anyhow::Result<()> {
+    match c {
+        EvalCommand::Beir(a) => beir(a),
+    }
+}
+
+fn beir(a: BeirArgs) -> anyhow::Result<()> {
+    let modes: Vec<Mode> = if a.mode.trim().eq_ignore_ascii_case("all") {
+        Mode::ALL.to_vec()
+    } else {
+        vec![a.mode.parse()?]
+    };
+    let fusions: Vec<Fusion> = match &a.fusion {
+        Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
+        None => vec![Fusion::default()],
+    };
+    let mut data = BeirDataset::load(&a.data)?;
+    if let Some(n) = a.limit {
+        data.queries.truncate(n);
+    }
+    let log = |msg: String| {
+        if !a.json {
+            eprintln!("{msg}");
+        }
+    };
+    let needs_dense = modes.iter().any(|m| *m != Mode::Bm25);
+    let embedder = if needs_dense {
+        Some(crate::load_embedder(a.embedder.as_ref())?)
+    } else {
+        None
+    };
+    let tmp = tempfile::tempdir()?;
+    let mut index = Index::open(tmp.path(), embedder, IndexConfig::default())?;
+    log(format!(
+        "{}: indexing {} documents…",
+        data.name,
+        data.corpus.len()
+    ));
+    let started = Instant::now();
+    let corpus = std::mem::take(&mut data.corpus);
+    index.add_documents(corpus, None)?;
+    let index_seconds = started.elapsed().as_secs_f64();
+    log(format!(
+        "{}: indexed in {index_seconds:.1}s; {} queries",
+        data.name,
+        data.queries.len()
+    ));
+
+    let mut reports = Vec::new();
+    for mode in &modes {
+        let fusion_list: Vec<Option<Fusion>> = if *mode == Mode::Hybrid {
+            fusions.iter().copied().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        for fusion in fusion_list {
+            let (mut ndcg, mut recall, mut mrr) = (0.0, 0.0, 0.0);
+            let mut latencies = Vec::with_capacity(data.queries.len());
+            for (qid, text) in &data.queries {
+                let t = Instant::now();
+                let mut req = index
+                    .search(text.as_str())
+                    .k(100)
+                    .mode(*mode)
+                    .per_document(true);
+                if let Some(f) = fusion {
+                    req = req.fusion(f);
+                }
+                let hits = req.execute()?;
+                latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                // As BEIR does, a document never counts as an answer to the query of the same id.
+                let ranked: Vec<String> = hits
+                    .into_iter()
+                    .map(|h| h.doc_id.to_string())
+                    .filter(|d| d != qid)
+                    .collect();
+                let judged = &data.qrels[qid];
+                ndcg += ndcg_at(&ranked, judged, 10);
+                recall += recall_at(&ranked, judged, 100);
+                mrr += mrr_at(&ranked, judged, 10);
+            }
+            latencies.sort_by(f64::total_cmp);
+            let n = data.queries.len().max(1) as f64;
+            let r = Report {
+                dataset: data.name.clone(),
+                mode: mode.to_string(),
+                fusion: fusion.map(|f| f.to_string()),
+                queries: data.queries.len(),
+                ndcg10: round4(ndcg / n),
+                recall100: round4(recall / n),
+                mrr10: round4(mrr / n),
+                index_seconds: round4(index_seconds),
+                query_p50_ms: round4(percentile(&latencies, 50.0)),
+                query_p95_ms: round4(percentile(&latencies, 95.0)),
+            };
+            log(format!(
+                "{:<10} {:<7} {:<14} nDCG@10 {:.4}  R@100 {:.4}  MRR@10 {:.4}  p50 {:.2} ms  p95 {:.2} ms",
+                r.dataset,
+                r.mode,
+                r.fusion.as_deref().unwrap_or(""),
+                r.ndcg10,
+                r.recall100,
+                r.mrr10,
+                r.query_p50_ms,
+                r.query_p95_ms
+            ));
+            reports.push(r);
+        }
+    }
+    if reports.len() == 1 && a.mode.trim() != "all" {
+        println!("{}", serde_json::to_string(&reports[0])?);
+    } else {
+        println!("{}", serde_json::to_string(&reports)?);
+    }
+    Ok(())
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}

@@ -1,0 +1,63 @@
+//! `tribute`: the command-line front end of the Tribute SDK.
+
+mod eval;
+mod ingest;
+mod search;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tribute::index::embedder::{Embedder, EmbedderOptions, OnnxEmbedder, default_model_dir};
+
+/// Tribute: answers from your own knowledge, with attribution.
+#[derive(Parser)]
+#[command(name = "tribute", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ingest documents (.jsonl, .txt, .md files or directories) into a knowledge base.
+    Ingest(ingest::IngestArgs),
+    /// Search a knowledge base.
+    Search(search::SearchArgs),
+    /// Evaluate retrieval quality and speed.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
+}
+
+/// Loads the embedder from `dir`, or the default model.
+pub(crate) fn load_embedder(dir: Option<&PathBuf>) -> anyhow::Result<Arc<dyn Embedder>> {
+    let dir = dir.cloned().unwrap_or_else(default_model_dir);
+    Ok(Arc::new(OnnxEmbedder::from_dir(
+        &dir,
+        EmbedderOptions::default(),
+    )?))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRIBUTE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ingest(a) => ingest::run(a),
+        Command::Search(a) => search::run(a),
+        Command::Eval(c) => eval::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

