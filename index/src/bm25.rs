@@ -260,6 +260,13 @@ impl Bm25Index {
     }
 }
 
+impl Bm25Index {
+    /// Live (not deleted) indexed chunks.
+    pub(crate) fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+}
+
 /// Sorts by score descending (ties by slot, for determinism) and keeps `k`.
 pub(crate) fn sort_top(v: &mut Vec<Scored>, k: usize) {
     let cmp = |a: &Scored, b: &Scored| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));

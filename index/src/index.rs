@@ -786,6 +786,35 @@ impl Index {
         Ok(true)
     }
 
+    /// Checks that the document table, the BM25 index and the vectors agree.
+    /// Returns [`Error::Corrupt`] naming the first disagreement.
+    pub fn verify(&self) -> Result<()> {
+        let corrupt = |reason: String| Error::Corrupt {
+            path: self.dir.clone(),
+            reason,
+        };
+        let alive = self.chunk_count() as u64;
+        let indexed = self.bm25.num_docs();
+        if indexed != alive {
+            return Err(corrupt(format!("BM25 holds {indexed} chunks, the log {alive}")));
+        }
+        if let Some(d) = &self.dense {
+            if d.rows() != self.chunks.len() {
+                return Err(corrupt(format!("{} vectors for {} chunks", d.rows(), self.chunks.len())));
+            }
+        }
+        for (i, d) in self.docs.iter().enumerate() {
+            let range = d.first_slot as usize..d.first_slot as usize + d.record.chunks as usize;
+            let Some(chunks) = self.chunks.get(range) else {
+                return Err(corrupt(format!("document {} lacks chunks", d.record.id)));
+            };
+            if chunks.iter().any(|c| c.doc as usize != i || c.alive != d.alive) {
+                return Err(corrupt(format!("chunks of document {} disagree with it", d.record.id)));
+            }
+        }
+        Ok(())
+    }
+
     /// Merges BM25 segments (dropping deleted chunks for good) and snapshots the graph,
     /// so the next open is as fast as it can be.
     pub fn optimize(&mut self) -> Result<()> {

@@ -31,6 +31,9 @@ pub struct IngestArgs {
     /// instead of failing.
     #[arg(long)]
     skip_empty: bool,
+    /// Chunks per durable commit (smaller: less work lost if interrupted).
+    #[arg(long, default_value_t = IndexConfig::default().commit_every)]
+    commit_every: usize,
     /// Print a JSON report and no progress bar.
     #[arg(long)]
     json: bool,
@@ -60,7 +63,11 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     } else {
         Some(crate::load_embedder(a.embedder.as_ref())?)
     };
-    let mut index = Index::open(&a.kb, embedder, IndexConfig::default())
+    let config = IndexConfig {
+        commit_every: a.commit_every,
+        ..IndexConfig::default()
+    };
+    let mut index = Index::open(&a.kb, embedder, config)
         .with_context(|| format!("opening knowledge base {}", a.kb.display()))?;
 
     let quiet = a.json || !std::io::stderr().is_terminal();

@@ -143,6 +143,7 @@ fn reopen_gives_identical_results_and_deletes_persist() {
     drop(index);
 
     let index = open(dir.path());
+    index.verify().expect("consistent after reopen");
     assert_eq!(index.document_count(), 5);
     assert!(index.document(&DocId::new("sourdough")).is_none());
     for mode in Mode::ALL {

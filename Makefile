@@ -1,0 +1,33 @@
+# Tribute — the two commands a newcomer needs:
+#   make demo   install the models and ONNX Runtime, build, ingest the sample datanet, search it
+#   make test   install what the tests need, then run every test
+SHELL := /bin/bash
+CARGO ?= cargo
+TRIBUTE := $(or $(CARGO_TARGET_DIR),target)/debug/tribute
+KB ?= target/demo-kb
+
+.PHONY: setup build demo test lint bench eval
+
+setup:
+	scripts/setup.sh
+
+build:
+	$(CARGO) build -p tribute-cli
+
+demo: setup build
+	rm -rf $(KB)
+	$(TRIBUTE) ingest --kb $(KB) examples/data/zephyr
+	$(TRIBUTE) search --kb $(KB) --k 3 "how strong can the wind be before landing the drone?"
+	$(TRIBUTE) search --kb $(KB) --k 3 --datanet zephyr-docs "how long does charging take"
+
+test: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace
+
+bench: setup
+	$(CARGO) bench -p tribute-index --bench retrieval
+
+eval: setup
+	$(CARGO) build --release -p tribute-cli
+	for d in vaswani cranfield cisi; do $(or $(CARGO_TARGET_DIR),target)/release/tribute eval beir --data ../shared/data/$$d --mode all; done
