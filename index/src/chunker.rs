@@ -84,12 +84,12 @@ pub struct Span {
 /// whitespace where possible. Deterministic: the same input gives the same spans.
 pub fn chunk_text(text: &str, config: &ChunkerConfig, counter: &dyn TokenCounter) -> Vec<Span> {
     let units = sentence_units(text, config.max_tokens, counter);
-    let mut chunks = Vec::new();
+    let mut chunks: Vec<(usize, usize)> = Vec::new();
     let mut i = 0;
     while i < units.len() {
         // Start with an overlap of trailing sentences from the previous chunk.
         let mut start = i;
-        if let Some(prev) = chunks.last().map(|c: &(usize, usize)| *c) {
+        if let Some(prev) = chunks.last().copied() {
             let mut overlap = 0;
             let mut j = prev.1;
             while j > prev.0 + 1 {

@@ -11,6 +11,9 @@ use crate::chunker::TokenCounter;
 use crate::error::{Error, Result};
 use crate::runtime;
 
+/// A batch's index and its vectors.
+type BatchOutput = (usize, Vec<Vec<f32>>);
+
 /// Name of the default embedding model's directory under `$TRIBUTE_HOME/models/`.
 pub const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
 
@@ -266,7 +269,7 @@ impl Embedder for OnnxEmbedder {
         }
         // Several batches: one worker per session pulls batches off a shared counter.
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Vec<Result<Vec<(usize, Vec<Vec<f32>>)>>> = std::thread::scope(|scope| {
+        let results: Vec<Result<Vec<BatchOutput>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = self
                 .sessions
                 .iter()

@@ -271,12 +271,12 @@ impl Index {
     ) -> Result<Self> {
         let dir = dir.as_ref().to_owned();
         config.chunker.validate()?;
-        if let Some(t) = config.near_duplicate_threshold {
-            if !(-1.0..=1.0).contains(&t) {
-                return Err(Error::InvalidConfig(format!(
-                    "near_duplicate_threshold must be in [-1, 1], got {t}"
-                )));
-            }
+        if let Some(t) = config.near_duplicate_threshold
+            && !(-1.0..=1.0).contains(&t)
+        {
+            return Err(Error::InvalidConfig(format!(
+                "near_duplicate_threshold must be in [-1, 1], got {t}"
+            )));
         }
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         let meta_path = dir.join("meta.json");
@@ -369,13 +369,13 @@ impl Index {
         for op in ops {
             index.apply(op)?;
         }
-        if let Some(d) = &index.dense {
-            if d.rows() != index.chunks.len() {
-                return Err(Error::Corrupt {
-                    path: index.dir.clone(),
-                    reason: format!("{} vectors for {} chunks", d.rows(), index.chunks.len()),
-                });
-            }
+        if let Some(d) = &index.dense
+            && d.rows() != index.chunks.len()
+        {
+            return Err(Error::Corrupt {
+                path: index.dir.clone(),
+                reason: format!("{} vectors for {} chunks", d.rows(), index.chunks.len()),
+            });
         }
         Ok(index)
     }
@@ -600,10 +600,10 @@ impl Index {
             }
         }
 
-        if let Some(d) = self.dense.as_mut() {
-            if d.unsnapshotted() >= 256 {
-                d.snapshot()?;
-            }
+        if let Some(d) = self.dense.as_mut()
+            && d.unsnapshotted() >= 256
+        {
+            d.snapshot()?;
         }
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
@@ -796,20 +796,32 @@ impl Index {
         let alive = self.chunk_count() as u64;
         let indexed = self.bm25.num_docs();
         if indexed != alive {
-            return Err(corrupt(format!("BM25 holds {indexed} chunks, the log {alive}")));
+            return Err(corrupt(format!(
+                "BM25 holds {indexed} chunks, the log {alive}"
+            )));
         }
-        if let Some(d) = &self.dense {
-            if d.rows() != self.chunks.len() {
-                return Err(corrupt(format!("{} vectors for {} chunks", d.rows(), self.chunks.len())));
-            }
+        if let Some(d) = &self.dense
+            && d.rows() != self.chunks.len()
+        {
+            return Err(corrupt(format!(
+                "{} vectors for {} chunks",
+                d.rows(),
+                self.chunks.len()
+            )));
         }
         for (i, d) in self.docs.iter().enumerate() {
             let range = d.first_slot as usize..d.first_slot as usize + d.record.chunks as usize;
             let Some(chunks) = self.chunks.get(range) else {
                 return Err(corrupt(format!("document {} lacks chunks", d.record.id)));
             };
-            if chunks.iter().any(|c| c.doc as usize != i || c.alive != d.alive) {
-                return Err(corrupt(format!("chunks of document {} disagree with it", d.record.id)));
+            if chunks
+                .iter()
+                .any(|c| c.doc as usize != i || c.alive != d.alive)
+            {
+                return Err(corrupt(format!(
+                    "chunks of document {} disagree with it",
+                    d.record.id
+                )));
             }
         }
         Ok(())
@@ -984,9 +996,7 @@ impl<'a> SearchRequest<'a> {
         if self.per_document {
             depth = depth.max(self.k * 3);
         }
-        let n = if self.mode == Mode::Hybrid {
-            depth
-        } else if self.per_document {
+        let n = if self.mode == Mode::Hybrid || self.per_document {
             depth
         } else {
             self.k

@@ -10,7 +10,10 @@ use crate::tribute;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -37,7 +40,9 @@ fn write_round(dir: &std::path::Path, round: usize, docs: usize) -> std::path::P
 fn killed_ingests_leave_a_consistent_openable_index() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kb = dir.path().join("kb");
-    let embedder = std::sync::Arc::new(OnnxEmbedder::default_model().expect("model installed by scripts/setup.sh"));
+    let embedder = std::sync::Arc::new(
+        OnnxEmbedder::default_model().expect("model installed by scripts/setup.sh"),
+    );
     let mut rng = Lcg(0x7269_6275_7465);
     let rounds = 12;
     let docs_per_round = 120;
@@ -74,35 +79,64 @@ fn killed_ingests_leave_a_consistent_openable_index() {
         // After every kill the index opens, agrees with itself, and holds whole commits only.
         let index = Index::open(&kb, Some(embedder.clone()), IndexConfig::default())
             .unwrap_or_else(|e| panic!("round {round}: index does not open after a kill: {e}"));
-        index.verify().unwrap_or_else(|e| panic!("round {round}: {e}"));
-        let present: Vec<bool> =
-            (0..docs_per_round).map(|i| index.document(&DocId::new(format!("r{round}-d{i}"))).is_some()).collect();
+        index
+            .verify()
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let present: Vec<bool> = (0..docs_per_round)
+            .map(|i| {
+                index
+                    .document(&DocId::new(format!("r{round}-d{i}")))
+                    .is_some()
+            })
+            .collect();
         let n = present.iter().filter(|p| **p).count();
-        assert!(present[..n].iter().all(|p| *p), "round {round}: committed documents are not a prefix");
+        assert!(
+            present[..n].iter().all(|p| *p),
+            "round {round}: committed documents are not a prefix"
+        );
         if exited_ok {
-            assert_eq!(n, docs_per_round, "round {round}: an acknowledged ingest lost documents");
+            assert_eq!(
+                n, docs_per_round,
+                "round {round}: an acknowledged ingest lost documents"
+            );
         }
         if n > 0 && n < docs_per_round {
             partial += 1;
         }
         // Earlier complete rounds are intact.
         for r in 0..round {
-            if let Some(last) = index.document(&DocId::new(format!("r{r}-d{}", docs_per_round - 1))) {
+            if let Some(last) = index.document(&DocId::new(format!("r{r}-d{}", docs_per_round - 1)))
+            {
                 assert_eq!(last.chunks, 1);
             }
         }
     }
     // A final, uninterrupted ingest completes, and search works on the result.
     let file = write_round(dir.path(), rounds, 10);
-    let o = tribute().args(["ingest", "--json", "--kb"]).arg(&kb).arg(&file).output().expect("run");
+    let o = tribute()
+        .args(["ingest", "--json", "--kb"])
+        .arg(&kb)
+        .arg(&file)
+        .output()
+        .expect("run");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let index = Index::open(&kb, Some(embedder), IndexConfig::default()).expect("open");
     index.verify().expect("consistent");
-    let hits = index.search(format!("Report {rounds}-3 on turbine 3")).k(3).execute().expect("search");
+    let hits = index
+        .search(format!("Report {rounds}-3 on turbine 3"))
+        .k(3)
+        .execute()
+        .expect("search");
     assert_eq!(hits[0].doc_id.as_str(), format!("r{rounds}-d3"));
     println!(
         "crash test: survived {kills} SIGKILLs ({partial} between two commits of one ingest), {completed} ingests finished first, {rounds} rounds"
     );
-    assert!(kills >= rounds / 2, "too few kills landed ({kills}); the test would prove little");
-    assert!(partial >= 2, "too few kills landed between commits ({partial}); the test would prove little");
+    assert!(
+        kills >= rounds / 2,
+        "too few kills landed ({kills}); the test would prove little"
+    );
+    assert!(
+        partial >= 2,
+        "too few kills landed between commits ({partial}); the test would prove little"
+    );
 }

@@ -31,7 +31,10 @@ pub fn sample_data() -> PathBuf {
 }
 
 fn ingest_sample(kb: &Path) -> Value {
-    let o = run(tribute().args(["ingest", "--json", "--kb"]).arg(kb).arg(sample_data()));
+    let o = run(tribute()
+        .args(["ingest", "--json", "--kb"])
+        .arg(kb)
+        .arg(sample_data()));
     assert!(o.status.success(), "ingest failed: {}", stderr(&o));
     serde_json::from_str(&stdout(&o)).expect("ingest --json prints JSON")
 }
@@ -53,21 +56,41 @@ fn ingest_then_search_end_to_end() {
     let hits: Value = serde_json::from_str(&stdout(&o)).expect("search --json prints JSON");
     let top = &hits[0];
     assert_eq!(top["doc_id"], "zephyr-battery");
-    assert_eq!(top["contributor"], "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed");
+    assert_eq!(
+        top["contributor"],
+        "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+    );
     assert_eq!(top["datanet"], "zephyr-docs");
     assert_eq!(top["chunk_id"], "zephyr-battery#0");
-    assert!(top["bm25"]["rank"].as_u64().is_some() && top["dense"]["rank"].as_u64().is_some(), "{top}");
-    assert!(top["content_hash"].as_str().is_some_and(|h| h.starts_with("0x") && h.len() == 66));
+    assert!(
+        top["bm25"]["rank"].as_u64().is_some() && top["dense"]["rank"].as_u64().is_some(),
+        "{top}"
+    );
+    assert!(
+        top["content_hash"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("0x") && h.len() == 66)
+    );
 
     // Datanet filter, BM25 mode (no model needed), human output.
     let o = run(tribute()
-        .args(["search", "--mode", "bm25", "--datanet", "pilot-notes", "--kb"])
+        .args([
+            "search",
+            "--mode",
+            "bm25",
+            "--datanet",
+            "pilot-notes",
+            "--kb",
+        ])
         .arg(&kb)
         .arg("Zephyr license fee"));
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("zephyr-pricing#0"), "{out}");
-    assert!(!out.contains("zephyr-docs"), "filter leaked another datanet: {out}");
+    assert!(
+        !out.contains("zephyr-docs"),
+        "filter leaked another datanet: {out}"
+    );
 }
 
 #[test]
@@ -77,39 +100,75 @@ fn bad_input_fails_loudly_and_changes_nothing() {
     ingest_sample(&kb);
 
     let bad = dir.path().join("bad.jsonl");
-    std::fs::write(&bad, "{\"id\":\"ok\",\"text\":\"fine\"}\n{\"id\": \"broken\", \"text\": \n").expect("write");
+    std::fs::write(
+        &bad,
+        "{\"id\":\"ok\",\"text\":\"fine\"}\n{\"id\": \"broken\", \"text\": \n",
+    )
+    .expect("write");
     let o = run(tribute().args(["ingest", "--kb"]).arg(&kb).arg(&bad));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("bad.jsonl:2"), "{}", stderr(&o));
 
     let o = run(tribute()
-        .args(["ingest", "--contributor", "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD", "--kb"])
+        .args([
+            "ingest",
+            "--contributor",
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD",
+            "--kb",
+        ])
         .arg(&kb)
         .arg(sample_data()));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("checksum"), "{}", stderr(&o));
 
-    let o = run(tribute().args(["search", "--mode", "fuzzy", "--kb"]).arg(&kb).arg("q"));
+    let o = run(tribute()
+        .args(["search", "--mode", "fuzzy", "--kb"])
+        .arg(&kb)
+        .arg("q"));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("hybrid, bm25, dense"), "{}", stderr(&o));
 
-    let o = run(tribute().args(["search", "--embedder", "/nonexistent/model", "--kb"]).arg(&kb).arg("q"));
+    let o = run(tribute()
+        .args(["search", "--embedder", "/nonexistent/model", "--kb"])
+        .arg(&kb)
+        .arg("q"));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("make setup"), "{}", stderr(&o));
 
-    let o = run(tribute().env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so").args(["search", "--kb"]).arg(&kb).arg("q"));
+    let o = run(tribute()
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .args(["search", "--kb"])
+        .arg(&kb)
+        .arg("q"));
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("ONNX Runtime") && err.contains("ORT_DYLIB_PATH"), "{err}");
+    assert!(
+        err.contains("ONNX Runtime") && err.contains("ORT_DYLIB_PATH"),
+        "{err}"
+    );
 
-    let o = run(tribute().args(["search", "--kb"]).arg(dir.path().join("missing")).arg("q"));
+    let o = run(tribute()
+        .args(["search", "--kb"])
+        .arg(dir.path().join("missing"))
+        .arg("q"));
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("not a knowledge base"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a knowledge base"),
+        "{}",
+        stderr(&o)
+    );
 
     // Nothing of the failed ingests landed.
-    let o = run(tribute().args(["search", "--json", "--mode", "bm25", "--kb"]).arg(&kb).arg("fine"));
+    let o = run(tribute()
+        .args(["search", "--json", "--mode", "bm25", "--kb"])
+        .arg(&kb)
+        .arg("fine"));
     let hits: Value = serde_json::from_str(&stdout(&o)).expect("json");
-    assert!(hits.as_array().is_some_and(|h| h.iter().all(|h| h["doc_id"] != "ok")), "{hits}");
+    assert!(
+        hits.as_array()
+            .is_some_and(|h| h.iter().all(|h| h["doc_id"] != "ok")),
+        "{hits}"
+    );
 }
 
 #[test]
@@ -119,35 +178,77 @@ fn eval_beir_reports_trec_metrics() {
     let data = dir.path();
     std::fs::create_dir_all(data.join("qrels")).expect("mkdir");
     let topics = [
-        ("aurora", "Auroras glow when solar wind particles hit the upper atmosphere near the poles."),
-        ("volcano", "Basaltic volcanoes erupt runny lava that builds broad shield-shaped mountains."),
-        ("coral", "Coral reefs are built by tiny polyps that secrete calcium carbonate skeletons."),
-        ("glacier", "Glaciers carve U-shaped valleys as compacted snow slowly flows downhill."),
-        ("comet", "A comet's tail points away from the sun, pushed by radiation and solar wind."),
+        (
+            "aurora",
+            "Auroras glow when solar wind particles hit the upper atmosphere near the poles.",
+        ),
+        (
+            "volcano",
+            "Basaltic volcanoes erupt runny lava that builds broad shield-shaped mountains.",
+        ),
+        (
+            "coral",
+            "Coral reefs are built by tiny polyps that secrete calcium carbonate skeletons.",
+        ),
+        (
+            "glacier",
+            "Glaciers carve U-shaped valleys as compacted snow slowly flows downhill.",
+        ),
+        (
+            "comet",
+            "A comet's tail points away from the sun, pushed by radiation and solar wind.",
+        ),
     ];
     let corpus: String = topics
         .iter()
-        .map(|(id, text)| format!("{}\n", serde_json::json!({"_id": id, "title": "", "text": text})))
+        .map(|(id, text)| {
+            format!(
+                "{}\n",
+                serde_json::json!({"_id": id, "title": "", "text": text})
+            )
+        })
         .collect();
     std::fs::write(data.join("corpus.jsonl"), corpus).expect("write");
     let queries: String = topics
         .iter()
         .enumerate()
-        .map(|(i, (_, text))| format!("{}\n", serde_json::json!({"_id": format!("q{i}"), "text": text})))
+        .map(|(i, (_, text))| {
+            format!(
+                "{}\n",
+                serde_json::json!({"_id": format!("q{i}"), "text": text})
+            )
+        })
         .collect();
     std::fs::write(data.join("queries.jsonl"), queries).expect("write");
     let qrels: String = std::iter::once("query-id\tcorpus-id\tscore\n".to_owned())
-        .chain(topics.iter().enumerate().map(|(i, (id, _))| format!("q{i}\t{id}\t1\n")))
+        .chain(
+            topics
+                .iter()
+                .enumerate()
+                .map(|(i, (id, _))| format!("q{i}\t{id}\t1\n")),
+        )
         .collect();
     std::fs::write(data.join("qrels/test.tsv"), qrels).expect("write");
 
-    let o = run(tribute().args(["eval", "beir", "--json", "--mode", "all", "--data"]).arg(data));
+    let o = run(tribute()
+        .args(["eval", "beir", "--json", "--mode", "all", "--data"])
+        .arg(data));
     assert!(o.status.success(), "{}", stderr(&o));
     let reports: Value = serde_json::from_str(&stdout(&o)).expect("json");
     let reports = reports.as_array().expect("an array for --mode all");
     assert_eq!(reports.len(), 3);
     for r in reports {
-        for key in ["dataset", "mode", "queries", "ndcg@10", "recall@100", "mrr@10", "index_seconds", "query_p50_ms", "query_p95_ms"] {
+        for key in [
+            "dataset",
+            "mode",
+            "queries",
+            "ndcg@10",
+            "recall@100",
+            "mrr@10",
+            "index_seconds",
+            "query_p50_ms",
+            "query_p95_ms",
+        ] {
             assert!(r.get(key).is_some(), "missing {key} in {r}");
         }
         assert_eq!(r["queries"], 5);
@@ -155,7 +256,9 @@ fn eval_beir_reports_trec_metrics() {
         assert_eq!(r["mrr@10"], 1.0, "{r}");
         assert_eq!(r["recall@100"], 1.0, "{r}");
     }
-    let o = run(tribute().args(["eval", "beir", "--json", "--mode", "bm25", "--data"]).arg(data));
+    let o = run(tribute()
+        .args(["eval", "beir", "--json", "--mode", "bm25", "--data"])
+        .arg(data));
     let one: Value = serde_json::from_str(&stdout(&o)).expect("json");
     assert_eq!(one["mode"], "bm25", "a single mode prints one object");
 }

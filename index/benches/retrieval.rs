@@ -1,0 +1,333 @@
+//! Retrieval benchmark: prints ingest throughput and query latency tables.
+//!
+//! ```sh
+//! cargo bench -p tribute-index --bench retrieval
+//! ```
+//! Sections:
+//! 1. **Real model** on the first `TRIBUTE_BENCH_DOCS` (default 5000) Reuters-21578
+//!    articles: ingest docs/s (against `python_ingest_baseline.py`, the plain Python ONNX
+//!    Runtime loop, on the same documents), query-embedding latency, and search latency
+//!    per mode with and without the query embedding.
+//! 2. **Scale**: `TRIBUTE_BENCH_SCALES` (default `10000,100000`) chunks of Reuters text,
+//!    BM25 on the real text and dense on *synthetic* unit vectors (hash-seeded, 384-d), to
+//!    measure index latency at sizes the 2-core machine cannot embed in minutes.
+//!
+//! Latencies are medians (p50) and p95 over the queries (Reuters titles), in ms.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tribute_index::chunker::{ChunkerConfig, TokenCounter, WordCounter};
+use tribute_index::embedder::{Embedder, EmbedderOptions, OnnxEmbedder, default_model_dir};
+use tribute_index::eval::percentile;
+use tribute_index::{Document, Index, IndexConfig, Mode};
+
+/// Reuters-21578 articles `(id, title, body)` from the SGML files.
+fn reuters(dir: &Path, limit: usize) -> Vec<(String, String, String)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "sgm"));
+    files.sort();
+    let between = |s: &str, open: &str, close: &str| -> Option<String> {
+        let a = s.find(open)? + open.len();
+        let b = s[a..].find(close)? + a;
+        Some(unescape(&s[a..b]))
+    };
+    let mut out = Vec::new();
+    for f in files {
+        let raw = String::from_utf8_lossy(&std::fs::read(&f).unwrap_or_default()).into_owned();
+        for art in raw.split("</REUTERS>") {
+            let Some(id) = between(art, "NEWID=\"", "\"") else {
+                continue;
+            };
+            let title = between(art, "<TITLE>", "</TITLE>").unwrap_or_default();
+            let Some(body) = between(art, "<BODY>", "</BODY>") else {
+                continue;
+            };
+            let body = body
+                .trim_end_matches("Reuter\n&#3;")
+                .trim()
+                .replace("\n    ", "\n")
+                .replace('\n', " ");
+            if body.len() > 40 {
+                out.push((id, title.trim().to_owned(), body));
+            }
+            if out.len() >= limit {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+        .replace("&#3;", "")
+}
+
+/// Deterministic pseudo-random unit vectors seeded by the text: for latency at scale only.
+struct SyntheticEmbedder;
+
+impl TokenCounter for SyntheticEmbedder {
+    fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
+        WordCounter.token_spans(text)
+    }
+}
+
+impl Embedder for SyntheticEmbedder {
+    fn model_id(&self) -> &str {
+        "synthetic-384"
+    }
+    fn dim(&self) -> usize {
+        384
+    }
+    fn embed(&self, texts: &[&str]) -> tribute_index::Result<Vec<Vec<f32>>> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+                for b in t.bytes() {
+                    h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+                }
+                let mut v: Vec<f32> = (0..384)
+                    .map(|_| {
+                        h ^= h << 13;
+                        h ^= h >> 7;
+                        h ^= h << 17;
+                        (h >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                    })
+                    .collect();
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= n);
+                v
+            })
+            .collect())
+    }
+}
+
+fn docs_of(articles: &[(String, String, String)]) -> Vec<Document> {
+    articles
+        .iter()
+        .map(|(id, title, body)| {
+            Document::new(format!("reuters-{id}"), body.clone())
+                .with_title(title.clone())
+                .with_datanet("reuters")
+        })
+        .collect()
+}
+
+fn time_queries(
+    index: &Index,
+    queries: &[(String, Vec<f32>)],
+    mode: Mode,
+    with_embedding: bool,
+) -> (f64, f64) {
+    let mut lat = Vec::with_capacity(queries.len());
+    for (q, v) in queries {
+        let t = Instant::now();
+        let mut req = index.search(q.as_str()).k(10).mode(mode);
+        if !with_embedding {
+            req = req.query_vector(v.clone());
+        }
+        let hits = req.execute().expect("search");
+        std::hint::black_box(hits);
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    lat.sort_by(f64::total_cmp);
+    (percentile(&lat, 50.0), percentile(&lat, 95.0))
+}
+
+fn latency_table(label: &str, index: &Index, queries: &[(String, Vec<f32>)], real_model: bool) {
+    for mode in Mode::ALL {
+        let (p50, p95) = time_queries(index, queries, mode, false);
+        let with = if real_model && mode != Mode::Bm25 {
+            let (a, b) = time_queries(index, queries, mode, true);
+            format!("{a:>8.3} {b:>8.3}")
+        } else {
+            format!("{:>8} {:>8}", "-", "-")
+        };
+        println!(
+            "{label:<28} {:<7} {p50:>8.3} {p95:>8.3}   {with}",
+            mode.as_str()
+        );
+    }
+}
+
+fn main() {
+    let data = PathBuf::from(std::env::var("TRIBUTE_BENCH_REUTERS").unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/data/reuters21578")
+            .display()
+            .to_string()
+    }));
+    let n_docs: usize = std::env::var("TRIBUTE_BENCH_DOCS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5000);
+    let scales: Vec<usize> = std::env::var("TRIBUTE_BENCH_SCALES")
+        .unwrap_or_else(|_| "10000,100000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let all = reuters(&data, usize::MAX);
+    assert!(
+        !all.is_empty(),
+        "no Reuters articles under {}",
+        data.display()
+    );
+    let query_titles: Vec<String> = all
+        .iter()
+        .rev()
+        .filter(|a| !a.1.is_empty())
+        .take(200)
+        .map(|a| a.1.to_lowercase())
+        .collect();
+
+    println!(
+        "# tribute-index retrieval benchmark ({} cores)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "{:<28} {:<7} {:>8} {:>8}   {:>8} {:>8}",
+        "corpus", "mode", "p50 ms", "p95 ms", "+emb p50", "+emb p95"
+    );
+
+    // 1. Real model.
+    if n_docs > 0 {
+        let embedder = Arc::new(
+            OnnxEmbedder::from_dir(&default_model_dir(), EmbedderOptions::default())
+                .expect("run scripts/setup.sh first"),
+        );
+        let articles = &all[..n_docs.min(all.len())];
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut index = Index::open(
+            tmp.path().join("kb"),
+            Some(embedder.clone()),
+            IndexConfig::default(),
+        )
+        .expect("open");
+        let t = Instant::now();
+        let report = index
+            .add_documents(docs_of(articles), None)
+            .expect("ingest");
+        let secs = t.elapsed().as_secs_f64();
+        let ours = articles.len() as f64 / secs;
+
+        let mut emb_lat = Vec::new();
+        let mut queries = Vec::new();
+        for q in &query_titles {
+            let t = Instant::now();
+            let v = embedder.embed(&[q.as_str()]).expect("embed").remove(0);
+            emb_lat.push(t.elapsed().as_secs_f64() * 1e3);
+            queries.push((q.clone(), v));
+        }
+        emb_lat.sort_by(f64::total_cmp);
+        latency_table(
+            &format!("reuters {} docs/{} chunks", articles.len(), report.chunks),
+            &index,
+            &queries,
+            true,
+        );
+        println!();
+        println!(
+            "query embedding (all-MiniLM-L6-v2, {} titles): p50 {:.2} ms, p95 {:.2} ms",
+            emb_lat.len(),
+            percentile(&emb_lat, 50.0),
+            percentile(&emb_lat, 95.0)
+        );
+        println!(
+            "ingest (chunk + embed + index + commit): {} docs in {secs:.1}s = {ours:.1} docs/s",
+            articles.len()
+        );
+
+        // The peer: a plain Python ONNX Runtime loop over the same documents.
+        let jsonl = tmp.path().join("reuters.jsonl");
+        let lines: String = articles
+            .iter()
+            .map(|(id, title, body)| {
+                format!(
+                    "{}\n",
+                    serde_json::json!({"_id": id, "title": title, "text": body})
+                )
+            })
+            .collect();
+        std::fs::write(&jsonl, lines).expect("write");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python_ingest_baseline.py");
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        match Command::new(&python)
+            .arg(&script)
+            .arg(default_model_dir())
+            .arg(&jsonl)
+            .output()
+        {
+            Ok(o) if o.status.success() => {
+                let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+                let py = v["docs_per_s"].as_f64().unwrap_or(f64::NAN);
+                println!(
+                    "python ORT loop (same docs, batch 32): {py:.1} docs/s → tribute is {:.2}x faster",
+                    ours / py
+                );
+            }
+            Ok(o) => println!(
+                "python ORT loop unavailable ({}): pip install onnxruntime tokenizers numpy",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ),
+            Err(e) => println!("python ORT loop unavailable: {e}"),
+        }
+        println!();
+    }
+
+    // 2. Scale, synthetic vectors.
+    for &target in &scales {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // Small chunks so that the Reuters text yields `target` chunks.
+        let total_words: usize = all.iter().map(|a| a.2.split_whitespace().count()).sum();
+        let max_tokens = (total_words / target).clamp(8, 220);
+        let config = IndexConfig {
+            chunker: ChunkerConfig {
+                max_tokens,
+                overlap_tokens: 0,
+            },
+            near_duplicate_threshold: None,
+            commit_every: 50_000,
+            ..IndexConfig::default()
+        };
+        let embedder: Arc<dyn Embedder> = Arc::new(SyntheticEmbedder);
+        let mut index =
+            Index::open(tmp.path().join("kb"), Some(embedder.clone()), config).expect("open");
+        let mut docs = docs_of(&all);
+        let t = Instant::now();
+        let mut chunks = 0;
+        while chunks < target && !docs.is_empty() {
+            let take = docs.len().min(2000);
+            let batch: Vec<Document> = docs.drain(..take).collect();
+            chunks += index.add_documents(batch, None).expect("ingest").chunks;
+        }
+        let build = t.elapsed().as_secs_f64();
+        let queries: Vec<(String, Vec<f32>)> = query_titles
+            .iter()
+            .map(|q| {
+                (
+                    q.clone(),
+                    embedder.embed(&[q.as_str()]).expect("embed").remove(0),
+                )
+            })
+            .collect();
+        latency_table(
+            &format!("scale {chunks} chunks (synthetic)"),
+            &index,
+            &queries,
+            false,
+        );
+        println!("  (built in {build:.1}s)");
+    }
+}
