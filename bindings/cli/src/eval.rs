@@ -31,6 +31,9 @@ pub struct BeirArgs {
     /// Only the first N judged queries.
     #[arg(long)]
     limit: Option<usize>,
+    /// Keep the index in this directory and reuse it on later runs (default: a temporary directory).
+    #[arg(long)]
+    kb: Option<PathBuf>,
     /// No progress output on stderr.
     #[arg(long)]
     json: bool,
@@ -50,6 +53,8 @@ struct Report {
     #[serde(rename = "mrr@10")]
     mrr10: f64,
     index_seconds: f64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    reused_index: bool,
     query_p50_ms: f64,
     query_p95_ms: f64,
 }
@@ -86,15 +91,25 @@ fn beir(a: BeirArgs) -> anyhow::Result<()> {
         None
     };
     let tmp = tempfile::tempdir()?;
-    let mut index = Index::open(tmp.path(), embedder, IndexConfig::default())?;
-    log(format!(
-        "{}: indexing {} documents…",
-        data.name,
-        data.corpus.len()
-    ));
+    let dir = a.kb.clone().unwrap_or_else(|| tmp.path().to_owned());
+    let mut index = Index::open(&dir, embedder, IndexConfig::default())?;
+    let reused_index = index.document_count() > 0;
     let started = Instant::now();
     let corpus = std::mem::take(&mut data.corpus);
-    index.add_documents(corpus, None)?;
+    if reused_index {
+        log(format!(
+            "{}: reusing the index in {}",
+            data.name,
+            dir.display()
+        ));
+    } else {
+        log(format!(
+            "{}: indexing {} documents…",
+            data.name,
+            corpus.len()
+        ));
+        index.add_documents(corpus, None)?;
+    }
     let index_seconds = started.elapsed().as_secs_f64();
     log(format!(
         "{}: indexed in {index_seconds:.1}s; {} queries",
@@ -146,6 +161,7 @@ fn beir(a: BeirArgs) -> anyhow::Result<()> {
                 recall100: round4(recall / n),
                 mrr10: round4(mrr / n),
                 index_seconds: round4(index_seconds),
+                reused_index,
                 query_p50_ms: round4(percentile(&latencies, 50.0)),
                 query_p95_ms: round4(percentile(&latencies, 95.0)),
             };

@@ -1,5 +1,6 @@
 //! `tribute`: the command-line front end of the Tribute SDK.
 
+mod delete;
 mod eval;
 mod ingest;
 mod search;
@@ -25,6 +26,8 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// Search a knowledge base.
     Search(search::SearchArgs),
+    /// Delete documents (and their chunks) by id.
+    Delete(delete::DeleteArgs),
     /// Evaluate retrieval quality and speed.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ingest(a) => ingest::run(a),
         Command::Search(a) => search::run(a),
+        Command::Delete(a) => delete::run(a),
         Command::Eval(c) => eval::run(c),
     };
     match result {
