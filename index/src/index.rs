@@ -600,8 +600,12 @@ impl Index {
             }
         }
 
+        // Snapshot the graph so a reopen searches exactly the graph searched now (rows
+        // re-inserted at open would land in a differently shaped graph). Small indexes are
+        // searched exactly, so their snapshot can wait.
         if let Some(d) = self.dense.as_mut()
-            && d.unsnapshotted() >= 256
+            && d.unsnapshotted() > 0
+            && (d.rows() > self.config.hnsw.exact_below || d.unsnapshotted() >= 256)
         {
             d.snapshot()?;
         }
