@@ -27,7 +27,7 @@ impl Embedder for HashEmbedder {
             .iter()
             .map(|t| {
                 // Bag of hashed words: texts sharing words get similar vectors.
-                let mut v = vec![0f32; 32];
+                let mut v = [0f32; 32];
                 for w in t.split_whitespace() {
                     let h = w.bytes().fold(2166136261u32, |h, b| {
                         (h ^ u32::from(b)).wrapping_mul(16777619)
