@@ -32,7 +32,9 @@ impl TokenCounter for WordCounter {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ChunkerConfig {
-    /// Most tokens in a chunk (the title, embedded with every chunk, is not counted).
+    /// Most tokens the embedder sees per chunk: the document title (embedded with every
+    /// chunk), the chunk text and two special tokens. A long title leaves less for the text,
+    /// but never under a quarter of this.
     pub max_tokens: usize,
     /// Tokens of trailing whole sentences repeated at the start of the next chunk.
     pub overlap_tokens: usize,
@@ -40,15 +42,32 @@ pub struct ChunkerConfig {
 
 impl Default for ChunkerConfig {
     fn default() -> Self {
-        // all-MiniLM-L6-v2 was trained on 128-256 word pieces; 220 leaves room for a title.
+        // all-MiniLM-L6-v2's window: 256 word pieces.
         Self {
-            max_tokens: 220,
+            max_tokens: 256,
             overlap_tokens: 32,
         }
     }
 }
 
 impl ChunkerConfig {
+    /// The text budget of a chunk of a document with this title.
+    pub fn text_budget(&self, title: &str, counter: &dyn TokenCounter) -> Self {
+        let title_tokens = if title.trim().is_empty() {
+            0
+        } else {
+            counter.count_tokens(title) + 1
+        };
+        let max_tokens = self
+            .max_tokens
+            .saturating_sub(title_tokens + 2)
+            .max(self.max_tokens / 4);
+        Self {
+            max_tokens,
+            overlap_tokens: self.overlap_tokens.min(max_tokens / 4),
+        }
+    }
+
     /// Checks the settings are usable.
     pub fn validate(&self) -> Result<()> {
         if self.max_tokens < 8 {
@@ -254,6 +273,15 @@ mod tests {
         for s in chunk_text(t, &cfg(8, 2), &WordCounter) {
             assert!(t.is_char_boundary(s.start) && t.is_char_boundary(s.end));
         }
+    }
+
+    #[test]
+    fn title_and_special_tokens_come_out_of_the_budget() {
+        let c = cfg(64, 16);
+        assert_eq!(c.text_budget("", &WordCounter), cfg(62, 15));
+        assert_eq!(c.text_budget("Three word title", &WordCounter), cfg(58, 14));
+        let long_title = "w ".repeat(100);
+        assert_eq!(c.text_budget(&long_title, &WordCounter).max_tokens, 16);
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub struct OnnxEmbedder {
     /// The model's tokenizer without truncation or padding, for counting tokens.
     counter: tokenizers::Tokenizer,
     batch_size: usize,
+    batch_bytes: usize,
 }
 
 impl std::fmt::Debug for OnnxEmbedder {
@@ -62,8 +63,12 @@ impl std::fmt::Debug for OnnxEmbedder {
 pub struct EmbedderOptions {
     /// Longest input in tokens; longer texts are truncated.
     pub max_length: usize,
-    /// Texts per model call during ingest.
+    /// Most texts per model call.
     pub batch_size: usize,
+    /// Most bytes of text per model call (texts are sorted by length first, so a batch
+    /// holds texts of about the same length). On CPU one long text per call is fastest —
+    /// padding is wasted work — while short texts gain from sharing a call.
+    pub batch_bytes: usize,
     /// Parallel model sessions (`None`: one per core). Ingest spreads batches over them.
     pub sessions: Option<usize>,
     /// ONNX Runtime intra-op threads per session.
@@ -74,7 +79,8 @@ impl Default for EmbedderOptions {
     fn default() -> Self {
         Self {
             max_length: 256,
-            batch_size: 16,
+            batch_size: 32,
+            batch_bytes: 1024,
             sessions: None,
             threads_per_session: 1,
         }
@@ -170,6 +176,7 @@ impl OnnxEmbedder {
             sessions,
             counter,
             batch_size: options.batch_size.max(1),
+            batch_bytes: options.batch_bytes.max(1),
         })
     }
 
@@ -204,6 +211,7 @@ impl OnnxEmbedder {
             sessions: vec![Mutex::new(te)],
             counter,
             batch_size: options.batch_size.max(1),
+            batch_bytes: options.batch_bytes.max(1),
         })
     }
 }
@@ -234,7 +242,20 @@ impl Embedder for OnnxEmbedder {
         // Batch texts of similar length together: padding is wasted work.
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());
-        let batches: Vec<&[usize]> = order.chunks(self.batch_size).collect();
+        let mut batches: Vec<&[usize]> = Vec::new();
+        let mut start = 0;
+        for end in 1..=order.len() {
+            // `order[end - 1]` is the longest text of the batch `start..end`.
+            let longest = texts[order[end - 1]].len().max(1);
+            let full = end == order.len()
+                || end - start >= self.batch_size
+                || (end - start + 1) * texts[order[end]].len().max(1)
+                    > self.batch_bytes.max(longest);
+            if full {
+                batches.push(&order[start..end]);
+                start = end;
+            }
+        }
         let run = |session: &Mutex<TextEmbedding>, batch: &[usize]| -> Result<Vec<Vec<f32>>> {
             let batch_texts: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
             let mut model = session

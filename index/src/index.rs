@@ -38,7 +38,8 @@ const FORMAT_VERSION: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct IndexConfig {
-    /// How documents are cut into chunks.
+    /// How documents are cut into chunks; recorded when the index is created, and the
+    /// recorded settings are used from then on.
     pub chunker: ChunkerConfig,
     /// HNSW graph settings.
     pub hnsw: HnswConfig,
@@ -174,8 +175,10 @@ pub struct IngestReport {
     pub duplicates: Vec<(DocId, Origin)>,
     /// Near-duplicates (indexed, and recorded with their origin).
     pub near_duplicates: Vec<(DocId, NearDuplicate)>,
-    /// Wall-clock seconds.
+    /// Wall-clock seconds, all of it.
     pub seconds: f64,
+    /// Seconds spent embedding chunks.
+    pub embed_seconds: f64,
 }
 
 struct DocEntry {
@@ -230,6 +233,36 @@ pub struct Hit {
     pub bm25: Option<RetrieverScore>,
     /// Dense score and rank, when the dense retriever found the chunk.
     pub dense: Option<RetrieverScore>,
+}
+
+/// A stored chunk with its provenance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Chunk id (`doc#n`).
+    pub chunk_id: ChunkId,
+    /// Document id.
+    pub doc_id: DocId,
+    /// Document title.
+    pub title: String,
+    /// Chunk text.
+    pub text: String,
+    /// UTF-8 byte offset of the chunk in the document text.
+    pub start: usize,
+    /// UTF-8 byte offset one past the chunk's end.
+    pub end: usize,
+    /// The document's contributor.
+    pub contributor: Contributor,
+    /// The document's datanet.
+    pub datanet: DatanetId,
+    /// keccak-256 of the chunk text.
+    pub content_hash: ContentHash,
+}
+
+impl Chunk {
+    /// The text the embedder saw for this chunk: title, newline, chunk text.
+    pub fn embedded_text(&self) -> String {
+        embed_text(&self.title, &self.text)
+    }
 }
 
 /// A hybrid BM25 + dense index of attributed documents, stored in a directory.
@@ -452,6 +485,24 @@ impl Index {
         self.by_id.get(id).map(|&i| &self.docs[i as usize].record)
     }
 
+    /// All live chunks, in ingest order.
+    pub fn chunks(&self) -> impl Iterator<Item = Chunk> + '_ {
+        self.chunks.iter().filter(|c| c.alive).map(|c| {
+            let r = &self.docs[c.doc as usize].record;
+            Chunk {
+                chunk_id: c.id.clone(),
+                doc_id: r.id.clone(),
+                title: r.title.clone(),
+                text: c.text.clone(),
+                start: c.start,
+                end: c.end,
+                contributor: r.contributor,
+                datanet: r.datanet.clone(),
+                content_hash: c.hash,
+            }
+        })
+    }
+
     /// All live document records, in ingest order.
     pub fn documents(&self) -> impl Iterator<Item = &DocumentRecord> {
         self.docs.iter().filter(|d| d.alive).map(|d| &d.record)
@@ -525,7 +576,9 @@ impl Index {
             let spans = if duplicate_of.is_some() {
                 Vec::new()
             } else {
-                chunk_text(&doc.text, &self.config.chunker, self.counter())
+                // The chunker recorded at creation, so every document is cut the same way.
+                let budget = self.meta.chunker.text_budget(&doc.title, self.counter());
+                chunk_text(&doc.text, &budget, self.counter())
             };
             plan.push(Planned {
                 doc,
@@ -567,6 +620,7 @@ impl Index {
             // 1. Embed (fallible, before touching any state).
             let mut vectors: Vec<Vec<f32>> = Vec::new();
             if let Some(embedder) = self.embedder.clone() {
+                let embed_started = Instant::now();
                 let texts: Vec<String> = group
                     .iter()
                     .flat_map(|item| {
@@ -583,6 +637,7 @@ impl Index {
                         cb(&p);
                     }
                 }
+                report.embed_seconds += embed_started.elapsed().as_secs_f64();
             } else {
                 p.chunks_done += group.iter().map(|x| x.spans.len()).sum::<usize>();
             }

@@ -21,7 +21,7 @@ pub use embedder::{Embedder, EmbedderOptions, OnnxEmbedder};
 pub use error::{Error, Result};
 pub use fusion::{Fusion, Mode};
 pub use index::{
-    DEFAULT_DEPTH, DocumentRecord, Hit, Index, IndexConfig, IngestProgress, IngestReport,
+    Chunk, DEFAULT_DEPTH, DocumentRecord, Hit, Index, IndexConfig, IngestProgress, IngestReport,
     NearDuplicate, Origin, RetrieverScore, SearchRequest,
 };
 pub use types::{ChunkId, ContentHash, Contributor, DatanetId, DocId};
