@@ -23,6 +23,12 @@ pub enum Fusion {
         /// Weight of the dense retriever, in `[0, 1]`.
         alpha: f32,
     },
+    /// Like `Weighted`, but each list is normalised by its own score distribution:
+    /// `(s − (μ − 3σ)) / 6σ`, clipped to `[0, 1]` (distribution-based score fusion).
+    Dbsf {
+        /// Weight of the dense retriever, in `[0, 1]`.
+        alpha: f32,
+    },
 }
 
 impl Default for Fusion {
@@ -73,6 +79,18 @@ impl Fusion {
                     }
                 }
             }
+            Fusion::Dbsf { alpha } => {
+                for (list, w) in [(bm25, 1.0 - alpha), (dense, alpha)] {
+                    let n = list.len().max(1) as f32;
+                    let mean = list.iter().map(|(_, s)| s).sum::<f32>() / n;
+                    let var = list.iter().map(|(_, s)| (s - mean) * (s - mean)).sum::<f32>() / n;
+                    let sd = var.sqrt();
+                    for (slot, s) in list {
+                        let norm = if sd > 0.0 { ((s - (mean - 3.0 * sd)) / (6.0 * sd)).clamp(0.0, 1.0) } else { 1.0 };
+                        *fused.entry(*slot).or_insert(0.0) += w * norm;
+                    }
+                }
+            }
         }
         let mut out: Vec<(u32, f32)> = fused.into_iter().collect();
         out.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -85,6 +103,7 @@ impl fmt::Display for Fusion {
         match self {
             Fusion::Rrf { k } => write!(f, "rrf:{k}"),
             Fusion::Weighted { alpha } => write!(f, "weighted:{alpha}"),
+            Fusion::Dbsf { alpha } => write!(f, "dbsf:{alpha}"),
         }
     }
 }
@@ -96,7 +115,7 @@ impl FromStr for Fusion {
         let unknown = || Error::UnknownVariant {
             what: "fusion",
             input: s.to_owned(),
-            expected: "rrf, rrf:K, weighted, weighted:ALPHA",
+            expected: "rrf, rrf:K, weighted, weighted:ALPHA, dbsf, dbsf:ALPHA",
         };
         let (name, arg) = s.split_once(':').map_or((s, None), |(n, a)| (n, Some(a)));
         let num = |a: &str| a.trim().parse::<f32>().map_err(|_| unknown());
@@ -105,6 +124,8 @@ impl FromStr for Fusion {
             ("rrf", Some(a)) => Fusion::Rrf { k: num(a)? },
             ("weighted", None) => DEFAULT_WEIGHTED,
             ("weighted", Some(a)) => Fusion::Weighted { alpha: num(a)? },
+            ("dbsf", None) => Fusion::Dbsf { alpha: 0.5 },
+            ("dbsf", Some(a)) => Fusion::Dbsf { alpha: num(a)? },
             _ => return Err(unknown()),
         };
         f.validate()?;
@@ -189,6 +210,21 @@ mod tests {
         assert!((get(2) - (0.75 * 0.5 + 0.25 * 1.0)).abs() < 1e-6);
         assert!((get(3) - (0.25 * 0.5)).abs() < 1e-6);
         assert!((get(4) - 0.0).abs() < 1e-6);
+        assert_eq!(f[0].0, 1);
+    }
+
+    #[test]
+    fn dbsf_normalises_by_mean_and_spread() {
+        // bm25: mean 4, sd sqrt(8/3); dense: two equal scores → sd 0 → both 1.
+        let bm25 = [(1, 6.0), (2, 4.0), (3, 2.0)];
+        let dense = [(1, 0.5), (4, 0.5)];
+        let f = Fusion::Dbsf { alpha: 0.5 }.fuse(&bm25, &dense);
+        let get = |s| f.iter().find(|x| x.0 == s).map(|x| x.1).expect("present");
+        let sd = (8.0f32 / 3.0).sqrt();
+        let norm = |x: f32| ((x - (4.0 - 3.0 * sd)) / (6.0 * sd)).clamp(0.0, 1.0);
+        assert!((get(1) - (0.5 * norm(6.0) + 0.5)).abs() < 1e-6);
+        assert!((get(2) - 0.5 * norm(4.0)).abs() < 1e-6);
+        assert!((get(4) - 0.5).abs() < 1e-6);
         assert_eq!(f[0].0, 1);
     }
 
