@@ -23,13 +23,19 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UnitCosine;
 
-/// Dot product with eight independent accumulators, so the compiler vectorises it.
+/// Dot product with sixteen independent accumulators, so the compiler vectorises it;
+/// compiled for AVX-512, AVX2+FMA and NEON and picked at run time.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx2+fma",
+    "x86_64+avx2+fma",
+    "aarch64+neon"
+))]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
+    let mut acc = [0f32; 16];
+    let (ca, ra) = a.as_chunks::<16>();
+    let (cb, rb) = b.as_chunks::<16>();
+    for (x, y) in ca.iter().zip(cb) {
+        for i in 0..16 {
             acc[i] += x[i] * y[i];
         }
     }
@@ -74,7 +80,7 @@ impl Default for HnswConfig {
             max_connections: 16,
             ef_construction: 200,
             ef_search: 128,
-            exact_below: 2048,
+            exact_below: 10_000,
         }
     }
 }
@@ -333,6 +339,41 @@ impl DenseIndex {
         Ok(())
     }
 
+    /// Exact top `k` by scanning every accepted row, keeping a k-sized min-heap.
+    fn exact_top(&self, query: &[f32], k: usize, keep: &dyn Fn(u32) -> bool) -> Vec<Scored> {
+        #[derive(PartialEq)]
+        struct Entry(f32, u32);
+        impl Eq for Entry {}
+        impl PartialOrd for Entry {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+        impl Ord for Entry {
+            // Reversed: the heap's top is the worst kept score (ties: the larger slot).
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
+            }
+        }
+        let mut heap = std::collections::BinaryHeap::with_capacity(k + 1);
+        for (s, row) in self.vectors.chunks_exact(self.dim).enumerate() {
+            let s = s as u32;
+            if !keep(s) {
+                continue;
+            }
+            let d = dot(query, row);
+            if heap.len() < k {
+                heap.push(Entry(d, s));
+            } else if heap.peek().is_some_and(|w| d > w.0) {
+                heap.pop();
+                heap.push(Entry(d, s));
+            }
+        }
+        let mut out: Vec<Scored> = heap.into_iter().map(|e| (e.1, e.0)).collect();
+        sort_top(&mut out, k);
+        out
+    }
+
     /// Top `k` slots by cosine similarity, among slots `keep` accepts.
     /// `allowed` is how many slots `keep` accepts, when known: a small number means an exact scan.
     pub(crate) fn search(
@@ -348,12 +389,7 @@ impl DenseIndex {
         }
         if rows <= self.config.exact_below || allowed.is_some_and(|a| a <= self.config.exact_below)
         {
-            let mut all: Vec<Scored> = (0..rows as u32)
-                .filter(|&s| keep(s))
-                .map(|s| (s, dot(query, self.vector(s))))
-                .collect();
-            sort_top(&mut all, k);
-            return all;
+            return self.exact_top(query, k, keep);
         }
         let ef = self.config.ef_search.max(k);
         let filter = |id: &usize| keep(*id as u32);

@@ -25,3 +25,14 @@ pub use index::{
     NearDuplicate, Origin, RetrieverScore, SearchRequest,
 };
 pub use types::{ChunkId, ContentHash, Contributor, DatanetId, DocId};
+
+#[cfg(test)]
+mod tests {
+    /// The facade shares one index between threads: keep it `Send + Sync`.
+    #[test]
+    fn index_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<crate::Index>();
+        assert_send_sync::<crate::OnnxEmbedder>();
+    }
+}
