@@ -107,7 +107,11 @@ impl Embedder for ProjectionEmbedder {
             .iter()
             .map(|t| {
                 let mut v = vec![0f32; 384];
-                for (_, w) in WordCounter.token_spans(t).iter().map(|&(a, b)| (a, &t[a..b])) {
+                for (_, w) in WordCounter
+                    .token_spans(t)
+                    .iter()
+                    .map(|&(a, b)| (a, &t[a..b]))
+                {
                     word_direction(w, &mut v);
                 }
                 let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-9);

@@ -83,10 +83,18 @@ impl Fusion {
                 for (list, w) in [(bm25, 1.0 - alpha), (dense, alpha)] {
                     let n = list.len().max(1) as f32;
                     let mean = list.iter().map(|(_, s)| s).sum::<f32>() / n;
-                    let var = list.iter().map(|(_, s)| (s - mean) * (s - mean)).sum::<f32>() / n;
+                    let var = list
+                        .iter()
+                        .map(|(_, s)| (s - mean) * (s - mean))
+                        .sum::<f32>()
+                        / n;
                     let sd = var.sqrt();
                     for (slot, s) in list {
-                        let norm = if sd > 0.0 { ((s - (mean - 3.0 * sd)) / (6.0 * sd)).clamp(0.0, 1.0) } else { 1.0 };
+                        let norm = if sd > 0.0 {
+                            ((s - (mean - 3.0 * sd)) / (6.0 * sd)).clamp(0.0, 1.0)
+                        } else {
+                            1.0
+                        };
                         *fused.entry(*slot).or_insert(0.0) += w * norm;
                     }
                 }
