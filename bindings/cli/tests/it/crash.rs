@@ -45,8 +45,20 @@ fn killed_ingests_leave_a_consistent_openable_index() {
     );
     let mut rng = Lcg(0x7269_6275_7465);
     let rounds = 12;
-    let docs_per_round = 120;
+    let docs_per_round = 200;
     let (mut kills, mut completed, mut partial) = (0, 0, 0);
+    // Calibrate: how long one uninterrupted ingest of a round takes on this machine, so
+    // the kills land inside ingests however fast or slow the machine is.
+    let calibration = write_round(dir.path(), rounds + 1, docs_per_round);
+    let t = Instant::now();
+    let o = tribute()
+        .args(["ingest", "--json", "--commit-every", "16", "--kb"])
+        .arg(dir.path().join("calibration-kb"))
+        .arg(&calibration)
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let full_ms = t.elapsed().as_millis() as u64;
     for round in 0..rounds {
         let file = write_round(dir.path(), round, docs_per_round);
         let mut child = tribute()
@@ -57,8 +69,8 @@ fn killed_ingests_leave_a_consistent_openable_index() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn tribute ingest");
-        // Kill somewhere between start-up and the end of the ingest.
-        let delay = Duration::from_millis(150 + rng.next() % 2500);
+        // Kill somewhere between start-up and 85 % of a full ingest.
+        let delay = Duration::from_millis(full_ms / 20 + rng.next() % (full_ms * 8 / 10).max(1));
         let start = Instant::now();
         let mut exited_ok = false;
         while start.elapsed() < delay {
