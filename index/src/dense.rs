@@ -122,6 +122,8 @@ pub(crate) struct DenseIndex {
     /// All vectors, row = slot.
     vectors: Vec<f32>,
     graph: GraphHolder,
+    /// A compact copy of the graph for searching (rebuilt after every change).
+    csr: Csr,
     /// Rows covered by the newest snapshot on disk.
     snapshot_points: usize,
     log: BufWriter<File>,
@@ -192,11 +194,13 @@ impl DenseIndex {
             config,
             vectors,
             graph,
+            csr: Csr::default(),
             snapshot_points,
             log: BufWriter::new(file),
         };
         // Rows after the snapshot go into the graph again.
         this.index_rows(snapshot_points, committed_rows);
+        this.csr = this.graph.with(|g| Csr::from_graph(g, committed_rows));
         Ok(this)
     }
 
@@ -284,6 +288,9 @@ impl DenseIndex {
     pub(crate) fn index_pending(&mut self, from: usize) {
         let to = self.rows();
         self.index_rows(from, to);
+        if to > self.config.exact_below {
+            self.csr = self.graph.with(|g| Csr::from_graph(g, to));
+        }
     }
 
     /// Makes appended vectors durable.
@@ -392,6 +399,9 @@ impl DenseIndex {
             return self.exact_top(query, k, keep);
         }
         let ef = self.config.ef_search.max(k);
+        if self.csr.covers(rows) {
+            return self.csr.search(query, k, ef, keep, |s| self.vector(s));
+        }
         let filter = |id: &usize| keep(*id as u32);
         let found = self
             .graph
@@ -399,6 +409,164 @@ impl DenseIndex {
         let mut out: Vec<Scored> = found
             .into_iter()
             .map(|n| (n.d_id as u32, 1.0 - n.distance))
+            .collect();
+        sort_top(&mut out, k);
+        out
+    }
+}
+
+/// The HNSW graph hnsw_rs built, copied into flat arrays indexed by slot, searched with a
+/// visited bitset over our contiguous vectors: no hashing, locking or reference counting
+/// per visited node (hnsw_rs's own search spends most of its time there).
+#[derive(Default)]
+struct Csr {
+    /// Layer-0 neighbours of slot `s`: `nb0[off0[s]..off0[s + 1]]`.
+    off0: Vec<u32>,
+    nb0: Vec<u32>,
+    /// Neighbours on layers 1.. of the few slots that reach them: `upper[s][layer - 1]`.
+    upper: std::collections::HashMap<u32, Vec<Vec<u32>>>,
+    entry: Option<(u32, usize)>,
+}
+
+#[derive(PartialEq)]
+struct ByDist(f32, u32);
+impl Eq for ByDist {}
+impl PartialOrd for ByDist {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ByDist {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0).then(self.1.cmp(&other.1))
+    }
+}
+
+impl Csr {
+    fn from_graph(g: &Graph<'_>, rows: usize) -> Self {
+        // hnsw_rs's point iterator panics on an empty graph.
+        if g.get_nb_point() == 0 {
+            return Self::default();
+        }
+        let mut layer0: Vec<Vec<u32>> = vec![Vec::new(); rows];
+        let mut upper = std::collections::HashMap::new();
+        let mut entry: Option<(u32, usize)> = None;
+        for point in g.get_point_indexation() {
+            let slot = point.get_origin_id();
+            if slot >= rows {
+                continue;
+            }
+            let level = point.get_point_id().0 as usize;
+            let layers: Vec<Vec<u32>> = point
+                .get_neighborhood_id()
+                .iter()
+                .map(|l| {
+                    l.iter()
+                        .map(|n| n.d_id as u32)
+                        .filter(|&d| (d as usize) < rows)
+                        .collect()
+                })
+                .collect();
+            let mut layers = layers.into_iter();
+            layer0[slot] = layers.next().unwrap_or_default();
+            if level > 0 {
+                upper.insert(slot as u32, layers.take(level).collect::<Vec<_>>());
+            }
+            if entry.is_none_or(|(_, l)| level > l) {
+                entry = Some((slot as u32, level));
+            }
+        }
+        let mut off0 = Vec::with_capacity(rows + 1);
+        let mut nb0 = Vec::new();
+        off0.push(0);
+        for l in layer0 {
+            nb0.extend(l);
+            off0.push(nb0.len() as u32);
+        }
+        Self {
+            off0,
+            nb0,
+            upper,
+            entry,
+        }
+    }
+
+    fn covers(&self, rows: usize) -> bool {
+        self.entry.is_some() && self.off0.len() == rows + 1
+    }
+
+    fn search<'v>(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        keep: &dyn Fn(u32) -> bool,
+        vector: impl Fn(u32) -> &'v [f32],
+    ) -> Vec<Scored> {
+        let Some((mut ep, top)) = self.entry else {
+            return Vec::new();
+        };
+        let dist = |s: u32| 1.0 - dot(query, vector(s));
+        let mut d_ep = dist(ep);
+        // Greedy descent through the upper layers.
+        for layer in (1..=top).rev() {
+            loop {
+                let mut moved = false;
+                let nbs = self.upper.get(&ep).and_then(|l| l.get(layer - 1));
+                for &nb in nbs.into_iter().flatten() {
+                    let d = dist(nb);
+                    if d < d_ep {
+                        (ep, d_ep, moved) = (nb, d, true);
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+        // Best-first search on layer 0, keeping the `ef` best accepted nodes.
+        let rows = self.off0.len() - 1;
+        let mut visited = vec![0u64; rows.div_ceil(64)];
+        let mut seen = |s: u32| {
+            let (w, b) = (s as usize / 64, 1u64 << (s % 64));
+            let was = visited[w] & b != 0;
+            visited[w] |= b;
+            was
+        };
+        let mut candidates = std::collections::BinaryHeap::new();
+        let mut results: std::collections::BinaryHeap<ByDist> = std::collections::BinaryHeap::new();
+        seen(ep);
+        candidates.push(std::cmp::Reverse(ByDist(d_ep, ep)));
+        if keep(ep) {
+            results.push(ByDist(d_ep, ep));
+        }
+        while let Some(std::cmp::Reverse(ByDist(d, c))) = candidates.pop() {
+            if results.len() >= ef && results.peek().is_some_and(|w| d > w.0) {
+                break;
+            }
+            let (a, b) = (
+                self.off0[c as usize] as usize,
+                self.off0[c as usize + 1] as usize,
+            );
+            for &nb in &self.nb0[a..b] {
+                if seen(nb) {
+                    continue;
+                }
+                let dn = dist(nb);
+                if results.len() < ef || results.peek().is_some_and(|w| dn < w.0) {
+                    candidates.push(std::cmp::Reverse(ByDist(dn, nb)));
+                    if keep(nb) {
+                        results.push(ByDist(dn, nb));
+                        if results.len() > ef {
+                            results.pop();
+                        }
+                    }
+                }
+            }
+        }
+        let mut out: Vec<Scored> = results
+            .into_iter()
+            .map(|ByDist(d, s)| (s, 1.0 - d))
             .collect();
         sort_top(&mut out, k);
         out

@@ -177,3 +177,51 @@ fn a_damaged_snapshot_is_rebuilt_from_the_vectors() {
             .collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn graph_search_recall_matches_an_exact_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedder: Arc<dyn Embedder> = Arc::new(HashEmbedder);
+    let mut index = Index::open(dir.path(), Some(embedder.clone()), config()).expect("open");
+    index.add_documents(docs(0..600), None).expect("ingest");
+    drop(index);
+    // The same directory opened with a huge exact-scan threshold gives the true top k.
+    let exact_config = IndexConfig {
+        hnsw: HnswConfig {
+            exact_below: usize::MAX,
+            ..HnswConfig::default()
+        },
+        ..config()
+    };
+    let graph = Index::open(dir.path(), Some(embedder.clone()), config()).expect("open");
+    let exact = Index::open(dir.path(), Some(embedder), exact_config).expect("open");
+    let (mut found, mut total) = (0, 0);
+    for i in 0..40 {
+        let q = format!("colour c{} shape s{} batch b{}", i % 7, i % 11, i % 9);
+        let truth: Vec<_> = exact
+            .search(q.as_str())
+            .mode(Mode::Dense)
+            .k(10)
+            .execute()
+            .expect("exact")
+            .into_iter()
+            .map(|h| h.chunk_id)
+            .collect();
+        let got: Vec<_> = graph
+            .search(q.as_str())
+            .mode(Mode::Dense)
+            .k(10)
+            .execute()
+            .expect("graph")
+            .into_iter()
+            .map(|h| h.chunk_id)
+            .collect();
+        found += got.iter().filter(|c| truth.contains(c)).count();
+        total += truth.len();
+    }
+    let recall = found as f64 / total as f64;
+    assert!(
+        recall >= 0.95,
+        "graph search recall@10 {recall:.3} against an exact scan"
+    );
+}
