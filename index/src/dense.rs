@@ -346,37 +346,24 @@ impl DenseIndex {
         Ok(())
     }
 
-    /// Exact top `k` by scanning every accepted row, keeping a k-sized min-heap.
+    /// Exact top `k` by scanning every accepted row, keeping the `k` nearest in a heap
+    /// whose top is the farthest kept.
     fn exact_top(&self, query: &[f32], k: usize, keep: &dyn Fn(u32) -> bool) -> Vec<Scored> {
-        #[derive(PartialEq)]
-        struct Entry(f32, u32);
-        impl Eq for Entry {}
-        impl PartialOrd for Entry {
-            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-                Some(self.cmp(other))
-            }
-        }
-        impl Ord for Entry {
-            // Reversed: the heap's top is the worst kept score (ties: the larger slot).
-            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-                other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
-            }
-        }
         let mut heap = std::collections::BinaryHeap::with_capacity(k + 1);
         for (s, row) in self.vectors.chunks_exact(self.dim).enumerate() {
             let s = s as u32;
             if !keep(s) {
                 continue;
             }
-            let d = dot(query, row);
+            let d = 1.0 - dot(query, row);
             if heap.len() < k {
-                heap.push(Entry(d, s));
-            } else if heap.peek().is_some_and(|w| d > w.0) {
+                heap.push(ByDist(d, s));
+            } else if heap.peek().is_some_and(|w| d < w.0) {
                 heap.pop();
-                heap.push(Entry(d, s));
+                heap.push(ByDist(d, s));
             }
         }
-        let mut out: Vec<Scored> = heap.into_iter().map(|e| (e.1, e.0)).collect();
+        let mut out: Vec<Scored> = heap.into_iter().map(|ByDist(d, s)| (s, 1.0 - d)).collect();
         sort_top(&mut out, k);
         out
     }
@@ -428,6 +415,7 @@ struct Csr {
     entry: Option<(u32, usize)>,
 }
 
+/// A slot and its distance to the query, ordered by distance (then slot).
 #[derive(PartialEq)]
 struct ByDist(f32, u32);
 impl Eq for ByDist {}

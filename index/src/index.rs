@@ -206,33 +206,26 @@ pub struct RetrieverScore {
     pub rank: usize,
 }
 
-/// A search result: one chunk, with its provenance and scores.
+/// A search result: one chunk, with its provenance (reachable directly, `hit.doc_id`,
+/// through `Deref`) and its scores. Serialises flat.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hit {
-    /// Chunk id (`doc#n`).
-    pub chunk_id: ChunkId,
-    /// Document id.
-    pub doc_id: DocId,
-    /// Document title.
-    pub title: String,
-    /// Chunk text.
-    pub text: String,
-    /// UTF-8 byte offset of the chunk in the document text.
-    pub start: usize,
-    /// UTF-8 byte offset one past the chunk's end.
-    pub end: usize,
-    /// The document's contributor.
-    pub contributor: Contributor,
-    /// The document's datanet.
-    pub datanet: DatanetId,
-    /// keccak-256 of the chunk text.
-    pub content_hash: ContentHash,
+    /// The chunk and where it comes from.
+    #[serde(flatten)]
+    pub chunk: Chunk,
     /// Final score: the fused score in hybrid mode, else the retriever's score.
     pub score: f32,
     /// BM25 score and rank, when BM25 found the chunk.
     pub bm25: Option<RetrieverScore>,
     /// Dense score and rank, when the dense retriever found the chunk.
     pub dense: Option<RetrieverScore>,
+}
+
+impl std::ops::Deref for Hit {
+    type Target = Chunk;
+    fn deref(&self) -> &Chunk {
+        &self.chunk
+    }
 }
 
 /// A stored chunk with its provenance.
@@ -487,20 +480,25 @@ impl Index {
 
     /// All live chunks, in ingest order.
     pub fn chunks(&self) -> impl Iterator<Item = Chunk> + '_ {
-        self.chunks.iter().filter(|c| c.alive).map(|c| {
-            let r = &self.docs[c.doc as usize].record;
-            Chunk {
-                chunk_id: c.id.clone(),
-                doc_id: r.id.clone(),
-                title: r.title.clone(),
-                text: c.text.clone(),
-                start: c.start,
-                end: c.end,
-                contributor: r.contributor,
-                datanet: r.datanet.clone(),
-                content_hash: c.hash,
-            }
-        })
+        self.chunks
+            .iter()
+            .filter(|c| c.alive)
+            .map(|c| self.chunk_view(c))
+    }
+
+    fn chunk_view(&self, c: &ChunkEntry) -> Chunk {
+        let r = &self.docs[c.doc as usize].record;
+        Chunk {
+            chunk_id: c.id.clone(),
+            doc_id: r.id.clone(),
+            title: r.title.clone(),
+            text: c.text.clone(),
+            start: c.start,
+            end: c.end,
+            contributor: r.contributor,
+            datanet: r.datanet.clone(),
+            content_hash: c.hash,
+        }
     }
 
     /// All live document records, in ingest order.
@@ -1120,17 +1118,8 @@ impl<'a> SearchRequest<'a> {
             if self.per_document && !seen_docs.insert(c.doc) {
                 continue;
             }
-            let r = &index.docs[c.doc as usize].record;
             hits.push(Hit {
-                chunk_id: c.id.clone(),
-                doc_id: r.id.clone(),
-                title: r.title.clone(),
-                text: c.text.clone(),
-                start: c.start,
-                end: c.end,
-                contributor: r.contributor,
-                datanet: r.datanet.clone(),
-                content_hash: c.hash,
+                chunk: index.chunk_view(c),
                 score,
                 bm25: bm25_ranks.get(&slot).copied(),
                 dense: dense_ranks.get(&slot).copied(),

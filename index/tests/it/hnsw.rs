@@ -205,7 +205,7 @@ fn graph_search_recall_matches_an_exact_scan() {
             .execute()
             .expect("exact")
             .into_iter()
-            .map(|h| h.chunk_id)
+            .map(|h| h.chunk.chunk_id)
             .collect();
         let got: Vec<_> = graph
             .search(q.as_str())
@@ -214,7 +214,7 @@ fn graph_search_recall_matches_an_exact_scan() {
             .execute()
             .expect("graph")
             .into_iter()
-            .map(|h| h.chunk_id)
+            .map(|h| h.chunk.chunk_id)
             .collect();
         found += got.iter().filter(|c| truth.contains(c)).count();
         total += truth.len();
