@@ -761,6 +761,12 @@ impl Index {
             d.index_pending(first_new_row);
             d.sync()?;
         }
+        self.commit()
+    }
+
+    /// Syncs the log and commits tantivy with the commit record covering everything
+    /// written so far (vectors must already be synced).
+    fn commit(&mut self) -> Result<()> {
         self.log.sync()?;
         let record = CommitRecord {
             log_bytes: self.log.len(),
@@ -824,16 +830,7 @@ impl Index {
         let result = (|| {
             self.log.append(&op)?;
             self.bm25.delete_doc(id.as_str())?;
-            self.log.sync()?;
-            let record = CommitRecord {
-                log_bytes: self.log.len(),
-                vectors: self.dense.as_ref().map_or(0, DenseIndex::rows),
-            };
-            let payload = serde_json::to_string(&record).map_err(|e| Error::Io {
-                path: self.dir.clone(),
-                source: e.into(),
-            })?;
-            self.bm25.commit(&payload)
+            self.commit()
         })();
         if let Err(e) = result {
             self.reload_after_failure();

@@ -198,24 +198,16 @@ fn graph_search_recall_matches_an_exact_scan() {
     let (mut found, mut total) = (0, 0);
     for i in 0..40 {
         let q = format!("colour c{} shape s{} batch b{}", i % 7, i % 11, i % 9);
-        let truth: Vec<_> = exact
-            .search(q.as_str())
-            .mode(Mode::Dense)
-            .k(10)
-            .execute()
-            .expect("exact")
-            .into_iter()
-            .map(|h| h.chunk.chunk_id)
-            .collect();
-        let got: Vec<_> = graph
-            .search(q.as_str())
-            .mode(Mode::Dense)
-            .k(10)
-            .execute()
-            .expect("graph")
-            .into_iter()
-            .map(|h| h.chunk.chunk_id)
-            .collect();
+        let top10 = |index: &Index| -> Vec<_> {
+            let hits = index
+                .search(q.as_str())
+                .mode(Mode::Dense)
+                .k(10)
+                .execute()
+                .expect("search");
+            hits.into_iter().map(|h| h.chunk.chunk_id).collect()
+        };
+        let (truth, got) = (top10(&exact), top10(&graph));
         found += got.iter().filter(|c| truth.contains(c)).count();
         total += truth.len();
     }
