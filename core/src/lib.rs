@@ -2,11 +2,12 @@
 //! whose data and models made each answer.
 //!
 //! This facade crate is what applications depend on. Today it exposes hybrid retrieval
-//! over attributed documents ([`index`]); generation, attribution and the `Engine` that
-//! wires them together build on it.
+//! over attributed documents ([`index`]) and local generation with LoRA adapters
+//! ([`inference`]); attribution and the `Engine` that wires them together build on it.
 
 pub use tribute_index as index;
 pub use tribute_index::{
     ChunkId, ContentHash, Contributor, DatanetId, DocId, Document, Fusion, Hit, Index, IndexConfig,
     IngestProgress, IngestReport, Mode, OnnxEmbedder,
 };
+pub use tribute_inference as inference;

@@ -1,5 +1,48 @@
 //! Local generation with ONNX Runtime and hot-swapped LoRA adapters.
 //!
-//! Reserved for the generation engine (decoder LMs, KV cache, sampling, streaming,
-//! LoRA adapters); it has no public API yet. See `docs/ARCHITECTURE.md` for its place
-//! in the workspace.
+//! A [`Generator`] loads a model directory (see `docs/MODEL_FORMAT.md`; the project's
+//! exporter `inference/export` writes them) into a pool of ONNX Runtime sessions and
+//! decodes with a KV cache: greedy or sampled, streamed, batched, with LoRA adapters
+//! chosen per request and merged with weights.
+//!
+//! ```no_run
+//! use tribute_inference::{GenerateRequest, Generator};
+//! # fn main() -> tribute_inference::Result<()> {
+//! let generator = Generator::load("models/SmolLM2-135M-Instruct")?;
+//! generator.add_adapter("zephyr", "adapters/smollm2-135m-zephyr-lora")?;
+//! let answer = generator.generate(
+//!     &GenerateRequest::new("What is Zephyr SDK?").max_tokens(40).adapter("zephyr", 1.0),
+//! )?;
+//! println!("{}", answer.text);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod adapter;
+pub mod config;
+mod error;
+pub mod generator;
+pub mod registry;
+pub mod sampling;
+pub mod tokenizer;
+
+/// Name of the default model directory under `$TRIBUTE_HOME/models` (installed by `make setup`).
+pub const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct";
+
+/// `$TRIBUTE_HOME/models/SmolLM2-135M-Instruct`, where `make setup` exports the default model.
+pub fn default_model_dir() -> std::path::PathBuf {
+    tribute_runtime::tribute_home()
+        .join("models")
+        .join(DEFAULT_MODEL)
+}
+
+pub use adapter::{AdapterId, AdapterSource};
+pub use config::ModelConfig;
+pub use error::{AdapterError, Error, Result};
+pub use generator::{
+    CancelToken, Device, FinishReason, GenerateRequest, Generation, Generator, GeneratorOptions,
+    Prompt, TextStream, Timings,
+};
+pub use registry::{AdapterRegistry, AdapterSet, RegistryStats};
+pub use sampling::SamplingParams;
+pub use tokenizer::{Message, Tokenizer};

@@ -2,6 +2,7 @@
 
 mod delete;
 mod eval;
+mod generate;
 mod ingest;
 mod search;
 
@@ -28,6 +29,8 @@ enum Command {
     Search(search::SearchArgs),
     /// Delete documents (and their chunks) by id.
     Delete(delete::DeleteArgs),
+    /// Generate text with the local LM (and LoRA adapters).
+    Generate(generate::GenerateArgs),
     /// Evaluate retrieval quality and speed.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Search(a) => search::run(a),
         Command::Delete(a) => delete::run(a),
         Command::Eval(c) => eval::run(c),
+        Command::Generate(a) => generate::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

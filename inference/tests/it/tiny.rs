@@ -1,0 +1,1 @@
+//! Mechanics on a tiny random llama exported by `tribute_export`.
