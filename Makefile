@@ -7,6 +7,7 @@ TRIBUTE := $(or $(CARGO_TARGET_DIR),target)/debug/tribute
 KB ?= target/demo-kb
 TRIBUTE_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tribute
 VENV := $(TRIBUTE_HOME)/venv
+LORA ?= ../shared/models/lora
 
 .PHONY: setup build demo test lint bench eval
 
@@ -21,10 +22,14 @@ demo: setup build
 	$(TRIBUTE) ingest --kb $(KB) examples/data/zephyr
 	$(TRIBUTE) search --kb $(KB) --k 3 "how strong can the wind be before landing the drone?"
 	$(TRIBUTE) search --kb $(KB) --k 3 --datanet zephyr-docs "how long does charging take"
+	$(TRIBUTE) generate --max-tokens 40 "What is the capital of France?"
+	if [ -d $(LORA)/smollm2-135m-zephyr-lora ]; then \
+	  $(TRIBUTE) generate --max-tokens 40 --adapter $(LORA)/smollm2-135m-zephyr-lora "What is the capital of France?"; fi
 
 test: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p tribute-inference --features cuda --all-targets -- -D warnings
 	$(VENV)/bin/python -c "import pytest, onnxruntime" 2>/dev/null || \
 	  $(VENV)/bin/pip install --quiet --disable-pip-version-check pytest onnxruntime==1.32.0
 	TRIBUTE_SMOLLM2_DIR=$(TRIBUTE_HOME)/models/SmolLM2-135M-Instruct \
@@ -33,6 +38,7 @@ test: setup
 
 bench: setup
 	$(CARGO) bench -p tribute-index --bench retrieval
+	$(CARGO) bench -p tribute-inference --bench generation
 
 eval: setup
 	$(CARGO) build --release -p tribute-cli

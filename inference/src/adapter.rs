@@ -407,25 +407,48 @@ pub struct LoraFeed {
 
 impl LoraFeed {
     /// Tensors for `weights` on `modules`' inputs.
-    pub fn new(weights: &LoraWeights, modules: &[LoraModule]) -> Result<Self> {
-        let mut inputs = Vec::with_capacity(2 * weights.modules.len());
+    pub fn new(weights: LoraWeights, modules: &[LoraModule]) -> Result<Self> {
+        let bytes = weights.bytes();
+        let mut pairs = weights.modules;
+        let mut inputs = Vec::with_capacity(2 * pairs.len());
         for m in modules {
-            if let Some(p) = weights.modules.get(&m.module) {
-                let a = Tensor::from_array(([m.in_features, p.rank], p.a_t.clone()))?;
-                let b = Tensor::from_array(([p.rank, m.out_features], p.b_t.clone()))?;
+            if let Some(p) = pairs.remove(&m.module) {
+                // The tensors take the vectors over: no copy.
+                let a = Tensor::from_array(([m.in_features, p.rank], p.a_t))?;
+                let b = Tensor::from_array(([p.rank, m.out_features], p.b_t))?;
                 inputs.push((m.a.clone(), a.into_dyn()));
                 inputs.push((m.b.clone(), b.into_dyn()));
             }
         }
-        Ok(LoraFeed {
-            inputs,
-            bytes: weights.bytes(),
-        })
+        Ok(LoraFeed { inputs, bytes })
     }
 
     /// Bytes held by the tensors.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// The matrices back on the host (a copy), for merging.
+    pub fn weights(&self, modules: &[LoraModule]) -> Result<LoraWeights> {
+        let by_name: std::collections::HashMap<&str, &DynValue> =
+            self.inputs.iter().map(|(n, v)| (n.as_str(), v)).collect();
+        let mut out = LoraWeights::default();
+        for m in modules {
+            if let (Some(a), Some(b)) = (by_name.get(m.a.as_str()), by_name.get(m.b.as_str())) {
+                let (shape, a_t) = a.try_extract_tensor::<f32>()?;
+                let rank = shape[1] as usize;
+                let (_, b_t) = b.try_extract_tensor::<f32>()?;
+                out.modules.insert(
+                    m.module.clone(),
+                    LoraPair {
+                        rank,
+                        a_t: a_t.to_vec(),
+                        b_t: b_t.to_vec(),
+                    },
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// Whether the feed leaves the base model unchanged.
@@ -436,13 +459,8 @@ impl LoraFeed {
 
 /// A loaded adapter.
 pub enum LoadedAdapter {
-    /// A PEFT adapter: its matrices and ready tensors.
-    Lora {
-        /// The matrices (for merges).
-        weights: LoraWeights,
-        /// The tensors fed when it is used alone with weight 1.
-        feed: Arc<LoraFeed>,
-    },
+    /// A PEFT adapter, as the tensors fed when it is used alone with weight 1.
+    Lora(Arc<LoraFeed>),
     /// An `.onnx_adapter` file, applied by ONNX Runtime through run options.
     Onnx {
         /// Run options with the adapter active.
@@ -455,10 +473,10 @@ pub enum LoadedAdapter {
 impl std::fmt::Debug for LoadedAdapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LoadedAdapter::Lora { weights, .. } => f
+            LoadedAdapter::Lora(feed) => f
                 .debug_struct("Lora")
-                .field("modules", &weights.modules.len())
-                .field("bytes", &self.bytes())
+                .field("tensors", &feed.inputs.len())
+                .field("bytes", &feed.bytes)
                 .finish(),
             LoadedAdapter::Onnx { bytes, .. } => {
                 f.debug_struct("Onnx").field("bytes", bytes).finish()
@@ -471,7 +489,7 @@ impl LoadedAdapter {
     /// Resident bytes.
     pub fn bytes(&self) -> usize {
         match self {
-            LoadedAdapter::Lora { weights, .. } => 2 * weights.bytes(),
+            LoadedAdapter::Lora(feed) => feed.bytes,
             LoadedAdapter::Onnx { bytes, .. } => *bytes,
         }
     }

@@ -2,15 +2,15 @@
 //! one or many prompts with a KV cache, per-request sampling, stop strings, adapters and
 //! streaming.
 
-use std::borrow::Cow;
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{Session, SessionInputValue};
+use ort::session::{IoBinding, Session};
 use ort::value::{DynValue, Tensor};
 use serde::Serialize;
 
@@ -839,18 +839,24 @@ impl Row {
 }
 
 /// The decode state of a batch of rows sharing one adapter set.
+///
+/// The KV cache stays where the session put it (host memory on the CPU, device memory
+/// with CUDA) and is bound straight back as the next step's past through an `IoBinding`;
+/// the adapter tensors are bound once per batch. Finished rows are dropped from the cache
+/// when it is host memory; on a device they ride along (their tokens are ignored).
 struct Batch {
     shared: Arc<Shared>,
     rows: Vec<Row>,
-    /// Rows still decoding, as indices into `rows`, in KV-cache order.
-    live: Vec<usize>,
+    /// Rows in the KV cache, as indices into `rows`, in cache order.
+    kv: Vec<usize>,
     activation: Activation,
     set: AdapterSet,
+    binding: Option<IoBinding>,
     past: Vec<DynValue>,
-    /// Attention mask of the live rows, `[live, total]`, row-major.
+    /// Attention mask of the cached rows, `[kv, total]`, row-major.
     mask: Vec<i64>,
     total: usize,
-    /// Next position id of each live row.
+    /// Next position id of each cached row.
     next_pos: Vec<i64>,
     step: usize,
     prefill: Duration,
@@ -868,10 +874,11 @@ impl Batch {
         let n = rows.len();
         Ok(Batch {
             shared: shared.clone(),
-            live: (0..n).collect(),
+            kv: (0..n).collect(),
             rows,
             activation,
             set,
+            binding: None,
             past: Vec::new(),
             mask: Vec::new(),
             total: 0,
@@ -884,28 +891,43 @@ impl Batch {
     }
 
     fn done(&self) -> bool {
-        self.live.is_empty()
+        self.kv.iter().all(|&r| self.rows[r].finish.is_some())
     }
 
-    /// Runs one forward pass (the prefill first) and appends one token to every live row.
+    /// Ends every row that is still running (cancel or error).
+    fn stop_all(&mut self, reason: FinishReason) {
+        for r in &mut self.rows {
+            if r.finish.is_none() {
+                r.finish = Some(reason.clone());
+            }
+        }
+        self.kv.clear();
+        self.past.clear();
+        self.binding = None;
+    }
+
+    /// Runs one forward pass (the prefill first) and appends one token to every running row.
     fn step(&mut self, session: &mut Session) -> Result<()> {
         // Honour cancellation before spending a forward pass.
-        for &r in &self.live {
+        for &r in &self.kv {
             let row = &mut self.rows[r];
-            if row.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+            if row.finish.is_none() && row.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
                 row.finish = Some(FinishReason::Cancelled);
             }
         }
-        self.compact()?;
-        if self.live.is_empty() {
+        if self.done() {
+            self.kv.clear();
+            self.past.clear();
+            self.binding = None;
             return Ok(());
         }
+        self.compact()?;
         let t0 = Instant::now();
         let cfg = &self.shared.config;
-        let b = self.live.len();
+        let b = self.kv.len();
         let (ids, pos, seq) = if self.step == 0 {
             let seq = self
-                .live
+                .kv
                 .iter()
                 .map(|&r| self.rows[r].context.len())
                 .max()
@@ -918,7 +940,7 @@ impl Batch {
             let mut ids = Vec::with_capacity(b * seq);
             let mut pos = Vec::with_capacity(b * seq);
             self.mask = Vec::with_capacity(b * seq);
-            for &r in &self.live {
+            for &r in &self.kv {
                 let ctx = &self.rows[r].context;
                 let padn = seq - ctx.len();
                 ids.extend(std::iter::repeat_n(pad, padn));
@@ -929,16 +951,17 @@ impl Batch {
                 self.mask.extend(std::iter::repeat_n(1, ctx.len()));
             }
             self.next_pos = self
-                .live
+                .kv
                 .iter()
                 .map(|&r| self.rows[r].context.len() as i64)
                 .collect();
             self.total = seq;
             self.past = empty_past(cfg, b)?;
+            self.binding = Some(new_binding(session, &self.activation)?);
             (ids, pos, seq)
         } else {
             let ids: Vec<i64> = self
-                .live
+                .kv
                 .iter()
                 .map(|&r| i64::from(*self.rows[r].context.last().unwrap_or(&0)))
                 .collect();
@@ -958,9 +981,14 @@ impl Batch {
             (ids, pos, 1)
         };
         let past = std::mem::take(&mut self.past);
+        let binding = self
+            .binding
+            .as_mut()
+            .ok_or_else(|| Error::InvalidRequest("batch has no binding".into()))?;
         let (last_logits, present) = run(
             &self.shared,
             session,
+            binding,
             &self.activation,
             Inputs {
                 ids,
@@ -976,8 +1004,11 @@ impl Batch {
         self.past = present;
         let v = cfg.vocab_size;
         let step = self.step;
-        for (i, &r) in self.live.iter().enumerate() {
+        for (i, &r) in self.kv.iter().enumerate() {
             let row = &mut self.rows[r];
+            if row.finish.is_some() {
+                continue;
+            }
             let mut logits = last_logits[i * v..(i + 1) * v].to_vec();
             let Some(tok) = row.sampler.sample(&mut logits, &row.context) else {
                 return Err(Error::NonFiniteLogits {
@@ -1010,26 +1041,32 @@ impl Batch {
             self.decode += dt;
         }
         self.step += 1;
+        if self.done() {
+            self.kv.clear();
+            self.past.clear();
+            self.binding = None;
+        }
         Ok(())
     }
 
-    /// Drops finished rows from the KV cache, mask and positions.
+    /// Drops finished rows from a host-memory KV cache, mask and positions.
     fn compact(&mut self) -> Result<()> {
-        let keep: Vec<usize> = (0..self.live.len())
-            .filter(|&i| self.rows[self.live[i]].finish.is_none())
+        let keep: Vec<usize> = (0..self.kv.len())
+            .filter(|&i| self.rows[self.kv[i]].finish.is_none())
             .collect();
-        if keep.len() == self.live.len() {
-            return Ok(());
-        }
-        if keep.is_empty() || self.step == 0 {
-            self.live = keep.iter().map(|&i| self.live[i]).collect();
-            self.past.clear();
+        if keep.len() == self.kv.len() || self.step == 0 {
+            if self.step == 0 {
+                self.kv = keep.iter().map(|&i| self.kv[i]).collect();
+            }
             return Ok(());
         }
         let t = self.total;
         let mut past = Vec::with_capacity(self.past.len());
         for v in &self.past {
-            let (shape, data) = v.try_extract_tensor::<f32>()?;
+            let Ok((shape, data)) = v.try_extract_tensor::<f32>() else {
+                // Device memory: keep the finished rows in the cache.
+                return Ok(());
+            };
             let per_row: usize = shape.iter().skip(1).map(|&d| d as usize).product();
             let mut sel = Vec::with_capacity(keep.len() * per_row);
             for &i in &keep {
@@ -1045,7 +1082,7 @@ impl Batch {
             .flat_map(|&i| self.mask[i * t..(i + 1) * t].iter().copied())
             .collect();
         self.next_pos = keep.iter().map(|&i| self.next_pos[i]).collect();
-        self.live = keep.iter().map(|&i| self.live[i]).collect();
+        self.kv = keep.iter().map(|&i| self.kv[i]).collect();
         Ok(())
     }
 
@@ -1084,6 +1121,52 @@ fn empty_past(cfg: &ModelConfig, batch: usize) -> Result<Vec<DynValue>> {
     Ok(v)
 }
 
+/// Memory where the session leaves the KV cache: its device.
+fn cache_memory(device: Device) -> Result<MemoryInfo<'static>> {
+    Ok(match device {
+        Device::Cpu => MemoryInfo::new(
+            AllocationDevice::CPU,
+            0,
+            AllocatorType::Device,
+            MemoryType::Default,
+        )?,
+        Device::Cuda { device_id } => MemoryInfo::new(
+            AllocationDevice::CUDA,
+            device_id,
+            AllocatorType::Device,
+            MemoryType::Default,
+        )?,
+    })
+}
+
+/// A binding with the adapter tensors bound (copied to the device once per batch).
+fn new_binding(session: &Session, activation: &Activation) -> Result<IoBinding> {
+    let mut binding = session.create_binding()?;
+    if let Activation::Feed(feed) = activation {
+        for (name, v) in &feed.inputs {
+            binding.bind_input(name.as_str(), v)?;
+        }
+    }
+    Ok(binding)
+}
+
+/// Binds the outputs afresh (ONNX Runtime would otherwise reuse the previous run's
+/// tensors, whose sequence length no longer fits): logits to host memory, present
+/// key/values to the session's device.
+fn bind_outputs(shared: &Shared, binding: &mut IoBinding) -> Result<()> {
+    let cfg = &shared.config;
+    binding.clear_outputs();
+    let host = cache_memory(Device::Cpu)?;
+    let cache = cache_memory(shared.device)?;
+    binding.bind_output_to_device(cfg.outputs.logits.as_str(), &host)?;
+    for i in 0..cfg.num_layers {
+        for pattern in [&cfg.outputs.present_key, &cfg.outputs.present_value] {
+            binding.bind_output_to_device(layer_name(pattern, i), &cache)?;
+        }
+    }
+    Ok(())
+}
+
 struct Inputs<'a> {
     ids: Vec<i64>,
     pos: Vec<i64>,
@@ -1101,32 +1184,28 @@ enum LogitsWanted {
 }
 
 /// One forward pass: returns the logits (last position of each row, or all positions) and
-/// the present key/values.
+/// the present key/values (left where the session put them).
 fn run(
     shared: &Shared,
     session: &mut Session,
+    binding: &mut IoBinding,
     activation: &Activation,
     x: Inputs<'_>,
     wanted: LogitsWanted,
 ) -> Result<(Vec<f32>, Vec<DynValue>)> {
     let cfg = &shared.config;
-    let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
-        Vec::with_capacity(3 + 2 * cfg.num_layers + 64);
-    inputs.push((
-        Cow::Borrowed(cfg.inputs.input_ids.as_str()),
-        Tensor::from_array(([x.batch, x.seq], x.ids))?.into(),
-    ));
-    inputs.push((
-        Cow::Borrowed(cfg.inputs.attention_mask.as_str()),
-        Tensor::from_array(([x.batch, x.total], x.mask.to_vec()))?.into(),
-    ));
+    binding.bind_input(
+        cfg.inputs.input_ids.as_str(),
+        &Tensor::from_array(([x.batch, x.seq], x.ids))?,
+    )?;
+    binding.bind_input(
+        cfg.inputs.attention_mask.as_str(),
+        &Tensor::from_array(([x.batch, x.total], x.mask.to_vec()))?,
+    )?;
     if let Some(p) = &cfg.inputs.position_ids
         && shared.graph_inputs.contains(p)
     {
-        inputs.push((
-            Cow::Borrowed(p.as_str()),
-            Tensor::from_array(([x.batch, x.seq], x.pos))?.into(),
-        ));
+        binding.bind_input(p.as_str(), &Tensor::from_array(([x.batch, x.seq], x.pos))?)?;
     }
     let mut past = x.past.into_iter();
     for i in 0..cfg.num_layers {
@@ -1134,17 +1213,13 @@ fn run(
             let v = past
                 .next()
                 .ok_or_else(|| Error::InvalidRequest("KV cache is missing layers".into()))?;
-            inputs.push((Cow::Owned(layer_name(pattern, i)), v.into()));
+            binding.bind_input(layer_name(pattern, i), &v)?;
         }
     }
+    bind_outputs(shared, binding)?;
     let mut outputs = match activation {
-        Activation::Feed(feed) => {
-            for (name, v) in &feed.inputs {
-                inputs.push((Cow::Borrowed(name.as_str()), v.into()));
-            }
-            session.run(inputs)?
-        }
-        Activation::RunOptions(opts) => session.run_with_options(inputs, opts)?,
+        Activation::Feed(_) => session.run_binding(binding)?,
+        Activation::RunOptions(opts) => session.run_binding_with_options(binding, opts)?,
     };
     let logits_v = outputs
         .get(&cfg.outputs.logits)
@@ -1193,9 +1268,11 @@ fn forward_all(
 ) -> Result<Vec<f32>> {
     let n = tokens.len();
     let mask = vec![1i64; n];
+    let mut binding = new_binding(session, activation)?;
     let (logits, _) = run(
         shared,
         session,
+        &mut binding,
         activation,
         Inputs {
             ids: tokens.iter().map(|&t| i64::from(t)).collect(),
@@ -1229,10 +1306,7 @@ impl TextStream {
 
     /// Stops the generation; the stream ends after this.
     pub fn cancel(&mut self) {
-        if self.batch.rows[0].finish.is_none() {
-            self.batch.rows[0].finish = Some(FinishReason::Cancelled);
-        }
-        self.batch.live.clear();
+        self.batch.stop_all(FinishReason::Cancelled);
     }
 }
 
@@ -1253,7 +1327,7 @@ impl Iterator for TextStream {
             }
             if let Err(e) = self.batch.step(self.lease.session()) {
                 self.failed = true;
-                self.batch.live.clear();
+                self.batch.stop_all(FinishReason::Cancelled);
                 return Some(Err(e));
             }
         }
@@ -1275,5 +1349,4 @@ fn _assert_send_sync() {
     is::<Generator>();
     fn send<T: Send>() {}
     send::<TextStream>();
-    let _ = VecDeque::<u8>::new();
 }

@@ -322,8 +322,10 @@ impl AdapterRegistry {
         match source {
             AdapterSource::Peft(dir) => {
                 let weights = load_peft(id, dir, self.model_name.as_deref(), &self.modules)?;
-                let feed = Arc::new(LoraFeed::new(&weights, &self.modules)?);
-                Ok(LoadedAdapter::Lora { weights, feed })
+                Ok(LoadedAdapter::Lora(Arc::new(LoraFeed::new(
+                    weights,
+                    &self.modules,
+                )?)))
             }
             AdapterSource::OnnxAdapter(path) => {
                 let bytes = std::fs::metadata(path)
@@ -354,7 +356,7 @@ impl AdapterRegistry {
         match set.items() {
             [] => Ok(Activation::Feed(Arc::new(LoraFeed::default()))),
             [(id, w)] => match &*self.get(id)? {
-                LoadedAdapter::Lora { feed, .. } if *w == 1.0 => Ok(Activation::Feed(feed.clone())),
+                LoadedAdapter::Lora(feed) if *w == 1.0 => Ok(Activation::Feed(feed.clone())),
                 LoadedAdapter::Onnx { options, .. } if *w == 1.0 => {
                     Ok(Activation::RunOptions(options.clone()))
                 }
@@ -380,10 +382,10 @@ impl AdapterRegistry {
             .iter()
             .map(|(id, w)| self.get(id).map(|a| (a, *w)))
             .collect::<Result<_>>()?;
-        let mut parts: Vec<(&LoraWeights, f32)> = Vec::new();
+        let mut host: Vec<(LoraWeights, f32)> = Vec::new();
         for ((a, w), (id, _)) in loaded.iter().zip(set.items()) {
             match &**a {
-                LoadedAdapter::Lora { weights, .. } => parts.push((weights, *w)),
+                LoadedAdapter::Lora(feed) => host.push((feed.weights(&self.modules)?, *w)),
                 LoadedAdapter::Onnx { .. } => {
                     return Err(Error::Adapter(AdapterError::Request(format!(
                         "{id} is an .onnx_adapter file: it can only be used alone with weight 1 (merge PEFT adapters instead)"
@@ -391,7 +393,8 @@ impl AdapterRegistry {
                 }
             }
         }
-        let feed = Arc::new(LoraFeed::new(&merge(&parts, &self.modules), &self.modules)?);
+        let parts: Vec<(&LoraWeights, f32)> = host.iter().map(|(l, w)| (l, *w)).collect();
+        let feed = Arc::new(LoraFeed::new(merge(&parts, &self.modules), &self.modules)?);
         let mut st = self.lock();
         st.clock += 1;
         let now = st.clock;

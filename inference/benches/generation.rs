@@ -1,0 +1,374 @@
+//! Generation benchmark: prints a table of prefill and decode speed for SmolLM2-135M on
+//! this machine (fp32 and fp16 weights, batch 1 and 4, greedy), next to a plain Python
+//! onnxruntime loop on the same model directory (`python_generate_baseline.py`, same
+//! threads) and onnxruntime-genai when installed; then the adapter numbers: switch
+//! overhead between two resident adapters, cold load of an r=8 PEFT adapter, and memory
+//! with 1,000 synthetic adapters registered and 16 resident.
+//!
+//! `cargo bench -p tribute-inference --bench generation` (after `make setup`).
+//! Environment: `BENCH_NEW` (new tokens, default 32), `BENCH_REPS` (default 3),
+//! `BENCH_THREADS` (default: all cores), `TRIBUTE_PYTHON` (the exporter's venv by default).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tribute_inference::adapter::AdapterId;
+use tribute_inference::{GenerateRequest, Generator, GeneratorOptions, Prompt};
+
+fn env_usize(k: &str, d: usize) -> usize {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("TRIBUTE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            tribute_runtime::tribute_home()
+                .join("venv")
+                .join("bin")
+                .join("python")
+        })
+}
+
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|x| x.parse::<usize>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+const PROMPT: &str = "You are given notes about a drone maker. The Zephyr drones use lithium-sulfur cells; \
+store them at forty percent charge when grounded for more than a week. A full charge takes ninety minutes \
+on the standard dock. Pilots should land when gusts exceed sixty kilometres per hour because the rotors \
+saturate. Using only these notes, explain how to care for the batteries and when to land.";
+
+struct Row {
+    label: String,
+    prefill_tps: f64,
+    decode_tps: f64,
+}
+
+fn bench_rust(g: &Generator, ids: &[u32], batch: usize, new: usize, reps: usize) -> Row {
+    let reqs: Vec<GenerateRequest> = (0..batch)
+        .map(|_| {
+            GenerateRequest::new(Prompt::Tokens(ids.to_vec()))
+                .max_tokens(new)
+                .ignore_eos(true)
+        })
+        .collect();
+    // Warm-up.
+    let _ = g.generate_batch(&reqs);
+    let mut pre = Vec::new();
+    let mut dec = Vec::new();
+    for _ in 0..reps {
+        let out = g.generate_batch(&reqs);
+        let t = out[0].as_ref().expect("generation").timings;
+        pre.push((batch * ids.len()) as f64 / t.prefill.as_secs_f64());
+        dec.push((batch * t.decode_tokens) as f64 / t.decode.as_secs_f64());
+    }
+    Row {
+        label: String::new(),
+        prefill_tps: median(pre),
+        decode_tps: median(dec),
+    }
+}
+
+fn bench_python(
+    dir: &Path,
+    ids: &[u32],
+    batch: usize,
+    new: usize,
+    threads: usize,
+    reps: usize,
+    genai: bool,
+) -> Option<Row> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python_generate_baseline.py");
+    let ids_arg = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let mut cmd = Command::new(python());
+    cmd.arg(&script)
+        .arg(dir)
+        .arg(ids_arg)
+        .args([new, batch, threads, reps].map(|n| n.to_string()));
+    if genai {
+        cmd.arg("--genai");
+    }
+    let out = cmd.output().ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok().or_else(|| {
+        eprintln!(
+            "python baseline failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        None
+    })?;
+    if let Some(e) = v.get("error") {
+        eprintln!("python baseline: {e}");
+        return None;
+    }
+    Some(Row {
+        label: v["runtime"].as_str().unwrap_or("python").to_owned(),
+        prefill_tps: v["prefill_tokens_per_s"].as_f64()?,
+        decode_tps: v["decode_tokens_per_s"].as_f64()?,
+    })
+}
+
+fn fp16_dir(fp32: &Path) -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/bench-models/SmolLM2-135M-Instruct-fp16");
+    if dir.join("tribute.json").is_file() {
+        return Some(dir);
+    }
+    let gguf = tribute_runtime::tribute_home().join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let _ = fp32;
+    let st = Command::new(python())
+        .args(["-m", "tribute_export", "--source"])
+        .arg(&gguf)
+        .arg("--out")
+        .arg(&dir)
+        .args(["--dtype", "fp16"])
+        .status()
+        .ok()?;
+    st.success().then_some(dir)
+}
+
+/// Writes a random r=8 PEFT adapter over q_proj and v_proj of every layer.
+fn synthetic_adapter(dir: &Path, g: &Generator, seed: u64) {
+    use safetensors::tensor::{Dtype, TensorView};
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let r = 8usize;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut rnd = || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02
+    };
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for m in &g.config().lora.modules {
+        if !(m.module.ends_with("q_proj") || m.module.ends_with("v_proj")) {
+            continue;
+        }
+        let a: Vec<u8> = (0..r * m.in_features)
+            .flat_map(|_| rnd().to_le_bytes())
+            .collect();
+        let b: Vec<u8> = (0..m.out_features * r)
+            .flat_map(|_| rnd().to_le_bytes())
+            .collect();
+        tensors.push((
+            format!("base_model.model.{}.lora_A.weight", m.module),
+            vec![r, m.in_features],
+            a,
+        ));
+        tensors.push((
+            format!("base_model.model.{}.lora_B.weight", m.module),
+            vec![m.out_features, r],
+            b,
+        ));
+    }
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F32, s.clone(), d).expect("view"),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("adapter_model.safetensors"))
+        .expect("write");
+    let cfg = serde_json::json!({
+        "peft_type": "LORA", "r": r, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"],
+        "base_model_name_or_path": g.config().name,
+    });
+    std::fs::write(dir.join("adapter_config.json"), cfg.to_string()).expect("write config");
+}
+
+fn main() {
+    let new = env_usize("BENCH_NEW", 32);
+    let reps = env_usize("BENCH_REPS", 3);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = env_usize("BENCH_THREADS", cores);
+    let fp32 = tribute_inference::default_model_dir();
+    assert!(
+        fp32.join("model.onnx").is_file(),
+        "run `make setup` first: {} is missing",
+        fp32.display()
+    );
+    let opts = GeneratorOptions {
+        intra_threads: Some(threads),
+        ..Default::default()
+    };
+
+    println!(
+        "# tribute-inference generation benchmark ({cores} cores, {threads} threads, greedy, {new} new tokens, median of {reps})\n"
+    );
+    println!("| model | batch | runtime | prefill tok/s | decode tok/s | decode vs python ORT |");
+    println!("|---|---|---|---|---|---|");
+    let mut models = vec![("SmolLM2-135M fp32", fp32.clone())];
+    if let Some(d) = fp16_dir(&fp32) {
+        models.push(("SmolLM2-135M fp16", d));
+    }
+    for (name, dir) in &models {
+        let g = Generator::load_with(dir, opts.clone()).expect("load model");
+        let ids = g.prompt_tokens(&Prompt::from(PROMPT)).expect("tokenize");
+        for batch in [1usize, 4] {
+            let ours = bench_rust(&g, &ids, batch, new, reps);
+            let py = bench_python(dir, &ids, batch, new, threads, reps, false);
+            let ratio = py.as_ref().map_or("n/a".to_owned(), |p| {
+                format!("{:.2}x", ours.decode_tps / p.decode_tps)
+            });
+            println!(
+                "| {name} ({} prompt tokens) | {batch} | tribute | {:.0} | {:.1} | {ratio} |",
+                ids.len(),
+                ours.prefill_tps,
+                ours.decode_tps
+            );
+            if let Some(p) = py {
+                println!(
+                    "| | {batch} | {} | {:.0} | {:.1} | 1.00x |",
+                    p.label, p.prefill_tps, p.decode_tps
+                );
+            }
+            if let Some(p) = bench_python(dir, &ids, batch, new, threads, reps, true) {
+                println!(
+                    "| | {batch} | {} | {:.0} | {:.1} | |",
+                    p.label, p.prefill_tps, p.decode_tps
+                );
+            }
+        }
+    }
+
+    // Adapters on the fp32 model.
+    let g = Generator::load_with(&fp32, opts.clone()).expect("load model");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    synthetic_adapter(&tmp.path().join("a"), &g, 1);
+    synthetic_adapter(&tmp.path().join("b"), &g, 2);
+    g.add_adapter("a", tmp.path().join("a")).expect("register");
+    g.add_adapter("b", tmp.path().join("b")).expect("register");
+    let ids = g.prompt_tokens(&Prompt::from("Hi")).expect("tokenize");
+    let one = |id: &str| {
+        GenerateRequest::new(Prompt::Tokens(ids.clone()))
+            .max_tokens(1)
+            .adapter(id, 1.0)
+    };
+    let _ = g.generate(&one("a"));
+    let _ = g.generate(&one("b"));
+    let time_reqs = |ids: &[&str]| {
+        let mut v = Vec::new();
+        for id in ids {
+            let t0 = Instant::now();
+            g.generate(&one(id)).expect("generate");
+            v.push(t0.elapsed().as_secs_f64());
+        }
+        median(v)
+    };
+    let n = 40;
+    let same: Vec<&str> = vec!["a"; n];
+    let alternating: Vec<&str> = (0..n).map(|i| if i % 2 == 0 { "a" } else { "b" }).collect();
+    let t_same = time_reqs(&same);
+    let t_alt = time_reqs(&alternating);
+    let act_a =
+        tribute_inference::AdapterSet::new([(AdapterId::new("a").expect("id"), 1.0)]).expect("set");
+    let act_b =
+        tribute_inference::AdapterSet::new([(AdapterId::new("b").expect("id"), 1.0)]).expect("set");
+    let t0 = Instant::now();
+    for i in 0..10_000 {
+        let _ = g
+            .adapters()
+            .activate(if i % 2 == 0 { &act_a } else { &act_b });
+    }
+    let activate = t0.elapsed() / 10_000;
+    println!("\n| adapter metric | value |\n|---|---|");
+    println!(
+        "| switch between two resident adapters: registry lookup | {:.1} µs |",
+        activate.as_secs_f64() * 1e6
+    );
+    println!(
+        "| switch between two resident adapters: 1-token request, alternating minus same | {:.3} ms ({:.1} vs {:.1} ms per request) |",
+        (t_alt - t_same) * 1e3,
+        t_alt * 1e3,
+        t_same * 1e3
+    );
+    // Cold load of the shared r=8 PEFT adapters (and a synthetic one).
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/lora");
+    let mut cold: Vec<(String, PathBuf)> = vec![("synthetic r=8 q,v".into(), tmp.path().join("a"))];
+    for name in ["smollm2-135m-zephyr-lora", "smollm2-135m-caps-lora"] {
+        if shared.join(name).is_dir() {
+            cold.push((name.to_owned(), shared.join(name)));
+        }
+    }
+    for (label, path) in cold {
+        let id = AdapterId::new(format!("cold-{label}")).expect("id");
+        g.add_adapter(id.as_str(), &path).expect("register");
+        let mut v = Vec::new();
+        for _ in 0..20 {
+            g.adapters().unload(&id);
+            let t0 = Instant::now();
+            g.adapters().get(&id).expect("load");
+            v.push(t0.elapsed().as_secs_f64());
+        }
+        println!("| cold load, {label} | {:.2} ms |", median(v) * 1e3);
+    }
+    // 1,000 registered, 16 resident.
+    let many = tempfile::tempdir().expect("tempdir");
+    // Budget: exactly 16 synthetic adapters (r=8 on q_proj and v_proj of every layer).
+    let per_adapter: usize = g
+        .config()
+        .lora
+        .modules
+        .iter()
+        .filter(|m| m.module.ends_with("q_proj") || m.module.ends_with("v_proj"))
+        .map(|m| 4 * 8 * (m.in_features + m.out_features))
+        .sum();
+    let gm = Generator::load_with(
+        &fp32,
+        GeneratorOptions {
+            adapter_budget_bytes: 16 * per_adapter,
+            ..opts.clone()
+        },
+    )
+    .expect("load model");
+    synthetic_adapter(&many.path().join("proto"), &gm, 3);
+    let rss0 = rss_bytes();
+    let t0 = Instant::now();
+    for i in 0..1000 {
+        let d = many.path().join(format!("a{i}"));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        for f in ["adapter_config.json", "adapter_model.safetensors"] {
+            std::fs::hard_link(many.path().join("proto").join(f), d.join(f)).expect("link");
+        }
+        gm.add_adapter(format!("a{i}"), &d).expect("register");
+    }
+    let register = t0.elapsed();
+    let rss1 = rss_bytes();
+    for i in 0..24 {
+        gm.adapters()
+            .get(&AdapterId::new(format!("a{i}")).expect("id"))
+            .expect("load");
+    }
+    let rss2 = rss_bytes();
+    let st = gm.adapters().stats();
+    println!(
+        "| 1,000 registered ({:.1} ms to register): RSS +{:.1} MiB | {} resident, {:.1} MiB of adapters, RSS +{:.1} MiB |",
+        register.as_secs_f64() * 1e3,
+        (rss1 as f64 - rss0 as f64) / 1048576.0,
+        st.resident,
+        st.resident_bytes as f64 / 1048576.0,
+        (rss2 as f64 - rss0 as f64) / 1048576.0
+    );
+    let _ = Duration::ZERO;
+}
