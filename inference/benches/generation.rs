@@ -8,6 +8,10 @@
 //! `cargo bench -p tribute-inference --bench generation` (after `make setup`).
 //! Environment: `BENCH_NEW` (new tokens, default 32), `BENCH_REPS` (default 3),
 //! `BENCH_THREADS` (default: all cores), `TRIBUTE_PYTHON` (the exporter's venv by default).
+//!
+//! With `BENCH_MODEL=DIR` it measures that one model instead (no Python peer):
+//! `BENCH_DEVICE` (`cpu`, `cuda`, `cuda:N`), `BENCH_BATCHES` (default `1,8,32`), then the
+//! adapter switch time on it. `inference/benches/gpu.sh` uses this mode.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -197,7 +201,98 @@ fn synthetic_adapter(dir: &Path, g: &Generator, seed: u64) {
     std::fs::write(dir.join("adapter_config.json"), cfg.to_string()).expect("write config");
 }
 
+/// Registers two synthetic adapters `a` and `b` (in `dir`) and returns the median time of
+/// a 1-token request alternating between them, and always on `a`.
+fn switch_overhead(g: &Generator, dir: &Path, ids: &[u32]) -> (f64, f64) {
+    synthetic_adapter(&dir.join("a"), g, 1);
+    synthetic_adapter(&dir.join("b"), g, 2);
+    g.add_adapter("a", dir.join("a")).expect("register");
+    g.add_adapter("b", dir.join("b")).expect("register");
+    let one = |id: &str| {
+        GenerateRequest::new(Prompt::Tokens(ids.to_vec()))
+            .max_tokens(1)
+            .adapter(id, 1.0)
+    };
+    let _ = g.generate(&one("a"));
+    let _ = g.generate(&one("b"));
+    let time_reqs = |ids: &[&str]| {
+        let mut v = Vec::new();
+        for id in ids {
+            let t0 = Instant::now();
+            g.generate(&one(id)).expect("generate");
+            v.push(t0.elapsed().as_secs_f64());
+        }
+        median(v)
+    };
+    let same: Vec<&str> = vec!["a"; 40];
+    let alternating: Vec<&str> = (0..40)
+        .map(|i| if i % 2 == 0 { "a" } else { "b" })
+        .collect();
+    let t_same = time_reqs(&same);
+    (time_reqs(&alternating), t_same)
+}
+
+/// `BENCH_MODEL` mode: one model, one device, several batch sizes, then adapter switching.
+fn device_bench(model: PathBuf) {
+    let new = env_usize("BENCH_NEW", 32);
+    let reps = env_usize("BENCH_REPS", 3);
+    let device: tribute_inference::Device = std::env::var("BENCH_DEVICE")
+        .unwrap_or_else(|_| "cpu".into())
+        .parse()
+        .expect("BENCH_DEVICE");
+    let batches: Vec<usize> = std::env::var("BENCH_BATCHES")
+        .unwrap_or_else(|_| "1,8,32".into())
+        .split(',')
+        .filter_map(|b| b.trim().parse().ok())
+        .collect();
+    let t0 = Instant::now();
+    let g = Generator::load_with(
+        &model,
+        GeneratorOptions {
+            device,
+            intra_threads: std::env::var("BENCH_THREADS")
+                .ok()
+                .and_then(|t| t.parse().ok()),
+            ..Default::default()
+        },
+    )
+    .expect("load model");
+    let ids = g
+        .prompt_tokens(&Prompt::Text(PROMPT.to_owned()))
+        .expect("tokenize");
+    println!(
+        "# {} on {:?} (asked {device:?}), loaded in {:.1} s; {} prompt tokens, {new} new tokens, median of {reps}\n",
+        model.display(),
+        g.device(),
+        t0.elapsed().as_secs_f64(),
+        ids.len()
+    );
+    println!(
+        "| batch | prefill tok/s | decode tok/s (all rows) | decode ms/step |\n|---|---|---|---|"
+    );
+    for b in batches {
+        let r = bench_rust(&g, &ids, b, new, reps);
+        println!(
+            "| {b} | {:.0} | {:.1} | {:.2} |",
+            r.prefill_tps,
+            r.decode_tps,
+            1e3 * b as f64 / r.decode_tps
+        );
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (t_alt, t_same) = switch_overhead(&g, tmp.path(), &ids[..8.min(ids.len())]);
+    println!(
+        "\nadapter switch (1-token requests, alternating a/b minus always a): {:.3} ms ({:.2} vs {:.2} ms per request)",
+        (t_alt - t_same) * 1e3,
+        t_alt * 1e3,
+        t_same * 1e3
+    );
+}
+
 fn main() {
+    if let Some(model) = std::env::var_os("BENCH_MODEL") {
+        return device_bench(PathBuf::from(model));
+    }
     let new = env_usize("BENCH_NEW", 32);
     let reps = env_usize("BENCH_REPS", 3);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -255,32 +350,8 @@ fn main() {
     // Adapters on the fp32 model.
     let g = Generator::load_with(&fp32, opts.clone()).expect("load model");
     let tmp = tempfile::tempdir().expect("tempdir");
-    synthetic_adapter(&tmp.path().join("a"), &g, 1);
-    synthetic_adapter(&tmp.path().join("b"), &g, 2);
-    g.add_adapter("a", tmp.path().join("a")).expect("register");
-    g.add_adapter("b", tmp.path().join("b")).expect("register");
     let ids = g.prompt_tokens(&Prompt::from("Hi")).expect("tokenize");
-    let one = |id: &str| {
-        GenerateRequest::new(Prompt::Tokens(ids.clone()))
-            .max_tokens(1)
-            .adapter(id, 1.0)
-    };
-    let _ = g.generate(&one("a"));
-    let _ = g.generate(&one("b"));
-    let time_reqs = |ids: &[&str]| {
-        let mut v = Vec::new();
-        for id in ids {
-            let t0 = Instant::now();
-            g.generate(&one(id)).expect("generate");
-            v.push(t0.elapsed().as_secs_f64());
-        }
-        median(v)
-    };
-    let n = 40;
-    let same: Vec<&str> = vec!["a"; n];
-    let alternating: Vec<&str> = (0..n).map(|i| if i % 2 == 0 { "a" } else { "b" }).collect();
-    let t_same = time_reqs(&same);
-    let t_alt = time_reqs(&alternating);
+    let (t_alt, t_same) = switch_overhead(&g, tmp.path(), &ids);
     let act_a =
         tribute_inference::AdapterSet::new([(AdapterId::new("a").expect("id"), 1.0)]).expect("set");
     let act_b =

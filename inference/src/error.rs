@@ -110,6 +110,11 @@ pub enum Error {
     #[error("ONNX Runtime: {0}")]
     Ort(#[from] ort::Error),
 
+    /// ONNX Runtime failed while running a batch this request was part of (the message of
+    /// the original error, shared by every request of the batch).
+    #[error("ONNX Runtime (batch): {0}")]
+    Runtime(String),
+
     /// Reading a file failed.
     #[error("{path}: {source}")]
     Io {
@@ -121,6 +126,47 @@ pub enum Error {
 }
 
 impl Error {
+    /// A copy of this error for every request of a failed batch (foreign errors keep
+    /// their message).
+    pub(crate) fn share(&self) -> Error {
+        match self {
+            Error::ModelDirectory { path, reason } => Error::ModelDirectory {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Error::Tokenizer(m) => Error::Tokenizer(m.clone()),
+            Error::ChatTemplate(m) => Error::ChatTemplate(m.clone()),
+            Error::PromptTooLong { tokens, context } => Error::PromptTooLong {
+                tokens: *tokens,
+                context: *context,
+            },
+            Error::NonFiniteLogits { step, row } => Error::NonFiniteLogits {
+                step: *step,
+                row: *row,
+            },
+            Error::Cancelled => Error::Cancelled,
+            Error::Adapter(AdapterError::Unknown(id)) => {
+                Error::Adapter(AdapterError::Unknown(id.clone()))
+            }
+            Error::Adapter(AdapterError::Mismatch { id, model, reason }) => {
+                Error::Adapter(AdapterError::Mismatch {
+                    id: id.clone(),
+                    model: model.clone(),
+                    reason: reason.clone(),
+                })
+            }
+            Error::Adapter(AdapterError::Files { path, reason }) => {
+                Error::Adapter(AdapterError::Files {
+                    path: path.clone(),
+                    reason: reason.clone(),
+                })
+            }
+            Error::Ort(e) => Error::Runtime(e.to_string()),
+            Error::Runtime(m) => Error::Runtime(m.clone()),
+            other => Error::InvalidRequest(other.to_string()),
+        }
+    }
+
     pub(crate) fn model_dir(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::ModelDirectory {
             path: path.into(),

@@ -2,9 +2,10 @@
 //! one or many prompts with a KV cache, per-request sampling, stop strings, adapters and
 //! streaming.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -303,13 +304,24 @@ impl Pool {
             idle = self.ready.wait(idle).unwrap_or_else(|p| p.into_inner());
         }
     }
+    fn try_checkout(&self) -> Option<Session> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
     fn give_back(&self, s: Session) {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(s);
         self.ready.notify_one();
     }
 }
 
+/// A request waiting for a batch.
+struct Queued {
+    set: AdapterSet,
+    row: Row,
+    tx: Sender<Result<Generation>>,
+}
+
 struct Shared {
+    queue: Mutex<VecDeque<Queued>>,
     dir: PathBuf,
     config: ModelConfig,
     tokenizer: Tokenizer,
@@ -422,12 +434,7 @@ impl Generator {
                     .map(|i| i.name().to_owned()),
             )
             .collect();
-        let graph_outputs: HashSet<String> = sessions[0]
-            .outputs()
-            .iter()
-            .map(|o| o.name().to_owned())
-            .collect();
-        check_io(&dir, &config, &graph_inputs, &graph_outputs)?;
+        check_io(&dir, &config, &sessions[0])?;
         let model_name = config.name.clone();
         let registry = AdapterRegistry::new(
             config.lora.modules.clone(),
@@ -436,6 +443,7 @@ impl Generator {
         );
         Ok(Generator {
             shared: Arc::new(Shared {
+                queue: Mutex::new(VecDeque::new()),
                 dir,
                 config,
                 tokenizer,
@@ -506,82 +514,114 @@ impl Generator {
     }
 
     /// Generates one answer.
+    ///
+    /// Concurrent callers are batched: requests queue up, and whichever caller finds a
+    /// free session decodes every queued request with the same adapter set (up to
+    /// `max_batch`) in one batch, then the next group, until the queue is empty.
     pub fn generate(&self, request: &GenerateRequest) -> Result<Generation> {
-        let set = request.adapter_set()?;
-        let activation = self.shared.registry.activate(&set)?;
-        let row = self.row(0, request)?;
-        let mut lease = Lease::new(&self.shared);
-        let mut batch = Batch::new(&self.shared, vec![row], activation, set)?;
-        while !batch.done() {
-            batch.step(lease.session())?;
-        }
-        batch
-            .into_generations()
-            .pop()
-            .ok_or_else(|| Error::InvalidRequest("no generation".into()))
+        let rx = self.enqueue(request)?;
+        self.wait(rx)
     }
 
-    /// Generates answers for several requests. Requests with the same adapter set are
-    /// decoded together, in batches of up to `max_batch` rows (one forward pass per step);
-    /// each keeps its own sampling settings, stop strings and limits. Results come back in
-    /// request order.
+    /// Generates answers for several requests, returned in request order. Requests with
+    /// the same adapter set are decoded together, in batches of up to `max_batch` rows
+    /// (one forward pass per step); each keeps its own sampling settings, stop strings
+    /// and limits.
     pub fn generate_batch(&self, requests: &[GenerateRequest]) -> Vec<Result<Generation>> {
-        let mut out: Vec<Option<Result<Generation>>> = (0..requests.len()).map(|_| None).collect();
-        // Group by adapter set, keeping first-seen order.
-        let mut groups: Vec<(AdapterSet, Vec<usize>)> = Vec::new();
-        for (i, r) in requests.iter().enumerate() {
-            match r.adapter_set() {
-                Err(e) => out[i] = Some(Err(e)),
-                Ok(set) => match groups.iter_mut().find(|(s, _)| *s == set) {
-                    Some((_, v)) => v.push(i),
-                    None => groups.push((set, vec![i])),
-                },
-            }
-        }
-        let mut lease = Lease::new(&self.shared);
-        for (set, idxs) in groups {
-            for chunk in idxs.chunks(self.shared.max_batch) {
-                let mut rows = Vec::new();
-                for &i in chunk {
-                    match self.row(i, &requests[i]) {
-                        Ok(r) => rows.push(r),
-                        Err(e) => out[i] = Some(Err(e)),
-                    }
-                }
-                if rows.is_empty() {
-                    continue;
-                }
-                let ids: Vec<usize> = rows.iter().map(|r| r.index).collect();
-                let result = self
-                    .shared
-                    .registry
-                    .activate(&set)
-                    .and_then(|act| Batch::new(&self.shared, rows, act, set.clone()))
-                    .and_then(|mut b| {
-                        while !b.done() {
-                            b.step(lease.session())?;
-                        }
-                        Ok(b.into_generations())
-                    });
-                match result {
-                    Ok(gens) => {
-                        for (i, g) in ids.into_iter().zip(gens) {
-                            out[i] = Some(Ok(g));
-                        }
-                    }
-                    Err(e) => {
-                        let msg = e.to_string();
-                        for i in ids {
-                            out[i] =
-                                Some(Err(Error::InvalidRequest(format!("batch failed: {msg}"))));
-                        }
-                    }
-                }
-            }
-        }
-        out.into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(Error::InvalidRequest("not generated".into()))))
+        let pending: Vec<Result<Receiver<Result<Generation>>>> =
+            requests.iter().map(|r| self.enqueue(r)).collect();
+        pending
+            .into_iter()
+            .map(|p| p.and_then(|rx| self.wait(rx)))
             .collect()
+    }
+
+    fn enqueue(&self, request: &GenerateRequest) -> Result<Receiver<Result<Generation>>> {
+        let set = request.adapter_set()?;
+        let row = self.row(0, request)?;
+        let (tx, rx) = mpsc::channel();
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(Queued { set, row, tx });
+        Ok(rx)
+    }
+
+    /// Waits for a queued request, driving batches whenever a session is free.
+    fn wait(&self, rx: Receiver<Result<Generation>>) -> Result<Generation> {
+        loop {
+            if let Some(r) = self.drive(&rx) {
+                return r;
+            }
+            match rx.recv_timeout(Duration::from_millis(2)) {
+                Ok(r) => return r,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::InvalidRequest(
+                        "the generation was dropped by a failed batch".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Runs queued requests while a session is free and the queue is not empty; stops
+    /// once the caller's own answer (`own`) has arrived and returns it. Other callers
+    /// poll, so the queue never waits for long without a driver.
+    fn drive(&self, own: &Receiver<Result<Generation>>) -> Option<Result<Generation>> {
+        let shared = &self.shared;
+        loop {
+            if shared
+                .queue
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            {
+                return None;
+            }
+            let Some(session) = shared.pool.try_checkout() else {
+                // Another caller is driving; it re-checks the queue before it lets go.
+                return None;
+            };
+            let mut lease = Lease {
+                session: Some(session),
+                shared: shared.clone(),
+            };
+            loop {
+                let group = {
+                    let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
+                    let Some(head) = q.front() else { break };
+                    let set = head.set.clone();
+                    let mut group: Vec<Queued> = Vec::new();
+                    let mut rest = VecDeque::with_capacity(q.len());
+                    // Left padding makes every row as long as the longest prompt, and the
+                    // batch runs as many steps as its longest request: both must fit the
+                    // context together.
+                    let (mut longest_prompt, mut most_new) = (0, 0);
+                    let context = shared.config.context_length;
+                    while let Some(item) = q.pop_front() {
+                        let p = longest_prompt.max(item.row.context.len());
+                        let n = most_new.max(item.row.max_tokens);
+                        if item.set == set && group.len() < shared.max_batch && p + n <= context {
+                            (longest_prompt, most_new) = (p, n);
+                            group.push(item);
+                        } else {
+                            rest.push_back(item);
+                        }
+                    }
+                    *q = rest;
+                    (set, group)
+                };
+                run_group(shared, lease.session(), group.0, group.1);
+                if let Ok(r) = own.try_recv() {
+                    return Some(r);
+                }
+            }
+            drop(lease);
+            // A request queued after the last look, whose caller found no free session,
+            // is picked up by the next turn of this loop.
+        }
     }
 
     /// Streams one answer as text pieces; each piece is whole characters, and the pieces
@@ -692,6 +732,39 @@ impl Generator {
     }
 }
 
+/// Decodes one group of queued requests (same adapter set) and answers each.
+fn run_group(shared: &Arc<Shared>, session: &mut Session, set: AdapterSet, group: Vec<Queued>) {
+    let mut rows = Vec::with_capacity(group.len());
+    let mut txs = Vec::with_capacity(group.len());
+    for (i, mut q) in group.into_iter().enumerate() {
+        q.row.index = i;
+        rows.push(q.row);
+        txs.push(q.tx);
+    }
+    let result = shared
+        .registry
+        .activate(&set)
+        .and_then(|act| Batch::new(shared, rows, act, set))
+        .and_then(|mut b| {
+            while !b.done() {
+                b.step(session)?;
+            }
+            Ok(b.into_generations())
+        });
+    match result {
+        Ok(gens) => {
+            for (tx, g) in txs.into_iter().zip(gens) {
+                let _ = tx.send(Ok(g));
+            }
+        }
+        Err(e) => {
+            for tx in txs {
+                let _ = tx.send(Err(e.share()));
+            }
+        }
+    }
+}
+
 fn build_session(
     env: &ort::environment::Environment,
     onnx: &Path,
@@ -739,39 +812,103 @@ fn build_session(
     }
 }
 
-fn check_io(
-    dir: &Path,
-    c: &ModelConfig,
-    inputs: &HashSet<String>,
-    outputs: &HashSet<String>,
-) -> Result<()> {
-    let mut need_in = vec![c.inputs.input_ids.clone(), c.inputs.attention_mask.clone()];
-    let mut need_out = vec![c.outputs.logits.clone()];
+fn check_io(dir: &Path, c: &ModelConfig, session: &Session) -> Result<()> {
+    let bad = |r: String| {
+        Err(Error::model_dir(
+            dir,
+            format!("{r}; tribute.json and model.onnx do not match"),
+        ))
+    };
+    let overridable: HashSet<String> = session
+        .overridable_initializers()
+        .iter()
+        .map(|i| i.name().to_owned())
+        .collect();
+    let inputs: std::collections::HashMap<&str, &ort::value::ValueType> = session
+        .inputs()
+        .iter()
+        .map(|i| (i.name(), i.dtype()))
+        .collect();
+    let outputs: std::collections::HashMap<&str, &ort::value::ValueType> = session
+        .outputs()
+        .iter()
+        .map(|o| (o.name(), o.dtype()))
+        .collect();
+    // (name, expected dims: Some(n) fixed, None any)
+    let kv = |name: String| {
+        (
+            name,
+            vec![
+                None,
+                Some(c.num_kv_heads as i64),
+                None,
+                Some(c.head_dim as i64),
+            ],
+        )
+    };
+    let mut need_in = vec![
+        (c.inputs.input_ids.clone(), vec![None, None]),
+        (c.inputs.attention_mask.clone(), vec![None, None]),
+    ];
+    if let Some(p) = &c.inputs.position_ids
+        && inputs.contains_key(p.as_str())
+    {
+        need_in.push((p.clone(), vec![None, None]));
+    }
+    let mut need_out = vec![(
+        c.outputs.logits.clone(),
+        vec![None, None, Some(c.vocab_size as i64)],
+    )];
     for i in 0..c.num_layers {
-        need_in.push(layer_name(&c.inputs.past_key, i));
-        need_in.push(layer_name(&c.inputs.past_value, i));
-        need_out.push(layer_name(&c.outputs.present_key, i));
-        need_out.push(layer_name(&c.outputs.present_value, i));
+        need_in.push(kv(layer_name(&c.inputs.past_key, i)));
+        need_in.push(kv(layer_name(&c.inputs.past_value, i)));
+        need_out.push(kv(layer_name(&c.outputs.present_key, i)));
+        need_out.push(kv(layer_name(&c.outputs.present_value, i)));
+    }
+    let check = |what: &str,
+                 names: &std::collections::HashMap<&str, &ort::value::ValueType>,
+                 need: &[(String, Vec<Option<i64>>)]|
+     -> Result<()> {
+        for (n, dims) in need {
+            let Some(t) = names.get(n.as_str()) else {
+                return bad(format!(
+                    "model.onnx has no {what} {n:?} that the config names"
+                ));
+            };
+            if let Some(shape) = t.tensor_shape() {
+                let got: Vec<i64> = shape.iter().copied().collect();
+                let fits = got.len() == dims.len()
+                    && got
+                        .iter()
+                        .zip(dims)
+                        .all(|(g, d)| *g < 0 || d.is_none_or(|d| d == *g));
+                if !fits {
+                    return bad(format!(
+                        "{what} {n:?} has shape {got:?}, the config implies {dims:?}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    };
+    check("input", &inputs, &need_in)?;
+    check("output", &outputs, &need_out)?;
+    // Every graph input must be one the generator feeds.
+    let known: HashSet<&str> = need_in.iter().map(|(n, _)| n.as_str()).collect();
+    if let Some(extra) = inputs.keys().find(|n| !known.contains(**n)) {
+        return bad(format!(
+            "model.onnx takes input {extra:?} that the config does not describe (the config's num_layers is {})",
+            c.num_layers
+        ));
     }
     for m in &c.lora.modules {
-        need_in.push(m.a.clone());
-        need_in.push(m.b.clone());
-    }
-    if let Some(n) = need_in.iter().find(|n| !inputs.contains(*n)) {
-        return Err(Error::model_dir(
-            dir,
-            format!(
-                "model.onnx has no input {n:?} that the config names; config and graph do not match"
-            ),
-        ));
-    }
-    if let Some(n) = need_out.iter().find(|n| !outputs.contains(*n)) {
-        return Err(Error::model_dir(
-            dir,
-            format!(
-                "model.onnx has no output {n:?} that the config names; config and graph do not match"
-            ),
-        ));
+        for n in [&m.a, &m.b] {
+            if !overridable.contains(n) && !inputs.contains_key(n.as_str()) {
+                return bad(format!(
+                    "model.onnx has no LoRA input {n:?} that the config names"
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -1194,18 +1331,22 @@ fn run(
     wanted: LogitsWanted,
 ) -> Result<(Vec<f32>, Vec<DynValue>)> {
     let cfg = &shared.config;
-    binding.bind_input(
-        cfg.inputs.input_ids.as_str(),
-        &Tensor::from_array(([x.batch, x.seq], x.ids))?,
-    )?;
-    binding.bind_input(
-        cfg.inputs.attention_mask.as_str(),
-        &Tensor::from_array(([x.batch, x.total], x.mask.to_vec()))?,
-    )?;
+    let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(3 + 2 * cfg.num_layers);
+    inputs.push((
+        cfg.inputs.input_ids.clone(),
+        Tensor::from_array(([x.batch, x.seq], x.ids))?.into_dyn(),
+    ));
+    inputs.push((
+        cfg.inputs.attention_mask.clone(),
+        Tensor::from_array(([x.batch, x.total], x.mask.to_vec()))?.into_dyn(),
+    ));
     if let Some(p) = &cfg.inputs.position_ids
         && shared.graph_inputs.contains(p)
     {
-        binding.bind_input(p.as_str(), &Tensor::from_array(([x.batch, x.seq], x.pos))?)?;
+        inputs.push((
+            p.clone(),
+            Tensor::from_array(([x.batch, x.seq], x.pos))?.into_dyn(),
+        ));
     }
     let mut past = x.past.into_iter();
     for i in 0..cfg.num_layers {
@@ -1213,13 +1354,21 @@ fn run(
             let v = past
                 .next()
                 .ok_or_else(|| Error::InvalidRequest("KV cache is missing layers".into()))?;
-            binding.bind_input(layer_name(pattern, i), &v)?;
+            inputs.push((layer_name(pattern, i), v));
         }
     }
-    bind_outputs(shared, binding)?;
     let mut outputs = match activation {
-        Activation::Feed(_) => session.run_binding(binding)?,
-        Activation::RunOptions(opts) => session.run_binding_with_options(binding, opts)?,
+        Activation::Feed(_) => {
+            for (name, v) in &inputs {
+                binding.bind_input(name.as_str(), v)?;
+            }
+            drop(inputs);
+            bind_outputs(shared, binding)?;
+            session.run_binding(binding)?
+        }
+        // ONNX Runtime applies the adapters of run options only in a plain run, not in a
+        // run with an IoBinding: `.onnx_adapter` requests take the plain path (host KV).
+        Activation::RunOptions(opts) => session.run_with_options(inputs, opts)?,
     };
     let logits_v = outputs
         .get(&cfg.outputs.logits)

@@ -9,6 +9,7 @@
 //!
 //! Without the prerequisites these tests fail with a message that says what to run.
 
+mod cuda;
 mod smollm2;
 mod tiny;
 
