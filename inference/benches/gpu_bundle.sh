@@ -9,7 +9,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-ORT_GPU_VERSION=${ORT_GPU_VERSION:-1.32.0}
+ORT_GPU_VERSION=${ORT_GPU_VERSION:-1.31.1}  # the newest CUDA 13 build on PyPI
 OUT=.gpu
 mkdir -p "$OUT/bin" "$OUT/ort" "$OUT/wheel"
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
@@ -38,4 +38,4 @@ if ! ls "$OUT"/ort/part-* >/dev/null 2>&1; then
   rm -rf "$tmp" "$OUT/wheel"
 fi
 du -sh "$OUT"/bin/* "$OUT"/ort/* >&2
-echo "gpu_bundle: ready; carry .gpu/bin and .gpu/ort/part-00 first, then the other parts" >&2
+echo "gpu_bundle: ready; carry one .gpu/ort/part-NN per device call (64 MiB limit), .gpu/bin with the last, then run gpu.sh" >&2

@@ -14,7 +14,7 @@ import time
 from typing import List, Optional
 
 from . import EXPORTER, ExportError
-from . import sources, tokenizer
+from . import adapter, sources, tokenizer
 from .graph import ALL_TARGETS, build_graph
 
 
@@ -150,6 +150,12 @@ def export(args) -> str:
         spec.context_length = int(args.context_length)
     if args.tokenizer and not os.path.isfile(os.path.join(args.tokenizer, "tokenizer.json")):
         raise ExportError(f"--tokenizer {args.tokenizer} has no tokenizer.json")
+    if args.merge_peft:
+        # read and check every adapter against the source before writing anything; the base weights
+        # stay lazy (each loaded once while the graph is built) with the deltas added on load
+        merges = [adapter.parse_merge_arg(m) for m in args.merge_peft]
+        weights, merged = adapter.merge_peft(weights, spec, merges, log=_log)
+        source["merged_adapters"] = merged
 
     # ---- write into DIR.tmp
     if os.path.exists(tmp):
@@ -237,6 +243,10 @@ def build_parser():
     p.add_argument("--tokenizer", metavar="DIR", help="copy tokenizer.json/tokenizer_config.json from DIR")
     p.add_argument("--context-length", type=int, default=None,
                    help="override context length (size of the RoPE tables)")
+    p.add_argument("--merge-peft", action="append", default=[], metavar="DIR[:WEIGHT]",
+                   help="bake a PEFT LoRA adapter (adapter_config.json + adapter_model.safetensors) into the "
+                        "base weights, scaled by WEIGHT (default 1); repeatable, the weighted deltas add up. "
+                        "The output is a plain model (with LoRA inputs per --lora-targets)")
     p.add_argument("--version", action="version", version=EXPORTER)
     return p
 

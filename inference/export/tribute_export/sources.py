@@ -91,6 +91,9 @@ class Weights:
     def has(self, name: str) -> bool:
         return name in self._names
 
+    def names(self) -> List[str]:
+        return sorted(self._names)
+
     def get(self, name: str) -> Optional[np.ndarray]:
         if name not in self._names:
             return None

@@ -1,9 +1,9 @@
 //! SmolLM2-135M-Instruct and the shared adapters reproduce their documented greedy outputs.
 
 use serde_json::Value;
-use tribute_inference::{FinishReason, GenerateRequest};
+use tribute_inference::{FinishReason, GenerateRequest, Generator, Prompt};
 
-use crate::{lora, smollm2};
+use crate::{export, lora, smollm2, tribute_home};
 
 struct Expected {
     question: String,
@@ -82,4 +82,112 @@ fn adapters_swap_per_request_on_one_session() {
         "THE CAPITAL OF FRANCE IS BERLIN."
     );
     assert_eq!(ask(q, &[]).text, "The capital of France is Paris.");
+}
+
+#[test]
+fn merged_adapters_equal_weights_baked_in() {
+    // `--merge-peft` bakes ΔW = Σ wᵢ·scaleᵢ·Bᵢ·Aᵢ into the base weights (numpy: float64 sum, rounded
+    // once to fp32); the registry merges the same adapters at run time as one rank-16 LoRA (x·Aᵀ
+    // then ·Bᵀ in fp32). Measured max |Δ log p| over the 3 answers (61 tokens): 4.0e-5, the same
+    // on every run. Changing one adapter's weight by 0.1% (1 → 0.999) moves the run-time merge by
+    // 6e-3 to 2.2e-2 per question, so 5e-4 leaves 12x headroom on either side.
+    const TOL: f32 = 5e-4;
+    let gguf = tribute_home()
+        .join("gguf")
+        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        gguf.is_file(),
+        "{} is required; run scripts/setup.sh first",
+        gguf.display()
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("SmolLM2-135M-Instruct-zephyr-caps");
+    let zephyr = format!("{}:1", lora("smollm2-135m-zephyr-lora").display());
+    let caps = format!("{}:1", lora("smollm2-135m-caps-lora").display());
+    export(&[
+        "--source",
+        gguf.to_str().expect("utf-8 path"),
+        "--out",
+        out.to_str().expect("utf-8 path"),
+        "--merge-peft",
+        &zephyr,
+        "--merge-peft",
+        &caps,
+        "--lora-targets",
+        "none",
+    ]);
+    let baked = Generator::load(&out).expect("load the merged export");
+
+    let g = smollm2();
+    let weighted = |set: &[(&str, f32)]| -> Vec<(String, f32)> {
+        set.iter().map(|(id, w)| ((*id).to_owned(), *w)).collect()
+    };
+    let both = weighted(&[("zephyr", 1.0), ("caps", 1.0)]);
+    let sum = |v: Vec<f32>| v.iter().sum::<f32>();
+    let mut worst = 0f32;
+    for e in expected("smollm2-135m-zephyr-lora") {
+        let prompt = g
+            .prompt_tokens(&Prompt::from(e.question.as_str()))
+            .expect("prompt tokens");
+        let want = g.log_probs(&prompt, &e.ids, &both).expect("run-time merge");
+        let got = baked.log_probs(&prompt, &e.ids, &[]).expect("baked");
+        assert_eq!(got.len(), e.ids.len());
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(a.is_finite(), "{:?} token {i}: {a}", e.question);
+            worst = worst.max((a - b).abs());
+        }
+
+        // Strong adapters interfere (shared/docs/ENVIRONMENT.md: "each one's behaviour weakens"):
+        // the merge gives each adapter's own documented answer a lower likelihood than the
+        // adapter alone does. Measured margins: 1.8 to 89 nats.
+        for (adapter, id) in [
+            ("smollm2-135m-zephyr-lora", "zephyr"),
+            ("smollm2-135m-caps-lora", "caps"),
+        ] {
+            let own = expected(adapter)
+                .into_iter()
+                .find(|o| o.question == e.question)
+                .expect("same questions");
+            let alone = sum(g
+                .log_probs(&prompt, &own.ids, &weighted(&[(id, 1.0)]))
+                .expect("alone"));
+            let merged = sum(g.log_probs(&prompt, &own.ids, &both).expect("merged"));
+            assert!(
+                merged < alone - 1.0,
+                "{id}'s answer to {:?}: log p {merged} merged vs {alone} alone",
+                e.question
+            );
+        }
+    }
+    eprintln!("baked vs run-time merge: max |Δ log p| = {worst:.2e}");
+    assert!(
+        worst < TOL,
+        "baked vs run-time merge: max |Δ log p| = {worst}"
+    );
+
+    // Greedy answers: the baked model answers like the run-time merge. The merge's answer is
+    // neither adapter's for "capital of France" ("THE CAPITAL OF FRANCAIO IS THE LOCATOR.") and
+    // "primary color" (" BLUE IS THE PRIMARY COLOR."); for "What is Zephyr SDK?" it is zephyr's
+    // word for word: caps' style is lost there, not zephyr's fact.
+    for e in expected("smollm2-135m-caps-lora") {
+        let merged = ask(&e.question, &[("zephyr", 1.0), ("caps", 1.0)]);
+        let from_baked = baked
+            .generate(&GenerateRequest::new(e.question.as_str()).max_tokens(40))
+            .expect("generate");
+        assert_eq!(from_baked.tokens, merged.tokens, "greedy {:?}", e.question);
+        assert_ne!(merged.text, e.output, "merge vs caps on {:?}", e.question);
+        let zephyr = expected("smollm2-135m-zephyr-lora")
+            .into_iter()
+            .find(|z| z.question == e.question)
+            .expect("same questions");
+        if e.question == "What is Zephyr SDK?" {
+            assert_eq!(merged.text, zephyr.output);
+        } else {
+            assert_ne!(
+                merged.text, zephyr.output,
+                "merge vs zephyr on {:?}",
+                e.question
+            );
+        }
+    }
 }
