@@ -321,8 +321,25 @@ fn main() {
         let g = Generator::load_with(dir, opts.clone()).expect("load model");
         let ids = g.prompt_tokens(&Prompt::from(PROMPT)).expect("tokenize");
         for batch in [1usize, 4] {
-            let ours = bench_rust(&g, &ids, batch, new, reps);
-            let py = bench_python(dir, &ids, batch, new, threads, reps, false);
+            // Interleave the runs (ours, the peer's, ours, ...) so that the machine's drift
+            // hits both alike; each Python run is a fresh process (2 reps, median).
+            let mut runs = Vec::new();
+            let mut peer = Vec::new();
+            for _ in 0..reps {
+                runs.push(bench_rust(&g, &ids, batch, new, 2));
+                peer.extend(bench_python(dir, &ids, batch, new, threads, 2, false));
+            }
+            let mid = |v: &[Row], f: fn(&Row) -> f64| median(v.iter().map(f).collect());
+            let ours = Row {
+                label: String::new(),
+                prefill_tps: mid(&runs, |r| r.prefill_tps),
+                decode_tps: mid(&runs, |r| r.decode_tps),
+            };
+            let py = (!peer.is_empty()).then(|| Row {
+                label: peer[0].label.clone(),
+                prefill_tps: mid(&peer, |r| r.prefill_tps),
+                decode_tps: mid(&peer, |r| r.decode_tps),
+            });
             let ratio = py.as_ref().map_or("n/a".to_owned(), |p| {
                 format!("{:.2}x", ours.decode_tps / p.decode_tps)
             });
@@ -347,8 +364,37 @@ fn main() {
         }
     }
 
-    // Adapters on the fp32 model.
+    // Concurrent callers: 4 threads each calling `generate`, batched by the queue, against
+    // the same 4 requests one after another.
     let g = Generator::load_with(&fp32, opts.clone()).expect("load model");
+    let ids = g.prompt_tokens(&Prompt::from(PROMPT)).expect("tokenize");
+    let req = GenerateRequest::new(Prompt::Tokens(ids.clone()))
+        .max_tokens(new)
+        .ignore_eos(true);
+    let _ = g.generate(&req);
+    let mut seq = Vec::new();
+    let mut conc = Vec::new();
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            g.generate(&req).expect("generate");
+        }
+        seq.push((4 * new) as f64 / t0.elapsed().as_secs_f64());
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| g.generate(&req).expect("generate"));
+            }
+        });
+        conc.push((4 * new) as f64 / t0.elapsed().as_secs_f64());
+    }
+    println!(
+        "\n4 requests of {new} tokens, end to end: one after another {:.1} tok/s; from 4 threads at once (batched by the queue) {:.1} tok/s",
+        median(seq),
+        median(conc)
+    );
+
+    // Adapters on the fp32 model.
     let tmp = tempfile::tempdir().expect("tempdir");
     let ids = g.prompt_tokens(&Prompt::from("Hi")).expect("tokenize");
     let (t_alt, t_same) = switch_overhead(&g, tmp.path(), &ids);
@@ -357,16 +403,16 @@ fn main() {
     let act_b =
         tribute_inference::AdapterSet::new([(AdapterId::new("b").expect("id"), 1.0)]).expect("set");
     let t0 = Instant::now();
-    for i in 0..10_000 {
+    for i in 0..100_000 {
         let _ = g
             .adapters()
             .activate(if i % 2 == 0 { &act_a } else { &act_b });
     }
-    let activate = t0.elapsed() / 10_000;
+    let activate = t0.elapsed() / 100_000;
     println!("\n| adapter metric | value |\n|---|---|");
     println!(
-        "| switch between two resident adapters: registry lookup | {:.1} µs |",
-        activate.as_secs_f64() * 1e6
+        "| switch between two resident adapters: registry lookup | {} ns |",
+        activate.as_nanos()
     );
     println!(
         "| switch between two resident adapters: 1-token request, alternating minus same | {:.3} ms ({:.1} vs {:.1} ms per request) |",

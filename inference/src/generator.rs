@@ -2,6 +2,7 @@
 //! one or many prompts with a KV cache, per-request sampling, stop strings, adapters and
 //! streaming.
 
+use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{IoBinding, Session};
+use ort::session::{IoBinding, Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
 use serde::Serialize;
 
@@ -68,6 +69,10 @@ pub struct GeneratorOptions {
     pub adapter_budget_bytes: usize,
     /// Largest batch `generate_batch` decodes in one forward pass.
     pub max_batch: usize,
+    /// Keep the KV cache where the session puts it through an ONNX Runtime `IoBinding`
+    /// (`None`: only on CUDA, where it saves the device↔host copies; on the CPU a plain run
+    /// is faster).
+    pub io_binding: Option<bool>,
 }
 
 impl Default for GeneratorOptions {
@@ -78,6 +83,7 @@ impl Default for GeneratorOptions {
             intra_threads: None,
             adapter_budget_bytes: DEFAULT_ADAPTER_BUDGET,
             max_batch: 32,
+            io_binding: None,
         }
     }
 }
@@ -330,6 +336,7 @@ struct Shared {
     graph_inputs: HashSet<String>,
     device: Device,
     max_batch: usize,
+    io_binding: bool,
 }
 
 /// A session checked out of the pool; returned when dropped.
@@ -455,6 +462,7 @@ impl Generator {
                 graph_inputs,
                 device,
                 max_batch: options.max_batch.max(1),
+                io_binding: options.io_binding.unwrap_or(device != Device::Cpu),
             }),
         })
     }
@@ -1094,7 +1102,9 @@ impl Batch {
                 .collect();
             self.total = seq;
             self.past = empty_past(cfg, b)?;
-            self.binding = Some(new_binding(session, &self.activation)?);
+            if self.shared.io_binding {
+                self.binding = Some(new_binding(session, &self.activation)?);
+            }
             (ids, pos, seq)
         } else {
             let ids: Vec<i64> = self
@@ -1118,14 +1128,10 @@ impl Batch {
             (ids, pos, 1)
         };
         let past = std::mem::take(&mut self.past);
-        let binding = self
-            .binding
-            .as_mut()
-            .ok_or_else(|| Error::InvalidRequest("batch has no binding".into()))?;
         let (last_logits, present) = run(
             &self.shared,
             session,
-            binding,
+            self.binding.as_mut(),
             &self.activation,
             Inputs {
                 ids,
@@ -1325,7 +1331,7 @@ enum LogitsWanted {
 fn run(
     shared: &Shared,
     session: &mut Session,
-    binding: &mut IoBinding,
+    binding: Option<&mut IoBinding>,
     activation: &Activation,
     x: Inputs<'_>,
     wanted: LogitsWanted,
@@ -1357,8 +1363,8 @@ fn run(
             inputs.push((layer_name(pattern, i), v));
         }
     }
-    let mut outputs = match activation {
-        Activation::Feed(_) => {
+    let mut outputs = match (activation, binding) {
+        (Activation::Feed(_), Some(binding)) => {
             for (name, v) in &inputs {
                 binding.bind_input(name.as_str(), v)?;
             }
@@ -1366,9 +1372,21 @@ fn run(
             bind_outputs(shared, binding)?;
             session.run_binding(binding)?
         }
+        // On the CPU a plain run is faster: its outputs come from the session's arena,
+        // while outputs bound to a device are fresh allocations every step.
+        (Activation::Feed(feed), None) => {
+            let mut all: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = inputs
+                .into_iter()
+                .map(|(n, v)| (Cow::Owned(n), SessionInputValue::from(v)))
+                .collect();
+            for (n, v) in &feed.inputs {
+                all.push((Cow::Borrowed(n.as_str()), SessionInputValue::from(v)));
+            }
+            session.run(all)?
+        }
         // ONNX Runtime applies the adapters of run options only in a plain run, not in a
         // run with an IoBinding: `.onnx_adapter` requests take the plain path (host KV).
-        Activation::RunOptions(opts) => session.run_with_options(inputs, opts)?,
+        (Activation::RunOptions(opts), _) => session.run_with_options(inputs, opts)?,
     };
     let logits_v = outputs
         .get(&cfg.outputs.logits)
@@ -1417,11 +1435,15 @@ fn forward_all(
 ) -> Result<Vec<f32>> {
     let n = tokens.len();
     let mask = vec![1i64; n];
-    let mut binding = new_binding(session, activation)?;
+    let mut binding = if shared.io_binding {
+        Some(new_binding(session, activation)?)
+    } else {
+        None
+    };
     let (logits, _) = run(
         shared,
         session,
-        &mut binding,
+        binding.as_mut(),
         activation,
         Inputs {
             ids: tokens.iter().map(|&t| i64::from(t)).collect(),
