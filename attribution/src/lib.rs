@@ -1,5 +1,21 @@
 //! Citation weights, reward splits and signed usage receipts.
 //!
-//! Reserved for attribution (per-chunk citation weights, exact reward splits, EIP-712
-//! receipts, the journal and settlement); it has no public API yet. See
-//! `docs/ARCHITECTURE.md` for its place in the workspace.
+//! - [`weights`]: how much each retrieved source contributed to an answer, measured with a
+//!   model through the [`weights::ContextScorer`] trait (leave-one-out, ContextCite-style
+//!   ablation) or estimated without one (similarity, retrieval scores); basis points that
+//!   sum to exactly 10,000 and per-sentence support for inline citation markers.
+//! - [`split`]: an exact reward split of a fee in wei between data contributors, adapter
+//!   authors, the model owner and a treasury.
+//!
+//! The crate takes plain inputs (ids, contributors, texts, scores) and never depends on
+//! `tribute-index` or `tribute-inference`; `tribute` (core) wires them.
+
+mod error;
+pub mod split;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use weights::{
+    Attribution, AttributionConfig, ContextScorer, DuplicatePolicy, Method, ScorerError,
+    SentenceSupport, Source, TextEmbedder, attribute, to_bps,
+};

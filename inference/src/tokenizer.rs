@@ -160,6 +160,21 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of a text with each token's byte range in the text (special tokens added
+    /// by the post-processor get empty ranges).
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+    ) -> Result<(Vec<u32>, Vec<std::ops::Range<usize>>)> {
+        let enc = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let spans = enc.get_offsets().iter().map(|&(a, b)| a..b).collect();
+        Ok((enc.get_ids().to_vec(), spans))
+    }
+
     /// Text of token ids.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         self.inner

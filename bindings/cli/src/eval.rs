@@ -12,6 +12,8 @@ use tribute::{Fusion, Index, IndexConfig, Mode};
 pub enum EvalCommand {
     /// Index a BEIR collection in a temporary directory and score every test query.
     Beir(BeirArgs),
+    /// Score citation-weight methods on examples with known supporting passages.
+    Attribution(crate::eval_attribution::AttributionArgs),
 }
 
 #[derive(Args)]
@@ -62,6 +64,7 @@ struct Report {
 pub fn run(c: EvalCommand) -> anyhow::Result<()> {
     match c {
         EvalCommand::Beir(a) => beir(a),
+        EvalCommand::Attribution(a) => crate::eval_attribution::run(a),
     }
 }
 

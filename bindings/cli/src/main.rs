@@ -2,6 +2,7 @@
 
 mod delete;
 mod eval;
+mod eval_attribution;
 mod generate;
 mod ingest;
 mod search;

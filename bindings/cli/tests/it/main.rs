@@ -262,3 +262,69 @@ fn eval_beir_reports_trec_metrics() {
     let one: Value = serde_json::from_str(&stdout(&o)).expect("json");
     assert_eq!(one["mode"], "bm25", "a single mode prints one object");
 }
+
+#[test]
+fn generate_prints_text_and_json() {
+    let o = run(tribute().args([
+        "generate",
+        "--max-tokens",
+        "12",
+        "--json",
+        "What is the capital of France?",
+    ]));
+    assert!(o.status.success(), "generate failed: {}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("generate --json prints JSON");
+    assert_eq!(v["text"], "The capital of France is Paris.");
+    assert_eq!(v["finish_reason"], "eos");
+    assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    // Weights without as many adapters are refused before anything loads.
+    let o = run(tribute().args(["generate", "--adapter-weight", "0.5", "hi"]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--adapter-weight"), "{}", stderr(&o));
+}
+
+#[test]
+fn eval_attribution_reports_each_method() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/data/attribution/dev-small.jsonl");
+    let o = run(tribute()
+        .args([
+            "eval",
+            "attribution",
+            "--json",
+            "--limit",
+            "2",
+            "--method",
+            "loo,similarity,retrieval",
+            "--data",
+        ])
+        .arg(&data));
+    assert!(
+        o.status.success(),
+        "eval attribution failed: {}",
+        stderr(&o)
+    );
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    let rows = v.as_array().expect("one row per method");
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        assert_eq!(r["examples"], 2);
+        for k in ["top1_accuracy", "supporting_mass", "recall@2"] {
+            let x = r[k].as_f64().expect(k);
+            assert!((0.0..=1.0).contains(&x), "{k} = {x}");
+        }
+    }
+    assert_eq!(rows[0]["method"], "loo");
+    assert!(rows[0]["supporting_mass"].as_f64().unwrap() > 0.5, "{v}");
+    // A malformed line is reported with its line number.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"id\": \"x\", \"question\": \"q\", \"passages\": []}\n",
+    )
+    .unwrap();
+    let o = run(tribute().args(["eval", "attribution", "--data"]).arg(&bad));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("bad.jsonl:1"), "{}", stderr(&o));
+}

@@ -1,0 +1,39 @@
+//! The crate's error type.
+
+use crate::weights::Method;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `tribute-attribution`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// There is nothing to attribute to.
+    #[error("no sources to attribute the answer to")]
+    NoSources,
+    /// A source has no text.
+    #[error("source {0:?} has empty text")]
+    EmptySource(String),
+    /// The answer is empty.
+    #[error("the answer is empty")]
+    EmptyAnswer,
+    /// Weights or scores cannot be normalised.
+    #[error("weights do not sum: {0}")]
+    WeightsDoNotSum(String),
+    /// The method needs a model but no scorer was given.
+    #[error("method `{0}` needs a model scorer")]
+    MissingScorer(Method),
+    /// The model scorer or embedder failed or returned something unusable.
+    #[error("scorer: {0}")]
+    Scorer(String),
+    /// An unknown method name.
+    #[error("unknown attribution method {0:?} (loo, ablation, similarity, retrieval)")]
+    UnknownMethod(String),
+    /// A setting is out of range.
+    #[error("invalid attribution setting: {0}")]
+    InvalidConfig(String),
+    /// A reward split was refused.
+    #[error(transparent)]
+    Split(#[from] crate::split::SplitError),
+}

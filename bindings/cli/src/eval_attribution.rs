@@ -1,0 +1,253 @@
+//! `tribute eval attribution`: how well each citation-weight method finds the passages
+//! that support an answer.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+use tribute::attribution::{self, AttributionConfig, Method, Source};
+use tribute::index::{Document, Index, IndexConfig, Mode};
+use tribute::inference::{GenerateRequest, Generator, Prompt};
+use tribute::rag::{DEFAULT_SYSTEM_PROMPT, EmbedderScorer, ModelScorer, PromptSource, RagPrompt};
+
+/// Arguments of `tribute eval attribution`.
+#[derive(Args)]
+pub struct AttributionArgs {
+    /// JSONL: {"id", "question", "answer"?, "passages": [{"id", "title", "text", "supporting"}]}.
+    #[arg(long)]
+    data: PathBuf,
+    /// Model directory (default: $TRIBUTE_HOME/models/SmolLM2-135M-Instruct).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// loo, ablation, similarity, retrieval or all.
+    #[arg(long, default_value = "all")]
+    method: String,
+    /// Evaluate only the first N examples.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Embedding model directory for retrieval scores and `similarity` (default MiniLM).
+    #[arg(long)]
+    embedder: Option<PathBuf>,
+    /// Random subsets for `ablation`.
+    #[arg(long, default_value_t = 32)]
+    samples: usize,
+    /// Most tokens of a generated answer (examples without "answer").
+    #[arg(long, default_value_t = 96)]
+    max_tokens: usize,
+    /// Print one JSON array of per-method results.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Deserialize)]
+struct Example {
+    id: String,
+    question: String,
+    #[serde(default)]
+    answer: Option<String>,
+    passages: Vec<Passage>,
+}
+
+#[derive(Deserialize)]
+struct Passage {
+    id: String,
+    #[serde(default)]
+    title: String,
+    text: String,
+    #[serde(default)]
+    supporting: bool,
+}
+
+#[derive(Default)]
+struct Tally {
+    examples: usize,
+    top1: f64,
+    mass: f64,
+    recall2: f64,
+    seconds: f64,
+    fallbacks: usize,
+}
+
+/// Runs `tribute eval attribution`.
+pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
+    let methods: Vec<Method> = if a.method.trim().eq_ignore_ascii_case("all") {
+        Method::ALL.to_vec()
+    } else {
+        a.method
+            .split(',')
+            .map(|m| m.trim().parse())
+            .collect::<Result<_, _>>()?
+    };
+    let file = std::fs::File::open(&a.data).with_context(|| format!("{}", a.data.display()))?;
+    let mut examples = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let ex: Example = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}", a.data.display(), n + 1))?;
+        if ex.passages.is_empty() {
+            bail!(
+                "{}:{}: example {} has no passages",
+                a.data.display(),
+                n + 1,
+                ex.id
+            );
+        }
+        examples.push(ex);
+    }
+    if let Some(n) = a.limit {
+        examples.truncate(n);
+    }
+    if examples.is_empty() {
+        bail!("{} holds no examples", a.data.display());
+    }
+    let dir = a
+        .model
+        .clone()
+        .unwrap_or_else(tribute::inference::default_model_dir);
+    let generator = Generator::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let embedder = crate::load_embedder(a.embedder.as_ref())?;
+    let sim = EmbedderScorer(embedder.clone());
+    let config = AttributionConfig {
+        ablation_samples: a.samples,
+        ..Default::default()
+    };
+    let mut tallies: Vec<Tally> = methods.iter().map(|_| Tally::default()).collect();
+    let (mut gen_seconds, mut generated) = (0.0, 0);
+    for (n, ex) in examples.iter().enumerate() {
+        // Retrieval scores: the hybrid retriever over this example's passages.
+        let tmp = tempfile::tempdir()?;
+        let mut index = Index::open(tmp.path(), Some(embedder.clone()), IndexConfig::default())?;
+        let docs: Vec<Document> = ex
+            .passages
+            .iter()
+            .map(|p| Document::new(p.id.clone(), p.text.clone()).with_title(p.title.clone()))
+            .collect();
+        index.add_documents(docs, None)?;
+        let hits = index
+            .search(ex.question.as_str())
+            .k(ex.passages.len())
+            .mode(Mode::Hybrid)
+            .per_document(true)
+            .execute()?;
+        let scores: HashMap<String, f64> = hits
+            .iter()
+            .map(|h| (h.doc_id.to_string(), f64::from(h.score)))
+            .collect();
+        let sources: Vec<Source> = ex
+            .passages
+            .iter()
+            .map(|p| {
+                Source::new(p.id.clone(), p.text.clone())
+                    .with_retrieval_score(scores.get(&p.id).copied().unwrap_or(0.0))
+            })
+            .collect();
+        let shown: Vec<PromptSource> = ex
+            .passages
+            .iter()
+            .map(|p| PromptSource {
+                title: p.title.clone(),
+                text: p.text.clone(),
+            })
+            .collect();
+        let prompt = RagPrompt::build(&generator, DEFAULT_SYSTEM_PROMPT, &ex.question, &shown)?;
+        let (answer, scorer) = match &ex.answer {
+            Some(ans) if !ans.trim().is_empty() => (
+                ans.clone(),
+                ModelScorer::new(&generator, &prompt, ans, Vec::new())?,
+            ),
+            _ => {
+                let t = Instant::now();
+                let g = generator.generate(
+                    &GenerateRequest::new(Prompt::Tokens(prompt.tokens.clone()))
+                        .max_tokens(a.max_tokens),
+                )?;
+                gen_seconds += t.elapsed().as_secs_f64();
+                generated += 1;
+                let mut toks = g.tokens.clone();
+                toks.retain(|t| !generator.config().eos_token_ids.contains(t));
+                (
+                    g.text.clone(),
+                    ModelScorer::from_tokens(&generator, &prompt, toks, Vec::new())?,
+                )
+            }
+        };
+        if answer.trim().is_empty() {
+            eprintln!("{}: empty answer, skipped", ex.id);
+            continue;
+        }
+        for (m, tally) in methods.iter().zip(tallies.iter_mut()) {
+            let r =
+                attribution::attribute(*m, &answer, &sources, Some(&scorer), Some(&sim), &config)
+                    .with_context(|| format!("{} with {m}", ex.id))?;
+            let supporting: Vec<bool> = ex.passages.iter().map(|p| p.supporting).collect();
+            let n_sup = supporting.iter().filter(|s| **s).count();
+            let mut order: Vec<usize> = (0..sources.len()).collect();
+            order.sort_by(|&x, &y| r.weights_bps[y].cmp(&r.weights_bps[x]).then(x.cmp(&y)));
+            tally.examples += 1;
+            tally.top1 += f64::from(u8::from(supporting[order[0]]));
+            tally.mass += supporting
+                .iter()
+                .zip(&r.weights_bps)
+                .filter(|(s, _)| **s)
+                .map(|(_, w)| f64::from(*w))
+                .sum::<f64>()
+                / 10_000.0;
+            if n_sup > 0 {
+                tally.recall2 +=
+                    order.iter().take(2).filter(|&&i| supporting[i]).count() as f64 / n_sup as f64;
+            }
+            tally.seconds += r.seconds;
+            tally.fallbacks += usize::from(r.fallback.is_some());
+        }
+        if !a.json {
+            eprintln!("[{}/{}] {}", n + 1, examples.len(), ex.id);
+        }
+    }
+    let rows: Vec<serde_json::Value> = methods
+        .iter()
+        .zip(&tallies)
+        .map(|(m, t)| {
+            let n = t.examples.max(1) as f64;
+            serde_json::json!({
+                "method": m.as_str(),
+                "examples": t.examples,
+                "top1_accuracy": t.top1 / n,
+                "supporting_mass": t.mass / n,
+                "recall@2": t.recall2 / n,
+                "mean_seconds": t.seconds / n,
+                "fallbacks": t.fallbacks,
+            })
+        })
+        .collect();
+    if a.json {
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    println!("| method | examples | top-1 accuracy | supporting mass | recall@2 | mean seconds |");
+    println!("|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            r["method"].as_str().unwrap_or_default(),
+            r["examples"],
+            r["top1_accuracy"].as_f64().unwrap_or(0.0),
+            r["supporting_mass"].as_f64().unwrap_or(0.0),
+            r["recall@2"].as_f64().unwrap_or(0.0),
+            r["mean_seconds"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if generated > 0 {
+        println!(
+            "\n{generated} answers generated, {:.2} s each on average",
+            gen_seconds / generated as f64
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! Integration tests of the facade's glue with the real SmolLM2-135M-Instruct and MiniLM
+//! (installed by `scripts/setup.sh`; without them these tests fail saying so).
+
+mod rag;
