@@ -39,7 +39,9 @@ test: setup
 bench: setup
 	$(CARGO) bench -p tribute-index --bench retrieval
 	$(CARGO) bench -p tribute-inference --bench generation
+	$(CARGO) bench -p tribute --bench attribution
 
 eval: setup
 	$(CARGO) build --release -p tribute-cli
 	for d in vaswani cranfield cisi; do $(or $(CARGO_TARGET_DIR),target)/release/tribute eval beir --data ../shared/data/$$d --mode all; done
+	$(or $(CARGO_TARGET_DIR),target)/release/tribute eval attribution --data examples/data/attribution/dev.jsonl --method all

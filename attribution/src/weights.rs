@@ -820,18 +820,15 @@ mod tests {
         assert!(matches!(to_bps(&[]), Err(Error::NoSources)));
     }
 
+    fn loo_of(m: &Linear) -> Attribution {
+        let cfg = AttributionConfig::default();
+        attribute(Method::Loo, ANSWER, &sources(), Some(m), None, &cfg).unwrap()
+    }
+
     #[test]
     fn loo_measures_each_sources_effect_per_answer_and_per_sentence() {
         let m = linear();
-        let a = attribute(
-            Method::Loo,
-            ANSWER,
-            &sources(),
-            Some(&m),
-            None,
-            &AttributionConfig::default(),
-        )
-        .unwrap();
+        let a = loo_of(&m);
         // First sentence: 4 words ("Paris is the capital") + "." = 5 tokens at 0.8; second: 6 tokens at 0.5.
         assert!((a.scores[0] - 5.0 * 0.8).abs() < 1e-5, "{:?}", a.scores);
         assert!((a.scores[1] - 6.0 * 0.5).abs() < 1e-5, "{:?}", a.scores);
@@ -941,15 +938,7 @@ mod tests {
         for e in &mut m.effect {
             e.iter_mut().for_each(|x| *x = -0.1);
         }
-        let a = attribute(
-            Method::Loo,
-            ANSWER,
-            &sources(),
-            Some(&m),
-            None,
-            &AttributionConfig::default(),
-        )
-        .unwrap();
+        let a = loo_of(&m);
         assert!(a.fallback.is_some());
         assert_eq!(a.weights_bps, vec![1250, 5625, 3125]);
     }
