@@ -18,7 +18,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let reps: usize = std::env::var("BENCH_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let reps: usize = std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     let answer_tokens: usize = std::env::var("BENCH_ANSWER_TOKENS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -30,7 +33,10 @@ fn main() {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect();
-    let question = examples[0]["question"].as_str().expect("question").to_owned();
+    let question = examples[0]["question"]
+        .as_str()
+        .expect("question")
+        .to_owned();
     let mut pool: Vec<PromptSource> = Vec::new();
     for ex in &examples {
         for p in ex["passages"].as_array().expect("passages") {
@@ -45,7 +51,9 @@ fn main() {
         "# attribution cost, SmolLM2-135M fp32, {} cores, answers of {answer_tokens} tokens, median of {reps}\n",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!("| k | prompt tokens | generation s | loo s | loo / generation | ablation (32) s | ablation / generation |");
+    println!(
+        "| k | prompt tokens | generation s | loo s | loo / generation | ablation (32) s | ablation / generation |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for k in [4usize, 8, 16] {
         let shown = &pool[..k];
@@ -66,12 +74,14 @@ fn main() {
                 )
                 .expect("generate");
             gens.push(t.elapsed().as_secs_f64());
-            let scorer = ModelScorer::from_tokens(&g, &prompt, out.tokens.clone(), Vec::new()).expect("scorer");
+            let scorer = ModelScorer::from_tokens(&g, &prompt, out.tokens.clone(), Vec::new())
+                .expect("scorer");
             let answer = out.text.clone();
             let cfg = AttributionConfig::default();
             for (m, v) in [(Method::Loo, &mut loo), (Method::Ablation, &mut abl)] {
                 let t = Instant::now();
-                attribution::attribute(m, &answer, &sources, Some(&scorer), None, &cfg).expect("attribute");
+                attribution::attribute(m, &answer, &sources, Some(&scorer), None, &cfg)
+                    .expect("attribute");
                 v.push(t.elapsed().as_secs_f64());
             }
         }
