@@ -1,7 +1,6 @@
 //! `tribute eval attribution`: how well each citation-weight method finds the passages
 //! that support an answer.
 
-use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -72,6 +71,51 @@ struct Tally {
     fallbacks: usize,
 }
 
+/// Problems that make an example unusable (reported and skipped, not fatal).
+fn check_example(ex: &Example) -> anyhow::Result<()> {
+    if ex.question.trim().is_empty() {
+        bail!("empty question");
+    }
+    if ex.passages.is_empty() {
+        bail!("no passages");
+    }
+    if let Some(p) = ex.passages.iter().find(|p| p.text.trim().is_empty()) {
+        bail!("passage {} has empty text", p.id);
+    }
+    Ok(())
+}
+
+/// Hybrid retrieval scores of the example's passages for its question, in passage order.
+fn retrieval_scores(
+    embedder: &std::sync::Arc<dyn tribute::index::Embedder>,
+    ex: &Example,
+) -> anyhow::Result<Vec<f64>> {
+    let tmp = tempfile::tempdir()?;
+    let mut index = Index::open(tmp.path(), Some(embedder.clone()), IndexConfig::default())?;
+    let docs: Vec<Document> = ex
+        .passages
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Document::new(i.to_string(), p.text.clone()).with_title(p.title.clone()))
+        .collect();
+    index.add_documents(docs, None)?;
+    let hits = index
+        .search(ex.question.as_str())
+        .k(ex.passages.len())
+        .mode(Mode::Hybrid)
+        .per_document(true)
+        .execute()?;
+    let mut scores = vec![0.0; ex.passages.len()];
+    for h in hits {
+        if let Ok(i) = h.doc_id.to_string().parse::<usize>()
+            && i < scores.len()
+        {
+            scores[i] = f64::from(h.score);
+        }
+    }
+    Ok(scores)
+}
+
 /// Runs `tribute eval attribution`.
 pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
     let methods: Vec<Method> = if a.method.trim().eq_ignore_ascii_case("all") {
@@ -120,33 +164,27 @@ pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
     };
     let mut tallies: Vec<Tally> = methods.iter().map(|_| Tally::default()).collect();
     let (mut gen_seconds, mut generated) = (0.0, 0);
+    let mut skipped = 0usize;
     for (n, ex) in examples.iter().enumerate() {
-        // Retrieval scores: the hybrid retriever over this example's passages.
-        let tmp = tempfile::tempdir()?;
-        let mut index = Index::open(tmp.path(), Some(embedder.clone()), IndexConfig::default())?;
-        let docs: Vec<Document> = ex
-            .passages
-            .iter()
-            .map(|p| Document::new(p.id.clone(), p.text.clone()).with_title(p.title.clone()))
-            .collect();
-        index.add_documents(docs, None)?;
-        let hits = index
-            .search(ex.question.as_str())
-            .k(ex.passages.len())
-            .mode(Mode::Hybrid)
-            .per_document(true)
-            .execute()?;
-        let scores: HashMap<String, f64> = hits
-            .iter()
-            .map(|h| (h.doc_id.to_string(), f64::from(h.score)))
-            .collect();
+        if let Err(e) = check_example(ex) {
+            eprintln!("{}: skipped: {e}", ex.id);
+            skipped += 1;
+            continue;
+        }
+        // Retrieval scores: the hybrid retriever over this example's passages (ids by
+        // position, so repeated passage ids in the data do not matter).
+        let scores = match retrieval_scores(&embedder, ex) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{}: retrieval scores unavailable ({e:#}); using 0", ex.id);
+                vec![0.0; ex.passages.len()]
+            }
+        };
         let sources: Vec<Source> = ex
             .passages
             .iter()
-            .map(|p| {
-                Source::new(p.id.clone(), p.text.clone())
-                    .with_retrieval_score(scores.get(&p.id).copied().unwrap_or(0.0))
-            })
+            .zip(&scores)
+            .map(|(p, &s)| Source::new(p.id.clone(), p.text.clone()).with_retrieval_score(s))
             .collect();
         let shown: Vec<PromptSource> = ex
             .passages
@@ -156,7 +194,24 @@ pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
                 text: p.text.clone(),
             })
             .collect();
-        let prompt = RagPrompt::build(&generator, DEFAULT_SYSTEM_PROMPT, &ex.question, &shown)?;
+        let prompt = match RagPrompt::build(&generator, DEFAULT_SYSTEM_PROMPT, &ex.question, &shown)
+        {
+            Ok(p) if p.tokens.len() + a.max_tokens < generator.config().context_length => p,
+            Ok(p) => {
+                eprintln!(
+                    "{}: skipped: the prompt has {} tokens, too long for the model's context",
+                    ex.id,
+                    p.tokens.len()
+                );
+                skipped += 1;
+                continue;
+            }
+            Err(e) => {
+                eprintln!("{}: skipped: {e}", ex.id);
+                skipped += 1;
+                continue;
+            }
+        };
         let (answer, scorer) = match &ex.answer {
             Some(ans) if !ans.trim().is_empty() => (
                 ans.clone(),
@@ -210,6 +265,12 @@ pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
             eprintln!("[{}/{}] {}", n + 1, examples.len(), ex.id);
         }
     }
+    if tallies.iter().all(|t| t.examples == 0) {
+        bail!(
+            "none of the {} examples could be evaluated ({skipped} skipped; see the messages above)",
+            examples.len()
+        );
+    }
     let rows: Vec<serde_json::Value> = methods
         .iter()
         .zip(&tallies)
@@ -223,6 +284,7 @@ pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
                 "recall@2": t.recall2 / n,
                 "mean_seconds": t.seconds / n,
                 "fallbacks": t.fallbacks,
+                "skipped": skipped,
             })
         })
         .collect();
@@ -242,6 +304,9 @@ pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
             r["recall@2"].as_f64().unwrap_or(0.0),
             r["mean_seconds"].as_f64().unwrap_or(0.0)
         );
+    }
+    if skipped > 0 {
+        println!("\n{skipped} examples skipped (see the messages above)");
     }
     if generated > 0 {
         println!(
