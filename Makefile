@@ -35,6 +35,7 @@ test: setup
 	TRIBUTE_SMOLLM2_DIR=$(TRIBUTE_HOME)/models/SmolLM2-135M-Instruct \
 	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider inference/export/tests
 	$(CARGO) test --workspace
+	cd attribution/contracts && npm ci --silent --no-audit --no-fund && node compile.js --check && bash smoke.sh
 
 bench: setup
 	$(CARGO) bench -p tribute-index --bench retrieval

@@ -33,6 +33,9 @@ pub enum Error {
     /// A setting is out of range.
     #[error("invalid attribution setting: {0}")]
     InvalidConfig(String),
+    /// A receipt or signing key was refused.
+    #[error(transparent)]
+    Receipt(#[from] crate::receipt::ReceiptError),
     /// A reward split was refused.
     #[error(transparent)]
     Split(#[from] crate::split::SplitError),

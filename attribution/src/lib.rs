@@ -4,6 +4,8 @@
 //!   model through the [`weights::ContextScorer`] trait (leave-one-out, ContextCite-style
 //!   ablation) or estimated without one (similarity, retrieval scores); basis points that
 //!   sum to exactly 10,000 and per-sentence support for inline citation markers.
+//! - [`receipt`]: EIP-712 usage receipts signed by the payer, canonical JSON, Merkle
+//!   leaves and proofs for batch settlement.
 //! - [`split`]: an exact reward split of a fee in wei between data contributors, adapter
 //!   authors, the model owner and a treasury.
 //!
@@ -11,6 +13,7 @@
 //! `tribute-index` or `tribute-inference`; `tribute` (core) wires them.
 
 mod error;
+pub mod receipt;
 pub mod split;
 pub mod weights;
 

@@ -1,0 +1,463 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+/// @title TributeLedger
+/// @notice On-chain side of Tribute usage receipts.
+///
+/// * EIP-712 typed data for `UsageReceipt` (signed off-chain by a serving node for every answer) and for
+///   `SettleBatch` (signed by the payer to authorise one settlement).
+/// * Receipts are never posted one by one: a settler builds an OpenZeppelin-compatible Merkle tree over the
+///   receipt leaves (`receiptLeaf(hashReceipt(r))`, sorted-pair keccak), sums the payouts per payee off-chain and
+///   calls `settleBatch` once with the root and the per-payee totals. The root is anchored forever
+///   (`isSettled`), so anyone can later prove that a given receipt was part of a settled batch (`verifyReceipt`).
+/// * Payers pre-fund `deposits`; settlement moves funds to `balances` (pull payments, `withdraw`).
+/// * A first-come registry of model and adapter owners ("model as asset").
+///
+/// No external imports: the small EIP-712, ECDSA, Merkle and reentrancy-guard pieces are written here and follow
+/// the OpenZeppelin conventions byte for byte.
+///
+/// Compiled with evmVersion "cancun" (the reentrancy guard uses EIP-1153 transient storage).
+contract TributeLedger {
+    // ---------------------------------------------------------------------------------------------------------------
+    // EIP-712 types (keep byte-for-byte in sync with attribution/src/receipt.rs)
+    // ---------------------------------------------------------------------------------------------------------------
+
+    struct AdapterUse {
+        bytes32 adapterId;
+        int32 weightMicros;
+    }
+
+    struct CitedChunk {
+        bytes32 contentHash;
+        address contributor;
+        uint16 weightBps;
+    }
+
+    struct UsageReceipt {
+        uint16 version;
+        bytes32 receiptId;
+        address payer;
+        address servingNode;
+        bytes32 modelId;
+        AdapterUse[] adapters;
+        bytes32 queryHash;
+        bytes32 answerHash;
+        CitedChunk[] chunks;
+        uint256 fee;
+        uint64 nonce;
+        uint64 timestamp;
+    }
+
+    // SettleBatch(address payer,bytes32 root,uint256 total,bytes32 payoutsHash,uint64 batchNonce) is only ever
+    // hashed from its fields, so it needs no Solidity struct.
+
+    /// keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+    bytes32 public constant EIP712_DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+
+    /// keccak256("AdapterUse(bytes32 adapterId,int32 weightMicros)")
+    bytes32 public constant ADAPTER_USE_TYPEHASH = keccak256("AdapterUse(bytes32 adapterId,int32 weightMicros)");
+
+    /// keccak256("CitedChunk(bytes32 contentHash,address contributor,uint16 weightBps)")
+    bytes32 public constant CITED_CHUNK_TYPEHASH =
+        keccak256("CitedChunk(bytes32 contentHash,address contributor,uint16 weightBps)");
+
+    /// Referenced struct types are appended sorted by name (EIP-712 `encodeType`).
+    bytes32 public constant USAGE_RECEIPT_TYPEHASH = keccak256(
+        "UsageReceipt(uint16 version,bytes32 receiptId,address payer,address servingNode,bytes32 modelId,"
+        "AdapterUse[] adapters,bytes32 queryHash,bytes32 answerHash,CitedChunk[] chunks,uint256 fee,uint64 nonce,"
+        "uint64 timestamp)"
+        "AdapterUse(bytes32 adapterId,int32 weightMicros)"
+        "CitedChunk(bytes32 contentHash,address contributor,uint16 weightBps)"
+    );
+
+    /// keccak256("SettleBatch(address payer,bytes32 root,uint256 total,bytes32 payoutsHash,uint64 batchNonce)")
+    bytes32 public constant SETTLE_BATCH_TYPEHASH =
+        keccak256("SettleBatch(address payer,bytes32 root,uint256 total,bytes32 payoutsHash,uint64 batchNonce)");
+
+    bytes32 private constant _NAME_HASH = keccak256("Tribute Ledger");
+    bytes32 private constant _VERSION_HASH = keccak256("1");
+
+    /// secp256k1n / 2: signatures with a larger `s` are malleable copies and are rejected (EIP-2).
+    uint256 private constant _HALF_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
+
+    /// Transient-storage slot of the reentrancy guard: keccak256("tribute.ledger.reentrancy") - 1.
+    bytes32 private constant _REENTRANCY_SLOT = 0xcf491aeaf1940760e4a9525d4c5db375d36fb1b49efe34694462d0a8e9e2f76d;
+
+    bytes32 private immutable _cachedDomainSeparator;
+    uint256 private immutable _cachedChainId;
+    address private immutable _cachedThis;
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // State
+    // ---------------------------------------------------------------------------------------------------------------
+
+    /// A payer's prepaid deposit and next expected batch nonce, packed into one slot so that a settlement touches
+    /// a single payer slot.
+    struct PayerAccount {
+        uint192 deposit;
+        uint64 batchNonce;
+    }
+
+    mapping(address => PayerAccount) private _accounts;
+
+    /// Withdrawable earnings (pull payments).
+    mapping(address => uint256) public balances;
+
+    /// Merkle roots that have been settled. A root settles at most once, for any payer.
+    mapping(bytes32 => bool) public settledRoots;
+
+    mapping(bytes32 => address) public modelOwner;
+    mapping(bytes32 => address) public adapterOwner;
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Events and errors
+    // ---------------------------------------------------------------------------------------------------------------
+
+    event Deposited(address indexed payer, address indexed from, uint256 amount);
+    event DepositWithdrawn(address indexed payer, uint256 amount);
+    event BatchSettled(
+        address indexed payer, bytes32 indexed root, uint256 total, uint64 batchNonce, uint256 payeeCount
+    );
+    event Withdrawn(address indexed payee, uint256 amount);
+    event ModelRegistered(bytes32 indexed modelId, address indexed owner);
+    event ModelTransferred(bytes32 indexed modelId, address indexed from, address indexed to);
+    event AdapterRegistered(bytes32 indexed adapterId, address indexed owner);
+    event AdapterTransferred(bytes32 indexed adapterId, address indexed from, address indexed to);
+
+    /// The root was already settled.
+    error Replay();
+    /// `batchNonce` is not the payer's next batch nonce.
+    error InvalidNonce(uint64 expected, uint64 got);
+    /// The signature is malformed, malleable (high s, v not 27/28), or not by the payer.
+    error BadSignature();
+    error InsufficientDeposit(uint256 have, uint256 need);
+    /// `payees` and `amounts` differ in length.
+    error LengthMismatch();
+    /// `payees` is empty.
+    error EmptyBatch();
+    error ZeroAddress();
+    error NothingToWithdraw();
+    error TransferFailed();
+    error Reentrancy();
+    error AlreadyRegistered();
+    error NotOwner();
+    error AmountTooLarge();
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Construction, guard
+    // ---------------------------------------------------------------------------------------------------------------
+
+    constructor() {
+        _cachedChainId = block.chainid;
+        _cachedThis = address(this);
+        _cachedDomainSeparator = _buildDomainSeparator();
+    }
+
+    modifier nonReentrant() {
+        bytes32 slot = _REENTRANCY_SLOT;
+        uint256 entered;
+        assembly ("memory-safe") {
+            entered := tload(slot)
+        }
+        if (entered != 0) revert Reentrancy();
+        assembly ("memory-safe") {
+            tstore(slot, 1)
+        }
+        _;
+        assembly ("memory-safe") {
+            tstore(slot, 0)
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // EIP-712
+    // ---------------------------------------------------------------------------------------------------------------
+
+    /// @notice EIP-712 domain separator: name "Tribute Ledger", version "1", current chain id, this contract.
+    function domainSeparator() public view returns (bytes32) {
+        if (address(this) == _cachedThis && block.chainid == _cachedChainId) {
+            return _cachedDomainSeparator;
+        }
+        return _buildDomainSeparator();
+    }
+
+    /// @notice EIP-5267 domain description.
+    function eip712Domain()
+        external
+        view
+        returns (
+            bytes1 fields,
+            string memory name,
+            string memory version,
+            uint256 chainId,
+            address verifyingContract,
+            bytes32 salt,
+            uint256[] memory extensions
+        )
+    {
+        return (hex"0f", "Tribute Ledger", "1", block.chainid, address(this), bytes32(0), new uint256[](0));
+    }
+
+    /// @notice EIP-712 `hashStruct(UsageReceipt)`.
+    function receiptStructHash(UsageReceipt calldata r) public pure returns (bytes32) {
+        bytes32 adaptersHash = _hashAdapters(r.adapters);
+        bytes32 chunksHash = _hashChunks(r.chunks);
+        // Two abi.encode halves (all members are single words) keep the stack shallow without via-IR.
+        return keccak256(
+            bytes.concat(
+                abi.encode(
+                    USAGE_RECEIPT_TYPEHASH, r.version, r.receiptId, r.payer, r.servingNode, r.modelId, adaptersHash
+                ),
+                abi.encode(r.queryHash, r.answerHash, chunksHash, r.fee, r.nonce, r.timestamp)
+            )
+        );
+    }
+
+    /// @notice Full EIP-712 digest of a receipt: keccak256("\x19\x01" ‖ domainSeparator ‖ hashStruct(r)).
+    function hashReceipt(UsageReceipt calldata r) external view returns (bytes32) {
+        return _typedDataDigest(receiptStructHash(r));
+    }
+
+    /// @notice `keccak256(abi.encode(payees, amounts))`, the `payoutsHash` member of `SettleBatch`.
+    function payoutsHash(address[] calldata payees, uint256[] calldata amounts) public pure returns (bytes32) {
+        return keccak256(abi.encode(payees, amounts));
+    }
+
+    /// @notice Full EIP-712 digest of a `SettleBatch` message (what the payer signs).
+    function settleBatchDigest(address payer, bytes32 root, uint256 total, bytes32 payoutsHash_, uint64 batchNonce)
+        public
+        view
+        returns (bytes32)
+    {
+        return _typedDataDigest(keccak256(abi.encode(SETTLE_BATCH_TYPEHASH, payer, root, total, payoutsHash_, batchNonce)));
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Merkle (OpenZeppelin MerkleProof / StandardMerkleTree compatible)
+    // ---------------------------------------------------------------------------------------------------------------
+
+    /// @notice Leaf of a receipt digest: keccak256(bytes.concat(keccak256(abi.encode(digest)))).
+    function receiptLeaf(bytes32 digest) public pure returns (bytes32) {
+        return keccak256(bytes.concat(keccak256(abi.encode(digest))));
+    }
+
+    /// @notice True when `leaf` with the sorted-pair `proof` hashes up to `root`.
+    function verifyReceipt(bytes32 leaf, bytes32[] calldata proof, bytes32 root) external pure returns (bool) {
+        bytes32 computed = leaf;
+        for (uint256 i = 0; i < proof.length; ++i) {
+            computed = _hashPair(computed, proof[i]);
+        }
+        return computed == root;
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Deposits
+    // ---------------------------------------------------------------------------------------------------------------
+
+    /// @notice Prepay settlements for msg.sender.
+    function deposit() external payable {
+        _credit(msg.sender);
+    }
+
+    /// @notice Prepay settlements for `payer`.
+    function depositFor(address payer) external payable {
+        if (payer == address(0)) revert ZeroAddress();
+        _credit(payer);
+    }
+
+    function deposits(address payer) external view returns (uint256) {
+        return _accounts[payer].deposit;
+    }
+
+    /// @notice The batch nonce the payer's next `SettleBatch` must carry (starts at 0).
+    function batchNonces(address payer) external view returns (uint64) {
+        return _accounts[payer].batchNonce;
+    }
+
+    /// @notice Withdraw part of msg.sender's unspent deposit.
+    function withdrawDeposit(uint256 amount) external nonReentrant {
+        PayerAccount storage acct = _accounts[msg.sender];
+        uint256 have = acct.deposit;
+        if (amount > have) revert InsufficientDeposit(have, amount);
+        acct.deposit = uint192(have - amount);
+        emit DepositWithdrawn(msg.sender, amount);
+        _send(msg.sender, amount);
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Settlement
+    // ---------------------------------------------------------------------------------------------------------------
+
+    /// @notice Settle a batch of receipts: anchors `root`, debits the payer's deposit by Σ amounts and credits each
+    ///         payee's withdrawable balance. Anyone may submit; the payer authorises it with an EIP-712
+    ///         `SettleBatch` signature.
+    /// @dev Check order: lengths, zero payees, Replay (root), InvalidNonce, BadSignature, InsufficientDeposit.
+    function settleBatch(
+        address payer,
+        bytes32 root,
+        address[] calldata payees,
+        uint256[] calldata amounts,
+        uint64 batchNonce,
+        bytes calldata signature
+    ) external {
+        uint256 total = _sumPayouts(payees, amounts);
+        if (settledRoots[root]) revert Replay();
+
+        PayerAccount memory acct = _accounts[payer];
+        if (batchNonce != acct.batchNonce) revert InvalidNonce(acct.batchNonce, batchNonce);
+
+        bytes32 digest = settleBatchDigest(payer, root, total, payoutsHash(payees, amounts), batchNonce);
+        if (_recover(digest, signature) != payer) revert BadSignature();
+
+        if (acct.deposit < total) revert InsufficientDeposit(acct.deposit, total);
+
+        // Effects. total <= deposit < 2^192, so the narrowing is exact.
+        settledRoots[root] = true;
+        _accounts[payer] = PayerAccount({deposit: uint192(acct.deposit - total), batchNonce: batchNonce + 1});
+        for (uint256 i = 0; i < payees.length; ++i) {
+            balances[payees[i]] += amounts[i];
+        }
+        emit BatchSettled(payer, root, total, batchNonce, payees.length);
+    }
+
+    /// @notice Whether `root` has been settled (lets an off-chain settler make retries idempotent).
+    function isSettled(bytes32 root) external view returns (bool) {
+        return settledRoots[root];
+    }
+
+    /// @notice Send msg.sender its whole settled balance.
+    function withdraw() external nonReentrant {
+        uint256 amount = balances[msg.sender];
+        if (amount == 0) revert NothingToWithdraw();
+        balances[msg.sender] = 0;
+        emit Withdrawn(msg.sender, amount);
+        _send(msg.sender, amount);
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Registry
+    // ---------------------------------------------------------------------------------------------------------------
+
+    /// @notice First come, first served: registers `modelId` to `owner`.
+    function registerModel(bytes32 modelId, address owner) external {
+        if (owner == address(0)) revert ZeroAddress();
+        if (modelOwner[modelId] != address(0)) revert AlreadyRegistered();
+        modelOwner[modelId] = owner;
+        emit ModelRegistered(modelId, owner);
+    }
+
+    /// @notice Only the current owner may transfer a model.
+    function transferModel(bytes32 modelId, address newOwner) external {
+        if (newOwner == address(0)) revert ZeroAddress();
+        if (modelOwner[modelId] != msg.sender) revert NotOwner();
+        modelOwner[modelId] = newOwner;
+        emit ModelTransferred(modelId, msg.sender, newOwner);
+    }
+
+    /// @notice First come, first served: registers `adapterId` to `owner`.
+    function registerAdapter(bytes32 adapterId, address owner) external {
+        if (owner == address(0)) revert ZeroAddress();
+        if (adapterOwner[adapterId] != address(0)) revert AlreadyRegistered();
+        adapterOwner[adapterId] = owner;
+        emit AdapterRegistered(adapterId, owner);
+    }
+
+    /// @notice Only the current owner may transfer an adapter.
+    function transferAdapter(bytes32 adapterId, address newOwner) external {
+        if (newOwner == address(0)) revert ZeroAddress();
+        if (adapterOwner[adapterId] != msg.sender) revert NotOwner();
+        adapterOwner[adapterId] = newOwner;
+        emit AdapterTransferred(adapterId, msg.sender, newOwner);
+    }
+
+    // ---------------------------------------------------------------------------------------------------------------
+    // Internals
+    // ---------------------------------------------------------------------------------------------------------------
+
+    function _buildDomainSeparator() private view returns (bytes32) {
+        return keccak256(abi.encode(EIP712_DOMAIN_TYPEHASH, _NAME_HASH, _VERSION_HASH, block.chainid, address(this)));
+    }
+
+    function _typedDataDigest(bytes32 structHash) private view returns (bytes32 digest) {
+        bytes32 sep = domainSeparator();
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, hex"1901")
+            mstore(add(ptr, 0x02), sep)
+            mstore(add(ptr, 0x22), structHash)
+            digest := keccak256(ptr, 0x42)
+        }
+    }
+
+    function _hashAdapters(AdapterUse[] calldata adapters) private pure returns (bytes32) {
+        bytes32[] memory hashes = new bytes32[](adapters.length);
+        for (uint256 i = 0; i < adapters.length; ++i) {
+            hashes[i] = keccak256(abi.encode(ADAPTER_USE_TYPEHASH, adapters[i].adapterId, adapters[i].weightMicros));
+        }
+        return keccak256(abi.encodePacked(hashes));
+    }
+
+    function _hashChunks(CitedChunk[] calldata chunks) private pure returns (bytes32) {
+        bytes32[] memory hashes = new bytes32[](chunks.length);
+        for (uint256 i = 0; i < chunks.length; ++i) {
+            CitedChunk calldata c = chunks[i];
+            hashes[i] = keccak256(abi.encode(CITED_CHUNK_TYPEHASH, c.contentHash, c.contributor, c.weightBps));
+        }
+        return keccak256(abi.encodePacked(hashes));
+    }
+
+    function _hashPair(bytes32 a, bytes32 b) private pure returns (bytes32 h) {
+        assembly ("memory-safe") {
+            switch lt(a, b)
+            case 1 {
+                mstore(0x00, a)
+                mstore(0x20, b)
+            }
+            default {
+                mstore(0x00, b)
+                mstore(0x20, a)
+            }
+            h := keccak256(0x00, 0x40)
+        }
+    }
+
+    function _sumPayouts(address[] calldata payees, uint256[] calldata amounts) private pure returns (uint256 total) {
+        uint256 n = payees.length;
+        if (n != amounts.length) revert LengthMismatch();
+        if (n == 0) revert EmptyBatch();
+        for (uint256 i = 0; i < n; ++i) {
+            if (payees[i] == address(0)) revert ZeroAddress();
+            total += amounts[i];
+        }
+    }
+
+    /// @dev 65-byte r ‖ s ‖ v; rejects other lengths, v ∉ {27, 28}, s > secp256k1n/2 and failed recovery.
+    function _recover(bytes32 digest, bytes calldata signature) private pure returns (address signer) {
+        if (signature.length != 65) revert BadSignature();
+        bytes32 r;
+        bytes32 s;
+        uint8 v;
+        assembly ("memory-safe") {
+            r := calldataload(signature.offset)
+            s := calldataload(add(signature.offset, 0x20))
+            v := byte(0, calldataload(add(signature.offset, 0x40)))
+        }
+        if (uint256(s) > _HALF_ORDER || (v != 27 && v != 28)) revert BadSignature();
+        signer = ecrecover(digest, v, r, s);
+        if (signer == address(0)) revert BadSignature();
+    }
+
+    function _credit(address payer) private {
+        PayerAccount storage acct = _accounts[payer];
+        uint256 updated = uint256(acct.deposit) + msg.value;
+        if (updated > type(uint192).max) revert AmountTooLarge();
+        acct.deposit = uint192(updated);
+        emit Deposited(payer, msg.sender, msg.value);
+    }
+
+    function _send(address to, uint256 amount) private {
+        (bool ok,) = to.call{value: amount}("");
+        if (!ok) revert TransferFailed();
+    }
+}
