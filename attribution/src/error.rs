@@ -36,6 +36,9 @@ pub enum Error {
     /// A receipt or signing key was refused.
     #[error(transparent)]
     Receipt(#[from] crate::receipt::ReceiptError),
+    /// The receipt journal refused an operation or could not be recovered.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     /// A reward split was refused.
     #[error(transparent)]
     Split(#[from] crate::split::SplitError),

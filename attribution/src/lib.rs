@@ -6,6 +6,8 @@
 //!   sum to exactly 10,000 and per-sentence support for inline citation markers.
 //! - [`receipt`]: EIP-712 usage receipts signed by the payer, canonical JSON, Merkle
 //!   leaves and proofs for batch settlement.
+//! - [`journal`]: a crash-safe, append-only, checksummed journal of signed receipts and
+//!   their settlement state (pending → batched → submitted → confirmed).
 //! - [`split`]: an exact reward split of a fee in wei between data contributors, adapter
 //!   authors, the model owner and a treasury.
 //!
@@ -13,6 +15,7 @@
 //! `tribute-index` or `tribute-inference`; `tribute` (core) wires them.
 
 mod error;
+pub mod journal;
 pub mod receipt;
 pub mod split;
 pub mod weights;
