@@ -36,6 +36,8 @@ test: setup
 	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider inference/export/tests
 	$(CARGO) test --workspace
 	cd attribution/contracts && npm ci --silent --no-audit --no-fund && node compile.js --check && bash smoke.sh
+	$(CARGO) clippy -p tribute-attribution --features onchain --all-targets -- -D warnings
+	$(CARGO) test -p tribute-attribution --features onchain --test chain
 
 bench: setup
 	$(CARGO) bench -p tribute-index --bench retrieval

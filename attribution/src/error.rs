@@ -42,4 +42,8 @@ pub enum Error {
     /// A reward split was refused.
     #[error(transparent)]
     Split(#[from] crate::split::SplitError),
+    /// An on-chain settlement operation failed.
+    #[cfg(feature = "onchain")]
+    #[error(transparent)]
+    Chain(#[from] crate::chain::ChainError),
 }

@@ -14,6 +14,8 @@
 //! The crate takes plain inputs (ids, contributors, texts, scores) and never depends on
 //! `tribute-index` or `tribute-inference`; `tribute` (core) wires them.
 
+#[cfg(feature = "onchain")]
+pub mod chain;
 mod error;
 pub mod journal;
 pub mod receipt;
