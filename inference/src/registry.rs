@@ -88,7 +88,22 @@ struct State {
     entries: HashMap<AdapterId, Entry>,
     clock: u64,
     resident_bytes: usize,
-    merged: HashMap<String, (Arc<LoraFeed>, u64)>,
+    merged: HashMap<String, Merged>,
+}
+
+/// A cached merge of an adapter set.
+struct Merged {
+    feed: Arc<LoraFeed>,
+    last_used: u64,
+    set: AdapterSet,
+}
+
+impl State {
+    /// Drops cached merges that include `id` (it was unloaded or evicted).
+    fn forget_merges(&mut self, id: &AdapterId) {
+        self.merged
+            .retain(|_, m| !m.set.items().iter().any(|(i, _)| i == id));
+    }
 }
 
 /// Counters describing the registry.
@@ -200,8 +215,7 @@ impl AdapterRegistry {
             .map(|r| r.bytes());
         if let Some(b) = freed {
             st.resident_bytes -= b;
-            st.merged
-                .retain(|k, _| !k.split(',').any(|p| p.starts_with(&format!("{id}:"))));
+            st.forget_merges(id);
         }
         freed.is_some()
     }
@@ -305,8 +319,7 @@ impl AdapterRegistry {
                 st.resident_bytes -= r.bytes();
                 tracing::debug!(adapter = %v, "adapter evicted");
             }
-            st.merged
-                .retain(|k, _| !k.split(',').any(|p| p.starts_with(&format!("{v}:"))));
+            st.forget_merges(&v);
         }
     }
 
@@ -372,9 +385,9 @@ impl AdapterRegistry {
             let mut st = self.lock();
             st.clock += 1;
             let now = st.clock;
-            if let Some((feed, used)) = st.merged.get_mut(&key) {
-                *used = now;
-                return Ok(Activation::Feed(feed.clone()));
+            if let Some(m) = st.merged.get_mut(&key) {
+                m.last_used = now;
+                return Ok(Activation::Feed(m.feed.clone()));
             }
         }
         let loaded: Vec<(Arc<LoadedAdapter>, f32)> = set
@@ -402,12 +415,19 @@ impl AdapterRegistry {
             && let Some(old) = st
                 .merged
                 .iter()
-                .min_by_key(|(_, (_, u))| *u)
+                .min_by_key(|(_, m)| m.last_used)
                 .map(|(k, _)| k.clone())
         {
             st.merged.remove(&old);
         }
-        st.merged.insert(key, (feed.clone(), now));
+        st.merged.insert(
+            key,
+            Merged {
+                feed: feed.clone(),
+                last_used: now,
+                set: set.clone(),
+            },
+        );
         Ok(Activation::Feed(feed))
     }
 }
