@@ -623,7 +623,13 @@ fn survives_sigkill_at_random_moments() {
         match simulated {
             Some((rid, k)) => {
                 sim_torn += 1;
-                assert_eq!(j.recovery().truncated_bytes, k, "round {round}");
+                // At least the simulated partial record is cut; the kill may also have
+                // torn the (unacknowledged) record being written just before it.
+                let cut = j.recovery().truncated_bytes;
+                assert!(
+                    cut >= k,
+                    "round {round}: cut {cut} bytes, the simulated tear is {k}"
+                );
                 assert!(j.get(&rid).is_none());
             }
             None if j.recovery().truncated_bytes > 0 => torn += 1,
