@@ -173,6 +173,20 @@ pub enum ChainError {
     /// `AmountTooLarge()`.
     #[error("amount too large")]
     AmountTooLarge,
+    /// `AlreadyRegistered()`: the model or adapter id already has an owner.
+    #[error("the id is already registered to an owner")]
+    AlreadyRegistered,
+    /// `NotOwner()`: only the registered owner may transfer an id.
+    #[error("the sender does not own this id")]
+    NotOwner,
+    /// The transaction needs more gas than the limit set with [`LedgerClient::with_gas_limit`].
+    #[error("{what} ran out of gas (limit {limit})")]
+    OutOfGas {
+        /// The operation.
+        what: String,
+        /// The gas limit.
+        limit: u64,
+    },
     /// Any other revert (another custom error, a failed transaction or a deployment).
     #[error("{what} reverted: {reason}")]
     Reverted {
@@ -204,10 +218,8 @@ impl ChainError {
             E::TransferFailed(_) => ChainError::TransferFailed,
             E::Reentrancy(_) => ChainError::Reentrancy,
             E::AmountTooLarge(_) => ChainError::AmountTooLarge,
-            other => ChainError::Reverted {
-                what: "ledger call".into(),
-                reason: format!("{other:?}"),
-            },
+            E::AlreadyRegistered(_) => ChainError::AlreadyRegistered,
+            E::NotOwner(_) => ChainError::NotOwner,
         }
     }
 
@@ -300,6 +312,34 @@ pub struct LedgerClient {
     sender: Address,
     url: String,
     timeout: Duration,
+    gas_limit: Option<u64>,
+}
+
+/// A batch checked off chain and ready to be authorised: its root, total and payouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedBatch {
+    /// The payer whose receipts these are.
+    pub payer: Address,
+    /// The Merkle root of the receipts' leaves ([`BatchTree`]).
+    pub root: B256,
+    /// Σ payouts = Σ receipt fees.
+    pub total: U256,
+    /// Who is paid what.
+    pub payouts: Vec<(Address, U256)>,
+    /// How many receipts.
+    pub receipts: usize,
+}
+
+/// A prepared batch with the payer's signature for the ledger's current batch nonce, its
+/// `settleBatch` simulated successfully.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizedBatch {
+    /// The batch.
+    pub batch: PreparedBatch,
+    /// The payer's batch nonce it is signed for.
+    pub batch_nonce: u64,
+    /// The payer's EIP-712 signature over [`SettleBatch`].
+    pub signature: Signature,
 }
 
 fn connect_provider(rpc_url: &str, signer: PrivateKeySigner) -> Result<DynProvider, ChainError> {
@@ -341,6 +381,17 @@ async fn timed<T, E: std::fmt::Display>(
             after,
         }),
     }
+}
+
+/// Whether a node's error message says the gas ran out ("out of gas" from geth,
+/// "OutOfGas" from anvil/revm, "gas required exceeds allowance" from estimation).
+fn is_out_of_gas(message: &str) -> bool {
+    let squashed: String = message
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    squashed.contains("outofgas") || squashed.contains("gasrequiredexceeds")
 }
 
 /// Deploys a `TributeLedger` (the bytecode of `contracts/artifacts/TributeLedger.json`) from
@@ -420,7 +471,16 @@ impl LedgerClient {
             sender,
             url: rpc_url.into(),
             timeout: DEFAULT_TIMEOUT,
+            gas_limit: None,
         })
+    }
+
+    /// Caps the gas of every transaction (default: estimated by the node). A transaction
+    /// that needs more fails with [`ChainError::OutOfGas`], found by simulation before it
+    /// is sent.
+    pub fn with_gas_limit(mut self, limit: Option<u64>) -> Self {
+        self.gas_limit = limit;
+        self
     }
 
     /// Sets the timeout of each request and of each wait for a transaction receipt (the
@@ -475,35 +535,91 @@ impl LedgerClient {
         }
     }
 
-    /// Simulates `call` (a revert becomes a typed error and nothing is sent), sends it and
-    /// waits for its receipt; a mined revert is [`ChainError::Reverted`].
-    async fn transact<D: CallDecoder>(
+    fn contract_err(&self, what: &str, e: alloy::contract::Error) -> ChainError {
+        let err = ChainError::from_contract(&self.url, what, e);
+        match (self.gas_limit, &err) {
+            (
+                Some(limit),
+                ChainError::Rpc { message, .. }
+                | ChainError::Reverted {
+                    reason: message, ..
+                },
+            ) if is_out_of_gas(message) => ChainError::OutOfGas {
+                what: what.into(),
+                limit,
+            },
+            _ => err,
+        }
+    }
+
+    /// Simulates `call` with `eth_call` (a revert becomes a typed error and nothing is
+    /// sent), then sends it; returns the transaction hash.
+    async fn send_checked<D: CallDecoder>(
         &self,
         what: &str,
         call: CallBuilder<&DynProvider, D>,
-    ) -> Result<TransactionReceipt, ChainError> {
+    ) -> Result<B256, ChainError> {
+        let call = match self.gas_limit {
+            Some(limit) => call.gas(limit),
+            None => call,
+        };
         match tokio::time::timeout(self.timeout, call.call_raw().into_future()).await {
-            Ok(r) => r.map_err(|e| ChainError::from_contract(&self.url, what, e))?,
+            Ok(r) => r.map_err(|e| self.contract_err(what, e))?,
             Err(_) => return Err(self.timeout_err(what)),
         };
         let pending = match tokio::time::timeout(self.timeout, call.send()).await {
-            Ok(r) => r.map_err(|e| ChainError::from_contract(&self.url, what, e))?,
+            Ok(r) => r.map_err(|e| self.contract_err(what, e))?,
             Err(_) => return Err(self.timeout_err(what)),
         };
-        let receipt = timed(
-            &self.url,
-            &format!("{what} receipt"),
-            self.timeout,
-            pending.with_timeout(Some(self.timeout)).get_receipt(),
-        )
-        .await?;
+        Ok(*pending.tx_hash())
+    }
+
+    /// Waits (polling, up to the timeout) for the receipt of transaction `tx`; a mined
+    /// revert is [`ChainError::Reverted`] (or [`ChainError::OutOfGas`] when it used the
+    /// whole gas limit).
+    pub async fn wait_for(&self, what: &str, tx: B256) -> Result<TransactionReceipt, ChainError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(20);
+        let receipt = loop {
+            let got = timed(
+                &self.url,
+                "eth_getTransactionReceipt",
+                self.timeout,
+                self.provider.get_transaction_receipt(tx),
+            )
+            .await?;
+            if let Some(r) = got {
+                break r;
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(self.timeout_err(&format!("{what} receipt")));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        };
         if !receipt.status() {
+            if self.gas_limit == Some(receipt.gas_used) {
+                return Err(ChainError::OutOfGas {
+                    what: what.into(),
+                    limit: receipt.gas_used,
+                });
+            }
             return Err(ChainError::Reverted {
                 what: what.into(),
                 reason: format!("transaction {} failed", receipt.transaction_hash),
             });
         }
         Ok(receipt)
+    }
+
+    /// Simulates, sends and waits for `call`.
+    async fn transact<D: CallDecoder>(
+        &self,
+        what: &str,
+        call: CallBuilder<&DynProvider, D>,
+    ) -> Result<TransactionReceipt, ChainError> {
+        let tx = self.send_checked(what, call).await?;
+        self.wait_for(what, tx).await
     }
 
     /// Deposits `amount` wei for the sender (as a payer).
@@ -579,13 +695,44 @@ impl LedgerClient {
         receipts: &[SignedReceipt],
         payouts: &[(Address, U256)],
     ) -> Result<Settlement, ChainError> {
+        let batch = self.prepare(payer.address(), receipts, payouts)?;
+        if let Some(done) = self.settlement_of(batch.root).await? {
+            return Ok(done);
+        }
+        let authorized = match self.authorize(payer, batch).await {
+            Ok(a) => a,
+            Err(ChainError::Replay) => return self.existing_settlement_now(receipts).await,
+            Err(e) => return Err(e),
+        };
+        let tx = self.send_batch(&authorized).await?;
+        self.wait_settlement(&authorized, tx).await
+    }
+
+    async fn existing_settlement_now(
+        &self,
+        receipts: &[SignedReceipt],
+    ) -> Result<Settlement, ChainError> {
+        let root = BatchTree::of_receipts(receipts, &self.ledger)
+            .ok_or(ChainError::EmptyBatch)?
+            .root();
+        self.existing_settlement(root).await
+    }
+
+    /// Checks a batch off chain (no RPC): every receipt verifies on this ledger, is owed by
+    /// `payer` and appears once; payouts go to non-zero addresses and sum exactly to the
+    /// receipts' fees. Returns the batch with its root (receipt order does not matter).
+    pub fn prepare(
+        &self,
+        payer: Address,
+        receipts: &[SignedReceipt],
+        payouts: &[(Address, U256)],
+    ) -> Result<PreparedBatch, ChainError> {
         if receipts.is_empty() || payouts.is_empty() {
             return Err(ChainError::EmptyBatch);
         }
         if payouts.iter().any(|(a, _)| *a == Address::ZERO) {
             return Err(ChainError::ZeroAddress);
         }
-        let key = payer.address();
         let mut seen = HashSet::with_capacity(receipts.len());
         let mut leaves = Vec::with_capacity(receipts.len());
         let mut fees = U256::ZERO;
@@ -593,11 +740,11 @@ impl LedgerClient {
             let digest = r
                 .verify(&self.ledger)
                 .map_err(|source| ChainError::InvalidReceipt { index, source })?;
-            if r.receipt.payer != key {
+            if r.receipt.payer != payer {
                 return Err(ChainError::WrongPayer {
                     index,
                     payer: r.receipt.payer,
-                    key,
+                    key: payer,
                 });
             }
             if !seen.insert(digest) {
@@ -619,23 +766,109 @@ impl LedgerClient {
             });
         }
         let root = BatchTree::new(leaves).ok_or(ChainError::EmptyBatch)?.root();
-        if self.is_settled(root).await? {
-            return self.existing_settlement(root).await;
-        }
-        let batch_nonce = self.batch_nonce(key).await?;
-        let (payees, amounts): (Vec<Address>, Vec<U256>) = payouts.iter().copied().unzip();
-        let batch = SettleBatch {
-            payer: key,
+        Ok(PreparedBatch {
+            payer,
             root,
             total,
+            payouts: payouts.to_vec(),
+            receipts: receipts.len(),
+        })
+    }
+
+    /// The settlement of `root` if it is settled (from its `BatchSettled` event, with
+    /// `already_settled: true`), `None` if it is not.
+    pub async fn settlement_of(&self, root: B256) -> Result<Option<Settlement>, ChainError> {
+        if self.is_settled(root).await? {
+            self.existing_settlement(root).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Reads the payer's batch nonce, signs the [`SettleBatch`] with `payer` and simulates
+    /// `settleBatch`, so that every contract check (deposit, nonce, signature, replay)
+    /// fails here, typed, before anything is sent.
+    pub async fn authorize(
+        &self,
+        payer: &PayerKey,
+        batch: PreparedBatch,
+    ) -> Result<AuthorizedBatch, ChainError> {
+        let key = payer.address();
+        if key != batch.payer {
+            return Err(ChainError::WrongPayer {
+                index: 0,
+                payer: batch.payer,
+                key,
+            });
+        }
+        let batch_nonce = self.batch_nonce(key).await?;
+        let (payees, amounts): (Vec<Address>, Vec<U256>) = batch.payouts.iter().copied().unzip();
+        let message = SettleBatch {
+            payer: key,
+            root: batch.root,
+            total: batch.total,
             payoutsHash: payouts_hash(&payees, &amounts),
             batchNonce: batch_nonce,
         };
         let signature = payer
-            .sign_batch(&batch, &self.ledger)
+            .sign_batch(&message, &self.ledger)
             .map_err(ChainError::Signing)?;
-        self.submit_batch(key, root, payouts, batch_nonce, &signature)
-            .await
+        let call = self.settle_call(&batch, batch_nonce, &signature);
+        let call = match self.gas_limit {
+            Some(limit) => call.gas(limit),
+            None => call,
+        };
+        match tokio::time::timeout(self.timeout, call.call_raw().into_future()).await {
+            Ok(r) => r.map_err(|e| self.contract_err("settleBatch", e))?,
+            Err(_) => return Err(self.timeout_err("settleBatch")),
+        };
+        Ok(AuthorizedBatch {
+            batch,
+            batch_nonce,
+            signature,
+        })
+    }
+
+    fn settle_call(
+        &self,
+        batch: &PreparedBatch,
+        batch_nonce: u64,
+        signature: &Signature,
+    ) -> CallBuilder<&DynProvider, std::marker::PhantomData<TributeLedger::settleBatchCall>> {
+        let (payees, amounts): (Vec<Address>, Vec<U256>) = batch.payouts.iter().copied().unzip();
+        self.contract.settleBatch(
+            batch.payer,
+            batch.root,
+            payees,
+            amounts,
+            batch_nonce,
+            Bytes::from(signature.as_bytes().to_vec()),
+        )
+    }
+
+    /// Sends an authorised batch (simulated again first); returns the transaction hash
+    /// without waiting for it to be mined.
+    pub async fn send_batch(&self, batch: &AuthorizedBatch) -> Result<B256, ChainError> {
+        let call = self.settle_call(&batch.batch, batch.batch_nonce, &batch.signature);
+        self.send_checked("settleBatch", call).await
+    }
+
+    /// Waits for a sent batch's transaction and returns its settlement.
+    pub async fn wait_settlement(
+        &self,
+        batch: &AuthorizedBatch,
+        tx: B256,
+    ) -> Result<Settlement, ChainError> {
+        let receipt = self.wait_for("settleBatch", tx).await?;
+        settlement_from_receipt(&receipt, batch.batch.root, false).ok_or_else(|| {
+            ChainError::Reverted {
+                what: "settleBatch".into(),
+                reason: format!(
+                    "transaction {} emitted no BatchSettled event",
+                    receipt.transaction_hash
+                ),
+            }
+        })
     }
 
     /// Submits an already signed batch as is (no off-chain checks): simulates, sends, waits.
@@ -649,23 +882,64 @@ impl LedgerClient {
         batch_nonce: u64,
         signature: &Signature,
     ) -> Result<Settlement, ChainError> {
-        let (payees, amounts): (Vec<Address>, Vec<U256>) = payouts.iter().copied().unzip();
-        let call = self.contract.settleBatch(
-            payer,
-            root,
-            payees,
-            amounts,
+        let total = payouts
+            .iter()
+            .fold(U256::ZERO, |acc, (_, a)| acc.saturating_add(*a));
+        let batch = AuthorizedBatch {
+            batch: PreparedBatch {
+                payer,
+                root,
+                total,
+                payouts: payouts.to_vec(),
+                receipts: 0,
+            },
             batch_nonce,
-            Bytes::from(signature.as_bytes().to_vec()),
-        );
-        let receipt = self.transact("settleBatch", call).await?;
-        settlement_from_receipt(&receipt, root, false).ok_or_else(|| ChainError::Reverted {
-            what: "settleBatch".into(),
-            reason: format!(
-                "transaction {} emitted no BatchSettled event",
-                receipt.transaction_hash
-            ),
-        })
+            signature: *signature,
+        };
+        let tx = self.send_batch(&batch).await?;
+        self.wait_settlement(&batch, tx).await
+    }
+
+    /// The owner registered for a model id on the ledger (`None` when unregistered).
+    pub async fn model_owner(&self, model_id: B256) -> Result<Option<Address>, ChainError> {
+        let a = self
+            .view("modelOwner", self.contract.modelOwner(model_id))
+            .await?;
+        Ok((a != Address::ZERO).then_some(a))
+    }
+
+    /// The owner registered for an adapter id on the ledger (`None` when unregistered).
+    pub async fn adapter_owner(&self, adapter_id: B256) -> Result<Option<Address>, ChainError> {
+        let a = self
+            .view("adapterOwner", self.contract.adapterOwner(adapter_id))
+            .await?;
+        Ok((a != Address::ZERO).then_some(a))
+    }
+
+    /// Registers `model_id` to `owner` (first come, first served).
+    pub async fn register_model(&self, model_id: B256, owner: Address) -> Result<B256, ChainError> {
+        let r = self
+            .transact(
+                "registerModel",
+                self.contract.registerModel(model_id, owner),
+            )
+            .await?;
+        Ok(r.transaction_hash)
+    }
+
+    /// Registers `adapter_id` to `owner` (first come, first served).
+    pub async fn register_adapter(
+        &self,
+        adapter_id: B256,
+        owner: Address,
+    ) -> Result<B256, ChainError> {
+        let r = self
+            .transact(
+                "registerAdapter",
+                self.contract.registerAdapter(adapter_id, owner),
+            )
+            .await?;
+        Ok(r.transaction_hash)
     }
 
     /// The settlement of an already settled root, from its `BatchSettled` event.

@@ -42,6 +42,9 @@ pub enum Error {
     /// A reward split was refused.
     #[error(transparent)]
     Split(#[from] crate::split::SplitError),
+    /// Settling a batch of receipts failed.
+    #[error(transparent)]
+    Settle(#[from] crate::settle::SettleError),
     /// An on-chain settlement operation failed.
     #[cfg(feature = "onchain")]
     #[error(transparent)]

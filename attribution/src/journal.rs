@@ -224,17 +224,20 @@ impl ReceiptState {
     }
 
     /// Whether a receipt in this state may move to `next`: forward only (steps may be
-    /// skipped), keeping its batch id and transaction hash once it has them. Moving to the
-    /// same state is allowed (and is a no-op).
+    /// skipped), keeping its batch id once it has one. A submitted receipt may be submitted
+    /// again in another transaction and confirmed in any transaction of its batch (a
+    /// resubmission replaces a transaction that was dropped or reverted; the contract
+    /// settles a batch root at most once). Moving to the same state is allowed (a no-op).
     pub fn can_become(&self, next: &ReceiptState) -> bool {
         if self == next {
             return true;
         }
-        if next.kind() <= self.kind() {
+        let resubmit = self.kind() == StateKind::Submitted && next.kind() == StateKind::Submitted;
+        if next.kind() <= self.kind() && !resubmit {
             return false;
         }
         let keeps = |a: Option<B256>, b: Option<B256>| a.is_none() || a == b;
-        keeps(self.batch_id(), next.batch_id()) && keeps(self.tx_hash(), next.tx_hash())
+        keeps(self.batch_id(), next.batch_id())
     }
 }
 
@@ -776,11 +779,23 @@ mod tests {
             batch_id: b2,
             tx_hash: t1
         }));
-        assert!(!sub.can_become(&ReceiptState::Confirmed {
+        // A resubmission may replace the transaction, never the batch.
+        let resub = ReceiptState::Submitted {
+            batch_id: b1,
+            tx_hash: b2,
+        };
+        assert!(sub.can_become(&resub));
+        assert!(sub.can_become(&ReceiptState::Confirmed {
             batch_id: b1,
             tx_hash: b2,
             block: 1
         }));
+        assert!(!sub.can_become(&ReceiptState::Confirmed {
+            batch_id: b2,
+            tx_hash: t1,
+            block: 1
+        }));
+        assert!(!conf.can_become(&resub));
     }
 
     #[test]

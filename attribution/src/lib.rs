@@ -6,8 +6,12 @@
 //!   sum to exactly 10,000 and per-sentence support for inline citation markers.
 //! - [`receipt`]: EIP-712 usage receipts signed by the payer, canonical JSON, Merkle
 //!   leaves and proofs for batch settlement.
+//! - `chain` (feature `onchain`): the `TributeLedger` contract client (deploy, deposit,
+//!   settle, withdraw, registry, inclusion proofs) over HTTP JSON-RPC with alloy.
 //! - [`journal`]: a crash-safe, append-only, checksummed journal of signed receipts and
 //!   their settlement state (pending → batched → submitted → confirmed).
+//! - [`settle`]: the payouts of a batch of receipts and (feature `onchain`) settling a
+//!   journal's pending receipts on the ledger in Merkle batches, every step journaled.
 //! - [`split`]: an exact reward split of a fee in wei between data contributors, adapter
 //!   authors, the model owner and a treasury.
 //!
@@ -19,6 +23,7 @@ pub mod chain;
 mod error;
 pub mod journal;
 pub mod receipt;
+pub mod settle;
 pub mod split;
 pub mod weights;
 

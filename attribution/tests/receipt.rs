@@ -365,3 +365,46 @@ fn keys_load_from_env_file_and_keystore_and_never_print() {
         Err(ReceiptError::Key(_))
     ));
 }
+
+/// libsecp256k1 signing and recovery agree with alloy's k256 signer, byte for byte, and
+/// malleable (high-s) twins are refused as the contract refuses them.
+#[test]
+fn secp256k1_backend_matches_k256_and_refuses_high_s() {
+    use alloy_signer::SignerSync;
+    use tribute_attribution::receipt::recover_signer;
+    let mut rng = rand08::thread_rng();
+    for i in 0..64u32 {
+        let k256 = alloy_signer_local::PrivateKeySigner::random_with(&mut rng);
+        let key = PayerKey::from(k256.clone());
+        assert_eq!(key.address(), k256.address());
+        let digest = keccak256(i.to_le_bytes());
+        let ours = key.sign_digest(digest);
+        let theirs = k256.sign_hash_sync(&digest).expect("k256 sign");
+        assert_eq!(ours, theirs, "signature {i}");
+        assert_eq!(
+            recover_signer(&ours, digest).expect("recover"),
+            k256.address()
+        );
+        assert_eq!(
+            theirs
+                .recover_address_from_prehash(&digest)
+                .expect("k256 recover"),
+            k256.address()
+        );
+        // The malleable twin (n - s, flipped parity) recovers the same key with ecrecover
+        // semantics but is refused, on chain and here.
+        let n = U256::from_str_radix(
+            "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141",
+            16,
+        )
+        .expect("order");
+        let twin = alloy_primitives::Signature::new(ours.r(), n - ours.s(), !ours.v());
+        let err = recover_signer(&twin, digest).expect_err("high s");
+        assert!(err.to_string().contains("malleable"), "{err}");
+        // A different digest recovers someone else.
+        assert_ne!(
+            recover_signer(&ours, keccak256(b"other")).ok(),
+            Some(k256.address())
+        );
+    }
+}

@@ -1,0 +1,408 @@
+//! From the journal to the chain: the payouts of a batch of receipts, and (with the
+//! `onchain` feature) [`settle_journal`], which settles a journal's pending receipts in
+//! Merkle batches and records every step in the journal.
+//!
+//! # Payouts
+//!
+//! [`batch_payouts`] splits each receipt's fee with a [`RewardConfig`] ([`crate::split`]):
+//! its cited chunks' contributors by their weights, its adapters' owners by their merge
+//! weights, the model's owner and the treasury. Owners of model and adapter ids come from
+//! an [`Owners`] table (filled from the ledger's registry by [`settle_journal`]); an id
+//! without an owner is paid to [`Owners::fallback`] when one is set and is an error
+//! otherwise, so nobody's share is silently redistributed. The shares are summed per
+//! address over the batch (zero amounts dropped), sorted by address: Σ payouts = Σ fees
+//! exactly.
+//!
+//! # Settling a journal
+//!
+//! For the payer's receipts, [`settle_journal`]:
+//! 1. **resumes** unfinished batches first (receipts left `batched` or `submitted` by an
+//!    earlier run that stopped): a batch whose root is settled on chain is marked
+//!    `confirmed`; any other is authorised and sent again with the same receipts, so the
+//!    same root, which the contract settles at most once;
+//! 2. takes `pending` receipts in journal order, `batch_size` at a time, and for each batch:
+//!    computes payouts and root (off chain), reads the batch nonce, signs and **simulates**
+//!    `settleBatch` (an unreachable node, a small deposit or a bad signature stop here and
+//!    the receipts stay `pending`), marks the receipts `batched` (root), sends, marks them
+//!    `submitted` (tx), waits for the receipt and marks them `confirmed` (block).
+//!
+//! Each state is synced to the journal before the next step, so a crash at any point
+//! leaves receipts in a state from which the next run finishes the job, never paying twice.
+//! Receipts that do not verify on this ledger (signed for another chain or contract) are
+//! left pending and reported in [`SettleReport::skipped`].
+
+use std::collections::{BTreeMap, HashMap};
+
+use alloy_primitives::{Address, B256, U256};
+
+use crate::receipt::SignedReceipt;
+use crate::split::{RewardConfig, SplitError, SplitRequest};
+
+/// Why a batch could not be settled.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettleError {
+    /// A model id has no owner and no fallback is set.
+    #[error(
+        "model {0} has no registered owner on the ledger; register it (tribute chain register-model) or set a fallback owner"
+    )]
+    UnknownModel(B256),
+    /// An adapter id has no owner and no fallback is set.
+    #[error(
+        "adapter {0} has no registered owner on the ledger; register it (tribute chain register-adapter) or set a fallback owner"
+    )]
+    UnknownAdapter(B256),
+    /// A receipt's fee could not be split.
+    #[error("receipt {receipt_id}: {source}")]
+    Split {
+        /// The receipt.
+        receipt_id: B256,
+        /// Why.
+        source: SplitError,
+    },
+    /// The batch has no payouts (every fee is zero).
+    #[error("the batch pays nothing: every receipt's fee is zero")]
+    NothingToPay,
+    /// The batch size is zero.
+    #[error("the batch size must be at least 1")]
+    BatchSize,
+    /// The journal refused a state change or could not be read.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    /// The chain refused or could not be reached.
+    #[cfg(feature = "onchain")]
+    #[error(transparent)]
+    Chain(#[from] crate::chain::ChainError),
+}
+
+/// The owners of model and adapter ids, and the treasury.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owners {
+    /// The protocol treasury (paid the treasury share and the rounding dust).
+    pub treasury: Address,
+    /// Model id → owner.
+    pub models: HashMap<B256, Address>,
+    /// Adapter id → owner.
+    pub adapters: HashMap<B256, Address>,
+    /// Paid the share of a model or adapter id without an owner; `None` makes such an id an
+    /// error.
+    pub fallback: Option<Address>,
+}
+
+impl Owners {
+    /// No owners yet; `treasury` gets the treasury share.
+    pub fn new(treasury: Address) -> Self {
+        Owners {
+            treasury,
+            models: HashMap::new(),
+            adapters: HashMap::new(),
+            fallback: None,
+        }
+    }
+
+    fn model(&self, id: B256) -> Result<Address, SettleError> {
+        self.models
+            .get(&id)
+            .copied()
+            .or(self.fallback)
+            .ok_or(SettleError::UnknownModel(id))
+    }
+
+    fn adapter(&self, id: B256) -> Result<Address, SettleError> {
+        self.adapters
+            .get(&id)
+            .copied()
+            .or(self.fallback)
+            .ok_or(SettleError::UnknownAdapter(id))
+    }
+}
+
+/// The payouts of a batch: each receipt's fee split with `rewards`, summed per address,
+/// zero amounts dropped, sorted by address. Σ payouts = Σ fees (receipts with a zero fee
+/// add nothing).
+pub fn batch_payouts(
+    receipts: &[SignedReceipt],
+    rewards: &RewardConfig,
+    owners: &Owners,
+) -> Result<Vec<(Address, U256)>, SettleError> {
+    let mut totals: BTreeMap<Address, U256> = BTreeMap::new();
+    for signed in receipts {
+        let r = &signed.receipt;
+        if r.fee.is_zero() {
+            continue;
+        }
+        let mut request = SplitRequest::builder(r.fee)
+            .model_owner(owners.model(r.modelId)?)
+            .treasury(owners.treasury);
+        for c in &r.chunks {
+            request = request.contributor(c.contributor, u32::from(c.weightBps));
+        }
+        for a in &r.adapters {
+            request = request.adapter(
+                owners.adapter(a.adapterId)?,
+                f64::from(a.weightMicros) / 1e6,
+            );
+        }
+        let split_err = |source| SettleError::Split {
+            receipt_id: r.receiptId,
+            source,
+        };
+        let split = rewards
+            .split(&request.build().map_err(split_err)?)
+            .map_err(split_err)?;
+        for p in split.payouts {
+            let t = totals.entry(p.address).or_default();
+            *t = t.saturating_add(p.amount);
+        }
+    }
+    let payouts: Vec<(Address, U256)> = totals.into_iter().filter(|(_, a)| !a.is_zero()).collect();
+    if payouts.is_empty() {
+        return Err(SettleError::NothingToPay);
+    }
+    Ok(payouts)
+}
+
+#[cfg(feature = "onchain")]
+pub use onchain::*;
+
+#[cfg(feature = "onchain")]
+mod onchain {
+    use std::collections::{BTreeMap, HashSet};
+
+    use alloy_primitives::{Address, B256};
+
+    use super::{Owners, SettleError, batch_payouts};
+    use crate::chain::{BatchTree, ChainError, LedgerClient, Settlement};
+    use crate::journal::{Journal, ReceiptState, StateKind};
+    use crate::receipt::{PayerKey, SignedReceipt};
+    use crate::split::RewardConfig;
+
+    /// How [`settle_journal`] batches and pays.
+    #[derive(Debug, Clone)]
+    pub struct SettleOptions {
+        /// Receipts per Merkle batch (default 100).
+        pub batch_size: usize,
+        /// Settle at most this many new batches in this call (`None`: all pending).
+        pub max_batches: Option<usize>,
+        /// The split policy and governance.
+        pub rewards: RewardConfig,
+        /// The treasury.
+        pub treasury: Address,
+        /// Paid the share of model or adapter ids that have no owner on the ledger; `None`
+        /// makes them an error ([`SettleError::UnknownModel`]).
+        pub fallback_owner: Option<Address>,
+    }
+
+    impl SettleOptions {
+        /// Batches of 100, the default policy, this treasury, no fallback owner.
+        pub fn new(treasury: Address) -> Self {
+            SettleOptions {
+                batch_size: 100,
+                max_batches: None,
+                rewards: RewardConfig::default(),
+                treasury,
+                fallback_owner: None,
+            }
+        }
+    }
+
+    /// One batch that [`settle_journal`] finished.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct BatchOutcome {
+        /// The settlement (with `already_settled: true` when an earlier run had settled it).
+        pub settlement: Settlement,
+        /// How many receipts.
+        pub receipts: usize,
+        /// Whether it was an unfinished batch of an earlier run.
+        pub resumed: bool,
+    }
+
+    /// What [`settle_journal`] did.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct SettleReport {
+        /// The batches confirmed by this call, in order.
+        pub batches: Vec<BatchOutcome>,
+        /// Pending receipts left alone because they do not verify on this ledger, with why.
+        pub skipped: Vec<(B256, String)>,
+        /// Pending receipts of other payers (left alone).
+        pub other_payers: usize,
+        /// Pending receipts of this payer still waiting (beyond `max_batches`).
+        pub still_pending: usize,
+    }
+
+    impl SettleReport {
+        /// Receipts confirmed by this call.
+        pub fn confirmed_receipts(&self) -> usize {
+            self.batches.iter().map(|b| b.receipts).sum()
+        }
+
+        /// Gas used by this call's settlement transactions.
+        pub fn gas_used(&self) -> u64 {
+            self.batches
+                .iter()
+                .filter(|b| !b.settlement.already_settled)
+                .map(|b| b.settlement.gas_used)
+                .sum()
+        }
+    }
+
+    /// Settles `payer`'s receipts in `journal` on `client`'s ledger (see the module
+    /// documentation). Stops at the first batch that fails, with its error; batches settled
+    /// before it stay confirmed in the journal and the failed one's receipts keep the state
+    /// they reached (pending when nothing was sent).
+    pub async fn settle_journal(
+        client: &LedgerClient,
+        journal: &mut Journal,
+        payer: &PayerKey,
+        options: &SettleOptions,
+    ) -> Result<SettleReport, SettleError> {
+        if options.batch_size == 0 {
+            return Err(SettleError::BatchSize);
+        }
+        let key = payer.address();
+        let ledger = *client.ledger();
+        let mut report = SettleReport::default();
+
+        // 1. Unfinished batches of earlier runs, grouped by batch id (their root).
+        let mut unfinished: BTreeMap<B256, Vec<SignedReceipt>> = BTreeMap::new();
+        let mut pending: Vec<SignedReceipt> = Vec::new();
+        for (r, state) in journal.receipts(None) {
+            if r.receipt.payer != key {
+                if state.kind() == StateKind::Pending {
+                    report.other_payers += 1;
+                }
+                continue;
+            }
+            match state {
+                ReceiptState::Batched { batch_id } | ReceiptState::Submitted { batch_id, .. } => {
+                    unfinished.entry(*batch_id).or_default().push(r.clone());
+                }
+                ReceiptState::Pending => match r.verify(&ledger) {
+                    Ok(_) => pending.push(r.clone()),
+                    Err(e) => report.skipped.push((r.receipt.receiptId, e.to_string())),
+                },
+                ReceiptState::Confirmed { .. } => {}
+            }
+        }
+        let mut owners = Owners::new(options.treasury);
+        owners.fallback = options.fallback_owner;
+        for (batch_id, receipts) in unfinished {
+            let outcome =
+                settle_one(client, journal, payer, options, &mut owners, &receipts).await?;
+            if outcome.settlement.root != batch_id {
+                tracing::warn!(
+                    %batch_id, root = %outcome.settlement.root,
+                    "a resumed batch settled under another root than it was journaled with"
+                );
+            }
+            report.batches.push(BatchOutcome {
+                resumed: true,
+                ..outcome
+            });
+        }
+
+        // 2. Pending receipts, in journal order.
+        let mut chunks = pending.chunks(options.batch_size);
+        let mut done = 0;
+        for chunk in chunks.by_ref() {
+            if options.max_batches.is_some_and(|m| done >= m) {
+                report.still_pending += chunk.len();
+                continue;
+            }
+            let outcome = settle_one(client, journal, payer, options, &mut owners, chunk).await?;
+            report.batches.push(outcome);
+            done += 1;
+        }
+        Ok(report)
+    }
+
+    /// Looks up the owners of ids not yet known.
+    async fn learn_owners(
+        client: &LedgerClient,
+        owners: &mut Owners,
+        receipts: &[SignedReceipt],
+    ) -> Result<(), ChainError> {
+        let models: HashSet<B256> = receipts.iter().map(|r| r.receipt.modelId).collect();
+        for id in models {
+            if !owners.models.contains_key(&id)
+                && let Some(owner) = client.model_owner(id).await?
+            {
+                owners.models.insert(id, owner);
+            }
+        }
+        let adapters: HashSet<B256> = receipts
+            .iter()
+            .flat_map(|r| r.receipt.adapters.iter().map(|a| a.adapterId))
+            .collect();
+        for id in adapters {
+            if !owners.adapters.contains_key(&id)
+                && let Some(owner) = client.adapter_owner(id).await?
+            {
+                owners.adapters.insert(id, owner);
+            }
+        }
+        Ok(())
+    }
+
+    async fn settle_one(
+        client: &LedgerClient,
+        journal: &mut Journal,
+        payer: &PayerKey,
+        options: &SettleOptions,
+        owners: &mut Owners,
+        receipts: &[SignedReceipt],
+    ) -> Result<BatchOutcome, SettleError> {
+        let ids: Vec<B256> = receipts.iter().map(|r| r.receipt.receiptId).collect();
+        let confirm = |journal: &mut Journal, s: &Settlement| {
+            journal.set_state(
+                &ids,
+                ReceiptState::Confirmed {
+                    batch_id: s.root,
+                    tx_hash: s.tx_hash,
+                    block: s.block_number.unwrap_or_default(),
+                },
+            )
+        };
+        let outcome = |settlement: Settlement| BatchOutcome {
+            settlement,
+            receipts: receipts.len(),
+            resumed: false,
+        };
+        // Already settled (by an earlier run whose confirmation was not journaled)?
+        let root = BatchTree::of_receipts(receipts, client.ledger())
+            .ok_or(ChainError::EmptyBatch)?
+            .root();
+        if let Some(done) = client.settlement_of(root).await? {
+            confirm(journal, &done)?;
+            return Ok(outcome(done));
+        }
+        learn_owners(client, owners, receipts).await?;
+        let payouts = batch_payouts(receipts, &options.rewards, owners)?;
+        let batch = client.prepare(payer.address(), receipts, &payouts)?;
+        let authorized = match client.authorize(payer, batch).await {
+            Ok(a) => a,
+            Err(ChainError::Replay) => {
+                // Settled between our check and the simulation (another settler).
+                let done = client
+                    .settlement_of(root)
+                    .await?
+                    .ok_or(ChainError::Replay)?;
+                confirm(journal, &done)?;
+                return Ok(outcome(done));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        journal.set_state(&ids, ReceiptState::Batched { batch_id: root })?;
+        let tx = client.send_batch(&authorized).await?;
+        journal.set_state(
+            &ids,
+            ReceiptState::Submitted {
+                batch_id: root,
+                tx_hash: tx,
+            },
+        )?;
+        let settlement = client.wait_settlement(&authorized, tx).await?;
+        confirm(journal, &settlement)?;
+        Ok(outcome(settlement))
+    }
+}
