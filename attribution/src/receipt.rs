@@ -202,6 +202,20 @@ impl SignedReceipt {
     }
 }
 
+/// The on-chain id of a model or adapter name: the name itself when it is already a
+/// 0x-prefixed 32-byte hex id, else `keccak256(name)` of its UTF-8 bytes. Receipts carry
+/// these ids (`modelId`, `adapterId`) and the ledger's registry maps them to owners.
+pub fn named_id(name: &str) -> B256 {
+    let t = name.trim();
+    if t.len() == 66
+        && t.starts_with("0x")
+        && let Ok(id) = t.parse::<B256>()
+    {
+        return id;
+    }
+    keccak256(t.as_bytes())
+}
+
 /// The hash of a batch's payouts that the payer signs in [`SettleBatch`]:
 /// `keccak256(abi.encode(payees, amounts))` (the contract's `payoutsHash`).
 pub fn payouts_hash(payees: &[Address], amounts: &[U256]) -> B256 {
