@@ -34,8 +34,8 @@ test: setup
 	  $(VENV)/bin/pip install --quiet --disable-pip-version-check pytest onnxruntime==1.32.0
 	TRIBUTE_SMOLLM2_DIR=$(TRIBUTE_HOME)/models/SmolLM2-135M-Instruct \
 	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider inference/export/tests
-	$(CARGO) test --workspace
 	cd attribution/contracts && npm ci --silent --no-audit --no-fund && node compile.js --check && bash smoke.sh
+	$(CARGO) test --workspace
 	$(CARGO) clippy -p tribute-attribution --features onchain --all-targets -- -D warnings
 	$(CARGO) test -p tribute-attribution --features onchain --test chain
 

@@ -1,10 +1,14 @@
 //! `tribute`: the command-line front end of the Tribute SDK.
 
+#[cfg(feature = "onchain")]
+mod chain;
 mod delete;
 mod eval;
 mod eval_attribution;
 mod generate;
 mod ingest;
+mod keys;
+mod receipts;
 mod search;
 
 use std::path::PathBuf;
@@ -35,6 +39,13 @@ enum Command {
     /// Evaluate retrieval quality and speed.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Deploy and use the TributeLedger: register models and adapters, deposit, balances, withdraw.
+    #[cfg(feature = "onchain")]
+    #[command(subcommand)]
+    Chain(chain::ChainCommand),
+    /// Signed usage receipts: list, export, verify, settle on chain, benchmark.
+    #[command(subcommand)]
+    Receipts(receipts::ReceiptsCommand),
 }
 
 /// Loads the embedder from `dir`, or the default model.
@@ -61,6 +72,9 @@ fn main() -> ExitCode {
         Command::Delete(a) => delete::run(a),
         Command::Eval(c) => eval::run(c),
         Command::Generate(a) => generate::run(a),
+        #[cfg(feature = "onchain")]
+        Command::Chain(c) => chain::run(c),
+        Command::Receipts(c) => receipts::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `tribute` binary (real model, real files, real processes).
 
+mod chain;
 mod crash;
 
 use std::path::{Path, PathBuf};
