@@ -412,7 +412,10 @@ fn secp256k1_backend_matches_k256_and_refuses_high_s() {
 #[test]
 fn named_ids_hash_names_and_keep_hex_ids() {
     use tribute_attribution::receipt::named_id;
-    assert_eq!(named_id("SmolLM2-135M-Instruct"), keccak256("SmolLM2-135M-Instruct"));
+    assert_eq!(
+        named_id("SmolLM2-135M-Instruct"),
+        keccak256("SmolLM2-135M-Instruct")
+    );
     assert_eq!(named_id(" zephyr "), keccak256("zephyr"));
     let id = keccak256("x");
     assert_eq!(named_id(&id.to_string()), id);

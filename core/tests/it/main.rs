@@ -1,4 +1,5 @@
 //! Integration tests of the facade's glue with the real SmolLM2-135M-Instruct and MiniLM
 //! (installed by `scripts/setup.sh`; without them these tests fail saying so).
 
+mod engine;
 mod rag;

@@ -1,0 +1,307 @@
+//! The engine's configuration: one serde struct, loadable from a TOML file, every field
+//! with a documented default. `docs/CONFIG.md` shows a complete file.
+//!
+//! ```toml
+//! index = "kb"                      # the knowledge base directory (created if missing)
+//! model = "~/.cache/tribute/models/SmolLM2-135M-Instruct"
+//!
+//! [[adapters]]
+//! id = "zephyr"
+//! path = "adapters/zephyr"
+//!
+//! [retrieval]
+//! top_k = 4
+//!
+//! [attribution]
+//! method = "loo"
+//!
+//! [receipts]
+//! fee_wei = "1000000000000000"
+//! journal = "receipts"
+//! key_env = "TRIBUTE_KEY"
+//! ledger = { chainId = 31337, contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3" }
+//!
+//! [chain]
+//! rpc = "http://127.0.0.1:8545"
+//! ```
+//!
+//! Relative paths are resolved against the config file's directory by
+//! [`EngineConfig::from_toml_file`]; a leading `~/` is the home directory.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tribute_attribution::receipt::Ledger;
+use tribute_attribution::split::RewardConfig;
+use tribute_attribution::{AttributionConfig, Method};
+use tribute_index::Mode;
+
+use crate::error::{Error, Result};
+
+/// Everything an [`crate::Engine`] is built from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// The knowledge base directory (created if missing). Default `kb`.
+    pub index: PathBuf,
+    /// The embedding model directory; `None`: the default MiniLM
+    /// (`~/.cache/tribute/models/all-MiniLM-L6-v2`, see `tribute_index::embedder`).
+    pub embedder: Option<PathBuf>,
+    /// Use no embedder at all (a BM25-only knowledge base). Default false.
+    pub bm25_only: bool,
+    /// The generator's model directory; `None`: the default exported SmolLM2.
+    pub model: Option<PathBuf>,
+    /// LoRA adapters to register (loaded on first use).
+    pub adapters: Vec<AdapterConfig>,
+    /// Retrieval settings.
+    pub retrieval: RetrievalConfig,
+    /// Generation settings.
+    pub generation: GenerationConfig,
+    /// Attribution settings.
+    pub attribution: AttributionSettings,
+    /// The reward split policy and governance (used when settling).
+    pub rewards: RewardConfig,
+    /// Receipt signing and journaling.
+    pub receipts: ReceiptConfig,
+    /// Where receipts are settled (needs the `onchain` feature to settle).
+    pub chain: Option<ChainConfig>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            index: PathBuf::from("kb"),
+            embedder: None,
+            bm25_only: false,
+            model: None,
+            adapters: Vec::new(),
+            retrieval: RetrievalConfig::default(),
+            generation: GenerationConfig::default(),
+            attribution: AttributionSettings::default(),
+            rewards: RewardConfig::default(),
+            receipts: ReceiptConfig::default(),
+            chain: None,
+        }
+    }
+}
+
+/// A LoRA adapter to register with the generator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterConfig {
+    /// The id requests use (its on-chain id is `named_id(id)`).
+    pub id: String,
+    /// A PEFT directory or an `.onnx_adapter` file.
+    pub path: PathBuf,
+}
+
+/// Retrieval settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrievalConfig {
+    /// Chunks retrieved per question. Default 4.
+    pub top_k: usize,
+    /// BM25, dense or hybrid. Default hybrid.
+    pub mode: Mode,
+    /// Only these datanets (empty: all).
+    pub datanets: Vec<String>,
+    /// A hit counts as relevant when its dense cosine similarity is at least this (default
+    /// 0.15: with MiniLM, off-topic questions score below 0.06 against the sample datanet
+    /// and on-topic ones 0.23 and up), or — in a BM25-only search — when BM25 found it. Without any relevant hit the
+    /// engine answers that the knowledge base has nothing on the question, without running
+    /// the model.
+    pub min_similarity: f32,
+}
+
+impl Default for RetrievalConfig {
+    fn default() -> Self {
+        RetrievalConfig {
+            top_k: 4,
+            mode: Mode::Hybrid,
+            datanets: Vec::new(),
+            min_similarity: 0.15,
+        }
+    }
+}
+
+/// Generation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenerationConfig {
+    /// Most answer tokens. Default 160.
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 is greedy (default).
+    pub temperature: f32,
+    /// Sampling seed. Default 0.
+    pub seed: u64,
+    /// The system prompt; `None`: [`crate::rag::DEFAULT_SYSTEM_PROMPT`].
+    pub system_prompt: Option<String>,
+    /// Prompt token budget for the sources and question; `None`: the model's context
+    /// length minus `max_tokens`. Sources that do not fit are dropped, lowest-ranked first;
+    /// if even the best one alone does not fit, its text is cut to fit.
+    pub prompt_budget: Option<usize>,
+    /// Where the model runs: `cpu` (default), `cuda`, `cuda:N`.
+    pub device: String,
+    /// Sessions in the generator's pool (callers generating at once). Default 1.
+    pub sessions: usize,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        GenerationConfig {
+            max_tokens: 160,
+            temperature: 0.0,
+            seed: 0,
+            system_prompt: None,
+            prompt_budget: None,
+            device: "cpu".into(),
+            sessions: 1,
+        }
+    }
+}
+
+/// Attribution settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttributionSettings {
+    /// loo (default), ablation, similarity or retrieval.
+    pub method: Method,
+    /// The method's parameters.
+    pub config: AttributionConfig,
+}
+
+impl Default for AttributionSettings {
+    fn default() -> Self {
+        AttributionSettings {
+            method: Method::Loo,
+            config: AttributionConfig::default(),
+        }
+    }
+}
+
+/// Receipt signing and journaling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReceiptConfig {
+    /// The fee of one answer in wei, as a decimal string. Default 1e15 (0.001 ether).
+    pub fee_wei: String,
+    /// The receipt journal directory; `None`: receipts are signed but not journaled.
+    pub journal: Option<PathBuf>,
+    /// The environment variable holding the payer's hex key. Default `TRIBUTE_KEY`.
+    /// Without a key (and no keystore) answers carry no receipt.
+    pub key_env: String,
+    /// An encrypted JSON keystore instead (its password in `keystore_password_env`).
+    pub keystore: Option<PathBuf>,
+    /// The environment variable with the keystore password. Default
+    /// `TRIBUTE_KEYSTORE_PASSWORD`.
+    pub keystore_password_env: String,
+    /// The ledger whose EIP-712 domain receipts are signed for; required to sign.
+    pub ledger: Option<Ledger>,
+    /// The serving node's address written into receipts; `None`: the payer's.
+    pub serving_node: Option<String>,
+    /// Also sign a receipt when no source was relevant (the whole fee then goes to the
+    /// model owner, adapter authors and treasury). Default false.
+    pub sign_without_sources: bool,
+}
+
+impl Default for ReceiptConfig {
+    fn default() -> Self {
+        ReceiptConfig {
+            fee_wei: "1000000000000000".into(),
+            journal: None,
+            key_env: "TRIBUTE_KEY".into(),
+            keystore: None,
+            keystore_password_env: "TRIBUTE_KEYSTORE_PASSWORD".into(),
+            ledger: None,
+            serving_node: None,
+            sign_without_sources: false,
+        }
+    }
+}
+
+/// Where receipts are settled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChainConfig {
+    /// The node's HTTP JSON-RPC URL. Default `http://127.0.0.1:8545`.
+    pub rpc: String,
+    /// Receipts per settlement batch. Default 100.
+    pub batch_size: usize,
+    /// The treasury address; `None`: the payer's.
+    pub treasury: Option<String>,
+    /// Paid the shares of model or adapter ids without a registered owner; `None`: such
+    /// ids make settlement fail.
+    pub fallback_owner: Option<String>,
+    /// Seconds to wait for each RPC request or transaction receipt. Default 30.
+    pub timeout_s: u64,
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        ChainConfig {
+            rpc: "http://127.0.0.1:8545".into(),
+            batch_size: 100,
+            treasury: None,
+            fallback_owner: None,
+            timeout_s: 30,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Parses TOML; relative paths stay relative (to the working directory).
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::Config(e.to_string()))
+    }
+
+    /// Reads a TOML file; relative paths are resolved against its directory.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let mut config = toml::from_str::<EngineConfig>(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Resolves relative paths against `base` and expands a leading `~/`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| *p = resolve(base, p);
+        fix(&mut self.index);
+        if let Some(p) = self.embedder.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.model.as_mut() {
+            fix(p);
+        }
+        for a in &mut self.adapters {
+            fix(&mut a.path);
+        }
+        if let Some(p) = self.receipts.journal.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.receipts.keystore.as_mut() {
+            fix(p);
+        }
+    }
+
+    /// The config as TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::Config(e.to_string()))
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if let Ok(rest) = p.strip_prefix("~")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(rest);
+    }
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}

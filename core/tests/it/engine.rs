@@ -1,0 +1,431 @@
+//! The Engine end to end: the real MiniLM and SmolLM2, the repository's sample datanet
+//! (two contributors), receipts signed and journaled, and the documented failure modes.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use alloy_primitives::{Address, address, keccak256};
+use tribute::attribution::journal::{Journal, StateKind};
+use tribute::attribution::receipt::{Ledger, PayerKey};
+use tribute::engine::NO_SOURCES_ANSWER;
+use tribute::index::Embedder;
+use tribute::index::document::{LoadOptions, load_jsonl};
+use tribute::index::embedder::{EmbedderOptions, OnnxEmbedder, default_model_dir};
+use tribute::inference::Generator;
+use tribute::{AskEvent, Engine, EngineConfig, Error};
+
+/// Anvil's first development key (public; never for real funds).
+const KEY0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+const LEDGER: Ledger = Ledger {
+    chain_id: 31_337,
+    contract: address!("5FbDB2315678afecb367f032d93F642f64180aa3"),
+};
+const ALICE: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+const BOB: &str = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359";
+const QUESTION: &str =
+    "How many times per second does the Zephyr flight controller correct the attitude?";
+
+fn generator() -> Arc<Generator> {
+    static G: OnceLock<Arc<Generator>> = OnceLock::new();
+    G.get_or_init(|| {
+        let dir = tribute::inference::default_model_dir();
+        Arc::new(Generator::load(&dir).unwrap_or_else(|e| {
+            panic!(
+                "SmolLM2 is required at {}; run scripts/setup.sh ({e})",
+                dir.display()
+            )
+        }))
+    })
+    .clone()
+}
+
+fn embedder() -> Arc<dyn Embedder> {
+    static E: OnceLock<Arc<dyn Embedder>> = OnceLock::new();
+    E.get_or_init(|| {
+        Arc::new(
+            OnnxEmbedder::from_dir(&default_model_dir(), EmbedderOptions::default())
+                .expect("MiniLM is required; run scripts/setup.sh"),
+        )
+    })
+    .clone()
+}
+
+fn sample_docs() -> Vec<tribute::Document> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data/zephyr");
+    let mut docs = Vec::new();
+    for f in ["alice.jsonl", "bob.jsonl"] {
+        docs.extend(load_jsonl(&dir.join(f), &LoadOptions::default()).expect("sample datanet"));
+    }
+    docs
+}
+
+/// An engine over a fresh knowledge base holding the sample datanet, in `dir`.
+fn engine_in(dir: &Path, config: EngineConfig, key: Option<PayerKey>, ingest: bool) -> Engine {
+    let mut config = config;
+    config.index = dir.join("kb");
+    let mut b = Engine::builder()
+        .config(config)
+        .generator(generator())
+        .embedder(embedder());
+    if let Some(k) = key {
+        b = b.signer(k);
+    }
+    let engine = b.build().expect("engine");
+    if ingest {
+        engine.add_documents(sample_docs(), None).expect("ingest");
+    }
+    engine
+}
+
+fn signed_config(dir: &Path) -> EngineConfig {
+    let mut c = EngineConfig::default();
+    c.receipts.journal = Some(dir.join("receipts"));
+    c.receipts.ledger = Some(LEDGER);
+    c.generation.max_tokens = 48;
+    c
+}
+
+/// One engine shared by the tests below (they also exercise concurrent use).
+fn shared() -> &'static (Engine, PathBuf) {
+    static S: OnceLock<(Engine, PathBuf)> = OnceLock::new();
+    S.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let key = PayerKey::from_hex(KEY0).expect("key");
+        (engine_in(&dir, signed_config(&dir), Some(key), true), dir)
+    })
+}
+
+#[test]
+fn ask_cites_the_supporting_source_and_journals_a_signed_receipt() {
+    let (engine, _) = shared();
+    let answer = engine.ask(QUESTION).top_k(3).run().expect("ask");
+    println!("{}\n{:#?}", answer.cited_text, answer.citations);
+    assert!(!answer.text.trim().is_empty());
+    assert_eq!(answer.usage.sources_used, 3);
+    assert_eq!(
+        answer.citations.iter().map(|c| c.weight_bps).sum::<u32>(),
+        10_000
+    );
+    let top = &answer.citations[0];
+    assert_eq!(top.doc_id, "zephyr-intro", "{:#?}", answer.citations);
+    assert_eq!(top.contributor, ALICE);
+    assert_eq!(top.datanet, "zephyr-docs");
+    assert!(top.weight_bps > 5_000, "{:#?}", answer.citations);
+    // Inline markers name prompt sources that exist.
+    assert!(
+        answer.cited_text.contains(&format!("[{}]", top.marker)),
+        "{}",
+        answer.cited_text
+    );
+    for s in &answer.sentences {
+        assert_eq!(&answer.text[s.span.clone()], s.text);
+        assert!(s.markers.iter().all(|m| (1..=3).contains(m)));
+    }
+    // The receipt: signed by the payer for the ledger, hashes of this question and answer,
+    // the cited chunks with their contributors and weights, journaled as pending.
+    let receipt = answer.receipt.as_ref().expect("receipt");
+    receipt.verify(&LEDGER).expect("verifies");
+    let r = &receipt.receipt;
+    assert_eq!(r.queryHash, keccak256(QUESTION));
+    assert_eq!(r.answerHash, keccak256(&answer.text));
+    assert_eq!(r.modelId, engine.model().1);
+    assert_eq!(r.fee.to_string(), "1000000000000000");
+    assert_eq!(
+        r.chunks.iter().map(|c| u32::from(c.weightBps)).sum::<u32>(),
+        10_000
+    );
+    for c in &answer.citations {
+        let chunk = r
+            .chunks
+            .iter()
+            .find(|x| x.contentHash.to_string() == c.content_hash)
+            .expect("cited chunk in the receipt");
+        assert_eq!(u32::from(chunk.weightBps), c.weight_bps);
+        assert_eq!(
+            chunk.contributor,
+            c.contributor.parse::<Address>().expect("address")
+        );
+    }
+    let journaled = engine.receipts(Some(StateKind::Pending)).expect("receipts");
+    assert!(journaled.iter().any(|(j, _)| j == receipt));
+    // Timings are measured per stage.
+    let t = answer.usage.timings;
+    assert!(t.retrieval_ms > 0.0 && t.prefill_ms > 0.0 && t.attribution_ms > 0.0);
+    assert!(t.total_ms >= t.retrieval_ms + t.prefill_ms + t.attribution_ms);
+    assert!(answer.usage.attribution_passes >= 3);
+}
+
+#[test]
+fn a_question_without_relevant_sources_says_so_and_signs_nothing() {
+    let (engine, _) = shared();
+    let answer = engine
+        .ask("What is the boiling point of mercury in kelvin?")
+        .run()
+        .expect("ask");
+    assert_eq!(answer.text, NO_SOURCES_ANSWER);
+    assert!(answer.citations.is_empty());
+    assert!(answer.receipt.is_none());
+    assert!(
+        answer
+            .no_receipt
+            .as_deref()
+            .is_some_and(|s| s.contains("no source"))
+    );
+    assert_eq!(answer.usage.answer_tokens, 0, "the model is not run");
+
+    // An empty knowledge base answers the same way.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = engine_in(
+        dir.path(),
+        signed_config(dir.path()),
+        PayerKey::from_hex(KEY0).ok(),
+        false,
+    );
+    let answer = empty.ask(QUESTION).run().expect("ask");
+    assert_eq!(answer.text, NO_SOURCES_ANSWER);
+    assert!(answer.receipt.is_none());
+    assert_eq!(empty.receipt_stats().expect("stats").receipts, 0);
+}
+
+#[test]
+fn streaming_yields_the_answer_then_citations_and_receipt() {
+    let (engine, _) = shared();
+    let mut pieces = String::new();
+    let mut done = None;
+    for event in engine.ask(QUESTION).top_k(2).stream().expect("stream") {
+        match event.expect("event") {
+            AskEvent::Text(t) => {
+                assert!(done.is_none(), "text after Done");
+                pieces.push_str(&t);
+            }
+            AskEvent::Done(a) => done = Some(a),
+        }
+    }
+    let answer = done.expect("a Done event");
+    assert_eq!(pieces.trim(), answer.text.trim());
+    assert_eq!(
+        answer.citations.iter().map(|c| c.weight_bps).sum::<u32>(),
+        10_000
+    );
+    answer
+        .receipt
+        .as_ref()
+        .expect("receipt")
+        .verify(&LEDGER)
+        .expect("verifies");
+    // Greedy decoding: the streamed answer is the blocking one.
+    let blocking = engine.ask(QUESTION).top_k(2).run().expect("ask");
+    assert_eq!(blocking.text, answer.text);
+}
+
+#[test]
+fn concurrent_and_async_asks_get_distinct_receipts() {
+    let (engine, _) = shared();
+    let questions = [
+        QUESTION,
+        "How long does a full charge of a Zephyr drone take?",
+        "How much does a commercial Zephyr fleet license cost?",
+    ];
+    let answers: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = questions
+            .iter()
+            .map(|q| s.spawn(move || engine.ask(*q).top_k(2).max_tokens(24).run()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let mut ids = std::collections::HashSet::new();
+    let mut nonces = std::collections::HashSet::new();
+    for a in answers {
+        let a = a.expect("ask");
+        let r = a.receipt.expect("receipt");
+        assert!(ids.insert(r.receipt.receiptId));
+        assert!(nonces.insert(r.receipt.nonce));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let a = rt
+        .block_on(async { engine.ask(questions[2]).top_k(3).await })
+        .expect("async ask");
+    assert!(a.text.contains("900"), "{}", a.text);
+    assert_eq!(
+        a.citations[0].doc_id, "zephyr-pricing",
+        "{:#?}",
+        a.citations
+    );
+    a.receipt
+        .expect("receipt")
+        .verify(&LEDGER)
+        .expect("verifies");
+}
+
+#[test]
+fn the_prompt_stays_within_its_budget_by_dropping_sources() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = EngineConfig::default();
+    config.generation.prompt_budget = Some(130);
+    config.generation.max_tokens = 16;
+    let engine = engine_in(dir.path(), config, None, true);
+    let answer = engine.ask(QUESTION).top_k(4).run().expect("ask");
+    assert!(answer.usage.prompt_tokens <= 130, "{:?}", answer.usage);
+    assert!(answer.usage.sources_dropped >= 1, "{:?}", answer.usage);
+    assert!(answer.usage.sources_used >= 1);
+    // No key: an answer, no receipt, and a reason.
+    assert!(answer.receipt.is_none());
+    assert!(
+        answer
+            .no_receipt
+            .as_deref()
+            .is_some_and(|s| s.contains("key")),
+        "{:?}",
+        answer.no_receipt
+    );
+
+    // A tiny budget cuts the one remaining source.
+    let mut config = EngineConfig::default();
+    config.generation.prompt_budget = Some(95);
+    config.generation.max_tokens = 8;
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let engine = engine_in(dir2.path(), config, None, true);
+    let answer = engine
+        .ask(QUESTION)
+        .top_k(4)
+        .method(tribute::attribution::Method::Retrieval)
+        .run()
+        .expect("ask");
+    assert!(answer.usage.prompt_tokens <= 95, "{:?}", answer.usage);
+    assert_eq!(answer.usage.sources_used, 1);
+    assert!(answer.usage.source_truncated, "{:?}", answer.usage);
+}
+
+#[test]
+fn bad_setups_fail_with_typed_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A model directory that does not load.
+    let config = EngineConfig {
+        index: dir.path().join("kb"),
+        model: Some(dir.path().join("no-such-model")),
+        ..EngineConfig::default()
+    };
+    let e = Engine::builder()
+        .config(config)
+        .embedder(embedder())
+        .build()
+        .expect_err("no model");
+    assert!(matches!(e, Error::Inference(_)), "{e}");
+
+    // A journal that cannot be written (a file where the directory should be).
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").expect("write");
+    let mut config = signed_config(dir.path());
+    config.index = dir.path().join("kb2");
+    config.receipts.journal = Some(blocker.join("receipts"));
+    let e = Engine::builder()
+        .config(config)
+        .generator(generator())
+        .embedder(embedder())
+        .build()
+        .expect_err("journal");
+    assert!(matches!(e, Error::Journal(_)), "{e}");
+
+    // A journal locked by another writer.
+    let locked = dir.path().join("locked");
+    let _holder = Journal::open(&locked).expect("journal");
+    let mut config = signed_config(dir.path());
+    config.index = dir.path().join("kb3");
+    config.receipts.journal = Some(locked);
+    let e = Engine::builder()
+        .config(config)
+        .generator(generator())
+        .embedder(embedder())
+        .build()
+        .expect_err("locked");
+    assert!(e.to_string().contains("locked"), "{e}");
+
+    // Bad config values.
+    let e = EngineConfig::from_toml("[receipts]\nfee_wei = 12").expect_err("type");
+    assert!(matches!(e, Error::Config(_)), "{e}");
+    let mut config = EngineConfig {
+        index: dir.path().join("kb4"),
+        ..EngineConfig::default()
+    };
+    config.receipts.fee_wei = "0.5 ether".into();
+    let e = Engine::builder()
+        .config(config)
+        .generator(generator())
+        .embedder(embedder())
+        .build()
+        .expect_err("fee");
+    assert!(e.to_string().contains("fee_wei"), "{e}");
+
+    // Bad requests.
+    let (engine, _) = shared();
+    assert!(matches!(
+        engine.ask("  ").run(),
+        Err(Error::InvalidRequest(_))
+    ));
+    assert!(matches!(
+        engine.ask(QUESTION).top_k(0).run(),
+        Err(Error::InvalidRequest(_))
+    ));
+    let e = engine
+        .ask(QUESTION)
+        .adapters([("no-such-adapter", 1.0)])
+        .run()
+        .expect_err("unknown adapter");
+    assert!(e.to_string().contains("no-such-adapter"), "{e}");
+}
+
+#[test]
+fn config_round_trips_through_toml_with_documented_defaults() {
+    let c = EngineConfig::from_toml(
+        r#"
+index = "kb"
+[retrieval]
+top_k = 3
+mode = "bm25"
+[attribution]
+method = "ablation"
+[receipts]
+fee_wei = "5"
+ledger = { chainId = 31337, contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3" }
+[chain]
+rpc = "http://127.0.0.1:9"
+"#,
+    )
+    .expect("parse");
+    assert_eq!(c.retrieval.top_k, 3);
+    assert_eq!(c.attribution.method, tribute::attribution::Method::Ablation);
+    assert_eq!(c.receipts.ledger, Some(LEDGER));
+    assert_eq!(c.generation.max_tokens, 160);
+    assert_eq!(c.chain.as_ref().map(|c| c.batch_size), Some(100));
+    let back = EngineConfig::from_toml(&c.to_toml().expect("toml")).expect("reparse");
+    assert_eq!(back, c);
+    assert!(EngineConfig::from_toml("bogus = 1").is_err());
+}
+
+#[test]
+fn the_second_contributor_is_credited_for_their_document() {
+    let (engine, _) = shared();
+    let answer = engine
+        .ask("At what gust speed should Zephyr pilots land?")
+        .top_k(3)
+        .run()
+        .expect("ask");
+    println!("{}\n{:#?}", answer.cited_text, answer.citations);
+    let top = &answer.citations[0];
+    assert_eq!(top.doc_id, "gust-field-notes", "{:#?}", answer.citations);
+    assert_eq!(top.contributor, BOB);
+    assert_eq!(top.datanet, "pilot-notes");
+    let r = answer.receipt.expect("receipt");
+    assert!(
+        r.receipt
+            .chunks
+            .iter()
+            .any(|c| c.contributor.to_checksum(None) == BOB)
+    );
+}
