@@ -38,6 +38,7 @@ test: setup
 	$(CARGO) test --workspace
 	$(CARGO) clippy -p tribute-attribution --features onchain --all-targets -- -D warnings
 	$(CARGO) test -p tribute-attribution --features onchain --test chain
+	$(CARGO) test -p tribute --features onchain --test it engine::onchain
 
 bench: setup
 	$(CARGO) bench -p tribute-index --bench retrieval

@@ -6,7 +6,8 @@
 //!
 //! [`batch_payouts`] splits each receipt's fee with a [`RewardConfig`] ([`crate::split`]):
 //! its cited chunks' contributors by their weights, its adapters' owners by their merge
-//! weights, the model's owner and the treasury. Owners of model and adapter ids come from
+//! weights, the model's owner (the treasury for a zero model id: a retrieval-only receipt)
+//! and the treasury. Owners of model and adapter ids come from
 //! an [`Owners`] table (filled from the ledger's registry by [`settle_journal`]); an id
 //! without an owner is paid to [`Owners::fallback`] when one is set and is an error
 //! otherwise, so nobody's share is silently redistributed. The shares are summed per
@@ -28,8 +29,8 @@
 //!
 //! Each state is synced to the journal before the next step, so a crash at any point
 //! leaves receipts in a state from which the next run finishes the job, never paying twice.
-//! Receipts that do not verify on this ledger (signed for another chain or contract) are
-//! left pending and reported in [`SettleReport::skipped`].
+//! Receipts that do not verify on this ledger (signed for another chain or contract) and
+//! receipts with a zero fee are left pending and reported in [`SettleReport::skipped`].
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -131,8 +132,15 @@ pub fn batch_payouts(
         if r.fee.is_zero() {
             continue;
         }
+        // A zero model id means no model was used (a retrieval-only receipt): the model
+        // owner's share goes to the treasury.
+        let model_owner = if r.modelId.is_zero() {
+            owners.treasury
+        } else {
+            owners.model(r.modelId)?
+        };
         let mut request = SplitRequest::builder(r.fee)
-            .model_owner(owners.model(r.modelId)?)
+            .model_owner(model_owner)
             .treasury(owners.treasury);
         for c in &r.chunks {
             request = request.contributor(c.contributor, u32::from(c.weightBps));
@@ -277,6 +285,10 @@ mod onchain {
                 ReceiptState::Batched { batch_id } | ReceiptState::Submitted { batch_id, .. } => {
                     unfinished.entry(*batch_id).or_default().push(r.clone());
                 }
+                ReceiptState::Pending if r.receipt.fee.is_zero() => report.skipped.push((
+                    r.receipt.receiptId,
+                    "its fee is zero: nothing to settle".into(),
+                )),
                 ReceiptState::Pending => match r.verify(&ledger) {
                     Ok(_) => pending.push(r.clone()),
                     Err(e) => report.skipped.push((r.receipt.receiptId, e.to_string())),

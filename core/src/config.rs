@@ -185,6 +185,9 @@ impl Default for AttributionSettings {
 pub struct ReceiptConfig {
     /// The fee of one answer in wei, as a decimal string. Default 1e15 (0.001 ether).
     pub fee_wei: String,
+    /// The fee of one retrieval-only use ([`crate::Engine::retrieve`] with signing, the MCP
+    /// `search` tool) in wei. Default 1e14 (0.0001 ether).
+    pub retrieval_fee_wei: String,
     /// The receipt journal directory; `None`: receipts are signed but not journaled.
     pub journal: Option<PathBuf>,
     /// The environment variable holding the payer's hex key. Default `TRIBUTE_KEY`.
@@ -208,6 +211,7 @@ impl Default for ReceiptConfig {
     fn default() -> Self {
         ReceiptConfig {
             fee_wei: "1000000000000000".into(),
+            retrieval_fee_wei: "100000000000000".into(),
             journal: None,
             key_env: "TRIBUTE_KEY".into(),
             keystore: None,

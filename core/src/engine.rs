@@ -175,6 +175,13 @@ impl EngineBuilder {
                 config.receipts.fee_wei
             ))
         })?;
+        let retrieval_fee = U256::from_str_radix(config.receipts.retrieval_fee_wei.trim(), 10)
+            .map_err(|e| {
+                Error::Config(format!(
+                    "receipts.retrieval_fee_wei {:?} is not a decimal amount of wei: {e}",
+                    config.receipts.retrieval_fee_wei
+                ))
+            })?;
         let embedder = match (self.embedder, config.bm25_only) {
             (Some(e), _) => Some(e),
             (None, true) => None,
@@ -244,6 +251,7 @@ impl EngineBuilder {
                 key,
                 journal: journal.map(Mutex::new),
                 fee,
+                retrieval_fee,
                 serving_node,
                 nonce: AtomicU64::new(first_nonce),
                 config,
@@ -287,6 +295,7 @@ struct Inner {
     model_name: String,
     model_id: B256,
     fee: U256,
+    retrieval_fee: U256,
     serving_node: Option<Address>,
     nonce: AtomicU64,
 }
@@ -414,6 +423,28 @@ fn receipt_json<S: serde::Serializer>(r: &Option<SignedReceipt>, s: S) -> Result
             .serialize(s),
         None => s.serialize_none(),
     }
+}
+
+/// A retrieval-only use of the knowledge base (for agents that generate elsewhere): the
+/// hits, their citation weights (retrieval scores in basis points) and, when signing is
+/// set up and requested, a receipt.
+///
+/// A retrieval receipt has model id zero (no model ran: the model owner's share goes to
+/// the treasury at settlement), no adapters, the fee `receipts.retrieval_fee_wei`, and as
+/// answer hash `keccak256` of the returned chunk ids joined by newlines.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Retrieval {
+    /// The query.
+    pub query: String,
+    /// The relevant hits, best first.
+    pub hits: Vec<Hit>,
+    /// The hits as citations, weighted by retrieval score (sum 10,000; empty without hits).
+    pub citations: Vec<Citation>,
+    /// The signed receipt (journaled when a journal is configured).
+    #[serde(serialize_with = "receipt_json")]
+    pub receipt: Option<SignedReceipt>,
+    /// Why no receipt was signed, when none was.
+    pub no_receipt: Option<String>,
 }
 
 /// Options of one ask; unset fields take the engine's config.
@@ -674,6 +705,121 @@ impl Engine {
         Ok(req.execute()?)
     }
 
+    /// Searches like [`Engine::search`], keeps the relevant hits and, with `sign`, signs and
+    /// journals a retrieval receipt crediting their contributors (see [`Retrieval`]).
+    pub fn retrieve(
+        &self,
+        query: &str,
+        k: usize,
+        datanets: Option<&[String]>,
+        sign: bool,
+    ) -> Result<Retrieval> {
+        if query.trim().is_empty() {
+            return Err(Error::InvalidRequest("the query is empty".into()));
+        }
+        if k == 0 {
+            return Err(Error::InvalidRequest("k must be at least 1".into()));
+        }
+        let hits = self.relevant_hits(query, k, None, datanets)?;
+        let mut citations = Vec::new();
+        if !hits.is_empty() {
+            let scores: Vec<f64> = hits
+                .iter()
+                .map(|h| f64::from(h.dense.map_or(h.score, |d| d.score)).max(0.0))
+                .collect();
+            let bps = tribute_attribution::to_bps(&scores)
+                .or_else(|_| tribute_attribution::to_bps(&vec![1.0; hits.len()]))?;
+            for (i, (h, w)) in hits.iter().zip(bps).enumerate() {
+                if w > 0 {
+                    citations.push(citation(i + 1, w, h));
+                }
+            }
+        }
+        let (receipt, no_receipt) = if !sign {
+            (None, Some("signing was not requested".into()))
+        } else if hits.is_empty() && !self.inner.config.receipts.sign_without_sources {
+            (
+                None,
+                Some("no source was relevant to the query, so nothing was cited or paid".into()),
+            )
+        } else {
+            let ids: Vec<&str> = hits.iter().map(|h| h.chunk_id.as_str()).collect();
+            let options = AskOptions {
+                fee: Some(self.inner.retrieval_fee),
+                ..AskOptions::default()
+            };
+            self.sign_receipt_for(B256::ZERO, query, &ids.join("\n"), &options, &citations)?
+        };
+        Ok(Retrieval {
+            query: query.to_owned(),
+            hits,
+            citations,
+            receipt,
+            no_receipt,
+        })
+    }
+
+    /// Settles the journal's pending receipts on the configured chain (`[chain]` and
+    /// `receipts.ledger`), in batches; see `tribute_attribution::settle`. Receipts stay
+    /// pending when the chain is down.
+    #[cfg(feature = "onchain")]
+    pub fn settle_blocking(&self) -> Result<tribute_attribution::settle::SettleReport> {
+        use tribute_attribution::chain::LedgerClient;
+        use tribute_attribution::settle::{SettleOptions, settle_journal};
+        let inner = &self.inner;
+        let chain = inner.config.chain.as_ref().ok_or_else(|| {
+            Error::NoChain("set [chain] (rpc) in the config to settle receipts".into())
+        })?;
+        let ledger = inner.config.receipts.ledger.ok_or_else(|| {
+            Error::NoChain("set receipts.ledger (chain id and contract) to settle".into())
+        })?;
+        let key = inner
+            .key
+            .as_ref()
+            .ok_or_else(|| Error::NoChain("settling needs the payer's signing key".into()))?;
+        let journal = inner
+            .journal
+            .as_ref()
+            .ok_or_else(|| Error::NoChain("settling needs a receipt journal".into()))?;
+        let parse = |what: &str, a: &Option<String>| -> Result<Option<Address>> {
+            a.as_deref()
+                .map(|a| {
+                    tribute_attribution::split::parse_address(a)
+                        .map_err(|e| Error::Config(format!("chain.{what}: {e}")))
+                })
+                .transpose()
+        };
+        let mut options =
+            SettleOptions::new(parse("treasury", &chain.treasury)?.unwrap_or(key.address()));
+        options.fallback_owner = parse("fallback_owner", &chain.fallback_owner)?;
+        options.batch_size = chain.batch_size.max(1);
+        options.rewards = inner.config.rewards.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Task(format!("tokio runtime: {e}")))?;
+        let mut journal = journal
+            .lock()
+            .map_err(|_| Error::Task("the journal lock is poisoned".into()))?;
+        let timeout = std::time::Duration::from_secs(chain.timeout_s.max(1));
+        runtime.block_on(async {
+            let client = LedgerClient::connect(&chain.rpc, key.signer().clone(), ledger)
+                .await
+                .map_err(tribute_attribution::settle::SettleError::from)?
+                .with_timeout(timeout);
+            Ok(settle_journal(&client, &mut journal, key, &options).await?)
+        })
+    }
+
+    /// [`Engine::settle_blocking`] on tokio's blocking pool.
+    #[cfg(feature = "onchain")]
+    pub async fn settle(&self) -> Result<tribute_attribution::settle::SettleReport> {
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || engine.settle_blocking())
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+    }
+
     /// Adds documents to the knowledge base.
     pub fn add_documents(
         &self,
@@ -721,6 +867,49 @@ impl Engine {
             .index
             .read()
             .map_err(|_| Error::Task("the index lock is poisoned".into()))
+    }
+
+    fn relevant_hits(
+        &self,
+        query: &str,
+        k: usize,
+        mode: Option<tribute_index::Mode>,
+        datanets: Option<&[String]>,
+    ) -> Result<Vec<Hit>> {
+        Ok(self.relevant_hits_counted(query, k, mode, datanets)?.0)
+    }
+
+    /// Searches and keeps the hits above the relevance floor; also returns how many the
+    /// search returned.
+    fn relevant_hits_counted(
+        &self,
+        query: &str,
+        k: usize,
+        mode: Option<tribute_index::Mode>,
+        datanets: Option<&[String]>,
+    ) -> Result<(Vec<Hit>, usize)> {
+        let cfg = &self.inner.config.retrieval;
+        let mode = mode.unwrap_or(cfg.mode);
+        let datanets = datanets.unwrap_or(&cfg.datanets);
+        let hits = {
+            let index = self.read_index()?;
+            let mut req = index.search(query).k(k).mode(mode);
+            if !datanets.is_empty() {
+                req = req.datanets(datanets.iter().map(String::as_str));
+            }
+            req.execute()?
+        };
+        let retrieved = hits.len();
+        let floor = cfg.min_similarity;
+        let has_embedder = self.inner.embedder.is_some();
+        let hits = hits
+            .into_iter()
+            .filter(|h| match h.dense {
+                Some(d) => d.score >= floor,
+                None => h.bm25.is_some() && !has_embedder,
+            })
+            .collect();
+        Ok((hits, retrieved))
     }
 
     fn ask_with(&self, question: &str, options: &AskOptions) -> Result<Answer> {
@@ -788,30 +977,13 @@ impl Engine {
             return Err(Error::InvalidRequest("top_k must be at least 1".into()));
         }
         let mode = options.mode.unwrap_or(cfg.retrieval.mode);
-        let datanets = options
-            .datanets
-            .clone()
-            .unwrap_or_else(|| cfg.retrieval.datanets.clone());
+        let datanets = options.datanets.clone();
+        let datanets = datanets.as_deref();
         let mut timings = StageTimings::default();
 
         let t = Instant::now();
-        let hits = {
-            let index = self.read_index()?;
-            let mut req = index.search(question).k(top_k).mode(mode);
-            if !datanets.is_empty() {
-                req = req.datanets(datanets.iter().map(String::as_str));
-            }
-            req.execute()?
-        };
-        let retrieved = hits.len();
-        let floor = cfg.retrieval.min_similarity;
-        let hits: Vec<Hit> = hits
-            .into_iter()
-            .filter(|h| match h.dense {
-                Some(d) => d.score >= floor,
-                None => h.bm25.is_some() && self.inner.embedder.is_none(),
-            })
-            .collect();
+        let (hits, retrieved) =
+            self.relevant_hits_counted(question, top_k, Some(mode), datanets)?;
         timings.retrieval_ms = ms(t);
 
         if hits.is_empty() {
@@ -1077,9 +1249,20 @@ impl Engine {
         }
     }
 
-    /// Signs and journals the receipt of an answer, or says why there is none.
     fn sign_receipt(
         &self,
+        question: &str,
+        answer: &str,
+        options: &AskOptions,
+        citations: &[Citation],
+    ) -> Result<(Option<SignedReceipt>, Option<String>)> {
+        self.sign_receipt_for(self.inner.model_id, question, answer, options, citations)
+    }
+
+    /// Signs and journals the receipt of an answer, or says why there is none.
+    fn sign_receipt_for(
+        &self,
+        model_id: B256,
         question: &str,
         answer: &str,
         options: &AskOptions,
@@ -1150,7 +1333,7 @@ impl Engine {
             receiptId: keccak256(&id_input),
             payer: key.address(),
             servingNode: inner.serving_node.unwrap_or_else(|| key.address()),
-            modelId: inner.model_id,
+            modelId: model_id,
             adapters: options
                 .adapters
                 .iter()

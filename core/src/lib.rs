@@ -16,7 +16,7 @@ pub mod rag;
 pub use config::EngineConfig;
 pub use engine::{
     Answer, AnswerSentence, AskEvent, AskOptions, AskRequest, AskStream, Citation, Engine,
-    EngineBuilder, StageTimings, Usage,
+    EngineBuilder, Retrieval, StageTimings, Usage,
 };
 pub use error::{Error, Result};
 
