@@ -1,5 +1,6 @@
 # Tribute — the two commands a newcomer needs:
-#   make demo   install the models and ONNX Runtime, build, ingest the sample datanet, search it
+#   make demo   install the models, ONNX Runtime and anvil, build, ingest the sample datanet, ask
+#               with and without an adapter, sign receipts, settle them on a local chain
 #   make test   install what the tests need, then run every test
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -18,13 +19,7 @@ build:
 	$(CARGO) build -p tribute-cli
 
 demo: setup build
-	rm -rf $(KB)
-	$(TRIBUTE) ingest --kb $(KB) examples/data/zephyr
-	$(TRIBUTE) search --kb $(KB) --k 3 "how strong can the wind be before landing the drone?"
-	$(TRIBUTE) search --kb $(KB) --k 3 --datanet zephyr-docs "how long does charging take"
-	$(TRIBUTE) generate --max-tokens 40 "What is the capital of France?"
-	if [ -d $(LORA)/smollm2-135m-zephyr-lora ]; then \
-	  $(TRIBUTE) generate --max-tokens 40 --adapter $(LORA)/smollm2-135m-zephyr-lora "What is the capital of France?"; fi
+	TRIBUTE=$(TRIBUTE) LORA=$(LORA) scripts/demo.sh
 
 test: setup
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,257 @@
+//! `tribute ask`: answer a question from a knowledge base with the local model, cite the
+//! sources with measured weights, and sign a usage receipt.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tribute::attribution::Method;
+use tribute::index::Mode;
+use tribute::{AskEvent, Answer, Engine, EngineConfig};
+
+use crate::keys::{KeyArgs, read_ledger_file};
+
+/// Arguments of `tribute ask`.
+#[derive(Args)]
+pub struct AskArgs {
+    /// The question.
+    question: String,
+    /// Engine config file (TOML); the options below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Knowledge base directory.
+    #[arg(long)]
+    kb: Option<PathBuf>,
+    /// Model directory (default: $TRIBUTE_HOME/models/SmolLM2-135M-Instruct).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Embedding model directory (default: the bundled MiniLM).
+    #[arg(long)]
+    embedder: Option<PathBuf>,
+    /// LoRA adapter PATH[:WEIGHT] (a PEFT directory or an .onnx_adapter file; its id is
+    /// the file or directory name; weight 1 by default). Repeatable: several are merged.
+    #[arg(long = "adapter", value_name = "PATH[:WEIGHT]")]
+    adapters: Vec<String>,
+    /// Attribution method: loo, ablation, similarity or retrieval.
+    #[arg(long)]
+    method: Option<String>,
+    /// Sources to retrieve.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Retrieval mode: hybrid, bm25 or dense.
+    #[arg(long)]
+    mode: Option<String>,
+    /// Only these datanets (repeatable).
+    #[arg(long = "datanet")]
+    datanets: Vec<String>,
+    /// Most answer tokens.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Sampler seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Fee of this answer in wei.
+    #[arg(long)]
+    fee: Option<String>,
+    /// Ledger file (`tribute chain deploy --out`) whose domain receipts are signed for.
+    #[arg(long)]
+    ledger: Option<PathBuf>,
+    /// Receipt journal directory (receipts are journaled there before the answer prints).
+    #[arg(long)]
+    journal: Option<PathBuf>,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// Print text pieces as the model writes them (ignored with --json).
+    #[arg(long)]
+    stream: bool,
+    /// Print the answer, citations, receipt and timings as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Splits `PATH[:WEIGHT]`; the id is the path's file name without an `.onnx_adapter`
+/// extension.
+fn parse_adapter(spec: &str) -> anyhow::Result<(String, PathBuf, f32)> {
+    let (path, weight) = match spec.rsplit_once(':') {
+        Some((p, w)) if w.parse::<f32>().is_ok() => (p, w.parse::<f32>().unwrap_or(1.0)),
+        _ => (spec, 1.0),
+    };
+    if !weight.is_finite() {
+        bail!("--adapter {spec}: the weight is not a finite number");
+    }
+    let path = PathBuf::from(path);
+    let id = path
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_end_matches(".onnx_adapter").to_owned())
+        .filter(|n| !n.is_empty())
+        .with_context(|| format!("--adapter {spec}: no file or directory name"))?;
+    Ok((id, path, weight))
+}
+
+/// Runs `tribute ask`.
+pub fn run(a: AskArgs) -> anyhow::Result<()> {
+    let mut config = match &a.config {
+        Some(path) => EngineConfig::from_toml_file(path)?,
+        None => EngineConfig::default(),
+    };
+    if let Some(kb) = &a.kb {
+        config.index = kb.clone();
+    } else if a.config.is_none() {
+        bail!("give the knowledge base with --kb DIR (or a --config file)");
+    }
+    if let Some(m) = &a.model {
+        config.model = Some(m.clone());
+    }
+    if let Some(e) = &a.embedder {
+        config.embedder = Some(e.clone());
+    }
+    if let Some(l) = &a.ledger {
+        config.receipts.ledger = Some(read_ledger_file(l)?);
+    }
+    if let Some(j) = &a.journal {
+        config.receipts.journal = Some(j.clone());
+    }
+    let mut adapters = Vec::new();
+    for spec in &a.adapters {
+        let (id, path, weight) = parse_adapter(spec)?;
+        config.adapters.push(tribute::config::AdapterConfig {
+            id: id.clone(),
+            path,
+        });
+        adapters.push((id, weight));
+    }
+    let mut builder = Engine::builder().config(config);
+    if let Some(key) = a.key.load_optional()? {
+        builder = builder.signer(key);
+    }
+    let engine = builder.build()?;
+    let mut request = engine.ask(a.question.clone()).adapters(adapters);
+    if let Some(m) = &a.method {
+        request = request.method(m.parse::<Method>()?);
+    }
+    if let Some(k) = a.top_k {
+        request = request.top_k(k);
+    }
+    if let Some(m) = &a.mode {
+        request = request.mode(parse_mode(m)?);
+    }
+    if !a.datanets.is_empty() {
+        request = request.datanets(a.datanets.clone());
+    }
+    if let Some(n) = a.max_tokens {
+        request = request.max_tokens(n);
+    }
+    if let Some(t) = a.temperature {
+        request = request.temperature(t);
+    }
+    if let Some(s) = a.seed {
+        request = request.seed(s);
+    }
+    if let Some(f) = &a.fee {
+        let fee = alloy_primitives::U256::from_str_radix(f.trim(), 10)
+            .with_context(|| format!("--fee {f:?}: not a decimal amount of wei"))?;
+        request = request.fee(fee);
+    }
+
+    if a.json {
+        let answer = request.run()?;
+        let mut v = serde_json::to_value(&answer)?;
+        v["timings"] = serde_json::to_value(answer.usage.timings)?;
+        println!("{}", serde_json::to_string(&v)?);
+        return Ok(());
+    }
+    let answer = if a.stream {
+        let mut out = std::io::stdout().lock();
+        let mut done = None;
+        for event in request.stream()? {
+            match event? {
+                AskEvent::Text(t) => {
+                    write!(out, "{t}")?;
+                    out.flush()?;
+                }
+                AskEvent::Done(answer) => done = Some(*answer),
+            }
+        }
+        writeln!(out, "\n")?;
+        done.context("the stream ended without an answer")?
+    } else {
+        request.run()?
+    };
+    print_answer(&answer, a.stream);
+    Ok(())
+}
+
+fn parse_mode(m: &str) -> anyhow::Result<Mode> {
+    Ok(match m {
+        "hybrid" => Mode::Hybrid,
+        "bm25" => Mode::Bm25,
+        "dense" => Mode::Dense,
+        _ => bail!("unknown mode {m:?} (hybrid, bm25, dense)"),
+    })
+}
+
+fn print_answer(answer: &Answer, streamed: bool) {
+    if !streamed || !answer.citations.is_empty() {
+        println!("{}\n", answer.cited_text.trim());
+    }
+    if !answer.citations.is_empty() {
+        println!(
+            "{:<4} {:>7}  {:<42}  {:<14}  source",
+            "", "weight", "contributor", "datanet"
+        );
+        for c in &answer.citations {
+            let snippet: String = c.snippet.chars().take(60).collect();
+            println!(
+                "[{}]  {:>6.2}%  {:<42}  {:<14}  {}: {}…",
+                c.marker,
+                f64::from(c.weight_bps) / 100.0,
+                c.contributor,
+                c.datanet,
+                c.title,
+                snippet.trim_end()
+            );
+        }
+        println!();
+    }
+    match (&answer.receipt, &answer.no_receipt) {
+        (Some(r), _) => println!(
+            "receipt {} signed by {} (fee {} wei)",
+            r.receipt.receiptId, r.receipt.payer, r.receipt.fee
+        ),
+        (None, Some(why)) => println!("no receipt was signed: {why}"),
+        (None, None) => println!("no receipt was signed"),
+    }
+    let t = answer.usage.timings;
+    println!(
+        "{} prompt + {} answer tokens; retrieval {:.0} ms, prefill {:.0} ms, decode {:.0} ms, \
+         attribution {:.0} ms ({}), total {:.0} ms",
+        answer.usage.prompt_tokens,
+        answer.usage.answer_tokens,
+        t.retrieval_ms,
+        t.prefill_ms,
+        t.decode_ms,
+        t.attribution_ms,
+        answer.usage.method.map_or("-", |m| m.as_str()),
+        t.total_ms
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adapter_specs_parse_ids_and_weights() {
+        let (id, p, w) = parse_adapter("/x/zephyr-lora:0.5").expect("spec");
+        assert_eq!((id.as_str(), p, w), ("zephyr-lora", PathBuf::from("/x/zephyr-lora"), 0.5));
+        let (id, _, w) = parse_adapter("a/caps.onnx_adapter").expect("spec");
+        assert_eq!((id.as_str(), w), ("caps", 1.0));
+        let (id, _, w) = parse_adapter("a/b:-1").expect("spec");
+        assert_eq!((id.as_str(), w), ("b", -1.0));
+        assert!(parse_adapter("a/b:inf").is_err());
+    }
+}
