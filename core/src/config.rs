@@ -1,5 +1,5 @@
 //! The engine's configuration: one serde struct, loadable from a TOML file, every field
-//! with a documented default. `docs/CONFIG.md` shows a complete file.
+//! with a documented default. The "A config file" section of `docs/GETTING_STARTED.md` shows a complete file.
 //!
 //! ```toml
 //! index = "kb"                      # the knowledge base directory (created if missing)
