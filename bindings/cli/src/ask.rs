@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tribute::attribution::Method;
 use tribute::index::Mode;
-use tribute::{AskEvent, Answer, Engine, EngineConfig};
+use tribute::{Answer, AskEvent, Engine, EngineConfig};
 
 use crate::keys::{KeyArgs, read_ledger_file};
 
@@ -86,7 +86,11 @@ fn parse_adapter(spec: &str) -> anyhow::Result<(String, PathBuf, f32)> {
     let path = PathBuf::from(path);
     let id = path
         .file_name()
-        .map(|n| n.to_string_lossy().trim_end_matches(".onnx_adapter").to_owned())
+        .map(|n| {
+            n.to_string_lossy()
+                .trim_end_matches(".onnx_adapter")
+                .to_owned()
+        })
         .filter(|n| !n.is_empty())
         .with_context(|| format!("--adapter {spec}: no file or directory name"))?;
     Ok((id, path, weight))
@@ -247,7 +251,10 @@ mod tests {
     #[test]
     fn adapter_specs_parse_ids_and_weights() {
         let (id, p, w) = parse_adapter("/x/zephyr-lora:0.5").expect("spec");
-        assert_eq!((id.as_str(), p, w), ("zephyr-lora", PathBuf::from("/x/zephyr-lora"), 0.5));
+        assert_eq!(
+            (id.as_str(), p, w),
+            ("zephyr-lora", PathBuf::from("/x/zephyr-lora"), 0.5)
+        );
         let (id, _, w) = parse_adapter("a/caps.onnx_adapter").expect("spec");
         assert_eq!((id.as_str(), w), ("caps", 1.0));
         let (id, _, w) = parse_adapter("a/b:-1").expect("spec");

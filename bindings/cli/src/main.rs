@@ -1,5 +1,6 @@
 //! `tribute`: the command-line front end of the Tribute SDK.
 
+mod ask;
 #[cfg(feature = "onchain")]
 mod chain;
 mod delete;
@@ -8,6 +9,7 @@ mod eval_attribution;
 mod generate;
 mod ingest;
 mod keys;
+mod mcp;
 mod receipts;
 mod search;
 
@@ -34,6 +36,8 @@ enum Command {
     Search(search::SearchArgs),
     /// Delete documents (and their chunks) by id.
     Delete(delete::DeleteArgs),
+    /// Answer a question from a knowledge base, with weighted citations and a signed receipt.
+    Ask(ask::AskArgs),
     /// Generate text with the local LM (and LoRA adapters).
     Generate(generate::GenerateArgs),
     /// Evaluate retrieval quality and speed.
@@ -46,6 +50,8 @@ enum Command {
     /// Signed usage receipts: list, export, verify, settle on chain, benchmark.
     #[command(subcommand)]
     Receipts(receipts::ReceiptsCommand),
+    /// Serve the engine to agents over the Model Context Protocol (stdio).
+    Mcp(mcp::McpArgs),
 }
 
 /// Loads the embedder from `dir`, or the default model.
@@ -72,9 +78,11 @@ fn main() -> ExitCode {
         Command::Delete(a) => delete::run(a),
         Command::Eval(c) => eval::run(c),
         Command::Generate(a) => generate::run(a),
+        Command::Ask(a) => ask::run(a),
         #[cfg(feature = "onchain")]
         Command::Chain(c) => chain::run(c),
         Command::Receipts(c) => receipts::run(c),
+        Command::Mcp(a) => mcp::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,9 @@
 //! End-to-end tests of the `tribute` binary (real model, real files, real processes).
 
+mod ask;
 mod chain;
 mod crash;
+mod mcp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
