@@ -4,8 +4,9 @@
 # Deploys the committed bytecode with `cast send --create`, then checks: typehashes and domainSeparator against
 # values computed independently with cast; deposit; hashReceipt against cast's own EIP-712 implementation
 # (`cast wallet sign --data` must equal `cast wallet sign --no-hash <contract digest>`); receiptLeaf; verifyReceipt
-# on a hand-built 2-leaf tree; settleBatch with a `cast wallet sign --data` SettleBatch signature, its replay and a
-# forged signature; withdraw; the model registry; the reentrancy guard (test/Reentrant). Prints gas used.
+# on a hand-built 2-leaf tree; settleBatch with a `cast wallet sign --data` SettleBatch signature, lastRoot and the
+# BatchSettled log (found by its root topic), replays (same call, re-signed with the next nonce, an older batch) and
+# a forged signature; withdraw; the model registry; the reentrancy guard (test/Reentrant). Prints gas used.
 #
 # Needs `npm ci` (solc, @foundry-rs/anvil, @foundry-rs/cast) and node. Exits non-zero on the first failure.
 set -euo pipefail
@@ -153,18 +154,41 @@ SETTLE='settleBatch(address,bytes32,address[],uint256[],uint64,bytes)'
 FORGED=$(cast wallet sign --private-key $PK2 --data "$(settle_json "$ROOT" $TOTAL "$PH" 0)")
 expect_revert "settleBatch with a payee's signature" "$(cast sig 'BadSignature()')" "$A2" "$L" "$SETTLE" "$A1" "$ROOT" "$PAYEES" "$AMOUNTS" 0 "$FORGED"
 expect_revert "settleBatch with amounts not signed" "$(cast sig 'BadSignature()')" "$A2" "$L" "$SETTLE" "$A1" "$ROOT" "$PAYEES" "[1400000000000001,600000000000000]" 0 "$SIG"
-eq "isSettled(root) before" "$(c 'isSettled(bytes32)(bool)' "$ROOT")" false
+ZERO32=0x0000000000000000000000000000000000000000000000000000000000000000
+EV_SETTLED='BatchSettled(address indexed,bytes32 indexed,uint256,uint64,uint256)'
+settled_logs() { # settled_logs <payer> <root>: the transaction hashes of BatchSettled(payer, root) logs, one a line
+  cast logs --json --rpc-url "$RPC" --from-block 0 --address "$L" "$EV_SETTLED" "$1" "$2" |
+    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{for(const l of JSON.parse(s))console.log(l.transactionHash)})'
+}
+eq "lastRoot(payer) before" "$(c 'lastRoot(address)(bytes32)' "$A1")" "$ZERO32"
+eq "BatchSettled logs of root before" "$(settled_logs "$A1" "$ROOT" | wc -l)" 0
 send "settleBatch 2 new payees (first batch)" $PK0 "$L" "$SETTLE" "$A1" "$ROOT" "$PAYEES" "$AMOUNTS" 0 "$SIG"
-eq "isSettled(root) after" "$(c 'isSettled(bytes32)(bool)' "$ROOT")" true
+SETTLE_TX=$(jfield transactionHash <<<"$LAST_TX")
+eq "lastRoot(payer) after" "$(c 'lastRoot(address)(bytes32)' "$A1")" "$ROOT"
+eq "BatchSettled log found by its root topic" "$(settled_logs "$A1" "$ROOT")" "$SETTLE_TX"
+SETTLE_LOG=$(cast receipt --json --rpc-url "$RPC" "$SETTLE_TX" |
+  node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const l=JSON.parse(s).logs[0];console.log([...l.topics,l.data].join(" "))})')
+read -r EV_T0 EV_T1 EV_T2 EV_DATA <<<"$SETTLE_LOG"
+eq "BatchSettled topics (signature, payer, root)" "$EV_T0 $EV_T1 $EV_T2" \
+  "$(cast keccak 'BatchSettled(address,bytes32,uint256,uint64,uint256)') 0x000000000000000000000000${A1#0x} $ROOT"
+eq "BatchSettled data (total, batchNonce, payeeCount)" \
+  "$(cast abi-decode 'f()(uint256,uint64,uint256)' "$EV_DATA" | awk '{print $1}' | tr '\n' ' ' | sed 's/ $//')" "$TOTAL 0 2"
 eq "batchNonces(payer)" "$(c 'batchNonces(address)(uint64)' "$A1")" 1
 eq "deposits(payer) after settle" "$(c 'deposits(address)(uint256)' "$A1" | awk '{print $1}')" 1998000000000000000
 eq "balances(payee A)" "$(c 'balances(address)(uint256)' "$A2" | awk '{print $1}')" 1400000000000000
+# The same call again (nonce 0 is spent, but root == lastRoot(payer) is checked first), and the same root re-signed
+# for the next nonce (a second settler that missed the first settlement): both Replay().
 expect_revert "settleBatch replay" "$(cast sig 'Replay()')" "$A2" "$L" "$SETTLE" "$A1" "$ROOT" "$PAYEES" "$AMOUNTS" 0 "$SIG"
+SIG_RE=$(cast wallet sign --private-key $PK1 --data "$(settle_json "$ROOT" $TOTAL "$PH" 1)")
+expect_revert "settleBatch replay re-signed with the next nonce" "$(cast sig 'Replay()')" "$A2" "$L" "$SETTLE" "$A1" "$ROOT" "$PAYEES" "$AMOUNTS" 1 "$SIG_RE"
 
-# second batch to the same payees (steady state: no new storage slot but the root)
+# second batch to the same payees (steady state: no new storage slot)
 ROOT2=$(cast keccak batch-2)
 SIG2=$(cast wallet sign --private-key $PK1 --data "$(settle_json "$ROOT2" $TOTAL "$PH" 1)")
 send "settleBatch 2 existing payees" $PK0 "$L" "$SETTLE" "$A1" "$ROOT2" "$PAYEES" "$AMOUNTS" 1 "$SIG2"
+eq "lastRoot(payer) after the second batch" "$(c 'lastRoot(address)(bytes32)' "$A1")" "$ROOT2"
+# The first batch once more: its nonce is spent and it is no longer the latest root.
+expect_revert "settleBatch replay of an older batch" "$(cast sig 'InvalidNonce(uint64,uint64)')" "$A2" "$L" "$SETTLE" "$A1" "$ROOT" "$PAYEES" "$AMOUNTS" 0 "$SIG"
 # a 10-payee batch: 8 new payees + A2, A3
 P10="[$A2,$A3"; A10="[1,1"
 for i in $(seq 1 8); do P10+=",$(cast wallet address --private-key "$(cast keccak "payee-$i")")"; A10+=",1"; done
@@ -183,6 +207,16 @@ expect_revert "settleBatch over the deposit" "$(cast sig 'InsufficientDeposit(ui
      "$(cast keccak "$(cast abi-encode 'f(address[],uint256[])' "$PAYEES" "[2000000000000000000,1000000000000000000]")")" 4)")"
 expect_revert "settleBatch stale nonce" "$(cast sig 'InvalidNonce(uint64,uint64)')" "$A2" "$L" "$SETTLE" "$A1" "$ROOT5" "$PAYEES" "$AMOUNTS" 0 "$SIG"
 expect_revert "settleBatch length mismatch" "$(cast sig 'LengthMismatch()')" "$A2" "$L" "$SETTLE" "$A1" "$ROOT5" "$PAYEES" "[1]" 4 "$SIG"
+expect_revert "settleBatch zero root" "$(cast sig 'EmptyBatch()')" "$A2" "$L" "$SETTLE" "$A1" "$ZERO32" "$PAYEES" "$AMOUNTS" 4 "$SIG"
+# A payee word with dirty upper bits is refused by the ABI decoder (empty revert data) before anything else: the
+# payouts hash and the credit loop read the payee words raw from calldata.
+CLEAN=$(cast calldata "$SETTLE" "$A1" "$ROOT5" "$PAYEES" "$AMOUNTS" 4 "$SIG")
+DIRTY=$(node -e 'const s=process.argv[1];const i=2+2*(4+0xe0);console.log(s.slice(0,i)+"01"+s.slice(i+2))' "$CLEAN")
+[[ ${CLEAN:0:$((2+2*(4+0xe0)))} == "${DIRTY:0:$((2+2*(4+0xe0)))}" && $CLEAN != "$DIRTY" ]] || fail "dirty calldata not built"
+expect_revert "settleBatch as built for the dirty-payee check" "$(cast sig 'BadSignature()')" "$A2" "$L" --data "$CLEAN"
+out=$(cast call --rpc-url "$RPC" --from "$A2" "$L" --data "$DIRTY" 2>&1 || true)
+grep -qi 'execution reverted' <<<"$out" && grep -q 'data: "0x"' <<<"$out" || fail "settleBatch with a dirty payee word: $out"
+echo "ok   settleBatch with a dirty payee word reverts (no data)"
 
 # ---- withdraw ------------------------------------------------------------------------------------------------------
 send "withdraw()" $PK2 "$L" 'withdraw()'

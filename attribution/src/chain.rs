@@ -21,6 +21,14 @@
 //!    InsufficientDeposit{have, need}, …) before any gas is spent, then sends and waits for
 //!    the receipt with a timeout.
 //!
+//! The contract keeps no per-root storage: a root is settled when a `BatchSettled` event with
+//! that root (an indexed topic) exists, which [`LedgerClient::settlement_of`] and
+//! [`LedgerClient::is_settled`] look up with `eth_getLogs`. Replay protection is the payer's
+//! batch nonce; `lastRoot(payer)` ([`LedgerClient::last_root`]) holds each payer's latest
+//! root, and re-settling it reverts with `Replay()`. A simulation that fails with
+//! `InvalidNonce` for a root that turns out to be settled (another settler got there first)
+//! is reported as [`ChainError::Replay`] too, so a settler only has one case to handle.
+//!
 //! Every RPC request has a timeout ([`LedgerClient::with_timeout`], default 30 s; the HTTP
 //! client also has a 5 s connect timeout), so an unreachable node is a prompt
 //! [`ChainError::Rpc`] naming the URL, never a hang.
@@ -130,7 +138,9 @@ pub enum ChainError {
     /// The batch signature could not be made.
     #[error(transparent)]
     Signing(ReceiptError),
-    /// `Replay()`: the root is already settled.
+    /// The batch root is already settled: `Replay()` (it is the payer's latest root,
+    /// `lastRoot(payer)`), or an `InvalidNonce` simulation for a root whose `BatchSettled`
+    /// event exists. Look the settlement up with [`LedgerClient::settlement_of`].
     #[error("replay: the batch root is already settled")]
     Replay,
     /// `InvalidNonce(expected, got)`.
@@ -552,20 +562,53 @@ impl LedgerClient {
         }
     }
 
+    /// Simulates `call` with `eth_call` under the gas cap, if any: a revert becomes a typed
+    /// error. An untyped revert under a cap is checked once more without it: if the call
+    /// then succeeds, the cap was too small ([`ChainError::OutOfGas`]); this catches an
+    /// inner call that ran out of gas (e.g. the `ecrecover` precompile, whose failure
+    /// reverts without data) as well as the node's own "out of gas" messages.
+    async fn simulate<D: CallDecoder + Clone>(
+        &self,
+        what: &str,
+        call: &CallBuilder<&DynProvider, D>,
+    ) -> Result<(), ChainError> {
+        let Some(limit) = self.gas_limit else {
+            return match tokio::time::timeout(self.timeout, call.call_raw().into_future()).await {
+                Ok(r) => r
+                    .map(drop)
+                    .map_err(|e| ChainError::from_contract(&self.url, what, e)),
+                Err(_) => Err(self.timeout_err(what)),
+            };
+        };
+        let capped = call.clone().gas(limit);
+        let err = match tokio::time::timeout(self.timeout, capped.call_raw().into_future()).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => self.contract_err(what, e),
+            Err(_) => return Err(self.timeout_err(what)),
+        };
+        if matches!(err, ChainError::Reverted { .. })
+            && let Ok(Ok(_)) =
+                tokio::time::timeout(self.timeout, call.call_raw().into_future()).await
+        {
+            return Err(ChainError::OutOfGas {
+                what: what.into(),
+                limit,
+            });
+        }
+        Err(err)
+    }
+
     /// Simulates `call` with `eth_call` (a revert becomes a typed error and nothing is
     /// sent), then sends it; returns the transaction hash.
-    async fn send_checked<D: CallDecoder>(
+    async fn send_checked<D: CallDecoder + Clone>(
         &self,
         what: &str,
         call: CallBuilder<&DynProvider, D>,
     ) -> Result<B256, ChainError> {
+        self.simulate(what, &call).await?;
         let call = match self.gas_limit {
             Some(limit) => call.gas(limit),
             None => call,
-        };
-        match tokio::time::timeout(self.timeout, call.call_raw().into_future()).await {
-            Ok(r) => r.map_err(|e| self.contract_err(what, e))?,
-            Err(_) => return Err(self.timeout_err(what)),
         };
         let pending = match tokio::time::timeout(self.timeout, call.send()).await {
             Ok(r) => r.map_err(|e| self.contract_err(what, e))?,
@@ -613,7 +656,7 @@ impl LedgerClient {
     }
 
     /// Simulates, sends and waits for `call`.
-    async fn transact<D: CallDecoder>(
+    async fn transact<D: CallDecoder + Clone>(
         &self,
         what: &str,
         call: CallBuilder<&DynProvider, D>,
@@ -646,9 +689,17 @@ impl LedgerClient {
             .await
     }
 
-    /// Whether a root is settled.
+    /// Whether a root is settled: a `BatchSettled` event with this root exists
+    /// (`eth_getLogs`).
     pub async fn is_settled(&self, root: B256) -> Result<bool, ChainError> {
-        self.view("isSettled", self.contract.isSettled(root)).await
+        Ok(self.settled_log_tx(root).await?.is_some())
+    }
+
+    /// The root of the payer's latest settled batch (`lastRoot(payer)`; zero before its
+    /// first batch). One storage read: a cheap check for the batch just settled, while
+    /// [`LedgerClient::is_settled`] finds any root.
+    pub async fn last_root(&self, payer: Address) -> Result<B256, ChainError> {
+        self.view("lastRoot", self.contract.lastRoot(payer)).await
     }
 
     /// The contract's EIP-712 digest of a receipt (`hashReceipt`; equals
@@ -699,23 +750,18 @@ impl LedgerClient {
         if let Some(done) = self.settlement_of(batch.root).await? {
             return Ok(done);
         }
+        let root = batch.root;
         let authorized = match self.authorize(payer, batch).await {
             Ok(a) => a,
-            Err(ChainError::Replay) => return self.existing_settlement_now(receipts).await,
+            Err(ChainError::Replay) => return self.existing_settlement(root).await,
             Err(e) => return Err(e),
         };
-        let tx = self.send_batch(&authorized).await?;
+        let tx = match self.send_batch(&authorized).await {
+            Ok(tx) => tx,
+            Err(ChainError::Replay) => return self.existing_settlement(root).await,
+            Err(e) => return Err(e),
+        };
         self.wait_settlement(&authorized, tx).await
-    }
-
-    async fn existing_settlement_now(
-        &self,
-        receipts: &[SignedReceipt],
-    ) -> Result<Settlement, ChainError> {
-        let root = BatchTree::of_receipts(receipts, &self.ledger)
-            .ok_or(ChainError::EmptyBatch)?
-            .root();
-        self.existing_settlement(root).await
     }
 
     /// Checks a batch off chain (no RPC): every receipt verifies on this ledger, is owed by
@@ -775,19 +821,20 @@ impl LedgerClient {
         })
     }
 
-    /// The settlement of `root` if it is settled (from its `BatchSettled` event, with
+    /// The settlement of `root` if it is settled (from its first `BatchSettled` event, with
     /// `already_settled: true`), `None` if it is not.
     pub async fn settlement_of(&self, root: B256) -> Result<Option<Settlement>, ChainError> {
-        if self.is_settled(root).await? {
-            self.existing_settlement(root).await.map(Some)
-        } else {
-            Ok(None)
+        match self.settled_log_tx(root).await? {
+            Some(tx) => self.settlement_in(root, tx).await.map(Some),
+            None => Ok(None),
         }
     }
 
     /// Reads the payer's batch nonce, signs the [`SettleBatch`] with `payer` and simulates
     /// `settleBatch`, so that every contract check (deposit, nonce, signature, replay)
-    /// fails here, typed, before anything is sent.
+    /// fails here, typed, before anything is sent. An already settled root is
+    /// [`ChainError::Replay`], also when the simulation says `InvalidNonce` because the nonce
+    /// moved on since it was read and the root's `BatchSettled` event exists.
     pub async fn authorize(
         &self,
         payer: &PayerKey,
@@ -814,14 +861,9 @@ impl LedgerClient {
             .sign_batch(&message, &self.ledger)
             .map_err(ChainError::Signing)?;
         let call = self.settle_call(&batch, batch_nonce, &signature);
-        let call = match self.gas_limit {
-            Some(limit) => call.gas(limit),
-            None => call,
-        };
-        match tokio::time::timeout(self.timeout, call.call_raw().into_future()).await {
-            Ok(r) => r.map_err(|e| self.contract_err("settleBatch", e))?,
-            Err(_) => return Err(self.timeout_err("settleBatch")),
-        };
+        if let Err(e) = self.simulate("settleBatch", &call).await {
+            return Err(self.settle_error(batch.root, e).await);
+        }
         Ok(AuthorizedBatch {
             batch,
             batch_nonce,
@@ -847,10 +889,29 @@ impl LedgerClient {
     }
 
     /// Sends an authorised batch (simulated again first); returns the transaction hash
-    /// without waiting for it to be mined.
+    /// without waiting for it to be mined. A root settled since it was authorised is
+    /// [`ChainError::Replay`].
     pub async fn send_batch(&self, batch: &AuthorizedBatch) -> Result<B256, ChainError> {
         let call = self.settle_call(&batch.batch, batch.batch_nonce, &batch.signature);
-        self.send_checked("settleBatch", call).await
+        match self.send_checked("settleBatch", call).await {
+            Ok(tx) => Ok(tx),
+            Err(e) => Err(self.settle_error(batch.batch.root, e).await),
+        }
+    }
+
+    /// What a failed `settleBatch` for `root` means to a settler: an `InvalidNonce` for a
+    /// root that is settled (the nonce moved on because this very batch landed, sent by
+    /// another settler or an earlier try) is [`ChainError::Replay`]; anything else is
+    /// returned as is. Costs one `eth_getLogs`, on `InvalidNonce` only; if that lookup
+    /// fails, the `InvalidNonce` is returned.
+    async fn settle_error(&self, root: B256, err: ChainError) -> ChainError {
+        match err {
+            ChainError::InvalidNonce { .. } => match self.settled_log_tx(root).await {
+                Ok(Some(_)) => ChainError::Replay,
+                _ => err,
+            },
+            err => err,
+        }
     }
 
     /// Waits for a sent batch's transaction and returns its settlement.
@@ -942,8 +1003,9 @@ impl LedgerClient {
         Ok(r.transaction_hash)
     }
 
-    /// The settlement of an already settled root, from its `BatchSettled` event.
-    async fn existing_settlement(&self, root: B256) -> Result<Settlement, ChainError> {
+    /// The transaction of the first `BatchSettled` event of `root` on this ledger, if any
+    /// (`eth_getLogs` by contract address, event signature and root topic, from block 0).
+    async fn settled_log_tx(&self, root: B256) -> Result<Option<B256>, ChainError> {
         let filter = Filter::new()
             .address(self.ledger.contract)
             .event_signature(TributeLedger::BatchSettled::SIGNATURE_HASH)
@@ -956,14 +1018,21 @@ impl LedgerClient {
             self.provider.get_logs(&filter),
         )
         .await?;
-        let not_found = || ChainError::Rpc {
-            url: self.url.clone(),
-            message: format!("root {root} is settled but its BatchSettled event was not found"),
-        };
-        let tx = logs
-            .first()
-            .and_then(|l| l.transaction_hash)
-            .ok_or_else(not_found)?;
+        // Logs come in chain order; a pending log has no transaction hash yet.
+        Ok(logs.iter().find_map(|l| l.transaction_hash))
+    }
+
+    /// The settlement of an already settled root, from its `BatchSettled` event.
+    async fn existing_settlement(&self, root: B256) -> Result<Settlement, ChainError> {
+        let tx = self
+            .settled_log_tx(root)
+            .await?
+            .ok_or_else(|| self.event_not_found(root))?;
+        self.settlement_in(root, tx).await
+    }
+
+    /// The settlement of `root` in transaction `tx` (its receipt's `BatchSettled` event).
+    async fn settlement_in(&self, root: B256, tx: B256) -> Result<Settlement, ChainError> {
         let receipt = timed(
             &self.url,
             "eth_getTransactionReceipt",
@@ -971,8 +1040,15 @@ impl LedgerClient {
             self.provider.get_transaction_receipt(tx),
         )
         .await?
-        .ok_or_else(not_found)?;
-        settlement_from_receipt(&receipt, root, true).ok_or_else(not_found)
+        .ok_or_else(|| self.event_not_found(root))?;
+        settlement_from_receipt(&receipt, root, true).ok_or_else(|| self.event_not_found(root))
+    }
+
+    fn event_not_found(&self, root: B256) -> ChainError {
+        ChainError::Rpc {
+            url: self.url.clone(),
+            message: format!("root {root} is settled but its BatchSettled event was not found"),
+        }
     }
 }
 

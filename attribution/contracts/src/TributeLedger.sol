@@ -8,8 +8,10 @@ pragma solidity ^0.8.24;
 ///   `SettleBatch` (signed by the payer to authorise one settlement).
 /// * Receipts are never posted one by one: a settler builds an OpenZeppelin-compatible Merkle tree over the
 ///   receipt leaves (`receiptLeaf(hashReceipt(r))`, sorted-pair keccak), sums the payouts per payee off-chain and
-///   calls `settleBatch` once with the root and the per-payee totals. The root is anchored forever
-///   (`isSettled`), so anyone can later prove that a given receipt was part of a settled batch (`verifyReceipt`).
+///   calls `settleBatch` once with the root and the per-payee totals. The root is anchored forever in the
+///   `BatchSettled` event (root is an indexed topic: `eth_getLogs` finds the settlement of any root), so anyone can
+///   later prove that a given receipt was part of a settled batch (`verifyReceipt`). No per-root storage is written:
+///   replay protection is the payer's batch nonce, and `lastRoot(payer)` keeps the payer's latest root.
 /// * Payers pre-fund `deposits`; settlement moves funds to `balances` (pull payments, `withdraw`).
 /// * A first-come registry of model and adapter owners ("model as asset").
 ///
@@ -104,8 +106,9 @@ contract TributeLedger {
     /// Withdrawable earnings (pull payments).
     mapping(address => uint256) public balances;
 
-    /// Merkle roots that have been settled. A root settles at most once, for any payer.
-    mapping(bytes32 => bool) public settledRoots;
+    /// The root of each payer's latest settled batch (one slot per payer, overwritten by every batch: ~5k gas instead
+    /// of a fresh 22.1k slot per root). Earlier roots are found from their `BatchSettled` events.
+    mapping(address => bytes32) public lastRoot;
 
     mapping(bytes32 => address) public modelOwner;
     mapping(bytes32 => address) public adapterOwner;
@@ -125,7 +128,8 @@ contract TributeLedger {
     event AdapterRegistered(bytes32 indexed adapterId, address indexed owner);
     event AdapterTransferred(bytes32 indexed adapterId, address indexed from, address indexed to);
 
-    /// The root was already settled.
+    /// The root is the payer's latest settled root (`lastRoot(payer)`): the batch was just settled, e.g. by a retry
+    /// or a second settler that re-signed it with the next nonce.
     error Replay();
     /// `batchNonce` is not the payer's next batch nonce.
     error InvalidNonce(uint64 expected, uint64 got);
@@ -134,7 +138,7 @@ contract TributeLedger {
     error InsufficientDeposit(uint256 have, uint256 need);
     /// `payees` and `amounts` differ in length.
     error LengthMismatch();
-    /// `payees` is empty.
+    /// `payees` is empty, or `root` is zero (not a Merkle root; zero is `lastRoot`'s "no batch yet").
     error EmptyBatch();
     error ZeroAddress();
     error NothingToWithdraw();
@@ -289,10 +293,15 @@ contract TributeLedger {
     // Settlement
     // ---------------------------------------------------------------------------------------------------------------
 
-    /// @notice Settle a batch of receipts: anchors `root`, debits the payer's deposit by Σ amounts and credits each
-    ///         payee's withdrawable balance. Anyone may submit; the payer authorises it with an EIP-712
-    ///         `SettleBatch` signature.
-    /// @dev Check order: lengths, zero payees, Replay (root), InvalidNonce, BadSignature, InsufficientDeposit.
+    /// @notice Settle a batch of receipts: anchors `root` (in `BatchSettled` and `lastRoot(payer)`), debits the
+    ///         payer's deposit by Σ amounts and credits each payee's withdrawable balance. Anyone may submit; the payer
+    ///         authorises it with an EIP-712 `SettleBatch` signature for its current batch nonce, so a signed batch
+    ///         settles at most once.
+    /// @dev Check order: lengths, no payees, a zero payee, a zero root (EmptyBatch), Replay (root == lastRoot(payer)),
+    ///      InvalidNonce, BadSignature, InsufficientDeposit. The Replay check is nearly free: its cold read warms the
+    ///      slot that is written anyway. A root that is not the payer's latest is not looked up on chain: a payer that
+    ///      signs an already settled root again, for its next nonce, pays it again (off-chain settlers look up the
+    ///      root's `BatchSettled` event before signing).
     function settleBatch(
         address payer,
         bytes32 root,
@@ -302,28 +311,22 @@ contract TributeLedger {
         bytes calldata signature
     ) external {
         uint256 total = _sumPayouts(payees, amounts);
-        if (settledRoots[root]) revert Replay();
+        if (root == bytes32(0)) revert EmptyBatch();
+        if (lastRoot[payer] == root) revert Replay();
 
         PayerAccount memory acct = _accounts[payer];
         if (batchNonce != acct.batchNonce) revert InvalidNonce(acct.batchNonce, batchNonce);
 
-        bytes32 digest = settleBatchDigest(payer, root, total, payoutsHash(payees, amounts), batchNonce);
+        bytes32 digest = settleBatchDigest(payer, root, total, _payoutsHashChecked(payees, amounts), batchNonce);
         if (_recover(digest, signature) != payer) revert BadSignature();
 
         if (acct.deposit < total) revert InsufficientDeposit(acct.deposit, total);
 
         // Effects. total <= deposit < 2^192, so the narrowing is exact.
-        settledRoots[root] = true;
+        lastRoot[payer] = root;
         _accounts[payer] = PayerAccount({deposit: uint192(acct.deposit - total), batchNonce: batchNonce + 1});
-        for (uint256 i = 0; i < payees.length; ++i) {
-            balances[payees[i]] += amounts[i];
-        }
+        _creditPayees(payees, amounts);
         emit BatchSettled(payer, root, total, batchNonce, payees.length);
-    }
-
-    /// @notice Whether `root` has been settled (lets an off-chain settler make retries idempotent).
-    function isSettled(bytes32 root) external view returns (bool) {
-        return settledRoots[root];
     }
 
     /// @notice Send msg.sender its whole settled balance.
@@ -429,6 +432,45 @@ contract TributeLedger {
         for (uint256 i = 0; i < n; ++i) {
             if (payees[i] == address(0)) revert ZeroAddress();
             total += amounts[i];
+        }
+    }
+
+    /// @dev `payoutsHash(payees, amounts)` without the ABI encoder: the head (two offsets), then each array's length
+    ///      and words copied straight from calldata. Only for arrays `_sumPayouts` has checked: equal lengths and every
+    ///      payee word read (so validated as a clean address).
+    function _payoutsHashChecked(address[] calldata payees, uint256[] calldata amounts)
+        private
+        pure
+        returns (bytes32 h)
+    {
+        assembly ("memory-safe") {
+            let n := payees.length
+            let size := shl(5, n)
+            let ptr := mload(0x40)
+            mstore(ptr, 0x40)
+            mstore(add(ptr, 0x20), add(0x60, size))
+            mstore(add(ptr, 0x40), n)
+            calldatacopy(add(ptr, 0x60), payees.offset, size)
+            let tail := add(add(ptr, 0x60), size)
+            mstore(tail, n)
+            calldatacopy(add(tail, 0x20), amounts.offset, size)
+            h := keccak256(ptr, add(0x80, shl(1, size)))
+        }
+    }
+
+    /// @dev `balances[payees[i]] += amounts[i]` for each i, for arrays `_sumPayouts` has checked (equal lengths, clean
+    ///      addresses). Unchecked: every credit comes out of a deposit, so Σ balances <= this contract's ether < 2^256.
+    function _creditPayees(address[] calldata payees, uint256[] calldata amounts) private {
+        assembly ("memory-safe") {
+            mstore(0x20, balances.slot)
+            let end := add(payees.offset, shl(5, payees.length))
+            let a := amounts.offset
+            for { let p := payees.offset } lt(p, end) { p := add(p, 0x20) } {
+                mstore(0x00, calldataload(p))
+                let slot := keccak256(0x00, 0x40)
+                sstore(slot, add(sload(slot), calldataload(a)))
+                a := add(a, 0x20)
+            }
         }
     }
 
