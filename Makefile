@@ -31,6 +31,7 @@ test: setup
 	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider inference/export/tests
 	cd attribution/contracts && npm ci --silent --no-audit --no-fund && node compile.js --check && bash smoke.sh
 	$(CARGO) test --workspace
+	bindings/python/test.sh
 	$(CARGO) clippy -p tribute-attribution --features onchain --all-targets -- -D warnings
 	$(CARGO) test -p tribute-attribution --features onchain --test chain
 	$(CARGO) test -p tribute --features onchain --test it engine::onchain

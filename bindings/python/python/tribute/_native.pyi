@@ -1,0 +1,424 @@
+"""Type stubs of `tribute._native`, the Rust extension; import `tribute` instead."""
+
+import os
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any, Literal, Optional, Union, final
+
+__all__ = [
+    "AdapterError",
+    "Answer",
+    "AskStream",
+    "AttributionError",
+    "ChainError",
+    "Citation",
+    "ConfigError",
+    "Engine",
+    "Generator",
+    "Hit",
+    "Index",
+    "IngestProgress",
+    "IngestReport",
+    "KnowledgeBaseError",
+    "ModelError",
+    "Receipt",
+    "ReceiptError",
+    "RequestError",
+    "Retrieval",
+    "Signer",
+    "TributeError",
+    "__version__",
+]
+
+__version__: str
+
+_StrPath = Union[str, os.PathLike[str]]
+_Mode = Literal["hybrid", "bm25", "dense"]
+_Method = Literal["loo", "ablation", "similarity", "retrieval"]
+_State = Literal["pending", "batched", "submitted", "confirmed"]
+#: `{id: weight}`, a list of ids (weight 1.0) or of `(id, weight)` pairs, or one id.
+_Adapters = Union[Mapping[str, float], Iterable[Union[str, tuple[str, float]]], str]
+#: `{"chainId": 31337, "contract": "0x…"}` or the path of a ledger JSON file.
+_LedgerSpec = Union[dict[str, Any], _StrPath]
+
+class TributeError(Exception):
+    """Base class of every error Tribute raises; the message is the Rust library's."""
+
+class KnowledgeBaseError(TributeError):
+    """The knowledge base failed (malformed document, unreadable file, corrupt index)."""
+
+class ModelError(TributeError):
+    """A model (generator or embedder) could not be loaded or run."""
+
+class AdapterError(TributeError):
+    """A LoRA adapter was refused."""
+
+class AttributionError(TributeError):
+    """Citation weights could not be computed."""
+
+class ReceiptError(TributeError):
+    """A receipt or signing key was refused, or the receipt journal failed."""
+
+class ChainError(TributeError):
+    """Settlement on chain failed or is not configured."""
+
+class ConfigError(TributeError):
+    """The configuration is invalid or unreadable."""
+
+class RequestError(TributeError):
+    """The request is invalid (empty question, top_k=0, unknown mode, method or state)."""
+
+@final
+class IngestProgress:
+    """Progress of an ingest, passed to the `progress` callback after each embedded batch."""
+
+    @property
+    def docs_done(self) -> int: ...
+    @property
+    def docs_total(self) -> int: ...
+    @property
+    def chunks_done(self) -> int: ...
+    @property
+    def chunks_total(self) -> int: ...
+
+@final
+class IngestReport:
+    """What an ingest did."""
+
+    @property
+    def added(self) -> int: ...
+    @property
+    def replaced(self) -> int: ...
+    @property
+    def unchanged(self) -> int: ...
+    @property
+    def chunks(self) -> int: ...
+    @property
+    def duplicates(self) -> list[tuple[str, str]]: ...
+    @property
+    def near_duplicates(self) -> list[tuple[str, str, float]]: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def embed_seconds(self) -> float: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Hit:
+    """A search result: one chunk of a document, with its provenance and scores."""
+
+    @property
+    def chunk_id(self) -> str: ...
+    @property
+    def doc_id(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def contributor(self) -> str: ...
+    @property
+    def datanet(self) -> str: ...
+    @property
+    def content_hash(self) -> str: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+    @property
+    def bm25_score(self) -> Optional[float]: ...
+    @property
+    def dense_score(self) -> Optional[float]: ...
+
+@final
+class Index:
+    """A knowledge base stored in a directory; open it with `Index.open(path)`."""
+
+    @staticmethod
+    def open(path: _StrPath, embedder: Optional[_StrPath] = None) -> Index: ...
+    def add(
+        self,
+        documents: Iterable[dict[str, Any]],
+        *,
+        datanet: Optional[str] = None,
+        contributor: Optional[str] = None,
+        progress: Optional[Callable[[IngestProgress], object]] = None,
+    ) -> IngestReport: ...
+    def add_files(
+        self,
+        paths: Union[_StrPath, Iterable[_StrPath]],
+        *,
+        datanet: Optional[str] = None,
+        contributor: Optional[str] = None,
+        progress: Optional[Callable[[IngestProgress], object]] = None,
+    ) -> IngestReport: ...
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        mode: Optional[_Mode] = None,
+        datanets: Optional[list[str]] = None,
+    ) -> list[Hit]: ...
+    def delete(self, doc_id: str) -> bool: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def document_count(self) -> int: ...
+    @property
+    def chunk_count(self) -> int: ...
+    def __len__(self) -> int: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Index: ...
+    def __exit__(self, *_args: object) -> bool: ...
+
+@final
+class Generator:
+    """A local language model and its LoRA adapters."""
+
+    @staticmethod
+    def load(path: Optional[_StrPath] = None, *, device: str = "cpu", sessions: int = 1) -> Generator: ...
+    def add_adapter(self, id: str, path: _StrPath) -> None: ...
+    def generate(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int = 128,
+        adapters: Optional[_Adapters] = None,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> str: ...
+    @property
+    def adapters(self) -> list[str]: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def context_length(self) -> int: ...
+
+@final
+class Signer:
+    """The payer's signing key; its repr shows the address only."""
+
+    @staticmethod
+    def from_env(var: str = "TRIBUTE_KEY") -> Signer: ...
+    @staticmethod
+    def from_hex(key: str) -> Signer: ...
+    @staticmethod
+    def from_file(path: _StrPath) -> Signer: ...
+    @staticmethod
+    def from_keystore(path: _StrPath, password: str) -> Signer: ...
+    @staticmethod
+    def random() -> Signer: ...
+    @property
+    def address(self) -> str: ...
+
+@final
+class Receipt:
+    """A signed usage receipt."""
+
+    @staticmethod
+    def from_json(text: str, ledger: Optional[_LedgerSpec] = None) -> Receipt: ...
+    def verify(self, ledger: Optional[_LedgerSpec] = None) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def payer(self) -> str: ...
+    @property
+    def serving_node(self) -> str: ...
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def fee(self) -> int: ...
+    @property
+    def nonce(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def query_hash(self) -> str: ...
+    @property
+    def answer_hash(self) -> str: ...
+    @property
+    def chunks(self) -> list[dict[str, Any]]: ...
+    @property
+    def adapters(self) -> list[tuple[str, float]]: ...
+    def to_json(self) -> str: ...
+    def to_dict(self) -> dict[str, Any]: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
+class Citation:
+    """One cited source of an answer."""
+
+    @property
+    def marker(self) -> int: ...
+    @property
+    def weight_bps(self) -> int: ...
+    @property
+    def weight(self) -> float: ...
+    @property
+    def chunk_id(self) -> str: ...
+    @property
+    def doc_id(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def contributor(self) -> str: ...
+    @property
+    def datanet(self) -> str: ...
+    @property
+    def content_hash(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def snippet(self) -> str: ...
+
+@final
+class Answer:
+    """An answer with its citations and receipt; `str(answer)` is `cited_text`."""
+
+    @property
+    def question(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def cited_text(self) -> str: ...
+    @property
+    def citations(self) -> list[Citation]: ...
+    @property
+    def sentences(self) -> list[dict[str, Any]]: ...
+    @property
+    def adapters(self) -> list[tuple[str, float]]: ...
+    @property
+    def usage(self) -> dict[str, Any]: ...
+    @property
+    def receipt(self) -> Optional[Receipt]: ...
+    @property
+    def no_receipt(self) -> Optional[str]: ...
+    def to_json(self) -> str: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class AskStream:
+    """A streamed ask: iterate for text pieces; then `answer` holds the `Answer`."""
+
+    def __iter__(self) -> AskStream: ...
+    def __next__(self) -> str: ...
+    @property
+    def answer(self) -> Optional[Answer]: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> AskStream: ...
+    def __exit__(self, *_args: object) -> bool: ...
+
+@final
+class Retrieval:
+    """A retrieval-only use of the knowledge base, with its receipt."""
+
+    @property
+    def query(self) -> str: ...
+    @property
+    def hits(self) -> list[Hit]: ...
+    @property
+    def citations(self) -> list[Citation]: ...
+    @property
+    def receipt(self) -> Optional[Receipt]: ...
+    @property
+    def no_receipt(self) -> Optional[str]: ...
+    def to_json(self) -> str: ...
+
+@final
+class Engine:
+    """Retrieval, generation, attribution and receipts behind one object."""
+
+    def __new__(
+        cls,
+        index: Union[Index, _StrPath, None] = None,
+        *,
+        generator: Optional[Generator] = None,
+        signer: Optional[Signer] = None,
+        ledger: Optional[_LedgerSpec] = None,
+        journal: Optional[_StrPath] = None,
+        embedder: Optional[_StrPath] = None,
+        top_k: Optional[int] = None,
+        mode: Optional[_Mode] = None,
+        method: Optional[_Method] = None,
+        max_tokens: Optional[int] = None,
+    ) -> Engine: ...
+    @staticmethod
+    def from_config(path: _StrPath) -> Engine: ...
+    def ask(
+        self,
+        question: str,
+        *,
+        adapters: Optional[_Adapters] = None,
+        method: Optional[_Method] = None,
+        top_k: Optional[int] = None,
+        mode: Optional[_Mode] = None,
+        datanets: Optional[list[str]] = None,
+        max_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        seed: Optional[int] = None,
+        fee: Optional[int] = None,
+    ) -> Answer: ...
+    def stream(
+        self,
+        question: str,
+        *,
+        adapters: Optional[_Adapters] = None,
+        method: Optional[_Method] = None,
+        top_k: Optional[int] = None,
+        mode: Optional[_Mode] = None,
+        datanets: Optional[list[str]] = None,
+        max_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        seed: Optional[int] = None,
+        fee: Optional[int] = None,
+    ) -> AskStream: ...
+    def ask_async(
+        self,
+        question: str,
+        *,
+        adapters: Optional[_Adapters] = None,
+        method: Optional[_Method] = None,
+        top_k: Optional[int] = None,
+        mode: Optional[_Mode] = None,
+        datanets: Optional[list[str]] = None,
+        max_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        seed: Optional[int] = None,
+        fee: Optional[int] = None,
+    ) -> Coroutine[Any, Any, Answer]: ...
+    def search(self, query: str, k: int = 5) -> list[Hit]: ...
+    def retrieve(
+        self,
+        query: str,
+        k: Optional[int] = None,
+        *,
+        datanets: Optional[list[str]] = None,
+        sign: bool = True,
+    ) -> Retrieval: ...
+    def receipts(self, state: Optional[_State] = None) -> list[tuple[Receipt, _State]]: ...
+    @property
+    def index(self) -> Index: ...
+    @property
+    def generator(self) -> Generator: ...
+    @property
+    def payer(self) -> Optional[str]: ...
+    @property
+    def ledger(self) -> Optional[dict[str, Any]]: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
+    @property
+    def closed(self) -> bool: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Engine: ...
+    def __exit__(self, *_args: object) -> bool: ...

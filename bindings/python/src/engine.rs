@@ -1,0 +1,453 @@
+//! The [`Engine`]: retrieval, generation, attribution and receipts behind one object.
+
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use tribute::attribution::journal::{ReceiptState, StateKind};
+use tribute::attribution::receipt::Ledger;
+use tribute::{AskOptions, EngineConfig};
+
+use crate::answer::{Answer, AskStream, Retrieval};
+use crate::error::{TributeError, py_err, request};
+use crate::generator::{Generator, adapters};
+use crate::index::{Hit, Index};
+use crate::quoted;
+use crate::receipt::{Receipt, Signer, ledger_dict, ledger_from};
+
+/// The embeddable RAG-with-attribution engine: asks questions of a knowledge base and
+/// returns answers with measured citation weights and a signed usage receipt.
+///
+/// `index` is an `Index` (the engine takes its directory over: the `Index` handle then
+/// searches and ingests through the engine, with the engine's retrieval mode) or a
+/// directory (created if missing; `embedder` is then its embedding model directory, None
+/// for the default MiniLM). `generator` defaults to loading the default SmolLM2.
+/// `signer` and `ledger` (`{"chainId": …, "contract": "0x…"}` or a ledger JSON file) make
+/// answers carry signed receipts — without `signer`, a key in `$TRIBUTE_KEY` is used
+/// when set, as in the Rust library; `journal` is the receipt journal directory.
+/// `top_k`, `mode`, `method` and `max_tokens` set the defaults of `ask`.
+///
+/// Safe to use from several threads; every long call releases the GIL. Use it as a
+/// context manager, or call `close()`, to release the index and the journal.
+#[pyclass(module = "tribute", frozen)]
+pub struct Engine {
+    inner: RwLock<Option<tribute::Engine>>,
+    index: Py<Index>,
+}
+
+/// Options of one ask from keyword arguments.
+#[allow(clippy::too_many_arguments)]
+fn ask_options(
+    adapters: Option<&Bound<'_, PyAny>>,
+    method: Option<&str>,
+    top_k: Option<usize>,
+    mode: Option<&str>,
+    datanets: Option<Vec<String>>,
+    max_tokens: Option<usize>,
+    temperature: Option<f32>,
+    seed: Option<u64>,
+    fee: Option<&Bound<'_, PyAny>>,
+) -> PyResult<AskOptions> {
+    Ok(AskOptions {
+        top_k,
+        mode: mode.map(|m| m.parse().map_err(py_err)).transpose()?,
+        datanets,
+        adapters: self::adapters(adapters)?,
+        method: method
+            .map(|m| {
+                m.parse()
+                    .map_err(|e: tribute::attribution::Error| request(e.to_string()))
+            })
+            .transpose()?,
+        fee: fee
+            .map(|f| {
+                let s = f.str()?.to_string();
+                s.parse()
+                    .map_err(|_| request(format!("fee {s:?} is not a non-negative integer (wei)")))
+            })
+            .transpose()?,
+        max_tokens,
+        temperature,
+        seed,
+    })
+}
+
+fn state_name(s: &ReceiptState) -> &'static str {
+    match s.kind() {
+        StateKind::Pending => "pending",
+        StateKind::Batched => "batched",
+        StateKind::Submitted => "submitted",
+        StateKind::Confirmed => "confirmed",
+    }
+}
+
+impl Engine {
+    fn engine(&self) -> PyResult<tribute::Engine> {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| TributeError::new_err("the engine is closed"))
+    }
+
+    fn ledger_of(e: &tribute::Engine) -> Option<Ledger> {
+        e.config().receipts.ledger
+    }
+
+    fn wrap(py: Python<'_>, engine: tribute::Engine, index: Option<Py<Index>>) -> PyResult<Self> {
+        let index = match index {
+            Some(i) => i,
+            None => Py::new(py, Index::for_engine(engine.clone()))?,
+        };
+        Ok(Engine {
+            inner: RwLock::new(Some(engine)),
+            index,
+        })
+    }
+}
+
+#[pymethods]
+impl Engine {
+    #[new]
+    #[pyo3(signature = (
+        index = None, *, generator = None, signer = None, ledger = None, journal = None,
+        embedder = None, top_k = None, mode = None, method = None, max_tokens = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        index: Option<&Bound<'_, PyAny>>,
+        generator: Option<PyRef<'_, Generator>>,
+        signer: Option<PyRef<'_, Signer>>,
+        ledger: Option<&Bound<'_, PyAny>>,
+        journal: Option<PathBuf>,
+        embedder: Option<PathBuf>,
+        top_k: Option<usize>,
+        mode: Option<&str>,
+        method: Option<&str>,
+        max_tokens: Option<usize>,
+    ) -> PyResult<Self> {
+        let mut config = EngineConfig::default();
+        if let Some(l) = ledger {
+            config.receipts.ledger = Some(ledger_from(l)?);
+        }
+        config.receipts.journal = journal;
+        config.embedder = embedder;
+        if let Some(k) = top_k {
+            config.retrieval.top_k = k;
+        }
+        if let Some(m) = mode {
+            config.retrieval.mode = m.parse().map_err(py_err)?;
+        }
+        if let Some(m) = method {
+            config.attribution.method = m
+                .parse()
+                .map_err(|e: tribute::attribution::Error| request(e.to_string()))?;
+        }
+        if let Some(n) = max_tokens {
+            config.generation.max_tokens = n;
+        }
+        let handle: Option<Bound<'_, Index>> = match index {
+            None => None,
+            Some(obj) => match obj.cast::<Index>() {
+                Ok(ix) => Some(ix.clone()),
+                Err(_) => {
+                    config.index = obj.extract().map_err(|_| {
+                        request("index must be a tribute.Index or a directory path")
+                    })?;
+                    None
+                }
+            },
+        };
+        if handle.is_some() && config.embedder.is_some() {
+            return Err(request(
+                "embedder= applies to an index given as a directory; this Index has its own",
+            ));
+        }
+        let mut builder = tribute::Engine::builder();
+        if let Some(g) = &generator {
+            builder = builder.generator(g.inner.clone());
+        }
+        if let Some(s) = &signer {
+            builder = builder.signer(s.key.clone());
+        }
+        let engine = match &handle {
+            None => py
+                .detach(|| builder.config(config).build())
+                .map_err(py_err)?,
+            Some(ix) => {
+                let ix: &Index = ix.get();
+                py.detach(|| {
+                    ix.serve_engine(|path, embedder| {
+                        config.index = path;
+                        let mut builder = builder.config(config);
+                        if let Some(e) = embedder {
+                            builder = builder.embedder(e);
+                        }
+                        builder.build()
+                    })
+                })?
+            }
+        };
+        Engine::wrap(py, engine, handle.map(Bound::unbind))
+    }
+
+    /// An engine from a TOML config file (relative paths resolved against the file); see
+    /// the Rust `EngineConfig` for the keys.
+    #[staticmethod]
+    fn from_config(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let engine = py
+            .detach(|| tribute::Engine::from_config_file(&path))
+            .map_err(py_err)?;
+        Engine::wrap(py, engine, None)
+    }
+
+    /// Asks a question: retrieves `top_k` chunks, generates an answer with the `adapters`
+    /// merged (`{id: weight}`), measures citation weights with `method` (`"loo"`,
+    /// `"ablation"`, `"similarity"` or `"retrieval"`) and signs a receipt. Unset options
+    /// take the engine's defaults. The GIL is released for the whole ask.
+    #[pyo3(signature = (
+        question, *, adapters = None, method = None, top_k = None, mode = None,
+        datanets = None, max_tokens = None, temperature = None, seed = None, fee = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn ask(
+        &self,
+        py: Python<'_>,
+        question: &str,
+        adapters: Option<&Bound<'_, PyAny>>,
+        method: Option<&str>,
+        top_k: Option<usize>,
+        mode: Option<&str>,
+        datanets: Option<Vec<String>>,
+        max_tokens: Option<usize>,
+        temperature: Option<f32>,
+        seed: Option<u64>,
+        fee: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Answer> {
+        let options = ask_options(
+            adapters,
+            method,
+            top_k,
+            mode,
+            datanets,
+            max_tokens,
+            temperature,
+            seed,
+            fee,
+        )?;
+        let engine = self.engine()?;
+        let answer = py
+            .detach(|| engine.ask(question).options(options).run())
+            .map_err(py_err)?;
+        Ok(Answer {
+            inner: answer,
+            ledger: Engine::ledger_of(&engine),
+        })
+    }
+
+    /// Streams an ask (same options as `ask`): iterate the returned `AskStream` for text
+    /// pieces; afterwards its `answer` holds the `Answer` with citations and receipt.
+    #[pyo3(signature = (
+        question, *, adapters = None, method = None, top_k = None, mode = None,
+        datanets = None, max_tokens = None, temperature = None, seed = None, fee = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        question: &str,
+        adapters: Option<&Bound<'_, PyAny>>,
+        method: Option<&str>,
+        top_k: Option<usize>,
+        mode: Option<&str>,
+        datanets: Option<Vec<String>>,
+        max_tokens: Option<usize>,
+        temperature: Option<f32>,
+        seed: Option<u64>,
+        fee: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<AskStream> {
+        let options = ask_options(
+            adapters,
+            method,
+            top_k,
+            mode,
+            datanets,
+            max_tokens,
+            temperature,
+            seed,
+            fee,
+        )?;
+        let engine = self.engine()?;
+        let stream = py
+            .detach(|| engine.ask(question).options(options).stream())
+            .map_err(py_err)?;
+        Ok(AskStream::new(stream, Engine::ledger_of(&engine)))
+    }
+
+    /// `ask` as a coroutine: `await engine.ask_async(question, **options)` runs the ask
+    /// in a worker thread (`asyncio.to_thread`), so the event loop keeps running.
+    #[pyo3(signature = (question, **options))]
+    fn ask_async<'py>(
+        slf: &Bound<'py, Self>,
+        question: &str,
+        options: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let ask = slf.getattr("ask")?;
+        PyModule::import(py, "asyncio")?
+            .getattr("to_thread")?
+            .call((ask, question), options)
+    }
+
+    /// Searches the knowledge base with the engine's retrieval mode and datanets.
+    #[pyo3(signature = (query, k = 5))]
+    fn search(&self, py: Python<'_>, query: &str, k: usize) -> PyResult<Vec<Hit>> {
+        let engine = self.engine()?;
+        let hits = py.detach(|| engine.search(query, k)).map_err(py_err)?;
+        Ok(hits.iter().map(Hit::from).collect())
+    }
+
+    /// Retrieval only (for agents that generate elsewhere): the relevant hits among the
+    /// `k` best (default: the engine's `top_k`), weighted by retrieval score, and with
+    /// `sign` a signed, journaled retrieval receipt crediting their contributors.
+    #[pyo3(signature = (query, k = None, *, datanets = None, sign = true))]
+    fn retrieve(
+        &self,
+        py: Python<'_>,
+        query: &str,
+        k: Option<usize>,
+        datanets: Option<Vec<String>>,
+        sign: bool,
+    ) -> PyResult<Retrieval> {
+        let engine = self.engine()?;
+        let k = k.unwrap_or(engine.config().retrieval.top_k);
+        let r = py
+            .detach(|| engine.retrieve(query, k, datanets.as_deref(), sign))
+            .map_err(py_err)?;
+        Ok(Retrieval {
+            inner: r,
+            ledger: Engine::ledger_of(&engine),
+        })
+    }
+
+    /// The journaled receipts as `(Receipt, state)` pairs, state one of `"pending"`,
+    /// `"batched"`, `"submitted"`, `"confirmed"`; `state` keeps only that state. Empty
+    /// without a journal.
+    #[pyo3(signature = (state = None))]
+    fn receipts(&self, py: Python<'_>, state: Option<&str>) -> PyResult<Vec<(Receipt, String)>> {
+        let kind = match state {
+            None => None,
+            Some("pending") => Some(StateKind::Pending),
+            Some("batched") => Some(StateKind::Batched),
+            Some("submitted") => Some(StateKind::Submitted),
+            Some("confirmed") => Some(StateKind::Confirmed),
+            Some(other) => {
+                return Err(request(format!(
+                    "unknown receipt state {other:?} (pending, batched, submitted, confirmed)"
+                )));
+            }
+        };
+        let engine = self.engine()?;
+        let ledger = Engine::ledger_of(&engine);
+        let list = py.detach(|| engine.receipts(kind)).map_err(py_err)?;
+        Ok(list
+            .into_iter()
+            .map(|(r, s)| (Receipt::new(r, ledger), state_name(&s).to_owned()))
+            .collect())
+    }
+
+    /// The knowledge base handle (searches and ingests through this engine).
+    #[getter]
+    fn index(&self, py: Python<'_>) -> Py<Index> {
+        self.index.clone_ref(py)
+    }
+
+    /// The generator (shareable with other engines).
+    #[getter]
+    fn generator(&self) -> PyResult<Generator> {
+        Ok(Generator {
+            inner: self.engine()?.generator().clone(),
+        })
+    }
+
+    /// The payer's address, when a signing key is loaded.
+    #[getter]
+    fn payer(&self) -> PyResult<Option<String>> {
+        Ok(self.engine()?.payer().map(|a| a.to_checksum(None)))
+    }
+
+    /// The ledger receipts are signed for, as a dict (None when not configured).
+    #[getter]
+    fn ledger<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        Engine::ledger_of(&self.engine()?)
+            .map(|l| ledger_dict(py, &l))
+            .transpose()
+    }
+
+    /// The model's name.
+    #[getter]
+    fn model(&self) -> PyResult<String> {
+        Ok(self.engine()?.model().0.to_owned())
+    }
+
+    /// The whole configuration, as a dict (the TOML file's structure).
+    #[getter]
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let text = serde_json::to_string(self.engine()?.config())
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        PyModule::import(py, "json")?.call_method1("loads", (text,))
+    }
+
+    /// Whether the engine is closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+
+    /// Closes the engine and its index handle. The index and the journal are released
+    /// once unfinished streams are done with them.
+    fn close(&self, py: Python<'_>) {
+        let engine = self.inner.write().unwrap_or_else(|p| p.into_inner()).take();
+        let index = self.index.get();
+        py.detach(|| {
+            index.release();
+            drop(engine);
+        });
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        let Ok(e) = self.engine() else {
+            return "Engine(closed)".to_owned();
+        };
+        let c = e.config();
+        format!(
+            "Engine(index={}, model={}, top_k={}, mode={}, method={}, payer={}, ledger={})",
+            quoted(&c.index.display().to_string()),
+            quoted(e.model().0),
+            c.retrieval.top_k,
+            c.retrieval.mode,
+            c.attribution.method,
+            e.payer()
+                .map_or_else(|| "None".to_owned(), |a| a.to_checksum(None)),
+            c.receipts.ledger.map_or_else(
+                || "None".to_owned(),
+                |l| format!("{}@{}", l.contract.to_checksum(None), l.chain_id)
+            ),
+        )
+    }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Builds the Python package in develop mode and runs its tests, the stub check and a type
+# check of the stubs. Fails loudly: any failing step stops the script with its exit code.
+#
+#   bindings/python/test.sh [pytest args…]
+#
+# The virtualenv lives in $TRIBUTE_HOME/pyvenv (default ~/.cache/tribute/pyvenv) and is
+# created on first use (maturin, pytest and mypy from PyPI). The extension is a debug build
+# through cargo, so it shares the workspace's target directory ($CARGO_TARGET_DIR if set)
+# and its cache. The tests need the default models: run `make setup` first.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+home="${TRIBUTE_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/tribute}"
+venv="$home/pyvenv"
+py="$venv/bin/python"
+
+fail() { echo "test.sh: $*" >&2; exit 1; }
+step() { printf '\n== %s\n' "$*"; }
+
+if [[ ! -x "$py" ]]; then
+  step "creating the virtualenv $venv"
+  python3 -m venv "$venv" || fail "python3 -m venv failed (Debian: apt-get install python3-venv)"
+fi
+if ! "$py" -c "import maturin, pytest, mypy" 2>/dev/null; then
+  step "installing maturin, pytest and mypy from PyPI"
+  "$py" -m pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" pytest mypy \
+    || fail "pip install failed"
+fi
+
+export VIRTUAL_ENV="$venv"
+export PATH="$venv/bin:$PATH"
+cd "$here"
+
+step "building tribute._native (maturin develop, debug)"
+# Once the package is installed in editable mode, rebuilding the extension in place is enough.
+installed="$("$py" -c 'import importlib.util as u; s = u.find_spec("tribute"); print(s.origin if s else "")' 2>/dev/null || true)"
+if [[ "$installed" == "$here/python/tribute/__init__.py" ]]; then
+  maturin develop --skip-install || fail "maturin develop failed"
+else
+  maturin develop || fail "maturin develop failed"
+fi
+
+step "pytest"
+"$py" -m pytest -q -p no:cacheprovider tests "$@"
+
+step "stubs: mypy.stubtest and mypy"
+(cd /tmp && "$py" -m mypy.stubtest tribute) || fail "the stubs (python/tribute/_native.pyi) disagree with the module"
+"$py" -m mypy --strict --cache-dir /dev/null -p tribute || fail "mypy found errors in the package"
+
+echo
+echo "test.sh: all Python checks passed"
