@@ -5,7 +5,8 @@
 #   bindings/python/test.sh [pytest args…]
 #
 # The virtualenv lives in $TRIBUTE_HOME/pyvenv (default ~/.cache/tribute/pyvenv) and is
-# created on first use (maturin, pytest and mypy from PyPI). The extension is a debug build
+# created on first use (maturin, pytest, mypy and the integrations' frameworks,
+# langchain-core and llama-index-core, from PyPI). The extension is a debug build
 # through cargo, so it shares the workspace's target directory ($CARGO_TARGET_DIR if set)
 # and its cache. The tests need the default models: run `make setup` first.
 set -euo pipefail
@@ -25,6 +26,13 @@ fi
 if ! "$py" -c "import maturin, pytest, mypy" 2>/dev/null; then
   step "installing maturin, pytest and mypy from PyPI"
   "$py" -m pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" pytest mypy \
+    || fail "pip install failed"
+fi
+# The integrations' frameworks (the optional extras langchain and llama-index), so that
+# tests/test_integrations.py and the type check see them.
+if ! "$py" -c "import langchain_core, llama_index.core" 2>/dev/null; then
+  step "installing langchain-core and llama-index-core from PyPI"
+  "$py" -m pip install --quiet --disable-pip-version-check "langchain-core>=0.3" "llama-index-core>=0.12" \
     || fail "pip install failed"
 fi
 

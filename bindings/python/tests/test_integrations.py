@@ -1,0 +1,156 @@
+"""The LangChain and LlamaIndex retrievers (the optional extras) with the real frameworks
+from PyPI (test.sh installs langchain-core and llama-index-core into its virtualenv):
+documents carry their provenance and citation weight, and each signed retrieval journals a
+usage receipt crediting the contributors."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import tribute
+from conftest import ALICE, BOB, PAYER
+
+BATTERY_Q = "How should Zephyr drone batteries be stored?"
+
+METADATA_KEYS = {
+    "chunk_id",
+    "doc_id",
+    "title",
+    "contributor",
+    "datanet",
+    "score",
+    "content_hash",
+    "weight_bps",
+    "receipt_id",
+}
+
+
+def journaled(engine: tribute.Engine, receipt_id: object) -> tribute.Receipt:
+    """The journaled receipt with this id (which must be there, pending)."""
+    assert isinstance(receipt_id, str) and receipt_id.startswith("0x"), receipt_id
+    found = [(r, state) for r, state in engine.receipts() if r.id == receipt_id]
+    assert len(found) == 1, f"receipt {receipt_id} not journaled"
+    receipt, state = found[0]
+    assert state == "pending"
+    assert receipt.verify() == PAYER
+    return receipt
+
+
+def check_metadata(metadatas: list[dict[str, object]], receipt: tribute.Receipt) -> None:
+    for m in metadatas:
+        assert set(m) == METADATA_KEYS, m
+        assert m["contributor"] in {ALICE, BOB} and m["datanet"]
+        assert m["receipt_id"] == receipt.id
+    # The weights are the retrieval's citations (the receipt's chunks).
+    assert sum(m["weight_bps"] for m in metadatas) == 10_000  # type: ignore[misc]
+    assert {c["contributor"] for c in receipt.chunks} <= {m["contributor"] for m in metadatas}
+
+
+def test_langchain_retriever_returns_credited_documents(engine: tribute.Engine) -> None:
+    pytest.importorskip("langchain_core", reason="test.sh installs langchain-core")
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+
+    from tribute.integrations.langchain import TributeRetriever
+
+    retriever = TributeRetriever(engine=engine, k=3)
+    assert isinstance(retriever, BaseRetriever)
+    before = len(engine.receipts())
+    docs = retriever.invoke(BATTERY_Q)
+    assert 0 < len(docs) <= 3 and all(isinstance(d, Document) for d in docs)
+    top = docs[0]
+    assert top.metadata["doc_id"] == "zephyr-battery", [d.metadata for d in docs]
+    assert top.metadata["contributor"] == ALICE and top.metadata["datanet"]
+    assert top.page_content and top.id == top.metadata["chunk_id"]
+    receipt = journaled(engine, top.metadata["receipt_id"])
+    assert len(engine.receipts()) == before + 1
+    check_metadata([d.metadata for d in docs], receipt)
+
+    # Async goes through the same path (LangChain runs it in an executor).
+    adocs = asyncio.run(retriever.ainvoke(BATTERY_Q))
+    assert adocs[0].metadata["doc_id"] == "zephyr-battery"
+    journaled(engine, adocs[0].metadata["receipt_id"])
+
+    # Unsigned: no receipt, nothing journaled.
+    count = len(engine.receipts())
+    unsigned = TributeRetriever(engine=engine, k=2, sign=False).invoke(BATTERY_Q)
+    assert unsigned and all(d.metadata["receipt_id"] is None for d in unsigned)
+    assert len(engine.receipts()) == count
+
+
+def test_llama_index_retriever_returns_credited_nodes(engine: tribute.Engine) -> None:
+    pytest.importorskip("llama_index.core", reason="test.sh installs llama-index-core")
+    from llama_index.core.retrievers import BaseRetriever
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    from tribute.integrations.llama_index import TributeRetriever
+
+    retriever = TributeRetriever(engine, k=3)
+    assert isinstance(retriever, BaseRetriever)
+    before = len(engine.receipts())
+    nodes = retriever.retrieve(BATTERY_Q)
+    assert 0 < len(nodes) <= 3 and all(isinstance(n, NodeWithScore) for n in nodes)
+    top = nodes[0]
+    assert isinstance(top.node, TextNode)
+    assert top.node.metadata["doc_id"] == "zephyr-battery", [n.node.metadata for n in nodes]
+    assert top.node.metadata["contributor"] == ALICE and top.node.metadata["datanet"]
+    assert top.node.node_id == top.node.metadata["chunk_id"] and top.node.get_content()
+    assert top.score == top.node.metadata["score"]
+    receipt = journaled(engine, top.node.metadata["receipt_id"])
+    assert len(engine.receipts()) == before + 1
+    check_metadata([n.node.metadata for n in nodes], receipt)
+
+    anodes = asyncio.run(retriever.aretrieve(BATTERY_Q))
+    assert anodes[0].node.metadata["doc_id"] == "zephyr-battery"
+    journaled(engine, anodes[0].node.metadata["receipt_id"])
+
+    count = len(engine.receipts())
+    unsigned = TributeRetriever(engine, k=2, sign=False).retrieve(BATTERY_Q)
+    assert unsigned and all(n.node.metadata["receipt_id"] is None for n in unsigned)
+    assert len(engine.receipts()) == count
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_import_tribute_loads_no_framework() -> None:
+    r = run_python(
+        """
+        import sys
+        import tribute, tribute.integrations
+        loaded = [m for m in ("langchain_core", "llama_index") if m in sys.modules]
+        assert not loaded, loaded
+        """
+    )
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "blocked", "extra"),
+    [("langchain", "langchain_core", "langchain"), ("llama_index", "llama_index", "llama-index")],
+)
+def test_missing_framework_raises_an_install_hint(module: str, blocked: str, extra: str) -> None:
+    # A None entry in sys.modules makes `import <blocked>…` fail as if it were not installed.
+    r = run_python(
+        f"""
+        import sys
+        sys.modules[{blocked!r}] = None
+        import tribute
+        try:
+            import tribute.integrations.{module}
+        except ImportError as e:
+            print(e)
+        else:
+            raise SystemExit("imported without {blocked}")
+        """
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"pip install tribute[{extra}]" in r.stdout
