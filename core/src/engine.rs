@@ -696,11 +696,23 @@ impl Engine {
 
     /// Searches the knowledge base (the configured mode and datanets).
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<Hit>> {
+        self.search_with(query, k, None, None)
+    }
+
+    /// One search; `None` takes the configured mode and datanets.
+    fn search_with(
+        &self,
+        query: &str,
+        k: usize,
+        mode: Option<tribute_index::Mode>,
+        datanets: Option<&[String]>,
+    ) -> Result<Vec<Hit>> {
+        let cfg = &self.inner.config.retrieval;
+        let datanets = datanets.unwrap_or(&cfg.datanets);
         let index = self.read_index()?;
-        let r = &self.inner.config.retrieval;
-        let mut req = index.search(query).k(k).mode(r.mode);
-        if !r.datanets.is_empty() {
-            req = req.datanets(r.datanets.iter().map(String::as_str));
+        let mut req = index.search(query).k(k).mode(mode.unwrap_or(cfg.mode));
+        if !datanets.is_empty() {
+            req = req.datanets(datanets.iter().map(String::as_str));
         }
         Ok(req.execute()?)
     }
@@ -720,7 +732,7 @@ impl Engine {
         if k == 0 {
             return Err(Error::InvalidRequest("k must be at least 1".into()));
         }
-        let hits = self.relevant_hits(query, k, None, datanets)?;
+        let (hits, _) = self.relevant_hits_counted(query, k, None, datanets)?;
         let mut citations = Vec::new();
         if !hits.is_empty() {
             let scores: Vec<f64> = hits
@@ -869,16 +881,6 @@ impl Engine {
             .map_err(|_| Error::Task("the index lock is poisoned".into()))
     }
 
-    fn relevant_hits(
-        &self,
-        query: &str,
-        k: usize,
-        mode: Option<tribute_index::Mode>,
-        datanets: Option<&[String]>,
-    ) -> Result<Vec<Hit>> {
-        Ok(self.relevant_hits_counted(query, k, mode, datanets)?.0)
-    }
-
     /// Searches and keeps the hits above the relevance floor; also returns how many the
     /// search returned.
     fn relevant_hits_counted(
@@ -888,19 +890,9 @@ impl Engine {
         mode: Option<tribute_index::Mode>,
         datanets: Option<&[String]>,
     ) -> Result<(Vec<Hit>, usize)> {
-        let cfg = &self.inner.config.retrieval;
-        let mode = mode.unwrap_or(cfg.mode);
-        let datanets = datanets.unwrap_or(&cfg.datanets);
-        let hits = {
-            let index = self.read_index()?;
-            let mut req = index.search(query).k(k).mode(mode);
-            if !datanets.is_empty() {
-                req = req.datanets(datanets.iter().map(String::as_str));
-            }
-            req.execute()?
-        };
+        let hits = self.search_with(query, k, mode, datanets)?;
         let retrieved = hits.len();
-        let floor = cfg.min_similarity;
+        let floor = self.inner.config.retrieval.min_similarity;
         let has_embedder = self.inner.embedder.is_some();
         let hits = hits
             .into_iter()
