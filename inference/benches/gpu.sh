@@ -1,45 +1,90 @@
 #!/usr/bin/env bash
 # Runs on a CUDA 13 machine without network (the device tool), after
-# `inference/benches/gpu_bundle.sh` prepared .gpu/ here and its parts were carried over:
-#  1. unpacks ONNX Runtime's GPU libraries and finds the CUDA/cuDNN libraries of the
-#     machine's Python (PyPI nvidia-* packages);
-#  2. exports random-weight models with the project's exporter (numpy + onnx + tokenizers
-#     are on that machine): `tiny` and a Llama-3.2-1B-shaped model (fp16 weights);
-#  3. checks that CUDA and CPU produce the same greedy tokens on the tiny model;
+# `inference/benches/gpu_bundle.sh` prepared .gpu/ here and its pieces were carried over
+# in several calls (64 MiB each): `gpu.sh --collect` in each call keeps the carried pieces
+# in /tmp/parts (which outlives calls on a warm machine); the last call runs `gpu.sh`:
+#  1. unpacks ONNX Runtime's GPU libraries and the release binaries, and finds the
+#     CUDA/cuDNN libraries of the machine's Python (PyPI nvidia-* packages);
+#  2. exports SmolLM2-135M-Instruct from its GGUF (the exporter: numpy, onnx, tokenizers are
+#     on that machine, gguf comes as a wheel) and random-weight models: `tiny` and a
+#     Llama-3.2-1B-shaped model (fp16 weights);
+#  3. checks that CUDA and CPU produce the same greedy tokens on SmolLM2 (three chat
+#     prompts) and on the tiny model;
 #  4. prints decode tokens/s at batch 1, 8 and 32 for the 1B model on CUDA, and the
-#     adapter switch time.
+#     adapter switch time (then the CPU numbers of the same model, for scale).
 # Results go to stdout and $OUT/gpu.txt.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+PARTS=/tmp/parts
+mkdir -p "$PARTS"
+for f in .gpu/ort/part-*; do [ -f "$f" ] && cp "$f" "$PARTS/ort-${f##*part-}"; done
+for f in .gpu/gguf/part-*; do [ -f "$f" ] && cp "$f" "$PARTS/gguf-${f##*part-}"; done
+if [ "${1:-}" = "--collect" ]; then ls -la "$PARTS"; exit 0; fi
+
 RES=${OUT:-/tmp}/gpu.txt
 log() { echo "$@" | tee -a "$RES"; }
 : > "$RES"
+unzstd() { LD_LIBRARY_PATH=$ROOT/.gpu/tools "$ROOT/.gpu/tools/zstd" "$@"; }
 
 LIB=/tmp/tribute-ort/lib
 if [ ! -f "$LIB/libonnxruntime_providers_cuda.so" ]; then
   mkdir -p /tmp/tribute-ort
-  cat .gpu/ort/part-* | zstd -d -q | tar -C /tmp/tribute-ort -xf - || { log "gpu.sh: ORT GPU parts incomplete"; exit 1; }
+  cat "$PARTS"/ort-* | unzstd -d -q | tar -C /tmp/tribute-ort -xf - || { log "gpu.sh: ORT GPU parts incomplete"; exit 1; }
 fi
+BIN=/tmp/tribute-bin
+mkdir -p $BIN
+for b in tribute generation; do
+  unzstd -d -q -f ".gpu/bin-zst/$b.zst" -o "$BIN/$b" || { log "gpu.sh: .gpu/bin-zst/$b.zst missing"; exit 1; }
+  chmod +x "$BIN/$b"
+done
 export ORT_DYLIB_PATH=$(ls "$LIB"/libonnxruntime.so.1.* | head -n1)
-NV=$(python3 -c 'import nvidia, os; print(os.path.dirname(list(nvidia.__path__)[0]))' 2>/dev/null)/nvidia
-export LD_LIBRARY_PATH=$LIB:$(ls -d "$NV"/*/lib 2>/dev/null | tr '\n' ':')${LD_LIBRARY_PATH:-}
+# CUDA 13 / cuDNN 9 libraries from the machine's PyPI nvidia-* packages (nvidia/<pkg>/lib or
+# nvidia/cu13/lib, depending on the package generation): every folder holding a shared library.
+NV=$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])' 2>/dev/null)
+CUDA_DIRS=$( [ -n "$NV" ] && find "$NV" -name 'lib*.so*' -printf '%h\n' 2>/dev/null | sort -u | tr '\n' ':')
+export LD_LIBRARY_PATH=$LIB:${CUDA_DIRS}${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$RES"
-export PYTHONPATH=$ROOT/inference/export
+missing=$(ldd "$LIB/libonnxruntime_providers_cuda.so" | grep 'not found')
+[ -z "$missing" ] || log "gpu.sh: CUDA provider libraries not found: $missing"
+
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/gguf/gguf-*.whl >/dev/null 2>&1
+export PYTHONPATH=$ROOT/inference/export:/tmp/site
 M=/tmp/tribute-models
 mkdir -p $M
+if [ ! -f $M/smollm2/tribute.json ] && ls "$PARTS"/gguf-* >/dev/null 2>&1; then
+  cat "$PARTS"/gguf-* > /tmp/smollm2.gguf
+  python3 -m tribute_export --source /tmp/smollm2.gguf --out $M/smollm2 --dtype fp32 2>&1 | tail -n1
+fi
 [ -f $M/tiny/tribute.json ] || python3 -m tribute_export --random tiny --seed 3 --out $M/tiny 2>/dev/null
 [ -f $M/llama1b/tribute.json ] || python3 -m tribute_export --random llama-3.2-1b --dtype fp16 --out $M/llama1b 2>&1 | tail -n1
 
-T=.gpu/bin/tribute
-chmod +x .gpu/bin/*
-P="The quick brown fox jumps over the lazy dog and keeps on running"
-cpu=$($T generate --model $M/tiny --raw --max-tokens 48 --json --device cpu "$P")
-gpu=$($T generate --model $M/tiny --raw --max-tokens 48 --json --device cuda "$P")
-log "cpu:  $(echo "$cpu" | python3 -c 'import sys,json; d=json.load(sys.stdin); print(d["device"], d["token_ids"])')"
-log "cuda: $(echo "$gpu" | python3 -c 'import sys,json; d=json.load(sys.stdin); print(d["device"], d["token_ids"])')"
-same=$(python3 -c 'import sys,json; a,b=json.loads(sys.argv[1]),json.loads(sys.argv[2]); print(a["token_ids"]==b["token_ids"] and b["device"]!="cpu")' "$cpu" "$gpu")
-log "greedy tokens equal on CUDA and CPU (tiny model): $same"
+T=$BIN/tribute
+compare() {  # model, extra flags, prompt
+  local cpu gpu
+  cpu=$($T generate --model "$1" $2 --max-tokens 48 --json --device cpu "$3")
+  gpu=$($T generate --model "$1" $2 --max-tokens 48 --json --device cuda "$3")
+  python3 - "$cpu" "$gpu" "$1" <<'PY' | tee -a "$RES"
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+same = a["token_ids"] == b["token_ids"] and b["device"] != "cpu"
+print(f"{sys.argv[3].split('/')[-1]}: {len(a['token_ids'])} tokens, {len(set(a['token_ids']))} distinct, "
+      f"CUDA ({b['device']}) == CPU: {same}")
+print(f"   cpu:  {a['text']!r}")
+if not same:
+    print(f"   cuda: {b['text']!r}\n   cpu ids  {a['token_ids']}\n   cuda ids {b['token_ids']}")
+PY
+}
+if [ -f $M/smollm2/tribute.json ]; then
+  compare $M/smollm2 "" "What is the capital of France? Answer in one sentence."
+  compare $M/smollm2 "" "Write a haiku about drones flying in the wind."
+  compare $M/smollm2 "" "List three uses of lithium batteries."
+else
+  log "gpu.sh: no SmolLM2 GGUF carried: only the tiny random model is compared"
+fi
+compare $M/tiny --raw "The quick brown fox jumps over the lazy dog and keeps on running"
 
-BENCH_MODEL=$M/llama1b BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 BENCH_NEW=64 BENCH_REPS=3 .gpu/bin/generation 2>&1 | tee -a "$RES"
-BENCH_MODEL=$M/llama1b BENCH_DEVICE=cpu BENCH_BATCHES=1 BENCH_NEW=16 BENCH_REPS=1 .gpu/bin/generation 2>&1 | tee -a "$RES"
+if [ "${GPU_SKIP_BENCH:-0}" != 1 ]; then
+  BENCH_MODEL=$M/llama1b BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 BENCH_NEW=64 BENCH_REPS=3 $BIN/generation 2>&1 | tee -a "$RES"
+  BENCH_MODEL=$M/llama1b BENCH_DEVICE=cpu BENCH_BATCHES=1 BENCH_NEW=16 BENCH_REPS=1 $BIN/generation 2>&1 | tee -a "$RES"
+fi

@@ -4,8 +4,9 @@
 # generation bench with the `cuda` feature, and ONNX Runtime's GPU libraries from the PyPI
 # wheel `onnxruntime-gpu` (CUDA 13 build), zstd-compressed and split into parts that fit
 # the device tool's 64 MiB per call. Everything goes to .gpu/ (git-ignored):
-#   .gpu/bin/{tribute,generation}     .gpu/ort/part-NN (cat | zstd -d | tar -x → lib/)
-# Carry `.gpu/bin` + the first part in the first call, one part per later call, then run gpu.sh.
+#   .gpu/bin-zst/{tribute,generation}.zst   .gpu/ort/part-NN (cat | zstd -d | tar -x → lib/)
+#   .gpu/gguf/part-NN (SmolLM2-135M-Instruct Q4_1 GGUF) + the gguf wheel   .gpu/tools (zstd)
+# The calls are listed at the end of this script's output.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -16,7 +17,7 @@ grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/ex
 
 echo "gpu_bundle: building release binaries with --features cuda" >&2
 cargo build --release -p tribute-cli --features cuda
-cp target/release/tribute "$OUT/bin/tribute"
+cp "${CARGO_TARGET_DIR:-target}/release/tribute" "$OUT/bin/tribute"
 bench=$(cargo bench -p tribute-inference --features cuda --bench generation --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import sys,json
 for l in sys.stdin:
@@ -37,5 +38,24 @@ if ! ls "$OUT"/ort/part-* >/dev/null 2>&1; then
   tar -C "$tmp" -cf - lib | zstd -T0 -12 -q -c | split -b 60m -d - "$OUT/ort/part-"
   rm -rf "$tmp" "$OUT/wheel"
 fi
-du -sh "$OUT"/bin/* "$OUT"/ort/* >&2
-echo "gpu_bundle: ready; carry one .gpu/ort/part-NN per device call (64 MiB limit), .gpu/bin with the last, then run gpu.sh" >&2
+# The real small model for the CPU/CUDA greedy comparison: SmolLM2-135M-Instruct's GGUF
+# (from `make setup`), exported on the GPU machine, plus the `gguf` wheel the exporter needs
+# there; zstd for unpacking (the GPU image has none).
+GGUF=${TRIBUTE_HOME:-$HOME/.cache/tribute}/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+[ -f "$GGUF" ] || { echo "gpu_bundle: $GGUF missing; run make setup" >&2; exit 1; }
+mkdir -p "$OUT/gguf" "$OUT/tools"
+rm -f "$OUT"/gguf/part-*
+split -b 47m -d "$GGUF" "$OUT/gguf/part-"
+python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$OUT/gguf" "gguf==0.19.0"
+cp "$(command -v zstd)" "$OUT/tools/"
+for l in $(ldd "$(command -v zstd)" | awk '/=>/{print $3}'); do
+  case "$l" in */libc.so*|*/libm.so*|*/ld-linux*) ;; *) cp "$l" "$OUT/tools/" ;; esac
+done
+zstd -q -f -T0 -10 "$OUT/bin/tribute" -o "$OUT/bin/tribute.zst"
+zstd -q -f -T0 -10 "$OUT/bin/generation" -o "$OUT/bin/generation.zst"
+mkdir -p "$OUT/bin-zst" && mv "$OUT"/bin/*.zst "$OUT/bin-zst/"
+du -sh "$OUT"/bin-zst/* "$OUT"/ort/* "$OUT"/gguf/* >&2
+echo "gpu_bundle: ready. Device calls (64 MiB each; parts stay on the warm machine):
+  1-3: carry .gpu/ort/part-00, -01, -02 (one each), command: mkdir -p /tmp/parts && cp .gpu/ort/part-* /tmp/parts/
+  4:   carry .gpu/ort/part-03 and .gpu/gguf/part-01, same command plus: cp .gpu/gguf/part-* /tmp/parts/gguf-
+  5:   carry .gpu/bin-zst .gpu/tools .gpu/gguf (part-00 + wheel), command: bash inference/benches/gpu.sh" >&2
