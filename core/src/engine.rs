@@ -48,7 +48,9 @@ use tribute_attribution::receipt::{
 use tribute_attribution::{Attribution, Method, Source};
 use tribute_index::embedder::{EmbedderOptions, OnnxEmbedder};
 use tribute_index::{Document, Embedder, Hit, Index, IndexConfig, IngestProgress, IngestReport};
-use tribute_inference::{GenerateRequest, Generation, Generator, GeneratorOptions, Prompt};
+use tribute_inference::{
+    CancelToken, FinishReason, GenerateRequest, Generation, Generator, GeneratorOptions, Prompt,
+};
 
 use crate::config::EngineConfig;
 use crate::error::{Error, Result};
@@ -468,6 +470,9 @@ pub struct AskOptions {
     pub temperature: Option<f32>,
     /// Sampling seed.
     pub seed: Option<u64>,
+    /// Cancels the ask from another thread: generation stops after the current step and
+    /// the ask returns [`Error::Cancelled`] without attributing or signing anything.
+    pub cancel: Option<CancelToken>,
 }
 
 /// An ask being set up: `engine.ask(q).top_k(3).run()` (blocking), `.stream()`, or
@@ -535,6 +540,13 @@ impl AskRequest<'_> {
         self
     }
 
+    /// Lets another thread cancel the ask (see [`AskOptions::cancel`]). Awaiting an ask
+    /// and dropping the future also cancels it.
+    pub fn cancel_token(mut self, token: CancelToken) -> Self {
+        self.options.cancel = Some(token);
+        self
+    }
+
     /// All options at once.
     pub fn options(mut self, options: AskOptions) -> Self {
         self.options = options;
@@ -557,15 +569,37 @@ impl IntoFuture for AskRequest<'_> {
     type Output = Result<Answer>;
     type IntoFuture = Pin<Box<dyn Future<Output = Result<Answer>> + Send>>;
 
-    /// Runs the ask on tokio's blocking pool (needs a tokio runtime).
+    /// Runs the ask on tokio's blocking pool (needs a tokio runtime). Dropping the future
+    /// before it completes cancels the ask.
     fn into_future(self) -> Self::IntoFuture {
         let engine = self.engine.clone();
-        let (question, options) = (self.question, self.options);
+        let (question, mut options) = (self.question, self.options);
+        let token = options.cancel.get_or_insert_with(CancelToken::new).clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || engine.ask_with(&question, &options))
+            let guard = CancelOnDrop(Some(token));
+            let result = tokio::task::spawn_blocking(move || engine.ask_with(&question, &options))
                 .await
-                .map_err(|e| Error::Task(e.to_string()))?
+                .map_err(|e| Error::Task(e.to_string()))?;
+            guard.disarm();
+            result
         })
+    }
+}
+
+/// Cancels an ask when an awaiting future is dropped before completion.
+struct CancelOnDrop(Option<CancelToken>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.cancel();
+        }
     }
 }
 
@@ -640,6 +674,15 @@ impl Iterator for AskStream {
     }
 }
 
+impl Prepared {
+    fn check_cancelled(&self) -> Result<()> {
+        match &self.options.cancel {
+            Some(t) if t.is_cancelled() => Err(Error::Cancelled),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Retrieval and prompt of an ask, before generation.
 struct Prepared {
     question: String,
@@ -699,8 +742,9 @@ impl Engine {
         self.search_with(query, k, None, None)
     }
 
-    /// One search; `None` takes the configured mode and datanets.
-    fn search_with(
+    /// Searches with an explicit retrieval `mode` and `datanets` filter; `None` takes the
+    /// configured ones (an empty `datanets` slice searches every datanet).
+    pub fn search_with(
         &self,
         query: &str,
         k: usize,
@@ -846,6 +890,17 @@ impl Engine {
         Ok(index.add_documents(docs, progress)?)
     }
 
+    /// Deletes a document and its chunks from the knowledge base; returns whether it
+    /// existed. Receipts that cited it keep their content hashes.
+    pub fn delete_document(&self, doc_id: &str) -> Result<bool> {
+        let mut index = self
+            .inner
+            .index
+            .write()
+            .map_err(|_| Error::Task("the index lock is poisoned".into()))?;
+        Ok(index.delete(&doc_id.into())?)
+    }
+
     /// Documents and chunks in the knowledge base.
     pub fn index_size(&self) -> Result<(usize, usize)> {
         let index = self.read_index()?;
@@ -908,6 +963,7 @@ impl Engine {
         match self.prepare(question, options)? {
             Err(no_sources) => Ok(*no_sources),
             Ok(prepared) => {
+                prepared.check_cancelled()?;
                 let request = self.generate_request(&prepared);
                 let generation = self.inner.generator.generate(&request)?;
                 self.finish(prepared, generation)
@@ -919,6 +975,7 @@ impl Engine {
         let state = match self.prepare(question, options)? {
             Err(no_sources) => StreamState::NoSources(no_sources),
             Ok(prepared) => {
+                prepared.check_cancelled()?;
                 let request = self.generate_request(&prepared);
                 let stream = Box::new(self.inner.generator.stream(&request)?);
                 StreamState::Generating {
@@ -941,6 +998,9 @@ impl Engine {
             .seed(p.options.seed.unwrap_or(g.seed));
         for (id, w) in &p.options.adapters {
             r = r.adapter(id.clone(), *w);
+        }
+        if let Some(t) = &p.options.cancel {
+            r = r.cancel_token(t.clone());
         }
         r
     }
@@ -1112,6 +1172,10 @@ impl Engine {
 
     /// Attribution and receipt of a finished generation.
     fn finish(&self, p: Prepared, generation: Generation) -> Result<Answer> {
+        if generation.finish_reason == FinishReason::Cancelled {
+            return Err(Error::Cancelled);
+        }
+        p.check_cancelled()?;
         let g = &self.inner.generator;
         let mut timings = p.timings;
         timings.prefill_ms = generation.timings.prefill.as_secs_f64() * 1e3;
@@ -1134,6 +1198,7 @@ impl Engine {
             Some(self.attribute(method, &p, &text, tokens.clone())?)
         };
         timings.attribution_ms = ms(t);
+        p.check_cancelled()?;
 
         let mut citations: Vec<Citation> = Vec::new();
         let mut sentences = Vec::new();

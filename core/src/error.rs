@@ -16,7 +16,7 @@ pub enum Error {
     Index(#[from] tribute_index::Error),
     /// The model or an adapter failed to load or run.
     #[error(transparent)]
-    Inference(#[from] tribute_inference::Error),
+    Inference(tribute_inference::Error),
     /// Attribution failed.
     #[error(transparent)]
     Attribution(#[from] tribute_attribution::Error),
@@ -38,7 +38,21 @@ pub enum Error {
     /// Settling needs a chain: configure `[chain]` and a receipt ledger.
     #[error("no chain configured: {0}")]
     NoChain(String),
+    /// The ask was cancelled through its [`CancelToken`](tribute_inference::CancelToken)
+    /// before it finished; nothing was signed or journaled.
+    #[error("the ask was cancelled")]
+    Cancelled,
     /// The async task running a blocking call panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(String),
+}
+
+impl From<tribute_inference::Error> for Error {
+    /// A cancelled generation is the ask's [`Error::Cancelled`]; the rest is kept whole.
+    fn from(e: tribute_inference::Error) -> Self {
+        match e {
+            tribute_inference::Error::Cancelled => Error::Cancelled,
+            e => Error::Inference(e),
+        }
+    }
 }

@@ -117,9 +117,18 @@ impl From<Vec<Message>> for Prompt {
     }
 }
 
-/// Cancels a running generation from another thread.
+/// Cancels a running generation from another thread. Clones share one flag; two tokens
+/// are equal when they are clones of each other.
 #[derive(Debug, Clone, Default)]
 pub struct CancelToken(Arc<AtomicBool>);
+
+impl PartialEq for CancelToken {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CancelToken {}
 
 impl CancelToken {
     /// A fresh token.

@@ -431,6 +431,106 @@ fn the_second_contributor_is_credited_for_their_document() {
 }
 
 #[test]
+fn a_cancelled_ask_stops_and_signs_nothing() {
+    use tribute::inference::CancelToken;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = PayerKey::from_hex(KEY0).expect("key");
+    let engine = engine_in(dir.path(), signed_config(dir.path()), Some(key), true);
+
+    // Cancelled before it starts: no generation at all.
+    let token = CancelToken::new();
+    token.cancel();
+    let err = engine.ask(QUESTION).cancel_token(token).run().unwrap_err();
+    assert!(matches!(err, Error::Cancelled), "{err}");
+
+    // Cancelled from another thread while it runs (an ask takes seconds here).
+    let token = CancelToken::new();
+    let t2 = token.clone();
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        t2.cancel();
+    });
+    let err = engine
+        .ask(QUESTION)
+        .max_tokens(160)
+        .cancel_token(token)
+        .run()
+        .unwrap_err();
+    canceller.join().expect("thread");
+    assert!(matches!(err, Error::Cancelled), "{err}");
+
+    // A stream cancelled after its first piece ends with the error.
+    let token = CancelToken::new();
+    let mut stream = engine
+        .ask(QUESTION)
+        .cancel_token(token.clone())
+        .stream()
+        .expect("stream");
+    assert!(matches!(stream.next(), Some(Ok(AskEvent::Text(_)))));
+    token.cancel();
+    let last = stream.last().expect("an event");
+    assert!(matches!(last, Err(Error::Cancelled)), "{last:?}");
+
+    // A dropped async ask is cancelled too; nothing of the above reached the journal.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let timed_out = rt.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            engine.ask(QUESTION).max_tokens(160),
+        )
+        .await
+    });
+    assert!(timed_out.is_err(), "the ask finished in 200 ms?");
+    // The cancelled ask gives its session back; the next one completes and is journaled.
+    let ok = engine.ask(QUESTION).max_tokens(24).run().expect("ask");
+    let receipts = engine.receipts(None).expect("receipts");
+    assert_eq!(receipts.len(), 1, "only the completed ask is journaled");
+    assert_eq!(
+        receipts[0].0.receipt.receiptId,
+        ok.receipt.expect("receipt").receipt.receiptId
+    );
+}
+
+#[test]
+fn search_modes_datanet_filters_and_deletes_go_through_the_engine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine_in(dir.path(), EngineConfig::default(), None, true);
+    let q = "gust speed landing";
+    let bm25 = engine
+        .search_with(q, 5, Some(tribute::Mode::Bm25), None)
+        .expect("bm25");
+    assert!(bm25.iter().all(|h| h.dense.is_none()), "{bm25:#?}");
+    assert!(bm25.iter().all(|h| h.bm25.is_some()), "{bm25:#?}");
+    let pilots = engine
+        .search_with(q, 5, None, Some(&["pilot-notes".to_owned()]))
+        .expect("filtered");
+    assert!(!pilots.is_empty());
+    assert!(
+        pilots.iter().all(|h| h.datanet.as_str() == "pilot-notes"),
+        "{pilots:#?}"
+    );
+    assert_eq!(pilots[0].doc_id.as_str(), "gust-field-notes");
+
+    let (docs, _) = engine.index_size().expect("size");
+    assert!(engine.delete_document("gust-field-notes").expect("delete"));
+    assert!(
+        !engine
+            .delete_document("gust-field-notes")
+            .expect("delete again")
+    );
+    assert_eq!(engine.index_size().expect("size").0, docs - 1);
+    let after = engine.search(q, 5).expect("search");
+    assert!(
+        after
+            .iter()
+            .all(|h| h.doc_id.as_str() != "gust-field-notes")
+    );
+}
+
+#[test]
 fn retrieval_receipts_credit_the_hits_without_a_model() {
     let (engine, _) = shared();
     let r = engine
