@@ -121,7 +121,8 @@ pub(crate) struct DenseIndex {
     config: HnswConfig,
     /// All vectors, row = slot.
     vectors: Vec<f32>,
-    graph: GraphHolder,
+    /// Always `Some` (taken only when dropped, see `Drop`).
+    graph: Option<GraphHolder>,
     /// A compact copy of the graph for searching (rebuilt after every change).
     csr: Csr,
     /// Rows covered by the newest snapshot on disk.
@@ -141,7 +142,61 @@ fn new_graph(config: &HnswConfig, capacity: usize) -> Graph<'static> {
     g
 }
 
+/// The rayon pool that runs hnsw_rs's parallel work (inserting, and dropping a graph),
+/// instead of rayon's global pool: that one is created once per process, so a child
+/// forked after the parent used it would wait forever for its threads. This pool is
+/// re-created in a forked child (the parent's is leaked there, never dropped).
+fn rayon_pool() -> std::sync::Arc<rayon::ThreadPool> {
+    use std::sync::{Arc, Mutex};
+    static POOL: Mutex<Option<(u32, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut slot = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((owner, pool)) = &*slot
+        && *owner == pid
+    {
+        return pool.clone();
+    }
+    if let Some((_, inherited)) = slot.take() {
+        std::mem::forget(inherited);
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("tribute-hnsw-{i}"))
+            .build()
+            // Only fails when threads cannot be spawned; a one-thread pool runs inline work.
+            .unwrap_or_else(|_| {
+                #[allow(clippy::expect_used)]
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .use_current_thread()
+                    .build()
+                    .expect("a one-thread rayon pool on the current thread")
+            }),
+    );
+    *slot = Some((pid, pool.clone()));
+    pool
+}
+
+impl Drop for DenseIndex {
+    fn drop(&mut self) {
+        // hnsw_rs drops its points with rayon: in our pool (see `rayon_pool`).
+        if let Some(graph) = self.graph.take() {
+            rayon_pool().install(move || drop(graph));
+        }
+    }
+}
+
 impl DenseIndex {
+    /// The graph (present until the index is dropped).
+    fn graph(&self) -> &GraphHolder {
+        #[allow(clippy::expect_used)]
+        self.graph
+            .as_ref()
+            .expect("the graph is present until drop")
+    }
+
     /// Opens the vector log (truncated to `committed_rows`) and the newest snapshot.
     pub(crate) fn open(
         dir: &Path,
@@ -193,14 +248,14 @@ impl DenseIndex {
             dim,
             config,
             vectors,
-            graph,
+            graph: Some(graph),
             csr: Csr::default(),
             snapshot_points,
             log: BufWriter::new(file),
         };
         // Rows after the snapshot go into the graph again.
         this.index_rows(snapshot_points, committed_rows);
-        this.csr = this.graph.with(|g| Csr::from_graph(g, committed_rows));
+        this.csr = this.graph().with(|g| Csr::from_graph(g, committed_rows));
         Ok(this)
     }
 
@@ -240,9 +295,9 @@ impl DenseIndex {
         let rows: Vec<(&[f32], usize)> = (from..to)
             .map(|r| (&self.vectors[r * dim..(r + 1) * dim], r))
             .collect();
-        self.graph.with(|g| {
+        self.graph().with(|g| {
             if rows.len() > 64 {
-                g.parallel_insert_slice(&rows);
+                rayon_pool().install(|| g.parallel_insert_slice(&rows));
             } else {
                 for r in rows {
                     g.insert_slice(r);
@@ -289,7 +344,7 @@ impl DenseIndex {
         let to = self.rows();
         self.index_rows(from, to);
         if to > self.config.exact_below {
-            self.csr = self.graph.with(|g| Csr::from_graph(g, to));
+            self.csr = self.graph().with(|g| Csr::from_graph(g, to));
         }
     }
 
@@ -306,7 +361,7 @@ impl DenseIndex {
 
     /// Dumps the graph to a new snapshot directory and points `hnsw.json` at it.
     pub(crate) fn snapshot(&mut self) -> Result<()> {
-        let points = self.graph.with(|g| g.get_nb_point());
+        let points = self.graph().with(|g| g.get_nb_point());
         if points == 0 || points == self.snapshot_points {
             return Ok(());
         }
@@ -314,7 +369,7 @@ impl DenseIndex {
         let tmp = self.dir.join(format!("{name}.tmp"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(Error::io(&tmp))?;
-        self.graph
+        self.graph()
             .with(|g| g.file_dump(&tmp, "graph"))
             .map_err(|e| Error::Io {
                 path: tmp.clone(),
@@ -391,7 +446,7 @@ impl DenseIndex {
         }
         let filter = |id: &usize| keep(*id as u32);
         let found = self
-            .graph
+            .graph()
             .with(|g| g.search_filter(query, k, ef, Some(&filter)));
         let mut out: Vec<Scored> = found
             .into_iter()
