@@ -36,6 +36,13 @@ if ! "$py" -c "import langchain_core, llama_index.core" 2>/dev/null; then
     || fail "pip install failed"
 fi
 
+# The exporter, editable (tests/test_export.py: the `tribute[export]` extra).
+if ! "$py" -c "import tribute_export" 2>/dev/null; then
+  step "installing the exporter (inference/export, editable) and its dependencies from PyPI"
+  "$py" -m pip install --quiet --disable-pip-version-check -e "$here/../../inference/export" \
+    || fail "pip install of the exporter failed"
+fi
+
 export VIRTUAL_ENV="$venv"
 export PATH="$venv/bin:$PATH"
 cd "$here"
@@ -43,7 +50,9 @@ cd "$here"
 step "building tribute._native (maturin develop, debug)"
 # Once the package is installed in editable mode, rebuilding the extension in place is enough.
 installed="$("$py" -c 'import importlib.util as u; s = u.find_spec("tribute"); print(s.origin if s else "")' 2>/dev/null || true)"
-if [[ "$installed" == "$here/python/tribute/__init__.py" ]]; then
+# A changed pyproject.toml (extras, metadata) needs the full install again.
+meta="$(ls -d "$venv"/lib/python*/site-packages/tribute-*.dist-info 2>/dev/null | head -n1 || true)"
+if [[ "$installed" == "$here/python/tribute/__init__.py" && -n "$meta" && "$meta" -nt "$here/pyproject.toml" ]]; then
   maturin develop --skip-install || fail "maturin develop failed"
 else
   maturin develop || fail "maturin develop failed"

@@ -3,14 +3,17 @@
 
 use std::sync::Mutex;
 
+use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 use tribute::AskEvent;
 use tribute::attribution::receipt::Ledger;
+use tribute::inference::CancelToken;
 
 use crate::error::py_err;
 use crate::index::Hit;
 use crate::receipt::Receipt;
+use crate::runtime::{future_from, wait_interruptibly};
 use crate::{lock, quoted};
 
 /// One cited source of an answer.
@@ -75,6 +78,153 @@ impl Citation {
     }
 }
 
+/// One sentence of an answer and the sources that support it.
+#[pyclass(module = "tribute", frozen, get_all)]
+pub struct Sentence {
+    /// The sentence.
+    pub text: String,
+    /// Its start in `Answer.text` (a character offset: `answer.text[start:end]`).
+    pub start: usize,
+    /// Its end in `Answer.text` (exclusive).
+    pub end: usize,
+    /// The markers of its supporting sources, strongest first (empty: unsupported).
+    pub markers: Vec<usize>,
+}
+
+impl From<&tribute::engine::AnswerSentence> for Sentence {
+    fn from(s: &tribute::engine::AnswerSentence) -> Self {
+        Sentence {
+            text: s.text.clone(),
+            start: s.char_span.start,
+            end: s.char_span.end,
+            markers: s.markers.clone(),
+        }
+    }
+}
+
+#[pymethods]
+impl Sentence {
+    fn __repr__(&self) -> String {
+        format!(
+            "Sentence({}, start={}, end={}, markers={:?})",
+            quoted(&self.text),
+            self.start,
+            self.end,
+            self.markers
+        )
+    }
+}
+
+/// Token counts, sources and time per stage of an ask.
+#[pyclass(module = "tribute", frozen, get_all)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Answer tokens.
+    pub answer_tokens: usize,
+    /// Chunks retrieved.
+    pub sources_retrieved: usize,
+    /// Chunks shown to the model.
+    pub sources_used: usize,
+    /// Relevant chunks dropped to fit the prompt budget.
+    pub sources_dropped: usize,
+    /// Whether the last source shown was cut to fit.
+    pub source_truncated: bool,
+    /// The attribution method used (after any fallback; None when nothing was attributed).
+    pub method: Option<String>,
+    /// Model passes spent on attribution.
+    pub attribution_passes: usize,
+    /// Retrieval time (ms).
+    pub retrieval_ms: f64,
+    /// Prompt building time (ms).
+    pub prompt_ms: f64,
+    /// Prompt prefill time (ms).
+    pub prefill_ms: f64,
+    /// Decoding time (ms).
+    pub decode_ms: f64,
+    /// Attribution time (ms).
+    pub attribution_ms: f64,
+    /// Signing and journaling time (ms).
+    pub receipt_ms: f64,
+    /// The whole ask (ms).
+    pub total_ms: f64,
+}
+
+impl From<&tribute::engine::Usage> for Usage {
+    fn from(u: &tribute::engine::Usage) -> Self {
+        let t = &u.timings;
+        Usage {
+            prompt_tokens: u.prompt_tokens,
+            answer_tokens: u.answer_tokens,
+            sources_retrieved: u.sources_retrieved,
+            sources_used: u.sources_used,
+            sources_dropped: u.sources_dropped,
+            source_truncated: u.source_truncated,
+            method: u.method.map(|m| m.to_string()),
+            attribution_passes: u.attribution_passes,
+            retrieval_ms: t.retrieval_ms,
+            prompt_ms: t.prompt_ms,
+            prefill_ms: t.prefill_ms,
+            decode_ms: t.decode_ms,
+            attribution_ms: t.attribution_ms,
+            receipt_ms: t.receipt_ms,
+            total_ms: t.total_ms,
+        }
+    }
+}
+
+#[pymethods]
+impl Usage {
+    /// Decoding speed (answer tokens per second of decoding; 0 without decoding).
+    #[getter]
+    fn decode_tokens_per_s(&self) -> f64 {
+        if self.decode_ms > 0.0 {
+            self.answer_tokens as f64 * 1e3 / self.decode_ms
+        } else {
+            0.0
+        }
+    }
+
+    /// The fields as a dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("prompt_tokens", self.prompt_tokens)?;
+        d.set_item("answer_tokens", self.answer_tokens)?;
+        d.set_item("sources_retrieved", self.sources_retrieved)?;
+        d.set_item("sources_used", self.sources_used)?;
+        d.set_item("sources_dropped", self.sources_dropped)?;
+        d.set_item("source_truncated", self.source_truncated)?;
+        d.set_item("method", self.method.clone())?;
+        d.set_item("attribution_passes", self.attribution_passes)?;
+        for (k, v) in [
+            ("retrieval_ms", self.retrieval_ms),
+            ("prompt_ms", self.prompt_ms),
+            ("prefill_ms", self.prefill_ms),
+            ("decode_ms", self.decode_ms),
+            ("attribution_ms", self.attribution_ms),
+            ("receipt_ms", self.receipt_ms),
+            ("total_ms", self.total_ms),
+        ] {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Usage(prompt_tokens={}, answer_tokens={}, sources_used={}/{}, method={}, total_ms={:.0})",
+            self.prompt_tokens,
+            self.answer_tokens,
+            self.sources_used,
+            self.sources_retrieved,
+            self.method
+                .as_deref()
+                .map_or_else(|| "None".to_owned(), quoted),
+            self.total_ms
+        )
+    }
+}
+
 fn citations(cs: &[tribute::Citation]) -> Vec<Citation> {
     cs.iter().map(Citation::from).collect()
 }
@@ -130,20 +280,10 @@ impl Answer {
         citations(&self.inner.citations)
     }
 
-    /// The answer's sentences: dicts with `text`, `start` and `end` (character offsets in
-    /// `text`) and `markers` (supporting sources, strongest first).
+    /// The answer's sentences, each with its supporting sources.
     #[getter]
-    fn sentences<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let list = PyList::empty(py);
-        for s in &self.inner.sentences {
-            let d = PyDict::new(py);
-            d.set_item("text", &s.text)?;
-            d.set_item("start", s.char_span.start)?;
-            d.set_item("end", s.char_span.end)?;
-            d.set_item("markers", s.markers.clone())?;
-            list.append(d)?;
-        }
-        Ok(list)
+    fn sentences(&self) -> Vec<Sentence> {
+        self.inner.sentences.iter().map(Sentence::from).collect()
     }
 
     /// The adapters used, with their weights.
@@ -152,10 +292,10 @@ impl Answer {
         self.inner.adapters.clone()
     }
 
-    /// Token counts, sources used and per-stage timings (ms), as a dict.
+    /// Token counts, sources used and per-stage timings.
     #[getter]
-    fn usage<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        json_to_py(py, &self.inner.usage)
+    fn usage(&self) -> Usage {
+        Usage::from(&self.inner.usage)
     }
 
     /// The signed receipt, or None (see `no_receipt`).
@@ -209,43 +349,96 @@ impl Answer {
     }
 }
 
-/// A streamed ask: iterate it for the answer's text pieces as the model writes them; when
-/// the iteration ends, `answer` holds the finished `Answer` (citations, receipt).
+/// Starts a lazily begun stream (`Engine.stream_async`).
+pub(crate) type Starter = Box<dyn FnOnce() -> tribute::Result<tribute::AskStream> + Send>;
+
+/// Where a stream is.
+enum Slot {
+    /// Not begun yet (an async stream begins on its first step, off the event loop).
+    Pending(Starter),
+    Running(tribute::AskStream),
+    Closed,
+}
+
+/// A streamed ask: iterate it (`for`, or `async for`) for the answer's text pieces as the
+/// model writes them; when the iteration ends, `answer` holds the finished `Answer`
+/// (citations, receipt).
 ///
-/// Each step releases the GIL. The stream holds one of the generator's sessions until it
-/// ends: finish it, `close()` it, or use it as a context manager.
+/// Each step releases the GIL; Ctrl-C during a step raises `KeyboardInterrupt` at once and
+/// cancels the stream (generation stops, nothing is signed, the iteration is over), as does
+/// cancelling the task awaiting a step. The stream holds one
+/// of the generator's sessions until it ends: finish it, `close()` it, or use it as a
+/// context manager (`with` or `async with`).
 #[pyclass(module = "tribute", frozen)]
 pub struct AskStream {
-    stream: Mutex<Option<tribute::AskStream>>,
+    slot: Mutex<Slot>,
     answer: Mutex<Option<Py<Answer>>>,
     ledger: Option<Ledger>,
+    cancel: CancelToken,
 }
 
 impl AskStream {
-    pub(crate) fn new(stream: tribute::AskStream, ledger: Option<Ledger>) -> Self {
+    /// A stream that has begun.
+    pub(crate) fn new(
+        stream: tribute::AskStream,
+        ledger: Option<Ledger>,
+        cancel: CancelToken,
+    ) -> Self {
         AskStream {
-            stream: Mutex::new(Some(stream)),
+            slot: Mutex::new(Slot::Running(stream)),
             answer: Mutex::new(None),
             ledger,
+            cancel,
         }
     }
-}
 
-#[pymethods]
-impl AskStream {
-    fn __iter__(slf: Py<Self>) -> Py<Self> {
-        slf
+    /// A stream that begins on its first step.
+    pub(crate) fn pending(start: Starter, ledger: Option<Ledger>, cancel: CancelToken) -> Self {
+        AskStream {
+            slot: Mutex::new(Slot::Pending(start)),
+            answer: Mutex::new(None),
+            ledger,
+            cancel,
+        }
     }
 
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        let event = py.detach(|| {
-            let mut guard = lock(&self.stream);
-            let event = guard.as_mut()?.next();
-            if !matches!(event, Some(Ok(AskEvent::Text(_)))) {
-                *guard = None;
+    /// The next event (blocking; call without the GIL). None once the stream is over,
+    /// and once it was cancelled (Ctrl-C, a cancelled awaiting task, `close`).
+    fn next_event(&self) -> Option<tribute::Result<AskEvent>> {
+        let mut slot = lock(&self.slot);
+        if self.cancel.is_cancelled() {
+            *slot = Slot::Closed;
+            return None;
+        }
+        if matches!(*slot, Slot::Pending(_))
+            && let Slot::Pending(start) = std::mem::replace(&mut *slot, Slot::Closed)
+        {
+            match start() {
+                Ok(stream) => *slot = Slot::Running(stream),
+                Err(e) => return Some(Err(e)),
             }
-            event
-        });
+        }
+        let Slot::Running(stream) = &mut *slot else {
+            return None;
+        };
+        let event = stream.next();
+        if self.cancel.is_cancelled() {
+            // Cancelled during this step: whatever it produced goes nowhere.
+            *slot = Slot::Closed;
+            return None;
+        }
+        if !matches!(event, Some(Ok(AskEvent::Text(_)))) {
+            *slot = Slot::Closed;
+        }
+        event
+    }
+
+    /// Turns an event into the next text piece (None at the end, keeping the answer).
+    fn deliver(
+        &self,
+        py: Python<'_>,
+        event: Option<tribute::Result<AskEvent>>,
+    ) -> PyResult<Option<String>> {
         match event {
             None => Ok(None),
             Some(Ok(AskEvent::Text(t))) => Ok(Some(t)),
@@ -263,6 +456,42 @@ impl AskStream {
             Some(Err(e)) => Err(py_err(e)),
         }
     }
+}
+
+#[pymethods]
+impl AskStream {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(slf: Py<Self>, py: Python<'_>) -> PyResult<Option<String>> {
+        let worker = slf.clone_ref(py);
+        let cancel = slf.get().cancel.clone();
+        let event = wait_interruptibly(
+            py,
+            move || worker.get().next_event(),
+            move || cancel.cancel(),
+        )?;
+        slf.get().deliver(py, event)
+    }
+
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __anext__<'py>(slf: Py<Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let worker = slf.clone_ref(py);
+        let cancel = slf.get().cancel.clone();
+        future_from(
+            py,
+            move || worker.get().next_event(),
+            move |py, event| match slf.get().deliver(py, event)? {
+                Some(text) => Ok(text.into_pyobject(py)?.into_any().unbind()),
+                None => Err(PyStopAsyncIteration::new_err(())),
+            },
+            Some(Box::new(move || cancel.cancel())),
+        )
+    }
 
     /// The finished answer, once the iteration has ended (None before).
     #[getter]
@@ -270,10 +499,12 @@ impl AskStream {
         lock(&self.answer).as_ref().map(|a| a.clone_ref(py))
     }
 
-    /// Stops the stream and gives its session back (the answer stays None if unfinished).
+    /// Stops the stream (cancelling the generation) and gives its session back; the
+    /// answer stays None if unfinished.
     fn close(&self, py: Python<'_>) {
-        let stream = py.detach(|| lock(&self.stream).take());
-        drop(stream);
+        self.cancel.cancel();
+        let slot = py.detach(|| std::mem::replace(&mut *lock(&self.slot), Slot::Closed));
+        drop(slot);
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -286,15 +517,40 @@ impl AskStream {
         false
     }
 
+    fn __aenter__(slf: Py<Self>, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        future_from(py, || (), move |_, ()| Ok(slf.into_any()), None)
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __aexit__<'py>(
+        slf: Py<Self>,
+        py: Python<'py>,
+        _args: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        // Closing waits for a step in flight: off the event loop.
+        future_from(
+            py,
+            move || {
+                let stream = slf.get();
+                stream.cancel.cancel();
+                drop(std::mem::replace(&mut *lock(&stream.slot), Slot::Closed));
+            },
+            |py, ()| Ok(false.into_pyobject(py)?.to_owned().into_any().unbind()),
+            None,
+        )
+    }
+
     fn __repr__(&self, py: Python<'_>) -> String {
         // Another thread may hold the stream (GIL released) while it generates.
-        let streaming = py.detach(|| lock(&self.stream).is_some());
+        let state = py.detach(|| match &*lock(&self.slot) {
+            Slot::Pending(_) => "pending",
+            Slot::Running(_) => "streaming",
+            Slot::Closed => "closed",
+        });
         let state = if lock(&self.answer).is_some() {
             "finished"
-        } else if streaming {
-            "streaming"
         } else {
-            "closed"
+            state
         };
         format!("AskStream({state})")
     }

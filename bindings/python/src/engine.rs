@@ -7,14 +7,18 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use tribute::attribution::journal::{ReceiptState, StateKind};
 use tribute::attribution::receipt::Ledger;
+use tribute::config::ChainConfig;
 use tribute::{AskOptions, EngineConfig};
 
-use crate::answer::{Answer, AskStream, Retrieval};
-use crate::error::{TributeError, py_err, request};
+use tribute::inference::CancelToken;
+
+use crate::answer::{Answer, AskStream, Retrieval, Starter};
+use crate::error::{ConfigError, TributeError, py_err, request};
 use crate::generator::{Generator, adapters};
 use crate::index::{Hit, Index};
 use crate::quoted;
-use crate::receipt::{Receipt, Signer, ledger_dict, ledger_from};
+use crate::receipt::{Receipt, SettleReport, Signer, ledger_dict, ledger_from};
+use crate::runtime::{coroutine, future_from, wait_interruptibly};
 
 /// The embeddable RAG-with-attribution engine: asks questions of a knowledge base and
 /// returns answers with measured citation weights and a signed usage receipt.
@@ -25,7 +29,9 @@ use crate::receipt::{Receipt, Signer, ledger_dict, ledger_from};
 /// for the default MiniLM). `generator` defaults to loading the default SmolLM2.
 /// `signer` and `ledger` (`{"chainId": …, "contract": "0x…"}` or a ledger JSON file) make
 /// answers carry signed receipts — without `signer`, a key in `$TRIBUTE_KEY` is used
-/// when set, as in the Rust library; `journal` is the receipt journal directory.
+/// when set, as in the Rust library; `journal` is the receipt journal directory. `chain`
+/// (an RPC URL, or a dict with `rpc`, `batch_size`, `treasury`, `fallback_owner`,
+/// `timeout_s`) is where `settle` pays the receipts.
 /// `top_k`, `mode`, `method` and `max_tokens` set the defaults of `ask`.
 ///
 /// Safe to use from several threads; every long call releases the GIL. Use it as a
@@ -70,7 +76,28 @@ fn ask_options(
         max_tokens,
         temperature,
         seed,
+        cancel: Some(CancelToken::new()),
     })
+}
+
+/// A chain config from an RPC URL or a dict of `ChainConfig` fields.
+fn chain_config(obj: &Bound<'_, PyAny>) -> PyResult<ChainConfig> {
+    if let Ok(rpc) = obj.extract::<String>() {
+        return Ok(ChainConfig {
+            rpc,
+            ..ChainConfig::default()
+        });
+    }
+    let bad = |e: &dyn std::fmt::Display| ConfigError::new_err(format!("chain: {e}"));
+    if !obj.is_instance_of::<PyDict>() {
+        return Err(bad(
+            &"give an RPC URL or a dict (rpc, batch_size, treasury, fallback_owner, timeout_s)",
+        ));
+    }
+    let text: String = PyModule::import(obj.py(), "json")?
+        .call_method1("dumps", (obj,))?
+        .extract()?;
+    serde_json::from_str(&text).map_err(|e| bad(&e))
 }
 
 fn state_name(s: &ReceiptState) -> &'static str {
@@ -112,7 +139,8 @@ impl Engine {
     #[new]
     #[pyo3(signature = (
         index = None, *, generator = None, signer = None, ledger = None, journal = None,
-        embedder = None, top_k = None, mode = None, method = None, max_tokens = None
+        chain = None, embedder = None, top_k = None, mode = None, method = None,
+        max_tokens = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -122,6 +150,7 @@ impl Engine {
         signer: Option<PyRef<'_, Signer>>,
         ledger: Option<&Bound<'_, PyAny>>,
         journal: Option<PathBuf>,
+        chain: Option<&Bound<'_, PyAny>>,
         embedder: Option<PathBuf>,
         top_k: Option<usize>,
         mode: Option<&str>,
@@ -133,6 +162,7 @@ impl Engine {
             config.receipts.ledger = Some(ledger_from(l)?);
         }
         config.receipts.journal = journal;
+        config.chain = chain.map(chain_config).transpose()?;
         config.embedder = embedder;
         if let Some(k) = top_k {
             config.retrieval.top_k = k;
@@ -206,7 +236,8 @@ impl Engine {
     /// Asks a question: retrieves `top_k` chunks, generates an answer with the `adapters`
     /// merged (`{id: weight}`), measures citation weights with `method` (`"loo"`,
     /// `"ablation"`, `"similarity"` or `"retrieval"`) and signs a receipt. Unset options
-    /// take the engine's defaults. The GIL is released for the whole ask.
+    /// take the engine's defaults. The GIL is released for the whole ask; Ctrl-C raises
+    /// `KeyboardInterrupt` at once and cancels the ask (nothing is signed).
     #[pyo3(signature = (
         question, *, adapters = None, method = None, top_k = None, mode = None,
         datanets = None, max_tokens = None, temperature = None, seed = None, fee = None
@@ -238,12 +269,18 @@ impl Engine {
             fee,
         )?;
         let engine = self.engine()?;
-        let answer = py
-            .detach(|| engine.ask(question).options(options).run())
-            .map_err(py_err)?;
+        let ledger = Engine::ledger_of(&engine);
+        let cancel = options.cancel.clone().unwrap_or_default();
+        let question = question.to_owned();
+        let answer = wait_interruptibly(
+            py,
+            move || engine.ask(question).options(options).run(),
+            move || cancel.cancel(),
+        )?
+        .map_err(py_err)?;
         Ok(Answer {
             inner: answer,
-            ledger: Engine::ledger_of(&engine),
+            ledger,
         })
     }
 
@@ -280,32 +317,188 @@ impl Engine {
             fee,
         )?;
         let engine = self.engine()?;
+        let cancel = options.cancel.clone().unwrap_or_default();
         let stream = py
             .detach(|| engine.ask(question).options(options).stream())
             .map_err(py_err)?;
-        Ok(AskStream::new(stream, Engine::ledger_of(&engine)))
+        Ok(AskStream::new(stream, Engine::ledger_of(&engine), cancel))
+    }
+
+    /// `stream` for `async for`: returns at once; the ask begins on the first step, off
+    /// the event loop (its errors, such as an empty question, are raised there).
+    /// Cancelling the task awaiting a step cancels the generation.
+    #[pyo3(signature = (
+        question, *, adapters = None, method = None, top_k = None, mode = None,
+        datanets = None, max_tokens = None, temperature = None, seed = None, fee = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn stream_async(
+        &self,
+        question: &str,
+        adapters: Option<&Bound<'_, PyAny>>,
+        method: Option<&str>,
+        top_k: Option<usize>,
+        mode: Option<&str>,
+        datanets: Option<Vec<String>>,
+        max_tokens: Option<usize>,
+        temperature: Option<f32>,
+        seed: Option<u64>,
+        fee: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<AskStream> {
+        let options = ask_options(
+            adapters,
+            method,
+            top_k,
+            mode,
+            datanets,
+            max_tokens,
+            temperature,
+            seed,
+            fee,
+        )?;
+        let engine = self.engine()?;
+        let ledger = Engine::ledger_of(&engine);
+        let cancel = options.cancel.clone().unwrap_or_default();
+        let question = question.to_owned();
+        let start: Starter = Box::new(move || engine.ask(question).options(options).stream());
+        Ok(AskStream::pending(start, ledger, cancel))
     }
 
     /// `ask` as a coroutine: `await engine.ask_async(question, **options)` runs the ask
-    /// in a worker thread (`asyncio.to_thread`), so the event loop keeps running.
-    #[pyo3(signature = (question, **options))]
+    /// on a worker thread, so the event loop keeps running. Cancelling the awaiting task
+    /// (or `asyncio.wait_for` timing out) cancels the ask.
+    #[pyo3(signature = (
+        question, *, adapters = None, method = None, top_k = None, mode = None,
+        datanets = None, max_tokens = None, temperature = None, seed = None, fee = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn ask_async<'py>(
-        slf: &Bound<'py, Self>,
+        &self,
+        py: Python<'py>,
         question: &str,
-        options: Option<&Bound<'py, PyDict>>,
+        adapters: Option<&Bound<'_, PyAny>>,
+        method: Option<&str>,
+        top_k: Option<usize>,
+        mode: Option<&str>,
+        datanets: Option<Vec<String>>,
+        max_tokens: Option<usize>,
+        temperature: Option<f32>,
+        seed: Option<u64>,
+        fee: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let ask = slf.getattr("ask")?;
-        PyModule::import(py, "asyncio")?
-            .getattr("to_thread")?
-            .call((ask, question), options)
+        let options = ask_options(
+            adapters,
+            method,
+            top_k,
+            mode,
+            datanets,
+            max_tokens,
+            temperature,
+            seed,
+            fee,
+        )?;
+        let engine = self.engine()?;
+        let ledger = Engine::ledger_of(&engine);
+        let cancel = options.cancel.clone().unwrap_or_default();
+        let question = question.to_owned();
+        coroutine(py, move |py| {
+            future_from(
+                py,
+                move || engine.ask(question).options(options).run(),
+                move |py, answer| {
+                    let inner = answer.map_err(py_err)?;
+                    Ok(Py::new(py, Answer { inner, ledger })?.into_any())
+                },
+                Some(Box::new(move || cancel.cancel())),
+            )
+        })
     }
 
-    /// Searches the knowledge base with the engine's retrieval mode and datanets.
-    #[pyo3(signature = (query, k = 5))]
-    fn search(&self, py: Python<'_>, query: &str, k: usize) -> PyResult<Vec<Hit>> {
+    /// `retrieve` as a coroutine (on a worker thread).
+    #[pyo3(signature = (query, k = None, *, datanets = None, sign = true))]
+    fn retrieve_async<'py>(
+        &self,
+        py: Python<'py>,
+        query: &str,
+        k: Option<usize>,
+        datanets: Option<Vec<String>>,
+        sign: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?;
-        let hits = py.detach(|| engine.search(query, k)).map_err(py_err)?;
+        let ledger = Engine::ledger_of(&engine);
+        let k = k.unwrap_or(engine.config().retrieval.top_k);
+        let query = query.to_owned();
+        coroutine(py, move |py| {
+            future_from(
+                py,
+                move || engine.retrieve(&query, k, datanets.as_deref(), sign),
+                move |py, r| {
+                    let inner = r.map_err(py_err)?;
+                    Ok(Py::new(py, Retrieval { inner, ledger })?.into_any())
+                },
+                None,
+            )
+        })
+    }
+
+    /// Settles the journal's pending receipts on the configured chain (`[chain]` and the
+    /// ledger of the config file, in batches of `chain.batch_size`): each batch is signed
+    /// by the payer, sent, and confirmed in the journal. Receipts stay pending when the
+    /// chain is unreachable (`ChainError`). Ctrl-C returns at once; the settlement then
+    /// finishes in the background, every step journaled, and a later `settle` resumes it.
+    fn settle(&self, py: Python<'_>) -> PyResult<SettleReport> {
+        let engine = self.engine()?;
+        let report =
+            wait_interruptibly(py, move || engine.settle_blocking(), || ())?.map_err(py_err)?;
+        SettleReport::new(py, report)
+    }
+
+    /// `settle` as a coroutine (on a worker thread).
+    fn settle_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?;
+        coroutine(py, move |py| {
+            future_from(
+                py,
+                move || engine.settle_blocking(),
+                |py, r| {
+                    let report = SettleReport::new(py, r.map_err(py_err)?)?;
+                    Ok(Py::new(py, report)?.into_any())
+                },
+                None,
+            )
+        })
+    }
+
+    /// Receipt counts: a dict with `receipts` (all) and by state `pending`, `batched`,
+    /// `submitted` and `confirmed` (all zero without a journal).
+    fn receipt_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let engine = self.engine()?;
+        let stats = py.detach(|| engine.receipt_stats()).map_err(py_err)?;
+        let d = PyDict::new(py);
+        d.set_item("receipts", stats.receipts)?;
+        d.set_item("pending", stats.pending)?;
+        d.set_item("batched", stats.batched)?;
+        d.set_item("submitted", stats.submitted)?;
+        d.set_item("confirmed", stats.confirmed)?;
+        Ok(d)
+    }
+
+    /// Searches the knowledge base: the `k` best chunks, best first. `mode` (`"hybrid"`,
+    /// `"bm25"`, `"dense"`) and `datanets` default to the engine's configuration.
+    #[pyo3(signature = (query, k = 5, *, mode = None, datanets = None))]
+    fn search(
+        &self,
+        py: Python<'_>,
+        query: &str,
+        k: usize,
+        mode: Option<&str>,
+        datanets: Option<Vec<String>>,
+    ) -> PyResult<Vec<Hit>> {
+        let mode = mode.map(|m| m.parse().map_err(py_err)).transpose()?;
+        let engine = self.engine()?;
+        let hits = py
+            .detach(|| engine.search_with(query, k, mode, datanets.as_deref()))
+            .map_err(py_err)?;
         Ok(hits.iter().map(Hit::from).collect())
     }
 

@@ -374,8 +374,8 @@ impl Index {
     /// (default), `"bm25"` or `"dense"`; `datanets` keeps only those datanets. The GIL is
     /// released during the search.
     ///
-    /// Through an engine (after `Engine(index=kb)`) the engine's retrieval mode and
-    /// datanets apply: another `mode` or a `datanets` filter raises `RequestError`.
+    /// Through an engine (after `Engine(index=kb)`) unset `mode` and `datanets` take the
+    /// engine's configured ones.
     #[pyo3(signature = (query, k = 5, *, mode = None, datanets = None))]
     fn search(
         &self,
@@ -399,36 +399,22 @@ impl Index {
                     }
                     req.execute().map_err(py_err)
                 }
-                Some(Backing::Engine(engine)) => {
-                    let configured = engine.config().retrieval.mode;
-                    if mode.is_some_and(|m| m != configured) {
-                        return Err(request(format!(
-                            "this index is served by an engine that searches in {configured} mode; \
-                             search without mode= (or use Index.open on another directory)"
-                        )));
-                    }
-                    if datanets.is_some() {
-                        return Err(request(
-                            "this index is served by an engine: its configured datanets apply",
-                        ));
-                    }
-                    engine.search(query, k).map_err(py_err)
-                }
+                Some(Backing::Engine(engine)) => engine
+                    .search_with(query, k, mode, datanets.as_deref())
+                    .map_err(py_err),
             }
         })?;
         Ok(hits.iter().map(Hit::from).collect())
     }
 
-    /// Deletes a document; returns whether it existed. Not available through an engine.
+    /// Deletes a document and its chunks; returns whether it existed.
     fn delete(&self, py: Python<'_>, doc_id: &str) -> PyResult<bool> {
         py.detach(|| {
             let mut guard = self.backing.write().unwrap_or_else(|p| p.into_inner());
             match &mut *guard {
                 None => Err(closed()),
                 Some(Backing::Own(index)) => index.delete(&doc_id.into()).map_err(py_err),
-                Some(Backing::Engine(_)) => Err(request(
-                    "deleting documents through an engine is not supported yet",
-                )),
+                Some(Backing::Engine(engine)) => engine.delete_document(doc_id).map_err(py_err),
             }
         })
     }

@@ -12,6 +12,7 @@ mod error;
 mod generator;
 mod index;
 mod receipt;
+mod runtime;
 
 use pyo3::prelude::*;
 
@@ -20,7 +21,7 @@ use pyo3::prelude::*;
 #[pymodule]
 mod _native {
     #[pymodule_export]
-    use crate::answer::{Answer, AskStream, Citation, Retrieval};
+    use crate::answer::{Answer, AskStream, Citation, Retrieval, Sentence, Usage};
     #[pymodule_export]
     use crate::engine::Engine;
     #[pymodule_export]
@@ -33,7 +34,7 @@ mod _native {
     #[pymodule_export]
     use crate::index::{Hit, Index, IngestProgress, IngestReport};
     #[pymodule_export]
-    use crate::receipt::{Receipt, Signer};
+    use crate::receipt::{Receipt, SettleReport, SettledBatch, Signer};
 
     use pyo3::prelude::*;
 

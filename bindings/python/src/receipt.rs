@@ -276,3 +276,109 @@ impl Receipt {
         )
     }
 }
+
+/// One settled batch of a [`SettleReport`].
+#[pyclass(module = "tribute", frozen, get_all)]
+pub struct SettledBatch {
+    /// The batch's Merkle root (0x-hex).
+    pub root: String,
+    /// The settling transaction (0x-hex).
+    pub tx_hash: String,
+    /// Its block (None when it was settled by an earlier run and not looked up).
+    pub block_number: Option<u64>,
+    /// Gas the transaction used.
+    pub gas_used: u64,
+    /// Payees credited.
+    pub payee_count: u64,
+    /// Σ payouts in wei, debited from the payer's deposit.
+    pub total_wei: u128,
+    /// Receipts in the batch.
+    pub receipts: usize,
+    /// Whether it was an unfinished batch of an earlier run.
+    pub resumed: bool,
+    /// Whether an earlier run had already settled it (nothing was sent).
+    pub already_settled: bool,
+}
+
+#[pymethods]
+impl SettledBatch {
+    fn __repr__(&self) -> String {
+        format!(
+            "SettledBatch(receipts={}, payees={}, total_wei={}, gas_used={}, tx={})",
+            self.receipts, self.payee_count, self.total_wei, self.gas_used, self.tx_hash
+        )
+    }
+}
+
+/// What `Engine.settle` did.
+#[pyclass(module = "tribute", frozen, get_all)]
+pub struct SettleReport {
+    /// The batches confirmed, in order.
+    pub batches: Vec<Py<SettledBatch>>,
+    /// Pending receipts left alone because they do not verify on this ledger:
+    /// `(receipt_id, why)` pairs.
+    pub skipped: Vec<(String, String)>,
+    /// Pending receipts of other payers (left alone).
+    pub other_payers: usize,
+    /// This payer's receipts still pending.
+    pub still_pending: usize,
+    /// Receipts confirmed by this call.
+    pub confirmed_receipts: usize,
+    /// Gas used by this call's settlement transactions.
+    pub gas_used: u64,
+}
+
+impl SettleReport {
+    pub(crate) fn new(
+        py: Python<'_>,
+        r: tribute::attribution::settle::SettleReport,
+    ) -> PyResult<Self> {
+        let batches = r
+            .batches
+            .iter()
+            .map(|b| {
+                let s = &b.settlement;
+                Py::new(
+                    py,
+                    SettledBatch {
+                        root: s.root.to_string(),
+                        tx_hash: s.tx_hash.to_string(),
+                        block_number: s.block_number,
+                        gas_used: s.gas_used,
+                        payee_count: s.payee_count,
+                        total_wei: u128::try_from(s.total).unwrap_or(u128::MAX),
+                        receipts: b.receipts,
+                        resumed: b.resumed,
+                        already_settled: s.already_settled,
+                    },
+                )
+            })
+            .collect::<PyResult<_>>()?;
+        Ok(SettleReport {
+            batches,
+            skipped: r
+                .skipped
+                .iter()
+                .map(|(id, why)| (id.to_string(), why.clone()))
+                .collect(),
+            other_payers: r.other_payers,
+            still_pending: r.still_pending,
+            confirmed_receipts: r.confirmed_receipts(),
+            gas_used: r.gas_used(),
+        })
+    }
+}
+
+#[pymethods]
+impl SettleReport {
+    fn __repr__(&self) -> String {
+        format!(
+            "SettleReport(batches={}, confirmed_receipts={}, gas_used={}, skipped={}, still_pending={})",
+            self.batches.len(),
+            self.confirmed_receipts,
+            self.gas_used,
+            self.skipped.len(),
+            self.still_pending
+        )
+    }
+}

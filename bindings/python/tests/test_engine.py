@@ -31,9 +31,16 @@ def test_ask_cites_the_source_and_signs_a_verifiable_receipt(engine: tribute.Eng
     assert f"[{top.marker}]" in answer.cited_text
     assert str(answer) == answer.cited_text
     assert answer.question == PRICING_Q
-    assert answer.usage["sources_used"] == 3 and answer.usage["method"] == "loo"
+    usage = answer.usage
+    assert usage.sources_used == 3 and usage.method == "loo"
+    assert usage.prompt_tokens > 100 and usage.answer_tokens > 0 and usage.attribution_passes >= 3
+    assert usage.total_ms >= usage.prefill_ms + usage.decode_ms + usage.attribution_ms > 0
+    assert usage.decode_tokens_per_s > 0 and usage.to_dict()["sources_used"] == 3
+    assert "Usage(" in repr(usage)
+    assert answer.sentences and any(s.markers for s in answer.sentences)
     for s in answer.sentences:
-        assert answer.text[s["start"] : s["end"]] == s["text"]
+        assert answer.text[s.start : s.end] == s.text
+        assert all(1 <= m <= usage.sources_used for m in s.markers)
 
     receipt = answer.receipt
     assert receipt is not None, answer.no_receipt
@@ -156,10 +163,28 @@ def test_index_handle_serves_through_the_engine(engine: tribute.Engine) -> None:
     assert "served by an engine" in repr(kb) and kb.document_count == 5
     assert kb.search(PRICING_Q, k=1)[0].doc_id == "zephyr-pricing"
     assert kb.search(PRICING_Q, k=1, mode="hybrid")[0].doc_id == "zephyr-pricing"
-    with pytest.raises(tribute.RequestError, match="hybrid mode"):
-        kb.search(PRICING_Q, mode="bm25")
+    # Per-call mode and datanets, through the index handle and the engine alike.
+    bm25 = kb.search(PRICING_Q, k=3, mode="bm25")
+    assert bm25 and all(h.bm25_score is not None and h.dense_score is None for h in bm25)
+    dense = engine.search(PRICING_Q, k=3, mode="dense")
+    assert dense and all(h.dense_score is not None and h.bm25_score is None for h in dense)
+    docs = engine.search(GUST_Q, k=5, datanets=["zephyr-docs"])
+    assert docs and {h.datanet for h in docs} == {"zephyr-docs"}
+    assert {h.datanet for h in kb.search(GUST_Q, k=5, datanets=["pilot-notes"])} == {"pilot-notes"}
+    with pytest.raises(tribute.RequestError, match="unknown mode"):
+        engine.search(PRICING_Q, mode="fuzzy")  # type: ignore[arg-type]
     with pytest.raises(tribute.RequestError):
         tribute.Engine(index=kb)
+
+
+def test_delete_through_an_engine(tmp_path: Path, generator: tribute.Generator) -> None:
+    kb = tribute.Index.open(tmp_path / "kb")
+    kb.add_files(SAMPLE)
+    with tribute.Engine(index=kb, generator=generator) as engine:
+        assert kb.delete("gust-field-notes") is True
+        assert kb.delete("gust-field-notes") is False
+        assert kb.document_count == 4
+        assert all(h.doc_id != "gust-field-notes" for h in engine.search(GUST_Q, k=5))
 
 
 def test_retrieve_signs_a_retrieval_receipt(engine: tribute.Engine) -> None:

@@ -37,8 +37,12 @@ from ._native import (
     ReceiptError,
     RequestError,
     Retrieval,
+    Sentence,
+    SettledBatch,
+    SettleReport,
     Signer,
     TributeError,
+    Usage,
     __version__,
 )
 
@@ -62,7 +66,11 @@ __all__ = [
     "ReceiptError",
     "RequestError",
     "Retrieval",
+    "Sentence",
+    "SettleReport",
+    "SettledBatch",
     "Signer",
     "TributeError",
+    "Usage",
     "__version__",
 ]
