@@ -1,7 +1,8 @@
 # Tribute — the two commands a newcomer needs:
 #   make demo   install the models, ONNX Runtime and anvil, build, ingest the sample datanet, ask
 #               with and without an adapter, sign receipts, settle them on a local chain
-#   make test   install what the tests need, then run every test
+#   make test   install what the tests need, then run every test (Rust, Python, Kotlin; Swift
+#               where a Swift toolchain exists)
 SHELL := /bin/bash
 CARGO ?= cargo
 TRIBUTE := $(or $(CARGO_TARGET_DIR),target)/debug/tribute
@@ -32,6 +33,9 @@ test: setup
 	cd attribution/contracts && npm ci --silent --no-audit --no-fund && node compile.js --check && bash smoke.sh
 	$(CARGO) test --workspace
 	bindings/python/test.sh
+	bindings/kotlin/test.sh
+	bindings/swift/test.sh
+	$(CARGO) clippy -p tribute-ffi --features onchain --all-targets -- -D warnings
 	$(CARGO) clippy -p tribute-attribution --features onchain --all-targets -- -D warnings
 	$(CARGO) test -p tribute-attribution --features onchain --test chain
 	$(CARGO) test -p tribute --features onchain --test it engine::onchain

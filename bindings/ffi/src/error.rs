@@ -1,0 +1,221 @@
+//! The one error type of the bindings, and the one place Rust errors and panics become it.
+//!
+//! Flat and stable: Kotlin sees `TributeException.Model(message)`, Swift
+//! `TributeError.Model(message:)`. Domains, not Rust types, pick the variant (a missing
+//! embedding model is a `Model` error whether the index or the engine loaded it), exactly
+//! as the Python package's exception classes are picked.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use tribute::attribution::Error as AttributionErr;
+use tribute::index::Error as IndexErr;
+use tribute::inference::Error as InferenceErr;
+
+/// Everything the Tribute bindings throw. Each variant carries the Rust library's message
+/// unchanged; the variants are stable, the messages are for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
+#[uniffi(flat_error)]
+pub enum TributeError {
+    /// The knowledge base failed: a malformed document, an unreadable file, a corrupt or
+    /// mismatched index directory, or an operation on a closed index.
+    #[error("{0}")]
+    KnowledgeBase(String),
+    /// A model (the generator or the embedder) could not be loaded or run: a missing or
+    /// incomplete model directory, ONNX Runtime not found, a tokenizer or prompt failure.
+    #[error("{0}")]
+    Model(String),
+    /// A LoRA adapter was refused: missing or malformed files, trained for another model,
+    /// not registered, or over the memory budget.
+    #[error("{0}")]
+    Adapter(String),
+    /// Citation weights could not be computed.
+    #[error("{0}")]
+    Attribution(String),
+    /// A receipt or signing key was refused (bad key, bad signature, wrong signer), or the
+    /// receipt journal failed (locked by another writer, unwritable, corrupt).
+    #[error("{0}")]
+    Receipt(String),
+    /// Settlement on chain failed, is not configured, or the library was built without it.
+    #[error("{0}")]
+    Chain(String),
+    /// The configuration is invalid or unreadable (a TOML file, a ledger, a fee).
+    #[error("{0}")]
+    Config(String),
+    /// The request is invalid: an empty question, `top_k = 0`, an unknown adapter, or an
+    /// operation this handle does not offer (a closed engine, an index served by an engine).
+    #[error("{0}")]
+    Request(String),
+    /// The ask was cancelled (a listener returned `false`, a coroutine or stop flag
+    /// cancelled it) before it finished; nothing was signed.
+    #[error("{0}")]
+    Cancelled(String),
+    /// A bug: a panic inside the library (caught; it never crosses into Kotlin or Swift),
+    /// an exception thrown by a listener, or a failed background task.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// `Result` with [`TributeError`].
+pub type Result<T, E = TributeError> = std::result::Result<T, E>;
+
+impl From<tribute::Error> for TributeError {
+    fn from(e: tribute::Error) -> Self {
+        let msg = e.to_string();
+        match &e {
+            tribute::Error::Config(_) => TributeError::Config(msg),
+            tribute::Error::Index(e) => index_error(e, msg),
+            tribute::Error::Inference(e) => inference_error(e, msg),
+            tribute::Error::Attribution(e) => match e {
+                AttributionErr::Receipt(_) | AttributionErr::Journal(_) => {
+                    TributeError::Receipt(msg)
+                }
+                AttributionErr::Settle(_) => TributeError::Chain(msg),
+                _ => TributeError::Attribution(msg),
+            },
+            tribute::Error::Receipt(_) | tribute::Error::Journal(_) => TributeError::Receipt(msg),
+            tribute::Error::Settle(_) | tribute::Error::NoChain(_) => TributeError::Chain(msg),
+            tribute::Error::Prompt(tribute::rag::PromptError::Inference(e)) => {
+                inference_error(e, msg)
+            }
+            tribute::Error::Prompt(_) => TributeError::Model(msg),
+            tribute::Error::InvalidRequest(_) => TributeError::Request(msg),
+            tribute::Error::Cancelled => TributeError::Cancelled(msg),
+            _ => TributeError::Internal(msg),
+        }
+    }
+}
+
+impl From<IndexErr> for TributeError {
+    fn from(e: IndexErr) -> Self {
+        tribute::Error::from(e).into()
+    }
+}
+
+impl From<InferenceErr> for TributeError {
+    fn from(e: InferenceErr) -> Self {
+        tribute::Error::from(e).into()
+    }
+}
+
+impl From<tribute::attribution::receipt::ReceiptError> for TributeError {
+    fn from(e: tribute::attribution::receipt::ReceiptError) -> Self {
+        tribute::Error::from(e).into()
+    }
+}
+
+impl From<AttributionErr> for TributeError {
+    fn from(e: AttributionErr) -> Self {
+        tribute::Error::from(e).into()
+    }
+}
+
+/// A listener (a Kotlin or Swift callback) failed in a way uniffi could not map.
+impl From<uniffi::UnexpectedUniFFICallbackError> for TributeError {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        TributeError::Internal(format!("a listener failed: {}", e.reason))
+    }
+}
+
+fn index_error(e: &IndexErr, msg: String) -> TributeError {
+    match e {
+        IndexErr::ModelDirectory { .. } | IndexErr::OrtLibrary { .. } | IndexErr::Embedding(_) => {
+            TributeError::Model(msg)
+        }
+        IndexErr::UnknownVariant { .. } => TributeError::Request(msg),
+        _ => TributeError::KnowledgeBase(msg),
+    }
+}
+
+fn inference_error(e: &InferenceErr, msg: String) -> TributeError {
+    match e {
+        InferenceErr::Adapter(_) => TributeError::Adapter(msg),
+        InferenceErr::InvalidRequest(_) => TributeError::Request(msg),
+        _ => TributeError::Model(msg),
+    }
+}
+
+/// A [`TributeError::Request`].
+pub(crate) fn request(msg: impl Into<String>) -> TributeError {
+    TributeError::Request(msg.into())
+}
+
+/// Runs `f`, turning a panic into [`TributeError::Internal`] (with the panic's message).
+///
+/// uniffi's scaffolding also catches panics, but reports them as an untyped internal
+/// error (`InternalException` in Kotlin); every fallible export goes through this guard
+/// so callers handle one error type. Locks are taken poison-tolerantly ([`crate::lock`]),
+/// so a caught panic leaves the handles usable.
+pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| Err(panic_error(payload.as_ref())))
+}
+
+/// The [`TributeError::Internal`] for a panic payload.
+pub(crate) fn panic_error(payload: &(dyn std::any::Any + Send)) -> TributeError {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned());
+    TributeError::Internal(format!("internal error (a panic was caught): {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_turns_panics_into_internal_errors() {
+        let r: Result<()> = guard(|| panic!("boom {}", 42));
+        match r {
+            Err(TributeError::Internal(m)) => assert!(m.contains("boom 42"), "{m}"),
+            other => panic!("expected Internal, got {other:?}"),
+        }
+        let r: Result<u8> = guard(|| std::panic::panic_any(7u32));
+        assert!(matches!(r, Err(TributeError::Internal(m)) if m.contains("no message")));
+        assert_eq!(guard(|| Ok(5)), Ok(5));
+        assert_eq!(
+            guard::<()>(|| Err(request("nope"))),
+            Err(TributeError::Request("nope".into()))
+        );
+    }
+
+    #[test]
+    fn errors_map_by_domain() {
+        let e: TributeError = tribute::Error::Config("bad".into()).into();
+        assert_eq!(e, TributeError::Config("config: bad".into()));
+        let e: TributeError = tribute::Error::InvalidRequest("empty".into()).into();
+        assert_eq!(e, TributeError::Request("invalid request: empty".into()));
+        let e: TributeError = tribute::Error::NoChain("x".into()).into();
+        assert!(matches!(e, TributeError::Chain(_)));
+        let e: TributeError = tribute::Error::Task("x".into()).into();
+        assert!(matches!(e, TributeError::Internal(_)));
+        let e: TributeError = tribute::Error::Cancelled.into();
+        assert_eq!(e, TributeError::Cancelled("the ask was cancelled".into()));
+        let e: TributeError = tribute::attribution::receipt::PayerKey::from_hex("0x12")
+            .expect_err("a short key")
+            .into();
+        assert!(
+            matches!(&e, TributeError::Receipt(m) if m.contains("signing key")),
+            "{e:?}"
+        );
+        let e: TributeError = "gpu:x"
+            .parse::<tribute::inference::Device>()
+            .expect_err("a bad device")
+            .into();
+        assert!(matches!(
+            e,
+            TributeError::Request(_) | TributeError::Model(_)
+        ));
+        let e: TributeError = "fancy"
+            .parse::<tribute::attribution::Method>()
+            .expect_err("a bad method")
+            .into();
+        assert!(matches!(e, TributeError::Attribution(_)));
+    }
+
+    #[test]
+    fn callback_failures_are_internal() {
+        let e: TributeError = uniffi::UnexpectedUniFFICallbackError::new("listener threw").into();
+        assert!(matches!(&e, TributeError::Internal(m) if m.contains("listener threw")));
+    }
+}
