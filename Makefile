@@ -35,7 +35,6 @@ test: setup
 	bindings/python/test.sh
 	bindings/kotlin/test.sh
 	bindings/swift/test.sh
-	$(CARGO) clippy -p tribute-ffi --features onchain --all-targets -- -D warnings
 	$(CARGO) clippy -p tribute-attribution --features onchain --all-targets -- -D warnings
 	$(CARGO) test -p tribute-attribution --features onchain --test chain
 	$(CARGO) test -p tribute --features onchain --test it engine::onchain

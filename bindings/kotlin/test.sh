@@ -4,6 +4,12 @@
 # runs both on the real models. Fails loudly: any failing step stops the script with a
 # non-zero exit.
 #
+# The library (default features, which include `onchain`) is copied to
+# $CARGO_TARGET_DIR/tribute-ffi-test/ and loaded from there by the JVM, so a concurrent
+# cargo build cannot swap it mid-run; the suite settles receipts on a local anvil chain,
+# which needs anvil (`npm ci` in attribution/contracts; without it the test is skipped, or
+# fails when CI is set) and the debug `tribute` CLI (built here when missing).
+#
 #   bindings/kotlin/test.sh
 #
 # Installs what it needs when missing: a JDK and JNA from Debian (`default-jdk-headless`,
@@ -60,6 +66,15 @@ start=$SECONDS
 "$here/generate.sh" --check
 echo "build + drift check: $((SECONDS - start)) s"
 [[ -f "$target/debug/libtribute_ffi.so" ]] || fail "no $target/debug/libtribute_ffi.so"
+libdir="$target/tribute-ffi-test"
+mkdir -p "$libdir"
+cp "$target/debug/libtribute_ffi.so" "$libdir/libtribute_ffi.so.tmp"
+mv "$libdir/libtribute_ffi.so.tmp" "$libdir/libtribute_ffi.so"
+
+if [[ ! -x "$target/debug/tribute" ]]; then
+  step "building the tribute CLI (debug; the settle test deploys the ledger with it)"
+  cargo build --quiet -p tribute-cli || fail "cargo build -p tribute-cli failed"
+fi
 
 # --- compile (cached by the sources' hash) ---------------------------------------------
 sources=("$here/src/main/kotlin/tribute/tribute_ffi.kt" "$here/src/test/kotlin/tribute/TributeTest.kt"
@@ -83,7 +98,7 @@ fi
 
 # --- run --------------------------------------------------------------------------------
 run_java() {
-  java -Djna.library.path="$target/debug" -Dtribute.repo="$repo" \
+  java -Djna.library.path="$libdir" -Dtribute.repo="$repo" -Dtribute.target="$target" \
     -cp "$jar:$classpath:$lib/kotlin-stdlib.jar" "$@"
 }
 step "Kotlin/JVM suite"

@@ -13,6 +13,9 @@
 #
 # The tests need the default models (run `make setup` first; on macOS ONNX Runtime must be
 # the macOS build: set ORT_DYLIB_PATH to libonnxruntime.dylib) and the shared LoRA adapters.
+# The library's default features include `onchain`: the settle test runs anvil (`npm ci`
+# in attribution/contracts) and the debug `tribute` CLI,
+# and is skipped without them (it fails when CI is set).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,8 +28,12 @@ step() { printf '\n== %s\n' "$*"; }
 cd "$repo"
 step "building tribute-ffi (debug) and checking the generated Swift sources"
 "$here/generate.sh" --check
-static="$target/debug/libtribute_ffi.a"
-[[ -f "$static" ]] || fail "no static library at $static"
+[[ -f "$target/debug/libtribute_ffi.a" ]] || fail "no static library at $target/debug/libtribute_ffi.a"
+# A copy of its own, so that a concurrent cargo build cannot swap it mid-run.
+mkdir -p "$target/tribute-ffi-test"
+static="$target/tribute-ffi-test/libtribute_ffi.a"
+cp "$target/debug/libtribute_ffi.a" "$static.tmp"
+mv "$static.tmp" "$static"
 
 # Only the static library goes in lib/: with a shared library next to it, the linker
 # would pick that one.
@@ -52,8 +59,12 @@ if ! command -v swift >/dev/null; then
 fi
 
 swift --version
+if [[ ! -x "$target/debug/tribute" ]]; then
+  step "building the tribute CLI (debug; the settle test deploys the ledger with it)"
+  cargo build --quiet -p tribute-cli || fail "cargo build -p tribute-cli failed"
+fi
 step "swift test"
-(cd "$here" && TRIBUTE_REPO="$repo" swift test -Xlinker -L"$here/lib") || fail "the Swift tests failed"
+(cd "$here" && TRIBUTE_REPO="$repo" CARGO_TARGET_DIR="$target" swift test -Xlinker -L"$here/lib") || fail "the Swift tests failed"
 
 step "examples/swift (swift run Quickstart)"
 out="$(cd "$repo/examples/swift" && swift run -Xlinker -L"$here/lib" Quickstart "$repo")" || { echo "$out"; fail "the Swift quickstart failed"; }

@@ -13,7 +13,7 @@ use crate::index::Index;
 use crate::receipt::Signer;
 use crate::types::{
     Answer, AskOptions, EngineOptions, Hit, JournaledReceipt, Ledger, ReceiptState, ReceiptStats,
-    Retrieval, SettleReport, size,
+    Retrieval, SearchMode, SettleReport, size,
 };
 use crate::{read, write};
 
@@ -208,11 +208,20 @@ impl Engine {
         })
     }
 
-    /// Searches the knowledge base with the engine's retrieval mode and datanets.
-    #[uniffi::method(default(k = 5))]
-    pub fn search(&self, query: String, k: u32) -> Result<Vec<Hit>> {
+    /// Searches the knowledge base: the `k` best chunks, best first. Unset `mode` and
+    /// `datanets` take the engine's configured ones.
+    #[uniffi::method(default(k = 5, mode = None, datanets = None))]
+    pub fn search(
+        &self,
+        query: String,
+        k: u32,
+        mode: Option<SearchMode>,
+        datanets: Option<Vec<String>>,
+    ) -> Result<Vec<Hit>> {
         guard(|| {
-            let hits = self.engine()?.search(&query, size(k))?;
+            let engine = self.engine()?;
+            let hits =
+                engine.search_with(&query, size(k), mode.map(Into::into), datanets.as_deref())?;
             Ok(hits.iter().map(Hit::from).collect())
         })
     }

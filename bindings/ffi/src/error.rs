@@ -151,12 +151,17 @@ pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 
 /// The [`TributeError::Internal`] for a panic payload.
 pub(crate) fn panic_error(payload: &(dyn std::any::Any + Send)) -> TributeError {
-    let what = payload
+    let what = panic_message(payload);
+    TributeError::Internal(format!("internal error (a panic was caught): {what}"))
+}
+
+/// A panic payload's message.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_owned());
-    TributeError::Internal(format!("internal error (a panic was caught): {what}"))
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 #[cfg(test)]

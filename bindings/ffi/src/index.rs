@@ -1,16 +1,29 @@
 //! The knowledge base: [`Index`], a handle on an index directory.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tribute::index::Embedder;
 use tribute::index::document::{LoadOptions, expand_paths, load_file};
 use tribute::index::embedder::{EmbedderOptions, OnnxEmbedder, default_model_dir};
 use tribute::{Contributor, DatanetId, IndexConfig};
 
-use crate::error::{Result, TributeError, guard, request};
-use crate::types::{Document, Hit, IngestReport, SearchMode, count, size};
+use crate::error::{Result, TributeError, guard, panic_message, request};
+use crate::types::{Document, Hit, IngestProgress, IngestReport, SearchMode, count, size};
 use crate::{read, write};
+
+/// Receives an ingest's progress (`Index.add`, `Index.addFiles`): called after each
+/// embedded batch, on the thread running the ingest.
+///
+/// An exception thrown by `onProgress` does not stop the ingest: the listener is not
+/// called again, the documents are still added, and the call then throws `Internal`
+/// naming the exception. Do not use the index from the listener: the ingest holds it.
+#[uniffi::export(callback_interface)]
+pub trait IngestListener: Send + Sync {
+    /// Documents and chunks done so far, of this call's totals.
+    fn on_progress(&self, progress: IngestProgress);
+}
 
 /// What an [`Index`] handle is backed by.
 pub(crate) enum Backing {
@@ -25,8 +38,8 @@ pub(crate) enum Backing {
 ///
 /// Open one with `Index.open(path)`. Each index directory may be open once per process.
 /// Passing the index to the `Engine` constructor hands the directory to the engine: the
-/// handle then searches and ingests through the engine (with the engine's retrieval
-/// mode). `release()` releases the directory (Kotlin's `close()`/`use {}` and dropping the
+/// handle then searches, ingests and deletes through the engine (searches default to the
+/// engine's retrieval mode and datanets). `release()` releases the directory (Kotlin's `close()`/`use {}` and dropping the
 /// last Swift reference also free the handle).
 #[derive(uniffi::Object)]
 pub struct Index {
@@ -53,6 +66,26 @@ fn load_embedder(dir: Option<&Path>) -> Result<Arc<dyn Embedder>> {
         &dir,
         EmbedderOptions::default(),
     )?))
+}
+
+/// The [`TributeError::Internal`] for a failed [`IngestListener`]: the first line of the
+/// foreign exception (uniffi's panic quotes it with its stack trace:
+/// `Callback interface failure: UnexpectedUniFFICallbackError(reason: "…\n\tat …")`).
+fn listener_error(payload: &(dyn std::any::Any + Send)) -> TributeError {
+    let what = panic_message(payload);
+    let what = what
+        .strip_prefix("Callback interface failure: ")
+        .unwrap_or(&what);
+    let what = what
+        .strip_prefix("UnexpectedUniFFICallbackError(reason: \"")
+        .unwrap_or(what);
+    let end = [what.find('\n'), what.find("\\n"), what.find("\")")]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(what.len());
+    let first = what[..end].replace("\\\"", "\"");
+    TributeError::Internal(format!("the ingest listener failed: {}", first.trim()))
 }
 
 fn contributor(c: Option<&str>) -> Result<Option<Contributor>> {
@@ -116,14 +149,37 @@ impl Index {
         drop(old);
     }
 
-    fn add_docs(&self, docs: Vec<tribute::Document>) -> Result<IngestReport> {
-        let mut guard = write(&self.backing);
-        let report = match &mut *guard {
-            None => return Err(closed()),
-            Some(Backing::Own(index)) => index.add_documents(docs, None)?,
-            Some(Backing::Engine(engine)) => engine.add_documents(docs, None)?,
+    /// Adds documents, reporting to `listener`. A listener that fails (a foreign exception
+    /// surfaces as a panic of uniffi's callback code, caught here) is not called again; its
+    /// failure is returned once the ingest has finished.
+    fn add_docs(
+        &self,
+        docs: Vec<tribute::Document>,
+        listener: Option<&dyn IngestListener>,
+    ) -> Result<IngestReport> {
+        let failed: Mutex<Option<TributeError>> = Mutex::new(None);
+        let call = |p: &tribute::IngestProgress| {
+            let Some(listener) = listener else { return };
+            let mut failed = failed.lock().unwrap_or_else(|p| p.into_inner());
+            if failed.is_none() {
+                let progress = IngestProgress::from(p);
+                let called = catch_unwind(AssertUnwindSafe(|| listener.on_progress(progress)));
+                if let Err(payload) = called {
+                    *failed = Some(listener_error(payload.as_ref()));
+                }
+            }
         };
-        Ok(report.into())
+        let progress: Option<&dyn Fn(&tribute::IngestProgress)> = listener.map(|_| &call as _);
+        let report = match &mut *write(&self.backing) {
+            None => return Err(closed()),
+            Some(Backing::Own(index)) => index.add_documents(docs, progress)?,
+            Some(Backing::Engine(engine)) => engine.add_documents(docs, progress)?,
+        };
+        // The documents are in; the listener's failure is still the caller's to see.
+        match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(report.into()),
+        }
     }
 
     fn counts(&self) -> Result<(usize, usize)> {
@@ -164,13 +220,17 @@ impl Index {
     /// name none. A document whose id exists with the same text is left unchanged; with
     /// other text it is replaced.
     ///
+    /// `listener`, if given, gets the progress after each embedded batch (see
+    /// [`IngestListener`] for what an exception it throws does).
+    ///
     /// Throws `KnowledgeBase` for a malformed document (nothing is ingested then).
-    #[uniffi::method(default(datanet = None, contributor = None))]
+    #[uniffi::method(default(datanet = None, contributor = None, listener = None))]
     pub fn add(
         &self,
         documents: Vec<Document>,
         datanet: Option<String>,
         contributor: Option<String>,
+        listener: Option<Box<dyn IngestListener>>,
     ) -> Result<IngestReport> {
         guard(|| {
             let c = self::contributor(contributor.as_deref())?;
@@ -179,19 +239,21 @@ impl Index {
                 .enumerate()
                 .map(|(i, d)| d.into_rust(i, datanet.as_deref(), c))
                 .collect::<Result<Vec<_>>>()?;
-            self.add_docs(docs)
+            self.add_docs(docs, listener.as_deref())
         })
     }
 
     /// Adds the documents of files: `.jsonl` (one document per line, Tribute's format or
     /// BEIR's), `.txt` and `.md` (one document each); directories are searched for them.
-    /// A malformed line is reported as `file:line` and nothing is ingested.
-    #[uniffi::method(default(datanet = None, contributor = None))]
+    /// A malformed line is reported as `file:line` and nothing is ingested. `listener` as
+    /// in `add`.
+    #[uniffi::method(default(datanet = None, contributor = None, listener = None))]
     pub fn add_files(
         &self,
         paths: Vec<String>,
         datanet: Option<String>,
         contributor: Option<String>,
+        listener: Option<Box<dyn IngestListener>>,
     ) -> Result<IngestReport> {
         guard(|| {
             let mut options = LoadOptions::default();
@@ -206,15 +268,14 @@ impl Index {
             for p in expand_paths(&paths)? {
                 docs.extend(load_file(&p, &options)?);
             }
-            self.add_docs(docs)
+            self.add_docs(docs, listener.as_deref())
         })
     }
 
     /// Searches: the `k` best chunks for `query`, best first. `mode` defaults to hybrid;
     /// `datanets` keeps only those datanets.
     ///
-    /// Through an engine the engine's retrieval mode and datanets apply: another `mode`
-    /// or a `datanets` filter throws `Request`.
+    /// Through an engine, unset `mode` and `datanets` take the engine's configured ones.
     #[uniffi::method(default(k = 5, mode = None, datanets = None))]
     pub fn search(
         &self,
@@ -238,33 +299,20 @@ impl Index {
                     req.execute()?
                 }
                 Some(Backing::Engine(engine)) => {
-                    let configured = engine.config().retrieval.mode;
-                    if mode.is_some_and(|m| m != configured) {
-                        return Err(request(format!(
-                            "this index is served by an engine that searches in {configured} mode; \
-                             search without a mode (or open another directory)"
-                        )));
-                    }
-                    if datanets.is_some() {
-                        return Err(request(
-                            "this index is served by an engine: its configured datanets apply",
-                        ));
-                    }
-                    engine.search(&query, size(k))?
+                    engine.search_with(&query, size(k), mode, datanets.as_deref())?
                 }
             };
             Ok(hits.iter().map(Hit::from).collect())
         })
     }
 
-    /// Deletes a document; returns whether it existed. Not available through an engine.
+    /// Deletes a document and its chunks; returns whether it existed. Receipts that cited
+    /// it keep their content hashes.
     pub fn delete(&self, doc_id: String) -> Result<bool> {
         guard(|| match &mut *write(&self.backing) {
             None => Err(closed()),
             Some(Backing::Own(index)) => Ok(index.delete(&doc_id.as_str().into())?),
-            Some(Backing::Engine(_)) => Err(request(
-                "deleting documents through an engine is not supported yet",
-            )),
+            Some(Backing::Engine(engine)) => Ok(engine.delete_document(&doc_id)?),
         })
     }
 

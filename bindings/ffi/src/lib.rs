@@ -10,12 +10,13 @@ mod types;
 pub use engine::{AskListener, Engine};
 pub use error::{Result, TributeError};
 pub use generator::Generator;
-pub use index::Index;
+pub use index::{Index, IngestListener};
 pub use receipt::{Receipt, ReceiptAdapter, ReceiptChunk, Signer};
 pub use types::{
-    AdapterWeight, Answer, AnswerSentence, AskOptions, AttributionMethod, Citation, Document,
-    Duplicate, EngineOptions, Hit, IngestReport, JournaledReceipt, Ledger, ReceiptState,
-    ReceiptStats, Retrieval, SearchMode, SettleReport, SettledBatch, Usage,
+    AdapterWeight, Answer, AnswerSentence, AskOptions, AttributionMethod, ChainOptions, Citation,
+    Document, Duplicate, EngineOptions, Hit, IngestProgress, IngestReport, JournaledReceipt,
+    Ledger, ReceiptState, ReceiptStats, Retrieval, SearchMode, SettleReport, SettledBatch, Usage,
+    load_ledger,
 };
 
 uniffi::setup_scaffolding!();

@@ -307,6 +307,31 @@ impl From<tribute::IngestReport> for IngestReport {
     }
 }
 
+/// How far an ingest (`Index.add`, `Index.addFiles`) has come, reported to an
+/// [`IngestListener`](crate::index::IngestListener) after each embedded batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Record)]
+pub struct IngestProgress {
+    /// Documents processed.
+    pub docs_done: u32,
+    /// Documents in this call.
+    pub docs_total: u32,
+    /// Chunks embedded and indexed.
+    pub chunks_done: u32,
+    /// Chunks to index in this call.
+    pub chunks_total: u32,
+}
+
+impl From<&tribute::IngestProgress> for IngestProgress {
+    fn from(p: &tribute::IngestProgress) -> Self {
+        IngestProgress {
+            docs_done: count(p.docs_done),
+            docs_total: count(p.docs_total),
+            chunks_done: count(p.chunks_done),
+            chunks_total: count(p.chunks_total),
+        }
+    }
+}
+
 /// One cited source of an answer.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct Citation {
@@ -587,6 +612,70 @@ pub struct EngineOptions {
     /// The fee of an answer in wei, as a decimal string.
     #[uniffi(default = None)]
     pub fee_wei: Option<String>,
+    /// Where `settle()` pays the receipts (none: `settle()` throws `Chain`).
+    #[uniffi(default = None)]
+    pub chain: Option<ChainOptions>,
+}
+
+/// Where an engine settles its receipts (`Engine.settle()`): the node and who gets the
+/// treasury share. The ledger contract is `EngineOptions.ledger`.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ChainOptions {
+    /// The node's HTTP JSON-RPC URL.
+    pub rpc: String,
+    /// Receipts per settlement batch (default 100).
+    #[uniffi(default = None)]
+    pub batch_size: Option<u32>,
+    /// The treasury's address (default: the payer's).
+    #[uniffi(default = None)]
+    pub treasury: Option<String>,
+    /// Paid the shares of model or adapter ids without a registered owner (default none:
+    /// such ids make settlement fail).
+    #[uniffi(default = None)]
+    pub fallback_owner: Option<String>,
+    /// Seconds to wait for each RPC request or transaction receipt (default 30).
+    #[uniffi(default = None)]
+    pub timeout_secs: Option<u32>,
+}
+
+impl TryFrom<ChainOptions> for tribute::config::ChainConfig {
+    type Error = TributeError;
+
+    fn try_from(c: ChainOptions) -> Result<Self> {
+        let address = |what: &str, a: Option<String>| {
+            a.map(|a| {
+                tribute::Contributor::parse(&a)
+                    .map(|_| a)
+                    .map_err(|e| TributeError::Config(format!("chain {what}: {e}")))
+            })
+            .transpose()
+        };
+        let mut config = tribute::config::ChainConfig {
+            rpc: c.rpc,
+            treasury: address("treasury", c.treasury)?,
+            fallback_owner: address("fallback_owner", c.fallback_owner)?,
+            ..tribute::config::ChainConfig::default()
+        };
+        if let Some(n) = c.batch_size {
+            config.batch_size = size(n);
+        }
+        if let Some(t) = c.timeout_secs {
+            config.timeout_s = u64::from(t);
+        }
+        Ok(config)
+    }
+}
+
+/// Reads a ledger JSON file (`{"chainId": …, "contract": "0x…"}`, as `tribute chain deploy
+/// --out` writes it). Throws `Config` when it is unreadable or malformed.
+#[uniffi::export]
+pub fn load_ledger(path: String) -> Result<Ledger> {
+    crate::error::guard(|| {
+        let bad = |m: String| TributeError::Config(format!("ledger: {path}: {m}"));
+        let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+        let ledger: RustLedger = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        Ok(Ledger::from(&ledger))
+    })
 }
 
 impl EngineOptions {
@@ -614,6 +703,7 @@ impl EngineOptions {
         if let Some(f) = self.fee_wei {
             config.receipts.fee_wei = f;
         }
+        config.chain = self.chain.map(TryInto::try_into).transpose()?;
         Ok(())
     }
 }
@@ -838,6 +928,59 @@ mod tests {
         assert!(matches!(
             tribute::AskOptions::try_from(bad),
             Err(TributeError::Request(_))
+        ));
+    }
+
+    #[test]
+    fn chain_options_convert_and_validate() {
+        let c = ChainOptions {
+            rpc: "http://127.0.0.1:8545".into(),
+            batch_size: Some(7),
+            treasury: Some("0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc".into()),
+            fallback_owner: None,
+            timeout_secs: Some(5),
+        };
+        let r = tribute::config::ChainConfig::try_from(c.clone()).expect("valid");
+        assert_eq!((r.batch_size, r.timeout_s), (7, 5));
+        assert_eq!(r.treasury.as_deref(), c.treasury.as_deref());
+        let r = tribute::config::ChainConfig::try_from(ChainOptions {
+            batch_size: None,
+            timeout_secs: None,
+            treasury: None,
+            ..c.clone()
+        })
+        .expect("valid");
+        assert_eq!((r.batch_size, r.timeout_s, r.treasury), (100, 30, None));
+        let bad = ChainOptions {
+            treasury: Some("0x12".into()),
+            ..c
+        };
+        assert!(matches!(
+            tribute::config::ChainConfig::try_from(bad),
+            Err(TributeError::Config(m)) if m.starts_with("chain treasury")
+        ));
+    }
+
+    #[test]
+    fn ledgers_load_from_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ledger.json");
+        std::fs::write(
+            &path,
+            r#"{"chainId": 31337, "contract": "0x5fbdb2315678afecb367f032d93f642f64180aa3"}"#,
+        )
+        .expect("write");
+        let l = load_ledger(path.display().to_string()).expect("a ledger");
+        assert_eq!(l.chain_id, 31_337);
+        assert_eq!(l.contract, "0x5FbDB2315678afecb367f032d93F642f64180aa3");
+        std::fs::write(&path, "{}").expect("write");
+        assert!(matches!(
+            load_ledger(path.display().to_string()),
+            Err(TributeError::Config(_))
+        ));
+        assert!(matches!(
+            load_ledger(dir.path().join("missing.json").display().to_string()),
+            Err(TributeError::Config(_))
         ));
     }
 

@@ -698,9 +698,10 @@ public protocol EngineProtocol: AnyObject, Sendable {
     func retrieve(query: String, k: UInt32?, datanets: [String]?, sign: Bool) throws  -> Retrieval
     
     /**
-     * Searches the knowledge base with the engine's retrieval mode and datanets.
+     * Searches the knowledge base: the `k` best chunks, best first. Unset `mode` and
+     * `datanets` take the engine's configured ones.
      */
-    func search(query: String, k: UInt32) throws  -> [Hit]
+    func search(query: String, k: UInt32, mode: SearchMode?, datanets: [String]?) throws  -> [Hit]
     
     /**
      * Settles the journal's pending receipts on the configured chain (`[chain]` and the
@@ -1015,15 +1016,18 @@ open func retrieve(query: String, k: UInt32? = nil, datanets: [String]? = nil, s
 }
     
     /**
-     * Searches the knowledge base with the engine's retrieval mode and datanets.
+     * Searches the knowledge base: the `k` best chunks, best first. Unset `mode` and
+     * `datanets` take the engine's configured ones.
      */
-open func search(query: String, k: UInt32 = UInt32(5))throws  -> [Hit]  {
+open func search(query: String, k: UInt32 = UInt32(5), mode: SearchMode? = nil, datanets: [String]? = nil)throws  -> [Hit]  {
     return try  FfiConverterSequenceTypeHit.lift(try rustCallWithError(FfiConverterTypeTributeError_lift) {
         uniffiCallStatus in
     uniffi_tribute_ffi_fn_method_engine_search(
             self.uniffiCloneHandle(),
         FfiConverterString.lower(query),
-        FfiConverterUInt32.lower(k),uniffiCallStatus
+        FfiConverterUInt32.lower(k),
+        FfiConverterOptionTypeSearchMode.lower(mode),
+        FfiConverterOptionSequenceString.lower(datanets),uniffiCallStatus
     )
 })
 }
@@ -1408,8 +1412,8 @@ public func FfiConverterTypeGenerator_lower(_ value: Generator) -> UInt64 {
  *
  * Open one with `Index.open(path)`. Each index directory may be open once per process.
  * Passing the index to the `Engine` constructor hands the directory to the engine: the
- * handle then searches and ingests through the engine (with the engine's retrieval
- * mode). `release()` releases the directory (Kotlin's `close()`/`use {}` and dropping the
+ * handle then searches, ingests and deletes through the engine (searches default to the
+ * engine's retrieval mode and datanets). `release()` releases the directory (Kotlin's `close()`/`use {}` and dropping the
  * last Swift reference also free the handle).
  */
 public protocol IndexProtocol: AnyObject, Sendable {
@@ -1419,16 +1423,20 @@ public protocol IndexProtocol: AnyObject, Sendable {
      * name none. A document whose id exists with the same text is left unchanged; with
      * other text it is replaced.
      *
+     * `listener`, if given, gets the progress after each embedded batch (see
+     * [`IngestListener`] for what an exception it throws does).
+     *
      * Throws `KnowledgeBase` for a malformed document (nothing is ingested then).
      */
-    func add(documents: [Document], datanet: String?, contributor: String?) throws  -> IngestReport
+    func add(documents: [Document], datanet: String?, contributor: String?, listener: IngestListener?) throws  -> IngestReport
     
     /**
      * Adds the documents of files: `.jsonl` (one document per line, Tribute's format or
      * BEIR's), `.txt` and `.md` (one document each); directories are searched for them.
-     * A malformed line is reported as `file:line` and nothing is ingested.
+     * A malformed line is reported as `file:line` and nothing is ingested. `listener` as
+     * in `add`.
      */
-    func addFiles(paths: [String], datanet: String?, contributor: String?) throws  -> IngestReport
+    func addFiles(paths: [String], datanet: String?, contributor: String?, listener: IngestListener?) throws  -> IngestReport
     
     /**
      * Chunks in the index.
@@ -1436,7 +1444,8 @@ public protocol IndexProtocol: AnyObject, Sendable {
     func chunkCount() throws  -> UInt32
     
     /**
-     * Deletes a document; returns whether it existed. Not available through an engine.
+     * Deletes a document and its chunks; returns whether it existed. Receipts that cited
+     * it keep their content hashes.
      */
     func delete(docId: String) throws  -> Bool
     
@@ -1465,8 +1474,7 @@ public protocol IndexProtocol: AnyObject, Sendable {
      * Searches: the `k` best chunks for `query`, best first. `mode` defaults to hybrid;
      * `datanets` keeps only those datanets.
      *
-     * Through an engine the engine's retrieval mode and datanets apply: another `mode`
-     * or a `datanets` filter throws `Request`.
+     * Through an engine, unset `mode` and `datanets` take the engine's configured ones.
      */
     func search(query: String, k: UInt32, mode: SearchMode?, datanets: [String]?) throws  -> [Hit]
     
@@ -1477,8 +1485,8 @@ public protocol IndexProtocol: AnyObject, Sendable {
  *
  * Open one with `Index.open(path)`. Each index directory may be open once per process.
  * Passing the index to the `Engine` constructor hands the directory to the engine: the
- * handle then searches and ingests through the engine (with the engine's retrieval
- * mode). `release()` releases the directory (Kotlin's `close()`/`use {}` and dropping the
+ * handle then searches, ingests and deletes through the engine (searches default to the
+ * engine's retrieval mode and datanets). `release()` releases the directory (Kotlin's `close()`/`use {}` and dropping the
  * last Swift reference also free the handle).
  */
 open class Index: IndexProtocol, @unchecked Sendable {
@@ -1559,16 +1567,20 @@ public static func `open`(path: String, embedder: String? = nil)throws  -> Index
      * name none. A document whose id exists with the same text is left unchanged; with
      * other text it is replaced.
      *
+     * `listener`, if given, gets the progress after each embedded batch (see
+     * [`IngestListener`] for what an exception it throws does).
+     *
      * Throws `KnowledgeBase` for a malformed document (nothing is ingested then).
      */
-open func add(documents: [Document], datanet: String? = nil, contributor: String? = nil)throws  -> IngestReport  {
+open func add(documents: [Document], datanet: String? = nil, contributor: String? = nil, listener: IngestListener? = nil)throws  -> IngestReport  {
     return try  FfiConverterTypeIngestReport_lift(try rustCallWithError(FfiConverterTypeTributeError_lift) {
         uniffiCallStatus in
     uniffi_tribute_ffi_fn_method_index_add(
             self.uniffiCloneHandle(),
         FfiConverterSequenceTypeDocument.lower(documents),
         FfiConverterOptionString.lower(datanet),
-        FfiConverterOptionString.lower(contributor),uniffiCallStatus
+        FfiConverterOptionString.lower(contributor),
+        FfiConverterOptionCallbackInterfaceIngestListener.lower(listener),uniffiCallStatus
     )
 })
 }
@@ -1576,16 +1588,18 @@ open func add(documents: [Document], datanet: String? = nil, contributor: String
     /**
      * Adds the documents of files: `.jsonl` (one document per line, Tribute's format or
      * BEIR's), `.txt` and `.md` (one document each); directories are searched for them.
-     * A malformed line is reported as `file:line` and nothing is ingested.
+     * A malformed line is reported as `file:line` and nothing is ingested. `listener` as
+     * in `add`.
      */
-open func addFiles(paths: [String], datanet: String? = nil, contributor: String? = nil)throws  -> IngestReport  {
+open func addFiles(paths: [String], datanet: String? = nil, contributor: String? = nil, listener: IngestListener? = nil)throws  -> IngestReport  {
     return try  FfiConverterTypeIngestReport_lift(try rustCallWithError(FfiConverterTypeTributeError_lift) {
         uniffiCallStatus in
     uniffi_tribute_ffi_fn_method_index_add_files(
             self.uniffiCloneHandle(),
         FfiConverterSequenceString.lower(paths),
         FfiConverterOptionString.lower(datanet),
-        FfiConverterOptionString.lower(contributor),uniffiCallStatus
+        FfiConverterOptionString.lower(contributor),
+        FfiConverterOptionCallbackInterfaceIngestListener.lower(listener),uniffiCallStatus
     )
 })
 }
@@ -1603,7 +1617,8 @@ open func chunkCount()throws  -> UInt32  {
 }
     
     /**
-     * Deletes a document; returns whether it existed. Not available through an engine.
+     * Deletes a document and its chunks; returns whether it existed. Receipts that cited
+     * it keep their content hashes.
      */
 open func delete(docId: String)throws  -> Bool  {
     return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeTributeError_lift) {
@@ -1667,8 +1682,7 @@ open func release()  {try! rustCall() {
      * Searches: the `k` best chunks for `query`, best first. `mode` defaults to hybrid;
      * `datanets` keeps only those datanets.
      *
-     * Through an engine the engine's retrieval mode and datanets apply: another `mode`
-     * or a `datanets` filter throws `Request`.
+     * Through an engine, unset `mode` and `datanets` take the engine's configured ones.
      */
 open func search(query: String, k: UInt32 = UInt32(5), mode: SearchMode? = nil, datanets: [String]? = nil)throws  -> [Hit]  {
     return try  FfiConverterSequenceTypeHit.lift(try rustCallWithError(FfiConverterTypeTributeError_lift) {
@@ -2767,6 +2781,108 @@ public func FfiConverterTypeAskOptions_lower(_ value: AskOptions) -> RustBuffer 
 
 
 /**
+ * Where an engine settles its receipts (`Engine.settle()`): the node and who gets the
+ * treasury share. The ledger contract is `EngineOptions.ledger`.
+ */
+public struct ChainOptions: Equatable, Hashable {
+    /**
+     * The node's HTTP JSON-RPC URL.
+     */
+    public var rpc: String
+    /**
+     * Receipts per settlement batch (default 100).
+     */
+    public var batchSize: UInt32?
+    /**
+     * The treasury's address (default: the payer's).
+     */
+    public var treasury: String?
+    /**
+     * Paid the shares of model or adapter ids without a registered owner (default none:
+     * such ids make settlement fail).
+     */
+    public var fallbackOwner: String?
+    /**
+     * Seconds to wait for each RPC request or transaction receipt (default 30).
+     */
+    public var timeoutSecs: UInt32?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The node's HTTP JSON-RPC URL.
+         */rpc: String, 
+        /**
+         * Receipts per settlement batch (default 100).
+         */batchSize: UInt32? = nil, 
+        /**
+         * The treasury's address (default: the payer's).
+         */treasury: String? = nil, 
+        /**
+         * Paid the shares of model or adapter ids without a registered owner (default none:
+         * such ids make settlement fail).
+         */fallbackOwner: String? = nil, 
+        /**
+         * Seconds to wait for each RPC request or transaction receipt (default 30).
+         */timeoutSecs: UInt32? = nil) {
+        self.rpc = rpc
+        self.batchSize = batchSize
+        self.treasury = treasury
+        self.fallbackOwner = fallbackOwner
+        self.timeoutSecs = timeoutSecs
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ChainOptions: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeChainOptions: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ChainOptions {
+        return
+            try ChainOptions(
+                rpc: FfiConverterString.read(from: &buf), 
+                batchSize: FfiConverterOptionUInt32.read(from: &buf), 
+                treasury: FfiConverterOptionString.read(from: &buf), 
+                fallbackOwner: FfiConverterOptionString.read(from: &buf), 
+                timeoutSecs: FfiConverterOptionUInt32.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ChainOptions, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.rpc, into: &buf)
+        FfiConverterOptionUInt32.write(value.batchSize, into: &buf)
+        FfiConverterOptionString.write(value.treasury, into: &buf)
+        FfiConverterOptionString.write(value.fallbackOwner, into: &buf)
+        FfiConverterOptionUInt32.write(value.timeoutSecs, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChainOptions_lift(_ buf: RustBuffer) throws -> ChainOptions {
+    return try FfiConverterTypeChainOptions.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChainOptions_lower(_ value: ChainOptions) -> RustBuffer {
+    return FfiConverterTypeChainOptions.lower(value)
+}
+
+
+/**
  * One cited source of an answer.
  */
 public struct Citation: Equatable, Hashable {
@@ -3150,6 +3266,10 @@ public struct EngineOptions: Equatable, Hashable {
      * The fee of an answer in wei, as a decimal string.
      */
     public var feeWei: String?
+    /**
+     * Where `settle()` pays the receipts (none: `settle()` throws `Chain`).
+     */
+    public var chain: ChainOptions?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -3177,7 +3297,10 @@ public struct EngineOptions: Equatable, Hashable {
          */maxTokens: UInt32? = nil, 
         /**
          * The fee of an answer in wei, as a decimal string.
-         */feeWei: String? = nil) {
+         */feeWei: String? = nil, 
+        /**
+         * Where `settle()` pays the receipts (none: `settle()` throws `Chain`).
+         */chain: ChainOptions? = nil) {
         self.ledger = ledger
         self.journal = journal
         self.topK = topK
@@ -3186,6 +3309,7 @@ public struct EngineOptions: Equatable, Hashable {
         self.method = method
         self.maxTokens = maxTokens
         self.feeWei = feeWei
+        self.chain = chain
     }
 
     
@@ -3211,7 +3335,8 @@ public struct FfiConverterTypeEngineOptions: FfiConverterRustBuffer {
                 datanets: FfiConverterOptionSequenceString.read(from: &buf), 
                 method: FfiConverterOptionTypeAttributionMethod.read(from: &buf), 
                 maxTokens: FfiConverterOptionUInt32.read(from: &buf), 
-                feeWei: FfiConverterOptionString.read(from: &buf)
+                feeWei: FfiConverterOptionString.read(from: &buf), 
+                chain: FfiConverterOptionTypeChainOptions.read(from: &buf)
         )
     }
 
@@ -3224,6 +3349,7 @@ public struct FfiConverterTypeEngineOptions: FfiConverterRustBuffer {
         FfiConverterOptionTypeAttributionMethod.write(value.method, into: &buf)
         FfiConverterOptionUInt32.write(value.maxTokens, into: &buf)
         FfiConverterOptionString.write(value.feeWei, into: &buf)
+        FfiConverterOptionTypeChainOptions.write(value.chain, into: &buf)
     }
 }
 
@@ -3409,6 +3535,96 @@ public func FfiConverterTypeHit_lift(_ buf: RustBuffer) throws -> Hit {
 #endif
 public func FfiConverterTypeHit_lower(_ value: Hit) -> RustBuffer {
     return FfiConverterTypeHit.lower(value)
+}
+
+
+/**
+ * How far an ingest (`Index.add`, `Index.addFiles`) has come, reported to an
+ * [`IngestListener`](crate::index::IngestListener) after each embedded batch.
+ */
+public struct IngestProgress: Equatable, Hashable {
+    /**
+     * Documents processed.
+     */
+    public var docsDone: UInt32
+    /**
+     * Documents in this call.
+     */
+    public var docsTotal: UInt32
+    /**
+     * Chunks embedded and indexed.
+     */
+    public var chunksDone: UInt32
+    /**
+     * Chunks to index in this call.
+     */
+    public var chunksTotal: UInt32
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Documents processed.
+         */docsDone: UInt32, 
+        /**
+         * Documents in this call.
+         */docsTotal: UInt32, 
+        /**
+         * Chunks embedded and indexed.
+         */chunksDone: UInt32, 
+        /**
+         * Chunks to index in this call.
+         */chunksTotal: UInt32) {
+        self.docsDone = docsDone
+        self.docsTotal = docsTotal
+        self.chunksDone = chunksDone
+        self.chunksTotal = chunksTotal
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension IngestProgress: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeIngestProgress: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> IngestProgress {
+        return
+            try IngestProgress(
+                docsDone: FfiConverterUInt32.read(from: &buf), 
+                docsTotal: FfiConverterUInt32.read(from: &buf), 
+                chunksDone: FfiConverterUInt32.read(from: &buf), 
+                chunksTotal: FfiConverterUInt32.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: IngestProgress, into buf: inout [UInt8]) {
+        FfiConverterUInt32.write(value.docsDone, into: &buf)
+        FfiConverterUInt32.write(value.docsTotal, into: &buf)
+        FfiConverterUInt32.write(value.chunksDone, into: &buf)
+        FfiConverterUInt32.write(value.chunksTotal, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeIngestProgress_lift(_ buf: RustBuffer) throws -> IngestProgress {
+    return try FfiConverterTypeIngestProgress.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeIngestProgress_lower(_ value: IngestProgress) -> RustBuffer {
+    return FfiConverterTypeIngestProgress.lower(value)
 }
 
 
@@ -5066,6 +5282,152 @@ public func FfiConverterCallbackInterfaceAskListener_lower(_ v: AskListener) -> 
     return FfiConverterCallbackInterfaceAskListener.lower(v)
 }
 
+
+
+
+/**
+ * Receives an ingest's progress (`Index.add`, `Index.addFiles`): called after each
+ * embedded batch, on the thread running the ingest.
+ *
+ * An exception thrown by `onProgress` does not stop the ingest: the listener is not
+ * called again, the documents are still added, and the call then throws `Internal`
+ * naming the exception. Do not use the index from the listener: the ingest holds it.
+ */
+public protocol IngestListener: AnyObject, Sendable {
+    
+    /**
+     * Documents and chunks done so far, of this call's totals.
+     */
+    func onProgress(progress: IngestProgress) 
+    
+}
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceIngestListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceIngestListener = UniffiVTableCallbackInterfaceIngestListener(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterCallbackInterfaceIngestListener.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface IngestListener: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterCallbackInterfaceIngestListener.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface IngestListener: handle missing in uniffiClone")
+            }
+        },
+        onProgress: { (
+            uniffiHandle: UInt64,
+            progress: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterCallbackInterfaceIngestListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.onProgress(
+                     progress: try FfiConverterTypeIngestProgress_lift(progress)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceIngestListener> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceIngestListener>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitIngestListener() {
+    uniffi_tribute_ffi_fn_init_callback_vtable_ingestlistener(UniffiCallbackInterfaceIngestListener.vtablePtr)
+}
+
+// FfiConverter protocol for callback interfaces
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterCallbackInterfaceIngestListener {
+    fileprivate static let handleMap = UniffiHandleMap<IngestListener>()
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+extension FfiConverterCallbackInterfaceIngestListener : FfiConverter {
+    typealias SwiftType = IngestListener
+    typealias FfiType = UInt64
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public static func lift(_ handle: UInt64) throws -> SwiftType {
+        try handleMap.get(handle: handle)
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public static func lower(_ v: SwiftType) -> UInt64 {
+        return handleMap.insert(obj: v)
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public static func write(_ v: SwiftType, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(v))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterCallbackInterfaceIngestListener_lift(_ handle: UInt64) throws -> IngestListener {
+    return try FfiConverterCallbackInterfaceIngestListener.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterCallbackInterfaceIngestListener_lower(_ v: IngestListener) -> UInt64 {
+    return FfiConverterCallbackInterfaceIngestListener.lower(v)
+}
+
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
@@ -5261,6 +5623,30 @@ fileprivate struct FfiConverterOptionTypeAnswer: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeChainOptions: FfiConverterRustBuffer {
+    typealias SwiftType = ChainOptions?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeChainOptions.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeChainOptions.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeLedger: FfiConverterRustBuffer {
     typealias SwiftType = Ledger?
 
@@ -5349,6 +5735,30 @@ fileprivate struct FfiConverterOptionTypeSearchMode: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeSearchMode.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionCallbackInterfaceIngestListener: FfiConverterRustBuffer {
+    typealias SwiftType = IngestListener?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterCallbackInterfaceIngestListener.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterCallbackInterfaceIngestListener.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -5735,6 +6145,18 @@ public func version() -> String  {
     )
 })
 }
+/**
+ * Reads a ledger JSON file (`{"chainId": …, "contract": "0x…"}`, as `tribute chain deploy
+ * --out` writes it). Throws `Config` when it is unreadable or malformed.
+ */
+public func loadLedger(path: String)throws  -> Ledger  {
+    return try  FfiConverterTypeLedger_lift(try rustCallWithError(FfiConverterTypeTributeError_lift) {
+        uniffiCallStatus in
+    uniffi_tribute_ffi_fn_func_load_ledger(
+        FfiConverterString.lower(path),uniffiCallStatus
+    )
+})
+}
 
 private enum InitializationResult {
     case ok
@@ -5752,6 +6174,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.contractVersionMismatch
     }
     if (uniffi_tribute_ffi_checksum_func_version() != 31545) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tribute_ffi_checksum_func_load_ledger() != 15604) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_method_engine_ask() != 23625) {
@@ -5796,7 +6221,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tribute_ffi_checksum_method_engine_retrieve() != 4776) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_engine_search() != 58043) {
+    if (uniffi_tribute_ffi_checksum_method_engine_search() != 15520) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_method_engine_settle() != 29731) {
@@ -5829,16 +6254,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tribute_ffi_checksum_method_generator_path() != 36802) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_index_add() != 36457) {
+    if (uniffi_tribute_ffi_checksum_method_index_add() != 44316) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_index_add_files() != 23351) {
+    if (uniffi_tribute_ffi_checksum_method_index_add_files() != 35888) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_method_index_chunk_count() != 11724) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_index_delete() != 56480) {
+    if (uniffi_tribute_ffi_checksum_method_index_delete() != 23185) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_method_index_document_count() != 55869) {
@@ -5853,7 +6278,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tribute_ffi_checksum_method_index_release() != 7377) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_index_search() != 52164) {
+    if (uniffi_tribute_ffi_checksum_method_index_search() != 52234) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_method_receipt_adapters() != 1465) {
@@ -5940,8 +6365,12 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tribute_ffi_checksum_method_asklistener_on_done() != 9847) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tribute_ffi_checksum_method_ingestlistener_on_progress() != 24670) {
+        return InitializationResult.apiChecksumMismatch
+    }
 
     uniffiCallbackInitAskListener()
+    uniffiCallbackInitIngestListener()
     return InitializationResult.ok
 }()
 

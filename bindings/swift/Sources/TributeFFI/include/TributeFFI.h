@@ -257,6 +257,13 @@ typedef void (*UniffiCallbackInterfaceAskListenerMethod1)(uint64_t, RustBuffer, 
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_INGEST_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_INGEST_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceIngestListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ASK_LISTENER
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_ASK_LISTENER
 typedef struct UniffiVTableCallbackInterfaceAskListener {
@@ -265,6 +272,15 @@ typedef struct UniffiVTableCallbackInterfaceAskListener {
     UniffiCallbackInterfaceAskListenerMethod0 _Nonnull onText;
     UniffiCallbackInterfaceAskListenerMethod1 _Nonnull onDone;
 } UniffiVTableCallbackInterfaceAskListener;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_INGEST_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_INGEST_LISTENER
+typedef struct UniffiVTableCallbackInterfaceIngestListener {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceIngestListenerMethod0 _Nonnull onProgress;
+} UniffiVTableCallbackInterfaceIngestListener;
 
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_CLONE_ENGINE
@@ -359,7 +375,7 @@ RustBuffer uniffi_tribute_ffi_fn_method_engine_retrieve(uint64_t ptr, RustBuffer
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_ENGINE_SEARCH
 #define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_ENGINE_SEARCH
-RustBuffer uniffi_tribute_ffi_fn_method_engine_search(uint64_t ptr, RustBuffer query, uint32_t k, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_tribute_ffi_fn_method_engine_search(uint64_t ptr, RustBuffer query, uint32_t k, RustBuffer mode, RustBuffer datanets, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_ENGINE_SETTLE
@@ -444,12 +460,12 @@ uint64_t uniffi_tribute_ffi_fn_constructor_index_open(RustBuffer path, RustBuffe
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_INDEX_ADD
 #define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_INDEX_ADD
-RustBuffer uniffi_tribute_ffi_fn_method_index_add(uint64_t ptr, RustBuffer documents, RustBuffer datanet, RustBuffer contributor, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_tribute_ffi_fn_method_index_add(uint64_t ptr, RustBuffer documents, RustBuffer datanet, RustBuffer contributor, RustBuffer listener, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_INDEX_ADD_FILES
 #define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_INDEX_ADD_FILES
-RustBuffer uniffi_tribute_ffi_fn_method_index_add_files(uint64_t ptr, RustBuffer paths, RustBuffer datanet, RustBuffer contributor, RustCallStatus *_Nonnull out_status
+RustBuffer uniffi_tribute_ffi_fn_method_index_add_files(uint64_t ptr, RustBuffer paths, RustBuffer datanet, RustBuffer contributor, RustBuffer listener, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_INDEX_CHUNK_COUNT
@@ -623,10 +639,20 @@ RustBuffer uniffi_tribute_ffi_fn_method_signer_address(uint64_t ptr, RustCallSta
 void uniffi_tribute_ffi_fn_init_callback_vtable_asklistener(const UniffiVTableCallbackInterfaceAskListener* _Nonnull vtable
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_INIT_CALLBACK_VTABLE_INGESTLISTENER
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_INIT_CALLBACK_VTABLE_INGESTLISTENER
+void uniffi_tribute_ffi_fn_init_callback_vtable_ingestlistener(const UniffiVTableCallbackInterfaceIngestListener* _Nonnull vtable
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_FUNC_VERSION
 #define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_FUNC_VERSION
 RustBuffer uniffi_tribute_ffi_fn_func_version(RustCallStatus *_Nonnull out_status
     
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_FUNC_LOAD_LEDGER
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_FUNC_LOAD_LEDGER
+RustBuffer uniffi_tribute_ffi_fn_func_load_ledger(RustBuffer path, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_TRIBUTE_FFI_RUSTBUFFER_ALLOC
@@ -892,6 +918,12 @@ void ffi_tribute_ffi_rust_future_complete_void(uint64_t handle, RustCallStatus *
 #ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_FUNC_VERSION
 #define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_FUNC_VERSION
 uint16_t uniffi_tribute_ffi_checksum_func_version(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_FUNC_LOAD_LEDGER
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_FUNC_LOAD_LEDGER
+uint16_t uniffi_tribute_ffi_checksum_func_load_ledger(void
     
 );
 #endif
@@ -1264,6 +1296,12 @@ uint16_t uniffi_tribute_ffi_checksum_method_asklistener_on_text(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_ASKLISTENER_ON_DONE
 #define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_ASKLISTENER_ON_DONE
 uint16_t uniffi_tribute_ffi_checksum_method_asklistener_on_done(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_INGESTLISTENER_ON_PROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_INGESTLISTENER_ON_PROGRESS
+uint16_t uniffi_tribute_ffi_checksum_method_ingestlistener_on_progress(void
     
 );
 #endif

@@ -663,6 +663,9 @@ internal interface UniffiCallbackInterfaceAskListenerMethod0 : com.sun.jna.Callb
 internal interface UniffiCallbackInterfaceAskListenerMethod1 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`answer`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
+internal interface UniffiCallbackInterfaceIngestListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`progress`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "onText", "onDone")
 internal open class UniffiVTableCallbackInterfaceAskListener(
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
@@ -682,6 +685,25 @@ internal open class UniffiVTableCallbackInterfaceAskListener(
         `uniffiClone` = other.`uniffiClone`
         `onText` = other.`onText`
         `onDone` = other.`onDone`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onProgress")
+internal open class UniffiVTableCallbackInterfaceIngestListener(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `onProgress`: UniffiCallbackInterfaceIngestListenerMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `onProgress`: UniffiCallbackInterfaceIngestListenerMethod0? = null,
+    ): UniffiVTableCallbackInterfaceIngestListener(`uniffiFree`,`uniffiClone`,`onProgress`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceIngestListener) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `onProgress` = other.`onProgress`
     }
 
 }
@@ -711,6 +733,8 @@ internal object IntegrityCheckingUniffiLib {
 
     internal fun ensureInitialized() = Unit
     external fun uniffi_tribute_ffi_checksum_func_version(
+    ): Int
+    external fun uniffi_tribute_ffi_checksum_func_load_ledger(
     ): Int
     external fun uniffi_tribute_ffi_checksum_method_engine_ask(
     ): Int
@@ -836,6 +860,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tribute_ffi_checksum_method_asklistener_on_done(
     ): Int
+    external fun uniffi_tribute_ffi_checksum_method_ingestlistener_on_progress(
+    ): Int
     external fun ffi_tribute_ffi_uniffi_contract_version(
     ): Int
 
@@ -853,6 +879,7 @@ internal object UniffiLib {
     init {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "tribute_ffi"))
         uniffiCallbackInterfaceAskListener.register(this)
+        uniffiCallbackInterfaceIngestListener.register(this)
         
     }
 
@@ -893,7 +920,7 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_tribute_ffi_fn_method_engine_retrieve(`ptr`: Long,`query`: RustBuffer.ByValue,`k`: RustBuffer.ByValue,`datanets`: RustBuffer.ByValue,`sign`: Byte,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_tribute_ffi_fn_method_engine_search(`ptr`: Long,`query`: RustBuffer.ByValue,`k`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_tribute_ffi_fn_method_engine_search(`ptr`: Long,`query`: RustBuffer.ByValue,`k`: Int,`mode`: RustBuffer.ByValue,`datanets`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_tribute_ffi_fn_method_engine_settle(`ptr`: Long,
     ): Long
@@ -927,9 +954,9 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_tribute_ffi_fn_constructor_index_open(`path`: RustBuffer.ByValue,`embedder`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
-    external fun uniffi_tribute_ffi_fn_method_index_add(`ptr`: Long,`documents`: RustBuffer.ByValue,`datanet`: RustBuffer.ByValue,`contributor`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_tribute_ffi_fn_method_index_add(`ptr`: Long,`documents`: RustBuffer.ByValue,`datanet`: RustBuffer.ByValue,`contributor`: RustBuffer.ByValue,`listener`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
-    external fun uniffi_tribute_ffi_fn_method_index_add_files(`ptr`: Long,`paths`: RustBuffer.ByValue,`datanet`: RustBuffer.ByValue,`contributor`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_tribute_ffi_fn_method_index_add_files(`ptr`: Long,`paths`: RustBuffer.ByValue,`datanet`: RustBuffer.ByValue,`contributor`: RustBuffer.ByValue,`listener`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_tribute_ffi_fn_method_index_chunk_count(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Int
@@ -999,7 +1026,11 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_tribute_ffi_fn_init_callback_vtable_asklistener(`vtable`: UniffiVTableCallbackInterfaceAskListener,
     ): Unit
+    external fun uniffi_tribute_ffi_fn_init_callback_vtable_ingestlistener(`vtable`: UniffiVTableCallbackInterfaceIngestListener,
+    ): Unit
     external fun uniffi_tribute_ffi_fn_func_version(uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_tribute_ffi_fn_func_load_ledger(`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun ffi_tribute_ffi_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -1123,6 +1154,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tribute_ffi_checksum_func_version() and 0xFFFF) != 31545) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_tribute_ffi_checksum_func_load_ledger() and 0xFFFF) != 15604) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tribute_ffi_checksum_method_engine_ask() and 0xFFFF) != 23625) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1165,7 +1199,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tribute_ffi_checksum_method_engine_retrieve() and 0xFFFF) != 4776) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_engine_search() and 0xFFFF) != 58043) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_engine_search() and 0xFFFF) != 15520) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_method_engine_settle() and 0xFFFF) != 29731) {
@@ -1198,16 +1232,16 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tribute_ffi_checksum_method_generator_path() and 0xFFFF) != 36802) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_index_add() and 0xFFFF) != 36457) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_index_add() and 0xFFFF) != 44316) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_index_add_files() and 0xFFFF) != 23351) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_index_add_files() and 0xFFFF) != 35888) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_method_index_chunk_count() and 0xFFFF) != 11724) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_index_delete() and 0xFFFF) != 56480) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_index_delete() and 0xFFFF) != 23185) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_method_index_document_count() and 0xFFFF) != 55869) {
@@ -1222,7 +1256,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tribute_ffi_checksum_method_index_release() and 0xFFFF) != 7377) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_index_search() and 0xFFFF) != 52164) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_index_search() and 0xFFFF) != 52234) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_method_receipt_adapters() and 0xFFFF) != 1465) {
@@ -1307,6 +1341,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_method_asklistener_on_done() and 0xFFFF) != 9847) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tribute_ffi_checksum_method_ingestlistener_on_progress() and 0xFFFF) != 24670) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1898,9 +1935,10 @@ public interface EngineInterface {
     fun `retrieve`(`query`: kotlin.String, `k`: kotlin.UInt? = null, `datanets`: List<kotlin.String>? = null, `sign`: kotlin.Boolean = true): Retrieval
     
     /**
-     * Searches the knowledge base with the engine's retrieval mode and datanets.
+     * Searches the knowledge base: the `k` best chunks, best first. Unset `mode` and
+     * `datanets` take the engine's configured ones.
      */
-    fun `search`(`query`: kotlin.String, `k`: kotlin.UInt = 5u): List<Hit>
+    fun `search`(`query`: kotlin.String, `k`: kotlin.UInt = 5u, `mode`: SearchMode? = null, `datanets`: List<kotlin.String>? = null): List<Hit>
     
     /**
      * Settles the journal's pending receipts on the configured chain (`[chain]` and the
@@ -2322,9 +2360,10 @@ open class Engine: Disposable, AutoCloseable, EngineInterface
 
     
     /**
-     * Searches the knowledge base with the engine's retrieval mode and datanets.
+     * Searches the knowledge base: the `k` best chunks, best first. Unset `mode` and
+     * `datanets` take the engine's configured ones.
      */
-    @Throws(TributeException::class)override fun `search`(`query`: kotlin.String, `k`: kotlin.UInt): List<Hit> {
+    @Throws(TributeException::class)override fun `search`(`query`: kotlin.String, `k`: kotlin.UInt, `mode`: SearchMode?, `datanets`: List<kotlin.String>?): List<Hit> {
             return FfiConverterSequenceTypeHit.lift(
     callWithHandle {
     uniffiRustCallWithError(TributeException) { _status ->
@@ -2332,7 +2371,9 @@ open class Engine: Disposable, AutoCloseable, EngineInterface
         it,
         
         FfiConverterString.lower(`query`),
-        FfiConverterUInt.lower(`k`),_status)
+        FfiConverterUInt.lower(`k`),
+        FfiConverterOptionalTypeSearchMode.lower(`mode`),
+        FfiConverterOptionalSequenceString.lower(`datanets`),_status)
 }
     }
     )
@@ -3002,8 +3043,8 @@ public object FfiConverterTypeGenerator: FfiConverter<Generator, Long> {
  *
  * Open one with `Index.open(path)`. Each index directory may be open once per process.
  * Passing the index to the `Engine` constructor hands the directory to the engine: the
- * handle then searches and ingests through the engine (with the engine's retrieval
- * mode). `release()` releases the directory (Kotlin's `close()`/`use {}` and dropping the
+ * handle then searches, ingests and deletes through the engine (searches default to the
+ * engine's retrieval mode and datanets). `release()` releases the directory (Kotlin's `close()`/`use {}` and dropping the
  * last Swift reference also free the handle).
  */
 public interface IndexInterface {
@@ -3013,16 +3054,20 @@ public interface IndexInterface {
      * name none. A document whose id exists with the same text is left unchanged; with
      * other text it is replaced.
      *
+     * `listener`, if given, gets the progress after each embedded batch (see
+     * [`IngestListener`] for what an exception it throws does).
+     *
      * Throws `KnowledgeBase` for a malformed document (nothing is ingested then).
      */
-    fun `add`(`documents`: List<Document>, `datanet`: kotlin.String? = null, `contributor`: kotlin.String? = null): IngestReport
+    fun `add`(`documents`: List<Document>, `datanet`: kotlin.String? = null, `contributor`: kotlin.String? = null, `listener`: IngestListener? = null): IngestReport
     
     /**
      * Adds the documents of files: `.jsonl` (one document per line, Tribute's format or
      * BEIR's), `.txt` and `.md` (one document each); directories are searched for them.
-     * A malformed line is reported as `file:line` and nothing is ingested.
+     * A malformed line is reported as `file:line` and nothing is ingested. `listener` as
+     * in `add`.
      */
-    fun `addFiles`(`paths`: List<kotlin.String>, `datanet`: kotlin.String? = null, `contributor`: kotlin.String? = null): IngestReport
+    fun `addFiles`(`paths`: List<kotlin.String>, `datanet`: kotlin.String? = null, `contributor`: kotlin.String? = null, `listener`: IngestListener? = null): IngestReport
     
     /**
      * Chunks in the index.
@@ -3030,7 +3075,8 @@ public interface IndexInterface {
     fun `chunkCount`(): kotlin.UInt
     
     /**
-     * Deletes a document; returns whether it existed. Not available through an engine.
+     * Deletes a document and its chunks; returns whether it existed. Receipts that cited
+     * it keep their content hashes.
      */
     fun `delete`(`docId`: kotlin.String): kotlin.Boolean
     
@@ -3059,8 +3105,7 @@ public interface IndexInterface {
      * Searches: the `k` best chunks for `query`, best first. `mode` defaults to hybrid;
      * `datanets` keeps only those datanets.
      *
-     * Through an engine the engine's retrieval mode and datanets apply: another `mode`
-     * or a `datanets` filter throws `Request`.
+     * Through an engine, unset `mode` and `datanets` take the engine's configured ones.
      */
     fun `search`(`query`: kotlin.String, `k`: kotlin.UInt = 5u, `mode`: SearchMode? = null, `datanets`: List<kotlin.String>? = null): List<Hit>
     
@@ -3073,8 +3118,8 @@ public interface IndexInterface {
  *
  * Open one with `Index.open(path)`. Each index directory may be open once per process.
  * Passing the index to the `Engine` constructor hands the directory to the engine: the
- * handle then searches and ingests through the engine (with the engine's retrieval
- * mode). `release()` releases the directory (Kotlin's `close()`/`use {}` and dropping the
+ * handle then searches, ingests and deletes through the engine (searches default to the
+ * engine's retrieval mode and datanets). `release()` releases the directory (Kotlin's `close()`/`use {}` and dropping the
  * last Swift reference also free the handle).
  */
 open class Index: Disposable, AutoCloseable, IndexInterface
@@ -3184,9 +3229,12 @@ open class Index: Disposable, AutoCloseable, IndexInterface
      * name none. A document whose id exists with the same text is left unchanged; with
      * other text it is replaced.
      *
+     * `listener`, if given, gets the progress after each embedded batch (see
+     * [`IngestListener`] for what an exception it throws does).
+     *
      * Throws `KnowledgeBase` for a malformed document (nothing is ingested then).
      */
-    @Throws(TributeException::class)override fun `add`(`documents`: List<Document>, `datanet`: kotlin.String?, `contributor`: kotlin.String?): IngestReport {
+    @Throws(TributeException::class)override fun `add`(`documents`: List<Document>, `datanet`: kotlin.String?, `contributor`: kotlin.String?, `listener`: IngestListener?): IngestReport {
             return FfiConverterTypeIngestReport.lift(
     callWithHandle {
     uniffiRustCallWithError(TributeException) { _status ->
@@ -3195,7 +3243,8 @@ open class Index: Disposable, AutoCloseable, IndexInterface
         
         FfiConverterSequenceTypeDocument.lower(`documents`),
         FfiConverterOptionalString.lower(`datanet`),
-        FfiConverterOptionalString.lower(`contributor`),_status)
+        FfiConverterOptionalString.lower(`contributor`),
+        FfiConverterOptionalTypeIngestListener.lower(`listener`),_status)
 }
     }
     )
@@ -3206,9 +3255,10 @@ open class Index: Disposable, AutoCloseable, IndexInterface
     /**
      * Adds the documents of files: `.jsonl` (one document per line, Tribute's format or
      * BEIR's), `.txt` and `.md` (one document each); directories are searched for them.
-     * A malformed line is reported as `file:line` and nothing is ingested.
+     * A malformed line is reported as `file:line` and nothing is ingested. `listener` as
+     * in `add`.
      */
-    @Throws(TributeException::class)override fun `addFiles`(`paths`: List<kotlin.String>, `datanet`: kotlin.String?, `contributor`: kotlin.String?): IngestReport {
+    @Throws(TributeException::class)override fun `addFiles`(`paths`: List<kotlin.String>, `datanet`: kotlin.String?, `contributor`: kotlin.String?, `listener`: IngestListener?): IngestReport {
             return FfiConverterTypeIngestReport.lift(
     callWithHandle {
     uniffiRustCallWithError(TributeException) { _status ->
@@ -3217,7 +3267,8 @@ open class Index: Disposable, AutoCloseable, IndexInterface
         
         FfiConverterSequenceString.lower(`paths`),
         FfiConverterOptionalString.lower(`datanet`),
-        FfiConverterOptionalString.lower(`contributor`),_status)
+        FfiConverterOptionalString.lower(`contributor`),
+        FfiConverterOptionalTypeIngestListener.lower(`listener`),_status)
 }
     }
     )
@@ -3243,7 +3294,8 @@ open class Index: Disposable, AutoCloseable, IndexInterface
 
     
     /**
-     * Deletes a document; returns whether it existed. Not available through an engine.
+     * Deletes a document and its chunks; returns whether it existed. Receipts that cited
+     * it keep their content hashes.
      */
     @Throws(TributeException::class)override fun `delete`(`docId`: kotlin.String): kotlin.Boolean {
             return FfiConverterBoolean.lift(
@@ -3329,8 +3381,7 @@ open class Index: Disposable, AutoCloseable, IndexInterface
      * Searches: the `k` best chunks for `query`, best first. `mode` defaults to hybrid;
      * `datanets` keeps only those datanets.
      *
-     * Through an engine the engine's retrieval mode and datanets apply: another `mode`
-     * or a `datanets` filter throws `Request`.
+     * Through an engine, unset `mode` and `datanets` take the engine's configured ones.
      */
     @Throws(TributeException::class)override fun `search`(`query`: kotlin.String, `k`: kotlin.UInt, `mode`: SearchMode?, `datanets`: List<kotlin.String>?): List<Hit> {
             return FfiConverterSequenceTypeHit.lift(
@@ -4694,6 +4745,79 @@ public object FfiConverterTypeAskOptions: FfiConverterRustBuffer<AskOptions> {
 
 
 /**
+ * Where an engine settles its receipts (`Engine.settle()`): the node and who gets the
+ * treasury share. The ledger contract is `EngineOptions.ledger`.
+ */
+data class ChainOptions (
+    /**
+     * The node's HTTP JSON-RPC URL.
+     */
+    var `rpc`: kotlin.String
+    , 
+    /**
+     * Receipts per settlement batch (default 100).
+     */
+    var `batchSize`: kotlin.UInt? = null 
+    , 
+    /**
+     * The treasury's address (default: the payer's).
+     */
+    var `treasury`: kotlin.String? = null 
+    , 
+    /**
+     * Paid the shares of model or adapter ids without a registered owner (default none:
+     * such ids make settlement fail).
+     */
+    var `fallbackOwner`: kotlin.String? = null 
+    , 
+    /**
+     * Seconds to wait for each RPC request or transaction receipt (default 30).
+     */
+    var `timeoutSecs`: kotlin.UInt? = null 
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeChainOptions: FfiConverterRustBuffer<ChainOptions> {
+    override fun read(buf: ByteBuffer): ChainOptions {
+        return ChainOptions(
+            FfiConverterString.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ChainOptions) = (
+            FfiConverterString.allocationSize(value.`rpc`) +
+            FfiConverterOptionalUInt.allocationSize(value.`batchSize`) +
+            FfiConverterOptionalString.allocationSize(value.`treasury`) +
+            FfiConverterOptionalString.allocationSize(value.`fallbackOwner`) +
+            FfiConverterOptionalUInt.allocationSize(value.`timeoutSecs`)
+    )
+
+    override fun write(value: ChainOptions, buf: ByteBuffer) {
+            FfiConverterString.write(value.`rpc`, buf)
+            FfiConverterOptionalUInt.write(value.`batchSize`, buf)
+            FfiConverterOptionalString.write(value.`treasury`, buf)
+            FfiConverterOptionalString.write(value.`fallbackOwner`, buf)
+            FfiConverterOptionalUInt.write(value.`timeoutSecs`, buf)
+    }
+}
+
+
+
+/**
  * One cited source of an answer.
  */
 data class Citation (
@@ -4990,6 +5114,11 @@ data class EngineOptions (
      * The fee of an answer in wei, as a decimal string.
      */
     var `feeWei`: kotlin.String? = null 
+    , 
+    /**
+     * Where `settle()` pays the receipts (none: `settle()` throws `Chain`).
+     */
+    var `chain`: ChainOptions? = null 
     
 ){
     
@@ -5014,6 +5143,7 @@ public object FfiConverterTypeEngineOptions: FfiConverterRustBuffer<EngineOption
             FfiConverterOptionalTypeAttributionMethod.read(buf),
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalTypeChainOptions.read(buf),
         )
     }
 
@@ -5025,7 +5155,8 @@ public object FfiConverterTypeEngineOptions: FfiConverterRustBuffer<EngineOption
             FfiConverterOptionalSequenceString.allocationSize(value.`datanets`) +
             FfiConverterOptionalTypeAttributionMethod.allocationSize(value.`method`) +
             FfiConverterOptionalUInt.allocationSize(value.`maxTokens`) +
-            FfiConverterOptionalString.allocationSize(value.`feeWei`)
+            FfiConverterOptionalString.allocationSize(value.`feeWei`) +
+            FfiConverterOptionalTypeChainOptions.allocationSize(value.`chain`)
     )
 
     override fun write(value: EngineOptions, buf: ByteBuffer) {
@@ -5037,6 +5168,7 @@ public object FfiConverterTypeEngineOptions: FfiConverterRustBuffer<EngineOption
             FfiConverterOptionalTypeAttributionMethod.write(value.`method`, buf)
             FfiConverterOptionalUInt.write(value.`maxTokens`, buf)
             FfiConverterOptionalString.write(value.`feeWei`, buf)
+            FfiConverterOptionalTypeChainOptions.write(value.`chain`, buf)
     }
 }
 
@@ -5164,6 +5296,70 @@ public object FfiConverterTypeHit: FfiConverterRustBuffer<Hit> {
             FfiConverterULong.write(value.`end`, buf)
             FfiConverterOptionalFloat.write(value.`bm25Score`, buf)
             FfiConverterOptionalFloat.write(value.`denseScore`, buf)
+    }
+}
+
+
+
+/**
+ * How far an ingest (`Index.add`, `Index.addFiles`) has come, reported to an
+ * [`IngestListener`](crate::index::IngestListener) after each embedded batch.
+ */
+data class IngestProgress (
+    /**
+     * Documents processed.
+     */
+    var `docsDone`: kotlin.UInt
+    , 
+    /**
+     * Documents in this call.
+     */
+    var `docsTotal`: kotlin.UInt
+    , 
+    /**
+     * Chunks embedded and indexed.
+     */
+    var `chunksDone`: kotlin.UInt
+    , 
+    /**
+     * Chunks to index in this call.
+     */
+    var `chunksTotal`: kotlin.UInt
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeIngestProgress: FfiConverterRustBuffer<IngestProgress> {
+    override fun read(buf: ByteBuffer): IngestProgress {
+        return IngestProgress(
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: IngestProgress) = (
+            FfiConverterUInt.allocationSize(value.`docsDone`) +
+            FfiConverterUInt.allocationSize(value.`docsTotal`) +
+            FfiConverterUInt.allocationSize(value.`chunksDone`) +
+            FfiConverterUInt.allocationSize(value.`chunksTotal`)
+    )
+
+    override fun write(value: IngestProgress, buf: ByteBuffer) {
+            FfiConverterUInt.write(value.`docsDone`, buf)
+            FfiConverterUInt.write(value.`docsTotal`, buf)
+            FfiConverterUInt.write(value.`chunksDone`, buf)
+            FfiConverterUInt.write(value.`chunksTotal`, buf)
     }
 }
 
@@ -6310,6 +6506,77 @@ public object FfiConverterTypeAskListener: FfiConverterCallbackInterface<AskList
 
 
 
+
+/**
+ * Receives an ingest's progress (`Index.add`, `Index.addFiles`): called after each
+ * embedded batch, on the thread running the ingest.
+ *
+ * An exception thrown by `onProgress` does not stop the ingest: the listener is not
+ * called again, the documents are still added, and the call then throws `Internal`
+ * naming the exception. Do not use the index from the listener: the ingest holds it.
+ */
+public interface IngestListener {
+    
+    /**
+     * Documents and chunks done so far, of this call's totals.
+     */
+    fun `onProgress`(`progress`: IngestProgress)
+    
+    companion object
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceIngestListener {
+    internal object `onProgress`: UniffiCallbackInterfaceIngestListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`progress`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeIngestListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onProgress`(
+                    FfiConverterTypeIngestProgress.lift(`progress`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeIngestListener.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeIngestListener.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceIngestListener.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `onProgress`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_tribute_ffi_fn_init_callback_vtable_ingestlistener(vtable)
+    }
+}
+
+/**
+ * The ffiConverter which transforms the Callbacks in to handles to pass to Rust.
+ *
+ * @suppress
+ */
+public object FfiConverterTypeIngestListener: FfiConverterCallbackInterface<IngestListener>()
+
+
+
+
 /**
  * @suppress
  */
@@ -6569,6 +6836,38 @@ public object FfiConverterOptionalTypeAnswer: FfiConverterRustBuffer<Answer?> {
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeChainOptions: FfiConverterRustBuffer<ChainOptions?> {
+    override fun read(buf: ByteBuffer): ChainOptions? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeChainOptions.read(buf)
+    }
+
+    override fun allocationSize(value: ChainOptions?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeChainOptions.allocationSize(value)
+        }
+    }
+
+    override fun write(value: ChainOptions?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeChainOptions.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeLedger: FfiConverterRustBuffer<Ledger?> {
     override fun read(buf: ByteBuffer): Ledger? {
         if (buf.get().toInt() == 0) {
@@ -6687,6 +6986,38 @@ public object FfiConverterOptionalTypeSearchMode: FfiConverterRustBuffer<SearchM
         } else {
             buf.put(1)
             FfiConverterTypeSearchMode.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeIngestListener: FfiConverterRustBuffer<IngestListener?> {
+    override fun read(buf: ByteBuffer): IngestListener? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeIngestListener.read(buf)
+    }
+
+    override fun allocationSize(value: IngestListener?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeIngestListener.allocationSize(value)
+        }
+    }
+
+    override fun write(value: IngestListener?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeIngestListener.write(value, buf)
         }
     }
 }
@@ -7074,6 +7405,22 @@ public object FfiConverterSequenceTypeSettledBatch: FfiConverterRustBuffer<List<
     UniffiLib.uniffi_tribute_ffi_fn_func_version(
     
         _status)
+}
+    )
+    }
+    
+
+        /**
+         * Reads a ledger JSON file (`{"chainId": …, "contract": "0x…"}`, as `tribute chain deploy
+         * --out` writes it). Throws `Config` when it is unreadable or malformed.
+         */
+    @Throws(TributeException::class) fun `loadLedger`(`path`: kotlin.String): Ledger {
+            return FfiConverterTypeLedger.lift(
+    uniffiRustCallWithError(TributeException) { _status ->
+    UniffiLib.uniffi_tribute_ffi_fn_func_load_ledger(
+    
+        
+        FfiConverterString.lower(`path`),_status)
 }
     )
     }
