@@ -576,30 +576,13 @@ impl IntoFuture for AskRequest<'_> {
         let (question, mut options) = (self.question, self.options);
         let token = options.cancel.get_or_insert_with(CancelToken::new).clone();
         Box::pin(async move {
-            let guard = CancelOnDrop(Some(token));
+            let guard = token.drop_guard();
             let result = tokio::task::spawn_blocking(move || engine.ask_with(&question, &options))
                 .await
                 .map_err(|e| Error::Task(e.to_string()))?;
             guard.disarm();
             result
         })
-    }
-}
-
-/// Cancels an ask when an awaiting future is dropped before completion.
-struct CancelOnDrop(Option<CancelToken>);
-
-impl CancelOnDrop {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if let Some(t) = &self.0 {
-            t.cancel();
-        }
     }
 }
 

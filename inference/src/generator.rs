@@ -143,6 +143,31 @@ impl CancelToken {
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
+    /// A guard that cancels this token when dropped, unless [`CancelGuard::disarm`]ed
+    /// first: ties a generation to the life of a future or of a caller that may go away.
+    pub fn drop_guard(&self) -> CancelGuard {
+        CancelGuard(Some(self.clone()))
+    }
+}
+
+/// Cancels its [`CancelToken`] when dropped armed (see [`CancelToken::drop_guard`]).
+#[derive(Debug)]
+#[must_use = "dropping the guard cancels at once"]
+pub struct CancelGuard(Option<CancelToken>);
+
+impl CancelGuard {
+    /// Keeps the token as it is (the work finished).
+    pub fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.cancel();
+        }
+    }
 }
 
 /// One generation request. Build it with [`GenerateRequest::new`] and the setters.
@@ -1669,4 +1694,20 @@ fn _assert_send_sync() {
     is::<Generator>();
     fn send<T: Send>() {}
     send::<TextStream>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CancelToken;
+
+    #[test]
+    fn a_drop_guard_cancels_unless_disarmed() {
+        let token = CancelToken::new();
+        token.drop_guard().disarm();
+        assert!(!token.is_cancelled());
+        let clone = token.clone();
+        drop(token.drop_guard());
+        assert!(token.is_cancelled() && clone.is_cancelled() && clone == token);
+        assert_ne!(CancelToken::new(), token);
+    }
 }

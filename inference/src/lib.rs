@@ -40,8 +40,8 @@ pub use adapter::{AdapterId, AdapterSource};
 pub use config::ModelConfig;
 pub use error::{AdapterError, Error, Result};
 pub use generator::{
-    CancelToken, Device, FinishReason, GenerateRequest, Generation, Generator, GeneratorOptions,
-    Prompt, TextStream, Timings,
+    CancelGuard, CancelToken, Device, FinishReason, GenerateRequest, Generation, Generator,
+    GeneratorOptions, Prompt, TextStream, Timings,
 };
 pub use registry::{AdapterRegistry, AdapterSet, RegistryStats};
 pub use sampling::SamplingParams;

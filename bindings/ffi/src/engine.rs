@@ -1,11 +1,11 @@
 //! The [`Engine`]: retrieval, generation, attribution and receipts behind one object, and
 //! the [`AskListener`] that streamed asks report to.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tribute::AskEvent;
 use tribute::attribution::receipt::Ledger as RustLedger;
+use tribute::inference::CancelToken;
 
 use crate::error::{Result, TributeError, guard, request};
 use crate::generator::Generator;
@@ -64,18 +64,18 @@ impl Engine {
 }
 
 /// Runs a streamed ask to its end, reporting to `listener`; `None` when the listener (or
-/// `stop`) stopped it. Dropping the stream stops generation.
+/// the options' cancel token) stopped it. Dropping the stream stops generation.
 fn run_stream(
     engine: &tribute::Engine,
     question: String,
     options: tribute::AskOptions,
     listener: &dyn AskListener,
-    stop: Option<&AtomicBool>,
 ) -> Result<Option<Answer>> {
     let ledger = Engine::ledger_of(engine);
+    let cancel = options.cancel.clone();
     let stream = engine.ask(question).options(options).stream()?;
     for event in stream {
-        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+        if cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
             return Ok(None);
         }
         match event? {
@@ -94,24 +94,6 @@ fn run_stream(
     Err(TributeError::Internal(
         "the stream ended without an answer".into(),
     ))
-}
-
-/// Sets its flag when dropped armed: an async stream whose caller went away stops
-/// generating.
-struct StopOnDrop(Option<Arc<AtomicBool>>);
-
-impl StopOnDrop {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        if let Some(flag) = &self.0 {
-            flag.store(true, Ordering::Relaxed);
-        }
-    }
 }
 
 /// Runs blocking work on tokio's blocking pool, mapping a panic to `Internal`.
@@ -204,7 +186,7 @@ impl Engine {
     ) -> Result<Option<Answer>> {
         guard(|| {
             let engine = self.engine()?;
-            run_stream(&engine, question, options.try_into()?, &*listener, None)
+            run_stream(&engine, question, options.try_into()?, &*listener)
         })
     }
 
@@ -350,11 +332,13 @@ impl Engine {
         listener: Box<dyn AskListener>,
     ) -> Result<Option<Answer>> {
         let engine = self.engine()?;
-        let options: tribute::AskOptions = options.try_into()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let on_drop = StopOnDrop(Some(stop.clone()));
-        let result =
-            blocking(move || run_stream(&engine, question, options, &*listener, Some(&stop))).await;
+        let mut options: tribute::AskOptions = options.try_into()?;
+        // A cancelled coroutine drops this future: the guard then cancels the stream.
+        let on_drop = options
+            .cancel
+            .get_or_insert_with(CancelToken::new)
+            .drop_guard();
+        let result = blocking(move || run_stream(&engine, question, options, &*listener)).await;
         on_drop.disarm();
         result
     }
