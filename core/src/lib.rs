@@ -27,3 +27,6 @@ pub use tribute_index::{
     IngestProgress, IngestReport, Mode, OnnxEmbedder,
 };
 pub use tribute_inference as inference;
+/// The ONNX Runtime library and process-wide values ([`runtime::PerProcess`]) shared by
+/// the crates above.
+pub use tribute_runtime as runtime;

@@ -147,36 +147,24 @@ fn new_graph(config: &HnswConfig, capacity: usize) -> Graph<'static> {
 /// forked after the parent used it would wait forever for its threads. This pool is
 /// re-created in a forked child (the parent's is leaked there, never dropped).
 fn rayon_pool() -> std::sync::Arc<rayon::ThreadPool> {
-    use std::sync::{Arc, Mutex};
-    static POOL: Mutex<Option<(u32, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
-    let pid = std::process::id();
-    let mut slot = POOL.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((owner, pool)) = &*slot
-        && *owner == pid
-    {
-        return pool.clone();
-    }
-    if let Some((_, inherited)) = slot.take() {
-        std::mem::forget(inherited);
-    }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pool = Arc::new(
+    static POOL: tribute_runtime::PerProcess<rayon::ThreadPool> =
+        tribute_runtime::PerProcess::new();
+    let pool = POOL.get_or_try_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("tribute-hnsw-{i}"))
             .build()
-            // Only fails when threads cannot be spawned; a one-thread pool runs inline work.
-            .unwrap_or_else(|_| {
-                #[allow(clippy::expect_used)]
+            // Only fails when threads cannot be spawned; then work runs on the caller.
+            .or_else(|_| {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(1)
                     .use_current_thread()
                     .build()
-                    .expect("a one-thread rayon pool on the current thread")
-            }),
-    );
-    *slot = Some((pid, pool.clone()));
-    pool
+            })
+    });
+    #[allow(clippy::expect_used)]
+    pool.expect("a rayon pool, at least one on the current thread")
 }
 
 impl Drop for DenseIndex {

@@ -18,7 +18,7 @@ use crate::generator::{Generator, adapters};
 use crate::index::{Hit, Index};
 use crate::quoted;
 use crate::receipt::{Receipt, SettleReport, Signer, ledger_dict, ledger_from};
-use crate::runtime::{coroutine, future_from, wait_interruptibly};
+use crate::runtime::{coroutine, wait_interruptibly};
 
 /// The embeddable RAG-with-attribution engine: asks questions of a knowledge base and
 /// returns answers with measured citation weights and a signed usage receipt.
@@ -42,7 +42,7 @@ pub struct Engine {
     index: Py<Index>,
 }
 
-/// Options of one ask from keyword arguments.
+/// Options of one ask from keyword arguments, and the token that cancels it.
 #[allow(clippy::too_many_arguments)]
 fn ask_options(
     adapters: Option<&Bound<'_, PyAny>>,
@@ -54,8 +54,9 @@ fn ask_options(
     temperature: Option<f32>,
     seed: Option<u64>,
     fee: Option<&Bound<'_, PyAny>>,
-) -> PyResult<AskOptions> {
-    Ok(AskOptions {
+) -> PyResult<(AskOptions, CancelToken)> {
+    let cancel = CancelToken::new();
+    let options = AskOptions {
         top_k,
         mode: mode.map(|m| m.parse().map_err(py_err)).transpose()?,
         datanets,
@@ -76,8 +77,9 @@ fn ask_options(
         max_tokens,
         temperature,
         seed,
-        cancel: Some(CancelToken::new()),
-    })
+        cancel: Some(cancel.clone()),
+    };
+    Ok((options, cancel))
 }
 
 /// A chain config from an RPC URL or a dict of `ChainConfig` fields.
@@ -257,7 +259,7 @@ impl Engine {
         seed: Option<u64>,
         fee: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Answer> {
-        let options = ask_options(
+        let (options, cancel) = ask_options(
             adapters,
             method,
             top_k,
@@ -270,7 +272,6 @@ impl Engine {
         )?;
         let engine = self.engine()?;
         let ledger = Engine::ledger_of(&engine);
-        let cancel = options.cancel.clone().unwrap_or_default();
         let question = question.to_owned();
         let answer = wait_interruptibly(
             py,
@@ -305,7 +306,7 @@ impl Engine {
         seed: Option<u64>,
         fee: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<AskStream> {
-        let options = ask_options(
+        let (options, cancel) = ask_options(
             adapters,
             method,
             top_k,
@@ -317,7 +318,6 @@ impl Engine {
             fee,
         )?;
         let engine = self.engine()?;
-        let cancel = options.cancel.clone().unwrap_or_default();
         let stream = py
             .detach(|| engine.ask(question).options(options).stream())
             .map_err(py_err)?;
@@ -345,7 +345,7 @@ impl Engine {
         seed: Option<u64>,
         fee: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<AskStream> {
-        let options = ask_options(
+        let (options, cancel) = ask_options(
             adapters,
             method,
             top_k,
@@ -358,7 +358,6 @@ impl Engine {
         )?;
         let engine = self.engine()?;
         let ledger = Engine::ledger_of(&engine);
-        let cancel = options.cancel.clone().unwrap_or_default();
         let question = question.to_owned();
         let start: Starter = Box::new(move || engine.ask(question).options(options).stream());
         Ok(AskStream::pending(start, ledger, cancel))
@@ -386,7 +385,7 @@ impl Engine {
         seed: Option<u64>,
         fee: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let options = ask_options(
+        let (options, cancel) = ask_options(
             adapters,
             method,
             top_k,
@@ -399,19 +398,16 @@ impl Engine {
         )?;
         let engine = self.engine()?;
         let ledger = Engine::ledger_of(&engine);
-        let cancel = options.cancel.clone().unwrap_or_default();
         let question = question.to_owned();
-        coroutine(py, move |py| {
-            future_from(
-                py,
-                move || engine.ask(question).options(options).run(),
-                move |py, answer| {
-                    let inner = answer.map_err(py_err)?;
-                    Ok(Py::new(py, Answer { inner, ledger })?.into_any())
-                },
-                Some(Box::new(move || cancel.cancel())),
-            )
-        })
+        coroutine(
+            py,
+            move || engine.ask(question).options(options).run(),
+            move |py, answer| {
+                let inner = answer.map_err(py_err)?;
+                Ok(Py::new(py, Answer { inner, ledger })?.into_any())
+            },
+            Some(Box::new(move || cancel.cancel())),
+        )
     }
 
     /// `retrieve` as a coroutine (on a worker thread).
@@ -428,17 +424,15 @@ impl Engine {
         let ledger = Engine::ledger_of(&engine);
         let k = k.unwrap_or(engine.config().retrieval.top_k);
         let query = query.to_owned();
-        coroutine(py, move |py| {
-            future_from(
-                py,
-                move || engine.retrieve(&query, k, datanets.as_deref(), sign),
-                move |py, r| {
-                    let inner = r.map_err(py_err)?;
-                    Ok(Py::new(py, Retrieval { inner, ledger })?.into_any())
-                },
-                None,
-            )
-        })
+        coroutine(
+            py,
+            move || engine.retrieve(&query, k, datanets.as_deref(), sign),
+            move |py, r| {
+                let inner = r.map_err(py_err)?;
+                Ok(Py::new(py, Retrieval { inner, ledger })?.into_any())
+            },
+            None,
+        )
     }
 
     /// Settles the journal's pending receipts on the configured chain (`[chain]` and the
@@ -456,17 +450,15 @@ impl Engine {
     /// `settle` as a coroutine (on a worker thread).
     fn settle_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?;
-        coroutine(py, move |py| {
-            future_from(
-                py,
-                move || engine.settle_blocking(),
-                |py, r| {
-                    let report = SettleReport::new(py, r.map_err(py_err)?)?;
-                    Ok(Py::new(py, report)?.into_any())
-                },
-                None,
-            )
-        })
+        coroutine(
+            py,
+            move || engine.settle_blocking(),
+            |py, r| {
+                let report = SettleReport::new(py, r.map_err(py_err)?)?;
+                Ok(Py::new(py, report)?.into_any())
+            },
+            None,
+        )
     }
 
     /// Receipt counts: a dict with `receipts` (all) and by state `pending`, `batched`,

@@ -13,38 +13,26 @@ use std::time::Duration;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
+use tribute::runtime::PerProcess;
 
 use crate::lock;
 
-/// The runtime and the process it was made in.
-static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
+/// The runtime, per process (see `tribute::runtime::PerProcess`).
+static RUNTIME: PerProcess<Runtime> = PerProcess::new();
 
 /// How often a blocked call looks for Ctrl-C (Python's pending signals).
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
 /// The process's tokio runtime (a new one in a forked child).
 pub(crate) fn runtime() -> PyResult<Arc<Runtime>> {
-    let pid = std::process::id();
-    let mut slot = lock(&RUNTIME);
-    if let Some((owner, rt)) = &*slot
-        && *owner == pid
-    {
-        return Ok(rt.clone());
-    }
-    if let Some((_, inherited)) = slot.take() {
-        // Forked: the parent's worker threads are gone; dropping would block on them.
-        std::mem::forget(inherited);
-    }
-    let rt = Arc::new(
+    RUNTIME.get_or_try_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("tribute")
             .enable_all()
             .build()
-            .map_err(|e| PyRuntimeError::new_err(format!("cannot start tokio: {e}")))?,
-    );
-    *slot = Some((pid, rt.clone()));
-    Ok(rt)
+            .map_err(|e| PyRuntimeError::new_err(format!("cannot start tokio: {e}")))
+    })
 }
 
 /// Runs `work` on the runtime's blocking pool while this thread waits with the GIL
@@ -67,21 +55,15 @@ where
     });
     let rx = Mutex::new(rx);
     loop {
-        match py.detach(|| lock(&rx).recv_timeout(SIGNAL_POLL)) {
-            Ok(value) => {
-                // A Ctrl-C that came during the last poll interval still cancels.
-                if let Err(e) = py.check_signals() {
-                    on_interrupt();
-                    return Err(e);
-                }
-                return Ok(value);
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Err(e) = py.check_signals() {
-                    on_interrupt();
-                    return Err(e);
-                }
-            }
+        let received = py.detach(|| lock(&rx).recv_timeout(SIGNAL_POLL));
+        // A Ctrl-C during the wait cancels, also when the value arrived meanwhile.
+        if let Err(e) = py.check_signals() {
+            on_interrupt();
+            return Err(e);
+        }
+        match received {
+            Ok(value) => return Ok(value),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(PyRuntimeError::new_err(
                     "the background task ended without a result (it panicked)",
@@ -200,17 +182,24 @@ impl Starter {
 }
 
 /// A real Python coroutine (so `asyncio.run(engine.ask_async(q))` works) that, once
-/// awaited inside a running event loop, starts the work with `start` (which returns an
-/// asyncio future, see [`future_from`]) and awaits it. Like any coroutine, nothing runs
-/// before it is awaited.
-pub(crate) fn coroutine<'py, S>(py: Python<'py>, start: S) -> PyResult<Bound<'py, PyAny>>
+/// awaited inside a running event loop, runs [`future_from`] with these arguments and
+/// awaits its future. Like any coroutine, nothing runs before it is awaited.
+pub(crate) fn coroutine<'py, T, F, C>(
+    py: Python<'py>,
+    work: F,
+    convert: C,
+    on_cancel: Option<Box<dyn FnOnce() + Send>>,
+) -> PyResult<Bound<'py, PyAny>>
 where
-    S: for<'a> FnOnce(Python<'a>) -> PyResult<Bound<'a, PyAny>> + Send + 'static,
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+    C: FnOnce(Python<'_>, T) -> PyResult<Py<PyAny>> + Send + 'static,
 {
+    let start: Start = Box::new(move |py| future_from(py, work, convert, on_cancel));
     let starter = Py::new(
         py,
         Starter {
-            start: Mutex::new(Some(Box::new(start))),
+            start: Mutex::new(Some(start)),
         },
     )?;
     PyModule::import(py, "tribute._aio")?.call_method1("run", (starter,))
