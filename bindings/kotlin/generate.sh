@@ -4,12 +4,10 @@
 #
 #   bindings/kotlin/generate.sh           regenerate the checked-in sources
 #   bindings/kotlin/generate.sh --check   fail if the checked-in sources differ (CI)
-#   … --features onchain                  build the library with these cargo features
-#                                         (the generated sources must not change)
 #
 # Builds tribute-ffi and uniffi-bindgen first (debug; $CARGO_TARGET_DIR if set). The two
 # are built in separate cargo calls so that uniffi's `cli` feature never reaches the
-# library. Either build writes $CARGO_TARGET_DIR/debug/libtribute_ffi.so.
+# library.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,19 +17,14 @@ out="$here/src/main/kotlin"
 fail() { echo "generate.sh: $*" >&2; exit 1; }
 
 check=0
-features=()
-while (( $# )); do
-  case "$1" in
-    --check) check=1 ;;
-    --features) [[ $# -ge 2 ]] || fail "--features needs a value"; features=(--features "$2"); shift ;;
-    *) fail "unknown argument $1 (use --check, --features F)" ;;
-  esac
-  shift
-done
+case "${1:-}" in
+  "") ;;
+  --check) check=1 ;;
+  *) fail "unknown argument $1 (use --check)" ;;
+esac
 
 cd "$repo"
-cargo build --quiet -p tribute-ffi ${features[@]+"${features[@]}"} \
-  || fail "cargo build -p tribute-ffi ${features[*]:-} failed"
+cargo build --quiet -p tribute-ffi || fail "cargo build -p tribute-ffi failed"
 cargo build --quiet -p uniffi-bindgen || fail "cargo build -p uniffi-bindgen failed"
 lib="$target/debug/libtribute_ffi.so"
 [[ -f "$lib" ]] || fail "$lib is missing after the build"
@@ -48,7 +41,7 @@ if (( check )); then
     fail "the checked-in Kotlin sources are stale: run bindings/kotlin/generate.sh and commit the result"
   fi
   rm -f "$tmp.diff"
-  echo "generate.sh: the Kotlin sources are up to date${features[1]:+ (library built with --features ${features[1]})}"
+  echo "generate.sh: the Kotlin sources are up to date"
 else
   rm -rf "$out"
   mkdir -p "$out"

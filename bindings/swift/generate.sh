@@ -7,8 +7,6 @@
 #
 #   bindings/swift/generate.sh           regenerate the checked-in sources
 #   bindings/swift/generate.sh --check   fail if the checked-in sources differ (CI)
-#   … --features onchain                 build the library with these cargo features
-#                                        (the generated sources must not change)
 #
 # No Swift toolchain is needed: the generator is Rust (uniffi-bindgen-swift). The
 # modulemap uniffi writes says `use "Darwin"`, a module that exists on Apple platforms
@@ -22,19 +20,14 @@ target="${CARGO_TARGET_DIR:-$repo/target}"
 fail() { echo "generate.sh: $*" >&2; exit 1; }
 
 check=0
-features=()
-while (( $# )); do
-  case "$1" in
-    --check) check=1 ;;
-    --features) [[ $# -ge 2 ]] || fail "--features needs a value"; features=(--features "$2"); shift ;;
-    *) fail "unknown argument $1 (use --check, --features F)" ;;
-  esac
-  shift
-done
+case "${1:-}" in
+  "") ;;
+  --check) check=1 ;;
+  *) fail "unknown argument $1 (use --check)" ;;
+esac
 
 cd "$repo"
-cargo build --quiet -p tribute-ffi ${features[@]+"${features[@]}"} \
-  || fail "cargo build -p tribute-ffi ${features[*]:-} failed"
+cargo build --quiet -p tribute-ffi || fail "cargo build -p tribute-ffi failed"
 cargo build --quiet -p uniffi-bindgen || fail "cargo build -p uniffi-bindgen failed"
 lib="$target/debug/libtribute_ffi.so"
 [[ -f "$lib" ]] || fail "$lib is missing after the build"
@@ -60,7 +53,7 @@ if (( check )); then
     fi
   done
   (( stale == 0 )) || fail "the checked-in Swift sources are stale: run bindings/swift/generate.sh and commit the result"
-  echo "generate.sh: the Swift sources are up to date${features[1]:+ (library built with --features ${features[1]})}"
+  echo "generate.sh: the Swift sources are up to date"
 else
   for f in "${generated[@]}"; do
     mkdir -p "$(dirname "$here/$f")"
