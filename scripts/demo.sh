@@ -10,7 +10,7 @@ set -euo pipefail
 TRIBUTE=${TRIBUTE:?set TRIBUTE to the tribute binary}
 DEMO=${DEMO_DIR:-target/demo}
 PORT=${DEMO_PORT:-18545}
-LORA=${LORA:-../shared/models/lora}
+LORA=${LORA:-examples/adapters}
 ADAPTER=$LORA/smollm2-135m-zephyr-lora
 RPC=http://127.0.0.1:$PORT
 export TRIBUTE_KEY=0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80

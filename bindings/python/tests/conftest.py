@@ -15,17 +15,7 @@ REPO = Path(__file__).resolve().parents[3]
 SAMPLE = REPO / "examples" / "data" / "zephyr"
 
 
-def _shared_dir() -> Path:
-    """The project's shared fixtures: $TRIBUTE_SHARED_DIR, ../shared next to the repository,
-    or /work/shared (as the Rust tests look for them)."""
-    candidates = [os.environ.get("TRIBUTE_SHARED_DIR"), REPO.parent / "shared", "/work/shared"]
-    for c in candidates:
-        if c and (Path(c) / "models" / "lora").is_dir():
-            return Path(c)
-    return REPO.parent / "shared"
-
-
-LORA = _shared_dir() / "models" / "lora"
+LORA = Path(os.environ.get("TRIBUTE_LORA_DIR") or REPO / "examples" / "adapters")
 
 # Anvil's first development key (public; never for real funds) and its address.
 KEY0 = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"

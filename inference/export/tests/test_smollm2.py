@@ -15,7 +15,7 @@ from conftest import Runner
 MODEL = os.environ.get("TRIBUTE_SMOLLM2_DIR")
 HERE = os.path.dirname(os.path.abspath(__file__))
 LORA_ROOT = os.environ.get("TRIBUTE_LORA_DIR") or os.path.normpath(
-    os.path.join(HERE, "..", "..", "..", "..", "shared", "models", "lora"))
+    os.path.join(HERE, "..", "..", "..", "examples", "adapters"))
 ZEPHYR = os.path.join(LORA_ROOT, "smollm2-135m-zephyr-lora")
 
 pytestmark = pytest.mark.skipif(

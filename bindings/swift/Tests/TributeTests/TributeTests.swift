@@ -3,8 +3,8 @@
 // models (MiniLM, SmolLM2-135M-Instruct, a PEFT LoRA adapter) and the repository's sample
 // datanet (two contributors). Run by bindings/swift/test.sh (`swift test`).
 //
-// Environment: TRIBUTE_HOME (the models and ONNX Runtime), TRIBUTE_SHARED_DIR (the LoRA
-// adapters; else ../shared next to the repository, or /work/shared), TRIBUTE_REPO (the
+// Environment: TRIBUTE_HOME (the models and ONNX Runtime), TRIBUTE_LORA_DIR (the LoRA
+// adapters; else examples/adapters in the repository), TRIBUTE_REPO (the
 // repository root; else found from this file's path), CARGO_TARGET_DIR (the debug `tribute`
 // CLI; else <repo>/target), CI (set: a missing anvil or CLI fails the settle test instead
 // of skipping it).
@@ -54,12 +54,8 @@ enum Fixtures {
     }()
 
     static let lora: URL = {
-        let candidates = [env["TRIBUTE_SHARED_DIR"], repo.deletingLastPathComponent().appendingPathComponent("shared").path, "/work/shared"]
-        for case let c? in candidates {
-            let dir = URL(fileURLWithPath: c).appendingPathComponent("models/lora")
-            if FileManager.default.fileExists(atPath: dir.path) { return dir }
-        }
-        return repo.deletingLastPathComponent().appendingPathComponent("shared/models/lora")
+        if let d = env["TRIBUTE_LORA_DIR"], !d.isEmpty { return URL(fileURLWithPath: d) }
+        return repo.appendingPathComponent("examples/adapters")
     }()
 
     static let zephyr = lora.appendingPathComponent("smollm2-135m-zephyr-lora")

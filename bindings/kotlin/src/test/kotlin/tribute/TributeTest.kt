@@ -5,7 +5,7 @@
 //
 // System properties: tribute.repo (the repository root), tribute.target (the cargo target
 // directory, for the debug `tribute` CLI). Environment: TRIBUTE_HOME (the models),
-// TRIBUTE_SHARED_DIR (the LoRA adapters; else ../shared or /work/shared), CI (set: a missing
+// TRIBUTE_LORA_DIR (the LoRA adapters; else examples/adapters), CI (set: a missing
 // anvil or CLI fails the settle test instead of skipping it).
 
 package tribute
@@ -54,9 +54,8 @@ object Fixtures {
     val home: File = System.getenv("TRIBUTE_HOME")?.takeIf { it.isNotEmpty() }?.let(::File)
         ?: System.getenv("XDG_CACHE_HOME")?.takeIf { it.isNotEmpty() }?.let { File(it, "tribute") }
         ?: File(System.getProperty("user.home"), ".cache/tribute")
-    val lora: File = listOfNotNull(System.getenv("TRIBUTE_SHARED_DIR"), File(repo.parentFile, "shared").path, "/work/shared")
-        .map { File(it, "models/lora") }
-        .firstOrNull { it.isDirectory } ?: File(repo.parentFile, "shared/models/lora")
+    val lora: File = System.getenv("TRIBUTE_LORA_DIR")?.takeIf { it.isNotEmpty() }?.let(::File)
+        ?: File(repo, "examples/adapters")
     val zephyr = File(lora, "smollm2-135m-zephyr-lora")
     val tmp: File = Files.createTempDirectory("tribute-kotlin").toFile()
 

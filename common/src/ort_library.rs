@@ -1,7 +1,3 @@
-//! The ONNX Runtime shared library and the one process-wide environment, shared by
-//! `tribute-index` (embeddings) and `tribute-inference` (generation) so that neither depends
-//! on the other.
-//!
 //! Finding and loading the ONNX Runtime shared library, once per process.
 //!
 //! `ort` is built with `load-dynamic`: the library is found at run time, in this order:
@@ -13,51 +9,7 @@
 //! once and hands out clones.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-
-/// A value made lazily, once per process: a child made by `fork()` makes its own on first
-/// use. For values that own threads (a thread pool, an async runtime), which do not
-/// survive a fork: the child's copy of the parent's value is leaked there, never dropped,
-/// since dropping it would wait for threads that do not exist in the child.
-pub struct PerProcess<T> {
-    slot: Mutex<Option<(u32, Arc<T>)>>,
-}
-
-impl<T> PerProcess<T> {
-    /// Empty; the value is made by the first `get_or_try_init` of each process.
-    pub const fn new() -> Self {
-        PerProcess {
-            slot: Mutex::new(None),
-        }
-    }
-
-    /// This process's value, made with `init` if there is none yet.
-    ///
-    /// # Errors
-    ///
-    /// `init`'s error; the next call tries again.
-    pub fn get_or_try_init<E>(&self, init: impl FnOnce() -> Result<T, E>) -> Result<Arc<T>, E> {
-        let pid = std::process::id();
-        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((owner, value)) = &*slot
-            && *owner == pid
-        {
-            return Ok(value.clone());
-        }
-        if let Some((_, inherited)) = slot.take() {
-            std::mem::forget(inherited);
-        }
-        let value = Arc::new(init()?);
-        *slot = Some((pid, value.clone()));
-        Ok(value)
-    }
-}
-
-impl<T> Default for PerProcess<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+use std::sync::OnceLock;
 
 /// The ONNX Runtime shared library could not be found or loaded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -111,12 +63,24 @@ fn candidates_in(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Where the ONNX Runtime library would be loaded from, and every place searched.
-pub fn locate_ort_library() -> (Option<PathBuf>, Vec<PathBuf>) {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrtLibrarySearch {
+    /// The library that would be loaded; `None` when none was found.
+    pub found: Option<PathBuf>,
+    /// Every file or folder looked at, in order.
+    pub searched: Vec<PathBuf>,
+}
+
+/// Looks for the ONNX Runtime library as [`environment`] does, without loading it.
+pub fn locate_ort_library() -> OrtLibrarySearch {
     let mut searched = Vec::new();
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         searched.push(p.clone());
-        return (p.is_file().then_some(p), searched);
+        return OrtLibrarySearch {
+            found: p.is_file().then_some(p),
+            searched,
+        };
     }
     let mut dirs = vec![tribute_home().join("lib")];
     if let Some(exe_dir) = std::env::current_exe()
@@ -129,16 +93,25 @@ pub fn locate_ort_library() -> (Option<PathBuf>, Vec<PathBuf>) {
     for d in dirs {
         searched.push(d.clone());
         if let Some(p) = candidates_in(&d).into_iter().next() {
-            return (Some(p), searched);
+            return OrtLibrarySearch {
+                found: Some(p),
+                searched,
+            };
         }
     }
-    (None, searched)
+    OrtLibrarySearch {
+        found: None,
+        searched,
+    }
 }
 
 /// The process-wide ONNX Runtime environment, loading the library on first use.
 pub fn environment() -> Result<ort::environment::Environment, OrtLibraryError> {
     let result = ENVIRONMENT.get_or_init(|| {
-        let (path, searched) = locate_ort_library();
+        let OrtLibrarySearch {
+            found: path,
+            searched,
+        } = locate_ort_library();
         let searched = searched
             .iter()
             .map(|p| p.display().to_string())

@@ -1,0 +1,26 @@
+//! Tribute's foundation, shared by every other crate and depending on none of them:
+//!
+//! - [`ort_library`]: the ONNX Runtime shared library and the one process-wide
+//!   environment, shared by `tribute-index` (embeddings) and `tribute-inference`
+//!   (generation) so that neither depends on the other (feature `ort`);
+//! - [`PerProcess`]: a value made once per process and re-made in a forked child (thread
+//!   pools, async runtimes);
+//! - [`address`]: the one Ethereum address parser (EIP-55 checked) and its serde form;
+//! - [`wei`]: amounts in wei, parsed and serialized the same way everywhere;
+//! - [`bps`]: basis points, the unit every weight and share is expressed in.
+
+pub mod address;
+pub mod bps;
+#[cfg(feature = "ort")]
+pub mod ort_library;
+mod per_process;
+pub mod wei;
+
+pub use address::{AddressError, parse_address};
+pub use alloy_primitives::{Address, U256};
+pub use bps::TOTAL_BPS;
+#[cfg(feature = "ort")]
+pub use ort_library::{
+    OrtLibraryError, OrtLibrarySearch, environment, locate_ort_library, tribute_home,
+};
+pub use per_process::PerProcess;
