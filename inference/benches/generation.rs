@@ -36,7 +36,7 @@ fn python() -> PathBuf {
     std::env::var_os("TRIBUTE_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            tribute_runtime::tribute_home()
+            tribute_common::tribute_home()
                 .join("venv")
                 .join("bin")
                 .join("python")
@@ -134,7 +134,7 @@ fn fp16_dir(fp32: &Path) -> Option<PathBuf> {
     if dir.join("tribute.json").is_file() {
         return Some(dir);
     }
-    let gguf = tribute_runtime::tribute_home().join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let gguf = tribute_common::tribute_home().join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
     let _ = fp32;
     let st = Command::new(python())
         .args(["-m", "tribute_export", "--source"])
@@ -421,7 +421,7 @@ fn main() {
         t_same * 1e3
     );
     // Cold load of the shared r=8 PEFT adapters (and a synthetic one).
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/lora");
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/adapters");
     let mut cold: Vec<(String, PathBuf)> = vec![("synthetic r=8 q,v".into(), tmp.path().join("a"))];
     for name in ["smollm2-135m-zephyr-lora", "smollm2-135m-caps-lora"] {
         if shared.join(name).is_dir() {

@@ -1,12 +1,13 @@
 //! The crate's error type.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why an adapter was refused or could not be used.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdapterError {
     /// The adapter files are missing, unreadable or malformed.
@@ -46,12 +47,15 @@ pub enum AdapterError {
 }
 
 /// Everything that can go wrong in `tribute-inference`.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Clone`, so that one failed batch can answer each of its requests with the same error:
+/// foreign errors that are not `Clone` are shared behind an [`Arc`].
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The ONNX Runtime shared library could not be found or loaded.
     #[error(transparent)]
-    OrtLibrary(#[from] tribute_runtime::OrtLibraryError),
+    OrtLibrary(#[from] tribute_common::OrtLibraryError),
 
     /// A model directory is missing files or holds files that do not describe a usable model.
     #[error(
@@ -102,18 +106,26 @@ pub enum Error {
     #[error(transparent)]
     Adapter(#[from] AdapterError),
 
+    /// The generator's wait queue is full (`GeneratorOptions::max_queue`): the request was
+    /// refused rather than queued.
+    #[error(
+        "the generator is overloaded: {in_flight} requests are being decoded and {queued} are waiting, the most the queue holds; retry later, or raise GeneratorOptions::max_queue (queue), max_batch (rows per session) or sessions"
+    )]
+    Overloaded {
+        /// Requests being decoded (rows of running batches).
+        in_flight: usize,
+        /// Requests waiting for a place (the queue's limit).
+        queued: usize,
+    },
+
     /// The generation was cancelled.
     #[error("generation cancelled")]
     Cancelled,
 
-    /// ONNX Runtime failed while loading or running the model.
+    /// ONNX Runtime failed while loading or running the model (for a batch: the same
+    /// error for every request of the batch).
     #[error("ONNX Runtime: {0}")]
-    Ort(#[from] ort::Error),
-
-    /// ONNX Runtime failed while running a batch this request was part of (the message of
-    /// the original error, shared by every request of the batch).
-    #[error("ONNX Runtime (batch): {0}")]
-    Runtime(String),
+    Ort(Arc<ort::Error>),
 
     /// Reading a file failed.
     #[error("{path}: {source}")]
@@ -121,56 +133,48 @@ pub enum Error {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
 }
 
-impl Error {
-    /// A copy of this error for every request of a failed batch (foreign errors keep
-    /// their message).
-    pub(crate) fn share(&self) -> Error {
-        match self {
-            Error::ModelDirectory { path, reason } => Error::ModelDirectory {
-                path: path.clone(),
-                reason: reason.clone(),
-            },
-            Error::Tokenizer(m) => Error::Tokenizer(m.clone()),
-            Error::ChatTemplate(m) => Error::ChatTemplate(m.clone()),
-            Error::PromptTooLong { tokens, context } => Error::PromptTooLong {
-                tokens: *tokens,
-                context: *context,
-            },
-            Error::NonFiniteLogits { step, row } => Error::NonFiniteLogits {
-                step: *step,
-                row: *row,
-            },
-            Error::Cancelled => Error::Cancelled,
-            Error::Adapter(AdapterError::Unknown(id)) => {
-                Error::Adapter(AdapterError::Unknown(id.clone()))
-            }
-            Error::Adapter(AdapterError::Mismatch { id, model, reason }) => {
-                Error::Adapter(AdapterError::Mismatch {
-                    id: id.clone(),
-                    model: model.clone(),
-                    reason: reason.clone(),
-                })
-            }
-            Error::Adapter(AdapterError::Files { path, reason }) => {
-                Error::Adapter(AdapterError::Files {
-                    path: path.clone(),
-                    reason: reason.clone(),
-                })
-            }
-            Error::Ort(e) => Error::Runtime(e.to_string()),
-            Error::Runtime(m) => Error::Runtime(m.clone()),
-            other => Error::InvalidRequest(other.to_string()),
-        }
+impl From<ort::Error> for Error {
+    fn from(e: ort::Error) -> Self {
+        Error::Ort(Arc::new(e))
     }
+}
 
+impl Error {
     pub(crate) fn model_dir(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::ModelDirectory {
             path: path.into(),
             reason: reason.into(),
         }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AdapterError, Error};
+
+    #[test]
+    fn a_clone_keeps_the_variant_and_the_message() {
+        let over = Error::Adapter(AdapterError::OverBudget {
+            id: "a".into(),
+            bytes: 2,
+            budget: 1,
+        });
+        assert!(matches!(
+            over.clone(),
+            Error::Adapter(AdapterError::OverBudget { bytes: 2, .. })
+        ));
+        let io = Error::io("f", std::io::Error::other("gone"));
+        assert_eq!(io.clone().to_string(), "f: gone");
     }
 }

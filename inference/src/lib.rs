@@ -31,7 +31,7 @@ pub const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct";
 
 /// `$TRIBUTE_HOME/models/SmolLM2-135M-Instruct`, where `make setup` exports the default model.
 pub fn default_model_dir() -> std::path::PathBuf {
-    tribute_runtime::tribute_home()
+    tribute_common::tribute_home()
         .join("models")
         .join(DEFAULT_MODEL)
 }

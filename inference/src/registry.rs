@@ -3,7 +3,7 @@
 //! request, and merged per request.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use crate::adapter::{
@@ -159,9 +159,10 @@ impl AdapterRegistry {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves consistent data (every update is a single
-        // assignment), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        // Poison-tolerant: no user code or I/O runs under the lock, only map updates and
+        // byte counts, so a panic there cannot leave an adapter half-loaded; at worst a
+        // count is off, which only moves an eviction.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Registers an adapter under `id` (replacing an earlier one); nothing is loaded yet.
@@ -263,7 +264,10 @@ impl AdapterRegistry {
             }
         }
         // One loader at a time, so two callers don't load the same adapter twice.
-        let _loading = self.load_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _loading = self
+            .load_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let source = {
             let st = self.lock();
             let e = st
@@ -347,7 +351,7 @@ impl AdapterRegistry {
                         path: path.clone(),
                         reason: e.to_string(),
                     })?;
-                tribute_runtime::environment()?;
+                tribute_common::environment()?;
                 let adapter = ort::session::Adapter::from_file(path, None).map_err(|e| {
                     AdapterError::Files {
                         path: path.clone(),

@@ -84,10 +84,8 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg: serde_json::Value = if cfg_path.is_file() {
-            let text = std::fs::read_to_string(&cfg_path).map_err(|source| Error::Io {
-                path: cfg_path.clone(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(&cfg_path)
+                .map_err(|source| Error::io(&cfg_path, source))?;
             serde_json::from_str(&text)
                 .map_err(|e| Error::Tokenizer(format!("{}: {e}", cfg_path.display())))?
         } else {

@@ -1,4 +1,4 @@
-"""Numpy reference for the Rust integration tests (`inference/tests/it/tiny.rs`).
+"""Numpy reference for the Rust integration tests (`inference/tests/it/tiny/`).
 
     python reference_logits.py hf --out DIR [--seed N]
         writes the tests' tiny llama as a Hugging Face directory (config.json +

@@ -1,7 +1,7 @@
 //! Integration tests of `tribute-inference`.
 //!
 //! - `smollm2`: the real SmolLM2-135M-Instruct that `scripts/setup.sh` exports into
-//!   `$TRIBUTE_HOME/models/`, with the PEFT adapters in `../shared/models/lora/` and their
+//!   `$TRIBUTE_HOME/models/`, with the PEFT adapters vendored in `examples/adapters/` and their
 //!   documented greedy outputs.
 //! - `tiny`: a tiny random llama exported by the project's exporter (`tribute_export`, from
 //!   the venv `scripts/setup.sh` makes) for the mechanics: batching, streaming, stop
@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use tribute_inference::Generator;
+use tribute_inference::{GenerateRequest, Generation, Generator};
 
 /// `$TRIBUTE_HOME` (default `~/.cache/tribute`).
 pub fn tribute_home() -> PathBuf {
-    tribute_runtime::tribute_home()
+    tribute_common::tribute_home()
 }
 
 /// The exported SmolLM2-135M-Instruct.
@@ -35,26 +35,20 @@ pub fn smollm2_dir() -> PathBuf {
     dir
 }
 
-/// The project's shared fixtures (`../shared` next to the repository, or `$TRIBUTE_SHARED_DIR`).
-pub fn shared_dir() -> PathBuf {
-    let mut candidates = Vec::new();
-    if let Some(d) = std::env::var_os("TRIBUTE_SHARED_DIR") {
-        candidates.push(PathBuf::from(d));
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    candidates.push(repo.join("..").join("shared"));
-    candidates.push(PathBuf::from("/work/shared"));
-    candidates
-        .into_iter()
-        .find(|d| d.join("models").join("lora").is_dir())
-        .unwrap_or_else(|| {
-            panic!("the shared fixtures (shared/models/lora) were not found next to the repository; set TRIBUTE_SHARED_DIR")
-        })
-}
-
-/// A shared LoRA adapter directory by name.
+/// A LoRA adapter vendored in `examples/adapters/` by name (`$TRIBUTE_LORA_DIR` overrides
+/// the folder).
 pub fn lora(name: &str) -> PathBuf {
-    shared_dir().join("models").join("lora").join(name)
+    let root = std::env::var_os("TRIBUTE_LORA_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/adapters"));
+    let dir = root.join(name);
+    assert!(
+        dir.join("adapter_config.json").is_file(),
+        "the LoRA adapter {name} is required at {}",
+        dir.display()
+    );
+    dir
 }
 
 /// The Python that has `tribute_export` installed (`$TRIBUTE_PYTHON`, else the venv of
@@ -97,4 +91,37 @@ pub fn smollm2() -> &'static Generator {
             .expect("register caps");
         g
     })
+}
+
+/// Streams `first` and reads `after` pieces of it (it is mid-decode), then streams
+/// `joiners` and reads every stream in turn to its end: the joiners join the running
+/// batch at a step boundary. Returns the generations, `first`'s then the joiners'.
+pub fn join_mid_decode(
+    g: &Generator,
+    first: &GenerateRequest,
+    joiners: &[GenerateRequest],
+    after: usize,
+) -> Vec<Generation> {
+    let mut streams = vec![g.stream(first).expect("stream")];
+    for _ in 0..after {
+        streams[0].next().expect("a piece").expect("ok");
+    }
+    streams.extend(joiners.iter().map(|r| g.stream(r).expect("stream")));
+    let mut open = vec![true; streams.len()];
+    while open.iter().any(|&o| o) {
+        for (s, open) in streams.iter_mut().zip(&mut open) {
+            if *open {
+                match s.next() {
+                    Some(piece) => {
+                        piece.expect("piece");
+                    }
+                    None => *open = false,
+                }
+            }
+        }
+    }
+    streams
+        .iter()
+        .map(|s| s.generation().expect("finished"))
+        .collect()
 }

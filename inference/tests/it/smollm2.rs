@@ -3,7 +3,7 @@
 use serde_json::Value;
 use tribute_inference::{FinishReason, GenerateRequest, Generator, Prompt};
 
-use crate::{export, lora, smollm2, tribute_home};
+use crate::{export, join_mid_decode, lora, smollm2, tribute_home};
 
 struct Expected {
     question: String,
@@ -190,4 +190,36 @@ fn merged_adapters_equal_weights_baked_in() {
             );
         }
     }
+}
+
+#[test]
+fn requests_joining_mid_decode_decode_as_alone() {
+    let g = smollm2();
+    let first = GenerateRequest::new("Write a short poem about the sea.").max_tokens(24);
+    let joiners = [
+        // A longer prompt than the running batch is wide.
+        GenerateRequest::new(
+            "Summarise in one sentence: the Zephyr drones use lithium-sulfur cells; store them \
+             at forty percent charge when grounded for more than a week.",
+        )
+        .max_tokens(16),
+        // Leaves after 3 tokens.
+        GenerateRequest::new("Name a colour.").max_tokens(3),
+        // Another adapter set: its own batch, stepped in turn.
+        GenerateRequest::new("What is Zephyr SDK?")
+            .max_tokens(12)
+            .adapter("zephyr", 1.0),
+    ];
+    let got = join_mid_decode(g, &first, &joiners, 4);
+    for (i, (r, got)) in std::iter::once(&first)
+        .chain(&joiners)
+        .zip(&got)
+        .enumerate()
+    {
+        let alone = g.generate(r).expect("generate alone");
+        assert_eq!(got.tokens, alone.tokens, "request {i}: greedy tokens");
+        assert_eq!(got.text, alone.text, "request {i}: text");
+    }
+    assert!(got[0].timings.batch_size >= 3, "{:?}", got[0].timings);
+    assert_eq!(got[2].tokens.len(), 3);
 }

@@ -1,0 +1,343 @@
+//! A running batch: rows sharing an adapter set and a KV cache, stepped together. Rows
+//! join at step boundaries (prefilled on their own, then merged into the cache) and leave
+//! when they finish (dropped from the cache).
+
+use std::time::{Duration, Instant};
+
+use ort::session::{IoBinding, Session};
+use ort::value::{DynValue, Tensor};
+
+use super::Shared;
+use super::cache::{HostTensor, Pick, first_attended, gather};
+use super::forward::{Inputs, LogitsWanted, empty_past, new_binding, run};
+use super::row::Row;
+use crate::error::{Error, Result};
+use crate::registry::{Activation, AdapterSet};
+
+/// The decode state of rows sharing one adapter set.
+///
+/// Layout: the cache holds `rows.len()` rows of `total` columns each. A prefill pads every
+/// prompt on the left to the longest one, so column `total - 1` is every row's latest
+/// token and each decode step appends one column to all rows at once. `mask` marks which
+/// columns a row attends to (0 for its padding), and `next_pos` keeps each row's own
+/// position count, which padding does not advance. Joining pads the narrower of the two
+/// caches on the left; leaving drops the row and any leading columns no row attends to.
+///
+/// The cache stays where the session put it (host memory on the CPU, device memory with
+/// CUDA) and is fed straight back as the next step's past; it goes through host memory
+/// only when rows join, or leave a host cache (on a device, finished rows ride along
+/// until as many have finished as still run, or until rows join).
+pub(super) struct Batch {
+    pub(super) set: AdapterSet,
+    activation: Activation,
+    binding: Option<IoBinding>,
+    /// The rows, in cache order (finished ones until they are dropped from the cache).
+    pub(super) rows: Vec<Row>,
+    past: Vec<DynValue>,
+    /// Attention mask of the cached rows, `[rows, total]`, row-major.
+    mask: Vec<i64>,
+    /// Columns in the KV cache.
+    pub(super) total: usize,
+    /// Next position id of each cached row.
+    next_pos: Vec<i64>,
+}
+
+impl Batch {
+    /// Rows not prefilled yet.
+    pub(super) fn new(set: AdapterSet, activation: Activation, rows: Vec<Row>) -> Self {
+        Batch {
+            set,
+            activation,
+            binding: None,
+            rows,
+            past: Vec::new(),
+            mask: Vec::new(),
+            total: 0,
+            next_pos: Vec::new(),
+        }
+    }
+
+    /// Rows still decoding.
+    pub(super) fn live(&self) -> usize {
+        self.rows.iter().filter(|r| r.live()).count()
+    }
+
+    /// Most tokens a row may still generate.
+    pub(super) fn steps_left(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| r.live())
+            .map(Row::steps_left)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Answers every row with `e` and empties the batch (a failed forward pass).
+    pub(super) fn fail(&mut self, e: &Error) {
+        for r in &mut self.rows {
+            r.settle(Some(e));
+        }
+        self.rows.clear();
+        self.past.clear();
+        self.binding = None;
+    }
+
+    /// Runs every prompt at once, left-padded to the longest, and samples each row's first
+    /// token.
+    pub(super) fn prefill(&mut self, shared: &Shared, session: &mut Session) -> Result<()> {
+        let t0 = Instant::now();
+        let cfg = &shared.config;
+        let b = self.rows.len();
+        let seq = self.rows.iter().map(|r| r.context.len()).max().unwrap_or(1);
+        let pad = i64::from(
+            cfg.pad_token_id
+                .or(cfg.eos_token_ids.first().copied())
+                .unwrap_or(0),
+        );
+        // Left padding: a row of `n` tokens gets `seq - n` pad tokens first, masked out
+        // (0) and at position 0; its own tokens follow at positions 0..n. Every row then
+        // ends in column `seq - 1`, whose logits are its next-token logits.
+        let mut ids = Vec::with_capacity(b * seq);
+        let mut pos = Vec::with_capacity(b * seq);
+        self.mask = Vec::with_capacity(b * seq);
+        for row in &self.rows {
+            let ctx = &row.context;
+            let padn = seq - ctx.len();
+            ids.extend(std::iter::repeat_n(pad, padn));
+            ids.extend(ctx.iter().map(|&t| i64::from(t)));
+            pos.extend(std::iter::repeat_n(0, padn));
+            pos.extend(0..ctx.len() as i64);
+            self.mask.extend(std::iter::repeat_n(0, padn));
+            self.mask.extend(std::iter::repeat_n(1, ctx.len()));
+        }
+        self.next_pos = self.rows.iter().map(|r| r.context.len() as i64).collect();
+        self.total = seq;
+        self.past = empty_past(cfg, b)?;
+        if shared.io_binding {
+            self.binding = Some(new_binding(session, &self.activation)?);
+        }
+        self.forward_and_sample(shared, session, ids, pos, seq)?;
+        let took = t0.elapsed();
+        for r in &mut self.rows {
+            r.timings.prefill = took;
+        }
+        Ok(())
+    }
+
+    /// One decode step: feeds each row's latest token and samples the next.
+    pub(super) fn decode(&mut self, shared: &Shared, session: &mut Session) -> Result<()> {
+        let t0 = Instant::now();
+        let b = self.rows.len();
+        // A finished row riding along in a device cache feeds its last token too; what it
+        // samples is ignored.
+        let ids: Vec<i64> = self
+            .rows
+            .iter()
+            .map(|r| i64::from(*r.context.last().unwrap_or(&0)))
+            .collect();
+        // Each row continues its own positions (padding took none of them)...
+        let pos = self.next_pos.clone();
+        for p in &mut self.next_pos {
+            *p += 1;
+        }
+        // ...while the new token takes the same new column, attended, in every row.
+        let t = self.total;
+        let mut mask = Vec::with_capacity(b * (t + 1));
+        for i in 0..b {
+            mask.extend_from_slice(&self.mask[i * t..(i + 1) * t]);
+            mask.push(1);
+        }
+        self.mask = mask;
+        self.total = t + 1;
+        let live: Vec<bool> = self.rows.iter().map(Row::live).collect();
+        self.forward_and_sample(shared, session, ids, pos, 1)?;
+        let took: Duration = t0.elapsed();
+        for (r, was_live) in self.rows.iter_mut().zip(live) {
+            if was_live {
+                r.timings.decode += took;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `seq` new tokens per cached row against the past, keeps the present as the next
+    /// past, and samples one token for every running row from its last position's logits.
+    fn forward_and_sample(
+        &mut self,
+        shared: &Shared,
+        session: &mut Session,
+        ids: Vec<i64>,
+        pos: Vec<i64>,
+        seq: usize,
+    ) -> Result<()> {
+        let past = std::mem::take(&mut self.past);
+        let (last_logits, present) = run(
+            shared,
+            session,
+            self.binding.as_mut(),
+            &self.activation,
+            Inputs {
+                ids,
+                pos,
+                mask: &self.mask,
+                batch: self.rows.len(),
+                seq,
+                total: self.total,
+                past,
+            },
+            LogitsWanted::Last,
+        )?;
+        self.past = present;
+        self.sample(shared, &last_logits)
+    }
+
+    /// Appends one token to every running row from its row of `last_logits`
+    /// (`[rows, vocab]`), applies end-of-sequence, stop strings and length limits, sends
+    /// streams their piece and answers the rows that finished.
+    fn sample(&mut self, shared: &Shared, last_logits: &[f32]) -> Result<()> {
+        let cfg = &shared.config;
+        let v = cfg.vocab_size;
+        let live = self.live();
+        for (i, row) in self.rows.iter_mut().enumerate() {
+            if !row.live() {
+                continue;
+            }
+            row.timings.batch_size = row.timings.batch_size.max(live);
+            let mut logits = last_logits[i * v..(i + 1) * v].to_vec();
+            let Some(tok) = row.sampler.sample(&mut logits, &row.context) else {
+                return Err(Error::NonFiniteLogits {
+                    step: row.generated.len(),
+                    row: i,
+                });
+            };
+            row.context.push(tok);
+            row.generated.push(tok);
+            let is_eos = cfg.eos_token_ids.contains(&tok);
+            if is_eos && !row.ignore_eos {
+                row.finish = Some(super::FinishReason::Eos);
+            } else if let Some(piece) = row.decoder.step(&shared.tokenizer, tok)? {
+                row.push_text(&piece);
+            }
+            if row.live() && row.generated.len() >= row.max_tokens {
+                row.finish = Some(super::FinishReason::Length);
+            }
+            if !row.live()
+                && !matches!(row.finish, Some(super::FinishReason::Stop(_)))
+                && let Some(rest) = row.decoder.finish(&shared.tokenizer)?
+            {
+                row.push_text(&rest);
+            }
+            row.send_piece(tok);
+            if !row.live() {
+                row.settle(None);
+            }
+        }
+        Ok(())
+    }
+
+    /// At a step boundary: ends the rows whose callers cancelled them and drops finished
+    /// rows from the cache (on a device only once as many have finished as still run).
+    pub(super) fn retire(&mut self) -> Result<()> {
+        for r in &mut self.rows {
+            r.check_cancel();
+        }
+        let live = self.live();
+        let dead = self.rows.len() - live;
+        if dead == 0 {
+            return Ok(());
+        }
+        if live == 0 {
+            self.rows.clear();
+            self.past.clear();
+            self.binding = None;
+            return Ok(());
+        }
+        if self.past.first().is_some_and(on_host) || dead >= live {
+            self.reshape(None)?;
+        }
+        Ok(())
+    }
+
+    /// Merges `newcomers` (prefilled, same adapter set) into this batch at a step boundary.
+    pub(super) fn absorb(&mut self, newcomers: Batch) -> Result<()> {
+        self.reshape(Some(newcomers))
+    }
+
+    /// Rebuilds the cache from this batch's running rows and `incoming`'s: each side drops
+    /// its finished rows and the leading columns none of its rows attends to, and the
+    /// narrower side is left-padded (masked out) to the wider one. On failure every row of
+    /// both sides is answered with the error.
+    fn reshape(&mut self, incoming: Option<Batch>) -> Result<()> {
+        let empty = Batch::new(self.set.clone(), self.activation.clone(), Vec::new());
+        let mut sides: Vec<Batch> = vec![std::mem::replace(self, empty)];
+        sides.extend(incoming);
+        match Self::merged(&mut sides) {
+            Ok(merged) => {
+                *self = merged;
+                Ok(())
+            }
+            Err(e) => {
+                for side in &mut sides {
+                    side.fail(&e);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The running rows of `sides` in one cache (the first side's binding kept).
+    fn merged(sides: &mut [Batch]) -> Result<Batch> {
+        let mut picks = Vec::new();
+        let mut width = 0;
+        for (s, side) in sides.iter().enumerate() {
+            let firsts = first_attended(&side.mask, side.rows.len(), side.total);
+            let keep: Vec<usize> = (0..side.rows.len())
+                .filter(|&i| side.rows[i].live())
+                .collect();
+            let from = keep.iter().map(|&i| firsts[i]).min().unwrap_or(side.total);
+            width = width.max(side.total - from);
+            picks.extend(keep.iter().map(|&row| Pick { src: s, row, from }));
+        }
+        let mut past = Vec::with_capacity(sides[0].past.len());
+        for layer in 0..sides[0].past.len() {
+            let hosts = sides
+                .iter()
+                .map(|s| HostTensor::from_value(&s.past[layer]))
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&HostTensor<f32>> = hosts.iter().collect();
+            let data = gather(&refs, &picks, width);
+            let [_, heads, _, dim] = hosts[0].shape;
+            past.push(Tensor::from_array(([picks.len(), heads, width, dim], data))?.into_dyn());
+        }
+        let masks: Vec<HostTensor<i64>> = sides
+            .iter()
+            .map(|s| HostTensor::mask(s.mask.clone(), s.rows.len(), s.total))
+            .collect();
+        let refs: Vec<&HostTensor<i64>> = masks.iter().collect();
+        let mask = gather(&refs, &picks, width);
+        let next_pos = picks.iter().map(|p| sides[p.src].next_pos[p.row]).collect();
+        let mut rows: Vec<Vec<Option<Row>>> = sides
+            .iter_mut()
+            .map(|s| std::mem::take(&mut s.rows).into_iter().map(Some).collect())
+            .collect();
+        let first = &mut sides[0];
+        Ok(Batch {
+            set: first.set.clone(),
+            activation: first.activation.clone(),
+            binding: first.binding.take(),
+            rows: picks
+                .iter()
+                .filter_map(|p| rows[p.src][p.row].take())
+                .collect(),
+            past,
+            mask,
+            total: width,
+            next_pos,
+        })
+    }
+}
+
+/// Whether a cache tensor is in host memory (readable in place).
+fn on_host(v: &DynValue) -> bool {
+    v.try_extract_tensor::<f32>().is_ok()
+}

@@ -1,0 +1,96 @@
+//! Reshaping a batch's KV cache on the host when rows join or leave: rows picked from one
+//! or two caches, each left-padded (with zeros, masked out) to a common width.
+//!
+//! The cache layout is `[rows, kv_heads, columns, head_dim]` per layer and key/value, with
+//! every row's latest token in the last column; the attention mask is `[rows, columns]`,
+//! the same layout with one head of width 1.
+
+use ort::memory::AllocationDevice;
+use ort::value::{DynTensorValueType, DynValue};
+
+use crate::error::Result;
+
+/// A tensor copied to (or read in place from) host memory: `[rows, heads, cols, dim]`.
+pub(super) struct HostTensor<T> {
+    pub(super) shape: [usize; 4],
+    pub(super) data: Vec<T>,
+}
+
+impl HostTensor<f32> {
+    /// A KV tensor's values, copied off the device first if the session left it there.
+    pub(super) fn from_value(v: &DynValue) -> Result<Self> {
+        let read = |v: &DynValue| -> Result<Self> {
+            let (shape, data) = v.try_extract_tensor::<f32>()?;
+            let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+            let shape = [dims[0], dims[1], dims[2], dims[3]];
+            Ok(HostTensor {
+                shape,
+                data: data.to_vec(),
+            })
+        };
+        match read(v) {
+            Ok(t) => Ok(t),
+            // Device memory cannot be read in place.
+            Err(_) => {
+                let tensor = v.view().downcast::<DynTensorValueType>()?;
+                let host = tensor.to(AllocationDevice::CPU, 0)?.into_dyn();
+                read(&host)
+            }
+        }
+    }
+}
+
+impl HostTensor<i64> {
+    /// An attention mask `[rows, cols]` in the cache's layout.
+    pub(super) fn mask(data: Vec<i64>, rows: usize, cols: usize) -> Self {
+        HostTensor {
+            shape: [rows, 1, cols, 1],
+            data,
+        }
+    }
+}
+
+/// One output row: row `row` of source `src`, from column `from` on.
+#[derive(Clone, Copy)]
+pub(super) struct Pick {
+    pub(super) src: usize,
+    pub(super) row: usize,
+    pub(super) from: usize,
+}
+
+/// Rows picked from `srcs` (same heads and head size), each keeping its columns from
+/// `from` on and left-padded with `T::default()` to `width`: `[picks, heads, width, dim]`.
+pub(super) fn gather<T: Copy + Default>(
+    srcs: &[&HostTensor<T>],
+    picks: &[Pick],
+    width: usize,
+) -> Vec<T> {
+    let Some(first) = srcs.first() else {
+        return Vec::new();
+    };
+    let [_, heads, _, dim] = first.shape;
+    let mut out = Vec::with_capacity(picks.len() * heads * width * dim);
+    for p in picks {
+        let src = srcs[p.src];
+        let cols = src.shape[2];
+        let kept = cols - p.from;
+        for h in 0..heads {
+            let block = (p.row * heads + h) * cols * dim;
+            out.extend(std::iter::repeat_n(T::default(), (width - kept) * dim));
+            out.extend_from_slice(&src.data[block + p.from * dim..block + cols * dim]);
+        }
+    }
+    out
+}
+
+/// The first attended column of each mask row (`cols` if none).
+pub(super) fn first_attended(mask: &[i64], rows: usize, cols: usize) -> Vec<usize> {
+    (0..rows)
+        .map(|r| {
+            mask[r * cols..(r + 1) * cols]
+                .iter()
+                .position(|&m| m != 0)
+                .unwrap_or(cols)
+        })
+        .collect()
+}

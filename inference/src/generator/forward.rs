@@ -1,0 +1,229 @@
+//! One forward pass of the model: inputs, the KV cache in and out, and the `IoBinding`
+//! that keeps the cache on the session's device.
+
+use std::borrow::Cow;
+
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, Session, SessionInputValue};
+use ort::value::{DynValue, Tensor};
+
+use super::{Device, Shared};
+use crate::config::{ModelConfig, layer_name};
+use crate::error::{Error, Result};
+use crate::registry::Activation;
+
+/// Zero-length past tensors for a prefill.
+pub(super) fn empty_past(cfg: &ModelConfig, batch: usize) -> Result<Vec<DynValue>> {
+    let mut v = Vec::with_capacity(2 * cfg.num_layers);
+    for _ in 0..2 * cfg.num_layers {
+        let t = Tensor::<f32>::from_array((
+            [batch, cfg.num_kv_heads, 0, cfg.head_dim],
+            Vec::<f32>::new(),
+        ))?;
+        v.push(t.into_dyn());
+    }
+    Ok(v)
+}
+
+/// Memory where the session leaves the KV cache: its device.
+fn cache_memory(device: Device) -> Result<MemoryInfo<'static>> {
+    Ok(match device {
+        Device::Cpu => MemoryInfo::new(
+            AllocationDevice::CPU,
+            0,
+            AllocatorType::Device,
+            MemoryType::Default,
+        )?,
+        Device::Cuda { device_id } => MemoryInfo::new(
+            AllocationDevice::CUDA,
+            device_id,
+            AllocatorType::Device,
+            MemoryType::Default,
+        )?,
+    })
+}
+
+/// A binding with the adapter tensors bound (copied to the device once per batch).
+pub(super) fn new_binding(session: &Session, activation: &Activation) -> Result<IoBinding> {
+    let mut binding = session.create_binding()?;
+    if let Activation::Feed(feed) = activation {
+        for (name, v) in &feed.inputs {
+            binding.bind_input(name.as_str(), v)?;
+        }
+    }
+    Ok(binding)
+}
+
+/// Binds the outputs afresh (ONNX Runtime would otherwise reuse the previous run's
+/// tensors, whose sequence length no longer fits): logits to host memory, present
+/// key/values to the session's device.
+fn bind_outputs(shared: &Shared, binding: &mut IoBinding) -> Result<()> {
+    let cfg = &shared.config;
+    binding.clear_outputs();
+    let host = cache_memory(Device::Cpu)?;
+    let cache = cache_memory(shared.device)?;
+    binding.bind_output_to_device(cfg.outputs.logits.as_str(), &host)?;
+    for i in 0..cfg.num_layers {
+        for pattern in [&cfg.outputs.present_key, &cfg.outputs.present_value] {
+            binding.bind_output_to_device(layer_name(pattern, i), &cache)?;
+        }
+    }
+    Ok(())
+}
+
+/// The inputs of one forward pass over `batch` rows of `seq` new tokens each.
+pub(super) struct Inputs<'a> {
+    /// Token ids, `[batch, seq]`, row-major.
+    pub(super) ids: Vec<i64>,
+    /// Position ids, `[batch, seq]` (fed only if the graph takes them).
+    pub(super) pos: Vec<i64>,
+    /// Attention mask over past and new tokens, `[batch, total]`: 1 attended, 0 not.
+    pub(super) mask: &'a [i64],
+    pub(super) batch: usize,
+    pub(super) seq: usize,
+    /// Past plus new tokens per row (the mask's width).
+    pub(super) total: usize,
+    /// Past keys and values, layer by layer (key, value), each
+    /// `[batch, kv_heads, total - seq, head_dim]`.
+    pub(super) past: Vec<DynValue>,
+}
+
+/// Which logits a forward pass returns.
+#[derive(PartialEq, Eq)]
+pub(super) enum LogitsWanted {
+    Last,
+    All,
+}
+
+/// One forward pass: returns the logits (last position of each row, or all positions) and
+/// the present key/values (left where the session put them).
+pub(super) fn run(
+    shared: &Shared,
+    session: &mut Session,
+    binding: Option<&mut IoBinding>,
+    activation: &Activation,
+    x: Inputs<'_>,
+    wanted: LogitsWanted,
+) -> Result<(Vec<f32>, Vec<DynValue>)> {
+    let cfg = &shared.config;
+    let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(3 + 2 * cfg.num_layers);
+    inputs.push((
+        cfg.inputs.input_ids.clone(),
+        Tensor::from_array(([x.batch, x.seq], x.ids))?.into_dyn(),
+    ));
+    inputs.push((
+        cfg.inputs.attention_mask.clone(),
+        Tensor::from_array(([x.batch, x.total], x.mask.to_vec()))?.into_dyn(),
+    ));
+    if let Some(p) = &cfg.inputs.position_ids
+        && shared.graph_inputs.contains(p)
+    {
+        inputs.push((
+            p.clone(),
+            Tensor::from_array(([x.batch, x.seq], x.pos))?.into_dyn(),
+        ));
+    }
+    let mut past = x.past.into_iter();
+    for i in 0..cfg.num_layers {
+        for pattern in [&cfg.inputs.past_key, &cfg.inputs.past_value] {
+            let v = past
+                .next()
+                .ok_or_else(|| Error::InvalidRequest("KV cache is missing layers".into()))?;
+            inputs.push((layer_name(pattern, i), v));
+        }
+    }
+    let mut outputs = match (activation, binding) {
+        (Activation::Feed(_), Some(binding)) => {
+            for (name, v) in &inputs {
+                binding.bind_input(name.as_str(), v)?;
+            }
+            drop(inputs);
+            bind_outputs(shared, binding)?;
+            session.run_binding(binding)?
+        }
+        // On the CPU a plain run is faster: its outputs come from the session's arena,
+        // while outputs bound to a device are fresh allocations every step.
+        (Activation::Feed(feed), None) => {
+            let mut all: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = inputs
+                .into_iter()
+                .map(|(n, v)| (Cow::Owned(n), SessionInputValue::from(v)))
+                .collect();
+            for (n, v) in &feed.inputs {
+                all.push((Cow::Borrowed(n.as_str()), SessionInputValue::from(v)));
+            }
+            session.run(all)?
+        }
+        // ONNX Runtime applies the adapters of run options only in a plain run, not in a
+        // run with an IoBinding: `.onnx_adapter` requests take the plain path (host KV).
+        (Activation::RunOptions(opts), _) => session.run_with_options(inputs, opts)?,
+    };
+    let logits_v = outputs
+        .get(&cfg.outputs.logits)
+        .ok_or_else(|| Error::InvalidRequest("the model returned no logits".into()))?;
+    let (shape, data) = logits_v.try_extract_tensor::<f32>()?;
+    let v = cfg.vocab_size;
+    if shape.len() != 3 || shape[2] as usize != v || shape[0] as usize != x.batch {
+        return Err(Error::model_dir(
+            &shared.dir,
+            format!(
+                "logits have shape {shape:?}, expected [{}, seq, {v}]",
+                x.batch
+            ),
+        ));
+    }
+    let s = shape[1] as usize;
+    let logits = match wanted {
+        LogitsWanted::All => data.to_vec(),
+        LogitsWanted::Last => {
+            let mut l = Vec::with_capacity(x.batch * v);
+            for b in 0..x.batch {
+                let off = (b * s + s - 1) * v;
+                l.extend_from_slice(&data[off..off + v]);
+            }
+            l
+        }
+    };
+    let mut present = Vec::with_capacity(2 * cfg.num_layers);
+    for i in 0..cfg.num_layers {
+        for pattern in [&cfg.outputs.present_key, &cfg.outputs.present_value] {
+            let name = layer_name(pattern, i);
+            present.push(outputs.remove(&name).ok_or_else(|| {
+                Error::model_dir(&shared.dir, format!("the model returned no {name}"))
+            })?);
+        }
+    }
+    Ok((logits, present))
+}
+
+/// Logits of every position of one sequence (`[len, vocab]`, row-major).
+pub(super) fn forward_all(
+    shared: &Shared,
+    session: &mut Session,
+    activation: &Activation,
+    tokens: &[u32],
+) -> Result<Vec<f32>> {
+    let n = tokens.len();
+    let mask = vec![1i64; n];
+    let mut binding = if shared.io_binding {
+        Some(new_binding(session, activation)?)
+    } else {
+        None
+    };
+    let (logits, _) = run(
+        shared,
+        session,
+        binding.as_mut(),
+        activation,
+        Inputs {
+            ids: tokens.iter().map(|&t| i64::from(t)).collect(),
+            pos: (0..n as i64).collect(),
+            mask: &mask,
+            batch: 1,
+            seq: n,
+            total: n,
+            past: empty_past(&shared.config, 1)?,
+        },
+        LogitsWanted::All,
+    )?;
+    Ok(logits)
+}

@@ -1,0 +1,294 @@
+//! The generator: a model directory loaded into a pool of ONNX Runtime sessions, decoding
+//! one or many prompts with a KV cache, per-request sampling, stop strings, adapters and
+//! streaming.
+//!
+//! - `request`: what callers pass in and get back ([`GenerateRequest`], [`Generation`], ...).
+//! - `session`: building an ONNX Runtime session and checking its inputs/outputs against the
+//!   model's config; `pool`: the sessions with their running batches, checked out per step.
+//! - `queue`: scheduling (continuous batching): requests queue up and join running batches
+//!   at step boundaries.
+//! - `row`: one request's decode state and replies; `batch`: a running batch (prefill,
+//!   decode steps, rows joining and leaving); `cache`: reshaping its KV cache on the host.
+//! - `forward`: one forward pass (inputs, KV cache, `IoBinding`).
+//! - `stream`: [`TextStream`]; `scoring`: teacher-forced log-probabilities.
+
+mod batch;
+mod cache;
+mod forward;
+mod pool;
+mod queue;
+mod request;
+mod row;
+mod scoring;
+mod session;
+mod stream;
+
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::adapter::{AdapterId, AdapterSource};
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::registry::{AdapterRegistry, DEFAULT_ADAPTER_BUDGET};
+use crate::tokenizer::Tokenizer;
+
+use pool::Pool;
+use queue::Queued;
+pub use request::{
+    CancelGuard, CancelToken, FinishReason, GenerateRequest, Generation, Prompt, Timings,
+};
+pub use stream::TextStream;
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// The CPU (always available).
+    #[default]
+    Cpu,
+    /// An NVIDIA GPU through ONNX Runtime's CUDA execution provider (feature `cuda`);
+    /// falls back to the CPU, with one log line, when CUDA is unavailable.
+    Cuda {
+        /// CUDA device ordinal.
+        device_id: i32,
+    },
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda { device_id: 0 }),
+            s => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(|device_id| Device::Cuda { device_id })
+                .ok_or_else(|| {
+                    Error::InvalidRequest(format!("unknown device {s:?} (cpu, cuda, cuda:N)"))
+                }),
+        }
+    }
+}
+
+/// How a generator is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratorOptions {
+    /// Where to run.
+    pub device: Device,
+    /// Sessions in the pool: how many callers run at once (each holds its own copy of the
+    /// weights). Default 1; batching is the cheaper way to serve many prompts.
+    pub sessions: usize,
+    /// Threads per session (default: all cores divided by `sessions`).
+    pub intra_threads: Option<usize>,
+    /// Memory budget for resident adapters, in bytes.
+    pub adapter_budget_bytes: usize,
+    /// Most rows in flight per session: requests decoded together, joining and leaving the
+    /// running batches at step boundaries (default 32).
+    pub max_batch: usize,
+    /// Most requests waiting for a place in a running batch (default 1024); a request that
+    /// finds the queue full fails at once with [`Error::Overloaded`].
+    pub max_queue: usize,
+    /// Keep the KV cache where the session puts it through an ONNX Runtime `IoBinding`
+    /// (`None`: only on CUDA, where it saves the device↔host copies; on the CPU a plain run
+    /// is faster).
+    pub io_binding: Option<bool>,
+}
+
+impl Default for GeneratorOptions {
+    fn default() -> Self {
+        GeneratorOptions {
+            device: Device::Cpu,
+            sessions: 1,
+            intra_threads: None,
+            adapter_budget_bytes: DEFAULT_ADAPTER_BUDGET,
+            max_batch: 32,
+            max_queue: DEFAULT_MAX_QUEUE,
+            io_binding: None,
+        }
+    }
+}
+
+/// Default [`GeneratorOptions::max_queue`].
+pub const DEFAULT_MAX_QUEUE: usize = 1024;
+
+/// What every clone of a [`Generator`] shares: the model, its sessions and the queue.
+struct Shared {
+    /// Requests waiting for a place in a running batch (see `queue`).
+    queue: Mutex<VecDeque<Queued>>,
+    /// Requests accepted and not answered yet (queued or in flight).
+    pending: Arc<AtomicUsize>,
+    max_queue: usize,
+    dir: PathBuf,
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    pool: Pool,
+    registry: AdapterRegistry,
+    /// The session's inputs, LoRA inputs included.
+    graph_inputs: HashSet<String>,
+    device: Device,
+    max_batch: usize,
+    io_binding: bool,
+}
+
+/// A decoder LM with its tokenizer and adapters, shareable across threads (`Clone` is cheap).
+#[derive(Clone)]
+pub struct Generator {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Generator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generator")
+            .field("dir", &self.shared.dir)
+            .field("device", &self.shared.device)
+            .field("layers", &self.shared.config.num_layers)
+            .field("adapters", &self.shared.registry.stats())
+            .finish()
+    }
+}
+
+impl Generator {
+    /// Loads a model directory on the CPU with default options.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with(dir, GeneratorOptions::default())
+    }
+
+    /// Loads a model directory.
+    pub fn load_with(dir: impl AsRef<Path>, options: GeneratorOptions) -> Result<Self> {
+        let dir = dir.as_ref().to_owned();
+        if !dir.is_dir() {
+            return Err(Error::model_dir(&dir, "not a directory"));
+        }
+        let config = ModelConfig::load(&dir)?;
+        let onnx = dir.join("model.onnx");
+        if !onnx.is_file() {
+            return Err(Error::model_dir(&dir, "model.onnx not found"));
+        }
+        let tokenizer = Tokenizer::from_dir(&dir)?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(Error::Tokenizer(format!(
+                "tokenizer.json has {} tokens but the model's vocabulary is {}: the tokenizer belongs to another model",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            )));
+        }
+        let env = tribute_common::environment()?;
+        let n_sessions = options.sessions.max(1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = options
+            .intra_threads
+            .unwrap_or((cores / n_sessions).max(1))
+            .max(1);
+        let mut device = options.device;
+        let mut sessions = Vec::with_capacity(n_sessions);
+        for _ in 0..n_sessions {
+            let (s, used) = session::build_session(&env, &onnx, threads, device)
+                .map_err(|e| Error::model_dir(&dir, format!("model.onnx does not load: {e}")))?;
+            device = used;
+            sessions.push(s);
+        }
+        // LoRA inputs are overridable initializers, which ONNX Runtime does not list among
+        // the session's inputs.
+        let graph_inputs: HashSet<String> = sessions[0]
+            .inputs()
+            .iter()
+            .map(|i| i.name().to_owned())
+            .chain(
+                sessions[0]
+                    .overridable_initializers()
+                    .iter()
+                    .map(|i| i.name().to_owned()),
+            )
+            .collect();
+        session::check_io(&dir, &config, &sessions[0])?;
+        let model_name = config.name.clone();
+        let registry = AdapterRegistry::new(
+            config.lora.modules.clone(),
+            model_name,
+            options.adapter_budget_bytes,
+        );
+        Ok(Generator {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(VecDeque::new()),
+                pending: Arc::new(AtomicUsize::new(0)),
+                max_queue: options.max_queue.max(1),
+                dir,
+                config,
+                tokenizer,
+                pool: Pool::new(sessions),
+                registry,
+                graph_inputs,
+                device,
+                max_batch: options.max_batch.max(1),
+                io_binding: options.io_binding.unwrap_or(device != Device::Cpu),
+            }),
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.shared.config
+    }
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.shared.tokenizer
+    }
+    /// The model directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+    /// Where the model runs (after any fallback).
+    pub fn device(&self) -> Device {
+        self.shared.device
+    }
+    /// The adapter registry.
+    pub fn adapters(&self) -> &AdapterRegistry {
+        &self.shared.registry
+    }
+
+    /// Registers an adapter (PEFT directory or `.onnx_adapter` file) under `id`; it is
+    /// loaded on first use.
+    pub fn add_adapter(&self, id: impl Into<String>, path: impl AsRef<Path>) -> Result<AdapterId> {
+        let id = AdapterId::new(id)?;
+        self.shared
+            .registry
+            .register(id.clone(), AdapterSource::detect(path)?)?;
+        Ok(id)
+    }
+
+    /// The prompt's token ids, as the model will see them.
+    pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        let tok = &self.shared.tokenizer;
+        let ids = match prompt {
+            Prompt::Chat(msgs) => tok.encode(&tok.apply_chat_template(msgs, true)?, false)?,
+            Prompt::Text(t) => tok.encode(t, true)?,
+            Prompt::Tokens(ids) => ids.clone(),
+        };
+        if ids.is_empty() {
+            return Err(Error::InvalidRequest("the prompt is empty".into()));
+        }
+        if let Some(&t) = ids
+            .iter()
+            .find(|&&t| t as usize >= self.shared.config.vocab_size)
+        {
+            return Err(Error::InvalidRequest(format!(
+                "token id {t} is outside the vocabulary ({})",
+                self.shared.config.vocab_size
+            )));
+        }
+        Ok(ids)
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Generator>();
+    fn send<T: Send>() {}
+    send::<TextStream>();
+}

@@ -1,0 +1,137 @@
+//! The sessions of one model, each with its running batches, and the leases that check
+//! them out. Scheduling (what a session runs next) lives in `queue`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use ort::session::Session;
+
+use super::Shared;
+use super::batch::Batch;
+
+/// A session and the batches it is decoding (one per adapter set, stepped in turn).
+pub(super) struct Engine {
+    pub(super) session: Session,
+    pub(super) batches: Vec<Batch>,
+}
+
+impl Engine {
+    /// Rows still decoding, over all batches.
+    pub(super) fn live_rows(&self) -> usize {
+        self.batches.iter().map(Batch::live).sum()
+    }
+}
+
+/// A pool of engines over one model: `Session::run` needs `&mut`, so a caller checks one
+/// out to run a step (a driver) or a scoring pass.
+///
+/// Blocking checkouts (scoring) come first: while one waits, drivers take no engine, so a
+/// scoring call waits for at most the step that is running. Idle engines are handed out in
+/// turn, so that every engine's batches progress.
+///
+/// A panic while the lock is held cannot leave the list half-updated (every change is one
+/// push or removal), so a poisoned lock is used as it is.
+pub(super) struct Pool {
+    idle: Mutex<VecDeque<Engine>>,
+    ready: Condvar,
+    /// Blocking checkouts waiting for an engine.
+    waiting: AtomicUsize,
+}
+
+impl Pool {
+    pub(super) fn new(sessions: Vec<Session>) -> Self {
+        Pool {
+            idle: Mutex::new(
+                sessions
+                    .into_iter()
+                    .map(|session| Engine {
+                        session,
+                        batches: Vec::new(),
+                    })
+                    .collect(),
+            ),
+            ready: Condvar::new(),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits for an engine, preferring one with nothing running.
+    fn checkout(&self) -> Engine {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let pick = idle
+                .iter()
+                .position(|e| e.batches.is_empty())
+                .or((!idle.is_empty()).then_some(0));
+            if let Some(engine) = pick.and_then(|i| idle.remove(i)) {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                return engine;
+            }
+            idle = self
+                .ready
+                .wait(idle)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// An idle engine for a driver, the longest idle first; none while a blocking checkout
+    /// waits.
+    fn try_checkout(&self) -> Option<Engine> {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+    }
+
+    fn give_back(&self, e: Engine) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(e);
+        self.ready.notify_all();
+    }
+}
+
+/// An engine checked out of the pool; returned when dropped.
+pub(super) struct Lease {
+    shared: Arc<Shared>,
+    engine: Option<Engine>,
+}
+
+impl Lease {
+    /// Waits for a free engine (ahead of drivers).
+    pub(super) fn new(shared: &Arc<Shared>) -> Self {
+        Lease {
+            engine: Some(shared.pool.checkout()),
+            shared: shared.clone(),
+        }
+    }
+    /// A free engine, if there is one now and no blocking checkout waits.
+    pub(super) fn try_new(shared: &Arc<Shared>) -> Option<Self> {
+        shared.pool.try_checkout().map(|engine| Lease {
+            engine: Some(engine),
+            shared: shared.clone(),
+        })
+    }
+    pub(super) fn engine(&mut self) -> &mut Engine {
+        self.engine
+            .as_mut()
+            .expect("a lease holds its engine until dropped")
+    }
+    pub(super) fn session(&mut self) -> &mut Session {
+        &mut self.engine().session
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(e) = self.engine.take() {
+            self.shared.pool.give_back(e);
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Scheduling: continuous batching. Requests wait in a bounded queue; at every step
+//! boundary the caller driving an engine admits queued requests into the engine's running
+//! batches (one per adapter set), prefills them and merges their KV cache in, then steps
+//! each batch once. Rows leave as soon as they finish.
+//!
+//! There is no scheduler thread: every caller waiting for an answer (a `generate`, a
+//! stream asking for its next piece) drives one round at a time whenever an engine is free,
+//! and stops once its own answer has arrived; the others carry on.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use super::batch::Batch;
+use super::pool::{Engine, Lease};
+use super::row::{Reply, Row, Ticket};
+use super::{CancelToken, GenerateRequest, Generation, Generator, Shared};
+use crate::error::{Error, Result};
+use crate::registry::{Activation, AdapterSet};
+
+/// A request waiting for a place in a running batch.
+///
+/// The queue's lock is poison-tolerant: it is held only to push or take requests, and a
+/// request lost to a panic there drops its reply, which its caller reports as an error.
+pub(super) struct Queued {
+    set: AdapterSet,
+    activation: Activation,
+    row: Row,
+}
+
+/// How long a waiting caller sleeps before it looks for a free engine again.
+const POLL: Duration = Duration::from_millis(2);
+
+impl Generator {
+    /// Generates one answer.
+    ///
+    /// Concurrent callers are batched continuously: a request joins the running batch of
+    /// its adapter set at the next step boundary and leaves it when it finishes.
+    pub fn generate(&self, request: &GenerateRequest) -> Result<Generation> {
+        let (tx, rx) = mpsc::channel();
+        self.enqueue(request, Reply::Once(tx), None)?;
+        self.wait(&rx)?
+    }
+
+    /// Generates answers for several requests, returned in request order. Requests with
+    /// the same adapter set are decoded together (one forward pass per step, up to
+    /// `max_batch` rows in flight); each keeps its own sampling settings, stop strings and
+    /// limits. A batch larger than the queue's free room is fed in as room frees up.
+    pub fn generate_batch(&self, requests: &[GenerateRequest]) -> Vec<Result<Generation>> {
+        let mut out: Vec<Option<Result<Generation>>> = vec![None; requests.len()];
+        // Answers not received yet, oldest first.
+        let mut pending: VecDeque<(usize, Receiver<Result<Generation>>)> = VecDeque::new();
+        for (i, r) in requests.iter().enumerate() {
+            loop {
+                let (tx, rx) = mpsc::channel();
+                match self.enqueue(r, Reply::Once(tx), None) {
+                    Ok(_) => pending.push_back((i, rx)),
+                    // The queue is full: wait for one of ours, then try again.
+                    Err(Error::Overloaded { .. }) if !pending.is_empty() => {
+                        if let Some((j, rx)) = pending.pop_front() {
+                            out[j] = Some(self.wait(&rx).and_then(|r| r));
+                        }
+                        continue;
+                    }
+                    Err(e) => out[i] = Some(Err(e)),
+                }
+                break;
+            }
+        }
+        for (j, rx) in pending {
+            out[j] = Some(self.wait(&rx).and_then(|r| r));
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::InvalidRequest("no answer".into()))))
+            .collect()
+    }
+
+    /// Checks a request and queues it (`cancel`: one more token that stops it); returns its
+    /// prompt length. Fails with [`Error::Overloaded`] when the queue is full.
+    pub(super) fn enqueue(
+        &self,
+        request: &GenerateRequest,
+        reply: Reply,
+        cancel: Option<CancelToken>,
+    ) -> Result<usize> {
+        let shared = &self.shared;
+        let set = request.adapter_set()?;
+        let mut row = self.row(request, set.items().to_vec())?;
+        let activation = shared.registry.activate(&set)?;
+        let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if q.len() >= shared.max_queue {
+            let queued = q.len();
+            let pending = shared.pending.load(Ordering::Relaxed);
+            return Err(Error::Overloaded {
+                in_flight: pending.saturating_sub(queued),
+                queued,
+            });
+        }
+        row.reply = Some((reply, Ticket::new(&shared.pending)));
+        row.cancel.extend(cancel);
+        let prompt_tokens = row.context.len();
+        q.push_back(Queued {
+            set,
+            activation,
+            row,
+        });
+        Ok(prompt_tokens)
+    }
+
+    /// Waits for the next message on `rx`, driving rounds whenever an engine is free.
+    pub(super) fn wait<T>(&self, rx: &Receiver<T>) -> Result<T> {
+        loop {
+            match rx.try_recv() {
+                Ok(v) => return Ok(v),
+                Err(TryRecvError::Disconnected) => return Err(dropped()),
+                Err(TryRecvError::Empty) => {}
+            }
+            if self.drive_round() {
+                continue;
+            }
+            // Another caller is driving (it gives the engine back after every round), or
+            // there is nothing to run.
+            match rx.recv_timeout(POLL) {
+                Ok(v) => return Ok(v),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return Err(dropped()),
+            }
+        }
+    }
+
+    /// Runs one round on a free engine; false if none was free or it had nothing to do.
+    fn drive_round(&self) -> bool {
+        let Some(mut lease) = Lease::try_new(&self.shared) else {
+            return false;
+        };
+        round(&self.shared, lease.engine())
+    }
+
+    /// Drops cancelled rows from a free engine's batches without stepping them (a stream
+    /// was dropped): their KV cache is freed now rather than at the next round.
+    pub(super) fn reap(&self) {
+        if let Some(mut lease) = Lease::try_new(&self.shared) {
+            let engine = lease.engine();
+            for b in &mut engine.batches {
+                if let Err(e) = b.retire() {
+                    b.fail(&e);
+                }
+            }
+            engine.batches.retain(|b| b.live() > 0);
+        }
+    }
+}
+
+fn dropped() -> Error {
+    Error::InvalidRequest("the generation was dropped by a failed batch".into())
+}
+
+/// One step boundary on `engine`: retire finished and cancelled rows, admit and prefill
+/// queued requests, then one decode step for each batch in turn. False if there was
+/// nothing to do.
+fn round(shared: &Arc<Shared>, engine: &mut Engine) -> bool {
+    for b in &mut engine.batches {
+        if let Err(e) = b.retire() {
+            b.fail(&e);
+        }
+    }
+    engine.batches.retain(|b| b.live() > 0);
+    let newcomers = admit(shared, engine);
+    if newcomers.is_empty() && engine.batches.is_empty() {
+        return false;
+    }
+    for mut fresh in newcomers {
+        if let Err(e) = fresh.prefill(shared, &mut engine.session) {
+            fresh.fail(&e);
+            continue;
+        }
+        match engine.batches.iter_mut().find(|b| b.set == fresh.set) {
+            // `absorb` answers both sides' rows if it fails.
+            Some(running) => {
+                let _ = running.absorb(fresh);
+            }
+            None => engine.batches.push(fresh),
+        }
+    }
+    for b in &mut engine.batches {
+        if b.live() == 0 {
+            continue;
+        }
+        if let Err(e) = b.decode(shared, &mut engine.session) {
+            b.fail(&e);
+        }
+    }
+    engine.batches.retain(|b| b.live() > 0);
+    true
+}
+
+/// Takes queued requests that fit into `engine` now, oldest first, grouped by adapter set
+/// (not prefilled yet).
+///
+/// Room: at most `max_batch` rows in flight on the engine. Context: left padding makes a
+/// batch as wide as its widest row, and it grows by one column per step until its longest
+/// row finishes: both must fit the context. A request that does not fit waits, and so do
+/// later requests of its adapter set (first come, first served; the batch drains).
+/// Requests cancelled while queued are answered at once.
+fn admit(shared: &Shared, engine: &Engine) -> Vec<Batch> {
+    let mut room = shared.max_batch.saturating_sub(engine.live_rows());
+    let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+    if room == 0 || q.is_empty() {
+        return Vec::new();
+    }
+    let context = shared.config.context_length;
+    // Per adapter set: the group being formed, its width and steps so far.
+    let mut groups: Vec<(Batch, usize, usize)> = Vec::new();
+    let mut blocked: Vec<AdapterSet> = Vec::new();
+    let mut rest = VecDeque::with_capacity(q.len());
+    while let Some(mut item) = q.pop_front() {
+        if item.row.check_cancel() {
+            continue;
+        }
+        if room == 0 || blocked.contains(&item.set) {
+            rest.push_back(item);
+            continue;
+        }
+        let g = match groups.iter().position(|(b, _, _)| b.set == item.set) {
+            Some(g) => g,
+            None => {
+                let (width, steps) = engine
+                    .batches
+                    .iter()
+                    .find(|b| b.set == item.set)
+                    .map_or((0, 0), |b| (b.total, b.steps_left()));
+                let fresh = Batch::new(item.set.clone(), item.activation.clone(), Vec::new());
+                groups.push((fresh, width, steps));
+                groups.len() - 1
+            }
+        };
+        let (group, width, steps) = &mut groups[g];
+        let w = (*width).max(item.row.context.len());
+        let s = (*steps).max(item.row.max_tokens);
+        if w + s > context {
+            blocked.push(item.set.clone());
+            rest.push_back(item);
+            continue;
+        }
+        (*width, *steps) = (w, s);
+        group.rows.push(item.row);
+        room -= 1;
+    }
+    *q = rest;
+    groups
+        .into_iter()
+        .map(|(b, _, _)| b)
+        .filter(|b| !b.rows.is_empty())
+        .collect()
+}

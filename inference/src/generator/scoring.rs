@@ -1,0 +1,206 @@
+//! Teacher-forced scoring: log-probabilities of given tokens, with or without parts of
+//! the prompt hidden from attention.
+
+use ort::value::Tensor;
+
+use super::forward::{Inputs, LogitsWanted, empty_past, forward_all, run};
+use super::pool::Lease;
+use super::{GenerateRequest, Generator, Prompt};
+use crate::error::{Error, Result};
+
+impl Generator {
+    /// Teacher-forced log-probabilities: for each token of `continuation`, `log p(token |
+    /// context, earlier continuation tokens)` under the given adapters, in one forward pass.
+    pub fn log_probs(
+        &self,
+        context: &[u32],
+        continuation: &[u32],
+        adapters: &[(String, f32)],
+    ) -> Result<Vec<f32>> {
+        if context.is_empty() || continuation.is_empty() {
+            return Err(Error::InvalidRequest(
+                "log_probs needs a context and a continuation".into(),
+            ));
+        }
+        let mut req = GenerateRequest::new(Prompt::Tokens(
+            context.iter().chain(continuation).copied().collect(),
+        ));
+        for (id, w) in adapters {
+            req = req.adapter(id.clone(), *w);
+        }
+        let set = req.adapter_set()?;
+        let activation = self.shared.registry.activate(&set)?;
+        let tokens = self.prompt_tokens(&req.prompt)?;
+        if tokens.len() > self.shared.config.context_length {
+            return Err(Error::PromptTooLong {
+                tokens: tokens.len(),
+                context: self.shared.config.context_length,
+            });
+        }
+        let mut lease = Lease::new(&self.shared);
+        let all = forward_all(&self.shared, lease.session(), &activation, &tokens)?;
+        let v = self.shared.config.vocab_size;
+        let start = context.len() - 1;
+        continuation
+            .iter()
+            .enumerate()
+            .map(|(j, &t)| {
+                let row = &all[(start + j) * v..(start + j + 1) * v];
+                if row.iter().any(|x| !x.is_finite()) {
+                    return Err(Error::NonFiniteLogits {
+                        step: 0,
+                        row: start + j,
+                    });
+                }
+                Ok(log_softmax_at(row, t as usize))
+            })
+            .collect()
+    }
+
+    /// Teacher-forced log-probabilities of `answer` after `prompt`, once per visibility
+    /// mask over the prompt's tokens (`masks[v][i] == false` hides prompt token `i` from
+    /// the answer). The prompt is run once; each mask then scores only the answer tokens
+    /// against the cached prompt with those positions masked out, batched. Used to measure
+    /// how much each part of a prompt (a retrieved source) contributes to an answer.
+    ///
+    /// The hidden tokens' keys and values are cut out of attention, not out of the prompt:
+    /// later prompt tokens were still computed with them in view. The last prompt token is
+    /// always visible (it is fed with the answer).
+    pub fn score_masked(
+        &self,
+        prompt: &[u32],
+        answer: &[u32],
+        masks: &[Vec<bool>],
+        adapters: &[(String, f32)],
+    ) -> Result<Vec<Vec<f32>>> {
+        let cfg = &self.shared.config;
+        let p = prompt.len();
+        if p < 2 || answer.is_empty() {
+            return Err(Error::InvalidRequest(
+                "score_masked needs a prompt of at least 2 tokens and an answer".into(),
+            ));
+        }
+        if p + answer.len() > cfg.context_length {
+            return Err(Error::PromptTooLong {
+                tokens: p + answer.len(),
+                context: cfg.context_length,
+            });
+        }
+        if let Some(m) = masks.iter().find(|m| m.len() != p) {
+            return Err(Error::InvalidRequest(format!(
+                "a mask has {} flags for a prompt of {p} tokens",
+                m.len()
+            )));
+        }
+        if let Some(&t) = prompt
+            .iter()
+            .chain(answer)
+            .find(|&&t| t as usize >= cfg.vocab_size)
+        {
+            return Err(Error::InvalidRequest(format!(
+                "token id {t} is outside the vocabulary ({})",
+                cfg.vocab_size
+            )));
+        }
+        let mut req = GenerateRequest::new(Prompt::Tokens(prompt.to_vec()));
+        for (id, w) in adapters {
+            req = req.adapter(id.clone(), *w);
+        }
+        let activation = self.shared.registry.activate(&req.adapter_set()?)?;
+        let mut lease = Lease::new(&self.shared);
+        let session = lease.session();
+        // 1. The prompt but its last token, once.
+        let prefix = p - 1;
+        let ones = vec![1i64; prefix];
+        let (_, present) = run(
+            &self.shared,
+            session,
+            None,
+            &activation,
+            Inputs {
+                ids: prompt[..prefix].iter().map(|&t| i64::from(t)).collect(),
+                pos: (0..prefix as i64).collect(),
+                mask: &ones,
+                batch: 1,
+                seq: prefix,
+                total: prefix,
+                past: empty_past(cfg, 1)?,
+            },
+            LogitsWanted::Last,
+        )?;
+        let cache: Vec<(Vec<usize>, Vec<f32>)> = present
+            .iter()
+            .map(|v| {
+                v.try_extract_tensor::<f32>().map(|(shape, data)| {
+                    (shape.iter().map(|&d| d as usize).collect(), data.to_vec())
+                })
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        drop(present);
+        // 2. The answer under each mask, a few masks per forward pass (the logits of every
+        //    answer position are kept, so batches stay small).
+        let a = answer.len();
+        let v = cfg.vocab_size;
+        let chunk = (self.shared.max_batch).clamp(1, 8);
+        let mut ids_row: Vec<i64> = vec![i64::from(prompt[prefix])];
+        ids_row.extend(answer[..a - 1].iter().map(|&t| i64::from(t)));
+        let mut out = Vec::with_capacity(masks.len());
+        for group in masks.chunks(chunk) {
+            let b = group.len();
+            let mut past = Vec::with_capacity(cache.len());
+            for (shape, data) in &cache {
+                let mut dims = shape.clone();
+                dims[0] = b;
+                let mut rep = Vec::with_capacity(data.len() * b);
+                for _ in 0..b {
+                    rep.extend_from_slice(data);
+                }
+                past.push(Tensor::from_array((dims, rep))?.into_dyn());
+            }
+            let mut mask = Vec::with_capacity(b * (prefix + a));
+            for m in group {
+                mask.extend(m[..prefix].iter().map(|&vis| i64::from(vis)));
+                mask.extend(std::iter::repeat_n(1, a));
+            }
+            let ids: Vec<i64> = (0..b).flat_map(|_| ids_row.iter().copied()).collect();
+            let pos: Vec<i64> = (0..b)
+                .flat_map(|_| (prefix as i64)..(prefix + a) as i64)
+                .collect();
+            let (logits, _) = run(
+                &self.shared,
+                session,
+                None,
+                &activation,
+                Inputs {
+                    ids,
+                    pos,
+                    mask: &mask,
+                    batch: b,
+                    seq: a,
+                    total: prefix + a,
+                    past,
+                },
+                LogitsWanted::All,
+            )?;
+            for row in 0..b {
+                let mut lp = Vec::with_capacity(a);
+                for (j, &t) in answer.iter().enumerate() {
+                    let l = &logits[(row * a + j) * v..(row * a + j + 1) * v];
+                    if l.iter().any(|x| !x.is_finite()) {
+                        return Err(Error::NonFiniteLogits { step: j, row });
+                    }
+                    lp.push(log_softmax_at(l, t as usize));
+                }
+                out.push(lp);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `log softmax(logits)[t]`, computed stably.
+fn log_softmax_at(logits: &[f32], t: usize) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|x| f64::from(x - max).exp()).sum();
+    logits[t] - max - sum.ln() as f32
+}

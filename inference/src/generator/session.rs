@@ -1,0 +1,169 @@
+//! Building an ONNX Runtime session for a model and checking that its inputs and outputs
+//! are the ones the model's config describes.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use ort::session::Session;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::value::ValueType;
+
+use super::Device;
+use crate::config::{ModelConfig, layer_name};
+use crate::error::{Error, Result};
+
+fn builder_err(e: ort::Error<SessionBuilder>) -> Error {
+    Error::from(ort::Error::from(e))
+}
+
+/// A session for `onnx` on `device`, and the device it ended up on (the CPU when CUDA is
+/// unavailable).
+pub(super) fn build_session(
+    env: &ort::environment::Environment,
+    onnx: &Path,
+    threads: usize,
+    device: Device,
+) -> Result<(Session, Device)> {
+    let base = || -> Result<SessionBuilder> {
+        Session::builder(env)?
+            // One "initializer appears in graph inputs" warning per LoRA input otherwise.
+            .with_log_level(ort::logging::LogLevel::Error)
+            .map_err(builder_err)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(builder_err)?
+            .with_intra_threads(threads)
+            .map_err(builder_err)
+    };
+    match device {
+        Device::Cpu => Ok((base()?.commit_from_file(onnx)?, Device::Cpu)),
+        Device::Cuda { device_id } => {
+            #[cfg(feature = "cuda")]
+            {
+                let cuda = ort::ep::CUDA::default()
+                    .with_device_id(device_id)
+                    .build()
+                    .error_on_failure();
+                let attempt = base()?
+                    .with_execution_providers([cuda])
+                    .map_err(builder_err)
+                    .and_then(|mut b| b.commit_from_file(onnx).map_err(Error::from));
+                match attempt {
+                    Ok(s) => return Ok((s, device)),
+                    Err(e) => {
+                        tracing::warn!(
+                            "CUDA device {device_id} unavailable ({e}); running on the CPU"
+                        );
+                    }
+                }
+            }
+            #[cfg(not(feature = "cuda"))]
+            tracing::warn!(
+                "CUDA device {device_id} asked for, but tribute-inference was built without the `cuda` feature; running on the CPU"
+            );
+            Ok((base()?.commit_from_file(onnx)?, Device::Cpu))
+        }
+    }
+}
+
+/// Checks that the session's inputs and outputs are the ones `c` names, with fitting
+/// shapes, and that it takes no input the generator would not feed.
+pub(super) fn check_io(dir: &Path, c: &ModelConfig, session: &Session) -> Result<()> {
+    let bad = |r: String| {
+        Err(Error::model_dir(
+            dir,
+            format!("{r}; tribute.json and model.onnx do not match"),
+        ))
+    };
+    let overridable: HashSet<String> = session
+        .overridable_initializers()
+        .iter()
+        .map(|i| i.name().to_owned())
+        .collect();
+    let inputs: HashMap<&str, &ValueType> = session
+        .inputs()
+        .iter()
+        .map(|i| (i.name(), i.dtype()))
+        .collect();
+    let outputs: HashMap<&str, &ValueType> = session
+        .outputs()
+        .iter()
+        .map(|o| (o.name(), o.dtype()))
+        .collect();
+    // (name, expected dims: Some(n) fixed, None any)
+    let kv = |name: String| {
+        (
+            name,
+            vec![
+                None,
+                Some(c.num_kv_heads as i64),
+                None,
+                Some(c.head_dim as i64),
+            ],
+        )
+    };
+    let mut need_in = vec![
+        (c.inputs.input_ids.clone(), vec![None, None]),
+        (c.inputs.attention_mask.clone(), vec![None, None]),
+    ];
+    if let Some(p) = &c.inputs.position_ids
+        && inputs.contains_key(p.as_str())
+    {
+        need_in.push((p.clone(), vec![None, None]));
+    }
+    let mut need_out = vec![(
+        c.outputs.logits.clone(),
+        vec![None, None, Some(c.vocab_size as i64)],
+    )];
+    for i in 0..c.num_layers {
+        need_in.push(kv(layer_name(&c.inputs.past_key, i)));
+        need_in.push(kv(layer_name(&c.inputs.past_value, i)));
+        need_out.push(kv(layer_name(&c.outputs.present_key, i)));
+        need_out.push(kv(layer_name(&c.outputs.present_value, i)));
+    }
+    let check = |what: &str,
+                 names: &HashMap<&str, &ValueType>,
+                 need: &[(String, Vec<Option<i64>>)]|
+     -> Result<()> {
+        for (n, dims) in need {
+            let Some(t) = names.get(n.as_str()) else {
+                return bad(format!(
+                    "model.onnx has no {what} {n:?} that the config names"
+                ));
+            };
+            if let Some(shape) = t.tensor_shape() {
+                let got: Vec<i64> = shape.iter().copied().collect();
+                let fits = got.len() == dims.len()
+                    && got
+                        .iter()
+                        .zip(dims)
+                        .all(|(g, d)| *g < 0 || d.is_none_or(|d| d == *g));
+                if !fits {
+                    return bad(format!(
+                        "{what} {n:?} has shape {got:?}, the config implies {dims:?}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    };
+    check("input", &inputs, &need_in)?;
+    check("output", &outputs, &need_out)?;
+    // Every graph input must be one the generator feeds.
+    let known: HashSet<&str> = need_in.iter().map(|(n, _)| n.as_str()).collect();
+    if let Some(extra) = inputs.keys().find(|n| !known.contains(**n)) {
+        return bad(format!(
+            "model.onnx takes input {extra:?} that the config does not describe (the config's num_layers is {})",
+            c.num_layers
+        ));
+    }
+    for m in &c.lora.modules {
+        for n in [&m.a, &m.b] {
+            if !overridable.contains(n) && !inputs.contains_key(n.as_str()) {
+                return bad(format!(
+                    "model.onnx has no LoRA input {n:?} that the config names"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
