@@ -1,25 +1,17 @@
 //! EIP-712 receipts: type hashes, golden vectors, signing, verification, JSON, Merkle proofs,
 //! keys, and every way a receipt is refused.
 
-use alloy_primitives::{Address, B256, U256, address, b256, keccak256};
+use alloy_primitives::{B256, U256, address, b256, keccak256};
 use alloy_sol_types::SolStruct;
 use tribute_attribution::receipt::{
     AdapterUse, CitedChunk, Ledger, MerkleTree, PayerKey, ReceiptError, SignedReceipt,
     UsageReceipt, payouts_hash, receipt_leaf, verify_proof,
 };
 
-/// Anvil's first development key (public knowledge; never use it for real funds).
-const KEY0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-const ADDR0: Address = address!("f39Fd6e51aad88F6F4ce6aB8827279cffFb92266");
+use crate::{ADDR0, KEY0, ledger};
+
 /// Anvil's second development key.
 const KEY1: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
-
-fn ledger() -> Ledger {
-    Ledger {
-        chain_id: 31337,
-        contract: address!("5FbDB2315678afecb367f032d93F642f64180aa3"),
-    }
-}
 
 fn receipt() -> UsageReceipt {
     UsageReceipt {

@@ -58,8 +58,9 @@
 //! whole log is read into memory on open and an index is rebuilt; there is no rotation or
 //! compaction yet.
 
+mod state;
+
 use std::collections::HashMap;
-use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -69,6 +70,8 @@ use alloy_primitives::B256;
 use serde::{Deserialize, Serialize};
 
 use crate::receipt::{ReceiptError, SignedReceipt};
+
+pub use state::{ReceiptState, StateKind};
 
 /// The first bytes of every journal file.
 const MAGIC: &[u8; 8] = b"TRIBJNL1";
@@ -143,123 +146,12 @@ pub enum JournalError {
     /// An earlier write or sync failed and the log could not be restored; reopen the journal.
     #[error("an earlier write to the journal failed; drop it and reopen the directory")]
     Poisoned,
+    /// A name that is not a [`StateKind`] (see [`StateKind::as_str`]).
+    #[error("unknown receipt state {0:?} (pending, batched, submitted, confirmed)")]
+    UnknownState(String),
 }
 
 type Result<T, E = JournalError> = std::result::Result<T, E>;
-
-/// Where a receipt is in settlement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "camelCase", deny_unknown_fields)]
-pub enum ReceiptState {
-    /// Journaled, not yet in a batch.
-    Pending,
-    /// In the Merkle batch `batch_id` (its root, for example).
-    #[serde(rename_all = "camelCase")]
-    Batched {
-        /// The batch.
-        batch_id: B256,
-    },
-    /// The batch was sent to the chain in transaction `tx_hash`.
-    #[serde(rename_all = "camelCase")]
-    Submitted {
-        /// The batch.
-        batch_id: B256,
-        /// The settlement transaction.
-        tx_hash: B256,
-    },
-    /// The settlement transaction was mined in `block`.
-    #[serde(rename_all = "camelCase")]
-    Confirmed {
-        /// The batch.
-        batch_id: B256,
-        /// The settlement transaction.
-        tx_hash: B256,
-        /// The block number.
-        block: u64,
-    },
-}
-
-/// The kind of a [`ReceiptState`], without its data; ordered from first to last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum StateKind {
-    /// [`ReceiptState::Pending`].
-    Pending,
-    /// [`ReceiptState::Batched`].
-    Batched,
-    /// [`ReceiptState::Submitted`].
-    Submitted,
-    /// [`ReceiptState::Confirmed`].
-    Confirmed,
-}
-
-impl ReceiptState {
-    /// The state's kind.
-    pub fn kind(&self) -> StateKind {
-        match self {
-            ReceiptState::Pending => StateKind::Pending,
-            ReceiptState::Batched { .. } => StateKind::Batched,
-            ReceiptState::Submitted { .. } => StateKind::Submitted,
-            ReceiptState::Confirmed { .. } => StateKind::Confirmed,
-        }
-    }
-
-    /// The batch, once there is one.
-    pub fn batch_id(&self) -> Option<B256> {
-        match *self {
-            ReceiptState::Pending => None,
-            ReceiptState::Batched { batch_id }
-            | ReceiptState::Submitted { batch_id, .. }
-            | ReceiptState::Confirmed { batch_id, .. } => Some(batch_id),
-        }
-    }
-
-    /// The settlement transaction, once there is one.
-    pub fn tx_hash(&self) -> Option<B256> {
-        match *self {
-            ReceiptState::Submitted { tx_hash, .. } | ReceiptState::Confirmed { tx_hash, .. } => {
-                Some(tx_hash)
-            }
-            _ => None,
-        }
-    }
-
-    /// Whether a receipt in this state may move to `next`: forward only (steps may be
-    /// skipped), keeping its batch id once it has one. A submitted receipt may be submitted
-    /// again in another transaction and confirmed in any transaction of its batch (a
-    /// resubmission replaces a transaction that was dropped or reverted; the contract
-    /// settles a batch root at most once). Moving to the same state is allowed (a no-op).
-    pub fn can_become(&self, next: &ReceiptState) -> bool {
-        if self == next {
-            return true;
-        }
-        let resubmit = self.kind() == StateKind::Submitted && next.kind() == StateKind::Submitted;
-        if next.kind() <= self.kind() && !resubmit {
-            return false;
-        }
-        let keeps = |a: Option<B256>, b: Option<B256>| a.is_none() || a == b;
-        keeps(self.batch_id(), next.batch_id())
-    }
-}
-
-impl fmt::Display for ReceiptState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReceiptState::Pending => write!(f, "pending"),
-            ReceiptState::Batched { batch_id } => write!(f, "batched in {batch_id}"),
-            ReceiptState::Submitted { batch_id, tx_hash } => {
-                write!(f, "submitted (batch {batch_id}, tx {tx_hash})")
-            }
-            ReceiptState::Confirmed {
-                batch_id,
-                tx_hash,
-                block,
-            } => write!(
-                f,
-                "confirmed in block {block} (batch {batch_id}, tx {tx_hash})"
-            ),
-        }
-    }
-}
 
 /// What [`Journal::append`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -750,53 +642,6 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn transitions_go_forward_and_keep_batch_and_tx() {
-        let b1 = B256::repeat_byte(1);
-        let b2 = B256::repeat_byte(2);
-        let t1 = B256::repeat_byte(3);
-        let p = ReceiptState::Pending;
-        let bat = ReceiptState::Batched { batch_id: b1 };
-        let sub = ReceiptState::Submitted {
-            batch_id: b1,
-            tx_hash: t1,
-        };
-        let conf = ReceiptState::Confirmed {
-            batch_id: b1,
-            tx_hash: t1,
-            block: 9,
-        };
-        for (a, b) in [(p, bat), (bat, sub), (sub, conf), (p, conf), (bat, conf)] {
-            assert!(a.can_become(&b), "{a} -> {b}");
-            assert!(!b.can_become(&a), "{b} -> {a}");
-        }
-        for s in [p, bat, sub, conf] {
-            assert!(s.can_become(&s));
-        }
-        assert!(!bat.can_become(&ReceiptState::Batched { batch_id: b2 }));
-        assert!(!bat.can_become(&ReceiptState::Submitted {
-            batch_id: b2,
-            tx_hash: t1
-        }));
-        // A resubmission may replace the transaction, never the batch.
-        let resub = ReceiptState::Submitted {
-            batch_id: b1,
-            tx_hash: b2,
-        };
-        assert!(sub.can_become(&resub));
-        assert!(sub.can_become(&ReceiptState::Confirmed {
-            batch_id: b1,
-            tx_hash: b2,
-            block: 1
-        }));
-        assert!(!sub.can_become(&ReceiptState::Confirmed {
-            batch_id: b2,
-            tx_hash: t1,
-            block: 1
-        }));
-        assert!(!conf.can_become(&resub));
-    }
 
     #[test]
     fn frames_round_trip_and_reject_damage() {

@@ -9,27 +9,19 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use alloy_primitives::{Address, B256, U256, address, keccak256};
+use alloy_primitives::{B256, U256, address, keccak256};
 use rand::{Rng, SeedableRng};
 use tribute_attribution::journal::{
     Appended, Journal, JournalError, LOG_FILE, ReceiptState, StateKind,
 };
-use tribute_attribution::receipt::{CitedChunk, Ledger, PayerKey, SignedReceipt, UsageReceipt};
+use tribute_attribution::receipt::{CitedChunk, PayerKey, SignedReceipt, UsageReceipt};
 
-/// Anvil's first development key (public knowledge; never use it for real funds).
-const KEY0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-const ADDR0: Address = address!("f39Fd6e51aad88F6F4ce6aB8827279cffFb92266");
+use crate::{ADDR0, KEY0, ledger};
+
 /// Set in the environment of the child writer: the journal directory.
 const CHILD_ENV: &str = "TRIBUTE_JOURNAL_CHILD";
 /// Set in the environment of the child writer: which run it is (keeps receipt ids unique).
 const RUN_ENV: &str = "TRIBUTE_JOURNAL_CHILD_RUN";
-
-fn ledger() -> Ledger {
-    Ledger {
-        chain_id: 31337,
-        contract: address!("5FbDB2315678afecb367f032d93F642f64180aa3"),
-    }
-}
 
 fn key() -> PayerKey {
     PayerKey::from_hex(KEY0).expect("anvil key")
@@ -530,7 +522,7 @@ fn survives_sigkill_at_random_moments() {
         let mut child = Command::new(&exe)
             .args([
                 "--exact",
-                "child_writer",
+                "journal::child_writer",
                 "--nocapture",
                 "--ignored",
                 "--test-threads=1",

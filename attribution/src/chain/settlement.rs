@@ -1,0 +1,419 @@
+//! Settling a batch of receipts: prepare (off chain), authorise (sign and simulate), send,
+//! wait; and finding a root's settlement from its `BatchSettled` event.
+
+use std::collections::HashSet;
+
+use alloy::contract::CallBuilder;
+use alloy::primitives::{Address, B256, Bytes, Signature, U256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::{Filter, TransactionReceipt};
+use alloy::sol_types::SolEvent;
+
+use super::client::timed;
+use super::{ChainError, LedgerClient, TributeLedger};
+use crate::receipt::{Ledger, MerkleTree, PayerKey, SettleBatch, SignedReceipt, payouts_hash};
+
+/// A settled batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// The batch's Merkle root.
+    pub root: B256,
+    /// The payer.
+    pub payer: Address,
+    /// Σ payouts, debited from the payer's deposit.
+    pub total: U256,
+    /// The batch nonce it was settled with.
+    pub batch_nonce: u64,
+    /// The settling transaction.
+    pub tx_hash: B256,
+    /// Its block.
+    pub block_number: Option<u64>,
+    /// The gas it used.
+    pub gas_used: u64,
+    /// The number of payees (from the `BatchSettled` event).
+    pub payee_count: u64,
+    /// True when the root was already settled and nothing was sent.
+    pub already_settled: bool,
+}
+
+/// The Merkle tree of a batch: receipt leaves sorted ascending (duplicates refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchTree {
+    leaves: Vec<B256>,
+    tree: MerkleTree,
+}
+
+impl BatchTree {
+    /// Builds the tree of these leaves (any order); `None` for none.
+    pub fn new(mut leaves: Vec<B256>) -> Option<Self> {
+        leaves.sort_unstable();
+        let tree = MerkleTree::new(leaves.clone())?;
+        Some(BatchTree { leaves, tree })
+    }
+
+    /// The tree of these receipts' leaves on `ledger` (signatures are not checked).
+    pub fn of_receipts(receipts: &[SignedReceipt], ledger: &Ledger) -> Option<Self> {
+        Self::new(receipts.iter().map(|r| r.leaf(ledger)).collect())
+    }
+
+    /// The root.
+    pub fn root(&self) -> B256 {
+        self.tree.root()
+    }
+
+    /// The sorted leaves.
+    pub fn leaves(&self) -> &[B256] {
+        &self.leaves
+    }
+
+    /// The inclusion proof of `leaf`, if it is in the tree.
+    pub fn proof(&self, leaf: B256) -> Option<Vec<B256>> {
+        let i = self.leaves.binary_search(&leaf).ok()?;
+        self.tree.proof(i)
+    }
+}
+
+/// A batch checked off chain and ready to be authorised: its root, total and payouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedBatch {
+    /// The payer whose receipts these are.
+    pub payer: Address,
+    /// The Merkle root of the receipts' leaves ([`BatchTree`]).
+    pub root: B256,
+    /// Σ payouts = Σ receipt fees.
+    pub total: U256,
+    /// Who is paid what.
+    pub payouts: Vec<(Address, U256)>,
+    /// How many receipts.
+    pub receipts: usize,
+}
+
+/// A prepared batch with the payer's signature for the ledger's current batch nonce, its
+/// `settleBatch` simulated successfully.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorizedBatch {
+    /// The batch.
+    pub batch: PreparedBatch,
+    /// The payer's batch nonce it is signed for.
+    pub batch_nonce: u64,
+    /// The payer's EIP-712 signature over [`SettleBatch`].
+    pub signature: Signature,
+}
+
+impl LedgerClient {
+    /// Settles a batch of receipts owed by `payer` with these payouts (see the module
+    /// documentation for the checks). Idempotent: an already settled batch is returned with
+    /// `already_settled: true` and nothing is sent.
+    pub async fn settle(
+        &self,
+        payer: &PayerKey,
+        receipts: &[SignedReceipt],
+        payouts: &[(Address, U256)],
+    ) -> Result<Settlement, ChainError> {
+        let batch = self.prepare(payer.address(), receipts, payouts)?;
+        if let Some(done) = self.settlement_of(batch.root).await? {
+            return Ok(done);
+        }
+        let root = batch.root;
+        let authorized = match self.authorize(payer, batch).await {
+            Ok(a) => a,
+            Err(ChainError::Replay) => return self.existing_settlement(root).await,
+            Err(e) => return Err(e),
+        };
+        let tx = match self.send_batch(&authorized).await {
+            Ok(tx) => tx,
+            Err(ChainError::Replay) => return self.existing_settlement(root).await,
+            Err(e) => return Err(e),
+        };
+        self.wait_settlement(&authorized, tx).await
+    }
+
+    /// Checks a batch off chain (no RPC): every receipt verifies on this ledger, is owed by
+    /// `payer` and appears once; payouts go to non-zero addresses and sum exactly to the
+    /// receipts' fees. Returns the batch with its root (receipt order does not matter).
+    pub fn prepare(
+        &self,
+        payer: Address,
+        receipts: &[SignedReceipt],
+        payouts: &[(Address, U256)],
+    ) -> Result<PreparedBatch, ChainError> {
+        if receipts.is_empty() || payouts.is_empty() {
+            return Err(ChainError::EmptyBatch);
+        }
+        if payouts.iter().any(|(a, _)| *a == Address::ZERO) {
+            return Err(ChainError::ZeroAddress);
+        }
+        let mut seen = HashSet::with_capacity(receipts.len());
+        let mut leaves = Vec::with_capacity(receipts.len());
+        let mut fees = U256::ZERO;
+        for (index, r) in receipts.iter().enumerate() {
+            let digest = r
+                .verify(&self.ledger)
+                .map_err(|source| ChainError::InvalidReceipt { index, source })?;
+            if r.receipt.payer != payer {
+                return Err(ChainError::WrongPayer {
+                    index,
+                    payer: r.receipt.payer,
+                    key: payer,
+                });
+            }
+            if !seen.insert(digest) {
+                return Err(ChainError::DuplicateReceipt(r.receipt.receiptId));
+            }
+            fees = fees
+                .checked_add(r.receipt.fee)
+                .ok_or(ChainError::Overflow)?;
+            leaves.push(crate::receipt::receipt_leaf(digest));
+        }
+        let total = payouts
+            .iter()
+            .try_fold(U256::ZERO, |acc, (_, a)| acc.checked_add(*a))
+            .ok_or(ChainError::Overflow)?;
+        if total != fees {
+            return Err(ChainError::PayoutMismatch {
+                fees,
+                payouts: total,
+            });
+        }
+        let root = BatchTree::new(leaves).ok_or(ChainError::EmptyBatch)?.root();
+        Ok(PreparedBatch {
+            payer,
+            root,
+            total,
+            payouts: payouts.to_vec(),
+            receipts: receipts.len(),
+        })
+    }
+
+    /// The settlement of `root` if it is settled (from its first `BatchSettled` event, with
+    /// `already_settled: true`), `None` if it is not.
+    pub async fn settlement_of(&self, root: B256) -> Result<Option<Settlement>, ChainError> {
+        match self.settled_log_tx(root).await? {
+            Some(tx) => self.settlement_in(root, tx).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads the payer's batch nonce, signs the [`SettleBatch`] with `payer` and simulates
+    /// `settleBatch`, so that every contract check (deposit, nonce, signature, replay)
+    /// fails here, typed, before anything is sent. An already settled root is
+    /// [`ChainError::Replay`], also when the simulation says `InvalidNonce` because the nonce
+    /// moved on since it was read and the root's `BatchSettled` event exists.
+    pub async fn authorize(
+        &self,
+        payer: &PayerKey,
+        batch: PreparedBatch,
+    ) -> Result<AuthorizedBatch, ChainError> {
+        let key = payer.address();
+        if key != batch.payer {
+            return Err(ChainError::WrongPayer {
+                index: 0,
+                payer: batch.payer,
+                key,
+            });
+        }
+        let batch_nonce = self.batch_nonce(key).await?;
+        let (payees, amounts): (Vec<Address>, Vec<U256>) = batch.payouts.iter().copied().unzip();
+        let message = SettleBatch {
+            payer: key,
+            root: batch.root,
+            total: batch.total,
+            payoutsHash: payouts_hash(&payees, &amounts),
+            batchNonce: batch_nonce,
+        };
+        let signature = payer
+            .sign_batch(&message, &self.ledger)
+            .map_err(ChainError::Signing)?;
+        let call = self.settle_call(&batch, batch_nonce, &signature);
+        if let Err(e) = self.simulate("settleBatch", &call).await {
+            return Err(self.settle_error(batch.root, e).await);
+        }
+        Ok(AuthorizedBatch {
+            batch,
+            batch_nonce,
+            signature,
+        })
+    }
+
+    fn settle_call(
+        &self,
+        batch: &PreparedBatch,
+        batch_nonce: u64,
+        signature: &Signature,
+    ) -> CallBuilder<&DynProvider, std::marker::PhantomData<TributeLedger::settleBatchCall>> {
+        let (payees, amounts): (Vec<Address>, Vec<U256>) = batch.payouts.iter().copied().unzip();
+        self.contract.settleBatch(
+            batch.payer,
+            batch.root,
+            payees,
+            amounts,
+            batch_nonce,
+            Bytes::from(signature.as_bytes().to_vec()),
+        )
+    }
+
+    /// Sends an authorised batch (simulated again first); returns the transaction hash
+    /// without waiting for it to be mined. A root settled since it was authorised is
+    /// [`ChainError::Replay`].
+    pub async fn send_batch(&self, batch: &AuthorizedBatch) -> Result<B256, ChainError> {
+        let call = self.settle_call(&batch.batch, batch.batch_nonce, &batch.signature);
+        match self.send_checked("settleBatch", call).await {
+            Ok(tx) => Ok(tx),
+            Err(e) => Err(self.settle_error(batch.batch.root, e).await),
+        }
+    }
+
+    /// What a failed `settleBatch` for `root` means to a settler: an `InvalidNonce` for a
+    /// root that is settled (the nonce moved on because this very batch landed, sent by
+    /// another settler or an earlier try) is [`ChainError::Replay`]; anything else is
+    /// returned as is. Costs one `eth_getLogs`, on `InvalidNonce` only; if that lookup
+    /// fails, the `InvalidNonce` is returned.
+    async fn settle_error(&self, root: B256, err: ChainError) -> ChainError {
+        match err {
+            ChainError::InvalidNonce { .. } => match self.settled_log_tx(root).await {
+                Ok(Some(_)) => ChainError::Replay,
+                _ => err,
+            },
+            err => err,
+        }
+    }
+
+    /// Waits for a sent batch's transaction and returns its settlement.
+    pub async fn wait_settlement(
+        &self,
+        batch: &AuthorizedBatch,
+        tx: B256,
+    ) -> Result<Settlement, ChainError> {
+        let receipt = self.wait_for("settleBatch", tx).await?;
+        settlement_from_receipt(&receipt, batch.batch.root, false).ok_or_else(|| {
+            ChainError::Reverted {
+                what: "settleBatch".into(),
+                reason: format!(
+                    "transaction {} emitted no BatchSettled event",
+                    receipt.transaction_hash
+                ),
+            }
+        })
+    }
+
+    /// Submits an already signed batch as is (no off-chain checks): simulates, sends, waits.
+    /// [`LedgerClient::settle`] is the checked path; this one exists for settlers that
+    /// relay batches signed elsewhere, and for tests of the contract's own checks.
+    pub async fn submit_batch(
+        &self,
+        payer: Address,
+        root: B256,
+        payouts: &[(Address, U256)],
+        batch_nonce: u64,
+        signature: &Signature,
+    ) -> Result<Settlement, ChainError> {
+        let total = payouts
+            .iter()
+            .fold(U256::ZERO, |acc, (_, a)| acc.saturating_add(*a));
+        let batch = AuthorizedBatch {
+            batch: PreparedBatch {
+                payer,
+                root,
+                total,
+                payouts: payouts.to_vec(),
+                receipts: 0,
+            },
+            batch_nonce,
+            signature: *signature,
+        };
+        let tx = self.send_batch(&batch).await?;
+        self.wait_settlement(&batch, tx).await
+    }
+
+    /// The transaction of the first `BatchSettled` event of `root` on this ledger, if any
+    /// (`eth_getLogs` by contract address, event signature and root topic, from block 0).
+    pub(super) async fn settled_log_tx(&self, root: B256) -> Result<Option<B256>, ChainError> {
+        let filter = Filter::new()
+            .address(self.ledger.contract)
+            .event_signature(TributeLedger::BatchSettled::SIGNATURE_HASH)
+            .topic2(root)
+            .from_block(0);
+        let logs = timed(
+            &self.url,
+            "eth_getLogs",
+            self.timeout,
+            self.provider.get_logs(&filter),
+        )
+        .await?;
+        // Logs come in chain order; a pending log has no transaction hash yet.
+        Ok(logs.iter().find_map(|l| l.transaction_hash))
+    }
+
+    /// The settlement of an already settled root, from its `BatchSettled` event.
+    async fn existing_settlement(&self, root: B256) -> Result<Settlement, ChainError> {
+        let tx = self
+            .settled_log_tx(root)
+            .await?
+            .ok_or_else(|| self.event_not_found(root))?;
+        self.settlement_in(root, tx).await
+    }
+
+    /// The settlement of `root` in transaction `tx` (its receipt's `BatchSettled` event).
+    async fn settlement_in(&self, root: B256, tx: B256) -> Result<Settlement, ChainError> {
+        let receipt = timed(
+            &self.url,
+            "eth_getTransactionReceipt",
+            self.timeout,
+            self.provider.get_transaction_receipt(tx),
+        )
+        .await?
+        .ok_or_else(|| self.event_not_found(root))?;
+        settlement_from_receipt(&receipt, root, true).ok_or_else(|| self.event_not_found(root))
+    }
+
+    fn event_not_found(&self, root: B256) -> ChainError {
+        ChainError::Rpc {
+            url: self.url.clone(),
+            message: format!("root {root} is settled but its BatchSettled event was not found"),
+        }
+    }
+}
+
+fn settlement_from_receipt(
+    receipt: &TransactionReceipt,
+    root: B256,
+    already_settled: bool,
+) -> Option<Settlement> {
+    let ev = receipt.logs().iter().find_map(|l| {
+        l.log_decode::<TributeLedger::BatchSettled>()
+            .ok()
+            .filter(|e| e.inner.data.root == root)
+    })?;
+    let e = &ev.inner.data;
+    Some(Settlement {
+        root,
+        payer: e.payer,
+        total: e.total,
+        batch_nonce: e.batchNonce,
+        tx_hash: receipt.transaction_hash,
+        block_number: receipt.block_number,
+        gas_used: receipt.gas_used,
+        payee_count: e.payeeCount.saturating_to(),
+        already_settled,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_tree_is_order_independent_and_proves() {
+        let leaves: Vec<B256> = (0u8..5).map(|i| B256::repeat_byte(i + 1)).collect();
+        let mut rev = leaves.clone();
+        rev.reverse();
+        let a = BatchTree::new(leaves.clone()).expect("tree");
+        let b = BatchTree::new(rev).expect("tree");
+        assert_eq!(a.root(), b.root());
+        for l in &leaves {
+            let p = a.proof(*l).expect("proof");
+            assert!(crate::receipt::verify_proof(*l, &p, a.root()));
+        }
+        assert!(a.proof(B256::repeat_byte(0xee)).is_none());
+    }
+}

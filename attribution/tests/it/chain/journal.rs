@@ -1,0 +1,296 @@
+//! Settling a journal's pending receipts on chain: batches, every role paid, resumption
+//! without paying twice, and failures that leave receipts pending.
+
+use alloy::primitives::U256;
+use tribute_attribution::journal::{Journal, ReceiptState, StateKind};
+use tribute_attribution::settle::{
+    Owners, SettleError, SettleOptions, batch_payouts, settle_journal,
+};
+use tribute_attribution::split::RewardConfig;
+
+use super::*;
+
+/// A node with the model and adapter of [`receipt`] registered to accounts 5 and 6, payer 1
+/// holding `deposit`, and a journal of `n` of its receipts (contributors 2, 3, 4).
+async fn journaled(
+    n: u64,
+    deposit: U256,
+) -> (Node, LedgerClient, PayerKey, Journal, tempfile::TempDir) {
+    let node = Node::start().await;
+    let client = node.client(1).await;
+    let key = node.payer_key(1);
+    client
+        .register_model(keccak256("model"), node.address(5))
+        .await
+        .expect("register model");
+    client
+        .register_adapter(keccak256("adapter"), node.address(6))
+        .await
+        .expect("register adapter");
+    if !deposit.is_zero() {
+        client.deposit(deposit).await.expect("deposit");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut journal = Journal::open(dir.path()).expect("journal");
+    let payees = [node.address(2), node.address(3), node.address(4)];
+    let receipts = sign_all(&key, &node.ledger, 0, n, U256::from(FEE), &payees);
+    journal.append_batch(&receipts).expect("append");
+    (node, client, key, journal, dir)
+}
+
+fn options(node: &Node) -> SettleOptions {
+    let mut o = SettleOptions::new(node.address(7));
+    o.batch_size = 10;
+    o
+}
+
+fn kinds(journal: &Journal) -> Vec<StateKind> {
+    journal.receipts(None).map(|(_, s)| s.kind()).collect()
+}
+
+#[test]
+fn journal_settles_in_batches_pays_every_role_and_resumes_without_paying_twice() {
+    block_on(journal_settles_impl());
+}
+
+async fn journal_settles_impl() {
+    let (node, client, key, mut journal, _dir) = journaled(25, U256::from(ETH)).await;
+    let mut opts = options(&node);
+
+    // One batch now, the rest later.
+    opts.max_batches = Some(1);
+    let report = settle_journal(&client, &mut journal, &key, &opts)
+        .await
+        .expect("settle one batch");
+    assert_eq!(report.batches.len(), 1);
+    assert_eq!(report.confirmed_receipts(), 10);
+    assert_eq!(report.still_pending, 15);
+    let stats = journal.stats();
+    assert_eq!((stats.confirmed, stats.pending), (10, 15));
+
+    // A crash after sending: the next 10 are sent by hand and journaled `submitted`, the
+    // process "dies" before the confirmation is written.
+    let next: Vec<SignedReceipt> = journal.pending().take(10).cloned().collect();
+    let mut owners = Owners::new(node.address(7));
+    owners.models.insert(keccak256("model"), node.address(5));
+    owners
+        .adapters
+        .insert(keccak256("adapter"), node.address(6));
+    let pay = batch_payouts(&next, &RewardConfig::default(), &owners).expect("payouts");
+    let prepared = client.prepare(key.address(), &next, &pay).expect("prepare");
+    let root = prepared.root;
+    let authorized = client.authorize(&key, prepared).await.expect("authorize");
+    let tx = client.send_batch(&authorized).await.expect("send");
+    let ids: Vec<_> = next.iter().map(|r| r.receipt.receiptId).collect();
+    journal
+        .set_state(
+            &ids,
+            ReceiptState::Submitted {
+                batch_id: root,
+                tx_hash: tx,
+            },
+        )
+        .expect("journal submitted");
+    // …and 5 more were batched but never sent.
+    let last: Vec<SignedReceipt> = journal.pending().take(5).cloned().collect();
+    let last_root = BatchTree::of_receipts(&last, &node.ledger)
+        .expect("tree")
+        .root();
+    let last_ids: Vec<_> = last.iter().map(|r| r.receipt.receiptId).collect();
+    journal
+        .set_state(
+            &last_ids,
+            ReceiptState::Batched {
+                batch_id: last_root,
+            },
+        )
+        .expect("journal batched");
+    drop(journal);
+
+    // Restart: the journal reopens, the settler resumes both, pays nothing twice.
+    let mut journal = Journal::open(_dir.path()).expect("reopen");
+    opts.max_batches = None;
+    let report = settle_journal(&client, &mut journal, &key, &opts)
+        .await
+        .expect("resume");
+    assert_eq!(report.batches.len(), 2, "{report:?}");
+    assert!(report.batches.iter().all(|b| b.resumed));
+    let by_root = |r| {
+        report
+            .batches
+            .iter()
+            .find(|b| b.settlement.root == r)
+            .expect("batch")
+    };
+    assert!(by_root(root).settlement.already_settled);
+    assert_eq!(by_root(root).settlement.tx_hash, tx);
+    assert!(!by_root(last_root).settlement.already_settled);
+    assert!(kinds(&journal).iter().all(|k| *k == StateKind::Confirmed));
+    assert_eq!(client.batch_nonce(key.address()).await.expect("nonce"), 3);
+
+    // Nothing left: a second run does nothing.
+    let again = settle_journal(&client, &mut journal, &key, &opts)
+        .await
+        .expect("again");
+    assert!(again.batches.is_empty());
+
+    // Every wei of the 25 fees reached its payee, per the default 70/10/15/5 split: the
+    // contributors 50/30/20 of 70 %, the adapter author 10 % (its only adapter), the model
+    // owner 15 %, the treasury 5 %.
+    let total = U256::from(25 * FEE);
+    let bps = |b: u64| total * U256::from(b) / U256::from(10_000);
+    let expect = [
+        (2, bps(3_500)),
+        (3, bps(2_100)),
+        (4, bps(1_400)),
+        (6, bps(1_000)),
+        (5, bps(1_500)),
+        (7, bps(500)),
+    ];
+    let mut sum = U256::ZERO;
+    for (account, want) in expect {
+        let got = client
+            .balance(node.address(account))
+            .await
+            .expect("balance");
+        assert_eq!(got, want, "account {account}");
+        sum += got;
+    }
+    assert_eq!(sum, total);
+    assert_eq!(
+        client.deposits(key.address()).await.expect("deposit"),
+        U256::from(ETH) - total
+    );
+    // Each confirmed receipt's leaf is provably in its batch, checked by the contract.
+    let settled: Vec<SignedReceipt> = journal
+        .receipts(Some(StateKind::Confirmed))
+        .filter(|(_, s)| s.batch_id() == Some(last_root))
+        .map(|(r, _)| r.clone())
+        .collect();
+    let tree = BatchTree::of_receipts(&settled, &node.ledger).expect("tree");
+    for r in &settled {
+        let leaf = r.leaf(&node.ledger);
+        let proof = tree.proof(leaf).expect("proof");
+        assert!(
+            client
+                .verify_inclusion(leaf, &proof, last_root)
+                .await
+                .expect("verify")
+        );
+    }
+}
+
+#[test]
+fn settlement_failures_leave_receipts_pending() {
+    block_on(settlement_failures_impl());
+}
+
+async fn settlement_failures_impl() {
+    // A deposit too small: typed, nothing sent, all pending.
+    let (node, client, key, mut journal, _dir) = journaled(12, U256::from(5 * FEE)).await;
+    let opts = options(&node);
+    let e = settle_journal(&client, &mut journal, &key, &opts)
+        .await
+        .expect_err("deposit too small");
+    assert!(
+        matches!(
+            e,
+            SettleError::Chain(ChainError::InsufficientDeposit { .. })
+        ),
+        "{e}"
+    );
+    assert!(kinds(&journal).iter().all(|k| *k == StateKind::Pending));
+
+    // Out of gas under a cap: typed, found by simulation, all pending.
+    client.deposit(U256::from(ETH)).await.expect("deposit");
+    let capped = client.clone().with_gas_limit(Some(40_000));
+    let e = settle_journal(&capped, &mut journal, &key, &opts)
+        .await
+        .expect_err("out of gas");
+    assert!(
+        matches!(
+            e,
+            SettleError::Chain(ChainError::OutOfGas { limit: 40_000, .. })
+        ),
+        "{e}"
+    );
+    assert!(kinds(&journal).iter().all(|k| *k == StateKind::Pending));
+
+    // An unregistered model without a fallback owner: refused, all pending.
+    let other_model = {
+        let mut r = receipt(key.address(), 100, U256::from(FEE), &[node.address(2)]);
+        r.modelId = keccak256("unregistered");
+        key.sign(r, &node.ledger).expect("sign")
+    };
+    let mut lone = Journal::open(tempfile::tempdir().expect("dir").keep()).expect("journal");
+    lone.append(&other_model).expect("append");
+    let e = settle_journal(&client, &mut lone, &key, &opts)
+        .await
+        .expect_err("unknown model");
+    assert!(
+        matches!(e, SettleError::UnknownModel(id) if id == keccak256("unregistered")),
+        "{e}"
+    );
+    // With a fallback owner it settles, the model share going to the fallback.
+    let mut with_fallback = opts.clone();
+    with_fallback.fallback_owner = Some(node.address(8));
+    settle_journal(&client, &mut lone, &key, &with_fallback)
+        .await
+        .expect("fallback");
+    assert_eq!(
+        client.balance(node.address(8)).await.expect("balance"),
+        U256::from(FEE) * U256::from(1_500) / U256::from(10_000)
+    );
+
+    // A receipt signed for another ledger is skipped and stays pending.
+    let foreign = Ledger {
+        chain_id: 1,
+        contract: node.ledger.contract,
+    };
+    let stray = key
+        .sign(
+            receipt(key.address(), 200, U256::from(FEE), &[node.address(2)]),
+            &foreign,
+        )
+        .expect("sign");
+    journal.append(&stray).expect("append");
+
+    let report = settle_journal(&client, &mut journal, &key, &opts)
+        .await
+        .expect("settle the rest");
+    assert_eq!(report.confirmed_receipts(), 12);
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(report.skipped[0].0, stray.receipt.receiptId);
+    assert_eq!(
+        journal.state(&stray.receipt.receiptId),
+        Some(&ReceiptState::Pending)
+    );
+
+    // The node goes down: an RPC error, new receipts stay pending.
+    let fresh = sign_all(
+        &key,
+        &node.ledger,
+        300,
+        3,
+        U256::from(FEE),
+        &[node.address(2)],
+    );
+    journal.append_batch(&fresh).expect("append");
+    drop(node);
+    let e = settle_journal(&client, &mut journal, &key, &opts)
+        .await
+        .expect_err("node down");
+    assert!(
+        matches!(
+            e,
+            SettleError::Chain(ChainError::Rpc { .. } | ChainError::Timeout { .. })
+        ),
+        "{e}"
+    );
+    for r in &fresh {
+        assert_eq!(
+            journal.state(&r.receipt.receiptId),
+            Some(&ReceiptState::Pending)
+        );
+    }
+}
