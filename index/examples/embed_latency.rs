@@ -4,12 +4,17 @@
 //! ```sh
 //! cargo run --release -p tribute-index --example embed_latency -- ../shared/data/cisi
 //! SESSIONS=1 THREADS=2 BATCH=32 cargo run --release -p tribute-index --example embed_latency -- ../shared/data/cisi
+//! QUERY_THREADS=2 QUERY_SPIN=1 DOCS=0 cargo run --release -p tribute-index --example embed_latency -- ../shared/data/cisi
 //! ```
+//! `QUERY_THREADS=0` sends queries to the single-threaded ingest sessions (no query
+//! session); the query cache is off here, so every query runs the model.
 
 use std::time::Instant;
 
 use tribute_index::TokenCounter;
-use tribute_index::embedder::{Embedder, EmbedderOptions, OnnxEmbedder, default_model_dir};
+use tribute_index::embedder::{
+    Embedder, EmbedderOptions, OnnxEmbedder, QueryOptions, default_model_dir,
+};
 use tribute_index::eval::{BeirDataset, percentile};
 
 fn env(name: &str) -> Option<usize> {
@@ -28,6 +33,12 @@ fn main() -> tribute_index::Result<()> {
             sessions: env("SESSIONS").or(defaults.sessions),
             threads_per_session: env("THREADS").unwrap_or(defaults.threads_per_session),
             batch_size: env("BATCH").unwrap_or(defaults.batch_size),
+            query: QueryOptions {
+                threads: env("QUERY_THREADS").or(defaults.query.threads),
+                spinning: env("QUERY_SPIN").is_some_and(|s| s > 0),
+                cache_entries: 0,
+                ..QueryOptions::default()
+            },
             ..defaults
         },
     )?;
@@ -45,6 +56,9 @@ fn main() -> tribute_index::Result<()> {
         lat.len()
     );
     let n = env("DOCS").unwrap_or(320).min(data.corpus.len());
+    if n == 0 {
+        return Ok(());
+    }
     let texts: Vec<String> = data.corpus[..n]
         .iter()
         .map(|d| format!("{}\n{}", d.title, d.text))

@@ -147,8 +147,7 @@ fn new_graph(config: &HnswConfig, capacity: usize) -> Graph<'static> {
 /// forked after the parent used it would wait forever for its threads. This pool is
 /// re-created in a forked child (the parent's is leaked there, never dropped).
 fn rayon_pool() -> std::sync::Arc<rayon::ThreadPool> {
-    static POOL: tribute_runtime::PerProcess<rayon::ThreadPool> =
-        tribute_runtime::PerProcess::new();
+    static POOL: tribute_common::PerProcess<rayon::ThreadPool> = tribute_common::PerProcess::new();
     let pool = POOL.get_or_try_init(|| {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         rayon::ThreadPoolBuilder::new()

@@ -1,4 +1,11 @@
 //! Text embedders: the [`Embedder`] trait and its ONNX implementation on fastembed.
+//!
+//! [`OnnxEmbedder`] runs two kinds of sessions of one model: one single-threaded session
+//! per core for bulk work (ingest spreads its batches over them), and one session that
+//! uses every core for small requests such as a search query (see [`QueryOptions`]).
+
+mod cache;
+mod lane;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -9,7 +16,8 @@ use fastembed::{
 
 use crate::chunker::TokenCounter;
 use crate::error::{Error, Result};
-use crate::runtime;
+use cache::QueryCache;
+use lane::QueryLane;
 
 /// A batch's index and its vectors.
 type BatchOutput = (usize, Vec<Vec<f32>>);
@@ -25,11 +33,18 @@ pub trait Embedder: TokenCounter {
     fn dim(&self) -> usize;
     /// Embeds texts; each returned vector has unit L2 norm.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// Most tokens of a text the model reads (special tokens not counted); the rest of a
+    /// longer text is cut off. `None`: no limit, or unknown.
+    fn max_text_tokens(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The directory of the default model: `$TRIBUTE_HOME/models/all-MiniLM-L6-v2`.
 pub fn default_model_dir() -> PathBuf {
-    runtime::tribute_home().join("models").join(DEFAULT_MODEL)
+    tribute_common::tribute_home()
+        .join("models")
+        .join(DEFAULT_MODEL)
 }
 
 /// An ONNX sentence-embedding model run by ONNX Runtime through fastembed.
@@ -43,6 +58,10 @@ pub struct OnnxEmbedder {
     /// Independent sessions, each single-threaded by default, so batches run in parallel
     /// without intra-op synchronisation.
     sessions: Vec<Mutex<TextEmbedding>>,
+    /// The session for small requests, when there is one.
+    query: Option<QueryPath>,
+    /// Tokens of text the model reads (its window less the special tokens).
+    max_text_tokens: usize,
     /// The model's tokenizer without truncation or padding, for counting tokens.
     counter: tokenizers::Tokenizer,
     batch_size: usize,
@@ -73,6 +92,57 @@ pub struct EmbedderOptions {
     pub sessions: Option<usize>,
     /// ONNX Runtime intra-op threads per session.
     pub threads_per_session: usize,
+    /// How small requests (a search query) run.
+    pub query: QueryOptions,
+}
+
+/// How small requests — a search query, a handful of texts — run: on a session of their
+/// own that uses every core, apart from the single-threaded ingest sessions.
+///
+/// Queries from several threads at once are batched: the first runs at once, and those
+/// arriving while the session is busy run together as the next call (no timer: a lone
+/// query never waits for company, and a queued one waits at most for the call in flight).
+/// At most `max_waiting` requests queue; one more fails at once with
+/// [`Error::QueryQueueFull`], so a burst turns into errors the caller can retry or shed,
+/// not into ever longer waits.
+#[derive(Clone, Debug)]
+pub struct QueryOptions {
+    /// Intra-op threads of the query session. `None`: one per core. `Some(0)`: no query
+    /// session; small requests share the ingest sessions (the behaviour before it).
+    pub threads: Option<usize>,
+    /// Let the query session's threads spin between operators rather than sleep.
+    pub spinning: bool,
+    /// Requests of at most this many texts take the query session.
+    pub max_texts: usize,
+    /// Most texts per call when queued requests are batched.
+    pub max_batch: usize,
+    /// Most requests waiting for the query session.
+    pub max_waiting: usize,
+    /// Query vectors kept in a least-recently-used cache, keyed by the token ids the model
+    /// reads; `0` turns the cache off.
+    pub cache_entries: usize,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        Self {
+            threads: None,
+            spinning: false,
+            max_texts: 4,
+            max_batch: 16,
+            max_waiting: 256,
+            cache_entries: 1024,
+        }
+    }
+}
+
+/// The query session, the queue in front of it and the cache behind it.
+struct QueryPath {
+    lane: QueryLane,
+    cache: QueryCache,
+    /// The session's tokenizer (truncating), for cache keys.
+    tokenizer: tokenizers::Tokenizer,
+    max_texts: usize,
 }
 
 impl Default for EmbedderOptions {
@@ -83,6 +153,7 @@ impl Default for EmbedderOptions {
             batch_bytes: 1024,
             sessions: None,
             threads_per_session: 1,
+            query: QueryOptions::default(),
         }
     }
 }
@@ -136,7 +207,7 @@ impl OnnxEmbedder {
             .with_padding(None);
         let onnx_bytes = std::fs::read(&onnx)
             .map_err(|e| bad(format!("cannot read {}: {e}", onnx.display())))?;
-        let env = runtime::environment()?;
+        let env = tribute_common::environment()?;
         // Our sessions already run in parallel: tokenizing in parallel too only contends.
         tokenizers::utils::parallelism::set_parallelism(false);
         let n_sessions = options
@@ -145,17 +216,30 @@ impl OnnxEmbedder {
             .max(1);
         let model =
             UserDefinedEmbeddingModel::new(onnx_bytes, tokenizer_files).with_pooling(pooling);
-        let mut sessions = Vec::with_capacity(n_sessions);
-        for _ in 0..n_sessions {
+        let load = |threads: usize, spinning: bool| {
             let init = InitOptionsUserDefined::new()
                 .with_environment(env.clone())
                 .with_max_length(options.max_length)
-                .with_intra_threads(options.threads_per_session.max(1))
-                .with_session_config("session.intra_op.allow_spinning", "0");
-            let te = TextEmbedding::try_new_from_user_defined(model.clone(), init)
-                .map_err(|e| bad(format!("cannot load the model: {e}")))?;
-            sessions.push(Mutex::new(te));
+                .with_intra_threads(threads.max(1))
+                .with_session_config(
+                    "session.intra_op.allow_spinning",
+                    if spinning { "1" } else { "0" },
+                );
+            TextEmbedding::try_new_from_user_defined(model.clone(), init)
+                .map_err(|e| bad(format!("cannot load the model: {e}")))
+        };
+        let mut sessions = Vec::with_capacity(n_sessions);
+        for _ in 0..n_sessions {
+            sessions.push(Mutex::new(load(options.threads_per_session, false)?));
         }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let query = match options.query.threads.unwrap_or(cores) {
+            0 => None,
+            threads => Some(QueryPath::new(
+                load(threads, options.query.spinning)?,
+                &options.query,
+            )),
+        };
         let probe = sessions[0]
             .get_mut()
             .map_err(|_| bad("session poisoned".into()))?
@@ -165,6 +249,10 @@ impl OnnxEmbedder {
         if dim == 0 {
             return Err(bad("the model returned an empty embedding".into()));
         }
+        let max_text_tokens = match sessions[0].get_mut() {
+            Ok(te) => window_text_tokens(&te.tokenizer),
+            Err(_) => return Err(bad("session poisoned".into())),
+        };
         let model_id = dir
             .canonicalize()
             .ok()
@@ -174,6 +262,8 @@ impl OnnxEmbedder {
             model_id,
             dim,
             sessions,
+            query,
+            max_text_tokens,
             counter,
             batch_size: options.batch_size.max(1),
             batch_bytes: options.batch_bytes.max(1),
@@ -187,7 +277,7 @@ impl OnnxEmbedder {
         let model: fastembed::EmbeddingModel = name.parse().map_err(|e: String| {
             Error::Embedding(format!("unknown fastembed model {name:?}: {e}"))
         })?;
-        let env = runtime::environment()?;
+        let env = tribute_common::environment()?;
         let init = fastembed::TextInitOptions::new(model)
             .with_max_length(options.max_length)
             .with_environment(env);
@@ -205,14 +295,77 @@ impl OnnxEmbedder {
             .first()
             .map(Vec::len)
             .unwrap_or(0);
+        let max_text_tokens = window_text_tokens(&te.tokenizer);
         Ok(Self {
             model_id: name.to_owned(),
             dim,
             sessions: vec![Mutex::new(te)],
+            query: None,
+            max_text_tokens,
             counter,
             batch_size: options.batch_size.max(1),
             batch_bytes: options.batch_bytes.max(1),
         })
+    }
+}
+
+/// Tokens of text a session reads: its window less the special tokens its tokenizer adds.
+fn window_text_tokens(tokenizer: &tokenizers::Tokenizer) -> usize {
+    let window = tokenizer
+        .get_truncation()
+        .map_or(usize::MAX, |t| t.max_length);
+    let specials = tokenizer.encode("", true).map_or(0, |e| e.len());
+    window.saturating_sub(specials)
+}
+
+impl QueryPath {
+    fn new(session: TextEmbedding, options: &QueryOptions) -> Self {
+        let tokenizer = session.tokenizer.clone();
+        let session = Mutex::new(session);
+        let run = move |texts: &[&str]| -> Result<Vec<Vec<f32>>> {
+            session
+                .lock()
+                .map_err(|_| Error::Embedding("embedder poisoned by an earlier panic".into()))?
+                .embed(texts, Some(texts.len()))
+                .map_err(|e| Error::Embedding(e.to_string()))
+        };
+        Self {
+            lane: QueryLane::new(Box::new(run), options.max_batch, options.max_waiting),
+            cache: QueryCache::new(options.cache_entries),
+            tokenizer,
+            max_texts: options.max_texts.max(1),
+        }
+    }
+
+    /// Embeds a small request: cached vectors first, the rest through the lane.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
+        let mut missing: Vec<(usize, Option<Vec<u32>>)> = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            // The ids the model reads are the key; a text the tokenizer rejects is not
+            // cached (the model call reports the error).
+            let key = self
+                .tokenizer
+                .encode(*text, true)
+                .ok()
+                .map(|e| e.get_ids().to_vec());
+            match key.as_ref().and_then(|k| self.cache.get(k)) {
+                Some(v) => out[i] = Some(v),
+                None => missing.push((i, key)),
+            }
+        }
+        if !missing.is_empty() {
+            let batch: Vec<&str> = missing.iter().map(|&(i, _)| texts[i]).collect();
+            for ((i, key), v) in missing.into_iter().zip(self.lane.embed(&batch)?) {
+                if let Some(key) = key {
+                    self.cache.insert(key, v.clone());
+                }
+                out[i] = Some(v);
+            }
+        }
+        out.into_iter()
+            .map(|v| v.ok_or_else(|| Error::Embedding("no vector returned".into())))
+            .collect()
     }
 }
 
@@ -235,9 +388,16 @@ impl Embedder for OnnxEmbedder {
         self.dim
     }
 
+    fn max_text_tokens(&self) -> Option<usize> {
+        Some(self.max_text_tokens)
+    }
+
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(query) = self.query.as_ref().filter(|q| texts.len() <= q.max_texts) {
+            return query.embed(texts);
         }
         // Batch texts of similar length together: padding is wasted work.
         let mut order: Vec<usize> = (0..texts.len()).collect();

@@ -69,17 +69,10 @@ pub enum Error {
     #[error("invalid setting: {0}")]
     InvalidConfig(String),
 
-    /// The ONNX Runtime shared library could not be found or loaded.
-    #[error(
-        "ONNX Runtime library not usable: {reason}. Searched: {searched}. Fix: run `make setup` \
-         (installs it under ~/.cache/tribute/lib) or set ORT_DYLIB_PATH to libonnxruntime.so"
-    )]
-    OrtLibrary {
-        /// Why it failed.
-        reason: String,
-        /// Where we looked.
-        searched: String,
-    },
+    /// The ONNX Runtime shared library could not be found or loaded (the message says
+    /// where it was looked for and how to install it).
+    #[error(transparent)]
+    OrtLibrary(#[from] tribute_common::OrtLibraryError),
 
     /// An embedding model directory is missing or incomplete.
     #[error(
@@ -120,6 +113,21 @@ pub enum Error {
         path: PathBuf,
         /// What is damaged.
         reason: String,
+    },
+
+    /// A search query is empty or only whitespace.
+    #[error("the query is empty: give some text to search for")]
+    EmptyQuery,
+
+    /// More queries are waiting for the query session than its bound allows
+    /// ([`QueryOptions::max_waiting`](crate::embedder::QueryOptions::max_waiting)); nothing
+    /// was done with this one.
+    #[error(
+        "too many queries waiting to be embedded ({limit}): retry shortly, or raise QueryOptions::max_waiting"
+    )]
+    QueryQueueFull {
+        /// The bound on waiting queries.
+        limit: usize,
     },
 
     /// Dense search was asked of an index that has no embedder.

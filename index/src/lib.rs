@@ -9,7 +9,6 @@ pub mod error;
 pub mod eval;
 pub mod fusion;
 mod index;
-pub mod runtime;
 mod store;
 pub mod types;
 
@@ -17,7 +16,7 @@ pub use bm25::Bm25Params;
 pub use chunker::{ChunkerConfig, TokenCounter, WordCounter};
 pub use dense::HnswConfig;
 pub use document::{Document, LoadOptions, load_file};
-pub use embedder::{Embedder, EmbedderOptions, OnnxEmbedder};
+pub use embedder::{Embedder, EmbedderOptions, OnnxEmbedder, QueryOptions};
 pub use error::{Error, Result};
 pub use fusion::{Fusion, Mode};
 pub use index::{

@@ -78,35 +78,15 @@ impl Contributor {
     /// The zero address, used when a document names no contributor.
     pub const UNKNOWN: Contributor = Contributor(Address::ZERO);
 
-    /// Parses and validates an address.
+    /// Parses and validates an address ([`tribute_common::parse_address`]: mixed case
+    /// must carry a valid EIP-55 checksum).
     pub fn parse(input: &str) -> Result<Self> {
-        let bad = |reason: &str| Error::InvalidAddress {
-            input: input.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let trimmed = input.trim();
-        let hex = trimmed
-            .strip_prefix("0x")
-            .or_else(|| trimmed.strip_prefix("0X"))
-            .ok_or_else(|| bad("must start with 0x"))?;
-        if hex.len() != 40 {
-            return Err(bad(&format!("expected 40 hex digits, got {}", hex.len())));
-        }
-        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad("contains a character that is not a hex digit"));
-        }
-        let address = Address::from_str(hex).map_err(|e| bad(&e.to_string()))?;
-        let has_lower = hex.bytes().any(|b| b.is_ascii_lowercase());
-        let has_upper = hex.bytes().any(|b| b.is_ascii_uppercase());
-        if has_lower && has_upper {
-            let expected = address.to_checksum(None);
-            if expected[2..] != *hex {
-                return Err(bad(&format!(
-                    "EIP-55 checksum mismatch (did you mean {expected}?)"
-                )));
-            }
-        }
-        Ok(Self(address))
+        tribute_common::parse_address(input)
+            .map(Self)
+            .map_err(|e| Error::InvalidAddress {
+                input: e.input,
+                reason: e.reason,
+            })
     }
 
     /// The underlying address.

@@ -5,6 +5,7 @@
 
 mod hnsw;
 mod index;
+mod query;
 
 use std::sync::{Arc, OnceLock};
 

@@ -1,0 +1,185 @@
+//! The on-disk hybrid index: documents, chunks, BM25 and dense vectors, kept consistent.
+//!
+//! # Layout of an index directory
+//! - `meta.json`: format version, embedder id and dimension, chunker settings;
+//! - `log.jsonl`: append-only log of document, chunk and delete records;
+//! - `tantivy/`: the BM25 inverted index; each tantivy commit carries, as its payload,
+//!   how many log bytes and vector rows it covers (the *commit record*);
+//! - `dense/`: `vectors.f32` (one row per chunk) and HNSW graph snapshots.
+//!
+//! # Crash safety
+//! An ingest writes log lines and vector rows, fsyncs both, then commits tantivy with the
+//! commit record. The tantivy commit is atomic, so on open the last commit record says
+//! exactly which prefix of the log and of the vectors is valid; anything after it (an
+//! ingest killed half-way) is cut off. A killed ingest therefore leaves the index as it
+//! was at its last commit, openable and consistent.
+
+mod ingest;
+mod persist;
+mod records;
+mod search;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bm25::Bm25Index;
+use crate::chunker::{ChunkerConfig, TokenCounter, WordCounter};
+use crate::dense::{DenseIndex, HnswConfig};
+use crate::embedder::Embedder;
+use crate::store::OpLog;
+use crate::types::{ChunkId, ContentHash, DocId};
+
+pub use ingest::{IngestProgress, IngestReport};
+use persist::Meta;
+pub use records::{Chunk, DocumentRecord, NearDuplicate, Origin};
+pub use search::{DEFAULT_DEPTH, Hit, RetrieverScore, SearchRequest};
+
+/// Index settings fixed at creation (chunking) or used while ingesting.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IndexConfig {
+    /// How documents are cut into chunks; recorded when the index is created, and the
+    /// recorded settings are used from then on.
+    pub chunker: ChunkerConfig,
+    /// HNSW graph settings.
+    pub hnsw: HnswConfig,
+    /// Cosine similarity at or above which a new document counts as a near-duplicate
+    /// of an earlier one (every chunk must have such a match in the same earlier
+    /// document). `None` turns the check off.
+    pub near_duplicate_threshold: Option<f32>,
+    /// Chunks per durable commit during a large ingest.
+    pub commit_every: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            chunker: ChunkerConfig::default(),
+            hnsw: HnswConfig::default(),
+            near_duplicate_threshold: Some(0.95),
+            commit_every: 4096,
+        }
+    }
+}
+
+/// A row of the document table. Deleted documents stay (not `alive`), so that chunk
+/// slots never move.
+struct DocEntry {
+    record: DocumentRecord,
+    first_slot: u32,
+    alive: bool,
+}
+
+/// A row of the chunk table. Its position there is its *slot*: the same number names
+/// its BM25 entry and its vector row.
+struct ChunkEntry {
+    id: ChunkId,
+    doc: u32,
+    start: usize,
+    end: usize,
+    hash: ContentHash,
+    text: String,
+    alive: bool,
+}
+
+/// A hybrid BM25 + dense index of attributed documents, stored in a directory.
+pub struct Index {
+    dir: PathBuf,
+    config: IndexConfig,
+    meta: Meta,
+    embedder: Option<Arc<dyn Embedder>>,
+    log: OpLog,
+    bm25: Bm25Index,
+    dense: Option<DenseIndex>,
+    docs: Vec<DocEntry>,
+    /// Live documents by id, as positions in `docs`.
+    by_id: HashMap<DocId, u32>,
+    /// The live document each text was first indexed as (exact duplicates point here).
+    by_hash: HashMap<ContentHash, u32>,
+    chunks: Vec<ChunkEntry>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("dir", &self.dir)
+            .field("documents", &self.by_id.len())
+            .field("chunks", &self.chunk_count())
+            .field("embedder", &self.meta.embedder)
+            .finish()
+    }
+}
+
+impl Index {
+    /// The index directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The embedder, if the index was opened with one.
+    pub fn embedder(&self) -> Option<&Arc<dyn Embedder>> {
+        self.embedder.as_ref()
+    }
+
+    /// Live documents (exact duplicates included).
+    pub fn document_count(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Live chunks.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.iter().filter(|c| c.alive).count()
+    }
+
+    /// A live document's record.
+    pub fn document(&self, id: &DocId) -> Option<&DocumentRecord> {
+        self.by_id.get(id).map(|&i| &self.docs[i as usize].record)
+    }
+
+    /// All live chunks, in ingest order.
+    pub fn chunks(&self) -> impl Iterator<Item = Chunk> + '_ {
+        self.chunks
+            .iter()
+            .filter(|c| c.alive)
+            .map(|c| self.chunk_view(c))
+    }
+
+    fn chunk_view(&self, c: &ChunkEntry) -> Chunk {
+        let r = &self.docs[c.doc as usize].record;
+        Chunk {
+            chunk_id: c.id.clone(),
+            doc_id: r.id.clone(),
+            title: r.title.clone(),
+            text: c.text.clone(),
+            start: c.start,
+            end: c.end,
+            contributor: r.contributor,
+            datanet: r.datanet.clone(),
+            content_hash: c.hash,
+        }
+    }
+
+    /// All live document records, in ingest order.
+    pub fn documents(&self) -> impl Iterator<Item = &DocumentRecord> {
+        self.docs.iter().filter(|d| d.alive).map(|d| &d.record)
+    }
+
+    fn counter(&self) -> &dyn TokenCounter {
+        match &self.embedder {
+            Some(e) => e.as_ref(),
+            None => &WordCounter,
+        }
+    }
+}
+
+/// The text a chunk is embedded as: its document's title, then the chunk.
+pub(crate) fn embed_text(title: &str, chunk: &str) -> String {
+    if title.trim().is_empty() {
+        chunk.to_owned()
+    } else {
+        format!("{title}\n{chunk}")
+    }
+}
