@@ -30,10 +30,12 @@
 
 use std::path::{Path, PathBuf};
 
+use alloy_primitives::{Address, U256};
 use serde::{Deserialize, Serialize};
 use tribute_attribution::receipt::Ledger;
 use tribute_attribution::split::RewardConfig;
-use tribute_attribution::{AttributionConfig, Method};
+use tribute_attribution::{AttributionConfig as MethodConfig, Method};
+use tribute_common::address::eip55_opt;
 use tribute_index::Mode;
 
 use crate::error::{Error, Result};
@@ -58,7 +60,7 @@ pub struct EngineConfig {
     /// Generation settings.
     pub generation: GenerationConfig,
     /// Attribution settings.
-    pub attribution: AttributionSettings,
+    pub attribution: AttributionConfig,
     /// The reward split policy and governance (used when settling).
     pub rewards: RewardConfig,
     /// Receipt signing and journaling.
@@ -77,7 +79,7 @@ impl Default for EngineConfig {
             adapters: Vec::new(),
             retrieval: RetrievalConfig::default(),
             generation: GenerationConfig::default(),
-            attribution: AttributionSettings::default(),
+            attribution: AttributionConfig::default(),
             rewards: RewardConfig::default(),
             receipts: ReceiptConfig::default(),
             chain: None,
@@ -163,18 +165,18 @@ impl Default for GenerationConfig {
 /// Attribution settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct AttributionSettings {
+pub struct AttributionConfig {
     /// loo (default), ablation, similarity or retrieval.
     pub method: Method,
     /// The method's parameters.
-    pub config: AttributionConfig,
+    pub config: MethodConfig,
 }
 
-impl Default for AttributionSettings {
+impl Default for AttributionConfig {
     fn default() -> Self {
-        AttributionSettings {
+        AttributionConfig {
             method: Method::Loo,
-            config: AttributionConfig::default(),
+            config: MethodConfig::default(),
         }
     }
 }
@@ -183,11 +185,14 @@ impl Default for AttributionSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReceiptConfig {
-    /// The fee of one answer in wei, as a decimal string. Default 1e15 (0.001 ether).
-    pub fee_wei: String,
+    /// The fee of one answer in wei (a decimal or `0x` hex string, or an integer; written
+    /// as a decimal string). Default 1e15 (0.001 ether).
+    #[serde(with = "tribute_common::wei::serde")]
+    pub fee_wei: U256,
     /// The fee of one retrieval-only use ([`crate::Engine::retrieve`] with signing, the MCP
     /// `search` tool) in wei. Default 1e14 (0.0001 ether).
-    pub retrieval_fee_wei: String,
+    #[serde(with = "tribute_common::wei::serde")]
+    pub retrieval_fee_wei: U256,
     /// The receipt journal directory; `None`: receipts are signed but not journaled.
     pub journal: Option<PathBuf>,
     /// The environment variable holding the payer's hex key. Default `TRIBUTE_KEY`.
@@ -201,7 +206,8 @@ pub struct ReceiptConfig {
     /// The ledger whose EIP-712 domain receipts are signed for; required to sign.
     pub ledger: Option<Ledger>,
     /// The serving node's address written into receipts; `None`: the payer's.
-    pub serving_node: Option<String>,
+    #[serde(with = "eip55_opt")]
+    pub serving_node: Option<Address>,
     /// Also sign a receipt when no source was relevant (the whole fee then goes to the
     /// model owner, adapter authors and treasury). Default false.
     pub sign_without_sources: bool,
@@ -210,8 +216,8 @@ pub struct ReceiptConfig {
 impl Default for ReceiptConfig {
     fn default() -> Self {
         ReceiptConfig {
-            fee_wei: "1000000000000000".into(),
-            retrieval_fee_wei: "100000000000000".into(),
+            fee_wei: U256::from(1_000_000_000_000_000_u64),
+            retrieval_fee_wei: U256::from(100_000_000_000_000_u64),
             journal: None,
             key_env: "TRIBUTE_KEY".into(),
             keystore: None,
@@ -232,12 +238,16 @@ pub struct ChainConfig {
     /// Receipts per settlement batch. Default 100.
     pub batch_size: usize,
     /// The treasury address; `None`: the payer's.
-    pub treasury: Option<String>,
+    #[serde(with = "eip55_opt")]
+    pub treasury: Option<Address>,
     /// Paid the shares of model or adapter ids without a registered owner; `None`: such
     /// ids make settlement fail.
-    pub fallback_owner: Option<String>,
-    /// Seconds to wait for each RPC request or transaction receipt. Default 30.
-    pub timeout_s: u64,
+    #[serde(with = "eip55_opt")]
+    pub fallback_owner: Option<Address>,
+    /// Seconds to wait for each RPC request or transaction receipt. Default 30. (Also
+    /// read as `timeout_s`, its former name.)
+    #[serde(alias = "timeout_s")]
+    pub timeout_secs: u64,
 }
 
 impl Default for ChainConfig {
@@ -247,7 +257,7 @@ impl Default for ChainConfig {
             batch_size: 100,
             treasury: None,
             fallback_owner: None,
-            timeout_s: 30,
+            timeout_secs: 30,
         }
     }
 }

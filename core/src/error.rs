@@ -1,4 +1,10 @@
-//! The facade's error type.
+//! The facade's error type, and the one place errors are sorted into the domains the
+//! bindings expose ([`Error::kind`]).
+
+use tribute_attribution::Error as AttributionError;
+use tribute_attribution::journal::JournalError;
+use tribute_index::Error as IndexError;
+use tribute_inference::Error as InferenceError;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -17,9 +23,11 @@ pub enum Error {
     /// The model or an adapter failed to load or run.
     #[error(transparent)]
     Inference(tribute_inference::Error),
-    /// Attribution failed.
+    /// Attribution failed (citation weights or a reward split). Receipt, journal and
+    /// settlement errors of `tribute-attribution` are [`Error::Receipt`],
+    /// [`Error::Journal`] and [`Error::Settle`], never this.
     #[error(transparent)]
-    Attribution(#[from] tribute_attribution::Error),
+    Attribution(tribute_attribution::Error),
     /// A receipt or signing key was refused.
     #[error(transparent)]
     Receipt(#[from] tribute_attribution::receipt::ReceiptError),
@@ -45,6 +53,125 @@ pub enum Error {
     /// The async task running a blocking call panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(String),
+    /// The [`IndexHandle`](crate::IndexHandle) was closed.
+    #[error("the index is closed")]
+    IndexClosed,
+    /// Building an engine over an [`IndexHandle`](crate::IndexHandle) failed, and so did
+    /// reopening the handle's own index: the handle is closed.
+    #[error("{cause} (and reopening the index failed, so it is closed: {reopen})")]
+    IndexLost {
+        /// Why the engine could not be built.
+        cause: Box<Error>,
+        /// Why the index could not be reopened.
+        reopen: tribute_index::Error,
+    },
+    /// A call panicked while it held the engine's index or journal: what it guards may be
+    /// half-updated, so the engine refuses to use it (rebuild the engine).
+    #[error("the engine's {0} is unusable: a call panicked while it held it")]
+    Poisoned(&'static str),
+}
+
+/// The domain of an [`Error`]: what the bindings turn into one exception class (Python)
+/// or one error variant (Kotlin, Swift). Sorted by what the user can do about it, not by
+/// which crate failed: a missing embedding model is [`ErrorKind::Model`] whether the index
+/// or the engine loaded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The knowledge base failed: a malformed document, an unreadable file, a corrupt or
+    /// mismatched index directory, or an operation on a closed index.
+    KnowledgeBase,
+    /// A model (the generator or the embedder) could not be loaded or run: a missing or
+    /// incomplete model directory, ONNX Runtime not found, a tokenizer or prompt failure.
+    Model,
+    /// A LoRA adapter was refused: missing or malformed files, trained for another model,
+    /// not registered, or over the memory budget.
+    Adapter,
+    /// Citation weights could not be computed.
+    Attribution,
+    /// A receipt or signing key was refused, or the receipt journal failed.
+    Receipt,
+    /// Settlement on chain failed or is not configured.
+    Chain,
+    /// The configuration is invalid or unreadable (a TOML file, a ledger, a fee).
+    Config,
+    /// The request is invalid: an empty question, `top_k = 0`, an unknown mode or method,
+    /// or an operation the handle does not offer (a closed engine, an index that already
+    /// serves an engine).
+    Request,
+    /// Too much work is in flight: a bounded queue (queries waiting to be embedded,
+    /// requests waiting for the generator) is full. Nothing was done; retry later or raise
+    /// the limit.
+    Overloaded,
+    /// The ask was cancelled before it finished; nothing was signed.
+    Cancelled,
+    /// A bug: a failed background task or an inconsistent internal value.
+    Internal,
+}
+
+impl Error {
+    /// The domain of this error (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config(_) => ErrorKind::Config,
+            Error::Index(e) => index_kind(e),
+            Error::Inference(e) => inference_kind(e),
+            Error::Attribution(e) => attribution_kind(e),
+            Error::Journal(JournalError::UnknownState(_)) => ErrorKind::Request,
+            Error::Receipt(_) | Error::Journal(_) => ErrorKind::Receipt,
+            Error::Settle(_) | Error::NoChain(_) => ErrorKind::Chain,
+            Error::Prompt(crate::rag::PromptError::Inference(e)) => inference_kind(e),
+            Error::Prompt(_) => ErrorKind::Model,
+            Error::InvalidRequest(_) => ErrorKind::Request,
+            Error::Cancelled => ErrorKind::Cancelled,
+            Error::IndexClosed | Error::IndexLost { .. } => ErrorKind::KnowledgeBase,
+            Error::Task(_) | Error::Poisoned(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+fn index_kind(e: &IndexError) -> ErrorKind {
+    match e {
+        IndexError::ModelDirectory { .. }
+        | IndexError::OrtLibrary { .. }
+        | IndexError::Embedding(_) => ErrorKind::Model,
+        IndexError::UnknownVariant { .. } | IndexError::EmptyQuery => ErrorKind::Request,
+        IndexError::QueryQueueFull { .. } => ErrorKind::Overloaded,
+        _ => ErrorKind::KnowledgeBase,
+    }
+}
+
+fn inference_kind(e: &InferenceError) -> ErrorKind {
+    match e {
+        InferenceError::Adapter(_) => ErrorKind::Adapter,
+        InferenceError::InvalidRequest(_) => ErrorKind::Request,
+        InferenceError::Cancelled => ErrorKind::Cancelled,
+        InferenceError::Overloaded { .. } => ErrorKind::Overloaded,
+        _ => ErrorKind::Model,
+    }
+}
+
+fn attribution_kind(e: &AttributionError) -> ErrorKind {
+    match e {
+        AttributionError::UnknownMethod(_) => ErrorKind::Request,
+        _ => ErrorKind::Attribution,
+    }
+}
+
+impl From<AttributionError> for Error {
+    /// One variant per failure: the receipt, journal and settlement errors that
+    /// `tribute-attribution` wraps become [`Error::Receipt`], [`Error::Journal`] and
+    /// [`Error::Settle`] (a chain error is a failed settlement).
+    fn from(e: AttributionError) -> Self {
+        match e {
+            AttributionError::Receipt(e) => Error::Receipt(e),
+            AttributionError::Journal(e) => Error::Journal(e),
+            AttributionError::Settle(e) => Error::Settle(e),
+            #[cfg(feature = "onchain")]
+            AttributionError::Chain(e) => Error::Settle(e.into()),
+            e => Error::Attribution(e),
+        }
+    }
 }
 
 impl From<tribute_inference::Error> for Error {
@@ -54,5 +181,44 @@ impl From<tribute_inference::Error> for Error {
             tribute_inference::Error::Cancelled => Error::Cancelled,
             e => Error::Inference(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_sort_into_domains() {
+        assert_eq!(Error::Config("x".into()).kind(), ErrorKind::Config);
+        assert_eq!(Error::InvalidRequest("x".into()).kind(), ErrorKind::Request);
+        assert_eq!(Error::NoChain("x".into()).kind(), ErrorKind::Chain);
+        assert_eq!(Error::Task("x".into()).kind(), ErrorKind::Internal);
+        assert_eq!(Error::Cancelled.kind(), ErrorKind::Cancelled);
+        let bad_method = "fancy".parse::<tribute_attribution::Method>().unwrap_err();
+        assert_eq!(Error::from(bad_method).kind(), ErrorKind::Request);
+        let bad_mode = "fancy".parse::<tribute_index::Mode>().unwrap_err();
+        assert_eq!(Error::from(bad_mode).kind(), ErrorKind::Request);
+        let bad_state = "paid"
+            .parse::<tribute_attribution::journal::StateKind>()
+            .unwrap_err();
+        assert_eq!(Error::from(bad_state).kind(), ErrorKind::Request);
+        let bad_key = tribute_attribution::receipt::PayerKey::from_hex("0x12").unwrap_err();
+        assert_eq!(Error::from(bad_key).kind(), ErrorKind::Receipt);
+        assert_eq!(
+            Error::from(tribute_inference::Error::Tokenizer("x".into())).kind(),
+            ErrorKind::Model
+        );
+        let busy = tribute_inference::Error::Overloaded {
+            in_flight: 32,
+            queued: 1024,
+        };
+        assert_eq!(Error::from(busy).kind(), ErrorKind::Overloaded);
+        let full = tribute_index::Error::QueryQueueFull { limit: 256 };
+        assert_eq!(Error::from(full).kind(), ErrorKind::Overloaded);
+        assert_eq!(
+            Error::from(tribute_index::Error::EmptyQuery).kind(),
+            ErrorKind::Request
+        );
     }
 }

@@ -11,22 +11,36 @@
 pub mod config;
 pub mod engine;
 mod error;
+mod index_handle;
 pub mod rag;
 
 pub use config::EngineConfig;
 pub use engine::{
     Answer, AnswerSentence, AskEvent, AskOptions, AskRequest, AskStream, Citation, Engine,
-    EngineBuilder, Retrieval, StageTimings, Usage,
+    EngineBuilder, IndexSize, JournaledReceipt, ModelInfo, Retrieval, RetrieveRequest,
+    SearchOptions, SearchRequest, StageTimings, Usage,
 };
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
+pub use index_handle::IndexHandle;
+
+// The types of the wired crates that the engine's API takes or returns, so applications
+// need not depend on those crates (or alloy) themselves.
+pub use alloy_primitives::{Address, B256, U256};
+pub use tribute_attribution::Method;
+pub use tribute_attribution::journal::{ReceiptState, StateKind, Stats as ReceiptStats};
+pub use tribute_attribution::receipt::{Ledger, PayerKey, SignedReceipt, UsageReceipt};
+#[cfg(feature = "onchain")]
+pub use tribute_attribution::settle::SettleReport;
+pub use tribute_attribution::split::RewardConfig;
+pub use tribute_inference::{CancelToken, Generator};
 
 pub use tribute_attribution as attribution;
+/// The ONNX Runtime library and process-wide values ([`common::PerProcess`]) shared by
+/// the crates above.
+pub use tribute_common as common;
 pub use tribute_index as index;
 pub use tribute_index::{
     ChunkId, ContentHash, Contributor, DatanetId, DocId, Document, Fusion, Hit, Index, IndexConfig,
     IngestProgress, IngestReport, Mode, OnnxEmbedder,
 };
 pub use tribute_inference as inference;
-/// The ONNX Runtime library and process-wide values ([`runtime::PerProcess`]) shared by
-/// the crates above.
-pub use tribute_runtime as runtime;

@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
     }
     // …and what that is worth: the fee split with the engine's policy (default 70 % to
     // contributors, 10 % adapter authors, 15 % model owner, 5 % treasury), exact to the wei.
-    let fee = engine.config().receipts.fee_wei.parse()?;
+    let fee = engine.config().receipts.fee_wei;
     let mut request = SplitRequest::builder(fee)
         .model_owner(MODEL_OWNER)
         .treasury(TREASURY);

@@ -13,7 +13,7 @@ fn main() -> anyhow::Result<()> {
         config.receipts.ledger = Some(serde_json::from_slice(&std::fs::read(path)?)?);
     }
     let engine = Engine::builder().config(config).build()?; // signs with $TRIBUTE_KEY if set
-    if engine.index_size()?.0 == 0 {
+    if engine.index_size()?.documents == 0 {
         let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/data/zephyr");
         for file in expand_paths(&[sample.into()])? {
             engine.add_documents(load_file(&file, &LoadOptions::default())?, None)?;

@@ -16,7 +16,7 @@ fn main() -> anyhow::Result<()> {
         Into::into,
     );
     let engine = Engine::builder().index_dir(kb).build()?;
-    if engine.index_size()?.0 == 0 {
+    if engine.index_size()?.documents == 0 {
         let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/zephyr");
         let mut docs = Vec::new();
         for file in expand_paths(&[data])? {

@@ -55,7 +55,8 @@ pub struct McpArgs {
 pub fn run(a: McpArgs) -> anyhow::Result<()> {
     let engine = Engine::from_config_file(&a.config)
         .with_context(|| format!("loading the engine from {}", a.config.display()))?;
-    let (docs, chunks) = engine.index_size()?;
+    let size = engine.index_size()?;
+    let (docs, chunks) = (size.documents, size.chunks);
     eprintln!(
         "tribute mcp: serving {} ({docs} documents, {chunks} chunks; receipts {}) on stdio",
         engine.config().index.display(),
@@ -229,8 +230,14 @@ Use it to read sources yourself; use `ask` for a generated, cited answer.",
             )));
         }
         let engine = self.engine.clone();
-        let result =
-            blocking(move || engine.retrieve(&p.query, p.k, p.datanets.as_deref(), true)).await;
+        let result = blocking(move || {
+            let mut request = engine.retrieve(p.query).top_k(p.k);
+            if let Some(d) = p.datanets {
+                request = request.datanets(d);
+            }
+            request.run()
+        })
+        .await;
         Ok(match result {
             Ok(r) => json_content(&r).map_or_else(tool_error, |c| CallToolResult::success(vec![c])),
             Err(e) => tool_error(e),
@@ -342,12 +349,12 @@ submitted, confirmed).",
         };
         let total = all.len();
         let mut receipts = Vec::with_capacity(total.min(p.limit));
-        for (r, s) in all.iter().skip(total.saturating_sub(p.limit)) {
-            let receipt: Value = match serde_json::from_str(&r.to_json()) {
+        for j in all.iter().skip(total.saturating_sub(p.limit)) {
+            let receipt: Value = match serde_json::from_str(&j.receipt.to_json()) {
                 Ok(v) => v,
                 Err(e) => return Ok(tool_error(format!("receipt JSON: {e}"))),
             };
-            let state = match serde_json::to_value(s) {
+            let state = match serde_json::to_value(j.state) {
                 Ok(v) => v,
                 Err(e) => return Ok(tool_error(format!("receipt state JSON: {e}"))),
             };

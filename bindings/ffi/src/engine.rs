@@ -130,14 +130,7 @@ impl Engine {
             if let Some(s) = &signer {
                 builder = builder.signer(s.key.clone());
             }
-            let engine = index.serve_engine(|path, embedder| {
-                config.index = path;
-                let mut builder = builder.config(config);
-                if let Some(e) = embedder {
-                    builder = builder.embedder(e);
-                }
-                Ok(builder.build()?)
-            })?;
+            let engine = index.handle.serve_engine(builder.config(config))?;
             Ok(Arc::new(Engine {
                 inner: RwLock::new(Some(engine)),
                 index,
@@ -151,7 +144,9 @@ impl Engine {
     pub fn from_config(path: String) -> Result<Arc<Self>> {
         guard(|| {
             let engine = tribute::Engine::from_config_file(&path)?;
-            let index = Arc::new(Index::for_engine(engine.clone()));
+            let index = Arc::new(Index {
+                handle: tribute::IndexHandle::for_engine(engine.clone()),
+            });
             Ok(Arc::new(Engine {
                 inner: RwLock::new(Some(engine)),
                 index,
@@ -202,8 +197,12 @@ impl Engine {
     ) -> Result<Vec<Hit>> {
         guard(|| {
             let engine = self.engine()?;
-            let hits =
-                engine.search_with(&query, size(k), mode.map(Into::into), datanets.as_deref())?;
+            let options = tribute::SearchOptions {
+                top_k: Some(size(k)),
+                mode: mode.map(Into::into),
+                datanets,
+            };
+            let hits = engine.search(query).options(options).run()?;
             Ok(hits.iter().map(Hit::from).collect())
         })
     }
@@ -221,8 +220,14 @@ impl Engine {
     ) -> Result<Retrieval> {
         guard(|| {
             let engine = self.engine()?;
-            let k = k.map_or(engine.config().retrieval.top_k, size);
-            let r = engine.retrieve(&query, k, datanets.as_deref(), sign)?;
+            let mut request = engine.retrieve(query).sign(sign);
+            if let Some(k) = k {
+                request = request.top_k(size(k));
+            }
+            if let Some(d) = datanets {
+                request = request.datanets(d);
+            }
+            let r = request.run()?;
             Ok(Retrieval::new(r, Engine::ledger_of(&engine)))
         })
     }
@@ -237,7 +242,7 @@ impl Engine {
             let list = engine.receipts(state.map(Into::into))?;
             Ok(list
                 .into_iter()
-                .map(|(r, s)| JournaledReceipt::new(r, s, ledger))
+                .map(|j| JournaledReceipt::new(j.receipt, j.state, ledger))
                 .collect())
         })
     }
@@ -277,12 +282,12 @@ impl Engine {
 
     /// The model's name.
     pub fn model(&self) -> Result<String> {
-        guard(|| Ok(self.engine()?.model().0.to_owned()))
+        guard(|| Ok(self.engine()?.model().name.clone()))
     }
 
     /// The model's on-chain id (keccak-256 of its name, 0x-hex).
     pub fn model_id(&self) -> Result<String> {
-        guard(|| Ok(self.engine()?.model().1.to_string()))
+        guard(|| Ok(self.engine()?.model().id.to_string()))
     }
 
     /// The whole configuration as JSON (the TOML file's structure).
@@ -302,7 +307,7 @@ impl Engine {
     /// and the journal are released once running asks are done with them.
     pub fn release(&self) {
         let engine = write(&self.inner).take();
-        self.index.release();
+        self.index.handle.close();
         drop(engine);
     }
 }

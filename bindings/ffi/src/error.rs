@@ -2,14 +2,13 @@
 //!
 //! Flat and stable: Kotlin sees `TributeException.Model(message)`, Swift
 //! `TributeError.Model(message:)`. Domains, not Rust types, pick the variant (a missing
-//! embedding model is a `Model` error whether the index or the engine loaded it), exactly
-//! as the Python package's exception classes are picked.
+//! embedding model is a `Model` error whether the index or the engine loaded it): the
+//! domain is [`tribute::Error::kind`], the same one that picks the Python package's
+//! exception classes.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use tribute::attribution::Error as AttributionErr;
-use tribute::index::Error as IndexErr;
-use tribute::inference::Error as InferenceErr;
+use tribute::ErrorKind;
 
 /// Everything the Tribute bindings throw. Each variant carries the Rust library's message
 /// unchanged; the variants are stable, the messages are for people.
@@ -45,6 +44,10 @@ pub enum TributeError {
     /// operation this handle does not offer (a closed engine, an index served by an engine).
     #[error("{0}")]
     Request(String),
+    /// Too much work is in flight (a bounded queue of queries or generation requests is
+    /// full); nothing was done: retry later or raise the limit.
+    #[error("{0}")]
+    Overloaded(String),
     /// The ask was cancelled (a listener returned `false`, a coroutine or stop flag
     /// cancelled it) before it finished; nothing was signed.
     #[error("{0}")]
@@ -61,38 +64,30 @@ pub type Result<T, E = TributeError> = std::result::Result<T, E>;
 impl From<tribute::Error> for TributeError {
     fn from(e: tribute::Error) -> Self {
         let msg = e.to_string();
-        match &e {
-            tribute::Error::Config(_) => TributeError::Config(msg),
-            tribute::Error::Index(e) => index_error(e, msg),
-            tribute::Error::Inference(e) => inference_error(e, msg),
-            tribute::Error::Attribution(e) => match e {
-                AttributionErr::Receipt(_) | AttributionErr::Journal(_) => {
-                    TributeError::Receipt(msg)
-                }
-                AttributionErr::Settle(_) => TributeError::Chain(msg),
-                _ => TributeError::Attribution(msg),
-            },
-            tribute::Error::Receipt(_) | tribute::Error::Journal(_) => TributeError::Receipt(msg),
-            tribute::Error::Settle(_) | tribute::Error::NoChain(_) => TributeError::Chain(msg),
-            tribute::Error::Prompt(tribute::rag::PromptError::Inference(e)) => {
-                inference_error(e, msg)
-            }
-            tribute::Error::Prompt(_) => TributeError::Model(msg),
-            tribute::Error::InvalidRequest(_) => TributeError::Request(msg),
-            tribute::Error::Cancelled => TributeError::Cancelled(msg),
+        match e.kind() {
+            ErrorKind::KnowledgeBase => TributeError::KnowledgeBase(msg),
+            ErrorKind::Model => TributeError::Model(msg),
+            ErrorKind::Adapter => TributeError::Adapter(msg),
+            ErrorKind::Attribution => TributeError::Attribution(msg),
+            ErrorKind::Receipt => TributeError::Receipt(msg),
+            ErrorKind::Chain => TributeError::Chain(msg),
+            ErrorKind::Config => TributeError::Config(msg),
+            ErrorKind::Request => TributeError::Request(msg),
+            ErrorKind::Overloaded => TributeError::Overloaded(msg),
+            ErrorKind::Cancelled => TributeError::Cancelled(msg),
             _ => TributeError::Internal(msg),
         }
     }
 }
 
-impl From<IndexErr> for TributeError {
-    fn from(e: IndexErr) -> Self {
+impl From<tribute::index::Error> for TributeError {
+    fn from(e: tribute::index::Error) -> Self {
         tribute::Error::from(e).into()
     }
 }
 
-impl From<InferenceErr> for TributeError {
-    fn from(e: InferenceErr) -> Self {
+impl From<tribute::inference::Error> for TributeError {
+    fn from(e: tribute::inference::Error) -> Self {
         tribute::Error::from(e).into()
     }
 }
@@ -103,8 +98,8 @@ impl From<tribute::attribution::receipt::ReceiptError> for TributeError {
     }
 }
 
-impl From<AttributionErr> for TributeError {
-    fn from(e: AttributionErr) -> Self {
+impl From<tribute::attribution::Error> for TributeError {
+    fn from(e: tribute::attribution::Error) -> Self {
         tribute::Error::from(e).into()
     }
 }
@@ -113,24 +108,6 @@ impl From<AttributionErr> for TributeError {
 impl From<uniffi::UnexpectedUniFFICallbackError> for TributeError {
     fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
         TributeError::Internal(format!("a listener failed: {}", e.reason))
-    }
-}
-
-fn index_error(e: &IndexErr, msg: String) -> TributeError {
-    match e {
-        IndexErr::ModelDirectory { .. } | IndexErr::OrtLibrary { .. } | IndexErr::Embedding(_) => {
-            TributeError::Model(msg)
-        }
-        IndexErr::UnknownVariant { .. } => TributeError::Request(msg),
-        _ => TributeError::KnowledgeBase(msg),
-    }
-}
-
-fn inference_error(e: &InferenceErr, msg: String) -> TributeError {
-    match e {
-        InferenceErr::Adapter(_) => TributeError::Adapter(msg),
-        InferenceErr::InvalidRequest(_) => TributeError::Request(msg),
-        _ => TributeError::Model(msg),
     }
 }
 
@@ -215,7 +192,7 @@ mod tests {
             .parse::<tribute::attribution::Method>()
             .expect_err("a bad method")
             .into();
-        assert!(matches!(e, TributeError::Attribution(_)));
+        assert!(matches!(e, TributeError::Request(_)));
     }
 
     #[test]

@@ -2,16 +2,13 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
-use tribute::index::Embedder;
 use tribute::index::document::{LoadOptions, expand_paths, load_file};
-use tribute::index::embedder::{EmbedderOptions, OnnxEmbedder, default_model_dir};
-use tribute::{Contributor, DatanetId, IndexConfig};
+use tribute::{Contributor, DatanetId, IndexHandle, SearchOptions};
 
-use crate::error::{Result, TributeError, guard, panic_message, request};
+use crate::error::{Result, TributeError, guard, panic_message};
 use crate::types::{Document, Hit, IngestProgress, IngestReport, SearchMode, count, size};
-use crate::{read, write};
 
 /// Receives an ingest's progress (`Index.add`, `Index.addFiles`): called after each
 /// embedded batch, on the thread running the ingest.
@@ -25,14 +22,6 @@ pub trait IngestListener: Send + Sync {
     fn on_progress(&self, progress: IngestProgress);
 }
 
-/// What an [`Index`] handle is backed by.
-pub(crate) enum Backing {
-    /// Its own `tribute::Index`.
-    Own(Box<tribute::Index>),
-    /// An engine that took the directory over (`Engine(index, …)`).
-    Engine(tribute::Engine),
-}
-
 /// A knowledge base: attributed documents in datanets, searched by BM25, dense vectors or
 /// both (hybrid), stored in a directory.
 ///
@@ -41,31 +30,9 @@ pub(crate) enum Backing {
 /// handle then searches, ingests and deletes through the engine (searches default to the
 /// engine's retrieval mode and datanets). `release()` releases the directory (Kotlin's `close()`/`use {}` and dropping the
 /// last Swift reference also free the handle).
-#[derive(uniffi::Object)]
+#[derive(Debug, uniffi::Object)]
 pub struct Index {
-    path: PathBuf,
-    embedder: Option<Arc<dyn Embedder>>,
-    backing: RwLock<Option<Backing>>,
-}
-
-impl std::fmt::Debug for Index {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Index")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-fn closed() -> TributeError {
-    TributeError::KnowledgeBase("the index is closed".into())
-}
-
-fn load_embedder(dir: Option<&Path>) -> Result<Arc<dyn Embedder>> {
-    let dir = dir.map_or_else(default_model_dir, Path::to_owned);
-    Ok(Arc::new(OnnxEmbedder::from_dir(
-        &dir,
-        EmbedderOptions::default(),
-    )?))
+    pub(crate) handle: IndexHandle,
 }
 
 /// The [`TributeError::Internal`] for a failed [`IngestListener`]: the first line of the
@@ -94,61 +61,6 @@ fn contributor(c: Option<&str>) -> Result<Option<Contributor>> {
 }
 
 impl Index {
-    /// A handle backed by an engine built from a config file.
-    pub(crate) fn for_engine(engine: tribute::Engine) -> Self {
-        Index {
-            path: engine.config().index.clone(),
-            embedder: None,
-            backing: RwLock::new(Some(Backing::Engine(engine))),
-        }
-    }
-
-    /// Hands the directory to an engine: closes this handle's own index, calls `build`
-    /// with the path and the embedder, and from then on serves through the engine. If
-    /// `build` fails, the handle reopens its own index.
-    pub(crate) fn serve_engine(
-        &self,
-        build: impl FnOnce(PathBuf, Option<Arc<dyn Embedder>>) -> Result<tribute::Engine>,
-    ) -> Result<tribute::Engine> {
-        let mut b = write(&self.backing);
-        match b.take() {
-            Some(Backing::Own(index)) => {
-                drop(index);
-                match build(self.path.clone(), self.embedder.clone()) {
-                    Ok(engine) => {
-                        *b = Some(Backing::Engine(engine.clone()));
-                        Ok(engine)
-                    }
-                    Err(e) => {
-                        let config = IndexConfig::default();
-                        match tribute::Index::open(&self.path, self.embedder.clone(), config) {
-                            Ok(index) => {
-                                *b = Some(Backing::Own(Box::new(index)));
-                                Err(e)
-                            }
-                            Err(reopen) => Err(TributeError::KnowledgeBase(format!(
-                                "{e} (and reopening the index failed, so it is closed: {reopen})"
-                            ))),
-                        }
-                    }
-                }
-            }
-            Some(Backing::Engine(e)) => {
-                *b = Some(Backing::Engine(e));
-                Err(request(
-                    "this index already serves an engine: use that engine (or its index())",
-                ))
-            }
-            None => Err(closed()),
-        }
-    }
-
-    /// Releases the directory (the engine's, if it serves one, stays open for the engine).
-    pub(crate) fn release(&self) {
-        let old = write(&self.backing).take();
-        drop(old);
-    }
-
     /// Adds documents, reporting to `listener`. A listener that fails (a foreign exception
     /// surfaces as a panic of uniffi's callback code, caught here) is not called again; its
     /// failure is returned once the ingest has finished.
@@ -170,23 +82,11 @@ impl Index {
             }
         };
         let progress: Option<&dyn Fn(&tribute::IngestProgress)> = listener.map(|_| &call as _);
-        let report = match &mut *write(&self.backing) {
-            None => return Err(closed()),
-            Some(Backing::Own(index)) => index.add_documents(docs, progress)?,
-            Some(Backing::Engine(engine)) => engine.add_documents(docs, progress)?,
-        };
+        let report = self.handle.add_documents(docs, progress)?;
         // The documents are in; the listener's failure is still the caller's to see.
         match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Err(e),
             None => Ok(report.into()),
-        }
-    }
-
-    fn counts(&self) -> Result<(usize, usize)> {
-        match &*read(&self.backing) {
-            None => Err(closed()),
-            Some(Backing::Own(i)) => Ok((i.document_count(), i.chunk_count())),
-            Some(Backing::Engine(e)) => Ok(e.index_size()?),
         }
     }
 }
@@ -204,15 +104,8 @@ impl Index {
     #[uniffi::constructor(default(embedder = None))]
     pub fn open(path: String, embedder: Option<String>) -> Result<Arc<Self>> {
         guard(|| {
-            let path = PathBuf::from(path);
-            let embedder = load_embedder(embedder.as_deref().map(Path::new))?;
-            let index =
-                tribute::Index::open(&path, Some(embedder.clone()), IndexConfig::default())?;
-            Ok(Arc::new(Index {
-                path,
-                embedder: Some(embedder),
-                backing: RwLock::new(Some(Backing::Own(Box::new(index)))),
-            }))
+            let handle = IndexHandle::open(path, embedder.as_deref().map(Path::new))?;
+            Ok(Arc::new(Index { handle }))
         })
     }
 
@@ -285,23 +178,12 @@ impl Index {
         datanets: Option<Vec<String>>,
     ) -> Result<Vec<Hit>> {
         guard(|| {
-            let mode: Option<tribute::Mode> = mode.map(Into::into);
-            let hits = match &*read(&self.backing) {
-                None => return Err(closed()),
-                Some(Backing::Own(index)) => {
-                    let mut req = index
-                        .search(&query)
-                        .k(size(k))
-                        .mode(mode.unwrap_or_default());
-                    if let Some(d) = &datanets {
-                        req = req.datanets(d.iter().map(String::as_str));
-                    }
-                    req.execute()?
-                }
-                Some(Backing::Engine(engine)) => {
-                    engine.search_with(&query, size(k), mode, datanets.as_deref())?
-                }
+            let options = SearchOptions {
+                top_k: Some(size(k)),
+                mode: mode.map(Into::into),
+                datanets,
             };
+            let hits = self.handle.search(&query, &options)?;
             Ok(hits.iter().map(Hit::from).collect())
         })
     }
@@ -309,37 +191,33 @@ impl Index {
     /// Deletes a document and its chunks; returns whether it existed. Receipts that cited
     /// it keep their content hashes.
     pub fn delete(&self, doc_id: String) -> Result<bool> {
-        guard(|| match &mut *write(&self.backing) {
-            None => Err(closed()),
-            Some(Backing::Own(index)) => Ok(index.delete(&doc_id.as_str().into())?),
-            Some(Backing::Engine(engine)) => Ok(engine.delete_document(&doc_id)?),
-        })
+        guard(|| Ok(self.handle.delete(&doc_id)?))
     }
 
     /// The index directory.
     pub fn path(&self) -> String {
-        self.path.display().to_string()
+        self.handle.path().display().to_string()
     }
 
     /// Whether the handle is closed.
     pub fn is_closed(&self) -> bool {
-        read(&self.backing).is_none()
+        self.handle.is_closed()
     }
 
     /// Documents in the index.
     pub fn document_count(&self) -> Result<u32> {
-        guard(|| Ok(count(self.counts()?.0)))
+        guard(|| Ok(count(self.handle.size()?.documents)))
     }
 
     /// Chunks in the index.
     pub fn chunk_count(&self) -> Result<u32> {
-        guard(|| Ok(count(self.counts()?.1)))
+        guard(|| Ok(count(self.handle.size()?.chunks)))
     }
 
     /// Releases the directory now (later calls throw `KnowledgeBase`). An index serving
     /// an engine stays open for that engine.
     #[uniffi::method(name = "release")]
     pub fn release_directory(&self) {
-        self.release();
+        self.handle.close();
     }
 }

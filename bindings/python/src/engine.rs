@@ -5,7 +5,7 @@ use std::sync::RwLock;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
-use tribute::attribution::journal::{ReceiptState, StateKind};
+use tribute::attribution::journal::StateKind;
 use tribute::attribution::receipt::Ledger;
 use tribute::config::ChainConfig;
 use tribute::{AskOptions, EngineConfig};
@@ -13,7 +13,7 @@ use tribute::{AskOptions, EngineConfig};
 use tribute::inference::CancelToken;
 
 use crate::answer::{Answer, AskStream, Retrieval, Starter};
-use crate::error::{ConfigError, TributeError, py_err, request};
+use crate::error::{ConfigError, py_err, request};
 use crate::generator::{Generator, adapters};
 use crate::index::{Hit, Index};
 use crate::quoted;
@@ -31,7 +31,7 @@ use crate::runtime::{coroutine, wait_interruptibly};
 /// answers carry signed receipts — without `signer`, a key in `$TRIBUTE_KEY` is used
 /// when set, as in the Rust library; `journal` is the receipt journal directory. `chain`
 /// (an RPC URL, or a dict with `rpc`, `batch_size`, `treasury`, `fallback_owner`,
-/// `timeout_s`) is where `settle` pays the receipts.
+/// `timeout_secs`) is where `settle` pays the receipts.
 /// `top_k`, `mode`, `method` and `max_tokens` set the defaults of `ask`.
 ///
 /// Safe to use from several threads; every long call releases the GIL. Use it as a
@@ -61,17 +61,11 @@ fn ask_options(
         mode: mode.map(|m| m.parse().map_err(py_err)).transpose()?,
         datanets,
         adapters: self::adapters(adapters)?,
-        method: method
-            .map(|m| {
-                m.parse()
-                    .map_err(|e: tribute::attribution::Error| request(e.to_string()))
-            })
-            .transpose()?,
+        method: method.map(|m| m.parse().map_err(py_err)).transpose()?,
         fee: fee
             .map(|f| {
                 let s = f.str()?.to_string();
-                s.parse()
-                    .map_err(|_| request(format!("fee {s:?} is not a non-negative integer (wei)")))
+                tribute::common::wei::parse_wei(&s).map_err(|e| request(format!("fee: {e}")))
             })
             .transpose()?,
         max_tokens,
@@ -80,6 +74,25 @@ fn ask_options(
         cancel: Some(cancel.clone()),
     };
     Ok((options, cancel))
+}
+
+/// A retrieval with these keyword arguments, to run on an engine.
+fn retrieve_request(
+    query: String,
+    k: Option<usize>,
+    datanets: Option<Vec<String>>,
+    sign: bool,
+) -> impl FnOnce(&tribute::Engine) -> tribute::Result<tribute::Retrieval> + Send {
+    move |engine| {
+        let mut request = engine.retrieve(query).sign(sign);
+        if let Some(k) = k {
+            request = request.top_k(k);
+        }
+        if let Some(d) = datanets {
+            request = request.datanets(d);
+        }
+        request.run()
+    }
 }
 
 /// A chain config from an RPC URL or a dict of `ChainConfig` fields.
@@ -93,7 +106,7 @@ fn chain_config(obj: &Bound<'_, PyAny>) -> PyResult<ChainConfig> {
     let bad = |e: &dyn std::fmt::Display| ConfigError::new_err(format!("chain: {e}"));
     if !obj.is_instance_of::<PyDict>() {
         return Err(bad(
-            &"give an RPC URL or a dict (rpc, batch_size, treasury, fallback_owner, timeout_s)",
+            &"give an RPC URL or a dict (rpc, batch_size, treasury, fallback_owner, timeout_secs)",
         ));
     }
     let text: String = PyModule::import(obj.py(), "json")?
@@ -102,22 +115,13 @@ fn chain_config(obj: &Bound<'_, PyAny>) -> PyResult<ChainConfig> {
     serde_json::from_str(&text).map_err(|e| bad(&e))
 }
 
-fn state_name(s: &ReceiptState) -> &'static str {
-    match s.kind() {
-        StateKind::Pending => "pending",
-        StateKind::Batched => "batched",
-        StateKind::Submitted => "submitted",
-        StateKind::Confirmed => "confirmed",
-    }
-}
-
 impl Engine {
     fn engine(&self) -> PyResult<tribute::Engine> {
         self.inner
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .ok_or_else(|| TributeError::new_err("the engine is closed"))
+            .ok_or_else(|| request("the engine is closed"))
     }
 
     fn ledger_of(e: &tribute::Engine) -> Option<Ledger> {
@@ -127,7 +131,12 @@ impl Engine {
     fn wrap(py: Python<'_>, engine: tribute::Engine, index: Option<Py<Index>>) -> PyResult<Self> {
         let index = match index {
             Some(i) => i,
-            None => Py::new(py, Index::for_engine(engine.clone()))?,
+            None => Py::new(
+                py,
+                Index {
+                    handle: tribute::IndexHandle::for_engine(engine.clone()),
+                },
+            )?,
         };
         Ok(Engine {
             inner: RwLock::new(Some(engine)),
@@ -173,9 +182,7 @@ impl Engine {
             config.retrieval.mode = m.parse().map_err(py_err)?;
         }
         if let Some(m) = method {
-            config.attribution.method = m
-                .parse()
-                .map_err(|e: tribute::attribution::Error| request(e.to_string()))?;
+            config.attribution.method = m.parse().map_err(py_err)?;
         }
         if let Some(n) = max_tokens {
             config.generation.max_tokens = n;
@@ -210,16 +217,8 @@ impl Engine {
                 .map_err(py_err)?,
             Some(ix) => {
                 let ix: &Index = ix.get();
-                py.detach(|| {
-                    ix.serve_engine(|path, embedder| {
-                        config.index = path;
-                        let mut builder = builder.config(config);
-                        if let Some(e) = embedder {
-                            builder = builder.embedder(e);
-                        }
-                        builder.build()
-                    })
-                })?
+                py.detach(|| ix.handle.serve_engine(builder.config(config)))
+                    .map_err(py_err)?
             }
         };
         Engine::wrap(py, engine, handle.map(Bound::unbind))
@@ -422,11 +421,10 @@ impl Engine {
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?;
         let ledger = Engine::ledger_of(&engine);
-        let k = k.unwrap_or(engine.config().retrieval.top_k);
-        let query = query.to_owned();
+        let request = retrieve_request(query.to_owned(), k, datanets, sign);
         coroutine(
             py,
-            move || engine.retrieve(&query, k, datanets.as_deref(), sign),
+            move || request(&engine),
             move |py, r| {
                 let inner = r.map_err(py_err)?;
                 Ok(Py::new(py, Retrieval { inner, ledger })?.into_any())
@@ -488,8 +486,13 @@ impl Engine {
     ) -> PyResult<Vec<Hit>> {
         let mode = mode.map(|m| m.parse().map_err(py_err)).transpose()?;
         let engine = self.engine()?;
+        let options = tribute::SearchOptions {
+            top_k: Some(k),
+            mode,
+            datanets,
+        };
         let hits = py
-            .detach(|| engine.search_with(query, k, mode, datanets.as_deref()))
+            .detach(|| engine.search(query).options(options).run())
             .map_err(py_err)?;
         Ok(hits.iter().map(Hit::from).collect())
     }
@@ -507,10 +510,8 @@ impl Engine {
         sign: bool,
     ) -> PyResult<Retrieval> {
         let engine = self.engine()?;
-        let k = k.unwrap_or(engine.config().retrieval.top_k);
-        let r = py
-            .detach(|| engine.retrieve(query, k, datanets.as_deref(), sign))
-            .map_err(py_err)?;
+        let request = retrieve_request(query.to_owned(), k, datanets, sign);
+        let r = py.detach(|| request(&engine)).map_err(py_err)?;
         Ok(Retrieval {
             inner: r,
             ledger: Engine::ledger_of(&engine),
@@ -522,24 +523,21 @@ impl Engine {
     /// without a journal.
     #[pyo3(signature = (state = None))]
     fn receipts(&self, py: Python<'_>, state: Option<&str>) -> PyResult<Vec<(Receipt, String)>> {
-        let kind = match state {
-            None => None,
-            Some("pending") => Some(StateKind::Pending),
-            Some("batched") => Some(StateKind::Batched),
-            Some("submitted") => Some(StateKind::Submitted),
-            Some("confirmed") => Some(StateKind::Confirmed),
-            Some(other) => {
-                return Err(request(format!(
-                    "unknown receipt state {other:?} (pending, batched, submitted, confirmed)"
-                )));
-            }
-        };
+        let kind = state
+            .map(str::parse::<StateKind>)
+            .transpose()
+            .map_err(py_err)?;
         let engine = self.engine()?;
         let ledger = Engine::ledger_of(&engine);
         let list = py.detach(|| engine.receipts(kind)).map_err(py_err)?;
         Ok(list
             .into_iter()
-            .map(|(r, s)| (Receipt::new(r, ledger), state_name(&s).to_owned()))
+            .map(|j| {
+                (
+                    Receipt::new(j.receipt, ledger),
+                    j.state.kind().as_str().to_owned(),
+                )
+            })
             .collect())
     }
 
@@ -574,7 +572,7 @@ impl Engine {
     /// The model's name.
     #[getter]
     fn model(&self) -> PyResult<String> {
-        Ok(self.engine()?.model().0.to_owned())
+        Ok(self.engine()?.model().name.clone())
     }
 
     /// The whole configuration, as a dict (the TOML file's structure).
@@ -600,7 +598,7 @@ impl Engine {
         let engine = self.inner.write().unwrap_or_else(|p| p.into_inner()).take();
         let index = self.index.get();
         py.detach(|| {
-            index.release();
+            index.handle.close();
             drop(engine);
         });
     }
@@ -623,7 +621,7 @@ impl Engine {
         format!(
             "Engine(index={}, model={}, top_k={}, mode={}, method={}, payer={}, ledger={})",
             quoted(&c.index.display().to_string()),
-            quoted(e.model().0),
+            quoted(&e.model().name),
             c.retrieval.top_k,
             c.retrieval.mode,
             c.attribution.method,

@@ -7,9 +7,7 @@
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use tribute::attribution::Error as AttributionErr;
-use tribute::index::Error as IndexErr;
-use tribute::inference::Error as InferenceErr;
+use tribute::ErrorKind;
 
 create_exception!(
     tribute,
@@ -66,43 +64,30 @@ create_exception!(
     "The request is invalid: an empty question, `top_k=0`, an unknown mode, method or\nstate, or an operation this handle does not offer."
 );
 
-/// Maps any error of the Tribute crates to its Python exception.
+create_exception!(
+    tribute,
+    OverloadedError,
+    TributeError,
+    "Too much work is in flight (a bounded queue is full); nothing was done: retry later\nor raise the limit."
+);
+
+/// Maps any error of the Tribute crates to its Python exception: the class of its
+/// domain ([`tribute::Error::kind`]); a cancelled ask or an internal failure is the base
+/// `TributeError`.
 pub(crate) fn py_err(e: impl Into<tribute::Error>) -> PyErr {
     let e = e.into();
     let msg = e.to_string();
-    match &e {
-        tribute::Error::Config(_) => ConfigError::new_err(msg),
-        tribute::Error::Index(e) => index_class(e, msg),
-        tribute::Error::Inference(e) => inference_class(e, msg),
-        tribute::Error::Attribution(e) => match e {
-            AttributionErr::Receipt(_) | AttributionErr::Journal(_) => ReceiptError::new_err(msg),
-            AttributionErr::Settle(_) => ChainError::new_err(msg),
-            _ => AttributionError::new_err(msg),
-        },
-        tribute::Error::Receipt(_) | tribute::Error::Journal(_) => ReceiptError::new_err(msg),
-        tribute::Error::Settle(_) | tribute::Error::NoChain(_) => ChainError::new_err(msg),
-        tribute::Error::Prompt(tribute::rag::PromptError::Inference(e)) => inference_class(e, msg),
-        tribute::Error::Prompt(_) => ModelError::new_err(msg),
-        tribute::Error::InvalidRequest(_) => RequestError::new_err(msg),
+    match e.kind() {
+        ErrorKind::KnowledgeBase => KnowledgeBaseError::new_err(msg),
+        ErrorKind::Model => ModelError::new_err(msg),
+        ErrorKind::Adapter => AdapterError::new_err(msg),
+        ErrorKind::Attribution => AttributionError::new_err(msg),
+        ErrorKind::Receipt => ReceiptError::new_err(msg),
+        ErrorKind::Chain => ChainError::new_err(msg),
+        ErrorKind::Config => ConfigError::new_err(msg),
+        ErrorKind::Request => RequestError::new_err(msg),
+        ErrorKind::Overloaded => OverloadedError::new_err(msg),
         _ => TributeError::new_err(msg),
-    }
-}
-
-fn index_class(e: &IndexErr, msg: String) -> PyErr {
-    match e {
-        IndexErr::ModelDirectory { .. } | IndexErr::OrtLibrary { .. } | IndexErr::Embedding(_) => {
-            ModelError::new_err(msg)
-        }
-        IndexErr::UnknownVariant { .. } => RequestError::new_err(msg),
-        _ => KnowledgeBaseError::new_err(msg),
-    }
-}
-
-fn inference_class(e: &InferenceErr, msg: String) -> PyErr {
-    match e {
-        InferenceErr::Adapter(_) => AdapterError::new_err(msg),
-        InferenceErr::InvalidRequest(_) => RequestError::new_err(msg),
-        _ => ModelError::new_err(msg),
     }
 }
 

@@ -1,26 +1,18 @@
 //! The knowledge base: [`Index`] (a handle on an index directory), its search [`Hit`]s,
 //! and ingest progress and reports.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use tribute::index::Embedder;
 use tribute::index::document::{LoadOptions, expand_paths, load_file};
-use tribute::index::embedder::{EmbedderOptions, OnnxEmbedder, default_model_dir};
-use tribute::{Contributor, DatanetId, Document, IndexConfig, IngestReport as RustReport};
+use tribute::{
+    Contributor, DatanetId, Document, IndexHandle, IngestReport as RustReport, SearchOptions,
+};
 
-use crate::error::{KnowledgeBaseError, TributeError, py_err, request};
+use crate::error::{KnowledgeBaseError, py_err};
 use crate::{lock, quoted};
-
-/// What an [`Index`] handle is backed by.
-pub(crate) enum Backing {
-    /// Its own `tribute::Index`.
-    Own(Box<tribute::Index>),
-    /// An engine that took the directory over (`tribute.Engine(index=kb)`).
-    Engine(tribute::Engine),
-}
 
 /// A knowledge base: attributed documents in datanets, searched by BM25, dense vectors or
 /// both (hybrid), stored in a directory.
@@ -32,72 +24,10 @@ pub(crate) enum Backing {
 /// directory.
 #[pyclass(module = "tribute", frozen)]
 pub struct Index {
-    path: PathBuf,
-    embedder: Option<Arc<dyn Embedder>>,
-    backing: RwLock<Option<Backing>>,
+    pub(crate) handle: IndexHandle,
 }
 
 impl Index {
-    /// A handle backed by an engine.
-    pub(crate) fn for_engine(engine: tribute::Engine) -> Self {
-        Index {
-            path: engine.config().index.clone(),
-            embedder: None,
-            backing: RwLock::new(Some(Backing::Engine(engine))),
-        }
-    }
-
-    /// Hands the directory to an engine: closes this handle's own index, calls `build`
-    /// with the path and the embedder, and from then on serves through the engine. If
-    /// `build` fails, the handle reopens its own index. Holds the handle's lock throughout
-    /// (other users of the handle wait); call with the GIL released.
-    pub(crate) fn serve_engine(
-        &self,
-        build: impl FnOnce(PathBuf, Option<Arc<dyn Embedder>>) -> tribute::Result<tribute::Engine>,
-    ) -> PyResult<tribute::Engine> {
-        let mut b = self.backing.write().unwrap_or_else(|p| p.into_inner());
-        match b.take() {
-            Some(Backing::Own(index)) => {
-                drop(index);
-                match build(self.path.clone(), self.embedder.clone()) {
-                    Ok(engine) => {
-                        *b = Some(Backing::Engine(engine.clone()));
-                        Ok(engine)
-                    }
-                    Err(e) => {
-                        let config = IndexConfig::default();
-                        match tribute::Index::open(&self.path, self.embedder.clone(), config) {
-                            Ok(index) => {
-                                *b = Some(Backing::Own(Box::new(index)));
-                                Err(py_err(e))
-                            }
-                            Err(reopen) => Err(TributeError::new_err(format!(
-                                "{e} (and reopening the index failed, so it is closed: {reopen})"
-                            ))),
-                        }
-                    }
-                }
-            }
-            Some(Backing::Engine(e)) => {
-                *b = Some(Backing::Engine(e));
-                Err(request(
-                    "this index already serves an engine: use that engine (or its .index)",
-                ))
-            }
-            None => Err(closed()),
-        }
-    }
-
-    /// Releases the directory (the engine's, if it serves one, stays open for the engine).
-    pub(crate) fn release(&self) {
-        let old = self
-            .backing
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        drop(old);
-    }
-
     fn add_docs(
         &self,
         py: Python<'_>,
@@ -119,14 +49,7 @@ impl Index {
             };
             let progress: Option<&dyn Fn(&tribute::IngestProgress)> =
                 callback.as_ref().map(|_| &call as _);
-            let mut guard = self.backing.write().unwrap_or_else(|p| p.into_inner());
-            match &mut *guard {
-                None => Err(closed()),
-                Some(Backing::Own(index)) => index.add_documents(docs, progress).map_err(py_err),
-                Some(Backing::Engine(engine)) => {
-                    engine.add_documents(docs, progress).map_err(py_err)
-                }
-            }
+            self.handle.add_documents(docs, progress).map_err(py_err)
         })?;
         // The documents are in; an exception of the callback is still the caller's to see.
         if let Some(e) = lock(&callback_error).take() {
@@ -134,10 +57,6 @@ impl Index {
         }
         Ok(IngestReport::from(report))
     }
-}
-
-fn closed() -> PyErr {
-    KnowledgeBaseError::new_err("the index is closed")
 }
 
 /// Documents from a list of dicts.
@@ -287,14 +206,6 @@ fn load_options(datanet: Option<&str>, contributor: Option<&str>) -> PyResult<Lo
     Ok(o)
 }
 
-fn load_embedder(dir: Option<&Path>) -> tribute::Result<Arc<dyn Embedder>> {
-    let dir = dir.map_or_else(default_model_dir, Path::to_owned);
-    Ok(Arc::new(OnnxEmbedder::from_dir(
-        &dir,
-        EmbedderOptions::default(),
-    )?))
-}
-
 #[pymethods]
 impl Index {
     /// Opens the knowledge base in directory `path`, creating it if missing.
@@ -308,17 +219,10 @@ impl Index {
     #[staticmethod]
     #[pyo3(signature = (path, embedder = None))]
     fn open(py: Python<'_>, path: PathBuf, embedder: Option<PathBuf>) -> PyResult<Self> {
-        py.detach(|| {
-            let embedder = load_embedder(embedder.as_deref())?;
-            let index =
-                tribute::Index::open(&path, Some(embedder.clone()), IndexConfig::default())?;
-            Ok::<_, tribute::Error>(Index {
-                path,
-                embedder: Some(embedder),
-                backing: RwLock::new(Some(Backing::Own(Box::new(index)))),
-            })
-        })
-        .map_err(py_err)
+        let handle = py
+            .detach(|| IndexHandle::open(path, embedder.as_deref()))
+            .map_err(py_err)?;
+        Ok(Index { handle })
     }
 
     /// Adds documents: a list of dicts with `id` and `text`, and optionally `title`,
@@ -388,64 +292,44 @@ impl Index {
         let mode = mode
             .map(|m| m.parse::<tribute::Mode>().map_err(py_err))
             .transpose()?;
-        let hits = py.detach(|| {
-            let guard = self.backing.read().unwrap_or_else(|p| p.into_inner());
-            match &*guard {
-                None => Err(closed()),
-                Some(Backing::Own(index)) => {
-                    let mut req = index.search(query).k(k).mode(mode.unwrap_or_default());
-                    if let Some(d) = &datanets {
-                        req = req.datanets(d.iter().map(String::as_str));
-                    }
-                    req.execute().map_err(py_err)
-                }
-                Some(Backing::Engine(engine)) => engine
-                    .search_with(query, k, mode, datanets.as_deref())
-                    .map_err(py_err),
-            }
-        })?;
+        let options = SearchOptions {
+            top_k: Some(k),
+            mode,
+            datanets,
+        };
+        let hits = py
+            .detach(|| self.handle.search(query, &options))
+            .map_err(py_err)?;
         Ok(hits.iter().map(Hit::from).collect())
     }
 
     /// Deletes a document and its chunks; returns whether it existed.
     fn delete(&self, py: Python<'_>, doc_id: &str) -> PyResult<bool> {
-        py.detach(|| {
-            let mut guard = self.backing.write().unwrap_or_else(|p| p.into_inner());
-            match &mut *guard {
-                None => Err(closed()),
-                Some(Backing::Own(index)) => index.delete(&doc_id.into()).map_err(py_err),
-                Some(Backing::Engine(engine)) => engine.delete_document(doc_id).map_err(py_err),
-            }
-        })
+        py.detach(|| self.handle.delete(doc_id)).map_err(py_err)
     }
 
     /// The index directory.
     #[getter]
     fn path(&self) -> String {
-        self.path.display().to_string()
+        self.handle.path().display().to_string()
     }
 
     /// Whether the handle is closed.
     #[getter]
     fn closed(&self, py: Python<'_>) -> bool {
-        py.detach(|| {
-            self.backing
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_none()
-        })
+        py.detach(|| self.handle.is_closed())
     }
 
     /// Documents in the index.
     #[getter]
     fn document_count(&self, py: Python<'_>) -> PyResult<usize> {
-        Ok(self.counts(py)?.0)
+        Ok(self.size(py)?.documents)
     }
 
     /// Chunks in the index.
     #[getter]
     fn chunk_count(&self, py: Python<'_>) -> PyResult<usize> {
-        Ok(self.counts(py)?.1)
+        Ok(self.size(py)?.chunks)
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
@@ -454,7 +338,7 @@ impl Index {
 
     /// Releases the directory. An index serving an engine stays open for that engine.
     fn close(&self, py: Python<'_>) {
-        py.detach(|| self.release());
+        py.detach(|| self.handle.close());
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -468,20 +352,17 @@ impl Index {
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        let path = quoted(&self.path.display().to_string());
+        let path = quoted(&self.handle.path().display().to_string());
         let state = py.detach(|| {
-            let guard = self.backing.read().unwrap_or_else(|p| p.into_inner());
-            match &*guard {
-                None => "closed".to_owned(),
-                Some(Backing::Own(i)) => format!(
-                    "documents={}, chunks={}",
-                    i.document_count(),
-                    i.chunk_count()
-                ),
-                Some(Backing::Engine(e)) => match e.index_size() {
-                    Ok((d, c)) => format!("documents={d}, chunks={c}, served by an engine"),
-                    Err(_) => "served by an engine".to_owned(),
-                },
+            let served = if self.handle.serves_engine() {
+                ", served by an engine"
+            } else {
+                ""
+            };
+            match self.handle.size() {
+                Ok(s) => format!("documents={}, chunks={}{served}", s.documents, s.chunks),
+                Err(_) if self.handle.is_closed() => "closed".to_owned(),
+                Err(_) => served.trim_start_matches(", ").to_owned(),
             }
         });
         format!("Index({path}, {state})")
@@ -489,15 +370,8 @@ impl Index {
 }
 
 impl Index {
-    fn counts(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
-        py.detach(|| {
-            let guard = self.backing.read().unwrap_or_else(|p| p.into_inner());
-            match &*guard {
-                None => Err(closed()),
-                Some(Backing::Own(i)) => Ok((i.document_count(), i.chunk_count())),
-                Some(Backing::Engine(e)) => e.index_size().map_err(py_err),
-            }
-        })
+    fn size(&self, py: Python<'_>) -> PyResult<tribute::IndexSize> {
+        py.detach(|| self.handle.size()).map_err(py_err)
     }
 }
 

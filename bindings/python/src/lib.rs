@@ -27,7 +27,7 @@ mod _native {
     #[pymodule_export]
     use crate::error::{
         AdapterError, AttributionError, ChainError, ConfigError, KnowledgeBaseError, ModelError,
-        ReceiptError, RequestError, TributeError,
+        OverloadedError, ReceiptError, RequestError, TributeError,
     };
     #[pymodule_export]
     use crate::generator::Generator;

@@ -13,11 +13,11 @@ use std::time::Duration;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
-use tribute::runtime::PerProcess;
+use tribute::common::PerProcess;
 
 use crate::lock;
 
-/// The runtime, per process (see `tribute::runtime::PerProcess`).
+/// The runtime, per process (see `tribute::common::PerProcess`).
 static RUNTIME: PerProcess<Runtime> = PerProcess::new();
 
 /// How often a blocked call looks for Ctrl-C (Python's pending signals).

@@ -21,6 +21,7 @@ __all__ = [
     "IngestReport",
     "KnowledgeBaseError",
     "ModelError",
+    "OverloadedError",
     "Receipt",
     "ReceiptError",
     "RequestError",
@@ -71,6 +72,9 @@ class ConfigError(TributeError):
 
 class RequestError(TributeError):
     """The request is invalid (empty question, top_k=0, unknown mode, method or state)."""
+
+class OverloadedError(TributeError):
+    """Too much work is in flight (a bounded queue is full); retry later or raise the limit."""
 
 @final
 class IngestProgress:

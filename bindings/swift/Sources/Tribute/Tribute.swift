@@ -4974,6 +4974,12 @@ enum TributeError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case Request(message: String)
     
     /**
+     * Too much work is in flight (a bounded queue of queries or generation requests is
+     * full); nothing was done: retry later or raise the limit.
+     */
+    case Overloaded(message: String)
+    
+    /**
      * The ask was cancelled (a listener returned `false`, a coroutine or stop flag
      * cancelled it) before it finished; nothing was signed.
      */
@@ -5046,11 +5052,15 @@ public struct FfiConverterTypeTributeError: FfiConverterRustBuffer {
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 9: return .Cancelled(
+        case 9: return .Overloaded(
             message: try FfiConverterString.read(from: &buf)
         )
         
-        case 10: return .Internal(
+        case 10: return .Cancelled(
+            message: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 11: return .Internal(
             message: try FfiConverterString.read(from: &buf)
         )
         
@@ -5081,10 +5091,12 @@ public struct FfiConverterTypeTributeError: FfiConverterRustBuffer {
             writeInt(&buf, Int32(7))
         case .Request(_ /* message is ignored*/):
             writeInt(&buf, Int32(8))
-        case .Cancelled(_ /* message is ignored*/):
+        case .Overloaded(_ /* message is ignored*/):
             writeInt(&buf, Int32(9))
-        case .Internal(_ /* message is ignored*/):
+        case .Cancelled(_ /* message is ignored*/):
             writeInt(&buf, Int32(10))
+        case .Internal(_ /* message is ignored*/):
+            writeInt(&buf, Int32(11))
 
         
         }
@@ -6176,13 +6188,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tribute_ffi_checksum_func_version() != 31545) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_func_load_ledger() != 15604) {
+    if (uniffi_tribute_ffi_checksum_func_load_ledger() != 34156) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_engine_ask() != 23625) {
+    if (uniffi_tribute_ffi_checksum_method_engine_ask() != 58405) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_engine_ask_async() != 39493) {
+    if (uniffi_tribute_ffi_checksum_method_engine_ask_async() != 50759) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_method_engine_config_json() != 62265) {
@@ -6197,7 +6209,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tribute_ffi_checksum_method_engine_is_closed() != 29318) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_engine_ledger() != 23199) {
+    if (uniffi_tribute_ffi_checksum_method_engine_ledger() != 63357) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_method_engine_model() != 3738) {
@@ -6209,28 +6221,28 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tribute_ffi_checksum_method_engine_payer() != 1759) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_engine_receipt_stats() != 52060) {
+    if (uniffi_tribute_ffi_checksum_method_engine_receipt_stats() != 40112) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_engine_receipts() != 26745) {
+    if (uniffi_tribute_ffi_checksum_method_engine_receipts() != 53566) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_method_engine_release() != 7550) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_engine_retrieve() != 4776) {
+    if (uniffi_tribute_ffi_checksum_method_engine_retrieve() != 19764) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_engine_search() != 15520) {
+    if (uniffi_tribute_ffi_checksum_method_engine_search() != 43247) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_engine_settle() != 29731) {
+    if (uniffi_tribute_ffi_checksum_method_engine_settle() != 26090) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_engine_stream() != 26855) {
+    if (uniffi_tribute_ffi_checksum_method_engine_stream() != 52) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_engine_stream_async() != 34509) {
+    if (uniffi_tribute_ffi_checksum_method_engine_stream_async() != 24714) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_method_generator_adapters() != 36802) {
@@ -6245,7 +6257,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tribute_ffi_checksum_method_generator_device() != 4376) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_generator_generate() != 5971) {
+    if (uniffi_tribute_ffi_checksum_method_generator_generate() != 15417) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_method_generator_name() != 57179) {
@@ -6254,10 +6266,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tribute_ffi_checksum_method_generator_path() != 36802) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_index_add() != 44316) {
+    if (uniffi_tribute_ffi_checksum_method_index_add() != 18697) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_index_add_files() != 35888) {
+    if (uniffi_tribute_ffi_checksum_method_index_add_files() != 47401) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_method_index_chunk_count() != 11724) {
@@ -6278,7 +6290,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tribute_ffi_checksum_method_index_release() != 7377) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_index_search() != 52234) {
+    if (uniffi_tribute_ffi_checksum_method_index_search() != 17895) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_method_receipt_adapters() != 1465) {
@@ -6323,7 +6335,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tribute_ffi_checksum_method_receipt_to_json() != 24079) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_receipt_verify() != 38277) {
+    if (uniffi_tribute_ffi_checksum_method_receipt_verify() != 2366) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_method_signer_address() != 688) {
@@ -6332,7 +6344,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tribute_ffi_checksum_constructor_engine_from_config() != 48824) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_constructor_engine_new() != 14068) {
+    if (uniffi_tribute_ffi_checksum_constructor_engine_new() != 55938) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_constructor_generator_load() != 14853) {
@@ -6341,7 +6353,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tribute_ffi_checksum_constructor_index_open() != 47644) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_constructor_receipt_from_json() != 26797) {
+    if (uniffi_tribute_ffi_checksum_constructor_receipt_from_json() != 38200) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_constructor_signer_from_env() != 57761) {
@@ -6362,10 +6374,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tribute_ffi_checksum_method_asklistener_on_text() != 45379) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_asklistener_on_done() != 9847) {
+    if (uniffi_tribute_ffi_checksum_method_asklistener_on_done() != 29886) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tribute_ffi_checksum_method_ingestlistener_on_progress() != 24670) {
+    if (uniffi_tribute_ffi_checksum_method_ingestlistener_on_progress() != 48886) {
         return InitializationResult.apiChecksumMismatch
     }
 

@@ -1154,13 +1154,13 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tribute_ffi_checksum_func_version() and 0xFFFF) != 31545) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_func_load_ledger() and 0xFFFF) != 15604) {
+    if ((lib.uniffi_tribute_ffi_checksum_func_load_ledger() and 0xFFFF) != 34156) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_engine_ask() and 0xFFFF) != 23625) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_engine_ask() and 0xFFFF) != 58405) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_engine_ask_async() and 0xFFFF) != 39493) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_engine_ask_async() and 0xFFFF) != 50759) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_method_engine_config_json() and 0xFFFF) != 62265) {
@@ -1175,7 +1175,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tribute_ffi_checksum_method_engine_is_closed() and 0xFFFF) != 29318) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_engine_ledger() and 0xFFFF) != 23199) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_engine_ledger() and 0xFFFF) != 63357) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_method_engine_model() and 0xFFFF) != 3738) {
@@ -1187,28 +1187,28 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tribute_ffi_checksum_method_engine_payer() and 0xFFFF) != 1759) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_engine_receipt_stats() and 0xFFFF) != 52060) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_engine_receipt_stats() and 0xFFFF) != 40112) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_engine_receipts() and 0xFFFF) != 26745) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_engine_receipts() and 0xFFFF) != 53566) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_method_engine_release() and 0xFFFF) != 7550) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_engine_retrieve() and 0xFFFF) != 4776) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_engine_retrieve() and 0xFFFF) != 19764) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_engine_search() and 0xFFFF) != 15520) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_engine_search() and 0xFFFF) != 43247) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_engine_settle() and 0xFFFF) != 29731) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_engine_settle() and 0xFFFF) != 26090) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_engine_stream() and 0xFFFF) != 26855) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_engine_stream() and 0xFFFF) != 52) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_engine_stream_async() and 0xFFFF) != 34509) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_engine_stream_async() and 0xFFFF) != 24714) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_method_generator_adapters() and 0xFFFF) != 36802) {
@@ -1223,7 +1223,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tribute_ffi_checksum_method_generator_device() and 0xFFFF) != 4376) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_generator_generate() and 0xFFFF) != 5971) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_generator_generate() and 0xFFFF) != 15417) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_method_generator_name() and 0xFFFF) != 57179) {
@@ -1232,10 +1232,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tribute_ffi_checksum_method_generator_path() and 0xFFFF) != 36802) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_index_add() and 0xFFFF) != 44316) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_index_add() and 0xFFFF) != 18697) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_index_add_files() and 0xFFFF) != 35888) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_index_add_files() and 0xFFFF) != 47401) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_method_index_chunk_count() and 0xFFFF) != 11724) {
@@ -1256,7 +1256,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tribute_ffi_checksum_method_index_release() and 0xFFFF) != 7377) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_index_search() and 0xFFFF) != 52234) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_index_search() and 0xFFFF) != 17895) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_method_receipt_adapters() and 0xFFFF) != 1465) {
@@ -1301,7 +1301,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tribute_ffi_checksum_method_receipt_to_json() and 0xFFFF) != 24079) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_receipt_verify() and 0xFFFF) != 38277) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_receipt_verify() and 0xFFFF) != 2366) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_method_signer_address() and 0xFFFF) != 688) {
@@ -1310,7 +1310,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tribute_ffi_checksum_constructor_engine_from_config() and 0xFFFF) != 48824) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_constructor_engine_new() and 0xFFFF) != 14068) {
+    if ((lib.uniffi_tribute_ffi_checksum_constructor_engine_new() and 0xFFFF) != 55938) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_constructor_generator_load() and 0xFFFF) != 14853) {
@@ -1319,7 +1319,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tribute_ffi_checksum_constructor_index_open() and 0xFFFF) != 47644) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_constructor_receipt_from_json() and 0xFFFF) != 26797) {
+    if ((lib.uniffi_tribute_ffi_checksum_constructor_receipt_from_json() and 0xFFFF) != 38200) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_constructor_signer_from_env() and 0xFFFF) != 57761) {
@@ -1340,10 +1340,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tribute_ffi_checksum_method_asklistener_on_text() and 0xFFFF) != 45379) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_asklistener_on_done() and 0xFFFF) != 9847) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_asklistener_on_done() and 0xFFFF) != 29886) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tribute_ffi_checksum_method_ingestlistener_on_progress() and 0xFFFF) != 24670) {
+    if ((lib.uniffi_tribute_ffi_checksum_method_ingestlistener_on_progress() and 0xFFFF) != 48886) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -6323,6 +6323,12 @@ sealed class TributeException(message: String): kotlin.Exception(message) {
         class Request(message: String) : TributeException(message)
         
     /**
+     * Too much work is in flight (a bounded queue of queries or generation requests is
+     * full); nothing was done: retry later or raise the limit.
+     */
+        class Overloaded(message: String) : TributeException(message)
+        
+    /**
      * The ask was cancelled (a listener returned `false`, a coroutine or stop flag
      * cancelled it) before it finished; nothing was signed.
      */
@@ -6355,8 +6361,9 @@ public object FfiConverterTypeTributeError : FfiConverterRustBuffer<TributeExcep
             6 -> TributeException.Chain(FfiConverterString.read(buf))
             7 -> TributeException.Config(FfiConverterString.read(buf))
             8 -> TributeException.Request(FfiConverterString.read(buf))
-            9 -> TributeException.Cancelled(FfiConverterString.read(buf))
-            10 -> TributeException.Internal(FfiConverterString.read(buf))
+            9 -> TributeException.Overloaded(FfiConverterString.read(buf))
+            10 -> TributeException.Cancelled(FfiConverterString.read(buf))
+            11 -> TributeException.Internal(FfiConverterString.read(buf))
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
         }
         
@@ -6400,12 +6407,16 @@ public object FfiConverterTypeTributeError : FfiConverterRustBuffer<TributeExcep
                 buf.putInt(8)
                 Unit
             }
-            is TributeException.Cancelled -> {
+            is TributeException.Overloaded -> {
                 buf.putInt(9)
                 Unit
             }
-            is TributeException.Internal -> {
+            is TributeException.Cancelled -> {
                 buf.putInt(10)
+                Unit
+            }
+            is TributeException.Internal -> {
+                buf.putInt(11)
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }

@@ -128,7 +128,7 @@ fn ask_cites_the_supporting_source_and_journals_a_signed_receipt() {
     let r = &receipt.receipt;
     assert_eq!(r.queryHash, keccak256(QUESTION));
     assert_eq!(r.answerHash, keccak256(&answer.text));
-    assert_eq!(r.modelId, engine.model().1);
+    assert_eq!(r.modelId, engine.model().id);
     assert_eq!(r.fee.to_string(), "1000000000000000");
     assert_eq!(
         r.chunks.iter().map(|c| u32::from(c.weightBps)).sum::<u32>(),
@@ -147,7 +147,7 @@ fn ask_cites_the_supporting_source_and_journals_a_signed_receipt() {
         );
     }
     let journaled = engine.receipts(Some(StateKind::Pending)).expect("receipts");
-    assert!(journaled.iter().any(|(j, _)| j == receipt));
+    assert!(journaled.iter().any(|j| j.receipt == *receipt));
     // Timings are measured per stage.
     let t = answer.usage.timings;
     assert!(t.retrieval_ms > 0.0 && t.prefill_ms > 0.0 && t.attribution_ms > 0.0);
@@ -347,20 +347,14 @@ fn bad_setups_fail_with_typed_errors() {
     assert!(e.to_string().contains("locked"), "{e}");
 
     // Bad config values.
-    let e = EngineConfig::from_toml("[receipts]\nfee_wei = 12").expect_err("type");
+    let e = EngineConfig::from_toml("[receipts]\nfee_wei = -12").expect_err("type");
     assert!(matches!(e, Error::Config(_)), "{e}");
-    let mut config = EngineConfig {
-        index: dir.path().join("kb4"),
-        ..EngineConfig::default()
-    };
-    config.receipts.fee_wei = "0.5 ether".into();
-    let e = Engine::builder()
-        .config(config)
-        .generator(generator())
-        .embedder(embedder())
-        .build()
-        .expect_err("fee");
+    // A bad fee or address fails when the config is read, naming the key.
+    let e = EngineConfig::from_toml("[receipts]\nfee_wei = \"0.5 ether\"").expect_err("fee");
+    assert!(matches!(e, Error::Config(_)), "{e}");
     assert!(e.to_string().contains("fee_wei"), "{e}");
+    let e = EngineConfig::from_toml("[chain]\ntreasury = \"0x12\"").expect_err("address");
+    assert!(e.to_string().contains("treasury"), "{e}");
 
     // Bad requests.
     let (engine, _) = shared();
@@ -489,7 +483,7 @@ fn a_cancelled_ask_stops_and_signs_nothing() {
     let receipts = engine.receipts(None).expect("receipts");
     assert_eq!(receipts.len(), 1, "only the completed ask is journaled");
     assert_eq!(
-        receipts[0].0.receipt.receiptId,
+        receipts[0].receipt.receipt.receiptId,
         ok.receipt.expect("receipt").receipt.receiptId
     );
 }
@@ -500,12 +494,18 @@ fn search_modes_datanet_filters_and_deletes_go_through_the_engine() {
     let engine = engine_in(dir.path(), EngineConfig::default(), None, true);
     let q = "gust speed landing";
     let bm25 = engine
-        .search_with(q, 5, Some(tribute::Mode::Bm25), None)
+        .search(q)
+        .top_k(5)
+        .mode(tribute::Mode::Bm25)
+        .run()
         .expect("bm25");
     assert!(bm25.iter().all(|h| h.dense.is_none()), "{bm25:#?}");
     assert!(bm25.iter().all(|h| h.bm25.is_some()), "{bm25:#?}");
     let pilots = engine
-        .search_with(q, 5, None, Some(&["pilot-notes".to_owned()]))
+        .search(q)
+        .top_k(5)
+        .datanets(["pilot-notes"])
+        .run()
         .expect("filtered");
     assert!(!pilots.is_empty());
     assert!(
@@ -514,15 +514,15 @@ fn search_modes_datanet_filters_and_deletes_go_through_the_engine() {
     );
     assert_eq!(pilots[0].doc_id.as_str(), "gust-field-notes");
 
-    let (docs, _) = engine.index_size().expect("size");
+    let docs = engine.index_size().expect("size").documents;
     assert!(engine.delete_document("gust-field-notes").expect("delete"));
     assert!(
         !engine
             .delete_document("gust-field-notes")
             .expect("delete again")
     );
-    assert_eq!(engine.index_size().expect("size").0, docs - 1);
-    let after = engine.search(q, 5).expect("search");
+    assert_eq!(engine.index_size().expect("size").documents, docs - 1);
+    let after = engine.search(q).top_k(5).run().expect("search");
     assert!(
         after
             .iter()
@@ -534,12 +534,9 @@ fn search_modes_datanet_filters_and_deletes_go_through_the_engine() {
 fn retrieval_receipts_credit_the_hits_without_a_model() {
     let (engine, _) = shared();
     let r = engine
-        .retrieve(
-            "How should Zephyr drone batteries be stored?",
-            3,
-            None,
-            true,
-        )
+        .retrieve("How should Zephyr drone batteries be stored?")
+        .top_k(3)
+        .run()
         .expect("retrieve");
     assert!(!r.hits.is_empty());
     assert_eq!(r.hits[0].doc_id.as_str(), "zephyr-battery");
@@ -560,20 +557,20 @@ fn retrieval_receipts_credit_the_hits_without_a_model() {
             .receipts(None)
             .expect("receipts")
             .iter()
-            .any(|(j, _)| *j == receipt)
+            .any(|j| j.receipt == receipt)
     );
     // Unsigned on request; nothing relevant: no receipt.
     let r = engine
-        .retrieve(
-            "How should Zephyr drone batteries be stored?",
-            3,
-            None,
-            false,
-        )
+        .retrieve("How should Zephyr drone batteries be stored?")
+        .top_k(3)
+        .sign(false)
+        .run()
         .expect("retrieve");
     assert!(r.receipt.is_none() && !r.hits.is_empty());
     let r = engine
-        .retrieve("Who won the football world cup in 2014?", 3, None, true)
+        .retrieve("Who won the football world cup in 2014?")
+        .top_k(3)
+        .run()
         .expect("retrieve");
     assert!(r.hits.is_empty() && r.receipt.is_none());
 }
@@ -582,171 +579,4 @@ fn retrieval_receipts_credit_the_hits_without_a_model() {
 /// the sample datanet's contributors; with the chain down, asks still answer and receipts
 /// stay pending.
 #[cfg(feature = "onchain")]
-mod onchain {
-    use std::net::{SocketAddr, TcpListener, TcpStream};
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    use alloy_primitives::U256;
-    use tribute::attribution::chain::{self, LedgerClient};
-    use tribute::attribution::journal::StateKind;
-    use tribute::attribution::receipt::{PayerKey, named_id};
-    use tribute::config::ChainConfig;
-
-    use super::*;
-
-    fn anvil_path() -> PathBuf {
-        let foundry = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../attribution/contracts/node_modules/@foundry-rs");
-        std::fs::read_dir(&foundry)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path().join("bin/anvil"))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| PathBuf::from("anvil"))
-    }
-
-    struct Anvil(Child, String);
-
-    impl Anvil {
-        fn start() -> Anvil {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("port")
-                .port();
-            let child = Command::new(anvil_path())
-                .args(["--port", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("anvil (cd attribution/contracts && npm ci)");
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-                assert!(Instant::now() < deadline, "anvil did not start");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Anvil(child, format!("http://127.0.0.1:{port}"))
-        }
-    }
-
-    impl Drop for Anvil {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(f)
-    }
-
-    #[test]
-    fn settle_pays_contributors_and_a_down_chain_keeps_receipts_pending() {
-        let anvil = Anvil::start();
-        let key = PayerKey::from_hex(KEY0).expect("key");
-        let ledger = block_on(chain::deploy(&anvil.1, key.signer().clone())).expect("deploy");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = signed_config(dir.path());
-        config.receipts.ledger = Some(ledger);
-        config.chain = Some(ChainConfig {
-            rpc: anvil.1.clone(),
-            ..ChainConfig::default()
-        });
-        let engine = engine_in(dir.path(), config, Some(key.clone()), true);
-        let model_owner = address!("00000000000000000000000000000000000000aa");
-        block_on(async {
-            let client = LedgerClient::connect(&anvil.1, key.signer().clone(), ledger)
-                .await
-                .expect("connect");
-            client
-                .register_model(named_id(engine.model().0), model_owner)
-                .await
-                .expect("register");
-            client
-                .deposit(U256::from(10u128.pow(18)))
-                .await
-                .expect("deposit");
-        });
-        let a = engine
-            .ask(QUESTION)
-            .top_k(3)
-            .max_tokens(24)
-            .run()
-            .expect("ask");
-        let b = engine
-            .ask("At what gust speed should Zephyr pilots land?")
-            .top_k(3)
-            .max_tokens(24)
-            .run()
-            .expect("ask");
-        let report = engine.settle_blocking().expect("settle");
-        assert_eq!(report.confirmed_receipts(), 2);
-        assert_eq!(
-            engine
-                .receipts(Some(StateKind::Confirmed))
-                .expect("r")
-                .len(),
-            2
-        );
-        let balances = block_on(async {
-            let client = LedgerClient::connect(&anvil.1, key.signer().clone(), ledger)
-                .await
-                .expect("connect");
-            let mut out = Vec::new();
-            for who in [ALICE, BOB] {
-                out.push(
-                    client
-                        .balance(who.parse().expect("addr"))
-                        .await
-                        .expect("balance"),
-                );
-            }
-            out.push(client.balance(model_owner).await.expect("balance"));
-            out
-        });
-        // Each contributor gets 70 % of each fee × their citation weight; the model owner
-        // 15 % + the 10 % adapter pool (no adapters) of both fees.
-        let fee = U256::from(10u128.pow(15));
-        let share = |who: &str| -> U256 {
-            [&a, &b]
-                .iter()
-                .flat_map(|x| x.citations.iter())
-                .filter(|c| c.contributor == who)
-                .map(|c| U256::from(c.weight_bps))
-                .sum::<U256>()
-        };
-        for (i, who) in [ALICE, BOB].into_iter().enumerate() {
-            let want = fee * U256::from(7_000) * share(who) / U256::from(10_000u64 * 10_000);
-            let diff = if balances[i] > want {
-                balances[i] - want
-            } else {
-                want - balances[i]
-            };
-            assert!(diff <= U256::from(2), "{who}: {} vs {want}", balances[i]);
-        }
-        assert_eq!(
-            balances[2],
-            fee * U256::from(2 * 2_500) / U256::from(10_000)
-        );
-
-        // The chain goes down: asking still works, settling fails, receipts stay pending.
-        drop(anvil);
-        let c = engine
-            .ask(QUESTION)
-            .top_k(2)
-            .max_tokens(16)
-            .run()
-            .expect("ask");
-        let id = c.receipt.expect("receipt").receipt.receiptId;
-        let e = engine.settle_blocking().expect_err("chain down");
-        assert!(matches!(e, Error::Settle(_)), "{e}");
-        let pending = engine.receipts(Some(StateKind::Pending)).expect("r");
-        assert!(pending.iter().any(|(r, _)| r.receipt.receiptId == id));
-    }
-}
+mod onchain;

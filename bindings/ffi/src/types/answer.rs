@@ -1,0 +1,202 @@
+//! What an ask returns: the answer with its citations, sentences and usage, and the
+//! result of a retrieval-only use.
+
+use std::sync::Arc;
+
+use tribute::attribution::receipt::Ledger as RustLedger;
+
+use crate::receipt::Receipt;
+use crate::types::{AdapterWeight, AttributionMethod, Hit, count};
+
+/// One cited source of an answer.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Citation {
+    /// The source's number in the prompt and in the inline markers (`[marker]`).
+    pub marker: u32,
+    /// Its share of the answer in basis points (all citations sum to 10,000).
+    pub weight_bps: u32,
+    /// The chunk id.
+    pub chunk_id: String,
+    /// The document id.
+    pub doc_id: String,
+    /// The document's title.
+    pub title: String,
+    /// Who contributed it (EIP-55 address).
+    pub contributor: String,
+    /// Its datanet.
+    pub datanet: String,
+    /// keccak-256 of the chunk text (0x-hex).
+    pub content_hash: String,
+    /// The retrieval score.
+    pub score: f32,
+    /// The start of the chunk text.
+    pub snippet: String,
+}
+
+impl From<&tribute::Citation> for Citation {
+    fn from(c: &tribute::Citation) -> Self {
+        Citation {
+            marker: count(c.marker),
+            weight_bps: c.weight_bps,
+            chunk_id: c.chunk_id.clone(),
+            doc_id: c.doc_id.clone(),
+            title: c.title.clone(),
+            contributor: c.contributor.clone(),
+            datanet: c.datanet.clone(),
+            content_hash: c.content_hash.clone(),
+            score: c.score,
+            snippet: c.snippet.clone(),
+        }
+    }
+}
+
+/// One sentence of an answer and the sources that support it.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct AnswerSentence {
+    /// The sentence.
+    pub text: String,
+    /// Its first character (Unicode scalar) in the answer's text.
+    pub start: u32,
+    /// One past its last character.
+    pub end: u32,
+    /// The markers of its supporting sources, strongest first.
+    pub markers: Vec<u32>,
+}
+
+/// Token counts and per-stage timings of an ask.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Answer tokens.
+    pub answer_tokens: u32,
+    /// Chunks retrieved.
+    pub sources_retrieved: u32,
+    /// Chunks shown to the model.
+    pub sources_used: u32,
+    /// Relevant chunks dropped to fit the prompt budget.
+    pub sources_dropped: u32,
+    /// The attribution method used (after any fallback); none when nothing was attributed.
+    pub method: Option<AttributionMethod>,
+    /// Model passes spent on attribution.
+    pub attribution_passes: u32,
+    /// Milliseconds retrieving.
+    pub retrieval_ms: f64,
+    /// Milliseconds generating (prefill and decode).
+    pub generation_ms: f64,
+    /// Milliseconds attributing.
+    pub attribution_ms: f64,
+    /// Milliseconds for the whole ask.
+    pub total_ms: f64,
+}
+
+impl From<&tribute::Usage> for Usage {
+    fn from(u: &tribute::Usage) -> Self {
+        Usage {
+            prompt_tokens: count(u.prompt_tokens),
+            answer_tokens: count(u.answer_tokens),
+            sources_retrieved: count(u.sources_retrieved),
+            sources_used: count(u.sources_used),
+            sources_dropped: count(u.sources_dropped),
+            method: u.method.map(Into::into),
+            attribution_passes: count(u.attribution_passes),
+            retrieval_ms: u.timings.retrieval_ms,
+            generation_ms: u.timings.prefill_ms + u.timings.decode_ms,
+            attribution_ms: u.timings.attribution_ms,
+            total_ms: u.timings.total_ms,
+        }
+    }
+}
+
+/// An answer with its citations and receipt.
+///
+/// `text` is the answer as generated; `cited_text` adds inline markers (`… [2]`) after
+/// each supported sentence; `citations` are by weight, highest first, summing to 10,000
+/// basis points. `receipt` is the signed usage receipt (none without a key and a ledger,
+/// or when no source was relevant: `no_receipt` says why).
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct Answer {
+    /// The question.
+    pub question: String,
+    /// The answer as generated.
+    pub text: String,
+    /// The answer with inline citation markers.
+    pub cited_text: String,
+    /// The cited sources, by weight (highest first).
+    pub citations: Vec<Citation>,
+    /// The answer's sentences with their supporting sources.
+    pub sentences: Vec<AnswerSentence>,
+    /// The adapters used, with their weights.
+    pub adapters: Vec<AdapterWeight>,
+    /// Token counts and timings.
+    pub usage: Usage,
+    /// The signed receipt, if one was signed.
+    pub receipt: Option<Arc<Receipt>>,
+    /// Why no receipt was signed, when none was.
+    pub no_receipt: Option<String>,
+    /// The whole answer as JSON (the CLI's `ask --json` shape).
+    pub json: String,
+}
+
+impl Answer {
+    pub(crate) fn new(a: tribute::Answer, ledger: Option<RustLedger>) -> Self {
+        let json = serde_json::to_string(&a).unwrap_or_default();
+        Answer {
+            citations: a.citations.iter().map(Citation::from).collect(),
+            sentences: a
+                .sentences
+                .iter()
+                .map(|s| AnswerSentence {
+                    text: s.text.clone(),
+                    start: count(s.char_span.start),
+                    end: count(s.char_span.end),
+                    markers: s.markers.iter().map(|&m| count(m)).collect(),
+                })
+                .collect(),
+            adapters: a
+                .adapters
+                .iter()
+                .map(|(id, weight)| AdapterWeight {
+                    id: id.clone(),
+                    weight: *weight,
+                })
+                .collect(),
+            usage: Usage::from(&a.usage),
+            receipt: a.receipt.map(|r| Arc::new(Receipt::new(r, ledger))),
+            no_receipt: a.no_receipt,
+            question: a.question,
+            text: a.text,
+            cited_text: a.cited_text,
+            json,
+        }
+    }
+}
+
+/// A retrieval-only use of the knowledge base (`Engine.retrieve`): the relevant hits,
+/// their citation weights (retrieval scores in basis points) and, when signing was
+/// requested and is set up, a receipt crediting their contributors.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct Retrieval {
+    /// The query.
+    pub query: String,
+    /// The relevant hits, best first.
+    pub hits: Vec<Hit>,
+    /// The hits as citations weighted by retrieval score (sum 10,000; empty without hits).
+    pub citations: Vec<Citation>,
+    /// The signed receipt, if one was signed.
+    pub receipt: Option<Arc<Receipt>>,
+    /// Why no receipt was signed, when none was.
+    pub no_receipt: Option<String>,
+}
+
+impl Retrieval {
+    pub(crate) fn new(r: tribute::Retrieval, ledger: Option<RustLedger>) -> Self {
+        Retrieval {
+            hits: r.hits.iter().map(Hit::from).collect(),
+            citations: r.citations.iter().map(Citation::from).collect(),
+            receipt: r.receipt.map(|x| Arc::new(Receipt::new(x, ledger))),
+            no_receipt: r.no_receipt,
+            query: r.query,
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! [`EngineBuilder`]: an engine from a config (or the defaults) with parts overridden.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tribute_attribution::Method;
+use tribute_attribution::journal::Journal;
+use tribute_attribution::receipt::{Ledger, PayerKey, named_id};
+use tribute_index::embedder::{EmbedderOptions, OnnxEmbedder};
+use tribute_index::{Embedder, Index, IndexConfig};
+use tribute_inference::{Generator, GeneratorOptions};
+
+use super::{Engine, Inner, ModelInfo};
+use crate::config::EngineConfig;
+use crate::error::{Error, Result};
+
+/// Builds an [`Engine`]: start from a config (or the defaults) and override parts.
+#[derive(Default)]
+#[must_use = "call .build()"]
+pub struct EngineBuilder {
+    config: EngineConfig,
+    generator: Option<Arc<Generator>>,
+    embedder: Option<Arc<dyn Embedder>>,
+    key: Option<PayerKey>,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("config", &self.config)
+            .field(
+                "generator",
+                &self.generator.as_ref().map(|g| g.dir().to_owned()),
+            )
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Loads the configuration from a TOML file (relative paths resolved against it).
+    pub fn config_file(mut self, path: impl AsRef<std::path::Path>) -> Result<Self> {
+        self.config = EngineConfig::from_toml_file(path)?;
+        Ok(self)
+    }
+
+    /// The knowledge base directory.
+    pub fn index_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.index = dir.into();
+        self
+    }
+
+    /// The generator's model directory.
+    pub fn model_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.model = Some(dir.into());
+        self
+    }
+
+    /// An already loaded generator (shared with other engines).
+    pub fn generator(mut self, generator: Arc<Generator>) -> Self {
+        self.generator = Some(generator);
+        self
+    }
+
+    /// An embedder instead of loading `config.embedder`.
+    pub fn embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.embedder = Some(embedder);
+        self
+    }
+
+    /// Registers a LoRA adapter (PEFT directory or `.onnx_adapter`).
+    pub fn adapter(mut self, id: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        self.config.adapters.push(crate::config::AdapterConfig {
+            id: id.into(),
+            path: path.into(),
+        });
+        self
+    }
+
+    /// The default attribution method.
+    pub fn method(mut self, method: Method) -> Self {
+        self.config.attribution.method = method;
+        self
+    }
+
+    /// The reward split used when settling.
+    pub fn rewards(mut self, rewards: tribute_attribution::split::RewardConfig) -> Self {
+        self.config.rewards = rewards;
+        self
+    }
+
+    /// The payer's signing key (otherwise read from `receipts.key_env` or the keystore).
+    pub fn signer(mut self, key: PayerKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// The ledger receipts are signed for.
+    pub fn ledger(mut self, ledger: Ledger) -> Self {
+        self.config.receipts.ledger = Some(ledger);
+        self
+    }
+
+    /// The receipt journal directory.
+    pub fn journal_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.receipts.journal = Some(dir.into());
+        self
+    }
+
+    /// Where receipts are settled.
+    pub fn chain(mut self, chain: crate::config::ChainConfig) -> Self {
+        self.config.chain = Some(chain);
+        self
+    }
+
+    /// Opens the index, loads the models and the key, opens the journal.
+    pub fn build(self) -> Result<Engine> {
+        let config = self.config;
+        if config.retrieval.top_k == 0 {
+            return Err(Error::Config("retrieval.top_k must be at least 1".into()));
+        }
+        let embedder = match (self.embedder, config.bm25_only) {
+            (Some(e), _) => Some(e),
+            (None, true) => None,
+            (None, false) => {
+                let dir = config
+                    .embedder
+                    .clone()
+                    .unwrap_or_else(tribute_index::embedder::default_model_dir);
+                Some(
+                    Arc::new(OnnxEmbedder::from_dir(&dir, EmbedderOptions::default())?)
+                        as Arc<dyn Embedder>,
+                )
+            }
+        };
+        let index = Index::open(&config.index, embedder.clone(), IndexConfig::default())?;
+        let generator = match self.generator {
+            Some(g) => g,
+            None => {
+                let dir = config
+                    .model
+                    .clone()
+                    .unwrap_or_else(tribute_inference::default_model_dir);
+                let options = GeneratorOptions {
+                    device: config.generation.device.parse()?,
+                    sessions: config.generation.sessions.max(1),
+                    ..GeneratorOptions::default()
+                };
+                Arc::new(Generator::load_with(&dir, options)?)
+            }
+        };
+        for a in &config.adapters {
+            generator.add_adapter(a.id.clone(), &a.path)?;
+        }
+        let key = match self.key {
+            Some(k) => Some(k),
+            None => load_key(&config)?,
+        };
+        let journal = match &config.receipts.journal {
+            Some(dir) => Some(Journal::open(dir)?),
+            None => None,
+        };
+        let model_name = generator.config().name.clone().unwrap_or_else(|| {
+            generator
+                .dir()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into())
+        });
+        let first_nonce = journal
+            .as_ref()
+            .and_then(|j| j.receipts(None).map(|(r, _)| r.receipt.nonce).max())
+            .map_or(0, |n| n + 1);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                model: ModelInfo {
+                    id: named_id(&model_name),
+                    name: model_name,
+                },
+                index: RwLock::new(index),
+                embedder,
+                generator,
+                key,
+                journal: journal.map(Mutex::new),
+                nonce: AtomicU64::new(first_nonce),
+                config,
+            }),
+        })
+    }
+}
+
+/// The key from the config: the keystore if one is set, else `key_env` if it is set.
+fn load_key(config: &EngineConfig) -> Result<Option<PayerKey>> {
+    let r = &config.receipts;
+    if let Some(path) = &r.keystore {
+        let password = std::env::var(&r.keystore_password_env).map_err(|_| {
+            Error::Config(format!(
+                "receipts.keystore is set but {} (its password) is not",
+                r.keystore_password_env
+            ))
+        })?;
+        return Ok(Some(PayerKey::from_keystore(path, &password)?));
+    }
+    if std::env::var_os(&r.key_env).is_some() {
+        return Ok(Some(PayerKey::from_env(&r.key_env)?));
+    }
+    Ok(None)
+}

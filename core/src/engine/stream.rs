@@ -1,0 +1,98 @@
+//! Streamed asks: [`AskStream`] yields the answer's text as the model writes it, then the
+//! finished [`Answer`].
+
+use super::ask::Prepared;
+use super::{Answer, AskOptions, Engine};
+use crate::error::{Error, Result};
+
+/// An event of a streamed ask.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AskEvent {
+    /// A piece of the answer's text.
+    Text(String),
+    /// The finished answer with citations and receipt (the last event).
+    Done(Box<Answer>),
+}
+
+/// A streamed ask: [`AskEvent::Text`] pieces, then [`AskEvent::Done`].
+pub struct AskStream {
+    engine: Engine,
+    state: StreamState,
+}
+
+enum StreamState {
+    Generating {
+        prepared: Box<Prepared>,
+        stream: Box<tribute_inference::TextStream>,
+    },
+    NoSources(Box<Answer>),
+    NoSourcesDone(Box<Answer>),
+    Finished,
+}
+
+impl std::fmt::Debug for AskStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AskStream").finish_non_exhaustive()
+    }
+}
+
+impl Iterator for AskStream {
+    type Item = Result<AskEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match std::mem::replace(&mut self.state, StreamState::Finished) {
+            StreamState::Finished => None,
+            StreamState::NoSources(answer) => {
+                // The text first, then Done on the next call.
+                let text = answer.text.clone();
+                self.state = StreamState::NoSourcesDone(answer);
+                Some(Ok(AskEvent::Text(text)))
+            }
+            StreamState::NoSourcesDone(answer) => Some(Ok(AskEvent::Done(answer))),
+            StreamState::Generating {
+                prepared,
+                mut stream,
+            } => match stream.next() {
+                Some(Ok(piece)) => {
+                    self.state = StreamState::Generating { prepared, stream };
+                    Some(Ok(AskEvent::Text(piece)))
+                }
+                Some(Err(e)) => Some(Err(e.into())),
+                None => {
+                    let generation = stream.generation();
+                    // Give the session back before attribution needs one.
+                    drop(stream);
+                    let Some(generation) = generation else {
+                        return Some(Err(Error::Task("the generation ended unfinished".into())));
+                    };
+                    Some(
+                        self.engine
+                            .finish(*prepared, generation)
+                            .map(|a| AskEvent::Done(Box::new(a))),
+                    )
+                }
+            },
+        }
+    }
+}
+
+impl Engine {
+    pub(super) fn stream_with(&self, question: &str, options: &AskOptions) -> Result<AskStream> {
+        let state = match self.prepare(question, options)? {
+            Err(no_sources) => StreamState::NoSources(no_sources),
+            Ok(prepared) => {
+                prepared.check_cancelled()?;
+                let request = self.generate_request(&prepared);
+                let stream = Box::new(self.inner.generator.stream(&request)?);
+                StreamState::Generating {
+                    prepared: Box::new(prepared),
+                    stream,
+                }
+            }
+        };
+        Ok(AskStream {
+            engine: self.clone(),
+            state,
+        })
+    }
+}
