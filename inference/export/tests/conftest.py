@@ -83,7 +83,42 @@ def byte_vocab():
     return [a[i] for i in range(256)]
 
 
-def write_gguf(path, cfg, weights):
+def quantize_q4_k(a):
+    """A plain round-to-nearest Q4_K packer (the gguf package has none): w ≈ d·sc·q − dmin·m per
+    32-value sub-block, sc and m 6-bit per sub-block, d and dmin fp16 per 256-value super-block."""
+    a = np.asarray(a, np.float32)
+    rows = a.shape[0]
+    sub = a.reshape(-1, 8, 32)
+    lo = np.minimum(sub.min(-1), 0)
+    sub_scale, sub_min = (sub.max(-1) - lo) / 15, -lo
+    d = (sub_scale.max(-1, keepdims=True) / 63).astype(np.float16)
+    dmin = (sub_min.max(-1, keepdims=True) / 63).astype(np.float16)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sc = np.nan_to_num(np.round(sub_scale / d.astype(np.float32))).clip(0, 63).astype(np.uint8)
+        m = np.nan_to_num(np.round(sub_min / dmin.astype(np.float32))).clip(0, 63).astype(np.uint8)
+        step = d.astype(np.float32) * sc
+        off = dmin.astype(np.float32) * m
+        q = np.nan_to_num(np.round((sub + off[..., None]) / step[..., None])).clip(0, 15).astype(np.uint8)
+    scales = np.zeros((sub.shape[0], 12), np.uint8)
+    scales[:, 0:4] = (sc[:, :4] & 0x3F) | ((sc[:, 4:] >> 4) << 6)
+    scales[:, 4:8] = (m[:, :4] & 0x3F) | ((m[:, 4:] >> 4) << 6)
+    scales[:, 8:12] = (sc[:, 4:] & 0x0F) | ((m[:, 4:] & 0x0F) << 4)
+    q = q.reshape(-1, 4, 2, 32)  # sub-blocks 2c and 2c+1 share 32 bytes: low and high nibbles
+    qs = (q[:, :, 0] | (q[:, :, 1] << 4)).reshape(-1, 128)
+    blocks = np.concatenate([d.view(np.uint8), dmin.view(np.uint8), scales, qs], axis=1)
+    return blocks.reshape(rows, -1)
+
+
+def gguf_bytes(a, qtype: str):
+    """GGUFWriter.add_tensor's keyword arguments for `a` quantized to ggml type `qtype`."""
+    import gguf
+    t = gguf.GGMLQuantizationType[qtype]
+    return {"tensor": quantize_q4_k(a) if qtype == "Q4_K" else gguf.quants.quantize(a, t), "raw_dtype": t}
+
+
+def write_gguf(path, cfg, weights, qtype=None):
+    """A llama GGUF of `weights`; with `qtype` every linear and the embedding table are stored in
+    that ggml type (else float, except layer 0's q_proj in Q8_0)."""
     import gguf
     from tribute_export.sources import llama_permute
     L, H, NH, KV = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
@@ -140,10 +175,16 @@ def write_gguf(path, cfg, weights):
              "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
              "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
              "mlp.down_proj.weight": "ffn_down.weight"}
-    w.add_tensor("token_embd.weight", weights["model.embed_tokens.weight"])
+    if qtype:
+        w.add_tensor("token_embd.weight", **gguf_bytes(weights["model.embed_tokens.weight"], qtype))
+    else:
+        w.add_tensor("token_embd.weight", weights["model.embed_tokens.weight"])
     w.add_tensor("output_norm.weight", weights["model.norm.weight"])
     if "lm_head.weight" in weights:
-        w.add_tensor("output.weight", weights["lm_head.weight"].astype(np.float16))  # F16 storage path
+        if qtype:
+            w.add_tensor("output.weight", **gguf_bytes(weights["lm_head.weight"], qtype))
+        else:
+            w.add_tensor("output.weight", weights["lm_head.weight"].astype(np.float16))  # F16 storage path
     for i in range(L):
         for hf, gg in names.items():
             a = weights[f"model.layers.{i}.{hf}"]
@@ -151,7 +192,9 @@ def write_gguf(path, cfg, weights):
                 a = llama_permute(a, NH)
             elif hf == "self_attn.k_proj.weight":
                 a = llama_permute(a, KV)
-            if i == 0 and hf == "self_attn.q_proj.weight":
+            if qtype and not hf.endswith("norm.weight"):
+                w.add_tensor(f"blk.{i}.{gg}", **gguf_bytes(a, qtype))
+            elif i == 0 and hf == "self_attn.q_proj.weight":
                 t = gguf.GGMLQuantizationType.Q8_0
                 w.add_tensor(f"blk.{i}.{gg}", gguf.quants.quantize(a, t), raw_dtype=t)
             else:

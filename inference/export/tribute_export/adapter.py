@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import ExportError
+from .gguf_quant import SourceBlocks
 from .sources import Weights, load_safetensors_tensor, read_safetensors_index
 
 
@@ -282,7 +283,13 @@ def merge_peft(weights: Weights, spec, merges: Sequence[Tuple[str, float]], log=
             return arr
         return (arr.astype(np.float64) + d).astype(np.float32)
 
-    return Weights(weights.names(), load), records
+    def blocks(name):
+        src = weights.blocks(name)
+        if src is not None and name in deltas:
+            return SourceBlocks(src.tensor, src.qtype, None, "an adapter is merged into it")
+        return src
+
+    return Weights(weights.names(), load, blocks), records
 
 
 def write_onnx_adapter(params: Dict[str, np.ndarray], path: str):

@@ -14,7 +14,7 @@ import time
 from typing import List, Optional
 
 from . import EXPORTER, ExportError
-from . import adapter, sources, tokenizer
+from . import adapter, quant, sources, tokenizer
 from .graph import ALL_TARGETS, build_graph
 
 
@@ -88,7 +88,21 @@ def genai_config(spec, fp16: bool) -> dict:
     }
 
 
-def tribute_json(spec, fp16: bool, targets, lora_modules, source: dict) -> dict:
+def check_quant_shapes(spec, q):
+    """Every quantized matrix's input size must be a multiple of the block size; checked before writing."""
+    if q is None:
+        return
+    inputs = {"model.layers.0.self_attn.q_proj.weight": spec.hidden_size,
+              "model.layers.0.self_attn.o_proj.weight": spec.num_heads * spec.head_dim,
+              "model.layers.0.mlp.down_proj.weight": spec.intermediate_size}
+    for name, k in inputs.items():
+        if k % q.block_size:
+            raise ExportError(f"cannot quantize {name}: its input size {k} is not a multiple of the block size "
+                              f"{q.block_size} (pick a --block-size that divides it, or --quant none)")
+
+
+def tribute_json(spec, fp16: bool, targets, lora_modules, source: dict, q=None, quant_embeddings=True,
+                 transfer: Optional[dict] = None) -> dict:
     d = {
         "format": 1,
         "name": spec.name,
@@ -106,6 +120,10 @@ def tribute_json(spec, fp16: bool, targets, lora_modules, source: dict) -> dict:
         "outputs": {"logits": "logits", "present_key": "present.%d.key", "present_value": "present.%d.value"},
         "source": source,
     }
+    if q is not None:
+        d["quantization"] = q.record(quant_embeddings)
+        if transfer and (transfer["gguf_blocks_copied"] or transfer["gguf_requantized"]):
+            d["quantization"].update(transfer)
     if lora_modules:
         d["lora"] = {"targets": list(targets), "modules": lora_modules}
     return d
@@ -115,6 +133,7 @@ def export(args) -> str:
     t0 = time.time()
     fp16 = args.dtype == "fp16"
     targets = parse_targets(args.lora_targets)
+    q = quant.parse_quant(args.quant, args.block_size, args.accuracy_level)
     out = os.path.abspath(args.out)
     tmp = out + ".tmp"
 
@@ -148,6 +167,7 @@ def export(args) -> str:
         spec.name = args.name
     if args.context_length:
         spec.context_length = int(args.context_length)
+    check_quant_shapes(spec, q)
     if args.tokenizer and not os.path.isfile(os.path.join(args.tokenizer, "tokenizer.json")):
         raise ExportError(f"--tokenizer {args.tokenizer} has no tokenizer.json")
     if args.merge_peft:
@@ -183,10 +203,15 @@ def export(args) -> str:
         if spec.pad_token_id is None and spec.eos_token_ids:
             spec.pad_token_id = spec.eos_token_ids[0]
 
-        lora_modules, nbytes = build_graph(spec, weights, tmp, fp16, targets, log=_log,
-                                           max_positions=args.context_length)
+        lora_modules, nbytes, transfer = build_graph(spec, weights, tmp, fp16, targets, log=_log,
+                                           max_positions=args.context_length, quant=q,
+                                           quant_embeddings=not args.float_embeddings)
         _log(f"graph written: {len(lora_modules)} LoRA modules, weights {nbytes / 2**20:.1f} MiB "
-             f"({'fp16' if fp16 else 'fp32'})")
+             f"({'fp16' if fp16 else 'fp32'}" + (f", linears {q.dtype} blocks of {q.block_size})" if q else ")"))
+        if transfer["gguf_blocks_copied"]:
+            _log("GGUF blocks copied without re-rounding: " +
+                 ", ".join(f"{n} {t}" for t, n in transfer["gguf_blocks_copied"].items()) +
+                 (f"; re-quantized: {len(transfer['gguf_requantized'])}" if transfer["gguf_requantized"] else ""))
 
         def dump(name, obj):
             with open(os.path.join(tmp, name), "w") as f:
@@ -205,7 +230,8 @@ def export(args) -> str:
         else:
             dump("generation_config.json", gen)
         dump("genai_config.json", genai_config(spec, fp16))
-        dump("tribute.json", tribute_json(spec, fp16, targets, lora_modules, source))
+        dump("tribute.json", tribute_json(spec, fp16, targets, lora_modules, source, q,
+                                          not args.float_embeddings, transfer))
 
         # ---- swap into place
         old = out + ".old"
@@ -234,6 +260,20 @@ def build_parser():
                    help=f"random weights of a shape: {', '.join(sources.RANDOM_SHAPES)}, or a config.json path")
     p.add_argument("--out", required=True, help="output directory (written as DIR.tmp, then renamed)")
     p.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="weight storage dtype (compute is fp32)")
+    p.add_argument("--quant", choices=list(quant.QUANT_MODES), default="none",
+                   help="store every linear (qkv, o_proj, gate_up, down_proj, lm_head) and the embedding table as "
+                        "block-quantized int8 or int4 weights for ONNX Runtime's com.microsoft.MatMulNBits "
+                        "(asymmetric, zero points); a quantized GGUF's Q4_0/Q4_1/Q4_K/Q8_0 blocks are copied "
+                        "as they are, anything else is rounded to nearest; norms and LoRA stay float (default: none)")
+    p.add_argument("--block-size", type=int, choices=list(quant.BLOCK_SIZES), default=32,
+                   help="weights per quantization block along the input dimension (default 32)")
+    p.add_argument("--accuracy-level", type=int, choices=list(quant.ACCURACY_LEVELS), default=None,
+                   help="MatMulNBits accuracy_level: 0 computes in fp32 on the stored weights (exact to them; "
+                        "default for int8), 4 lets ONNX Runtime quantize activations to int8 per block and use "
+                        "integer dot products (fast on CPU, changes some greedy choices; default for int4)")
+    p.add_argument("--float-embeddings", action="store_true",
+                   help="with --quant, keep the embedding table float (--dtype) for the token lookup instead "
+                        "of a GatherBlockQuantized over quantized rows (a tied head is then a quantized copy)")
     p.add_argument("--lora-targets", default=None,
                    help="comma-separated LoRA target modules (default: all of " + ",".join(ALL_TARGETS) +
                         "); 'none' for no LoRA inputs")

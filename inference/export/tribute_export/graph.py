@@ -1,17 +1,22 @@
-"""Builds the ONNX decoder graph (opset 17, default domain only), weights in external data."""
+"""Builds the ONNX decoder graph (opset 17; default domain only unless the linears are quantized,
+which adds com.microsoft MatMulNBits), weights in external data."""
 
 from __future__ import annotations
 
 import math
 import os
 import time
-from typing import Dict, List, Optional
+from collections import Counter
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from . import ExportError
+from .gguf_quant import NBitsBlocks, concat_rows, from_rounded, to_nbits, transfer_plan
+from .quant import MS_DOMAIN, QuantConfig, pack, pack_zero_points, quantize
 from .sources import Spec, Weights
 
 OPSET = 17
@@ -56,10 +61,27 @@ class ExternalData:
         self.f.close()
 
 
+@dataclass
+class QuantizedWeight:
+    """The initializers of one MatMulNBits weight: [B, scales, zero_points], and the per-block
+    residual [N, k_blocks] (GGUF blocks whose offset is not a whole zero point), if any."""
+
+    names: List[str]
+    bits: int
+    block_size: int
+    residual: Optional[str] = None
+
+
 class Builder:
-    def __init__(self, data: ExternalData, fp16: bool):
+    def __init__(self, data: ExternalData, fp16: bool, quant: Optional[QuantConfig] = None,
+                 weights: Optional[Weights] = None, log=None):
         self.data = data
         self.fp16 = fp16
+        self.quant = quant
+        self.weights = weights
+        self.log = log or (lambda msg: None)
+        self.transferred: Counter = Counter()  # GGUF type -> tensors whose blocks were copied
+        self.requantized: List[str] = []  # quantized GGUF tensors that were rounded again
         self.nodes: List[onnx.NodeProto] = []
         self.inits: List[TensorProto] = []
         self.inputs: List[onnx.ValueInfoProto] = []
@@ -99,6 +121,69 @@ class Builder:
             return self.op("Cast", [name], name=name + "_f32", to=TensorProto.FLOAT)
         self.inits.append(self.data.add(name, arr.astype(np.float32)))
         self.weight_bytes += arr.size * 4
+        return name
+
+    def linear(self, x: str, name: str, members: Sequence[Tuple[str, np.ndarray]], outputs=None) -> str:
+        """x @ W^T for W [out, in] = the members' (source name, W) rows stacked: MatMul against a
+        stored W^T, or MatMulNBits when quantizing."""
+        w = np.concatenate([m for _, m in members], axis=0) if len(members) > 1 else members[0][1]
+        if self.quant is None:
+            return self.op("MatMul", [x, self.weight(name + ".weight_t", w.T)], name=name, outputs=outputs)
+        return self.matmul_nbits(x, self.quantized(name, members), w.shape, outputs or [name])
+
+    def member_blocks(self, name: str, source: str, w: np.ndarray) -> NBitsBlocks:
+        """One source matrix in MatMulNBits terms: the GGUF's own blocks when they transfer
+        losslessly, else rounded here (with a log line when the source was quantized already)."""
+        q = self.quant
+        src = self.weights.blocks(source) if self.weights is not None else None
+        if src is not None:
+            bits, why = transfer_plan(src.qtype, q.bits, q.block_size)
+            why = src.reason or why
+            if bits is not None and src.load is not None and not src.reason:
+                self.transferred[src.qtype] += 1
+                return to_nbits(src.load(), bits)
+            if why:
+                self.log(f"{src.tensor} ({src.qtype}): {why}; dequantized and re-quantized to {q.bits} bits")
+                self.requantized.append(src.tensor)
+        return from_rounded(*quantize(w, q.bits, q.block_size, name=source), q.bits)
+
+    def quantized(self, name: str, members: Sequence[Tuple[str, np.ndarray]]) -> QuantizedWeight:
+        """Stores the members' rows as one MatMulNBits weight (B [N, k_blocks, blob], scales,
+        zero_points, and a residual when the GGUF blocks need one)."""
+        blocks = concat_rows([self.member_blocks(name, source, w) for source, w in members])
+        arrays = [("weight_q", pack(blocks.codes, blocks.bits)), ("weight_scales", blocks.scales),
+                  ("weight_zero_points", pack_zero_points(blocks.zero_points, blocks.bits))]
+        names = [self.big_const(f"{name}.{suffix}", arr) for suffix, arr in arrays]
+        residual = None
+        if blocks.residual is not None:
+            residual = self.big_const(f"{name}.weight_block_residual", blocks.residual)
+        return QuantizedWeight(names, blocks.bits, blocks.block_size, residual)
+
+    def matmul_nbits(self, x: str, qw: QuantizedWeight, shape, outputs) -> str:
+        """Y = x @ dequantized(W)^T; with a residual r [N, k_blocks], + (x summed per block) @ r^T."""
+        n, k = int(shape[0]), int(shape[1])
+        y = outputs[0] if qw.residual is None else f"{outputs[0]}_codes"
+        self._n += 1
+        self.nodes.append(helper.make_node(
+            "MatMulNBits", [x] + list(qw.names), [y], name=f"n{self._n}_MatMulNBits", domain=MS_DOMAIN,
+            K=k, N=n, bits=qw.bits, block_size=qw.block_size, accuracy_level=self.quant.accuracy_level))
+        if qw.residual is None:
+            return y
+        nb = k // qw.block_size
+        xb = self.op("Reshape", [x, self.const([0, 0, nb, qw.block_size], np.int64)])
+        xsum = self.op("ReduceSum", [xb, self.const([-1], np.int64)], keepdims=0)
+        rt = self.op("Transpose", [qw.residual], perm=[1, 0])  # constant-folded by ORT
+        return self.op("Add", [y, self.op("MatMul", [xsum, rt])], outputs=outputs)
+
+    def alias(self, name: str, of: str, shape) -> str:
+        """A second initializer over the same external bytes as `of`, with another shape (no copy on disk)."""
+        src = next(t for t in self.inits if t.name == of)
+        t = TensorProto()
+        t.CopyFrom(src)
+        t.name = name
+        del t.dims[:]
+        t.dims.extend(shape)
+        self.inits.append(t)
         return name
 
     def inp(self, name, elem, shape):
@@ -141,15 +226,20 @@ def rope_tables(spec: Spec, n_pos: int):
 
 
 def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_targets: List[str],
-                log=None, max_positions: Optional[int] = None):
-    """Writes out_dir/model.onnx + model.onnx.data. Returns the list of LoRA module dicts."""
+                log=None, max_positions: Optional[int] = None, quant: Optional[QuantConfig] = None,
+                quant_embeddings: bool = True):
+    """Writes out_dir/model.onnx + model.onnx.data. Returns the list of LoRA module dicts.
+
+    With `quant`, every linear (fused qkv, o_proj, fused gate_up, down_proj, lm_head) is a
+    MatMulNBits; with `quant_embeddings` the embedding lookup is a GatherBlockQuantized over the same
+    kind of blocks (shared with the head when tied), else a float Gather. Norms and LoRA stay float."""
     log = log or (lambda msg: None)
     H, D = spec.hidden_size, spec.head_dim
     NH, KV, L, V = spec.num_heads, spec.num_kv_heads, spec.num_layers, spec.vocab_size
     rep = NH // KV
     n_pos = int(max_positions or spec.context_length)
     data = ExternalData(os.path.join(out_dir, "model.onnx.data"), "model.onnx.data")
-    b = Builder(data, fp16)
+    b = Builder(data, fp16, quant, weights, log)
     FLOAT, INT64 = TensorProto.FLOAT, TensorProto.INT64
     t0 = time.time()
 
@@ -214,8 +304,7 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
 
     def linear_group(x, layer, mods, prefix, fused_name):
         """mods: list of (target, W[out,in], bias|None). One MatMul for the group, then Split."""
-        wt = np.concatenate([w.T for _, w, _ in mods], axis=1) if len(mods) > 1 else mods[0][1].T
-        y = b.op("MatMul", [x, b.weight(f"{prefix}.{fused_name}.weight_t", wt)], name=f"{prefix}.{fused_name}")
+        y = b.linear(x, f"{prefix}.{fused_name}", [(f"{module_path(layer, t)}.weight", w) for t, w, _ in mods])
         if any(bb is not None for _, _, bb in mods):
             bias_v = np.concatenate([bb if bb is not None else np.zeros(w.shape[0], np.float32) for _, w, bb in mods])
             y = b.op("Add", [y, b.big_const(f"{prefix}.{fused_name}.bias", bias_v.astype(np.float32))])
@@ -235,8 +324,21 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
 
     # ---- embeddings
     emb = weights.require("model.embed_tokens.weight", (V, H))
-    emb_name = b.weight("model.embed_tokens.weight", emb)
-    x = b.op("Gather", [emb_name, "input_ids"], name="embeddings", axis=0)
+    emb_q = None
+    if quant is not None and quant_embeddings:
+        # GatherBlockQuantized reads the same blocks as MatMulNBits, as [V, H * bits / 8] rows
+        emb_q = b.quantized("model.embed_tokens", [("model.embed_tokens.weight", emb)])
+        table = b.alias("model.embed_tokens.weight_rows", emb_q.names[0], [V, H * emb_q.bits // 8])
+        x = b.op("GatherBlockQuantized", [table, "input_ids", emb_q.names[1], emb_q.names[2]],
+                 name="embeddings_codes" if emb_q.residual else "embeddings", domain=MS_DOMAIN, gather_axis=0,
+                 quantize_axis=1, block_size=emb_q.block_size, bits=emb_q.bits)
+        if emb_q.residual is not None:  # + each block's residual, broadcast over the block's values
+            r = b.op("Unsqueeze", [b.op("Gather", [emb_q.residual, "input_ids"], axis=0), b.const([-1], np.int64)])
+            xb = b.op("Reshape", [x, b.const([0, 0, H // emb_q.block_size, emb_q.block_size], np.int64)])
+            x = b.op("Reshape", [b.op("Add", [xb, r]), b.const([0, 0, H], np.int64)], name="embeddings")
+    else:
+        emb_name = b.weight("model.embed_tokens.weight", emb)
+        x = b.op("Gather", [emb_name, "input_ids"], name="embeddings", axis=0)
     if spec.tie_word_embeddings:
         lm = None
     else:
@@ -288,14 +390,20 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         log(f"layer {i + 1}/{L} written ({b.weight_bytes / 2**20:.1f} MiB so far, {time.time() - t0:.1f}s)")
 
     x = rmsnorm(x, weights.require("model.norm.weight", (H,)), "model.norm.weight")
-    if lm is None:
+    if lm is None and emb_q is not None:
+        b.matmul_nbits(x, emb_q, (V, H), ["logits"])  # tied: the head shares the embedding's blocks
+    elif lm is None and quant is not None:
+        # tied, float Gather: a quantized copy of the table for the head
+        b.linear(x, "lm_head", [("model.embed_tokens.weight", weights.require("model.embed_tokens.weight", (V, H)))],
+                 outputs=["logits"])
+    elif lm is None:
         # tied: Gemm with transB=1 against the embedding table itself (no transposed copy)
         x2 = b.op("Reshape", [x, b.const([-1, H], np.int64)])
         y = b.op("Gemm", [x2, emb_name], transB=1)
         shp = b.op("Concat", [b.op("Shape", ["input_ids"]), b.const([V], np.int64)], axis=0)
         b.op("Reshape", [y, shp], outputs=["logits"])
     else:
-        b.op("MatMul", [x, b.weight("lm_head.weight_t", lm.T)], outputs=["logits"])
+        b.linear(x, "lm_head", [("lm_head.weight", lm)], outputs=["logits"])
         del lm
     log(f"lm_head {'tied' if spec.tie_word_embeddings else 'separate'}")
 
@@ -305,7 +413,8 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
             b.out(f"present.{i}.{kv}", FLOAT, ["batch", KV, "total_sequence_length", D])
 
     graph = helper.make_graph(b.nodes, "tribute_decoder", b.inputs, b.outputs, initializer=b.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+    opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid(MS_DOMAIN, 1)] if quant else [])
+    model = helper.make_model(graph, opset_imports=opsets,
                               producer_name="tribute_export", ir_version=8)
     data.close()
     with open(os.path.join(out_dir, "model.onnx"), "wb") as f:
@@ -314,4 +423,5 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         onnx.checker.check_model(os.path.join(out_dir, "model.onnx"))
     except Exception as e:
         raise ExportError(f"internal error: the written graph fails onnx.checker: {e}") from None
-    return lora_modules, b.weight_bytes
+    transfer = {"gguf_blocks_copied": dict(sorted(b.transferred.items())), "gguf_requantized": b.requantized}
+    return lora_modules, b.weight_bytes, transfer

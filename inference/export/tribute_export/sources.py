@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from . import ExportError
+from .gguf_quant import TRANSFER_BITS, SourceBlocks, affine_blocks
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
 
@@ -84,9 +85,17 @@ class Spec:
 class Weights:
     """name -> fp32 array in Hugging Face layout; `None` from get() when absent."""
 
-    def __init__(self, names, loader: Callable[[str], np.ndarray]):
+    def __init__(self, names, loader: Callable[[str], np.ndarray],
+                 blocks: Optional[Callable[[str], Optional["SourceBlocks"]]] = None):
         self._names = set(names)
         self._loader = loader
+        self._blocks = blocks
+
+    def blocks(self, name: str) -> Optional["SourceBlocks"]:
+        """The source's own quantized blocks for `name` (GGUF sources), None for float sources."""
+        if self._blocks is None or name not in self._names:
+            return None
+        return self._blocks(name)
 
     def has(self, name: str) -> bool:
         return name in self._names
@@ -400,7 +409,23 @@ class GGUFSource:
                 a = reverse_llama_permute(a, spec.num_kv_heads)
             return a
 
-        return Weights(names.keys(), load)
+        def blocks(name):
+            g = names[name]
+            t = self.tensors[g]
+            qtype = t.tensor_type.name
+            if qtype not in TRANSFER_BITS:
+                return SourceBlocks(g, qtype, None)
+            n, k = (int(x) for x in reversed(t.shape))
+            heads = {"attn_q": spec.num_heads, "attn_k": spec.num_kv_heads}.get(g.split(".")[-2])
+
+            def load_blocks():
+                a = affine_blocks(qtype, t.data, n, k)
+                if permute and heads:  # the rows' permutation, undone on whole blocks
+                    a = a.permute_rows(reverse_llama_permute(np.arange(n), heads))
+                return a
+            return SourceBlocks(g, qtype, load_blocks)
+
+        return Weights(names.keys(), load, blocks)
 
 
 # ---------------------------------------------------------------------------------------------
