@@ -9,9 +9,9 @@ TRIBUTE := $(or $(CARGO_TARGET_DIR),target)/debug/tribute
 KB ?= target/demo-kb
 TRIBUTE_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tribute
 VENV := $(TRIBUTE_HOME)/venv
-LORA ?= ../shared/models/lora
+LORA ?= examples/adapters
 
-.PHONY: setup build demo test lint bench eval
+.PHONY: setup build demo test test-rust lint bench bench-llama bench-lancedb eval
 
 setup:
 	scripts/setup.sh
@@ -36,15 +36,31 @@ test: setup
 	bindings/kotlin/test.sh
 	bindings/swift/test.sh
 	$(CARGO) clippy -p tribute-attribution --features onchain --all-targets -- -D warnings
-	$(CARGO) test -p tribute-attribution --features onchain --test chain
+	$(CARGO) test -p tribute-attribution --features onchain --test it chain::
 	$(CARGO) test -p tribute --features onchain --test it engine::onchain
+
+# The Rust tests alone (every crate, real models); no fmt, clippy, Python, Kotlin or chain suites.
+test-rust: setup
+	$(CARGO) test --workspace
 
 bench: setup
 	$(CARGO) bench -p tribute-index --bench retrieval
 	$(CARGO) bench -p tribute-inference --bench generation
 	$(CARGO) bench -p tribute --bench attribution
 
+# BEIR sets are not in the repository: point BEIR at a folder holding vaswani/, cranfield/, cisi/.
+BEIR ?= ../shared/data
+# Tribute (fp32 / int8 / int4 exports) vs llama.cpp (npm node-llama-cpp, CPU) on SmolLM2-135M-Instruct,
+# 2 threads, same prompt; overrides: ROUNDS, N_DECODE, THREADS, BATCHES. Wants a quiet machine.
+bench-llama: setup
+	inference/benches/vs_llama_cpp/run.sh
+
+# Query latency and ingest, Tribute vs LanceDB (PyPI lancedb + plain onnxruntime, 2 threads) on BEIR
+# sets (BEIR=DIR as for eval); overrides: SETS, ROUNDS, CORPUS_LIMIT, QUERY_LIMIT.
+bench-lancedb: setup
+	BEIR=$(BEIR) index/benches/vs_lancedb/run.sh
+
 eval: setup
 	$(CARGO) build --release -p tribute-cli
-	for d in vaswani cranfield cisi; do $(or $(CARGO_TARGET_DIR),target)/release/tribute eval beir --data ../shared/data/$$d --mode all; done
+	for d in vaswani cranfield cisi; do $(or $(CARGO_TARGET_DIR),target)/release/tribute eval beir --data $(BEIR)/$$d --mode all; done
 	$(or $(CARGO_TARGET_DIR),target)/release/tribute eval attribution --data examples/data/attribution/dev.jsonl --method all
