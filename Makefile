@@ -11,7 +11,7 @@ TRIBUTE_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tribute
 VENV := $(TRIBUTE_HOME)/venv
 LORA ?= examples/adapters
 
-.PHONY: setup build demo test test-rust lint bench bench-llama bench-lancedb eval
+.PHONY: setup build demo test test-rust lint bench bench-llama bench-lancedb eval check-beir
 
 setup:
 	scripts/setup.sh
@@ -48,8 +48,12 @@ bench: setup
 	$(CARGO) bench -p tribute-inference --bench generation
 	$(CARGO) bench -p tribute --bench attribution
 
-# BEIR sets are not in the repository: point BEIR at a folder holding vaswani/, cranfield/, cisi/.
-BEIR ?= ../shared/data
+# The BEIR sets are not in the repository: BEIR is a folder holding vaswani/, cranfield/, cisi/
+# (BEIR-format corpus.jsonl, queries.jsonl, qrels/test.tsv), e.g. `make eval BEIR=/data/beir`.
+BEIR ?= $(TRIBUTE_HOME)/beir
+check-beir:
+	@test -d "$(BEIR)/cisi" || { echo "make: no BEIR sets in $(BEIR): pass BEIR=DIR (a folder holding vaswani/, cranfield/, cisi/)"; exit 1; }
+
 # Tribute (fp32 / int8 / int4 exports) vs llama.cpp (npm node-llama-cpp, CPU) on SmolLM2-135M-Instruct,
 # 2 threads, same prompt; overrides: ROUNDS, N_DECODE, THREADS, BATCHES. Wants a quiet machine.
 bench-llama: setup
@@ -57,10 +61,10 @@ bench-llama: setup
 
 # Query latency and ingest, Tribute vs LanceDB (PyPI lancedb + plain onnxruntime, 2 threads) on BEIR
 # sets (BEIR=DIR as for eval); overrides: SETS, ROUNDS, CORPUS_LIMIT, QUERY_LIMIT.
-bench-lancedb: setup
+bench-lancedb: setup check-beir
 	BEIR=$(BEIR) index/benches/vs_lancedb/run.sh
 
-eval: setup
+eval: setup check-beir
 	$(CARGO) build --release -p tribute-cli
 	for d in vaswani cranfield cisi; do $(or $(CARGO_TARGET_DIR),target)/release/tribute eval beir --data $(BEIR)/$$d --mode all; done
 	$(or $(CARGO_TARGET_DIR),target)/release/tribute eval attribution --data examples/data/attribution/dev.jsonl --method all
