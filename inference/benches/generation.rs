@@ -12,6 +12,9 @@
 //! With `BENCH_MODEL=DIR` it measures that one model instead (no Python peer):
 //! `BENCH_DEVICE` (`cpu`, `cuda`, `cuda:N`), `BENCH_BATCHES` (default `1,8,32`), then the
 //! adapter switch time on it. `inference/benches/gpu.sh` uses this mode.
+//! With `BENCH_ADAPTERS=DIR,DIR,...` (PEFT directories) it measures instead batches whose
+//! rows take those adapters in turn (row i: adapter i mod n), with `BENCH_SLOTS` adapter
+//! slots (default 0: one running batch per adapter) and `BENCH_SLOT_RANK` (default 16).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -245,6 +248,12 @@ fn device_bench(model: PathBuf) {
         .split(',')
         .filter_map(|b| b.trim().parse().ok())
         .collect();
+    let adapters: Vec<PathBuf> = std::env::var("BENCH_ADAPTERS")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .collect();
     let t0 = Instant::now();
     let g = Generator::load_with(
         &model,
@@ -253,10 +262,15 @@ fn device_bench(model: PathBuf) {
             intra_threads: std::env::var("BENCH_THREADS")
                 .ok()
                 .and_then(|t| t.parse().ok()),
+            adapter_slots: env_usize("BENCH_SLOTS", 0),
+            slot_rank: env_usize("BENCH_SLOT_RANK", 16),
             ..Default::default()
         },
     )
     .expect("load model");
+    for (i, d) in adapters.iter().enumerate() {
+        g.add_adapter(format!("a{i}"), d).expect("register adapter");
+    }
     let ids = g
         .prompt_tokens(&Prompt::Text(PROMPT.to_owned()))
         .expect("tokenize");
@@ -270,6 +284,36 @@ fn device_bench(model: PathBuf) {
     println!(
         "| batch | prefill tok/s | decode tok/s (all rows) | decode ms/step |\n|---|---|---|---|"
     );
+    if !adapters.is_empty() {
+        println!(
+            "\nrows take {} adapters in turn, {} adapter slots",
+            adapters.len(),
+            env_usize("BENCH_SLOTS", 0)
+        );
+        println!("| batch | wall ms | tokens/s (all rows) |\n|---|---|---|");
+        for b in batches {
+            let reqs: Vec<GenerateRequest> = (0..b)
+                .map(|i| {
+                    GenerateRequest::new(Prompt::Tokens(ids.clone()))
+                        .max_tokens(new)
+                        .ignore_eos(true)
+                        .adapter(format!("a{}", i % adapters.len()), 1.0)
+                })
+                .collect();
+            let _ = g.generate_batch(&reqs);
+            let mut wall = Vec::new();
+            for _ in 0..reps {
+                let t = Instant::now();
+                for r in g.generate_batch(&reqs) {
+                    r.expect("generation");
+                }
+                wall.push(t.elapsed().as_secs_f64());
+            }
+            let w = median(wall);
+            println!("| {b} | {:.0} | {:.1} |", w * 1e3, (b * new) as f64 / w);
+        }
+        return;
+    }
     for b in batches {
         let r = bench_rust(&g, &ids, b, new, reps);
         println!(

@@ -451,6 +451,16 @@ impl LoraFeed {
         Ok(out)
     }
 
+    /// The largest rank over its modules (0 for none).
+    pub fn rank(&self) -> Result<usize> {
+        let mut rank = 0;
+        for (_, a) in self.inputs.iter().step_by(2) {
+            let (shape, _) = a.try_extract_tensor::<f32>()?;
+            rank = rank.max(shape.get(1).copied().unwrap_or(0) as usize);
+        }
+        Ok(rank)
+    }
+
     /// Whether the feed leaves the base model unchanged.
     pub fn is_empty(&self) -> bool {
         self.inputs.is_empty()

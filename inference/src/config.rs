@@ -36,6 +36,10 @@ pub struct LoraInputs {
     /// Every module with LoRA inputs.
     #[serde(default)]
     pub modules: Vec<LoraModule>,
+    /// The `[rows, 1, rank]` input that gives each row its columns of the LoRA inputs'
+    /// rank axis (adapter slots); models exported before it have none.
+    #[serde(default)]
+    pub mask: Option<String>,
 }
 
 /// The shape and conventions of a decoder model.
@@ -103,6 +107,10 @@ pub struct InputNames {
     pub past_key: String,
     /// Past value pattern.
     pub past_value: String,
+    /// How many of the last positions get logits (optional: graphs exported before it
+    /// return logits for every position, and so do graphs where it is not fed).
+    #[serde(default)]
+    pub logits_to_keep: Option<String>,
 }
 
 /// Output names as written in `tribute.json`.
@@ -198,6 +206,7 @@ impl ModelConfig {
                 position_ids: Some(s(ins, "position_ids", "position_ids")),
                 past_key: s(ins, "past_key_names", "past_key_values.%d.key"),
                 past_value: s(ins, "past_value_names", "past_key_values.%d.value"),
+                logits_to_keep: None,
             },
             outputs: OutputNames {
                 logits: s(outs, "logits", "logits"),

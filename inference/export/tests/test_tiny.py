@@ -49,7 +49,9 @@ def test_tribute_json(tiny):
     # overridable initializers are not listed by get_inputs(), but can be fed like inputs
     assert not any("lora" in i.name for i in r.sess.get_inputs())
     ins = {i.name: i for i in r.sess.get_overridable_initializers()}
-    assert len(ins) == 2 * 14
+    assert len(ins) == 2 * 14 + 2  # LoRA A/B per module, lora_mask and logits_to_keep
+    assert tj["lora"]["mask"] == "lora_mask" and ins["lora_mask"].shape == ["lora_mask_rows", 1, "lora_mask_rank"]
+    assert tj["inputs"]["logits_to_keep"] == "logits_to_keep" and ins["logits_to_keep"].shape == [1]
     a = ins["model.layers.1.self_attn.k_proj.lora_A"]
     assert a.shape == [64, "model.layers.1.self_attn.k_proj.rank"]
     assert ins["model.layers.1.self_attn.k_proj.lora_B"].shape == ["model.layers.1.self_attn.k_proj.rank", 32]
@@ -76,6 +78,22 @@ def test_incremental_decode_equals_full_forward(tiny, tiny_runner):
     logits, past = tiny_runner.run(IDS[:5])
     logits, past = tiny_runner.run(IDS[5:7], past=past)
     np.testing.assert_allclose(logits[0], full[0, 5:7], atol=1e-5, rtol=1e-4)
+
+
+def test_logits_to_keep(tiny, tiny_runner):
+    """The head runs on the last k positions only; unfed (default) or 0 means every position."""
+    full, _ = tiny_runner.run(IDS)
+    for k, want in ((1, full[:, -1:]), (3, full[:, -3:]), (0, full), (len(IDS) + 5, full)):
+        got, _ = tiny_runner.run(IDS, extra={"logits_to_keep": np.array([k], np.int64)})
+        assert got.shape == want.shape, (k, got.shape)
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-6)
+    # a left-padded batch: the last column is every row's latest token
+    ids = [[258, 258] + IDS[:5], IDS[:7]]
+    mask = [[0, 0] + [1] * 5, [1] * 7]
+    pos = [[0, 0] + list(range(5)), list(range(7))]
+    full, _ = tiny_runner.run(ids, mask=mask, pos=pos)
+    last, _ = tiny_runner.run(ids, mask=mask, pos=pos, extra={"logits_to_keep": np.array([1], np.int64)})
+    np.testing.assert_allclose(last[:, 0], full[:, -1], atol=1e-6, rtol=1e-6)
 
 
 def test_left_padded_batch(tiny, tiny_runner):
@@ -135,6 +153,43 @@ def test_lora_inputs_match_numpy(tiny, tiny_runner):
     assert rel_err(want, base) > 1e-2  # the adapter really changes the output
 
 
+def _stack(feeds, width, modules):
+    """Adapters side by side along the rank axis, each in `width` columns (zero-padded): A [in, n*width],
+    B [n*width, out] for every LoRA module of the model (a mask as wide as the rank must fit them all)."""
+    out = {}
+    for m in modules:
+        a, b = m["a"], m["b"]
+        A = np.zeros((m["in_features"], len(feeds) * width), np.float32)
+        B = np.zeros((len(feeds) * width, m["out_features"]), np.float32)
+        for i, f in enumerate(feeds):
+            if a in f:
+                r = f[a].shape[1]
+                A[:, i * width:i * width + r] = f[a]
+                B[i * width:i * width + r] = f[b]
+        out[a], out[b] = A, B
+    return out
+
+
+def test_lora_mask_runs_different_adapters_per_row(tiny, tiny_runner):
+    """Two adapters stacked along the rank axis, a per-row mask picking one, the other or neither:
+    each row equals its request run alone."""
+    cfg, w = tiny[0], tiny[1]
+    rng = np.random.default_rng(9)
+    f1, ref1 = _random_lora(cfg, rng, LORA_SPEC)
+    f2, ref2 = _random_lora(cfg, rng, {"model.layers.0.self_attn.q_proj": 4, "model.layers.1.mlp.down_proj": 1})
+    width = 5
+    feed = _stack([f1, f2], width, tiny_runner.tj["lora"]["modules"])
+    mask = np.zeros((3, 1, 2 * width), np.float32)
+    mask[0, 0, :width] = 1  # row 0: adapter 1; row 1: adapter 2; row 2: the base model
+    mask[1, 0, width:] = 1
+    ids = np.array([IDS, IDS, IDS], np.int64)
+    logits, _ = tiny_runner.run(ids, extra={**feed, "lora_mask": mask})
+    for row, (f, ref) in enumerate([(f1, ref1), (f2, ref2), ({}, None)]):
+        alone, _ = tiny_runner.run(IDS, extra=f)
+        np.testing.assert_allclose(logits[row], alone[0], atol=1e-5, rtol=1e-4)
+        assert rel_err(logits[row], ref_forward(cfg, w, IDS, lora=ref)) < 1e-4
+
+
 def test_random_tiny_export(tmp_path):
     out = str(tmp_path / "rnd")
     export(["--random", "tiny", "--seed", "3", "--out", out, "--lora-targets", "q_proj,v_proj"])
@@ -177,7 +232,7 @@ def test_lora_targets_none(tiny, tmp_path):
     out = str(tmp_path / "nolora")
     export(["--source", tiny[2], "--out", out, "--lora-targets", "none"])
     r = Runner(out)
-    assert not r.sess.get_overridable_initializers()
+    assert [i.name for i in r.sess.get_overridable_initializers()] == ["logits_to_keep"]
     m = onnx.load(os.path.join(out, "model.onnx"), load_external_data=False)
     assert not any("lora" in i.name for i in m.graph.input)
     assert "lora" not in r.tj

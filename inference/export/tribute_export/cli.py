@@ -116,7 +116,8 @@ def tribute_json(spec, fp16: bool, targets, lora_modules, source: dict, q=None, 
         "weights_dtype": "float16" if fp16 else "float32",
         "kv_dtype": "float32",
         "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask", "position_ids": "position_ids",
-                   "past_key": "past_key_values.%d.key", "past_value": "past_key_values.%d.value"},
+                   "past_key": "past_key_values.%d.key", "past_value": "past_key_values.%d.value",
+                   "logits_to_keep": "logits_to_keep"},
         "outputs": {"logits": "logits", "present_key": "present.%d.key", "present_value": "present.%d.value"},
         "source": source,
     }
@@ -125,7 +126,7 @@ def tribute_json(spec, fp16: bool, targets, lora_modules, source: dict, q=None, 
         if transfer and (transfer["gguf_blocks_copied"] or transfer["gguf_requantized"]):
             d["quantization"].update(transfer)
     if lora_modules:
-        d["lora"] = {"targets": list(targets), "modules": lora_modules}
+        d["lora"] = {"targets": list(targets), "modules": lora_modules, "mask": "lora_mask"}
     return d
 
 

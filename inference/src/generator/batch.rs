@@ -2,6 +2,7 @@
 //! join at step boundaries (prefilled on their own, then merged into the cache) and leave
 //! when they finish (dropped from the cache).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ort::session::{IoBinding, Session};
@@ -11,6 +12,8 @@ use super::Shared;
 use super::cache::{HostTensor, Pick, first_attended, gather};
 use super::forward::{Inputs, LogitsWanted, empty_past, new_binding, run};
 use super::row::Row;
+use super::slots::SlotBank;
+use crate::adapter::LoraFeed;
 use crate::error::{Error, Result};
 use crate::registry::{Activation, AdapterSet};
 
@@ -30,7 +33,12 @@ use crate::registry::{Activation, AdapterSet};
 pub(super) struct Batch {
     pub(super) set: AdapterSet,
     activation: Activation,
+    /// Rows of any adapter set fed through the session's adapter slots (each row its own
+    /// slot, `set` is the base model's); else every row runs `activation`.
+    pub(super) mixed: bool,
     binding: Option<IoBinding>,
+    /// The slot tensors `binding` has bound (`None`: `activation`'s).
+    bound: Option<Arc<LoraFeed>>,
     /// The rows, in cache order (finished ones until they are dropped from the cache).
     pub(super) rows: Vec<Row>,
     past: Vec<DynValue>,
@@ -48,13 +56,21 @@ impl Batch {
         Batch {
             set,
             activation,
+            mixed: false,
             binding: None,
+            bound: None,
             rows,
             past: Vec::new(),
             mask: Vec::new(),
             total: 0,
             next_pos: Vec::new(),
         }
+    }
+
+    /// Rows fed through the session's adapter slots.
+    pub(super) fn mixed(mut self) -> Self {
+        self.mixed = true;
+        self
     }
 
     /// Rows still decoding.
@@ -84,7 +100,12 @@ impl Batch {
 
     /// Runs every prompt at once, left-padded to the longest, and samples each row's first
     /// token.
-    pub(super) fn prefill(&mut self, shared: &Shared, session: &mut Session) -> Result<()> {
+    pub(super) fn prefill(
+        &mut self,
+        shared: &Shared,
+        session: &mut Session,
+        bank: Option<&SlotBank>,
+    ) -> Result<()> {
         let t0 = Instant::now();
         let cfg = &shared.config;
         let b = self.rows.len();
@@ -115,8 +136,9 @@ impl Batch {
         self.past = empty_past(cfg, b)?;
         if shared.io_binding {
             self.binding = Some(new_binding(session, &self.activation)?);
+            self.bound = None;
         }
-        self.forward_and_sample(shared, session, ids, pos, seq)?;
+        self.forward_and_sample(shared, session, bank, ids, pos, seq)?;
         let took = t0.elapsed();
         for r in &mut self.rows {
             r.timings.prefill = took;
@@ -125,7 +147,12 @@ impl Batch {
     }
 
     /// One decode step: feeds each row's latest token and samples the next.
-    pub(super) fn decode(&mut self, shared: &Shared, session: &mut Session) -> Result<()> {
+    pub(super) fn decode(
+        &mut self,
+        shared: &Shared,
+        session: &mut Session,
+        bank: Option<&SlotBank>,
+    ) -> Result<()> {
         let t0 = Instant::now();
         let b = self.rows.len();
         // A finished row riding along in a device cache feeds its last token too; what it
@@ -150,7 +177,7 @@ impl Batch {
         self.mask = mask;
         self.total = t + 1;
         let live: Vec<bool> = self.rows.iter().map(Row::live).collect();
-        self.forward_and_sample(shared, session, ids, pos, 1)?;
+        self.forward_and_sample(shared, session, bank, ids, pos, 1)?;
         let took: Duration = t0.elapsed();
         for (r, was_live) in self.rows.iter_mut().zip(live) {
             if was_live {
@@ -166,16 +193,36 @@ impl Batch {
         &mut self,
         shared: &Shared,
         session: &mut Session,
+        bank: Option<&SlotBank>,
         ids: Vec<i64>,
         pos: Vec<i64>,
         seq: usize,
     ) -> Result<()> {
+        // Slots only while some row uses one: base-model rows alone skip the LoRA columns.
+        let slotted = self.mixed && self.rows.iter().any(|r| r.slot.is_some());
+        let (activation, lora_mask, feed) = match bank.filter(|_| slotted) {
+            Some(bank) => (
+                Activation::Feed(bank.feed().clone()),
+                Some(bank.mask(self.rows.iter().map(|r| r.slot))),
+                Some(bank.feed().clone()),
+            ),
+            None => (self.activation.clone(), None, None),
+        };
+        let same = match (&self.bound, &feed) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if !same && self.binding.is_some() {
+            self.binding = Some(new_binding(session, &activation)?);
+            self.bound = feed;
+        }
         let past = std::mem::take(&mut self.past);
         let (last_logits, present) = run(
             shared,
             session,
             self.binding.as_mut(),
-            &self.activation,
+            &activation,
             Inputs {
                 ids,
                 pos,
@@ -184,6 +231,7 @@ impl Batch {
                 seq,
                 total: self.total,
                 past,
+                lora_mask,
             },
             LogitsWanted::Last,
         )?;
@@ -268,7 +316,8 @@ impl Batch {
     /// narrower side is left-padded (masked out) to the wider one. On failure every row of
     /// both sides is answered with the error.
     fn reshape(&mut self, incoming: Option<Batch>) -> Result<()> {
-        let empty = Batch::new(self.set.clone(), self.activation.clone(), Vec::new());
+        let mut empty = Batch::new(self.set.clone(), self.activation.clone(), Vec::new());
+        empty.mixed = self.mixed;
         let mut sides: Vec<Batch> = vec![std::mem::replace(self, empty)];
         sides.extend(incoming);
         match Self::merged(&mut sides) {
@@ -324,7 +373,9 @@ impl Batch {
         Ok(Batch {
             set: first.set.clone(),
             activation: first.activation.clone(),
+            mixed: first.mixed,
             binding: first.binding.take(),
+            bound: first.bound.take(),
             rows: picks
                 .iter()
                 .filter_map(|p| rows[p.src][p.row].take())

@@ -86,17 +86,32 @@ pub(super) struct Inputs<'a> {
     /// Past keys and values, layer by layer (key, value), each
     /// `[batch, kv_heads, total - seq, head_dim]`.
     pub(super) past: Vec<DynValue>,
+    /// With adapter slots: each row's LoRA columns, `[batch, 1, width]`, and the width.
+    pub(super) lora_mask: Option<(Vec<f32>, usize)>,
 }
 
-/// Which logits a forward pass returns.
-#[derive(PartialEq, Eq)]
+/// Which logits a forward pass returns. Graphs with a `logits_to_keep` input compute only
+/// these (the head is most of a small model's prefill); older graphs compute every position
+/// and the rest is dropped here.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum LogitsWanted {
+    /// The last position of each row (rows are left-padded: their latest token).
     Last,
-    All,
+    /// The last `n` positions of each row (at most the new tokens).
+    Tail(usize),
 }
 
-/// One forward pass: returns the logits (last position of each row, or all positions) and
-/// the present key/values (left where the session put them).
+impl LogitsWanted {
+    fn positions(self, seq: usize) -> usize {
+        match self {
+            LogitsWanted::Last => 1,
+            LogitsWanted::Tail(n) => n.clamp(1, seq.max(1)),
+        }
+    }
+}
+
+/// One forward pass: returns the logits (`[batch, positions, vocab]` for the positions
+/// `wanted`) and the present key/values (left where the session put them).
 pub(super) fn run(
     shared: &Shared,
     session: &mut Session,
@@ -121,6 +136,19 @@ pub(super) fn run(
         inputs.push((
             p.clone(),
             Tensor::from_array(([x.batch, x.seq], x.pos))?.into_dyn(),
+        ));
+    }
+    if let (Some(name), Some((mask, width))) = (&shared.lora_mask, x.lora_mask) {
+        inputs.push((
+            name.clone(),
+            Tensor::from_array(([x.batch, 1, width], mask))?.into_dyn(),
+        ));
+    }
+    let keep = wanted.positions(x.seq);
+    if let Some(name) = &shared.logits_to_keep {
+        inputs.push((
+            name.clone(),
+            Tensor::from_array(([1usize], vec![keep as i64]))?.into_dyn(),
         ));
     }
     let mut past = x.past.into_iter();
@@ -171,17 +199,23 @@ pub(super) fn run(
             ),
         ));
     }
+    // `keep` positions, or every one from a graph that computes them all.
     let s = shape[1] as usize;
-    let logits = match wanted {
-        LogitsWanted::All => data.to_vec(),
-        LogitsWanted::Last => {
-            let mut l = Vec::with_capacity(x.batch * v);
-            for b in 0..x.batch {
-                let off = (b * s + s - 1) * v;
-                l.extend_from_slice(&data[off..off + v]);
-            }
-            l
+    if s < keep {
+        return Err(Error::model_dir(
+            &shared.dir,
+            format!("logits have {s} positions per row, {keep} were asked for"),
+        ));
+    }
+    let logits = if s == keep {
+        data.to_vec()
+    } else {
+        let mut l = Vec::with_capacity(x.batch * keep * v);
+        for b in 0..x.batch {
+            let off = (b * s + s - keep) * v;
+            l.extend_from_slice(&data[off..off + keep * v]);
         }
+        l
     };
     let mut present = Vec::with_capacity(2 * cfg.num_layers);
     for i in 0..cfg.num_layers {
@@ -195,12 +229,13 @@ pub(super) fn run(
     Ok((logits, present))
 }
 
-/// Logits of every position of one sequence (`[len, vocab]`, row-major).
-pub(super) fn forward_all(
+/// Logits of the last `keep` positions of one sequence (`[keep, vocab]`, row-major).
+pub(super) fn forward_tail(
     shared: &Shared,
     session: &mut Session,
     activation: &Activation,
     tokens: &[u32],
+    keep: usize,
 ) -> Result<Vec<f32>> {
     let n = tokens.len();
     let mask = vec![1i64; n];
@@ -222,8 +257,9 @@ pub(super) fn forward_all(
             seq: n,
             total: n,
             past: empty_past(&shared.config, 1)?,
+            lora_mask: None,
         },
-        LogitsWanted::All,
+        LogitsWanted::Tail(keep),
     )?;
     Ok(logits)
 }

@@ -21,6 +21,7 @@ mod request;
 mod row;
 mod scoring;
 mod session;
+mod slots;
 mod stream;
 
 use std::collections::{HashSet, VecDeque};
@@ -93,6 +94,14 @@ pub struct GeneratorOptions {
     /// Most requests waiting for a place in a running batch (default 1024); a request that
     /// finds the queue full fails at once with [`Error::Overloaded`].
     pub max_queue: usize,
+    /// Adapter slots per session (default 0: off). With slots, rows of different adapter
+    /// sets (and base-model rows) share one running batch and one forward pass per step;
+    /// without, each adapter set runs its own batch. Needs a model exported with the
+    /// `lora_mask` input. See `docs/INFERENCE.md` for when it pays.
+    pub adapter_slots: usize,
+    /// LoRA rank columns per slot (default 16): an adapter set of a larger rank (a merge's
+    /// is its adapters' ranks summed) is refused with `AdapterError::RankExceedsSlot`.
+    pub slot_rank: usize,
     /// Keep the KV cache where the session puts it through an ONNX Runtime `IoBinding`
     /// (`None`: only on CUDA, where it saves the device↔host copies; on the CPU a plain run
     /// is faster).
@@ -108,10 +117,15 @@ impl Default for GeneratorOptions {
             adapter_budget_bytes: DEFAULT_ADAPTER_BUDGET,
             max_batch: 32,
             max_queue: DEFAULT_MAX_QUEUE,
+            adapter_slots: 0,
+            slot_rank: DEFAULT_SLOT_RANK,
             io_binding: None,
         }
     }
 }
+
+/// Default [`GeneratorOptions::slot_rank`].
+pub const DEFAULT_SLOT_RANK: usize = 16;
 
 /// Default [`GeneratorOptions::max_queue`].
 pub const DEFAULT_MAX_QUEUE: usize = 1024;
@@ -130,6 +144,13 @@ struct Shared {
     registry: AdapterRegistry,
     /// The session's inputs, LoRA inputs included.
     graph_inputs: HashSet<String>,
+    /// The graph's input that limits logits to the last positions, if it has one (models
+    /// exported before it return logits for every position).
+    logits_to_keep: Option<String>,
+    /// The graph's per-row LoRA column mask, when adapter slots are on.
+    lora_mask: Option<String>,
+    /// Columns per adapter slot.
+    slot_rank: usize,
     device: Device,
     max_batch: usize,
     io_binding: bool,
@@ -206,6 +227,38 @@ impl Generator {
             )
             .collect();
         session::check_io(&dir, &config, &sessions[0])?;
+        let logits_to_keep = config
+            .inputs
+            .logits_to_keep
+            .clone()
+            .filter(|n| graph_inputs.contains(n));
+        let lora_mask = if options.adapter_slots > 0 && !config.lora.modules.is_empty() {
+            let name = config
+                .lora
+                .mask
+                .clone()
+                .filter(|n| graph_inputs.contains(n))
+                .ok_or_else(|| {
+                    Error::model_dir(
+                        &dir,
+                        "adapter slots need the lora_mask input, which this model was exported without; re-export it with the current tribute_export, or set GeneratorOptions::adapter_slots to 0",
+                    )
+                })?;
+            Some(name)
+        } else {
+            None
+        };
+        let mut banks = Vec::with_capacity(sessions.len());
+        for _ in &sessions {
+            banks.push(match lora_mask {
+                Some(_) => Some(slots::SlotBank::new(
+                    &config.lora.modules,
+                    options.adapter_slots,
+                    options.slot_rank.max(1),
+                )?),
+                None => None,
+            });
+        }
         let model_name = config.name.clone();
         let registry = AdapterRegistry::new(
             config.lora.modules.clone(),
@@ -220,9 +273,12 @@ impl Generator {
                 dir,
                 config,
                 tokenizer,
-                pool: Pool::new(sessions),
+                pool: Pool::new(sessions.into_iter().zip(banks).collect()),
                 registry,
                 graph_inputs,
+                logits_to_keep,
+                lora_mask,
+                slot_rank: options.slot_rank.max(1),
                 device,
                 max_batch: options.max_batch.max(1),
                 io_binding: options.io_binding.unwrap_or(device != Device::Cpu),

@@ -9,17 +9,34 @@ use ort::session::Session;
 
 use super::Shared;
 use super::batch::Batch;
+use super::slots::SlotBank;
 
-/// A session and the batches it is decoding (one per adapter set, stepped in turn).
+/// A session and the batches it is decoding (one per adapter set, stepped in turn; with
+/// adapter slots, one for every set fed through the slots).
 pub(super) struct Engine {
     pub(super) session: Session,
     pub(super) batches: Vec<Batch>,
+    /// The adapter slots this session feeds, when they are on.
+    pub(super) bank: Option<SlotBank>,
 }
 
 impl Engine {
     /// Rows still decoding, over all batches.
     pub(super) fn live_rows(&self) -> usize {
         self.batches.iter().map(Batch::live).sum()
+    }
+
+    /// Which slots running rows use.
+    pub(super) fn busy_slots(&self, slots: usize) -> Vec<bool> {
+        let mut busy = vec![false; slots];
+        for r in self.batches.iter().flat_map(|b| &b.rows) {
+            if let Some(s) = r.slot.filter(|_| r.live())
+                && let Some(b) = busy.get_mut(s)
+            {
+                *b = true;
+            }
+        }
+        busy
     }
 }
 
@@ -40,14 +57,15 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    pub(super) fn new(sessions: Vec<Session>) -> Self {
+    pub(super) fn new(sessions: Vec<(Session, Option<SlotBank>)>) -> Self {
         Pool {
             idle: Mutex::new(
                 sessions
                     .into_iter()
-                    .map(|session| Engine {
+                    .map(|(session, bank)| Engine {
                         session,
                         batches: Vec::new(),
+                        bank,
                     })
                     .collect(),
             ),

@@ -16,6 +16,7 @@ use std::time::Duration;
 use super::batch::Batch;
 use super::pool::{Engine, Lease};
 use super::row::{Reply, Row, Ticket};
+use super::slots::{SlotBank, check_rank};
 use super::{CancelToken, GenerateRequest, Generation, Generator, Shared};
 use crate::error::{Error, Result};
 use crate::registry::{Activation, AdapterSet};
@@ -89,6 +90,10 @@ impl Generator {
         let set = request.adapter_set()?;
         let mut row = self.row(request, set.items().to_vec())?;
         let activation = shared.registry.activate(&set)?;
+        if shared.lora_mask.is_some() {
+            // A set that cannot fit a slot fails now rather than waiting in the queue.
+            slot_rank_fits(shared, &set, &activation)?;
+        }
         let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
         if q.len() >= shared.max_queue {
             let queued = q.len();
@@ -172,7 +177,7 @@ fn round(shared: &Arc<Shared>, engine: &mut Engine) -> bool {
         return false;
     }
     for mut fresh in newcomers {
-        if let Err(e) = fresh.prefill(shared, &mut engine.session) {
+        if let Err(e) = fresh.prefill(shared, &mut engine.session, engine.bank.as_ref()) {
             fresh.fail(&e);
             continue;
         }
@@ -188,7 +193,7 @@ fn round(shared: &Arc<Shared>, engine: &mut Engine) -> bool {
         if b.live() == 0 {
             continue;
         }
-        if let Err(e) = b.decode(shared, &mut engine.session) {
+        if let Err(e) = b.decode(shared, &mut engine.session, engine.bank.as_ref()) {
             b.fail(&e);
         }
     }
@@ -197,14 +202,16 @@ fn round(shared: &Arc<Shared>, engine: &mut Engine) -> bool {
 }
 
 /// Takes queued requests that fit into `engine` now, oldest first, grouped by adapter set
-/// (not prefilled yet).
+/// (not prefilled yet); with adapter slots, every set fed through them in one group, each
+/// row given the slot of its set (copied in if not resident).
 ///
 /// Room: at most `max_batch` rows in flight on the engine. Context: left padding makes a
 /// batch as wide as its widest row, and it grows by one column per step until its longest
 /// row finishes: both must fit the context. A request that does not fit waits, and so do
-/// later requests of its adapter set (first come, first served; the batch drains).
+/// later requests of its adapter set (first come, first served; the batch drains). So does
+/// a request whose set needs a slot while every slot holds a set that running rows use.
 /// Requests cancelled while queued are answered at once.
-fn admit(shared: &Shared, engine: &Engine) -> Vec<Batch> {
+fn admit(shared: &Shared, engine: &mut Engine) -> Vec<Batch> {
     let mut room = shared.max_batch.saturating_sub(engine.live_rows());
     let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
     if room == 0 || q.is_empty() {
@@ -215,35 +222,67 @@ fn admit(shared: &Shared, engine: &Engine) -> Vec<Batch> {
     let mut groups: Vec<(Batch, usize, usize)> = Vec::new();
     let mut blocked: Vec<AdapterSet> = Vec::new();
     let mut rest = VecDeque::with_capacity(q.len());
+    let mut busy = engine
+        .bank
+        .as_ref()
+        .map(|b| engine.busy_slots(b.slots()))
+        .unwrap_or_default();
     while let Some(mut item) = q.pop_front() {
         if item.row.check_cancel() {
             continue;
         }
-        if room == 0 || blocked.contains(&item.set) {
+        // Sets fed as LoRA tensors go through the slots when there are slots; the group of
+        // those is keyed by the base model's set.
+        let mixed = engine.bank.is_some() && matches!(item.activation, Activation::Feed(_));
+        let key = if mixed {
+            AdapterSet::base()
+        } else {
+            item.set.clone()
+        };
+        if room == 0 || blocked.contains(&key) {
             rest.push_back(item);
             continue;
         }
-        let g = match groups.iter().position(|(b, _, _)| b.set == item.set) {
+        let g = match groups.iter().position(|(b, _, _)| b.set == key) {
             Some(g) => g,
             None => {
                 let (width, steps) = engine
                     .batches
                     .iter()
-                    .find(|b| b.set == item.set)
+                    .find(|b| b.set == key)
                     .map_or((0, 0), |b| (b.total, b.steps_left()));
-                let fresh = Batch::new(item.set.clone(), item.activation.clone(), Vec::new());
+                let fresh = if mixed {
+                    Batch::new(key.clone(), base_activation(), Vec::new()).mixed()
+                } else {
+                    Batch::new(key.clone(), item.activation.clone(), Vec::new())
+                };
                 groups.push((fresh, width, steps));
                 groups.len() - 1
             }
         };
-        let (group, width, steps) = &mut groups[g];
+        let (_, width, steps) = &groups[g];
         let w = (*width).max(item.row.context.len());
         let s = (*steps).max(item.row.max_tokens);
         if w + s > context {
-            blocked.push(item.set.clone());
+            blocked.push(key);
             rest.push_back(item);
             continue;
         }
+        if mixed && !item.set.is_base() {
+            match take_slot(shared, engine.bank.as_mut(), &item, &mut busy) {
+                Ok(Some(slot)) => item.row.slot = Some(slot),
+                Ok(None) => {
+                    blocked.push(key);
+                    rest.push_back(item);
+                    continue;
+                }
+                Err(e) => {
+                    item.row.settle(Some(&e));
+                    continue;
+                }
+            }
+        }
+        let (group, width, steps) = &mut groups[g];
         (*width, *steps) = (w, s);
         group.rows.push(item.row);
         room -= 1;
@@ -254,4 +293,41 @@ fn admit(shared: &Shared, engine: &Engine) -> Vec<Batch> {
         .map(|(b, _, _)| b)
         .filter(|b| !b.rows.is_empty())
         .collect()
+}
+
+/// The base model's activation: no LoRA tensors fed.
+fn base_activation() -> Activation {
+    Activation::Feed(Default::default())
+}
+
+/// The slot of `item`'s adapter set: the one holding it, else a free one it is copied
+/// into (marked busy); `None` while every slot is busy.
+fn take_slot(
+    shared: &Shared,
+    bank: Option<&mut SlotBank>,
+    item: &Queued,
+    busy: &mut [bool],
+) -> Result<Option<usize>> {
+    let (Some(bank), Activation::Feed(feed)) = (bank, &item.activation) else {
+        return Ok(None);
+    };
+    let slot = match bank.find(&item.set) {
+        Some(s) => Some(s),
+        None => {
+            let weights = feed.weights(&shared.config.lora.modules)?;
+            bank.load(&item.set, &weights, busy)?
+        }
+    };
+    if let Some(b) = slot.and_then(|s| busy.get_mut(s)) {
+        *b = true;
+    }
+    Ok(slot)
+}
+
+/// Refuses a set fed as LoRA tensors whose rank does not fit an adapter slot.
+fn slot_rank_fits(shared: &Shared, set: &AdapterSet, activation: &Activation) -> Result<()> {
+    match activation {
+        Activation::Feed(feed) => check_rank(set, feed.rank()?, shared.slot_rank),
+        Activation::RunOptions(_) => Ok(()),
+    }
 }

@@ -51,7 +51,8 @@ impl Drop for Ticket {
 impl Generator {
     /// A request's decode state: its prompt tokens (truncated if asked), sampler and limits.
     pub(super) fn row(&self, r: &GenerateRequest, adapters: Vec<(AdapterId, f32)>) -> Result<Row> {
-        let sampler = Sampler::new(r.sampling.clone())?;
+        let sampler = Sampler::new(r.sampling.clone())?
+            .with_stop_token(self.shared.config.eos_token_ids.first().copied());
         let mut prompt = self.prompt_tokens(&r.prompt)?;
         let ctx = self.shared.config.context_length;
         if prompt.len() >= ctx {
@@ -84,6 +85,7 @@ impl Generator {
             finish: None,
             cancel: r.cancel.iter().cloned().collect(),
             adapters,
+            slot: None,
             timings: Timings::default(),
             reply: None,
         })
@@ -109,6 +111,8 @@ pub(super) struct Row {
     /// The row stops at the next step boundary once any of these is cancelled.
     pub(super) cancel: Vec<CancelToken>,
     adapters: Vec<(AdapterId, f32)>,
+    /// The adapter slot its adapters are in (`None`: the base model, or slots are off).
+    pub(super) slot: Option<usize>,
     pub(super) timings: Timings,
     /// Taken when the final answer is sent.
     pub(super) reply: Option<(Reply, Ticket)>,

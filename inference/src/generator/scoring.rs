@@ -3,7 +3,7 @@
 
 use ort::value::Tensor;
 
-use super::forward::{Inputs, LogitsWanted, empty_past, forward_all, run};
+use super::forward::{Inputs, LogitsWanted, empty_past, forward_tail, run};
 use super::pool::Lease;
 use super::{GenerateRequest, Generator, Prompt};
 use crate::error::{Error, Result};
@@ -38,14 +38,17 @@ impl Generator {
             });
         }
         let mut lease = Lease::new(&self.shared);
-        let all = forward_all(&self.shared, lease.session(), &activation, &tokens)?;
+        // Continuation token j is predicted at position context.len() - 1 + j: the last
+        // continuation.len() + 1 positions (the very last one predicts nothing asked for).
+        let keep = continuation.len() + 1;
+        let tail = forward_tail(&self.shared, lease.session(), &activation, &tokens, keep)?;
         let v = self.shared.config.vocab_size;
         let start = context.len() - 1;
         continuation
             .iter()
             .enumerate()
             .map(|(j, &t)| {
-                let row = &all[(start + j) * v..(start + j + 1) * v];
+                let row = &tail[j * v..(j + 1) * v];
                 if row.iter().any(|x| !x.is_finite()) {
                     return Err(Error::NonFiniteLogits {
                         step: 0,
@@ -109,7 +112,7 @@ impl Generator {
         let activation = self.shared.registry.activate(&req.adapter_set()?)?;
         let mut lease = Lease::new(&self.shared);
         let session = lease.session();
-        // 1. The prompt but its last token, once.
+        // 1. The prompt but its last token, once (for its KV cache; its logits are unused).
         let prefix = p - 1;
         let ones = vec![1i64; prefix];
         let (_, present) = run(
@@ -125,6 +128,7 @@ impl Generator {
                 seq: prefix,
                 total: prefix,
                 past: empty_past(cfg, 1)?,
+                lora_mask: None,
             },
             LogitsWanted::Last,
         )?;
@@ -179,8 +183,9 @@ impl Generator {
                     seq: a,
                     total: prefix + a,
                     past,
+                    lora_mask: None,
                 },
-                LogitsWanted::All,
+                LogitsWanted::Tail(a),
             )?;
             for row in 0..b {
                 let mut lp = Vec::with_capacity(a);

@@ -12,7 +12,9 @@ mod batching;
 mod continuous;
 mod decoding;
 mod errors;
+mod logits;
 mod scoring;
+mod slots;
 mod streaming;
 
 use std::collections::BTreeMap;
