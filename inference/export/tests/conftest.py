@@ -209,11 +209,12 @@ def write_gguf(path, cfg, weights, qtype=None):
 # ---------------------------------------------------------------------------------------------
 # Independent numpy reference (Hugging Face llama semantics), one unpadded sequence
 
-def ref_inv_freq(cfg):
+def ref_inv_freq(cfg, local=False):
     H, NH = cfg["hidden_size"], cfg["num_attention_heads"]
     D = cfg.get("head_dim") or H // NH
-    inv = 1.0 / (cfg["rope_theta"] ** (np.arange(0, D, 2, dtype=np.float64) / D))
-    rs = cfg.get("rope_scaling")
+    base = cfg["rope_local_base_freq"] if local else cfg["rope_theta"]
+    inv = 1.0 / (base ** (np.arange(0, D, 2, dtype=np.float64) / D))
+    rs = None if local else cfg.get("rope_scaling")
     if rs and rs.get("rope_type") == "llama3":
         factor, lo, hi, old = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"], rs["original_max_position_embeddings"]
         out = []
@@ -227,16 +228,58 @@ def ref_inv_freq(cfg):
                 s = (old / wl - lo) / (hi - lo)
                 out.append((1 - s) * f / factor + s * f)
         inv = np.array(out)
+    elif rs and rs.get("rope_type", rs.get("type")) == "linear":
+        inv = inv / rs["factor"]
+    elif rs and rs.get("rope_type", rs.get("type")) in ("longrope", "su"):  # Phi-3 within the original context
+        inv = inv / np.asarray(rs["short_factor"], np.float64)
     return inv
 
 
-def ref_forward(cfg, w, ids, lora=None):
-    """ids: list[int] -> logits [S, V] (float64). lora: {module: (A [r,in], B [out,r], scale)}."""
+def ref_rope_attention_factor(cfg):
+    rs = cfg.get("rope_scaling") or {}
+    if rs.get("rope_type", rs.get("type")) not in ("longrope", "su"):
+        return 1.0
+    orig = cfg["original_max_position_embeddings"]
+    factor = cfg["max_position_embeddings"] / orig
+    return math.sqrt(1 + math.log(factor) / math.log(orig)) if factor > 1 else 1.0
+
+
+def ref_layer_types(cfg):
+    """Gemma 3: "sliding_attention" / "full_attention" per layer (every `sliding_window_pattern`-th is full)."""
+    if cfg.get("layer_types"):
+        return cfg["layer_types"]
+    n = cfg.get("sliding_window_pattern", 6)
+    return ["full_attention" if (i + 1) % n == 0 else "sliding_attention" for i in range(cfg["num_hidden_layers"])]
+
+
+def ref_forward(cfg, w, ids, lora=None, dtype=np.float64):
+    """ids: list[int] -> logits [S, V] (float64). lora: {module: (A [r,in], B [out,r], scale)}.
+
+    Hugging Face semantics for llama/qwen2 and, by `model_type`, qwen3 (q/k norms) and gemma3_text
+    (scaled embeddings, (1 + w) norms unless cfg["_norm_offset"] says otherwise, q/k norms, sandwich
+    norms, GELU-tanh, query_pre_attn_scalar, sliding-window layers with their own RoPE base)."""
     H, NH, KV = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     D = cfg.get("head_dim") or H // NH
     eps = cfg["rms_norm_eps"]
+    gemma = cfg["model_type"] == "gemma3_text"
+    qk_norm = gemma or cfg["model_type"] == "qwen3"
+    offset = cfg.get("_norm_offset", 1.0 if gemma else 0.0)
+    scale = cfg.get("query_pre_attn_scalar", D) ** -0.5 if gemma else 1 / math.sqrt(D)
+    types = ref_layer_types(cfg) if gemma else ["full_attention"] * cfg["num_hidden_layers"]
+    if cfg["model_type"] == "phi3":  # fused q/k/v and gate/up; every layer sliding when a window is set
+        w = dict(w)
+        I, q_rows, kv_rows = cfg["intermediate_size"], NH * D, KV * D
+        for i in range(cfg["num_hidden_layers"]):
+            p = f"model.layers.{i}."
+            qkv, gu = w.pop(p + "self_attn.qkv_proj.weight"), w.pop(p + "mlp.gate_up_proj.weight")
+            w[p + "self_attn.q_proj.weight"] = qkv[:q_rows]
+            w[p + "self_attn.k_proj.weight"] = qkv[q_rows:q_rows + kv_rows]
+            w[p + "self_attn.v_proj.weight"] = qkv[q_rows + kv_rows:]
+            w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"] = gu[:I], gu[I:]
+        if cfg.get("sliding_window"):
+            types = ["sliding_attention"] * cfg["num_hidden_layers"]
     lora = lora or {}
-    g = lambda n: w[n].astype(np.float64)  # noqa: E731
+    g = lambda n: np.asarray(w[n], dtype)  # noqa: E731
 
     def lin(x, mod):
         W = g(mod + ".weight")
@@ -249,38 +292,60 @@ def ref_forward(cfg, w, ids, lora=None):
         return y
 
     def norm(x, n):
-        return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * g(n)
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * (g(n) + offset)
 
     S = len(ids)
     pos = np.arange(S)
-    ang = pos[:, None] * ref_inv_freq(cfg)[None, :]
-    cos = np.cos(np.concatenate([ang, ang], -1))
-    sin = np.sin(np.concatenate([ang, ang], -1))
+    tables = {}
+    for local in (False, True) if gemma else (False,):
+        ang = pos[:, None] * ref_inv_freq(cfg, local)[None, :]
+        af = 1.0 if local else ref_rope_attention_factor(cfg)
+        tables[local] = (np.cos(np.concatenate([ang, ang], -1)) * af, np.sin(np.concatenate([ang, ang], -1)) * af)
 
-    def rope(x):  # [heads, S, D]
+    def rope(x, local):  # [heads, S, D]
+        cos, sin = tables[local]
         x1, x2 = x[..., : D // 2], x[..., D // 2:]
         return x * cos + np.concatenate([-x2, x1], -1) * sin
 
     x = g("model.embed_tokens.weight")[ids]
-    mask = np.triu(np.full((S, S), -np.inf), 1)
+    if gemma:
+        x = x * math.sqrt(H)
+    causal = np.triu(np.full((S, S), -np.inf), 1)
+    # sliding layers: query i sees keys j with i - window < j <= i
+    window = cfg.get("sliding_window") or S + 1
+    far = np.arange(S)[:, None] - np.arange(S)[None, :] >= window
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
+        sliding = types[i] == "sliding_attention"
+        local_rope = sliding and gemma
         h = norm(x, p + "input_layernorm.weight")
         q = lin(h, p + "self_attn.q_proj").reshape(S, NH, D).transpose(1, 0, 2)
         k = lin(h, p + "self_attn.k_proj").reshape(S, KV, D).transpose(1, 0, 2)
         v = lin(h, p + "self_attn.v_proj").reshape(S, KV, D).transpose(1, 0, 2)
-        q, k = rope(q), rope(k)
+        if qk_norm:
+            q, k = norm(q, p + "self_attn.q_norm.weight"), norm(k, p + "self_attn.k_norm.weight")
+        q, k = rope(q, local_rope), rope(k, local_rope)
         k = np.repeat(k, NH // KV, axis=0)
         v = np.repeat(v, NH // KV, axis=0)
-        sc = q @ k.transpose(0, 2, 1) / math.sqrt(D) + mask
+        mask = np.where(far, -np.inf, causal) if sliding else causal
+        sc = q @ k.transpose(0, 2, 1) * scale + mask
         sc = np.exp(sc - sc.max(-1, keepdims=True))
         sc /= sc.sum(-1, keepdims=True)
         o = (sc @ v).transpose(1, 0, 2).reshape(S, NH * D)
-        x = x + lin(o, p + "self_attn.o_proj")
-        h = norm(x, p + "post_attention_layernorm.weight")
+        o = lin(o, p + "self_attn.o_proj")
+        if gemma:
+            o = norm(o, p + "post_attention_layernorm.weight")
+        x = x + o
+        h = norm(x, p + ("pre_feedforward_layernorm.weight" if gemma else "post_attention_layernorm.weight"))
         gt = lin(h, p + "mlp.gate_proj")
-        a = gt / (1 + np.exp(-gt)) * lin(h, p + "mlp.up_proj")
-        x = x + lin(a, p + "mlp.down_proj")
+        if gemma:  # gelu_pytorch_tanh
+            act = 0.5 * gt * (1 + np.tanh(math.sqrt(2 / math.pi) * (gt + 0.044715 * gt ** 3)))
+        else:
+            act = gt / (1 + np.exp(-gt))
+        m = lin(act * lin(h, p + "mlp.up_proj"), p + "mlp.down_proj")
+        if gemma:
+            m = norm(m, p + "post_feedforward_layernorm.weight")
+        x = x + m
     x = norm(x, "model.norm.weight")
     head = g("lm_head.weight") if "lm_head.weight" in w else g("model.embed_tokens.weight")
     return x @ head.T

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from . import ExportError
+from . import ExportError, archs
 from .gguf_quant import NBitsBlocks, concat_rows, from_rounded, to_nbits, transfer_plan
 from .quant import MS_DOMAIN, QuantConfig, pack, pack_zero_points, quantize
 from .sources import Spec, Weights
@@ -193,10 +193,13 @@ class Builder:
         self.outputs.append(helper.make_tensor_value_info(name, elem, shape))
 
 
-def rope_tables(spec: Spec, n_pos: int):
+def rope_tables(spec: Spec, n_pos: int, local: bool = False):
+    """cos and sign-folded sin tables [n_pos, head_dim]; `local`: the sliding layers' own base,
+    unscaled (Gemma 3)."""
     D = spec.head_dim
-    inv_freq = (1.0 / (np.float32(spec.rope_theta) ** (np.arange(0, D, 2, dtype=np.int64).astype(np.float32) / np.float32(D)))).astype(np.float32)
-    rs = spec.rope_scaling or {}
+    theta = spec.rope_local_theta if local else spec.rope_theta
+    inv_freq = (1.0 / (np.float32(theta) ** (np.arange(0, D, 2, dtype=np.int64).astype(np.float32) / np.float32(D)))).astype(np.float32)
+    rs = {} if local else (spec.rope_scaling or {})
     rtype = rs.get("rope_type", rs.get("type", "default"))
     if rtype == "llama3":
         factor = float(rs["factor"])
@@ -211,18 +214,39 @@ def rope_tables(spec: Spec, n_pos: int):
         inv_freq = np.where(medium, smoothed, inv_l).astype(np.float32)
     elif rtype == "linear":
         inv_freq = (inv_freq / np.float32(rs["factor"])).astype(np.float32)
-    if spec.rope_freqs is not None:
+    attention = 1.0
+    if rtype == "longrope":
+        inv_freq, attention = archs.longrope_inv_freq(spec, inv_freq, n_pos)
+    if spec.rope_freqs is not None and not local:
         inv_freq = (inv_freq / spec.rope_freqs.astype(np.float32)).astype(np.float32)
     pos = np.arange(n_pos, dtype=np.float32)
     freqs = (pos[:, None] * inv_freq[None, :]).astype(np.float32)  # fp32 rounding like HF
     emb = np.concatenate([freqs, freqs], axis=-1).astype(np.float64)
-    cos = np.cos(emb).astype(np.float32)
-    sin = np.sin(emb).astype(np.float32)
+    cos = (np.cos(emb) * attention).astype(np.float32)
+    sin = (np.sin(emb) * attention).astype(np.float32)
     # rotate_half(x) = [-x2, x1]; we compute swap(x) = [x2, x1] and fold the sign into sin.
     half = D // 2
     sin_signed = sin.copy()
     sin_signed[:, :half] *= -1
     return cos, sin_signed
+
+
+LOGITS_TO_KEEP = "logits_to_keep"
+LORA_MASK = "lora_mask"
+_ALL = np.iinfo(np.int64).max
+
+
+def keep_last_positions(b: Builder, x: str) -> str:
+    """The final hidden states [B, S, H] of the last `logits_to_keep` positions only, so that the
+    head (hidden x vocab, most of a prefill's work in a small model) runs where logits are read:
+    1 while generating (rows are left-padded, so the last column is every row's latest token), the
+    answer's positions when scoring. An overridable initializer [1], default INT64_MAX: callers that
+    do not feed it (older Tribute, onnxruntime-genai, plain ORT) get every position, as before;
+    0 also means every position (Hugging Face's `logits_to_keep` convention)."""
+    b.inp(LOGITS_TO_KEEP, TensorProto.INT64, [1])
+    b.inits.append(numpy_helper.from_array(np.array([_ALL], np.int64), LOGITS_TO_KEEP))
+    start = b.op("Neg", [LOGITS_TO_KEEP], name="logits_from")
+    return b.op("Slice", [x, start, b.const([_ALL], np.int64), b.const([1], np.int64)], name="kept_hidden")
 
 
 def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_targets: List[str],
@@ -252,6 +276,12 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
             b.inp(f"past_key_values.{i}.{kv}", FLOAT, ["batch", KV, "past_sequence_length", D])
 
     lora_modules = []
+    if lora_targets:
+        # Which LoRA rank columns each row uses: rows of one batch can then run different adapters
+        # stacked along the rank axis (A [in, Σr], B [Σr, out]). Default 1: every row uses every
+        # column, which is what feeding one adapter always meant.
+        b.inp(LORA_MASK, FLOAT, ["lora_mask_rows", 1, "lora_mask_rank"])
+        b.inits.append(numpy_helper.from_array(np.ones((1, 1, 1), np.float32), LORA_MASK))
 
     def lora_inputs(layer, target, fin, fout):
         mod = module_path(layer, target)
@@ -279,17 +309,30 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
     pad = b.op("Cast", ["attention_mask"], name="mask_bool", to=TensorProto.BOOL)
     pad4 = b.op("Unsqueeze", [pad, b.const([1, 2], np.int64)], name="mask_b11t")  # [B,1,1,T]
     allowed = b.op("And", [causal, pad4], name="allowed")  # [B,1,S,T]
-    attn_bias = b.op("Where", [allowed, b.const(0.0, np.float32), b.const(NEG, np.float32)], name="attn_bias")
-    if rep > 1:
-        attn_bias = b.op("Tile", [attn_bias, b.const([1, 1, rep, 1], np.int64)], name="attn_bias_rep")  # [B,1,rep*S,T]
+    biases = {False: allowed}
+    if any(archs.layer_is_sliding(spec, i) for i in range(L)):
+        # Sliding-window layers (Gemma 3) see only the keys less than `sliding_window` cache slots
+        # back. The cache keeps every key (the Rust generator's contract is unchanged); rows are
+        # left-padded and contiguous, so slot distance equals position distance for real tokens.
+        dist = b.op("Sub", [q_col, key_idx], name="query_key_distance")  # [S, T]
+        near = b.op("Less", [dist, b.const(int(spec.sliding_window), np.int64)], name="in_window")
+        biases[True] = b.op("And", [allowed, near], name="allowed_sliding")
+    for sliding, ok in list(biases.items()):
+        suffix = "_sliding" if sliding else ""
+        bias = b.op("Where", [ok, b.const(0.0, np.float32), b.const(NEG, np.float32)], name="attn_bias" + suffix)
+        if rep > 1:  # [B,1,rep*S,T]
+            bias = b.op("Tile", [bias, b.const([1, 1, rep, 1], np.int64)], name="attn_bias_rep" + suffix)
+        biases[sliding] = bias
 
-    cos, sin = rope_tables(spec, n_pos)
-    scale = np.float32(1.0 / math.sqrt(D))
+    scale = np.float32(spec.query_scale if spec.query_scale is not None else 1.0 / math.sqrt(D))
     tabs = {}
-    for nm, tab in (("cos", cos), ("sin", sin), ("cos_q", cos * scale), ("sin_q", sin * scale)):
-        g = b.op("Gather", [b.big_const(f"rope_{nm}_table", tab.astype(np.float32)), "position_ids"],
-                 name=f"rope_{nm}_bsd", axis=0)
-        tabs[nm] = b.op("Unsqueeze", [g, b.const([2], np.int64)], name=f"rope_{nm}")  # [B,S,1,D]
+    for local in sorted({bool(spec.rope_local_theta) and archs.layer_is_sliding(spec, i) for i in range(L)}):
+        cos, sin = rope_tables(spec, n_pos, local)
+        pre = "local_" if local else ""
+        for nm, tab in (("cos", cos), ("sin", sin), ("cos_q", cos * scale), ("sin_q", sin * scale)):
+            g = b.op("Gather", [b.big_const(f"rope_{pre}{nm}_table", tab.astype(np.float32)), "position_ids"],
+                     name=f"rope_{pre}{nm}_bsd", axis=0)
+            tabs[pre + nm] = b.op("Unsqueeze", [g, b.const([2], np.int64)], name=f"rope_{pre}{nm}")  # [B,S,1,D]
 
     def rope(x, cos_name, sin_name, name):
         x1, x2 = b.op("Split", [x], name=name + "_halves", n_out=2, axis=-1)
@@ -300,7 +343,18 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         p = b.op("Pow", [x, b.const(2.0, np.float32)])
         m = b.op("ReduceMean", [p], axes=[-1], keepdims=1)
         s = b.op("Sqrt", [b.op("Add", [m, b.const(spec.rms_norm_eps, np.float32)])])
-        return b.op("Mul", [b.op("Div", [x, s]), b.big_const(name, w.astype(np.float32))], name=name + "_out")
+        gain = (w.astype(np.float32) + np.float32(spec.norm_offset)).astype(np.float32)
+        return b.op("Mul", [b.op("Div", [x, s]), b.big_const(name, gain)], name=name + "_out")
+
+    def activation(gate):
+        if spec.hidden_act != "gelu_tanh":
+            return b.op("Mul", [gate, b.op("Sigmoid", [gate])])
+        # 0.5·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))), Gemma's gelu_pytorch_tanh (opset 17 has no Gelu)
+        cube = b.op("Mul", [b.op("Mul", [gate, gate]), gate])
+        inner = b.op("Add", [gate, b.op("Mul", [cube, b.const(0.044715, np.float32)])])
+        t = b.op("Tanh", [b.op("Mul", [inner, b.const(math.sqrt(2.0 / math.pi), np.float32)])])
+        half = b.op("Mul", [gate, b.const(0.5, np.float32)])
+        return b.op("Mul", [half, b.op("Add", [t, b.const(1.0, np.float32)])])
 
     def linear_group(x, layer, mods, prefix, fused_name):
         """mods: list of (target, W[out,in], bias|None). One MatMul for the group, then Split."""
@@ -317,7 +371,7 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         for (target, w, _), o in zip(mods, outs):
             if target in lora_targets:
                 a_name, b_name = lora_inputs(layer, target, w.shape[1], w.shape[0])
-                xa = b.op("MatMul", [x, a_name])
+                xa = b.op("Mul", [b.op("MatMul", [x, a_name]), LORA_MASK])
                 o = b.op("Add", [o, b.op("MatMul", [xa, b_name])], name=f"{module_path(layer, target)}_out")
             res.append(o)
         return res
@@ -339,6 +393,8 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
     else:
         emb_name = b.weight("model.embed_tokens.weight", emb)
         x = b.op("Gather", [emb_name, "input_ids"], name="embeddings", axis=0)
+    if spec.embed_scale is not None:  # Gemma: embeddings times sqrt(hidden); the tied head is not scaled
+        x = b.op("Mul", [x, b.const(np.float32(spec.embed_scale))], name="embeddings_scaled")
     if spec.tie_word_embeddings:
         lm = None
     else:
@@ -359,8 +415,13 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         q = b.op("Reshape", [q, b.const([0, 0, NH, D], np.int64)])
         k = b.op("Reshape", [k, b.const([0, 0, KV, D], np.int64)])
         v = b.op("Reshape", [v, b.const([0, 0, KV, D], np.int64)])
-        q = rope(q, "cos_q", "sin_q", f"{p}.q_rot")  # includes 1/sqrt(D)
-        k = rope(k, "cos", "sin", f"{p}.k_rot")
+        if spec.qk_norm:  # per head, before RoPE (Qwen3, Gemma 3)
+            q = rmsnorm(q, w("self_attn.q_norm.weight", (D,)), f"{p}.self_attn.q_norm.weight")
+            k = rmsnorm(k, w("self_attn.k_norm.weight", (D,)), f"{p}.self_attn.k_norm.weight")
+        sliding = archs.layer_is_sliding(spec, i)
+        rt = "local_" if sliding and spec.rope_local_theta else ""
+        q = rope(q, rt + "cos_q", rt + "sin_q", f"{p}.q_rot")  # includes the query scale
+        k = rope(k, rt + "cos", rt + "sin", f"{p}.k_rot")
         q = b.op("Transpose", [q], perm=[0, 2, 1, 3])  # [B,NH,S,D]
         q = b.op("Reshape", [q, b.const([0, KV, -1, D], np.int64)])  # [B,KV,rep*S,D] (GQA without repeating K/V)
         k = b.op("Transpose", [k], perm=[0, 2, 1, 3])  # [B,KV,S,D]
@@ -368,7 +429,7 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         pk = b.op("Concat", [f"past_key_values.{i}.key", k], outputs=[f"present.{i}.key"], axis=2)
         pv = b.op("Concat", [f"past_key_values.{i}.value", v], outputs=[f"present.{i}.value"], axis=2)
         kt = b.op("Transpose", [pk], perm=[0, 1, 3, 2])
-        scores = b.op("Add", [b.op("MatMul", [q, kt]), attn_bias], name=f"{p}.scores")
+        scores = b.op("Add", [b.op("MatMul", [q, kt]), biases[sliding]], name=f"{p}.scores")
         probs = b.op("Softmax", [scores], axis=-1)
         ctx = b.op("MatMul", [probs, pv])  # [B,KV,rep*S,D]
         ctx = b.op("Reshape", [ctx, b.const([0, NH, -1, D], np.int64)])
@@ -376,20 +437,26 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         ctx = b.op("Reshape", [ctx, b.const([0, 0, NH * D], np.int64)])
         (o,) = linear_group(ctx, i, [("o_proj", w("self_attn.o_proj.weight", (H, NH * D)),
                                        bias("self_attn.o_proj.bias"))], p, "self_attn.o_proj")
+        if spec.sandwich_norms:  # Gemma: the attention output is normed before the residual add
+            o = rmsnorm(o, w("post_attention_layernorm.weight", (H,)), f"{p}.post_attention_layernorm.weight")
         x = b.op("Add", [x, o], name=f"{p}.attn_residual")
-        h = rmsnorm(x, w("post_attention_layernorm.weight", (H,)), f"{p}.post_attention_layernorm.weight")
+        pre_mlp = "pre_feedforward_layernorm.weight" if spec.sandwich_norms else "post_attention_layernorm.weight"
+        h = rmsnorm(x, w(pre_mlp, (H,)), f"{p}.{pre_mlp}")
         I = spec.intermediate_size
         gate, up = linear_group(h, i, [
             ("gate_proj", w("mlp.gate_proj.weight", (I, H)), bias("mlp.gate_proj.bias")),
             ("up_proj", w("mlp.up_proj.weight", (I, H)), bias("mlp.up_proj.bias")),
         ], p, "mlp.gate_up_proj")
-        act = b.op("Mul", [b.op("Mul", [gate, b.op("Sigmoid", [gate])]), up])
+        act = b.op("Mul", [activation(gate), up])
         (down,) = linear_group(act, i, [("down_proj", w("mlp.down_proj.weight", (H, I)),
                                           bias("mlp.down_proj.bias"))], p, "mlp.down_proj")
+        if spec.sandwich_norms:
+            down = rmsnorm(down, w("post_feedforward_layernorm.weight", (H,)), f"{p}.post_feedforward_layernorm.weight")
         x = b.op("Add", [x, down], name=f"{p}.mlp_residual")
         log(f"layer {i + 1}/{L} written ({b.weight_bytes / 2**20:.1f} MiB so far, {time.time() - t0:.1f}s)")
 
     x = rmsnorm(x, weights.require("model.norm.weight", (H,)), "model.norm.weight")
+    x = keep_last_positions(b, x)
     if lm is None and emb_q is not None:
         b.matmul_nbits(x, emb_q, (V, H), ["logits"])  # tied: the head shares the embedding's blocks
     elif lm is None and quant is not None:
@@ -400,14 +467,14 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         # tied: Gemm with transB=1 against the embedding table itself (no transposed copy)
         x2 = b.op("Reshape", [x, b.const([-1, H], np.int64)])
         y = b.op("Gemm", [x2, emb_name], transB=1)
-        shp = b.op("Concat", [b.op("Shape", ["input_ids"]), b.const([V], np.int64)], axis=0)
+        shp = b.op("Concat", [b.op("Shape", [x], start=0, end=2), b.const([V], np.int64)], axis=0)
         b.op("Reshape", [y, shp], outputs=["logits"])
     else:
         b.linear(x, "lm_head", [("lm_head.weight", lm)], outputs=["logits"])
         del lm
     log(f"lm_head {'tied' if spec.tie_word_embeddings else 'separate'}")
 
-    b.out("logits", FLOAT, ["batch", "sequence_length", V])
+    b.out("logits", FLOAT, ["batch", "logits_length", V])
     for i in range(L):
         for kv in ("key", "value"):
             b.out(f"present.{i}.{kv}", FLOAT, ["batch", KV, "total_sequence_length", D])

@@ -16,10 +16,10 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from . import ExportError
+from . import ExportError, archs
 from .gguf_quant import TRANSFER_BITS, SourceBlocks, affine_blocks
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral")
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "mistral", "qwen3", "gemma3_text", "phi3")
 
 
 @dataclass
@@ -43,6 +43,16 @@ class Spec:
     pad_token_id: Optional[int] = None
     # llama.cpp's per-frequency rope factors (GGUF `rope_freqs.weight`), if any
     rope_freqs: Optional[np.ndarray] = None
+    # what Gemma 3 / Qwen3 add (archs.py fills these)
+    hidden_act: str = "silu"  # or "gelu_tanh"
+    qk_norm: bool = False  # RMSNorm over each head of q and k, before RoPE
+    sandwich_norms: bool = False  # Gemma: norms after attention and after the MLP, and one before the MLP
+    norm_offset: float = 0.0  # RMSNorm multiplies by (norm_offset + w)
+    embed_scale: Optional[float] = None
+    query_scale: Optional[float] = None  # None: 1/sqrt(head_dim)
+    sliding_window: Optional[int] = None
+    layer_types: Optional[List[str]] = None  # archs.SLIDING / archs.FULL per layer
+    rope_local_theta: Optional[float] = None  # RoPE base of the sliding layers (unscaled)
 
     def check(self):
         if self.num_heads % self.num_kv_heads:
@@ -52,8 +62,9 @@ class Spec:
             raise ExportError(f"head_dim {self.head_dim} must be even for RoPE")
 
     def hf_config(self) -> dict:
-        arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                "mistral": "MistralForCausalLM"}[self.model_type]
+        arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+                "mistral": "MistralForCausalLM", "gemma3": "Gemma3ForCausalLM",
+                "phi3": "Phi3ForCausalLM"}[self.model_type]
         cfg = {
             "architectures": [arch],
             "model_type": self.model_type,
@@ -79,6 +90,7 @@ class Spec:
         if self.model_type == "llama":
             cfg["attention_bias"] = False
             cfg["mlp_bias"] = False
+        cfg.update(archs.hf_config_extras(self))
         return cfg
 
 
@@ -121,13 +133,14 @@ class Weights:
 # Hugging Face config.json -> Spec
 
 def spec_from_hf_config(cfg: dict, where: str = "config.json") -> Spec:
+    cfg = archs.unwrap_hf_config(cfg)
     mt = cfg.get("model_type")
-    archs = cfg.get("architectures") or []
+    arch_names = cfg.get("architectures") or []
     if mt not in SUPPORTED_MODEL_TYPES:
         raise ExportError(
-            f"unsupported architecture in {where}: model_type={mt!r} architectures={archs} "
+            f"unsupported architecture in {where}: model_type={mt!r} architectures={arch_names} "
             f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)} decoder LMs)")
-    if cfg.get("hidden_act", "silu") not in ("silu", "swish"):
+    if mt != "gemma3_text" and cfg.get("hidden_act", "silu") not in ("silu", "swish"):
         raise ExportError(f"unsupported hidden_act {cfg.get('hidden_act')!r} in {where} (only silu)")
     if mt == "mistral" and cfg.get("sliding_window") not in (None, 0) and \
             cfg["sliding_window"] < cfg.get("max_position_embeddings", 0):
@@ -150,7 +163,7 @@ def spec_from_hf_config(cfg: dict, where: str = "config.json") -> Spec:
                 rope_scaling = rp
         spec = Spec(
             name=cfg.get("_name_or_path") or None,
-            model_type=mt,
+            model_type="gemma3" if mt == "gemma3_text" else mt,
             hidden_size=hidden,
             intermediate_size=int(cfg["intermediate_size"]),
             num_layers=int(cfg["num_hidden_layers"]),
@@ -167,12 +180,14 @@ def spec_from_hf_config(cfg: dict, where: str = "config.json") -> Spec:
             eos_token_ids=[int(e) for e in eos],
             pad_token_id=cfg.get("pad_token_id"),
         )
+        archs.apply_hf_config(spec, cfg, where)
     except (KeyError, TypeError, ValueError) as e:
         raise ExportError(f"{where}: missing or invalid field: {e}") from None
     if rope_scaling:
         t = rope_scaling.get("rope_type", rope_scaling.get("type"))
-        if t not in ("llama3", "linear", "default"):
-            raise ExportError(f"unsupported rope_scaling type {t!r} in {where} (supported: llama3, linear)")
+        if t not in ("llama3", "linear", "default", "longrope", "su"):
+            raise ExportError(f"unsupported rope_scaling type {t!r} in {where} (supported: llama3, linear, "
+                              "longrope/su)")
     spec.check()
     return spec
 
@@ -250,13 +265,19 @@ def load_hf_dir(path: str):
     index = {}
     for fpath in files:
         index.update(read_safetensors_index(fpath))
-    return spec, Weights(index.keys(), lambda n: load_safetensors_tensor(index[n]))
+    names, load = list(index), lambda n: load_safetensors_tensor(index[n])
+    if spec.model_type == "phi3":
+        names, load = archs.split_fused(spec, names, load)
+    return spec, Weights(names, load)
 
 
 # ---------------------------------------------------------------------------------------------
 # GGUF
 
-GGUF_ARCHS = {"llama": "llama", "qwen2": "qwen2", "mistral": "llama"}
+# ggml tensor types the exporter reads (gguf-py dequantizes them; each one is covered by a test)
+GGUF_TENSOR_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
+                     "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+GGUF_ARCHS = {"llama": "llama", "qwen2": "qwen2", "mistral": "llama", "qwen3": "qwen3", "gemma3": "gemma3"}
 
 
 def reverse_llama_permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -305,6 +326,10 @@ class GGUFSource:
             raise ExportError(f"unsupported GGUF architecture {self.arch!r} in {path} "
                               f"(supported: {', '.join(sorted(GGUF_ARCHS))})")
         self.tensors = {t.name: t for t in self.reader.tensors}
+        for t in self.reader.tensors:
+            if t.tensor_type.name not in GGUF_TENSOR_TYPES:
+                raise ExportError(f"{path}: tensor {t.name} has ggml type {t.tensor_type.name}, which the exporter "
+                                  f"does not read (supported: {', '.join(GGUF_TENSOR_TYPES)})")
 
     def value(self, key, default=None):
         f = self.fields.get(key)
@@ -314,6 +339,13 @@ class GGUFSource:
             return f.contents()
         except Exception:
             return default
+
+    def token_id(self, text: str) -> Optional[int]:
+        toks = self.value("tokenizer.ggml.tokens") or []
+        try:
+            return toks.index(text)
+        except ValueError:
+            return None
 
     def token_types(self):
         f = self.fields.get("tokenizer.ggml.token_type")
@@ -357,7 +389,7 @@ class GGUFSource:
         pad = v("tokenizer.ggml.padding_token_id")
         spec = Spec(
             name=v("general.name"),
-            model_type=GGUF_ARCHS[a] if a != "llama" else "llama",
+            model_type=GGUF_ARCHS[a],
             hidden_size=hidden, intermediate_size=inter, num_layers=layers, num_heads=heads,
             num_kv_heads=kv, head_dim=head_dim, vocab_size=vocab,
             context_length=int(v(f"{a}.context_length") or 4096),
@@ -371,6 +403,7 @@ class GGUFSource:
         )
         if "rope_freqs.weight" in self.tensors:
             spec.rope_freqs = self._load("rope_freqs.weight").reshape(-1)
+        archs.apply_gguf(spec, self)
         spec.check()
         self._spec = spec
         return spec
@@ -387,6 +420,7 @@ class GGUFSource:
     def weights(self) -> Weights:
         spec = self._spec
         names = {}
+        layer_map = dict(_GGUF_TENSOR_MAP, **archs.GGUF_EXTRA_TENSORS.get(self.arch, {}))
         for g in self.tensors:
             if g == "token_embd.weight":
                 names["model.embed_tokens.weight"] = g
@@ -396,8 +430,8 @@ class GGUFSource:
                 names["lm_head.weight"] = g
             elif g.startswith("blk."):
                 _, i, rest = g.split(".", 2)
-                if rest in _GGUF_TENSOR_MAP:
-                    names[f"model.layers.{i}.{_GGUF_TENSOR_MAP[rest]}"] = g
+                if rest in layer_map:
+                    names[f"model.layers.{i}.{layer_map[rest]}"] = g
         permute = self.arch == "llama"
 
         def load(name):
@@ -435,6 +469,15 @@ RANDOM_SHAPES = {
     "tiny": dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, vocab_size=320, max_position_embeddings=512,
                  rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True),
+    "tiny-gemma3": dict(model_type="gemma3_text", hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                        num_attention_heads=4, num_key_value_heads=1, head_dim=32, vocab_size=320,
+                        max_position_embeddings=512, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                        rope_local_base_freq=10000.0, query_pre_attn_scalar=32, sliding_window=8,
+                        sliding_window_pattern=3, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
+    "tiny-qwen3": dict(model_type="qwen3", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=32, vocab_size=320,
+                       max_position_embeddings=512, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                       tie_word_embeddings=True),
     "smollm2-135m": dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                          num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
                          max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=100000.0,
@@ -488,11 +531,13 @@ def random_source(shape: str, seed: int):
         shapes[p + "mlp.gate_proj.weight"] = (I, H)
         shapes[p + "mlp.up_proj.weight"] = (I, H)
         shapes[p + "mlp.down_proj.weight"] = (H, I)
+        for n in archs.extra_layer_norms(spec):
+            shapes[p + n] = (archs.norm_shape(spec, n),)
 
     def load(name):
         shp = shapes[name]
-        if name.endswith("norm.weight"):
-            return np.ones(shp, np.float32)
+        if name.endswith("norm.weight"):  # an identity norm, whichever convention the model uses
+            return np.full(shp, 1.0 - spec.norm_offset, np.float32)
         a = rng.standard_normal(shp, dtype=np.float32)
         a *= 0.02
         return a

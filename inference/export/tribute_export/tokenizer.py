@@ -23,7 +23,7 @@ QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[
                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 # GGUF token types (llama.cpp): 1 normal, 2 unknown, 3 control, 4 user defined, 5 unused, 6 byte
-TT_CONTROL, TT_USER = 3, 4
+TT_NORMAL, TT_CONTROL, TT_USER = 1, 3, 4
 
 
 class TokenizerFiles:
@@ -91,12 +91,68 @@ def _post_processor(tok, add_bos: bool, bos: Optional[int]):
     return bl
 
 
+def spm_merges(tokens: List[str], scores: List[float], types: List[int]) -> List[tuple]:
+    """BPE merges equivalent to a SentencePiece BPE vocabulary: every split of a normal piece into two
+    pieces of the vocabulary, the merged piece's score first (transformers' `generate_merges`)."""
+    vocab = {t: i for i, t in enumerate(tokens) if types[i] == TT_NORMAL}
+    found = []
+    for piece, i in vocab.items():
+        local = []
+        for cut in range(1, len(piece)):
+            left, right = piece[:cut], piece[cut:]
+            if left in vocab and right in vocab:
+                local.append((vocab[left], vocab[right], left, right))
+        local.sort()
+        found.extend((-scores[i], len(left), len(right), left, right) for _, _, left, right in local)
+    found.sort(key=lambda m: m[:3])  # stable: ties keep the pieces' vocabulary order
+    return [(m[3], m[4]) for m in found]
+
+
+def _spm_from_gguf(src, spec, tokens, types) -> TokenizerFiles:
+    """A SentencePiece (GGUF `llama` tokenizer model) vocabulary as a byte-fallback BPE tokenizer.json,
+    as transformers converts Gemma's and Llama 2's: spaces become ▁, no pre-tokenizer splits."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, processors
+    scores = src.value("tokenizer.ggml.scores") or [0.0] * len(tokens)
+    if len(scores) != len(tokens) or len(types) != len(tokens):
+        raise ExportError("GGUF tokenizer.ggml.scores/token_type do not match tokenizer.ggml.tokens")
+    unk = src.value("tokenizer.ggml.unknown_token_id")
+    vocab = {t: i for i, t in enumerate(tokens)}
+    bpe = models.BPE(vocab=vocab, merges=spm_merges(tokens, scores, types), fuse_unk=True, byte_fallback=True,
+                     unk_token=None if unk is None else tokens[int(unk)])
+    tok = Tokenizer(bpe)
+    space = [normalizers.Replace(" ", "\u2581")]
+    if src.value("tokenizer.ggml.add_space_prefix", True):  # Llama 2 yes, Gemma no
+        space.insert(0, normalizers.Prepend("\u2581"))
+    tok.normalizer = normalizers.Sequence(space)
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+                                    + ([decoders.Strip(" ", 1, 0)] if len(space) == 2 else []))
+    specials = [t for t, ty in zip(tokens, types) if ty == TT_CONTROL]
+    user = [t for t, ty in zip(tokens, types) if ty == TT_USER]
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    if user:
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in user])
+    add_bos = bool(src.value("tokenizer.ggml.add_bos_token", True))
+    if add_bos and spec.bos_token_id is not None:
+        bname = tok.id_to_token(spec.bos_token_id)
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bname}:0 $A:0", pair=f"{bname}:0 $A:0 {bname}:1 $B:1",
+            special_tokens=[(bname, spec.bos_token_id)])
+    cfg, smap = _config(tok, specials, spec.bos_token_id, spec.eos_token_ids[0] if spec.eos_token_ids else None,
+                        spec.pad_token_id, unk, add_bos, src.value("tokenizer.chat_template"), spec.context_length)
+    return TokenizerFiles(tok, cfg, smap)
+
+
 def from_gguf(src, spec) -> TokenizerFiles:
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     model = src.value("tokenizer.ggml.model")
+    if model == "llama":
+        tokens = src.value("tokenizer.ggml.tokens") or []
+        if not tokens:
+            raise ExportError("GGUF has no tokenizer.ggml.tokens")
+        return _spm_from_gguf(src, spec, tokens, src.token_types() or [TT_NORMAL] * len(tokens))
     if model != "gpt2":
-        raise ExportError(f"GGUF tokenizer model {model!r} is not supported (only byte-level BPE 'gpt2'); "
-                          "pass --tokenizer DIR with a tokenizer.json for this model")
+        raise ExportError(f"GGUF tokenizer model {model!r} is not supported (byte-level BPE 'gpt2' and "
+                          "SentencePiece 'llama' are); pass --tokenizer DIR with a tokenizer.json for this model")
     tokens = src.value("tokenizer.ggml.tokens")
     merges = src.value("tokenizer.ggml.merges") or []
     types = src.token_types() or [1] * len(tokens)
