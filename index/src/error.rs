@@ -140,6 +140,55 @@ pub enum Error {
     #[error(transparent)]
     Tantivy(#[from] tantivy::TantivyError),
 
+    /// A `postgres://` knowledge base was asked of a build without the `postgres` feature.
+    #[error(
+        "{url}: this build has no Postgres support: rebuild with the `postgres` feature (cargo feature `tribute-index/postgres`)"
+    )]
+    PostgresNotBuilt {
+        /// The URL (password hidden).
+        url: String,
+    },
+
+    /// The Postgres server could not be reached or refused the connection.
+    #[error(
+        "could not connect to Postgres at {url}: {reason}. Fix: start the server, or check the host, port, database name and credentials in the URL"
+    )]
+    PostgresUnreachable {
+        /// The URL (password hidden).
+        url: String,
+        /// What the driver said.
+        reason: String,
+    },
+
+    /// The database lacks the pgvector extension and it could not be created.
+    #[error(
+        "{url}: the pgvector extension is missing ({reason}). Fix: install pgvector ≥ 0.8 on the server and run `CREATE EXTENSION vector` as a user allowed to (or grant this user CREATE on the database)"
+    )]
+    PgvectorMissing {
+        /// The URL (password hidden).
+        url: String,
+        /// What the server said.
+        reason: String,
+    },
+
+    /// The database holds a schema written by a newer Tribute.
+    #[error(
+        "{url}: the knowledge base schema is version {found}, this build reads up to {supported}: upgrade Tribute (nothing was changed)"
+    )]
+    SchemaTooNew {
+        /// The URL (password hidden).
+        url: String,
+        /// The schema version found.
+        found: i32,
+        /// The newest version this build knows.
+        supported: i32,
+    },
+
+    /// An error of the Postgres driver or server.
+    #[cfg(feature = "postgres")]
+    #[error("Postgres: {0}")]
+    Postgres(#[from] postgres::Error),
+
     /// An I/O error, with the path it concerns.
     #[error("{path}: {source}")]
     Io {
@@ -157,5 +206,34 @@ impl Error {
     }
 }
 
+/// A connection URL with its password replaced by `***`, for messages.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_hidden_in_urls() {
+        assert_eq!(
+            super::redact_url("postgres://app:s3cret@db:5432/kb"),
+            "postgres://app:***@db:5432/kb"
+        );
+        assert_eq!(
+            super::redact_url("postgres://app@db/kb"),
+            "postgres://app@db/kb"
+        );
+    }
+}

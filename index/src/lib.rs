@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod backend;
 pub mod bm25;
 pub mod chunker;
 mod dense;
@@ -9,9 +10,12 @@ pub mod error;
 pub mod eval;
 pub mod fusion;
 mod index;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod store;
 pub mod types;
 
+pub use backend::{Backend, SearchSpec};
 pub use bm25::Bm25Params;
 pub use chunker::{ChunkerConfig, TokenCounter, WordCounter};
 pub use dense::HnswConfig;
@@ -21,7 +25,7 @@ pub use error::{Error, Result};
 pub use fusion::{Fusion, Mode};
 pub use index::{
     Chunk, DEFAULT_DEPTH, DocumentRecord, Hit, Index, IndexConfig, IngestProgress, IngestReport,
-    NearDuplicate, Origin, RetrieverScore, SearchRequest,
+    NearDuplicate, Origin, RetrieverScore, SearchRequest, is_postgres_url,
 };
 pub use types::{ChunkId, ContentHash, Contributor, DatanetId, DocId};
 

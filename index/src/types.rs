@@ -137,6 +137,10 @@ impl ContentHash {
     pub fn of(text: &str) -> Self {
         Self(keccak256(text.as_bytes()))
     }
+    /// A hash read back from storage (32 bytes, as [`ContentHash::as_b256`] gave them).
+    pub fn from_b256(hash: B256) -> Self {
+        Self(hash)
+    }
     /// The 32 hash bytes.
     pub fn as_b256(&self) -> B256 {
         self.0

@@ -12,7 +12,7 @@ use tribute::{Contributor, DatanetId, Index, IndexConfig, IngestProgress};
 
 #[derive(Args)]
 pub struct IngestArgs {
-    /// Knowledge-base directory (created if missing).
+    /// Knowledge-base directory (created if missing), or a `postgres://` URL.
     #[arg(long)]
     kb: PathBuf,
     /// Datanet for documents that name none.

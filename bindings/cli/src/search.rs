@@ -8,7 +8,7 @@ use tribute::{Contributor, Fusion, Index, IndexConfig, Mode};
 
 #[derive(Args)]
 pub struct SearchArgs {
-    /// Knowledge-base directory.
+    /// Knowledge-base directory, or a `postgres://` URL.
     #[arg(long)]
     kb: PathBuf,
     /// hybrid, bm25 or dense.
@@ -47,7 +47,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         .iter()
         .map(|c| Contributor::parse(c))
         .collect::<Result<Vec<_>, _>>()?;
-    if !a.kb.join("meta.json").is_file() {
+    if !tribute::index::is_postgres_url(&a.kb) && !a.kb.join("meta.json").is_file() {
         anyhow::bail!(
             "{} is not a knowledge base (no meta.json); create one with `tribute ingest`",
             a.kb.display()

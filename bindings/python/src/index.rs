@@ -208,7 +208,8 @@ fn load_options(datanet: Option<&str>, contributor: Option<&str>) -> PyResult<Lo
 
 #[pymethods]
 impl Index {
-    /// Opens the knowledge base in directory `path`, creating it if missing.
+    /// Opens the knowledge base in directory `path`, creating it if missing; `path` may
+    /// also be a `postgres://` URL (a knowledge base in PostgreSQL + pgvector).
     ///
     /// `embedder` is an embedding model directory (`model.onnx` + `tokenizer.json`); `None`
     /// loads the default all-MiniLM-L6-v2 (`$TRIBUTE_HOME/models/all-MiniLM-L6-v2`). An

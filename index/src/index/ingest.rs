@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{DocumentRecord, Index, NearDuplicate, Origin, embed_text};
+use super::{DocumentRecord, LocalIndex, NearDuplicate, Origin, embed_text};
 use crate::chunker::{Span, chunk_text};
 use crate::dense::{DenseIndex, dot};
 use crate::document::Document;
@@ -56,14 +56,14 @@ struct Planned {
     spans: Vec<Span>,
 }
 
-impl Index {
+impl LocalIndex {
     /// Adds documents. Each is validated first: one bad document means none is added.
     ///
     /// A document whose id exists with the same text is skipped; with other text it
     /// replaces the old version. A document whose text exactly matches another
     /// document's is recorded as its duplicate (credit goes to the first contributor)
     /// and not indexed again.
-    pub fn add_documents(
+    pub(crate) fn add_documents(
         &mut self,
         docs: Vec<Document>,
         progress: Option<&dyn Fn(&IngestProgress)>,
@@ -344,7 +344,7 @@ impl Index {
     }
 
     /// Deletes a document and its chunks. Returns whether it existed.
-    pub fn delete(&mut self, id: &DocId) -> Result<bool> {
+    pub(crate) fn delete(&mut self, id: &DocId) -> Result<bool> {
         if !self.by_id.contains_key(id) {
             return Ok(false);
         }

@@ -14,13 +14,15 @@
 //! ingest killed half-way) is cut off. A killed ingest therefore leaves the index as it
 //! was at its last commit, openable and consistent.
 
+mod facade;
 mod ingest;
+mod local;
 mod persist;
 mod records;
 mod search;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +34,7 @@ use crate::embedder::Embedder;
 use crate::store::OpLog;
 use crate::types::{ChunkId, ContentHash, DocId};
 
+pub use facade::{Index, is_postgres_url};
 pub use ingest::{IngestProgress, IngestReport};
 use persist::Meta;
 pub use records::{Chunk, DocumentRecord, NearDuplicate, Origin};
@@ -85,8 +88,8 @@ struct ChunkEntry {
     alive: bool,
 }
 
-/// A hybrid BM25 + dense index of attributed documents, stored in a directory.
-pub struct Index {
+/// The local backend: a hybrid BM25 + dense index of attributed documents in a directory.
+pub(crate) struct LocalIndex {
     dir: PathBuf,
     config: IndexConfig,
     meta: Meta,
@@ -102,49 +105,10 @@ pub struct Index {
     chunks: Vec<ChunkEntry>,
 }
 
-impl std::fmt::Debug for Index {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Index")
-            .field("dir", &self.dir)
-            .field("documents", &self.by_id.len())
-            .field("chunks", &self.chunk_count())
-            .field("embedder", &self.meta.embedder)
-            .finish()
-    }
-}
-
-impl Index {
-    /// The index directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The embedder, if the index was opened with one.
-    pub fn embedder(&self) -> Option<&Arc<dyn Embedder>> {
-        self.embedder.as_ref()
-    }
-
-    /// Live documents (exact duplicates included).
-    pub fn document_count(&self) -> usize {
-        self.by_id.len()
-    }
-
+impl LocalIndex {
     /// Live chunks.
-    pub fn chunk_count(&self) -> usize {
+    pub(crate) fn chunk_count(&self) -> usize {
         self.chunks.iter().filter(|c| c.alive).count()
-    }
-
-    /// A live document's record.
-    pub fn document(&self, id: &DocId) -> Option<&DocumentRecord> {
-        self.by_id.get(id).map(|&i| &self.docs[i as usize].record)
-    }
-
-    /// All live chunks, in ingest order.
-    pub fn chunks(&self) -> impl Iterator<Item = Chunk> + '_ {
-        self.chunks
-            .iter()
-            .filter(|c| c.alive)
-            .map(|c| self.chunk_view(c))
     }
 
     fn chunk_view(&self, c: &ChunkEntry) -> Chunk {
@@ -160,11 +124,6 @@ impl Index {
             datanet: r.datanet.clone(),
             content_hash: c.hash,
         }
-    }
-
-    /// All live document records, in ingest order.
-    pub fn documents(&self) -> impl Iterator<Item = &DocumentRecord> {
-        self.docs.iter().filter(|d| d.alive).map(|d| &d.record)
     }
 
     fn counter(&self) -> &dyn TokenCounter {

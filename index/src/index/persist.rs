@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ChunkEntry, DocEntry, Index, IndexConfig};
+use super::{ChunkEntry, DocEntry, IndexConfig, LocalIndex};
 use crate::bm25::Bm25Index;
 use crate::chunker::ChunkerConfig;
 use crate::dense::DenseIndex;
@@ -112,13 +112,9 @@ fn corrupt(dir: &Path, reason: String) -> Error {
     }
 }
 
-impl Index {
-    /// Opens the index in `dir`, creating it if missing.
-    ///
-    /// A new index records the embedder it is created with (none: a BM25-only index).
-    /// An existing index may be opened without an embedder for BM25 search; with one,
-    /// it must be the embedder it was built with.
-    pub fn open(
+impl LocalIndex {
+    /// Opens the local index in `dir`, creating it if missing (see [`super::Index::open`]).
+    pub(crate) fn open(
         dir: impl AsRef<Path>,
         embedder: Option<Arc<dyn Embedder>>,
         config: IndexConfig,
@@ -250,7 +246,7 @@ impl Index {
 
     /// Checks that the document table, the BM25 index and the vectors agree.
     /// Returns [`Error::Corrupt`] naming the first disagreement.
-    pub fn verify(&self) -> Result<()> {
+    pub(crate) fn verify(&self) -> Result<()> {
         let corrupt = |reason: String| corrupt(&self.dir, reason);
         let alive = self.chunk_count() as u64;
         let indexed = self.bm25.num_docs();
@@ -280,7 +276,7 @@ impl Index {
 
     /// Merges BM25 segments (dropping deleted chunks for good) and snapshots the graph,
     /// so the next open is as fast as it can be.
-    pub fn optimize(&mut self) -> Result<()> {
+    pub(crate) fn optimize(&mut self) -> Result<()> {
         self.bm25.optimize()?;
         if let Some(d) = self.dense.as_mut() {
             d.snapshot()?;
@@ -290,7 +286,7 @@ impl Index {
 
     pub(super) fn reload_after_failure(&mut self) {
         let _ = self.bm25.rollback();
-        match Index::open(&self.dir, self.embedder.clone(), self.config.clone()) {
+        match LocalIndex::open(&self.dir, self.embedder.clone(), self.config.clone()) {
             Ok(fresh) => *self = fresh,
             Err(e) => tracing::error!("index reload after a failed ingest failed: {e}"),
         }

@@ -4,7 +4,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Chunk, Index};
+use super::{Chunk, Index, LocalIndex};
+use crate::backend::SearchSpec;
 use crate::bm25::Bm25Params;
 use crate::dense::normalize;
 use crate::error::{Error, Result};
@@ -176,12 +177,39 @@ impl<'a> SearchRequest<'a> {
         {
             return Err(Error::EmptyQuery);
         }
-        let index = self.index;
         if self.k == 0 {
             return Ok(Vec::new());
         }
-        let datanets: HashSet<&DatanetId> = self.datanets.iter().collect();
-        let contributors: HashSet<&Contributor> = self.contributors.iter().collect();
+        let vector = match (self.mode, self.query_vector) {
+            (Mode::Bm25, _) => None,
+            (_, Some(v)) => Some(v),
+            (_, None) => Some(self.index.embed_query(&self.query)?),
+        };
+        let vector = vector.map(|mut v| {
+            normalize(&mut v);
+            v
+        });
+        self.index.backend.search(&SearchSpec {
+            query: &self.query,
+            vector: vector.as_deref(),
+            k: self.k,
+            mode: self.mode,
+            fusion: self.fusion,
+            depth: self.depth,
+            bm25: self.bm25,
+            datanets: &self.datanets,
+            contributors: &self.contributors,
+            per_document: self.per_document,
+        })
+    }
+}
+
+impl LocalIndex {
+    /// Runs a search over the local tables (the [`crate::Backend`] entry point).
+    pub(crate) fn search_local(&self, spec: &SearchSpec<'_>) -> Result<Vec<Hit>> {
+        let index = self;
+        let datanets: HashSet<&DatanetId> = spec.datanets.iter().collect();
+        let contributors: HashSet<&Contributor> = spec.contributors.iter().collect();
         let keep = |slot: u32| -> bool {
             let Some(c) = index.chunks.get(slot as usize) else {
                 return false;
@@ -198,73 +226,48 @@ impl<'a> SearchRequest<'a> {
         };
         let filtered = !(datanets.is_empty() && contributors.is_empty());
         // Candidates per retriever: enough for fusion and for grouping by document.
-        let mut depth = self.depth.max(self.k);
-        if self.per_document {
-            depth = depth.max(self.k * 3);
-        }
-        let n = if self.mode == Mode::Hybrid || self.per_document {
-            depth
-        } else {
-            self.k
-        };
+        let n = spec.candidates();
 
-        let bm25 = if self.mode != Mode::Dense {
-            index.bm25.search(&self.query, n, self.bm25, &keep)?
+        let bm25 = if spec.mode != Mode::Dense {
+            index.bm25.search(spec.query, n, spec.bm25, &keep)?
         } else {
             Vec::new()
         };
-        let dense = if self.mode != Mode::Bm25 {
-            let d = index.dense.as_ref().ok_or(Error::NoEmbedder)?;
-            let mut q = match self.query_vector {
-                Some(v) => v,
-                None => index.embed_query(&self.query)?,
-            };
-            if q.len() != index.meta.embedder.as_ref().map_or(0, |e| e.dim) {
-                return Err(Error::Embedding(format!(
-                    "query vector has {} dims, the index {}",
-                    q.len(),
-                    d.dim()
-                )));
+        let dense = match (spec.mode, spec.vector) {
+            (Mode::Bm25, _) => Vec::new(),
+            (_, None) => return Err(Error::NoEmbedder),
+            (_, Some(q)) => {
+                let d = index.dense.as_ref().ok_or(Error::NoEmbedder)?;
+                if q.len() != index.meta.embedder.as_ref().map_or(0, |e| e.dim) {
+                    return Err(Error::Embedding(format!(
+                        "query vector has {} dims, the index {}",
+                        q.len(),
+                        d.dim()
+                    )));
+                }
+                let allowed = filtered.then(|| {
+                    index
+                        .chunks
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| keep(*i as u32))
+                        .count()
+                });
+                d.search(q, n, &keep, allowed)
             }
-            normalize(&mut q);
-            let allowed = filtered.then(|| {
-                index
-                    .chunks
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| keep(*i as u32))
-                    .count()
-            });
-            d.search(&q, n, &keep, allowed)
-        } else {
-            Vec::new()
         };
 
-        let ranked: Vec<(u32, f32)> = match self.mode {
+        let ranked: Vec<(u32, f32)> = match spec.mode {
             Mode::Bm25 => bm25.clone(),
             Mode::Dense => dense.clone(),
-            Mode::Hybrid => self.fusion.fuse(&bm25, &dense),
-        };
-        let rank_of = |list: &[(u32, f32)]| -> HashMap<u32, RetrieverScore> {
-            list.iter()
-                .enumerate()
-                .map(|(i, (s, score))| {
-                    (
-                        *s,
-                        RetrieverScore {
-                            score: *score,
-                            rank: i + 1,
-                        },
-                    )
-                })
-                .collect()
+            Mode::Hybrid => spec.fusion.fuse(&bm25, &dense),
         };
         let (bm25_ranks, dense_ranks) = (rank_of(&bm25), rank_of(&dense));
         let mut seen_docs = HashSet::new();
-        let mut hits = Vec::with_capacity(self.k);
+        let mut hits = Vec::with_capacity(spec.k);
         for (slot, score) in ranked {
             let c = &index.chunks[slot as usize];
-            if self.per_document && !seen_docs.insert(c.doc) {
+            if spec.per_document && !seen_docs.insert(c.doc) {
                 continue;
             }
             hits.push(Hit {
@@ -273,10 +276,28 @@ impl<'a> SearchRequest<'a> {
                 bm25: bm25_ranks.get(&slot).copied(),
                 dense: dense_ranks.get(&slot).copied(),
             });
-            if hits.len() == self.k {
+            if hits.len() == spec.k {
                 break;
             }
         }
         Ok(hits)
     }
+}
+
+/// Each entry's score and 1-based rank in a best-first list.
+pub(crate) fn rank_of<K: Copy + Eq + std::hash::Hash>(
+    list: &[(K, f32)],
+) -> HashMap<K, RetrieverScore> {
+    list.iter()
+        .enumerate()
+        .map(|(i, (s, score))| {
+            (
+                *s,
+                RetrieverScore {
+                    score: *score,
+                    rank: i + 1,
+                },
+            )
+        })
+        .collect()
 }

@@ -3,6 +3,7 @@
 //! The model and ONNX Runtime are installed by `scripts/setup.sh`; without them these
 //! tests fail with a message saying so.
 
+mod backends;
 mod hnsw;
 mod index;
 mod query;

@@ -1,0 +1,201 @@
+//! A knowledge base in PostgreSQL with pgvector (feature `postgres`), shared by every
+//! process that opens the same URL.
+//!
+//! # Schema (version 1), created on first open
+//! - `tribute_schema_version(version)`: the migrations applied;
+//! - `tribute_meta(key, value jsonb)`: the embedder (model id, dimension) and chunker
+//!   settings the knowledge base was created with;
+//! - `tribute_documents`: one row per live document (exact duplicates included), in
+//!   ingest order (`seq`), with every attribution field; `datanet`, `contributor` and
+//!   `content_hash` are indexed;
+//! - `tribute_chunks`: one row per live chunk: text, byte span, content hash, the
+//!   document's datanet and contributor (copied so filters need no join), the embedding
+//!   (`vector(dim)` with an HNSW cosine index), a generated `tsvector` (GIN index) and its
+//!   token count `dl` (for BM25's length normalisation).
+//!
+//! Migrations run on open inside one transaction under an advisory lock, so many
+//! processes may open a new database at once. A schema newer than this build is refused
+//! ([`Error::SchemaTooNew`]) without touching it.
+//!
+//! # Search
+//! One SQL statement runs both legs and the same fusion as the local index
+//! ([`crate::Fusion`], tie-broken by ingest order), with the same filters. Dense search
+//! uses the HNSW index with `hnsw.iterative_scan = relaxed_order`, so a filtered search
+//! still returns `k` rows. The lexical leg is BM25 computed in SQL over Postgres full text
+//! (English stemming, the query's terms OR-ed, the local index's IDF and saturation formula
+//! with its `k1`/`b`; document frequencies from the GIN index, term frequencies from the
+//! `tsvector`, document lengths from a stored token count). It differs from tantivy's only
+//! in tokenisation (Postgres's English parser and stop words vs tantivy's) and in exact
+//! rather than quantised document lengths (see `docs/SCALING.md`).
+//!
+//! # Writes
+//! An ingest plans and embeds outside the database, then writes each group of chunks in
+//! one transaction with binary `COPY`; a failure leaves nothing half-written. Writers
+//! take a transaction-scoped advisory lock, and a document id written by two processes
+//! at once ends with the last writer's version. Near-duplicate detection is local-only.
+
+mod ingest;
+mod schema;
+mod search;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use postgres::Client;
+
+use crate::backend::{Backend, SearchSpec};
+use crate::chunker::ChunkerConfig;
+use crate::document::Document;
+use crate::embedder::Embedder;
+use crate::error::{Error, Result};
+use crate::index::{Chunk, DocumentRecord, Hit, IndexConfig, IngestProgress, IngestReport};
+use crate::types::DocId;
+
+/// The newest schema version this build reads and writes.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// A knowledge base stored in PostgreSQL + pgvector: the [`Backend`] behind
+/// `Index::open("postgres://…")`.
+pub struct PgBackend {
+    url: String,
+    client: Mutex<Client>,
+    embedder: Option<Arc<dyn Embedder>>,
+    config: IndexConfig,
+    /// Dimension of the stored vectors (0: a BM25-only knowledge base).
+    dim: usize,
+    chunker: ChunkerConfig,
+    /// Counts as of the last open or write.
+    counts: (usize, usize),
+}
+
+impl std::fmt::Debug for PgBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgBackend")
+            .field("url", &self.url)
+            .field("dim", &self.dim)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgBackend {
+    /// Connects to `url`, applies pending migrations and checks the embedder against the
+    /// one the knowledge base was created with.
+    pub fn connect(
+        url: &str,
+        embedder: Option<Arc<dyn Embedder>>,
+        config: IndexConfig,
+    ) -> Result<Self> {
+        config.chunker.validate()?;
+        let shown = crate::error::redact_url(url);
+        let mut client = schema::connect(url, &shown)?;
+        let meta = schema::migrate(&mut client, &shown, embedder.as_deref(), config.chunker)?;
+        let mut backend = Self {
+            url: shown,
+            client: Mutex::new(client),
+            embedder,
+            config,
+            dim: meta.dim,
+            chunker: meta.chunker,
+            counts: (0, 0),
+        };
+        backend.refresh_counts()?;
+        Ok(backend)
+    }
+
+    fn client(&self) -> MutexGuard<'_, Client> {
+        // A panic while holding the connection leaves no half-done write (transactions).
+        self.client.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn refresh_counts(&mut self) -> Result<()> {
+        let row = self.client().query_one(
+            "SELECT (SELECT count(*) FROM tribute_documents), (SELECT count(*) FROM tribute_chunks)",
+            &[],
+        )?;
+        self.counts = (row.get::<_, i64>(0) as usize, row.get::<_, i64>(1) as usize);
+        Ok(())
+    }
+}
+
+impl Backend for PgBackend {
+    fn location(&self) -> String {
+        self.url.clone()
+    }
+
+    fn document_count(&self) -> usize {
+        self.counts.0
+    }
+
+    fn chunk_count(&self) -> usize {
+        self.counts.1
+    }
+
+    fn document(&self, id: &DocId) -> Result<Option<DocumentRecord>> {
+        let rows = self.client().query(
+            &format!("{} WHERE doc_id = $1", schema::SELECT_DOCUMENT),
+            &[&id.as_str()],
+        )?;
+        rows.first().map(schema::document_from_row).transpose()
+    }
+
+    fn documents(&self) -> Result<Vec<DocumentRecord>> {
+        let rows = self
+            .client()
+            .query(&format!("{} ORDER BY seq", schema::SELECT_DOCUMENT), &[])?;
+        rows.iter().map(schema::document_from_row).collect()
+    }
+
+    fn chunks(&self) -> Result<Vec<Chunk>> {
+        let rows = self
+            .client()
+            .query(&format!("{} ORDER BY c.id", schema::SELECT_CHUNK), &[])?;
+        rows.iter().map(schema::chunk_from_row).collect()
+    }
+
+    fn add_documents(
+        &mut self,
+        docs: Vec<Document>,
+        progress: Option<&dyn Fn(&IngestProgress)>,
+    ) -> Result<IngestReport> {
+        let report = self.ingest(docs, progress)?;
+        self.refresh_counts()?;
+        Ok(report)
+    }
+
+    fn delete(&mut self, id: &DocId) -> Result<bool> {
+        let n = self.client().execute(
+            "DELETE FROM tribute_documents WHERE doc_id = $1",
+            &[&id.as_str()],
+        )?;
+        self.refresh_counts()?;
+        Ok(n > 0)
+    }
+
+    fn search(&self, spec: &SearchSpec<'_>) -> Result<Vec<Hit>> {
+        self.search_sql(spec)
+    }
+
+    fn verify(&self) -> Result<()> {
+        let row = self.client().query_one(
+            "SELECT (SELECT count(*) FROM tribute_documents d WHERE d.chunks <> \
+               (SELECT count(*) FROM tribute_chunks c WHERE c.doc_id = d.doc_id)), \
+             (SELECT count(*) FROM tribute_chunks WHERE embedding IS NULL AND $1)",
+            &[&(self.dim > 0)],
+        )?;
+        let (bad_docs, no_vector): (i64, i64) = (row.get(0), row.get(1));
+        if bad_docs + no_vector > 0 {
+            return Err(Error::Corrupt {
+                path: self.url.clone().into(),
+                reason: format!(
+                    "{bad_docs} documents disagree with their chunk count, {no_vector} chunks lack a vector"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn optimize(&mut self) -> Result<()> {
+        self.client()
+            .batch_execute("VACUUM ANALYZE tribute_documents; VACUUM ANALYZE tribute_chunks")?;
+        Ok(())
+    }
+}
