@@ -1,0 +1,189 @@
+//! A bounded load test of the HTTP API on 127.0.0.1 (`make bench-serve`): an in-process
+//! server over the real models and the sample datanet, receipts signed and journaled,
+//! then N concurrent clients sending a fixed number of requests each to `/v1/retrieve`
+//! and `/v1/chat/completions`. Prints p50/p95/p99 latency, requests/s and, for chat,
+//! answer tokens/s.
+//!
+//! Overrides: `BENCH_CLIENTS` (default `1,4`), `BENCH_REQUESTS` per client (default 4 for
+//! chat, 20× that for retrieval), `BENCH_MAX_TOKENS` (default 16), `BENCH_METHOD`
+//! (attribution method, default the engine's `loo`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tribute::attribution::receipt::{Ledger, PayerKey};
+use tribute::index::document::{LoadOptions, load_jsonl};
+use tribute::{Address, Engine, EngineConfig};
+use tribute_server::ServerOptions;
+
+const KEY0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+const QUESTIONS: [&str; 4] = [
+    "How many times per second does the Zephyr flight controller correct the attitude?",
+    "How long does a full charge of the Zephyr battery take?",
+    "How much disk space does the Zephyr installer need?",
+    "At what gust speed should Zephyr pilots land?",
+];
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn engine(dir: &Path) -> Engine {
+    let mut config = EngineConfig {
+        index: dir.join("kb"),
+        ..EngineConfig::default()
+    };
+    config.receipts.journal = Some(dir.join("receipts"));
+    config.receipts.ledger = Some(Ledger {
+        chain_id: 31_337,
+        contract: Address::repeat_byte(0x5f),
+    });
+    let engine = Engine::builder()
+        .config(config)
+        .signer(PayerKey::from_hex(KEY0).expect("key"))
+        .build()
+        .unwrap_or_else(|e| panic!("the bench needs the models of scripts/setup.sh: {e}"));
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/data/zephyr");
+    let mut docs = Vec::new();
+    for f in ["alice.jsonl", "bob.jsonl"] {
+        docs.extend(load_jsonl(&data.join(f), &LoadOptions::default()).expect("sample datanet"));
+    }
+    engine.add_documents(docs, None).expect("ingest");
+    engine
+}
+
+/// Latencies and tokens of one run.
+struct Run {
+    latencies: Vec<Duration>,
+    tokens: u64,
+    wall: Duration,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+async fn run(url: String, clients: usize, requests: usize, body: impl Fn(usize) -> Value) -> Run {
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (http, url) = (http.clone(), url.clone());
+        let bodies: Vec<Value> = (0..requests).map(|i| body(c * requests + i)).collect();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for b in bodies {
+                let t = Instant::now();
+                let r = http.post(&url).json(&b).send().await.expect("request");
+                let status = r.status();
+                let v: Value = r.json().await.expect("json");
+                assert!(status.is_success(), "{status}: {v}");
+                let tokens = v["usage"]["completion_tokens"].as_u64().unwrap_or(0);
+                out.push((t.elapsed(), tokens));
+            }
+            out
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut tokens = 0;
+    for t in tasks {
+        for (l, n) in t.await.expect("client task") {
+            latencies.push(l);
+            tokens += n;
+        }
+    }
+    latencies.sort();
+    Run {
+        latencies,
+        tokens,
+        wall: started.elapsed(),
+    }
+}
+
+fn report(endpoint: &str, clients: usize, r: &Run) {
+    let n = r.latencies.len();
+    let secs = r.wall.as_secs_f64();
+    let tok = if r.tokens > 0 {
+        format!("{:>8.1}", r.tokens as f64 / secs)
+    } else {
+        format!("{:>8}", "-")
+    };
+    println!(
+        "{endpoint:<22} {clients:>7} {n:>8} {:>9.1} {:>9.1} {:>9.1} {:>8.2} {tok}",
+        percentile(&r.latencies, 0.5),
+        percentile(&r.latencies, 0.95),
+        percentile(&r.latencies, 0.99),
+        n as f64 / secs,
+    );
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let clients: Vec<usize> = env_or("BENCH_CLIENTS", "1,4")
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let requests: usize = env_or("BENCH_REQUESTS", "4").parse().unwrap_or(4);
+    let max_tokens: usize = env_or("BENCH_MAX_TOKENS", "16").parse().unwrap_or(16);
+    let method = std::env::var("BENCH_METHOD").ok();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path());
+    let model = engine.model().name.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(tribute_server::serve(
+        listener,
+        engine,
+        ServerOptions::default(),
+        std::future::pending(),
+    ));
+    let base = format!("http://{addr}");
+    println!(
+        "tribute-server load test on {addr}: {requests} chats per client ({max_tokens} tokens max, \
+         attribution {}), {} retrievals per client",
+        method.as_deref().unwrap_or("loo"),
+        requests * 20
+    );
+    println!(
+        "{:<22} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "endpoint", "clients", "requests", "p50 ms", "p95 ms", "p99 ms", "req/s", "tok/s"
+    );
+    // Warm up the model and the embedder once.
+    run(format!("{base}/v1/chat/completions"), 1, 1, |_| {
+        json!({"model": model, "messages": [{"role": "user", "content": QUESTIONS[0]}], "max_tokens": 2})
+    })
+    .await;
+    for &c in &clients {
+        let r = run(
+            format!("{base}/v1/retrieve"),
+            c,
+            requests * 20,
+            |i| json!({"query": QUESTIONS[i % QUESTIONS.len()], "top_k": 4}),
+        )
+        .await;
+        report("/v1/retrieve", c, &r);
+    }
+    for &c in &clients {
+        let r = run(format!("{base}/v1/chat/completions"), c, requests, |i| {
+            let mut body = json!({
+                "model": model,
+                "messages": [{"role": "user", "content": QUESTIONS[i % QUESTIONS.len()]}],
+                "max_tokens": max_tokens,
+            });
+            if let Some(m) = &method {
+                body["method"] = json!(m);
+            }
+            body
+        })
+        .await;
+        report("/v1/chat/completions", c, &r);
+    }
+}

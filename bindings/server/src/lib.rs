@@ -1,0 +1,214 @@
+#![doc = include_str!("../README.md")]
+
+mod chat;
+mod error;
+mod extract;
+mod metrics;
+pub mod openai;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tribute::{CancelToken, Engine};
+
+pub use error::{CLIENT_CLOSED_REQUEST, Error, Result, kind_status};
+
+/// Limits and behaviour of the server; every field has a default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerOptions {
+    /// Largest request body in bytes (413 beyond). Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Asks (chat completions) running at once; more wait in the queue. Default 16 (the
+    /// generator batches them).
+    pub max_concurrent_asks: usize,
+    /// Asks waiting for a place; a request that finds the queue full gets 429 with
+    /// `Retry-After`. Default 64.
+    pub max_queued_asks: usize,
+    /// The `Retry-After` of a 429, in seconds. Default 1.
+    pub retry_after_secs: u64,
+    /// How long a streamed answer waits for a client that does not read before it is
+    /// cancelled. Default 30 s.
+    pub stream_send_timeout: Duration,
+    /// Most texts in one embeddings request. Default 256.
+    pub max_embedding_inputs: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_body_bytes: 1 << 20,
+            max_concurrent_asks: 16,
+            max_queued_asks: 64,
+            retry_after_secs: 1,
+            stream_send_timeout: Duration::from_secs(30),
+            max_embedding_inputs: 256,
+        }
+    }
+}
+
+/// What every request handler shares.
+#[derive(Clone)]
+struct AppState(Arc<Shared>);
+
+struct Shared {
+    engine: Engine,
+    options: ServerOptions,
+    metrics: metrics::Metrics,
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The HTTP API over `engine` as an axum router (serve it with [`serve`] or embed it in a
+/// larger app).
+pub fn router(engine: Engine, options: ServerOptions) -> Router {
+    let state = AppState(Arc::new(Shared {
+        permits: Arc::new(Semaphore::new(options.max_concurrent_asks.max(1))),
+        engine,
+        metrics: metrics::Metrics::default(),
+        waiting: AtomicUsize::new(0),
+        next_id: AtomicU64::new(1),
+        options,
+    }));
+    let body_limit = state.options.max_body_bytes;
+    Router::new()
+        .route("/v1/chat/completions", post(chat::completions))
+        .route("/v1/models", get(routes::models))
+        .route("/v1/embeddings", post(routes::embeddings))
+        .route("/v1/retrieve", post(routes::retrieve))
+        .route("/v1/receipts", get(routes::receipts))
+        .route("/v1/receipts/{id}", get(routes::receipt))
+        .route("/healthz", get(routes::healthz))
+        .route("/metrics", get(routes::metrics))
+        .route("/", get(routes::console))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), track))
+        .fallback(routes::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            routes::panic_response,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets requests in flight
+/// finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    engine: Engine,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    axum::serve(listener, router(engine, options))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Counts each routed request by route and status, with its latency (for a stream: until
+/// its headers are sent).
+async fn track(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let secs = started.elapsed().as_secs_f64();
+    state
+        .metrics
+        .request(&route, response.status().as_u16(), secs);
+    response
+}
+
+impl Shared {
+    /// A place to run an ask: at once, after waiting in the queue, or
+    /// [`Error::Overloaded`] when the queue is full.
+    async fn admit(&self) -> Result<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let max = self.options.max_queued_asks;
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= max {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.rejected();
+            return Err(Error::Overloaded {
+                in_flight: self.in_flight(),
+                waiting: max,
+                retry_after_secs: self.options.retry_after_secs,
+            });
+        }
+        // Leaves the queue also when the client goes away while waiting.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _waiting = Waiting(&self.waiting);
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Task(e.to_string()))
+    }
+
+    fn in_flight(&self) -> usize {
+        self.options
+            .max_concurrent_asks
+            .max(1)
+            .saturating_sub(self.permits.available_permits())
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Cancels an ask when dropped armed: the handler future or the event stream of a client
+/// that went away is dropped, and the generation stops at its next step.
+struct CancelOnDrop {
+    token: Option<CancelToken>,
+    state: AppState,
+}
+
+impl CancelOnDrop {
+    fn new(token: CancelToken, state: AppState) -> Self {
+        CancelOnDrop {
+            token: Some(token),
+            state,
+        }
+    }
+
+    /// The ask finished: dropping no longer cancels it.
+    fn disarm(&mut self) {
+        self.token = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            token.cancel();
+            self.state.metrics.cancelled();
+        }
+    }
+}
