@@ -44,7 +44,8 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
-    /// The knowledge base directory (created if missing). Default `kb`.
+    /// The knowledge base directory (created if missing), or a `postgres://` URL (feature
+    /// `postgres`). Default `kb`.
     pub index: PathBuf,
     /// The embedding model directory; `None`: the default MiniLM
     /// (`~/.cache/tribute/models/all-MiniLM-L6-v2`, see `tribute_index::embedder`).
@@ -67,6 +68,58 @@ pub struct EngineConfig {
     pub receipts: ReceiptConfig,
     /// Where receipts are settled (needs the `onchain` feature to settle).
     pub chain: Option<ChainConfig>,
+    /// How answers are made: `generative` (the model writes them; the default) or
+    /// `extractive` (the source sentences that best answer the question, no model
+    /// needed: with `extractive` and no `model` set, no generator is loaded).
+    pub answer_mode: AnswerMode,
+    /// Extractive answers' settings.
+    pub extractive: ExtractiveConfig,
+}
+
+/// How an answer is made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerMode {
+    /// The model writes the answer from the sources (default).
+    #[default]
+    Generative,
+    /// The answer is the source sentences most similar to the question, each cited; no
+    /// model runs, so every word is attributable by construction.
+    Extractive,
+}
+
+impl std::str::FromStr for AnswerMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "generative" => Ok(AnswerMode::Generative),
+            "extractive" => Ok(AnswerMode::Extractive),
+            other => Err(Error::InvalidRequest(format!(
+                "unknown answer mode {other:?} (generative or extractive)"
+            ))),
+        }
+    }
+}
+
+/// Extractive answers' settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExtractiveConfig {
+    /// Most sentences in an answer. Default 2 (measured in `docs/QUALITY.md`).
+    pub sentences: usize,
+    /// A sentence is used only when its similarity to the question is at least this
+    /// share of the best sentence's. Default 0.8.
+    pub min_ratio: f32,
+}
+
+impl Default for ExtractiveConfig {
+    fn default() -> Self {
+        ExtractiveConfig {
+            sentences: 2,
+            min_ratio: 0.8,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -83,6 +136,8 @@ impl Default for EngineConfig {
             rewards: RewardConfig::default(),
             receipts: ReceiptConfig::default(),
             chain: None,
+            answer_mode: AnswerMode::default(),
+            extractive: ExtractiveConfig::default(),
         }
     }
 }
@@ -146,6 +201,16 @@ pub struct GenerationConfig {
     pub device: String,
     /// Sessions in the generator's pool (callers generating at once). Default 1.
     pub sessions: usize,
+    /// Repetition guard: the answer never repeats a run of this many tokens of its own
+    /// (`0` = off). Default 4 (measured in `docs/QUALITY.md`). Tokens of the prompt do
+    /// not count, so the answer can still quote its sources.
+    pub no_repeat_ngram: usize,
+    /// Repetition guard: stop the answer once the model's first choice was a blocked
+    /// repeat this many times (`0` = never). Default 2.
+    pub repeat_stop: usize,
+    /// Hugging Face–style repetition penalty over prompt and answer tokens (`1.0` = off,
+    /// the default: it also penalises quoting the sources).
+    pub repetition_penalty: f32,
 }
 
 impl Default for GenerationConfig {
@@ -158,7 +223,33 @@ impl Default for GenerationConfig {
             prompt_budget: None,
             device: "cpu".into(),
             sessions: 1,
+            no_repeat_ngram: 4,
+            repeat_stop: 2,
+            repetition_penalty: 1.0,
         }
+    }
+}
+
+impl GenerationConfig {
+    /// The sampler settings these give (greedy at temperature 0, with the repetition
+    /// guard).
+    pub fn sampling(&self) -> tribute_inference::SamplingParams {
+        tribute_inference::SamplingParams {
+            temperature: self.temperature,
+            seed: self.seed,
+            repetition_penalty: self.repetition_penalty,
+            no_repeat_ngram: self.no_repeat_ngram,
+            repeat_stop: self.repeat_stop,
+            ..Default::default()
+        }
+    }
+
+    /// These settings with the repetition guard off: greedy decoding exactly as before the
+    /// guard existed.
+    pub fn without_guard(mut self) -> Self {
+        self.no_repeat_ngram = 0;
+        self.repeat_stop = 0;
+        self
     }
 }
 
@@ -166,7 +257,7 @@ impl Default for GenerationConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AttributionConfig {
-    /// loo (default), ablation, similarity or retrieval.
+    /// loo (default), ablation, shapley, similarity or retrieval.
     pub method: Method,
     /// The method's parameters.
     pub config: MethodConfig,
@@ -283,7 +374,10 @@ impl EngineConfig {
     /// Resolves relative paths against `base` and expands a leading `~/`.
     pub fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| *p = resolve(base, p);
-        fix(&mut self.index);
+        // A `postgres://` knowledge base is a URL, not a path.
+        if !tribute_index::is_postgres_url(&self.index) {
+            fix(&mut self.index);
+        }
         if let Some(p) = self.embedder.as_mut() {
             fix(p);
         }
@@ -317,5 +411,40 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
         p.to_owned()
     } else {
         base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_is_on_by_default_and_off_is_plain_greedy() {
+        let g = GenerationConfig::default();
+        assert_eq!(
+            (g.sampling().no_repeat_ngram, g.sampling().repeat_stop),
+            (4, 2)
+        );
+        // Off: exactly the sampler settings asks used before the guard existed.
+        assert_eq!(
+            g.without_guard().sampling(),
+            tribute_inference::SamplingParams::greedy()
+        );
+    }
+
+    #[test]
+    fn answer_mode_reads_from_toml_and_strings() {
+        let c =
+            EngineConfig::from_toml("answer_mode = \"extractive\"\n[extractive]\nsentences = 3\n")
+                .unwrap();
+        assert_eq!(c.answer_mode, AnswerMode::Extractive);
+        assert_eq!(c.extractive.sentences, 3);
+        assert_eq!(EngineConfig::default().answer_mode, AnswerMode::Generative);
+        assert_eq!(
+            "Generative".parse::<AnswerMode>().unwrap(),
+            AnswerMode::Generative
+        );
+        assert!("abstractive".parse::<AnswerMode>().is_err());
+        assert!(EngineConfig::from_toml("answer_mode = \"both\"").is_err());
     }
 }

@@ -43,6 +43,16 @@ pub enum Error {
     /// The request is invalid (an unknown adapter, a zero `top_k`, …).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A question-answering data file (see [`crate::qa`]) is unreadable or malformed.
+    #[error("{}:{line}: {message}", path.display())]
+    QaData {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The 1-based line at fault (0: the file as a whole).
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
     /// Settling needs a chain: configure `[chain]` and a receipt ledger.
     #[error("no chain configured: {0}")]
     NoChain(String),
@@ -122,7 +132,7 @@ impl Error {
             Error::Settle(_) | Error::NoChain(_) => ErrorKind::Chain,
             Error::Prompt(crate::rag::PromptError::Inference(e)) => inference_kind(e),
             Error::Prompt(_) => ErrorKind::Model,
-            Error::InvalidRequest(_) => ErrorKind::Request,
+            Error::InvalidRequest(_) | Error::QaData { .. } => ErrorKind::Request,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::IndexClosed | Error::IndexLost { .. } => ErrorKind::KnowledgeBase,
             Error::Task(_) | Error::Poisoned(_) => ErrorKind::Internal,

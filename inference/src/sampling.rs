@@ -1,5 +1,7 @@
 //! Choosing the next token: greedy, or sampled with temperature, top-k, top-p and a
-//! repetition penalty, reproducible from a seed.
+//! repetition penalty, reproducible from a seed; optionally with a guard against an
+//! answer repeating itself (an n-gram block over the generated tokens, and a stop once the
+//! model keeps trying to repeat).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,6 +23,14 @@ pub struct SamplingParams {
     pub repetition_penalty: f32,
     /// Seed of the sampler's random generator; the same seed gives the same tokens.
     pub seed: u64,
+    /// Never generate the same run of this many tokens twice (`0` = off): a token that
+    /// would repeat an n-gram of the tokens generated so far is excluded. Only generated
+    /// tokens count, so copying a source's words from the prompt stays possible.
+    pub no_repeat_ngram: usize,
+    /// Stop (with the end-of-sequence token the generator gives the sampler) once the
+    /// model's own first choice was a blocked repeat this many times (`0` = never): it is
+    /// looping. Needs `no_repeat_ngram`.
+    pub repeat_stop: usize,
 }
 
 impl Default for SamplingParams {
@@ -31,6 +41,8 @@ impl Default for SamplingParams {
             top_p: 1.0,
             repetition_penalty: 1.0,
             seed: 0,
+            no_repeat_ngram: 0,
+            repeat_stop: 0,
         }
     }
 }
@@ -70,6 +82,12 @@ pub struct Sampler {
     params: SamplingParams,
     rng: ChaCha8Rng,
     scratch: Vec<(f32, u32)>,
+    /// The tokens this sampler picked, for the repetition guard.
+    generated: Vec<u32>,
+    /// How often the model's first choice was a blocked repeat.
+    blocked_first_choices: usize,
+    /// What to answer once `repeat_stop` is reached.
+    stop_token: Option<u32>,
 }
 
 impl Sampler {
@@ -80,7 +98,17 @@ impl Sampler {
             rng: ChaCha8Rng::seed_from_u64(params.seed),
             params,
             scratch: Vec::new(),
+            generated: Vec::new(),
+            blocked_first_choices: 0,
+            stop_token: None,
         })
+    }
+
+    /// The token to return when the repetition guard stops the sequence (the model's
+    /// end-of-sequence token); without one, `repeat_stop` does nothing.
+    pub fn with_stop_token(mut self, token: Option<u32>) -> Self {
+        self.stop_token = token;
+        self
     }
 
     /// The settings.
@@ -88,9 +116,18 @@ impl Sampler {
         &self.params
     }
 
-    /// Picks the next token from `logits` (modified in place by the repetition penalty);
-    /// `context` holds the prompt and generated tokens. `None` if a logit is not finite.
+    /// Picks the next token from `logits` (modified in place by the repetition penalty
+    /// and guard); `context` holds the prompt and generated tokens. `None` if a logit is
+    /// not finite.
     pub fn sample(&mut self, logits: &mut [f32], context: &[u32]) -> Option<u32> {
+        let token = self.pick(logits, context)?;
+        if self.params.no_repeat_ngram > 0 {
+            self.generated.push(token);
+        }
+        Some(token)
+    }
+
+    fn pick(&mut self, logits: &mut [f32], context: &[u32]) -> Option<u32> {
         if logits.iter().any(|x| !x.is_finite()) {
             return None;
         }
@@ -106,6 +143,9 @@ impl Sampler {
                     *l = if *l > 0.0 { *l / p } else { *l * p };
                 }
             }
+        }
+        if self.block_repeats(logits) {
+            return self.stop_token;
         }
         if self.params.is_greedy() {
             return Some(argmax(logits));
@@ -156,6 +196,44 @@ impl Sampler {
             }
         }
         cand.last().map(|c| c.1)
+    }
+}
+
+impl Sampler {
+    /// Sets the logits of tokens that would repeat an n-gram of the generated tokens to
+    /// −∞ (all but the best one if every token would). `true`: stop now, the model keeps
+    /// choosing repeats (`repeat_stop`).
+    fn block_repeats(&mut self, logits: &mut [f32]) -> bool {
+        let n = self.params.no_repeat_ngram;
+        let generated = &self.generated;
+        if n == 0 || generated.len() < n.saturating_sub(1).max(1) {
+            return false;
+        }
+        let prefix = &generated[generated.len() + 1 - n..];
+        let mut banned: Vec<u32> = generated
+            .windows(n)
+            .filter(|w| w[..n - 1] == *prefix)
+            .map(|w| w[n - 1])
+            .filter(|&t| (t as usize) < logits.len())
+            .collect();
+        if banned.is_empty() {
+            return false;
+        }
+        banned.sort_unstable();
+        banned.dedup();
+        let first_choice = argmax(logits);
+        if banned.len() == logits.len() {
+            return false;
+        }
+        for &t in &banned {
+            logits[t as usize] = f32::NEG_INFINITY;
+        }
+        if banned.binary_search(&first_choice).is_ok() {
+            self.blocked_first_choices += 1;
+            let limit = self.params.repeat_stop;
+            return limit > 0 && self.blocked_first_choices >= limit && self.stop_token.is_some();
+        }
+        false
     }
 }
 
@@ -235,6 +313,103 @@ mod tests {
                 assert!(t <= 1, "{params:?} sampled {t}");
             }
         }
+    }
+
+    /// Greedy picks of `steps` (one logit row per step), with the rows after the guard.
+    fn run(s: &mut Sampler, steps: &[[f32; 4]]) -> (Vec<u32>, Vec<[f32; 4]>) {
+        let mut picked = Vec::new();
+        let mut rows = Vec::new();
+        for row in steps {
+            let mut l = *row;
+            picked.push(s.sample(&mut l, &[]).unwrap());
+            rows.push(l);
+        }
+        (picked, rows)
+    }
+
+    #[test]
+    fn ngram_block_bans_the_token_that_repeats_a_generated_bigram() {
+        let params = SamplingParams {
+            no_repeat_ngram: 2,
+            ..Default::default()
+        };
+        let mut s = Sampler::new(params).unwrap();
+        // Picks 1, 2, 1; then 2 again would repeat the bigram (1, 2): its logit becomes
+        // −∞ and the runner-up, 3, is taken. The other logits are untouched.
+        let steps = [
+            [0.0, 5.0, 1.0, 0.0],
+            [0.0, 1.0, 5.0, 0.0],
+            [0.0, 5.0, 1.0, 0.0],
+            [0.5, 1.0, 5.0, 4.0],
+        ];
+        let (picked, rows) = run(&mut s, &steps);
+        assert_eq!(picked, [1, 2, 1, 3]);
+        assert_eq!(rows[3], [0.5, 1.0, f32::NEG_INFINITY, 4.0]);
+        assert_eq!(&rows[..3], &steps[..3]);
+    }
+
+    #[test]
+    fn ngram_block_ignores_the_prompt_and_trigram_needs_two_tokens_of_context() {
+        let params = SamplingParams {
+            no_repeat_ngram: 3,
+            ..Default::default()
+        };
+        let mut s = Sampler::new(params).unwrap();
+        // The context (prompt) repeats (1, 2, 1) but only generated tokens count.
+        let mut l = [0.0, 5.0, 1.0, 0.0];
+        assert_eq!(s.sample(&mut l, &[1, 2, 1, 2, 1]), Some(1));
+        // Generated 1, 2, 1, 2: the trigram (1, 2, 1) is blocked at the fifth step, and
+        // only there ((2, 1, 2) was never generated before the fourth step).
+        let steps = [
+            [0.0, 1.0, 5.0, 0.0],
+            [0.0, 5.0, 1.0, 0.0],
+            [0.0, 1.0, 5.0, 0.0],
+            [0.0, 5.0, 1.0, 2.0],
+        ];
+        let (picked, _) = run(&mut s, &steps);
+        assert_eq!(picked, [2, 1, 2, 3]);
+    }
+
+    #[test]
+    fn repeat_stop_answers_the_stop_token_once_the_model_keeps_repeating() {
+        let params = SamplingParams {
+            no_repeat_ngram: 1,
+            repeat_stop: 2,
+            ..Default::default()
+        };
+        let mut s = Sampler::new(params).unwrap().with_stop_token(Some(0));
+        let prefers_1 = [0.0, 5.0, 1.0, 2.0];
+        // 1; then 1 is blocked once (3 taken), then again: the second blocked first
+        // choice stops the sequence.
+        let (picked, _) = run(&mut s, &[prefers_1, prefers_1, prefers_1]);
+        assert_eq!(picked, [1, 3, 0]);
+        // Without a stop token the guard only blocks.
+        let mut s = Sampler::new(s.params().clone()).unwrap();
+        let (picked, _) = run(&mut s, &[prefers_1, prefers_1, prefers_1]);
+        assert_eq!(picked, [1, 3, 2]);
+    }
+
+    #[test]
+    fn guard_off_is_bit_identical_and_leaves_logits_alone() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let steps: Vec<[f32; 4]> = (0..64)
+            .map(|_| std::array::from_fn(|_| rng.random::<f32>() * 4.0 - 2.0))
+            .collect();
+        let mut plain = Sampler::new(SamplingParams::greedy()).unwrap();
+        let mut off = Sampler::new(SamplingParams {
+            no_repeat_ngram: 0,
+            repeat_stop: 3,
+            ..Default::default()
+        })
+        .unwrap()
+        .with_stop_token(Some(0));
+        let (a, rows_a) = run(&mut plain, &steps);
+        let (b, rows_b) = run(&mut off, &steps);
+        assert_eq!(a, b);
+        assert_eq!(rows_a, steps);
+        assert_eq!(rows_b, steps);
+        let argmaxes: Vec<u32> = steps.iter().map(|r| argmax(r)).collect();
+        assert_eq!(a, argmaxes);
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub enum EvalCommand {
     Beir(BeirArgs),
     /// Score citation-weight methods on examples with known supporting passages.
     Attribution(crate::eval_attribution::AttributionArgs),
+    /// Score answer quality (exact match, F1, support, looping, latency) on questions with gold answers.
+    Qa(crate::eval_qa::QaArgs),
 }
 
 #[derive(Args)]
@@ -65,6 +67,7 @@ pub fn run(c: EvalCommand) -> anyhow::Result<()> {
     match c {
         EvalCommand::Beir(a) => beir(a),
         EvalCommand::Attribution(a) => crate::eval_attribution::run(a),
+        EvalCommand::Qa(a) => crate::eval_qa::run(a),
     }
 }
 

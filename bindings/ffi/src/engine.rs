@@ -261,7 +261,11 @@ impl Engine {
     pub fn generator(&self) -> Result<Arc<Generator>> {
         guard(|| {
             Ok(Arc::new(Generator {
-                inner: self.engine()?.generator().clone(),
+                inner: self.engine()?.generator().cloned().ok_or_else(|| {
+                    TributeError::Config(
+                        "this engine has no generator (extractive, no model)".into(),
+                    )
+                })?,
             }))
         })
     }

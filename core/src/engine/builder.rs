@@ -12,7 +12,7 @@ use tribute_index::{Embedder, Index, IndexConfig};
 use tribute_inference::{Generator, GeneratorOptions};
 
 use super::{Engine, Inner, ModelInfo};
-use crate::config::EngineConfig;
+use crate::config::{AnswerMode, EngineConfig};
 use crate::error::{Error, Result};
 
 /// Builds an [`Engine`]: start from a config (or the defaults) and override parts.
@@ -141,8 +141,12 @@ impl EngineBuilder {
             }
         };
         let index = Index::open(&config.index, embedder.clone(), IndexConfig::default())?;
+        let extractive_only =
+            config.answer_mode == AnswerMode::Extractive && config.model.is_none();
         let generator = match self.generator {
-            Some(g) => g,
+            Some(g) => Some(g),
+            // Extractive answers need no model: an app may ship none.
+            None if extractive_only => None,
             None => {
                 let dir = config
                     .model
@@ -153,11 +157,23 @@ impl EngineBuilder {
                     sessions: config.generation.sessions.max(1),
                     ..GeneratorOptions::default()
                 };
-                Arc::new(Generator::load_with(&dir, options)?)
+                Some(Arc::new(Generator::load_with(&dir, options)?))
             }
         };
-        for a in &config.adapters {
-            generator.add_adapter(a.id.clone(), &a.path)?;
+        match &generator {
+            Some(g) => {
+                for a in &config.adapters {
+                    g.add_adapter(a.id.clone(), &a.path)?;
+                }
+            }
+            None if !config.adapters.is_empty() => {
+                return Err(Error::Config(
+                    "adapters are configured but no model is (answer_mode = \"extractive\"): \
+                     set `model` or remove the adapters"
+                        .into(),
+                ));
+            }
+            None => {}
         }
         let key = match self.key {
             Some(k) => Some(k),
@@ -167,13 +183,15 @@ impl EngineBuilder {
             Some(dir) => Some(Journal::open(dir)?),
             None => None,
         };
-        let model_name = generator.config().name.clone().unwrap_or_else(|| {
-            generator
-                .dir()
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "model".into())
-        });
+        let model_name = match &generator {
+            Some(g) => g.config().name.clone().unwrap_or_else(|| {
+                g.dir()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "model".into())
+            }),
+            None => "none".into(),
+        };
         let first_nonce = journal
             .as_ref()
             .and_then(|j| j.receipts(None).map(|(r, _)| r.receipt.nonce).max())

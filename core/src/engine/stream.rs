@@ -77,13 +77,25 @@ impl Iterator for AskStream {
 }
 
 impl Engine {
-    pub(super) fn stream_with(&self, question: &str, options: &AskOptions) -> Result<AskStream> {
-        let state = match self.prepare(question, options)? {
+    pub(super) fn stream_with(
+        &self,
+        question: &str,
+        history: &[super::Turn],
+        options: &AskOptions,
+    ) -> Result<AskStream> {
+        if self.is_extractive(options) {
+            let answer = self.extractive_answer(question, options)?;
+            return Ok(AskStream {
+                engine: self.clone(),
+                state: StreamState::NoSources(Box::new(answer)),
+            });
+        }
+        let state = match self.prepare(question, history, options)? {
             Err(no_sources) => StreamState::NoSources(no_sources),
             Ok(prepared) => {
                 prepared.check_cancelled()?;
                 let request = self.generate_request(&prepared);
-                let stream = Box::new(self.inner.generator.stream(&request)?);
+                let stream = Box::new(self.loaded_generator()?.stream(&request)?);
                 StreamState::Generating {
                     prepared: Box::new(prepared),
                     stream,

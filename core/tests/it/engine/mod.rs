@@ -578,5 +578,6 @@ fn retrieval_receipts_credit_the_hits_without_a_model() {
 /// Settlement through the engine against a real anvil: receipts from asks are paid out to
 /// the sample datanet's contributors; with the chain down, asks still answer and receipts
 /// stay pending.
+mod extractive;
 #[cfg(feature = "onchain")]
 mod onchain;
