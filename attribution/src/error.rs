@@ -28,8 +28,20 @@ pub enum Error {
     #[error("scorer: {0}")]
     Scorer(String),
     /// An unknown method name.
-    #[error("unknown attribution method {0:?} (loo, ablation, similarity, retrieval)")]
+    #[error("unknown attribution method {0:?} (loo, ablation, shapley, similarity, retrieval)")]
     UnknownMethod(String),
+    /// The pass budget is too small for the method with this many sources.
+    #[error(
+        "a pass budget of {budget} is too small for `{method}` here: it needs at least {minimum}"
+    )]
+    PassBudget {
+        /// The method.
+        method: Method,
+        /// The budget given.
+        budget: usize,
+        /// The smallest budget that works.
+        minimum: usize,
+    },
     /// A setting is out of range.
     #[error("invalid attribution setting: {0}")]
     InvalidConfig(String),

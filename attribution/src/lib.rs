@@ -29,6 +29,6 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use weights::{
-    Attribution, AttributionConfig, ContextScorer, DuplicatePolicy, Method, ScorerError,
-    SentenceSupport, Source, TextEmbedder, attribute, to_bps,
+    AnswerAndQuestion, Attribution, AttributionConfig, ContextScorer, DuplicatePolicy, Method,
+    ScorerError, SentenceSupport, Source, TextEmbedder, attribute, to_bps,
 };

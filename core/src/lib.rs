@@ -12,13 +12,14 @@ pub mod config;
 pub mod engine;
 mod error;
 mod index_handle;
+pub mod qa;
 pub mod rag;
 
-pub use config::EngineConfig;
+pub use config::{AnswerMode, EngineConfig};
 pub use engine::{
     Answer, AnswerSentence, AskEvent, AskOptions, AskRequest, AskStream, Citation, Engine,
     EngineBuilder, IndexSize, JournaledReceipt, ModelInfo, Retrieval, RetrieveRequest,
-    SearchOptions, SearchRequest, StageTimings, Usage,
+    SearchOptions, SearchRequest, StageTimings, Turn, Usage,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use index_handle::IndexHandle;

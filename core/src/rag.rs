@@ -37,6 +37,9 @@ pub struct RagPrompt {
     pub tokens: Vec<u32>,
     /// For each source, the range of prompt token indices that show it.
     pub source_tokens: Vec<Range<usize>>,
+    /// Token range of the question (after the sources); empty when the chat template
+    /// rewrote the message so that it cannot be found.
+    pub question_tokens: Range<usize>,
 }
 
 /// Why a prompt could not be built.
@@ -60,6 +63,18 @@ impl RagPrompt {
         question: &str,
         sources: &[PromptSource],
     ) -> Result<Self, PromptError> {
+        Self::build_with_history(generator, system, &[], question, sources)
+    }
+
+    /// [`RagPrompt::build`] with earlier turns of a conversation between the system prompt
+    /// and the message holding the sources and the question.
+    pub fn build_with_history(
+        generator: &Generator,
+        system: &str,
+        history: &[Message],
+        question: &str,
+        sources: &[PromptSource],
+    ) -> Result<Self, PromptError> {
         let mut content = String::from("Sources:\n");
         let mut ranges = Vec::with_capacity(sources.len());
         for (i, s) in sources.iter().enumerate() {
@@ -74,12 +89,14 @@ impl RagPrompt {
             content.push_str("\n\n");
         }
         content.push_str("Question: ");
+        let question_at = content.len();
         content.push_str(question.trim());
         let tok = generator.tokenizer();
         let mut messages = Vec::new();
         if !system.is_empty() {
             messages.push(Message::system(system));
         }
+        messages.extend_from_slice(history);
         messages.push(Message::user(content.clone()));
         let text = tok.apply_chat_template(&messages, true)?;
         let (tokens, offsets) = tok.encode_with_offsets(&text, false)?;
@@ -102,10 +119,23 @@ impl RagPrompt {
                 _ => return Err(PromptError::SourceNotFound(i)),
             }
         }
+        let question_tokens = match base {
+            Some(b) => {
+                let (start, end) = (b + question_at, b + content.len());
+                let first = offsets.iter().position(|o| o.end > start && o.start < end);
+                let last = offsets.iter().rposition(|o| o.end > start && o.start < end);
+                match (first, last) {
+                    (Some(f), Some(l)) => f..l + 1,
+                    _ => 0..0,
+                }
+            }
+            None => 0..0,
+        };
         Ok(RagPrompt {
             text,
             tokens,
             source_tokens,
+            question_tokens,
         })
     }
 }
@@ -163,25 +193,33 @@ impl<'a> ModelScorer<'a> {
     }
 }
 
+impl ModelScorer<'_> {
+    /// Visibility masks over the first `n` prompt tokens: a left-out source's tokens hidden.
+    fn masks(&self, subsets: &[Vec<bool>], n: usize) -> Vec<Vec<bool>> {
+        subsets
+            .iter()
+            .map(|keep| {
+                let mut m = vec![true; n];
+                for (r, &k) in self.prompt.source_tokens.iter().zip(keep) {
+                    if !k {
+                        m[r.start.min(n)..r.end.min(n)]
+                            .iter_mut()
+                            .for_each(|x| *x = false);
+                    }
+                }
+                m
+            })
+            .collect()
+    }
+}
+
 impl attribution::ContextScorer for ModelScorer<'_> {
     fn token_spans(&self) -> Vec<Range<usize>> {
         self.answer_spans.clone()
     }
 
     fn token_log_probs(&self, subsets: &[Vec<bool>]) -> Result<Vec<Vec<f32>>, ScorerError> {
-        let n = self.prompt.tokens.len();
-        let masks: Vec<Vec<bool>> = subsets
-            .iter()
-            .map(|keep| {
-                let mut m = vec![true; n];
-                for (r, &k) in self.prompt.source_tokens.iter().zip(keep) {
-                    if !k {
-                        m[r.clone()].iter_mut().for_each(|x| *x = false);
-                    }
-                }
-                m
-            })
-            .collect();
+        let masks = self.masks(subsets, self.prompt.tokens.len());
         self.generator
             .score_masked(
                 &self.prompt.tokens,
@@ -190,6 +228,38 @@ impl attribution::ContextScorer for ModelScorer<'_> {
                 &self.adapters,
             )
             .map_err(|e| ScorerError(e.to_string()))
+    }
+
+    /// One masked pass over the prompt up to the question, scoring the question, the chat
+    /// template's tokens after it and the answer; the template tokens are dropped.
+    fn answer_and_question_log_probs(
+        &self,
+        subsets: &[Vec<bool>],
+    ) -> Result<attribution::AnswerAndQuestion, ScorerError> {
+        let q = self.prompt.question_tokens.clone();
+        let sources_end = self.prompt.source_tokens.iter().map(|r| r.end).max();
+        // The question must follow every source and leave at least 2 prompt tokens before it.
+        if q.is_empty() || q.start < 2 || sources_end.is_none_or(|e| e > q.start) {
+            return Ok((self.token_log_probs(subsets)?, None));
+        }
+        let prefix = &self.prompt.tokens[..q.start];
+        let rest: Vec<u32> = self.prompt.tokens[q.start..]
+            .iter()
+            .chain(&self.answer_tokens)
+            .copied()
+            .collect();
+        let masks = self.masks(subsets, prefix.len());
+        let rows = self
+            .generator
+            .score_masked(prefix, &rest, &masks, &self.adapters)
+            .map_err(|e| ScorerError(e.to_string()))?;
+        let answer_at = self.prompt.tokens.len() - q.start;
+        let (mut answers, mut questions) = (Vec::new(), Vec::new());
+        for row in rows {
+            questions.push(row[..q.len()].to_vec());
+            answers.push(row[answer_at..].to_vec());
+        }
+        Ok((answers, Some(questions)))
     }
 }
 

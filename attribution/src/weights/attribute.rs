@@ -7,6 +7,7 @@ use unicode_segmentation::UnicodeSegmentation;
 
 use super::bps::{apply_duplicates, supporters, to_bps};
 use super::model::{ablation, loo};
+use super::shapley::shapley;
 use super::similarity::{lexical_matrix, similarity_matrix};
 use super::{
     Attribution, AttributionConfig, ContextScorer, Method, SentenceSupport, Source, TextEmbedder,
@@ -71,11 +72,15 @@ pub fn attribute(
         }
         Method::Loo => {
             let scorer = scorer.ok_or(Error::MissingScorer(method))?;
-            loo(scorer, &sents, k)?
+            loo(scorer, &sents, k, config)?
         }
         Method::Ablation => {
             let scorer = scorer.ok_or(Error::MissingScorer(method))?;
             ablation(scorer, &sents, k, config)?
+        }
+        Method::Shapley => {
+            let scorer = scorer.ok_or(Error::MissingScorer(method))?;
+            shapley(scorer, &sents, k, config)?
         }
     };
     let mut scores = scores;

@@ -1,11 +1,14 @@
 //! Citation weights: how much each source contributed to an answer.
 //!
-//! Four methods, chosen per request ([`Method`]):
+//! Five methods, chosen per request ([`Method`]):
 //! - `loo` — leave-one-out: the drop in the answer's log-probability when a source is
 //!   taken out of the context, measured by a model through [`ContextScorer`].
 //! - `ablation` — ContextCite-style: the answer's log-probability under `n` random subsets
 //!   of the sources, fitted with a sparse (L1) linear surrogate; a source's weight is its
 //!   positive coefficient.
+//! - `shapley` — Shapley values over source subsets (exact for small `k`, antithetic
+//!   permutation sampling within a pass budget otherwise): a source needed together with
+//!   another one (a multi-hop *bridge*) gets its share, which leave-one-out misses.
 //! - `similarity` — model-free: answer sentences against sources by embedding cosine
 //!   ([`TextEmbedder`], optional) and lexical overlap.
 //! - `retrieval` — the retrieval scores, the baseline the others must beat.
@@ -18,6 +21,7 @@ mod attribute;
 mod bps;
 mod lasso;
 mod model;
+mod shapley;
 mod similarity;
 
 use std::ops::Range;
@@ -30,6 +34,7 @@ use crate::error::{Error, Result};
 pub use attribute::{attribute, sentences};
 pub use bps::to_bps;
 pub use lasso::lasso;
+pub use shapley::shapley_min_passes;
 
 /// How citation weights are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -39,6 +44,8 @@ pub enum Method {
     Loo,
     /// Sparse linear surrogate over random source subsets (needs a model).
     Ablation,
+    /// Shapley values of the answer's log-probability over source subsets (needs a model).
+    Shapley,
     /// Embedding cosine and lexical overlap between answer sentences and sources.
     Similarity,
     /// The retrieval scores.
@@ -47,18 +54,20 @@ pub enum Method {
 
 impl Method {
     /// All methods, in the order reports list them.
-    pub const ALL: [Method; 4] = [
+    pub const ALL: [Method; 5] = [
         Method::Loo,
         Method::Ablation,
+        Method::Shapley,
         Method::Similarity,
         Method::Retrieval,
     ];
 
-    /// The method's name (`loo`, `ablation`, `similarity`, `retrieval`).
+    /// The method's name (`loo`, `ablation`, `shapley`, `similarity`, `retrieval`).
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Loo => "loo",
             Method::Ablation => "ablation",
+            Method::Shapley => "shapley",
             Method::Similarity => "similarity",
             Method::Retrieval => "retrieval",
         }
@@ -66,7 +75,7 @@ impl Method {
 
     /// Whether the method runs the model.
     pub fn needs_model(self) -> bool {
-        matches!(self, Method::Loo | Method::Ablation)
+        matches!(self, Method::Loo | Method::Ablation | Method::Shapley)
     }
 }
 
@@ -137,6 +146,12 @@ impl Source {
 #[error("{0}")]
 pub struct ScorerError(pub String);
 
+/// Per subset, the log-probability of every token scored (one row per subset).
+pub type SubsetLogProbs = Vec<Vec<f32>>;
+
+/// The answer's rows and, when measured, the question's ([`ContextScorer::answer_and_question_log_probs`]).
+pub type AnswerAndQuestion = (SubsetLogProbs, Option<SubsetLogProbs>);
+
 /// Scores an answer under subsets of the sources with a model: the teacher-forced
 /// log-probability of each answer token when only the chosen sources are in the context.
 pub trait ContextScorer {
@@ -149,6 +164,19 @@ pub trait ContextScorer {
         &self,
         subsets: &[Vec<bool>],
     ) -> std::result::Result<Vec<Vec<f32>>, ScorerError>;
+
+    /// [`token_log_probs`](Self::token_log_probs) plus, when the scorer can measure them,
+    /// the log-probabilities of the question's tokens (which follow the sources in the
+    /// prompt) under the same subsets: how much each source helps the model read the
+    /// question. A source that links the question to the answer (a multi-hop *bridge*)
+    /// shows up here even when the answer's own tokens no longer need it. The default
+    /// measures the answer only.
+    fn answer_and_question_log_probs(
+        &self,
+        subsets: &[Vec<bool>],
+    ) -> std::result::Result<AnswerAndQuestion, ScorerError> {
+        Ok((self.token_log_probs(subsets)?, None))
+    }
 }
 
 /// Embeds texts into vectors whose dot products are cosines (unit length).
@@ -179,6 +207,15 @@ pub struct AttributionConfig {
     /// L1 strength of the `ablation` surrogate, as a fraction of the smallest strength that
     /// zeroes every coefficient.
     pub lasso_ratio: f64,
+    /// Most subsets `shapley` may score (model passes); exact over all `2^k` subsets when
+    /// they fit, sampled orders otherwise. At least `k + 1` ([`shapley_min_passes`]).
+    pub shapley_passes: usize,
+    /// Weight of the question's log-probability against the answer's in the model methods'
+    /// value of a subset of sources (`0` = the answer alone, the behaviour before 0.3).
+    /// Crediting how well a source lets the model read the question gives the bridge
+    /// sources of multi-hop answers their share; 0.5 was chosen on a HotpotQA dev split
+    /// (docs/ATTRIBUTION.md). Ignored by scorers that cannot measure the question.
+    pub question_weight: f64,
     /// Seed of the subset sampler.
     pub seed: u64,
     /// Weight of the embedding cosine against lexical overlap in `similarity` (0..=1).
@@ -198,6 +235,8 @@ impl Default for AttributionConfig {
             ablation_samples: 32,
             ablation_keep: 0.5,
             lasso_ratio: 0.01,
+            shapley_passes: 64,
+            question_weight: 0.5,
             seed: 0,
             similarity_cosine: 0.5,
             duplicates: DuplicatePolicy::First,

@@ -11,7 +11,7 @@ use super::{AttributionConfig, ContextScorer};
 use crate::error::{Error, Result};
 
 /// Which answer tokens fall in each sentence.
-fn tokens_per_sentence(
+pub(super) fn tokens_per_sentence(
     spans: &[Range<usize>],
     sents: &[(Range<usize>, Range<usize>)],
 ) -> Vec<Vec<usize>> {
@@ -32,30 +32,71 @@ fn tokens_per_sentence(
         .collect()
 }
 
-/// The log-probabilities of the answer's `n_tokens` tokens under each subset, checked to
-/// be one finite value per token per subset.
-fn log_probs(
-    scorer: &dyn ContextScorer,
-    subsets: &[Vec<bool>],
-    n_tokens: usize,
-) -> Result<Vec<Vec<f32>>> {
-    let lp = scorer
-        .token_log_probs(subsets)
-        .map_err(|e| Error::Scorer(e.0))?;
-    let n_subsets = subsets.len();
-    if lp.len() != n_subsets || lp.iter().any(|r| r.len() != n_tokens) {
+/// Checks a scorer's rows: one per subset, `n_tokens` finite values in each (`what` names
+/// the rows in the error).
+fn check_rows(
+    lp: &[Vec<f32>],
+    n_subsets: usize,
+    n_tokens: Option<usize>,
+    what: &str,
+) -> Result<()> {
+    let shape_ok = lp.len() == n_subsets
+        && n_tokens.is_none_or(|n| lp.iter().all(|r| r.len() == n))
+        && lp.iter().all(|r| r.len() == lp[0].len());
+    if !shape_ok {
         return Err(Error::Scorer(format!(
-            "the scorer returned {} rows for {n_subsets} subsets (tokens per row: {:?}, expected {n_tokens})",
+            "the scorer returned {} {what} rows for {n_subsets} subsets (tokens per row: {:?}, expected {})",
             lp.len(),
-            lp.iter().map(Vec::len).collect::<Vec<_>>()
+            lp.iter().map(Vec::len).collect::<Vec<_>>(),
+            n_tokens.map_or("equal lengths".to_owned(), |n| n.to_string())
         )));
     }
     if lp.iter().flatten().any(|x| !x.is_finite()) {
-        return Err(Error::Scorer(
-            "the scorer returned non-finite log-probabilities".into(),
+        return Err(Error::Scorer(format!(
+            "the scorer returned non-finite {what} log-probabilities"
+        )));
+    }
+    Ok(())
+}
+
+/// The answer's token log-probabilities under each subset, and each subset's value: the
+/// answer's total log-probability plus `question_weight` times the question's (when the
+/// scorer measures it and the weight is not zero).
+pub(super) fn log_probs_and_values(
+    scorer: &dyn ContextScorer,
+    subsets: &[Vec<bool>],
+    n_tokens: usize,
+    config: &AttributionConfig,
+) -> Result<(Vec<Vec<f32>>, Vec<f64>)> {
+    if !(config.question_weight.is_finite() && config.question_weight >= 0.0) {
+        return Err(Error::InvalidConfig(
+            "question_weight must be a finite number >= 0".into(),
         ));
     }
-    Ok(lp)
+    let (lp, question) = if config.question_weight > 0.0 {
+        scorer
+            .answer_and_question_log_probs(subsets)
+            .map_err(|e| Error::Scorer(e.0))?
+    } else {
+        (
+            scorer
+                .token_log_probs(subsets)
+                .map_err(|e| Error::Scorer(e.0))?,
+            None,
+        )
+    };
+    check_rows(&lp, subsets.len(), Some(n_tokens), "answer")?;
+    let mut values: Vec<f64> = lp
+        .iter()
+        .map(|r| r.iter().map(|&v| f64::from(v)).sum())
+        .collect();
+    if let Some(q) = question {
+        check_rows(&q, subsets.len(), None, "question")?;
+        for (v, r) in values.iter_mut().zip(&q) {
+            *v += config.question_weight * r.iter().map(|&x| f64::from(x)).sum::<f64>();
+        }
+    }
+    Ok((lp, values))
 }
 
 /// Per source score, per sentence per source contribution, and model passes.
@@ -66,6 +107,7 @@ pub(super) fn loo(
     scorer: &dyn ContextScorer,
     sents: &[(Range<usize>, Range<usize>)],
     k: usize,
+    config: &AttributionConfig,
 ) -> Result<Scored> {
     let spans = scorer.token_spans();
     let mut subsets = vec![vec![true; k]];
@@ -74,7 +116,7 @@ pub(super) fn loo(
         s[i] = false;
         subsets.push(s);
     }
-    let lp = log_probs(scorer, &subsets, spans.len())?;
+    let (lp, values) = log_probs_and_values(scorer, &subsets, spans.len(), config)?;
     let full = &lp[0];
     // drop[i][t] = log p_full(t) - log p_without_i(t)
     let drop: Vec<Vec<f64>> = (0..k)
@@ -85,9 +127,8 @@ pub(super) fn loo(
                 .collect()
         })
         .collect();
-    let scores: Vec<f64> = drop
-        .iter()
-        .map(|d| d.iter().sum::<f64>().max(0.0))
+    let scores: Vec<f64> = (0..k)
+        .map(|i| (values[0] - values[i + 1]).max(0.0))
         .collect();
     let per_tok = tokens_per_sentence(&spans, sents);
     let per_sentence = per_tok
@@ -128,14 +169,10 @@ pub(super) fn ablation(
                 .collect()
         })
         .collect();
-    let lp = log_probs(scorer, &subsets, spans.len())?;
+    let (lp, total) = log_probs_and_values(scorer, &subsets, spans.len(), config)?;
     let x: Vec<Vec<f64>> = subsets
         .iter()
         .map(|s| s.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect())
-        .collect();
-    let total: Vec<f64> = lp
-        .iter()
-        .map(|r| r.iter().map(|&v| f64::from(v)).sum())
         .collect();
     let coef = lasso(&x, &total, config.lasso_ratio);
     let scores: Vec<f64> = coef.iter().map(|c| c.max(0.0)).collect();

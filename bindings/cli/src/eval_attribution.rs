@@ -22,7 +22,7 @@ pub struct AttributionArgs {
     /// Model directory (default: $TRIBUTE_HOME/models/SmolLM2-135M-Instruct).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// loo, ablation, similarity, retrieval or all.
+    /// loo, ablation, shapley, similarity, retrieval or all.
     #[arg(long, default_value = "all")]
     method: String,
     /// Evaluate only the first N examples.
@@ -34,6 +34,17 @@ pub struct AttributionArgs {
     /// Random subsets for `ablation`.
     #[arg(long, default_value_t = 32)]
     samples: usize,
+    /// Most subsets `shapley` may score per answer (exact when all 2^k fit).
+    #[arg(long, default_value_t = 64)]
+    shapley_passes: usize,
+    /// Weight of the question's log-probability against the answer's in the model methods
+    /// (0 = the answer alone).
+    #[arg(long, default_value_t = AttributionConfig::default().question_weight)]
+    question_weight: f64,
+    /// Also write, per example, the answer tokens' log-probabilities under every subset of
+    /// its passages (JSONL; k <= 8), for analysing methods offline.
+    #[arg(long)]
+    dump_subsets: Option<PathBuf>,
     /// Most tokens of a generated answer (examples without "answer").
     #[arg(long, default_value_t = 96)]
     max_tokens: usize,
@@ -116,6 +127,82 @@ fn retrieval_scores(
     Ok(scores)
 }
 
+/// Writes one JSONL line: the log-probability of each answer token under every subset of
+/// the example's passages (bit `i` of `mask` = passage `i` kept).
+fn dump_subsets(
+    out: &mut impl std::io::Write,
+    ex: &Example,
+    sources: &[Source],
+    scorer: &dyn attribution::ContextScorer,
+    generator: &Generator,
+    prompt: &RagPrompt,
+) -> anyhow::Result<()> {
+    let k = sources.len();
+    if k > 8 {
+        bail!(
+            "--dump-subsets takes at most 8 passages per example ({} has {k})",
+            ex.id
+        );
+    }
+    let subsets: Vec<Vec<bool>> = (0..1u32 << k)
+        .map(|m| (0..k).map(|i| m & (1 << i) != 0).collect())
+        .collect();
+    let lp = scorer
+        .token_log_probs(&subsets)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The question's own tokens (they follow the sources) under the same subsets: how much
+    // each source helps the model read the question.
+    let question_lp = question_log_probs(ex, &subsets, generator, prompt)?;
+    let line = serde_json::json!({
+        "question_log_probs": question_lp,
+        "id": ex.id,
+        "supporting": ex.passages.iter().map(|p| p.supporting).collect::<Vec<_>>(),
+        "retrieval": sources.iter().map(|s| s.retrieval_score).collect::<Vec<_>>(),
+        "log_probs": lp,
+    });
+    writeln!(out, "{line}")?;
+    Ok(())
+}
+
+/// Log-probabilities of the question's tokens, after the sources, under each subset.
+fn question_log_probs(
+    ex: &Example,
+    subsets: &[Vec<bool>],
+    generator: &Generator,
+    prompt: &RagPrompt,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let q = ex.question.trim();
+    let at = prompt
+        .text
+        .rfind(q)
+        .with_context(|| format!("{}: question not found in the prompt", ex.id))?;
+    let (_, offsets) = generator
+        .tokenizer()
+        .encode_with_offsets(&prompt.text, false)?;
+    let first = offsets
+        .iter()
+        .position(|o| o.start >= at)
+        .context("question tokens")?;
+    let last = offsets
+        .iter()
+        .rposition(|o| o.end <= at + q.len() && o.end > o.start)
+        .context("question tokens")?;
+    let (before, question) = (&prompt.tokens[..first], &prompt.tokens[first..=last]);
+    let masks: Vec<Vec<bool>> = subsets
+        .iter()
+        .map(|keep| {
+            let mut m = vec![true; before.len()];
+            for (i, r) in prompt.source_tokens.iter().enumerate() {
+                if !keep[i] {
+                    m[r.clone()].iter_mut().for_each(|x| *x = false);
+                }
+            }
+            m
+        })
+        .collect();
+    Ok(generator.score_masked(before, question, &masks, &[])?)
+}
+
 /// Runs `tribute eval attribution`.
 pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
     let methods: Vec<Method> = if a.method.trim().eq_ignore_ascii_case("all") {
@@ -160,7 +247,15 @@ pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
     let sim = EmbedderScorer(embedder.clone());
     let config = AttributionConfig {
         ablation_samples: a.samples,
+        shapley_passes: a.shapley_passes,
+        question_weight: a.question_weight,
         ..Default::default()
+    };
+    let mut dump = match &a.dump_subsets {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("{}", p.display()))?,
+        )),
+        None => None,
     };
     let mut tallies: Vec<Tally> = methods.iter().map(|_| Tally::default()).collect();
     let (mut gen_seconds, mut generated) = (0.0, 0);
@@ -237,6 +332,9 @@ pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
             eprintln!("{}: empty answer, skipped", ex.id);
             continue;
         }
+        if let Some(out) = dump.as_mut() {
+            dump_subsets(out, ex, &sources, &scorer, &generator, &prompt)?;
+        }
         for (m, tally) in methods.iter().zip(tallies.iter_mut()) {
             let r =
                 attribution::attribute(*m, &answer, &sources, Some(&scorer), Some(&sim), &config)
@@ -264,6 +362,9 @@ pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
         if !a.json {
             eprintln!("[{}/{}] {}", n + 1, examples.len(), ex.id);
         }
+    }
+    if let Some(mut d) = dump {
+        std::io::Write::flush(&mut d)?;
     }
     if tallies.iter().all(|t| t.examples == 0) {
         bail!(

@@ -6,12 +6,14 @@ mod chain;
 mod delete;
 mod eval;
 mod eval_attribution;
+mod eval_qa;
 mod generate;
 mod ingest;
 mod keys;
 mod mcp;
 mod receipts;
 mod search;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +54,8 @@ enum Command {
     Receipts(receipts::ReceiptsCommand),
     /// Serve the engine to agents over the Model Context Protocol (stdio).
     Mcp(mcp::McpArgs),
+    /// Serve the engine over HTTP: an OpenAI-compatible API with citations and receipts.
+    Serve(serve::ServeArgs),
 }
 
 /// Loads the embedder from `dir`, or the default model.
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Command::Chain(c) => chain::run(c),
         Command::Receipts(c) => receipts::run(c),
         Command::Mcp(a) => mcp::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -125,6 +125,8 @@ pub enum MethodParam {
     Loo,
     /// Ablation of groups of sources.
     Ablation,
+    /// Shapley values over subsets of the sources (credits sources needed together).
+    Shapley,
     /// Embedding similarity of the answer's sentences to each source.
     Similarity,
     /// Retrieval scores only (no model passes).
@@ -136,6 +138,7 @@ impl From<MethodParam> for Method {
         match m {
             MethodParam::Loo => Method::Loo,
             MethodParam::Ablation => Method::Ablation,
+            MethodParam::Shapley => Method::Shapley,
             MethodParam::Similarity => Method::Similarity,
             MethodParam::Retrieval => Method::Retrieval,
         }

@@ -72,6 +72,7 @@ fn ask_options(
         temperature,
         seed,
         cancel: Some(cancel.clone()),
+        ..AskOptions::default()
     };
     Ok((options, cancel))
 }
@@ -236,7 +237,7 @@ impl Engine {
 
     /// Asks a question: retrieves `top_k` chunks, generates an answer with the `adapters`
     /// merged (`{id: weight}`), measures citation weights with `method` (`"loo"`,
-    /// `"ablation"`, `"similarity"` or `"retrieval"`) and signs a receipt. Unset options
+    /// `"ablation"`, `"shapley"`, `"similarity"` or `"retrieval"`) and signs a receipt. Unset options
     /// take the engine's defaults. The GIL is released for the whole ask; Ctrl-C raises
     /// `KeyboardInterrupt` at once and cancels the ask (nothing is signed).
     #[pyo3(signature = (
@@ -551,7 +552,11 @@ impl Engine {
     #[getter]
     fn generator(&self) -> PyResult<Generator> {
         Ok(Generator {
-            inner: self.engine()?.generator().clone(),
+            inner: self
+                .engine()?
+                .generator()
+                .cloned()
+                .ok_or_else(|| request("this engine has no generator (extractive, no model)"))?,
         })
     }
 

@@ -39,6 +39,8 @@ pub struct AskOptions {
     pub temperature: Option<f32>,
     /// Sampling seed.
     pub seed: Option<u64>,
+    /// Generative or extractive answer (default: the config's `answer_mode`).
+    pub answer_mode: Option<crate::config::AnswerMode>,
     /// Cancels the ask from another thread: generation stops after the current step and
     /// the ask returns [`Error::Cancelled`] without attributing or signing anything.
     pub cancel: Option<CancelToken>,
@@ -51,6 +53,8 @@ pub struct AskOptions {
 pub struct AskRequest<'a> {
     engine: &'a Engine,
     question: String,
+    /// Earlier turns of the conversation (see `conversation`).
+    pub(super) history: Vec<super::Turn>,
     options: AskOptions,
 }
 
@@ -109,6 +113,12 @@ impl AskRequest<'_> {
         self
     }
 
+    /// Generative or extractive answer (see [`AnswerMode`](crate::config::AnswerMode)).
+    pub fn answer_mode(mut self, mode: crate::config::AnswerMode) -> Self {
+        self.options.answer_mode = Some(mode);
+        self
+    }
+
     /// Lets another thread cancel the ask (see [`AskOptions::cancel`]). Awaiting an ask
     /// and dropping the future also cancels it.
     pub fn cancel_token(mut self, token: CancelToken) -> Self {
@@ -124,13 +134,15 @@ impl AskRequest<'_> {
 
     /// Runs the ask on this thread.
     pub fn run(self) -> Result<Answer> {
-        self.engine.ask_with(&self.question, &self.options)
+        self.engine
+            .ask_with(&self.question, &self.history, &self.options)
     }
 
     /// Streams the answer: text pieces as the model writes them, then the finished
     /// [`Answer`] (citations, receipt).
     pub fn stream(self) -> Result<AskStream> {
-        self.engine.stream_with(&self.question, &self.options)
+        self.engine
+            .stream_with(&self.question, &self.history, &self.options)
     }
 }
 
@@ -142,13 +154,14 @@ impl IntoFuture for AskRequest<'_> {
     /// before it completes cancels the ask.
     fn into_future(self) -> Self::IntoFuture {
         let engine = self.engine.clone();
-        let (question, mut options) = (self.question, self.options);
+        let (question, history, mut options) = (self.question, self.history, self.options);
         let token = options.cancel.get_or_insert_with(CancelToken::new).clone();
         Box::pin(async move {
             let guard = token.drop_guard();
-            let result = tokio::task::spawn_blocking(move || engine.ask_with(&question, &options))
-                .await
-                .map_err(|e| Error::Task(e.to_string()))?;
+            let result =
+                tokio::task::spawn_blocking(move || engine.ask_with(&question, &history, &options))
+                    .await
+                    .map_err(|e| Error::Task(e.to_string()))?;
             guard.disarm();
             result
         })
@@ -184,17 +197,26 @@ impl Engine {
         AskRequest {
             engine: self,
             question: question.into(),
+            history: Vec::new(),
             options: AskOptions::default(),
         }
     }
 
-    fn ask_with(&self, question: &str, options: &AskOptions) -> Result<Answer> {
-        match self.prepare(question, options)? {
+    fn ask_with(
+        &self,
+        question: &str,
+        history: &[super::Turn],
+        options: &AskOptions,
+    ) -> Result<Answer> {
+        if self.is_extractive(options) {
+            return self.extractive_answer(question, options);
+        }
+        match self.prepare(question, history, options)? {
             Err(no_sources) => Ok(*no_sources),
             Ok(prepared) => {
                 prepared.check_cancelled()?;
                 let request = self.generate_request(&prepared);
-                let generation = self.inner.generator.generate(&request)?;
+                let generation = self.loaded_generator()?.generate(&request)?;
                 self.finish(prepared, generation)
             }
         }
@@ -203,6 +225,7 @@ impl Engine {
     pub(super) fn generate_request(&self, p: &Prepared) -> GenerateRequest {
         let g = &self.inner.config.generation;
         let mut r = GenerateRequest::new(Prompt::Tokens(p.prompt.tokens.clone()))
+            .sampling(g.sampling())
             .max_tokens(p.options.max_tokens.unwrap_or(g.max_tokens))
             .temperature(p.options.temperature.unwrap_or(g.temperature))
             .seed(p.options.seed.unwrap_or(g.seed));
@@ -220,6 +243,7 @@ impl Engine {
     pub(super) fn prepare(
         &self,
         question: &str,
+        history: &[super::Turn],
         options: &AskOptions,
     ) -> Result<std::result::Result<Prepared, Box<Answer>>> {
         let started = Instant::now();
@@ -262,13 +286,15 @@ impl Engine {
             .as_deref()
             .unwrap_or(DEFAULT_SYSTEM_PROMPT);
         let max_tokens = options.max_tokens.unwrap_or(cfg.generation.max_tokens);
-        let context = self.inner.generator.config().context_length;
+        let context = self.loaded_generator()?.config().context_length;
         let budget = cfg
             .generation
             .prompt_budget
             .unwrap_or_else(|| context.saturating_sub(max_tokens))
             .min(context.saturating_sub(1));
-        let (prompt, hits, dropped, truncated) = self.fit_prompt(system, question, hits, budget)?;
+        let history = self.history_messages(history, budget)?;
+        let (prompt, hits, dropped, truncated) =
+            self.fit_prompt(system, &history, question, hits, budget)?;
         timings.prompt_ms = ms(t);
         Ok(Ok(Prepared {
             question: question.to_owned(),
@@ -288,11 +314,12 @@ impl Engine {
     fn fit_prompt(
         &self,
         system: &str,
+        history: &[tribute_inference::Message],
         question: &str,
         mut hits: Vec<Hit>,
         budget: usize,
     ) -> Result<(RagPrompt, Vec<Hit>, usize, bool)> {
-        let g = &self.inner.generator;
+        let g = self.loaded_generator()?;
         let sources = |hits: &[Hit]| -> Vec<PromptSource> {
             hits.iter()
                 .map(|h| PromptSource {
@@ -303,7 +330,8 @@ impl Engine {
         };
         let mut dropped = 0;
         loop {
-            let prompt = RagPrompt::build(g, system, question, &sources(&hits))?;
+            let prompt =
+                RagPrompt::build_with_history(g, system, history, question, &sources(&hits))?;
             if prompt.tokens.len() <= budget {
                 return Ok((prompt, hits, dropped, false));
             }
@@ -316,7 +344,7 @@ impl Engine {
         // One source, still too long: cut its text to fit.
         let mut src = sources(&hits);
         for _ in 0..8 {
-            let prompt = RagPrompt::build(g, system, question, &src)?;
+            let prompt = RagPrompt::build_with_history(g, system, history, question, &src)?;
             let n = prompt.tokens.len();
             if n <= budget {
                 hits[0].chunk.text = src[0].text.clone();
@@ -344,7 +372,7 @@ impl Engine {
         )))
     }
 
-    fn no_sources_answer(
+    pub(super) fn no_sources_answer(
         &self,
         question: &str,
         options: &AskOptions,
@@ -387,7 +415,7 @@ impl Engine {
             return Err(Error::Cancelled);
         }
         p.check_cancelled()?;
-        let g = &self.inner.generator;
+        let g = self.loaded_generator()?;
         let mut timings = p.timings;
         timings.prefill_ms = generation.timings.prefill.as_secs_f64() * 1e3;
         timings.decode_ms = generation.timings.decode.as_secs_f64() * 1e3;
@@ -492,7 +520,7 @@ impl Engine {
             .map(|e| e as &dyn tribute_attribution::TextEmbedder);
         if method.needs_model() {
             let scorer = ModelScorer::from_tokens(
-                &self.inner.generator,
+                self.loaded_generator()?,
                 &p.prompt,
                 tokens,
                 p.options.adapters.clone(),

@@ -48,6 +48,9 @@ use crate::error::{Error, Result};
 mod answer;
 mod ask;
 mod builder;
+mod conversation;
+mod embeddings;
+mod extractive;
 mod receipts;
 mod search;
 mod stream;
@@ -55,6 +58,7 @@ mod stream;
 pub use answer::{Answer, AnswerSentence, Citation, Retrieval, StageTimings, Usage};
 pub use ask::{AskOptions, AskRequest};
 pub use builder::EngineBuilder;
+pub use conversation::{Role, Turn};
 pub use receipts::JournaledReceipt;
 pub use search::{RetrieveRequest, SearchOptions, SearchRequest};
 pub use stream::{AskEvent, AskStream};
@@ -74,7 +78,8 @@ struct Inner {
     config: EngineConfig,
     index: RwLock<Index>,
     embedder: Option<Arc<dyn Embedder>>,
-    generator: Arc<Generator>,
+    /// `None`: built for extractive answers without a model.
+    generator: Option<Arc<Generator>>,
     key: Option<PayerKey>,
     journal: Option<Mutex<Journal>>,
     model: ModelInfo,
@@ -126,9 +131,21 @@ impl Engine {
         &self.inner.config
     }
 
-    /// The generator.
-    pub fn generator(&self) -> &Arc<Generator> {
-        &self.inner.generator
+    /// The generator; `None` when the engine was built with `answer_mode = "extractive"`
+    /// and no model.
+    pub fn generator(&self) -> Option<&Arc<Generator>> {
+        self.inner.generator.as_ref()
+    }
+
+    /// The generator, or why there is none.
+    pub(crate) fn loaded_generator(&self) -> Result<&Arc<Generator>> {
+        self.inner.generator.as_ref().ok_or_else(|| {
+            Error::Config(
+                "this engine has no generator (answer_mode = \"extractive\" and no model): \
+                 set `model` to generate answers"
+                    .into(),
+            )
+        })
     }
 
     /// The model's name and on-chain id.

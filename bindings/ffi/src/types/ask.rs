@@ -13,6 +13,8 @@ pub enum AttributionMethod {
     Loo,
     /// A sparse linear surrogate over random source subsets (runs the model).
     Ablation,
+    /// Shapley values over subsets of the sources (credits sources needed together).
+    Shapley,
     /// Embedding cosine and word overlap between answer sentences and sources.
     Similarity,
     /// The retrieval scores.
@@ -24,6 +26,7 @@ impl From<AttributionMethod> for Method {
         match m {
             AttributionMethod::Loo => Method::Loo,
             AttributionMethod::Ablation => Method::Ablation,
+            AttributionMethod::Shapley => Method::Shapley,
             AttributionMethod::Similarity => Method::Similarity,
             AttributionMethod::Retrieval => Method::Retrieval,
         }
@@ -33,10 +36,11 @@ impl From<AttributionMethod> for Method {
 impl From<Method> for AttributionMethod {
     fn from(m: Method) -> Self {
         match m {
+            Method::Loo => AttributionMethod::Loo,
             Method::Ablation => AttributionMethod::Ablation,
+            Method::Shapley => AttributionMethod::Shapley,
             Method::Similarity => AttributionMethod::Similarity,
             Method::Retrieval => AttributionMethod::Retrieval,
-            _ => AttributionMethod::Loo,
         }
     }
 }

@@ -39,6 +39,7 @@ mod tests {
         for m in [
             AttributionMethod::Loo,
             AttributionMethod::Ablation,
+            AttributionMethod::Shapley,
             AttributionMethod::Similarity,
             AttributionMethod::Retrieval,
         ] {

@@ -4659,6 +4659,10 @@ public enum AttributionMethod: Equatable, Hashable {
      */
     case ablation
     /**
+     * Shapley values over subsets of the sources (credits sources needed together).
+     */
+    case shapley
+    /**
      * Embedding cosine and word overlap between answer sentences and sources.
      */
     case similarity
@@ -4691,9 +4695,11 @@ public struct FfiConverterTypeAttributionMethod: FfiConverterRustBuffer {
         
         case 2: return .ablation
         
-        case 3: return .similarity
+        case 3: return .shapley
         
-        case 4: return .retrieval
+        case 4: return .similarity
+        
+        case 5: return .retrieval
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -4711,12 +4717,16 @@ public struct FfiConverterTypeAttributionMethod: FfiConverterRustBuffer {
             writeInt(&buf, Int32(2))
         
         
-        case .similarity:
+        case .shapley:
             writeInt(&buf, Int32(3))
         
         
-        case .retrieval:
+        case .similarity:
             writeInt(&buf, Int32(4))
+        
+        
+        case .retrieval:
+            writeInt(&buf, Int32(5))
         
         }
     }

@@ -6135,6 +6135,10 @@ enum class AttributionMethod {
      */
     ABLATION,
     /**
+     * Shapley values over subsets of the sources (credits sources needed together).
+     */
+    SHAPLEY,
+    /**
      * Embedding cosine and word overlap between answer sentences and sources.
      */
     SIMILARITY,
