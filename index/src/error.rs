@@ -206,8 +206,9 @@ impl Error {
     }
 }
 
-/// A connection URL with its password replaced by `***`, for messages.
-pub(crate) fn redact_url(url: &str) -> String {
+/// A connection URL with its password replaced by `***`, for messages and logs (anything
+/// that is not a URL with a password comes back unchanged).
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -21,7 +21,7 @@ pub use chunker::{ChunkerConfig, TokenCounter, WordCounter};
 pub use dense::HnswConfig;
 pub use document::{Document, LoadOptions, load_file};
 pub use embedder::{Embedder, EmbedderOptions, OnnxEmbedder, QueryOptions};
-pub use error::{Error, Result};
+pub use error::{Error, Result, redact_url};
 pub use fusion::{Fusion, Mode};
 pub use index::{
     Chunk, DEFAULT_DEPTH, DocumentRecord, Hit, Index, IndexConfig, IngestProgress, IngestReport,

@@ -21,8 +21,12 @@ pub fn run(a: DeleteArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} is not a knowledge base (no meta.json)", a.kb.display());
     }
     // Deleting touches no vectors: no model needed.
-    let mut index = Index::open(&a.kb, None, IndexConfig::default())
-        .with_context(|| format!("opening knowledge base {}", a.kb.display()))?;
+    let mut index = Index::open(&a.kb, None, IndexConfig::default()).with_context(|| {
+        format!(
+            "opening knowledge base {}",
+            tribute::index::redact_url(&a.kb.to_string_lossy())
+        )
+    })?;
     let mut missing = Vec::new();
     for id in &a.ids {
         if index.delete(&DocId::new(id.clone()))? {

@@ -67,8 +67,12 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         commit_every: a.commit_every,
         ..IndexConfig::default()
     };
-    let mut index = Index::open(&a.kb, embedder, config)
-        .with_context(|| format!("opening knowledge base {}", a.kb.display()))?;
+    let mut index = Index::open(&a.kb, embedder, config).with_context(|| {
+        format!(
+            "opening knowledge base {}",
+            tribute::index::redact_url(&a.kb.to_string_lossy())
+        )
+    })?;
 
     let quiet = a.json || !std::io::stderr().is_terminal();
     let bar = ProgressBar::with_draw_target(

@@ -59,8 +59,12 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
     } else {
         Some(crate::load_embedder(a.embedder.as_ref())?)
     };
-    let index = Index::open(&a.kb, embedder, IndexConfig::default())
-        .with_context(|| format!("opening knowledge base {}", a.kb.display()))?;
+    let index = Index::open(&a.kb, embedder, IndexConfig::default()).with_context(|| {
+        format!(
+            "opening knowledge base {}",
+            tribute::index::redact_url(&a.kb.to_string_lossy())
+        )
+    })?;
     let hits = index
         .search(a.query.clone())
         .k(a.k)
