@@ -11,6 +11,7 @@
 
 pub mod address;
 pub mod bps;
+mod error_chain;
 #[cfg(feature = "ort")]
 pub mod ort_library;
 mod per_process;
@@ -19,6 +20,7 @@ pub mod wei;
 pub use address::{AddressError, parse_address};
 pub use alloy_primitives::{Address, U256};
 pub use bps::TOTAL_BPS;
+pub use error_chain::error_chain;
 #[cfg(feature = "ort")]
 pub use ort_library::{
     OrtLibraryError, OrtLibrarySearch, environment, locate_ort_library, tribute_home,

@@ -1,4 +1,5 @@
-//! Attribution cost: time of `loo` and `ablation` relative to generating the answer, for
+//! Attribution cost: time of `loo` (with and without the question's weight), `shapley` and
+//! `ablation` relative to generating the answer, for
 //! k = 4, 8 and 16 sources, with SmolLM2-135M-Instruct on the CPU (after `make setup`).
 //! Sources are passages from `examples/data/attribution/dev.jsonl`.
 //!
@@ -52,7 +53,7 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "| k | prompt tokens | generation s | loo s | loo / generation | ablation (32) s | ablation / generation |"
+        "| k | prompt tokens | generation s | loo s (÷ gen) | loo answer-only s (÷ gen) | shapley s (÷ gen) | ablation (32) s (÷ gen) |"
     );
     println!("|---|---|---|---|---|---|---|");
     for k in [4usize, 8, 16] {
@@ -64,6 +65,7 @@ fn main() {
             .map(|(i, s)| Source::new(format!("p{i}"), s.text.clone()).with_retrieval_score(1.0))
             .collect();
         let (mut gens, mut loo, mut abl) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut loo_answer, mut shap) = (Vec::new(), Vec::new());
         for _ in 0..reps {
             let t = Instant::now();
             let out = g
@@ -78,19 +80,34 @@ fn main() {
                 .expect("scorer");
             let answer = out.text.clone();
             let cfg = AttributionConfig::default();
-            for (m, v) in [(Method::Loo, &mut loo), (Method::Ablation, &mut abl)] {
+            let answer_only = AttributionConfig {
+                question_weight: 0.0,
+                ..AttributionConfig::default()
+            };
+            for (m, c, v) in [
+                (Method::Loo, &cfg, &mut loo),
+                (Method::Loo, &answer_only, &mut loo_answer),
+                (Method::Shapley, &cfg, &mut shap),
+                (Method::Ablation, &cfg, &mut abl),
+            ] {
                 let t = Instant::now();
-                attribution::attribute(m, &answer, &sources, Some(&scorer), None, &cfg)
+                attribution::attribute(m, &answer, &sources, Some(&scorer), None, c)
                     .expect("attribute");
                 v.push(t.elapsed().as_secs_f64());
             }
         }
-        let (gs, ls, as_) = (median(gens), median(loo), median(abl));
+        let gs = median(gens);
+        let cell = |v: Vec<f64>| {
+            let s = median(v);
+            format!("{s:.2} ({:.2}x)", s / gs)
+        };
         println!(
-            "| {k} | {} | {gs:.2} | {ls:.2} | {:.2}x | {as_:.2} | {:.2}x |",
+            "| {k} | {} | {gs:.2} | {} | {} | {} | {} |",
             prompt.tokens.len(),
-            ls / gs,
-            as_ / gs
+            cell(loo),
+            cell(loo_answer),
+            cell(shap),
+            cell(abl)
         );
     }
 }

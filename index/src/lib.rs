@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod bm25;
 pub mod chunker;
+mod commit_groups;
 mod dense;
 pub mod document;
 pub mod embedder;

@@ -405,25 +405,9 @@ where
 {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(error_message(&e)),
+        Ok(Err(e)) => Err(tribute::common::error_chain(&e)),
         Err(e) => Err(format!("the engine call failed: {e}")),
     }
-}
-
-/// An error and its causes, `outer: inner`, without repeating a cause the outer message
-/// already includes.
-fn error_message(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_msg = s.to_string();
-        if !msg.contains(&s_msg) {
-            msg.push_str(": ");
-            msg.push_str(&s_msg);
-        }
-        source = s.source();
-    }
-    msg
 }
 
 /// A tool-level error the agent sees (`isError: true`).

@@ -127,7 +127,7 @@ impl Error {
         };
         json!({
             "error": {
-                "message": message(self),
+                "message": tribute::common::error_chain(self),
                 "type": kind,
                 "param": param,
                 "code": code,
@@ -160,29 +160,13 @@ pub fn kind_status(kind: ErrorKind) -> StatusCode {
     }
 }
 
-/// An error and its causes, `outer: inner`, without repeating a cause the outer message
-/// already includes.
-fn message(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_msg = s.to_string();
-        if !msg.contains(&s_msg) {
-            msg.push_str(": ");
-            msg.push_str(&s_msg);
-        }
-        source = s.source();
-    }
-    msg
-}
-
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::error!(%status, error = %message(&self), "request failed");
+            tracing::error!(%status, error = %tribute::common::error_chain(&self), "request failed");
         } else {
-            tracing::debug!(%status, error = %message(&self), "request refused");
+            tracing::debug!(%status, error = %tribute::common::error_chain(&self), "request refused");
         }
         let mut response = (status, Json(self.body())).into_response();
         if let Some(secs) = self.retry_after_secs() {

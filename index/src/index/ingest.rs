@@ -141,24 +141,10 @@ impl LocalIndex {
             cb(&p);
         }
 
-        // Commit groups of about `commit_every` chunks.
-        let mut groups: Vec<Vec<Planned>> = vec![Vec::new()];
-        let mut in_group = 0;
-        for item in plan {
-            if in_group >= self.config.commit_every.max(1) {
-                groups.push(Vec::new());
-                in_group = 0;
-            }
-            in_group += item.spans.len();
-            if let Some(g) = groups.last_mut() {
-                g.push(item);
-            }
-        }
+        let groups =
+            crate::commit_groups::commit_groups(plan, self.config.commit_every, |p| p.spans.len());
 
         for group in groups {
-            if group.is_empty() {
-                continue;
-            }
             // 1. Embed (fallible, before touching any state).
             let mut vectors: Vec<Vec<f32>> = Vec::new();
             if let Some(embedder) = self.embedder.clone() {

@@ -103,19 +103,9 @@ impl PgBackend {
         if let Some(cb) = progress {
             cb(&p);
         }
-        let mut groups: Vec<Vec<Planned>> = vec![Vec::new()];
-        let mut in_group = 0;
-        for item in plan {
-            if in_group >= self.config.commit_every.max(1) {
-                groups.push(Vec::new());
-                in_group = 0;
-            }
-            in_group += item.spans.len();
-            if let Some(g) = groups.last_mut() {
-                g.push(item);
-            }
-        }
-        for group in groups.into_iter().filter(|g| !g.is_empty()) {
+        let groups =
+            crate::commit_groups::commit_groups(plan, self.config.commit_every, |p| p.spans.len());
+        for group in groups {
             let mut vectors: Vec<Vec<f32>> = Vec::new();
             if let Some(embedder) = self.embedder.clone().filter(|_| self.dim > 0) {
                 let embed_started = Instant::now();
