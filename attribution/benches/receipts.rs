@@ -43,6 +43,7 @@ fn main() {
             fee: U256::from(1_000_000_000_000u64),
             nonce: i as u64,
             timestamp: 1_795_000_000,
+            attributionHash: Default::default(),
         })
         .collect();
     let t = Instant::now();

@@ -8,6 +8,9 @@
 //!   leaves and proofs for batch settlement.
 //! - `chain` (feature `onchain`): the `TributeLedger` contract client (deploy, deposit,
 //!   settle, withdraw, registry, inclusion proofs) over HTTP JSON-RPC with alloy.
+//! - [`record`]: attribution records (model, prompt, sources by content hash, method and
+//!   parameters, scores, split inputs) that a version-2 receipt commits to, stored
+//!   content-addressed and crash-safe beside the journal, so anyone can recompute a split.
 //! - [`journal`]: a crash-safe, append-only, checksummed journal of signed receipts and
 //!   their settlement state (pending → batched → submitted → confirmed).
 //! - [`settle`]: the payouts of a batch of receipts and (feature `onchain`) settling a
@@ -23,6 +26,7 @@ pub mod chain;
 mod error;
 pub mod journal;
 pub mod receipt;
+pub mod record;
 pub mod settle;
 pub mod split;
 pub mod weights;

@@ -8,9 +8,19 @@
 //! CitedChunk(bytes32 contentHash,address contributor,uint16 weightBps)
 //! UsageReceipt(uint16 version,bytes32 receiptId,address payer,address servingNode,bytes32 modelId,
 //!   AdapterUse[] adapters,bytes32 queryHash,bytes32 answerHash,CitedChunk[] chunks,uint256 fee,
-//!   uint64 nonce,uint64 timestamp)
+//!   uint64 nonce,uint64 timestamp,bytes32 attributionHash)
 //! ```
 //! Domain: name "Tribute Ledger", version "1", the chain id and the ledger's address.
+//!
+//! # Versions
+//!
+//! - **2** (written since 0.4): `attributionHash` is the keccak-256 of the answer's
+//!   [attribution record](crate::record) (zero when none was written, e.g. an answer
+//!   without sources), so that anyone holding the record can recompute the weights.
+//! - **1**: the same type without `attributionHash` (the type string ends at
+//!   `uint64 timestamp)`); such receipts still verify, hash as before and must carry a
+//!   zero `attributionHash`. [`UsageReceipt::digest`] and the contract (`hashReceipt` for
+//!   version 1, `hashReceiptV2` for version 2) pick the type by `version`.
 
 use std::path::Path;
 
@@ -19,8 +29,10 @@ use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{Eip712Domain, SolStruct, eip712_domain, sol};
 use serde::{Deserialize, Serialize};
 
-/// Receipt format version written into every receipt.
-pub const RECEIPT_VERSION: u16 = 1;
+/// Receipt format version written into new receipts (see [Versions](self#versions)).
+pub const RECEIPT_VERSION: u16 = 2;
+/// The oldest receipt version that still verifies.
+pub const FIRST_RECEIPT_VERSION: u16 = 1;
 
 sol! {
     /// An adapter merged into the model for the answer, with its merge weight in millionths.
@@ -53,6 +65,7 @@ sol! {
         uint256 fee;
         uint64 nonce;
         uint64 timestamp;
+        bytes32 attributionHash;
     }
 
     /// The payer's authorisation to settle a batch of receipts (a Merkle root) with these
@@ -120,20 +133,118 @@ impl Ledger {
     }
 }
 
-impl UsageReceipt {
-    /// The EIP-712 digest the payer signs (what the contract's `hashReceipt` returns).
-    pub fn digest(&self, ledger: &Ledger) -> B256 {
-        self.eip712_signing_hash(&ledger.domain())
+/// The version-1 types: `UsageReceipt` without `attributionHash` (kept so that receipts
+/// signed before version 2 hash and verify as they always did).
+mod v1 {
+    alloy_sol_types::sol! {
+        struct AdapterUse {
+            bytes32 adapterId;
+            int32 weightMicros;
+        }
+
+        struct CitedChunk {
+            bytes32 contentHash;
+            address contributor;
+            uint16 weightBps;
+        }
+
+        struct UsageReceipt {
+            uint16 version;
+            bytes32 receiptId;
+            address payer;
+            address servingNode;
+            bytes32 modelId;
+            AdapterUse[] adapters;
+            bytes32 queryHash;
+            bytes32 answerHash;
+            CitedChunk[] chunks;
+            uint256 fee;
+            uint64 nonce;
+            uint64 timestamp;
+        }
     }
 
-    /// Checks the fields a well-formed receipt must satisfy: the version, a payer, and
-    /// cited-chunk weights that sum to 10,000 (or no chunks).
+    impl From<&super::UsageReceipt> for UsageReceipt {
+        fn from(r: &super::UsageReceipt) -> Self {
+            UsageReceipt {
+                version: r.version,
+                receiptId: r.receiptId,
+                payer: r.payer,
+                servingNode: r.servingNode,
+                modelId: r.modelId,
+                adapters: r
+                    .adapters
+                    .iter()
+                    .map(|a| AdapterUse {
+                        adapterId: a.adapterId,
+                        weightMicros: a.weightMicros,
+                    })
+                    .collect(),
+                queryHash: r.queryHash,
+                answerHash: r.answerHash,
+                chunks: r
+                    .chunks
+                    .iter()
+                    .map(|c| CitedChunk {
+                        contentHash: c.contentHash,
+                        contributor: c.contributor,
+                        weightBps: c.weightBps,
+                    })
+                    .collect(),
+                fee: r.fee,
+                nonce: r.nonce,
+                timestamp: r.timestamp,
+            }
+        }
+    }
+}
+
+impl UsageReceipt {
+    /// The EIP-712 digest the payer signs (what the contract's `hashReceipt` returns for a
+    /// version-1 receipt, `hashReceiptV2` for a version-2 one).
+    pub fn digest(&self, ledger: &Ledger) -> B256 {
+        let domain = ledger.domain();
+        if self.version == 1 {
+            v1::UsageReceipt::from(self).eip712_signing_hash(&domain)
+        } else {
+            self.eip712_signing_hash(&domain)
+        }
+    }
+
+    /// EIP-712 `hashStruct` of the receipt with the type of its version (the contract's
+    /// `receiptStructHash` / `receiptStructHashV2`).
+    pub fn struct_hash(&self) -> B256 {
+        if self.version == 1 {
+            v1::UsageReceipt::from(self).eip712_hash_struct()
+        } else {
+            self.eip712_hash_struct()
+        }
+    }
+
+    /// The EIP-712 type hash of the receipt's version.
+    pub fn type_hash(&self) -> B256 {
+        if self.version == 1 {
+            v1::UsageReceipt::from(self).eip712_type_hash()
+        } else {
+            self.eip712_type_hash()
+        }
+    }
+
+    /// Checks the fields a well-formed receipt must satisfy: a known version, a payer,
+    /// cited-chunk weights that sum to 10,000 (or no chunks), and no `attributionHash` in a
+    /// version-1 receipt (it would not be signed).
     pub fn validate(&self) -> Result<(), ReceiptError> {
-        if self.version != RECEIPT_VERSION {
+        if !(FIRST_RECEIPT_VERSION..=RECEIPT_VERSION).contains(&self.version) {
             return Err(ReceiptError::Invalid(format!(
-                "version {} (this library writes {RECEIPT_VERSION})",
+                "version {} (this library reads {FIRST_RECEIPT_VERSION} to {RECEIPT_VERSION})",
                 self.version
             )));
+        }
+        if self.version == 1 && self.attributionHash != B256::ZERO {
+            return Err(ReceiptError::Invalid(
+                "a version-1 receipt cannot carry an attributionHash (version 1 does not sign it)"
+                    .into(),
+            ));
         }
         if self.payer == Address::ZERO {
             return Err(ReceiptError::Invalid("payer is the zero address".into()));
@@ -443,6 +554,9 @@ struct ReceiptJson {
     fee: String,
     nonce: u64,
     timestamp: u64,
+    /// Version 2 on: always written; absent (zero) in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    attribution_hash: Option<B256>,
     signature: String,
 }
 
@@ -477,6 +591,7 @@ impl From<&SignedReceipt> for ReceiptJson {
             fee: r.fee.to_string(),
             nonce: r.nonce,
             timestamp: r.timestamp,
+            attribution_hash: (r.version >= 2).then_some(r.attributionHash),
             signature: format!(
                 "0x{}",
                 alloy_primitives::hex::encode(s.signature.as_bytes())
@@ -523,6 +638,7 @@ impl TryFrom<ReceiptJson> for SignedReceipt {
                 fee,
                 nonce: j.nonce,
                 timestamp: j.timestamp,
+                attributionHash: j.attribution_hash.unwrap_or_default(),
             },
             signature,
         })

@@ -37,6 +37,54 @@ pub enum Error {
     /// Settling receipts failed; they stay in the journal.
     #[error(transparent)]
     Settle(#[from] tribute_attribution::settle::SettleError),
+    /// A model could not be pulled from the hub (see [`crate::hub`]).
+    #[error(transparent)]
+    Pull(#[from] crate::hub::PullError),
+    /// An attribution record could not be stored or loaded (missing, altered, malformed).
+    #[error(transparent)]
+    Record(#[from] tribute_attribution::record::RecordError),
+    /// The receipt commits to no attribution record, so it cannot be audited.
+    #[error("receipt {receipt_id} cannot be audited: {reason}")]
+    NoAttributionRecord {
+        /// The receipt.
+        receipt_id: alloy_primitives::B256,
+        /// Why it has no record.
+        reason: String,
+    },
+    /// The knowledge base no longer holds chunks the receipt's record cites: the audit
+    /// cannot decide (re-ingest them, or audit against the knowledge base that answered).
+    #[error(
+        "the knowledge base no longer holds {} chunk(s) that receipt {receipt_id} used ({}); the audit cannot decide",
+        missing.len(),
+        missing.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    ChunksMissing {
+        /// The receipt.
+        receipt_id: alloy_primitives::B256,
+        /// Content hashes of the chunks not found, in prompt order.
+        missing: Vec<alloy_primitives::B256>,
+    },
+    /// The model, tokenizer or an adapter given to the audit is not the one the receipt's
+    /// record names.
+    #[error(
+        "the {what} given hashes to {given}, the receipt's record names {recorded}; audit with the files that answered"
+    )]
+    ModelMismatch {
+        /// `model`, `tokenizer` or `adapter NAME`.
+        what: String,
+        /// The hash in the record.
+        recorded: alloy_primitives::B256,
+        /// The hash of what was given.
+        given: alloy_primitives::B256,
+    },
+    /// Model or adapter files could not be read to hash them.
+    #[error("reading {}: {source}", path.display())]
+    ModelFiles {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// The prompt could not be built.
     #[error(transparent)]
     Prompt(#[from] crate::rag::PromptError),
@@ -132,6 +180,11 @@ impl Error {
             Error::Settle(_) | Error::NoChain(_) => ErrorKind::Chain,
             Error::Prompt(crate::rag::PromptError::Inference(e)) => inference_kind(e),
             Error::Prompt(_) => ErrorKind::Model,
+            Error::Record(_) | Error::NoAttributionRecord { .. } => ErrorKind::Receipt,
+            Error::ChunksMissing { .. } => ErrorKind::KnowledgeBase,
+            Error::ModelMismatch { .. } | Error::ModelFiles { .. } => ErrorKind::Model,
+            Error::Pull(crate::hub::PullError::InvalidSpec { .. }) => ErrorKind::Request,
+            Error::Pull(_) => ErrorKind::Model,
             Error::InvalidRequest(_) | Error::QaData { .. } => ErrorKind::Request,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::IndexClosed | Error::IndexLost { .. } => ErrorKind::KnowledgeBase,

@@ -8,9 +8,11 @@
 //! ([`inference`]), citation weights, reward splits, receipts and settlement
 //! ([`attribution`]), and the glue that measures attribution with the model ([`rag`]).
 
+pub mod audit;
 pub mod config;
 pub mod engine;
 mod error;
+pub mod hub;
 mod index_handle;
 pub mod qa;
 pub mod rag;
@@ -42,6 +44,6 @@ pub use tribute_common as common;
 pub use tribute_index as index;
 pub use tribute_index::{
     ChunkId, ContentHash, Contributor, DatanetId, DocId, Document, Fusion, Hit, Index, IndexConfig,
-    IngestProgress, IngestReport, Mode, OnnxEmbedder,
+    IngestProgress, IngestReport, Locator, Mode, OnnxEmbedder,
 };
 pub use tribute_inference as inference;

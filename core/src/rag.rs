@@ -19,6 +19,11 @@ use tribute_inference::{Generator, Message};
 pub const DEFAULT_SYSTEM_PROMPT: &str = "Answer the question using only the numbered sources. \
 Be brief. If the sources do not contain the answer, say so.";
 
+/// The version of [`RagPrompt`]'s layout (sources as `[n] title` blocks, then the question),
+/// written into attribution records: an audit refuses a record of another layout. Bump it
+/// whenever the layout changes.
+pub const PROMPT_TEMPLATE_VERSION: &str = "tribute-rag/1";
+
 /// A source as shown to the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromptSource {

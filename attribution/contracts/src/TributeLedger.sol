@@ -50,6 +50,25 @@ contract TributeLedger {
         uint64 timestamp;
     }
 
+    /// Receipt version 2: version 1 plus `attributionHash`, the keccak-256 of the answer's attribution record (the
+    /// inputs and parameters anyone can recompute the citation weights from). Its EIP-712 type is still named
+    /// `UsageReceipt`; only the Solidity struct needs another name.
+    struct UsageReceiptV2 {
+        uint16 version;
+        bytes32 receiptId;
+        address payer;
+        address servingNode;
+        bytes32 modelId;
+        AdapterUse[] adapters;
+        bytes32 queryHash;
+        bytes32 answerHash;
+        CitedChunk[] chunks;
+        uint256 fee;
+        uint64 nonce;
+        uint64 timestamp;
+        bytes32 attributionHash;
+    }
+
     // SettleBatch(address payer,bytes32 root,uint256 total,bytes32 payoutsHash,uint64 batchNonce) is only ever
     // hashed from its fields, so it needs no Solidity struct.
 
@@ -69,6 +88,15 @@ contract TributeLedger {
         "UsageReceipt(uint16 version,bytes32 receiptId,address payer,address servingNode,bytes32 modelId,"
         "AdapterUse[] adapters,bytes32 queryHash,bytes32 answerHash,CitedChunk[] chunks,uint256 fee,uint64 nonce,"
         "uint64 timestamp)"
+        "AdapterUse(bytes32 adapterId,int32 weightMicros)"
+        "CitedChunk(bytes32 contentHash,address contributor,uint16 weightBps)"
+    );
+
+    /// The version-2 receipt type: the version-1 members, then `bytes32 attributionHash`.
+    bytes32 public constant USAGE_RECEIPT_V2_TYPEHASH = keccak256(
+        "UsageReceipt(uint16 version,bytes32 receiptId,address payer,address servingNode,bytes32 modelId,"
+        "AdapterUse[] adapters,bytes32 queryHash,bytes32 answerHash,CitedChunk[] chunks,uint256 fee,uint64 nonce,"
+        "uint64 timestamp,bytes32 attributionHash)"
         "AdapterUse(bytes32 adapterId,int32 weightMicros)"
         "CitedChunk(bytes32 contentHash,address contributor,uint16 weightBps)"
     );
@@ -223,6 +251,25 @@ contract TributeLedger {
         return _typedDataDigest(receiptStructHash(r));
     }
 
+    /// @notice EIP-712 `hashStruct(UsageReceipt)` of a version-2 receipt (with `attributionHash`).
+    function receiptStructHashV2(UsageReceiptV2 calldata r) public pure returns (bytes32) {
+        bytes32 adaptersHash = _hashAdapters(r.adapters);
+        bytes32 chunksHash = _hashChunks(r.chunks);
+        return keccak256(
+            bytes.concat(
+                abi.encode(
+                    USAGE_RECEIPT_V2_TYPEHASH, r.version, r.receiptId, r.payer, r.servingNode, r.modelId, adaptersHash
+                ),
+                abi.encode(r.queryHash, r.answerHash, chunksHash, r.fee, r.nonce, r.timestamp, r.attributionHash)
+            )
+        );
+    }
+
+    /// @notice Full EIP-712 digest of a version-2 receipt (what its payer signs).
+    function hashReceiptV2(UsageReceiptV2 calldata r) external view returns (bytes32) {
+        return _typedDataDigest(receiptStructHashV2(r));
+    }
+
     /// @notice `keccak256(abi.encode(payees, amounts))`, the `payoutsHash` member of `SettleBatch`.
     function payoutsHash(address[] calldata payees, uint256[] calldata amounts) public pure returns (bytes32) {
         return keccak256(abi.encode(payees, amounts));
@@ -286,7 +333,7 @@ contract TributeLedger {
         if (amount > have) revert InsufficientDeposit(have, amount);
         acct.deposit = uint192(have - amount);
         emit DepositWithdrawn(msg.sender, amount);
-        _send(msg.sender, amount);
+        _sendToCaller(amount);
     }
 
     // ---------------------------------------------------------------------------------------------------------------
@@ -335,7 +382,7 @@ contract TributeLedger {
         if (amount == 0) revert NothingToWithdraw();
         balances[msg.sender] = 0;
         emit Withdrawn(msg.sender, amount);
-        _send(msg.sender, amount);
+        _sendToCaller(amount);
     }
 
     // ---------------------------------------------------------------------------------------------------------------
@@ -498,8 +545,12 @@ contract TributeLedger {
         emit Deposited(payer, msg.sender, msg.value);
     }
 
-    function _send(address to, uint256 amount) private {
-        (bool ok,) = to.call{value: amount}("");
+    /// @dev Ether only ever leaves to the caller (pull payments), never to an address passed in.
+    function _sendToCaller(uint256 amount) private {
+        // Slither counts msg.sender as an arbitrary destination; here it is a payee or payer taking out its own
+        // funds, debited before this call (docs/RELIABILITY.md, "Contract analysis").
+        // slither-disable-next-line arbitrary-send-eth
+        (bool ok,) = msg.sender.call{value: amount}("");
         if (!ok) revert TransferFailed();
     }
 }

@@ -12,7 +12,7 @@ use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::transports::http::reqwest;
 
-use super::contract::to_contract_receipt;
+use super::contract::{to_contract_receipt, to_contract_receipt_v2};
 use super::error::is_out_of_gas;
 use super::{
     CONNECT_TIMEOUT, ChainError, DEFAULT_TIMEOUT, LedgerClient, TributeLedger,
@@ -335,14 +335,22 @@ impl LedgerClient {
         self.view("lastRoot", self.contract.lastRoot(payer)).await
     }
 
-    /// The contract's EIP-712 digest of a receipt (`hashReceipt`; equals
-    /// [`UsageReceipt::digest`]).
+    /// The contract's EIP-712 digest of a receipt (`hashReceipt` for version 1,
+    /// `hashReceiptV2` from version 2; equals [`UsageReceipt::digest`]).
     pub async fn hash_receipt(&self, receipt: &UsageReceipt) -> Result<B256, ChainError> {
-        self.view(
-            "hashReceipt",
-            self.contract.hashReceipt(to_contract_receipt(receipt)),
-        )
-        .await
+        if receipt.version == 1 {
+            self.view(
+                "hashReceipt",
+                self.contract.hashReceipt(to_contract_receipt(receipt)),
+            )
+            .await
+        } else {
+            self.view(
+                "hashReceiptV2",
+                self.contract.hashReceiptV2(to_contract_receipt_v2(receipt)),
+            )
+            .await
+        }
     }
 
     /// Whether `leaf` with `proof` leads to `root`, checked by the contract

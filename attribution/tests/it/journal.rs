@@ -52,6 +52,7 @@ fn receipt(tag: &str, n: u64) -> UsageReceipt {
         fee: U256::from(1_000_000_000u64 + n),
         nonce: n,
         timestamp: 1_795_000_000 + n,
+        attributionHash: Default::default(),
     }
 }
 

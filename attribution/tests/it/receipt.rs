@@ -47,6 +47,16 @@ fn receipt() -> UsageReceipt {
         fee: U256::from(1_000_000_000_000_000u64),
         nonce: 7,
         timestamp: 1_795_000_000,
+        attributionHash: B256::ZERO,
+    }
+}
+
+/// [`receipt`] as version 2, committing to an attribution record.
+fn receipt_v2() -> UsageReceipt {
+    UsageReceipt {
+        version: 2,
+        attributionHash: keccak256("attribution record"),
+        ..receipt()
     }
 }
 
@@ -57,9 +67,15 @@ fn type_strings_are_the_documented_ones() {
     let receipt_type = format!(
         "UsageReceipt(uint16 version,bytes32 receiptId,address payer,address servingNode,bytes32 modelId,AdapterUse[] adapters,bytes32 queryHash,bytes32 answerHash,CitedChunk[] chunks,uint256 fee,uint64 nonce,uint64 timestamp){adapter}{chunk}"
     );
+    assert_eq!(receipt().type_hash(), keccak256(receipt_type.as_bytes()));
+    // Version 2 appends `bytes32 attributionHash` to the same type.
+    let v2_type = format!(
+        "UsageReceipt(uint16 version,bytes32 receiptId,address payer,address servingNode,bytes32 modelId,AdapterUse[] adapters,bytes32 queryHash,bytes32 answerHash,CitedChunk[] chunks,uint256 fee,uint64 nonce,uint64 timestamp,bytes32 attributionHash){adapter}{chunk}"
+    );
+    assert_eq!(receipt_v2().type_hash(), keccak256(v2_type.as_bytes()));
     assert_eq!(
-        receipt().eip712_type_hash(),
-        keccak256(receipt_type.as_bytes())
+        receipt_v2().eip712_type_hash(),
+        keccak256(v2_type.as_bytes())
     );
     let batch = "SettleBatch(address payer,bytes32 root,uint256 total,bytes32 payoutsHash,uint64 batchNonce)";
     let b = tribute_attribution::receipt::SettleBatch {
@@ -82,7 +98,7 @@ fn golden_vectors() {
     assert_eq!(key.address(), ADDR0);
     let signed = key.sign(r.clone(), &ledger()).unwrap();
     let golden = (
-        r.eip712_hash_struct(),
+        r.struct_hash(),
         r.digest(&ledger()),
         signed.signature.as_bytes(),
     );
@@ -100,6 +116,57 @@ fn golden_vectors() {
     );
     // RFC 6979 signatures are deterministic: signing again gives the same bytes.
     assert_eq!(key.sign(r, &ledger()).unwrap(), signed);
+}
+
+#[test]
+fn golden_vectors_v2() {
+    // Version-2 vectors (receipts with an attribution record). The version-1 vectors above
+    // stay valid: old receipts hash and verify as they did. The chain tests check these
+    // digests against the contract's `hashReceiptV2`.
+    let r = receipt_v2();
+    let key = PayerKey::from_hex(KEY0).unwrap();
+    let signed = key.sign(r.clone(), &ledger()).unwrap();
+    assert_eq!(r.struct_hash(), r.eip712_hash_struct());
+    println!(
+        "GOLDEN {} {} {}",
+        r.struct_hash(),
+        r.digest(&ledger()),
+        alloy_primitives::hex::encode(signed.signature.as_bytes())
+    );
+    assert_eq!(
+        r.struct_hash(),
+        b256!("5b23f0910dc4d5608a03c5f5a6da533a2adfa610342cc9935c31799a46a5b47d")
+    );
+    assert_eq!(
+        r.digest(&ledger()),
+        b256!("5e09bf06b4fee88e60c37423d6bf281555c7efc69295b219aa5dc10696a083a5")
+    );
+    assert_eq!(
+        alloy_primitives::hex::encode(signed.signature.as_bytes()),
+        "c0f6f45fcb37a338b90821c2ca673e562fb25cb0b6dc633bb882995edaf882437bcc580df5f4dacb60abda4636e728288959a51315e7a24f8bfa3833b6d4f8321b"
+    );
+    assert_eq!(signed.verify(&ledger()).unwrap(), r.digest(&ledger()));
+    // The hash is signed: changing it breaks the signature.
+    let mut forged = signed.clone();
+    forged.receipt.attributionHash = keccak256("another record");
+    assert!(matches!(
+        forged.verify(&ledger()),
+        Err(ReceiptError::WrongSigner { .. })
+    ));
+    // Canonical JSON carries it (after the timestamp) and round-trips.
+    let json = signed.to_json();
+    assert!(json.starts_with("{\"version\":2,"), "{json}");
+    assert!(
+        json.contains(&format!("\"attributionHash\":\"{}\"", r.attributionHash)),
+        "{json}"
+    );
+    assert_eq!(SignedReceipt::from_json(&json).unwrap(), signed);
+    // Version 1 never writes the field, and refuses a non-zero one (it would not be signed).
+    let v1 = key.sign(receipt(), &ledger()).unwrap();
+    assert!(!v1.to_json().contains("attributionHash"));
+    let mut bad = receipt();
+    bad.attributionHash = keccak256("x");
+    assert!(matches!(bad.validate(), Err(ReceiptError::Invalid(_))));
 }
 
 #[test]
@@ -134,14 +201,14 @@ fn digests_equal_the_deployed_contracts() {
         fee: U256::from(1_000_000_000_000_000u64),
         nonce: 7,
         timestamp: 1_760_000_000,
+        attributionHash: B256::ZERO,
     };
-    use alloy_sol_types::SolStruct;
     assert_eq!(
         ledger().domain().separator(),
         b256!("d34fd7f84f5325401994d48e27c308c208b1ca85f298ff970343a422d24895c7")
     );
     assert_eq!(
-        r.eip712_hash_struct(),
+        r.struct_hash(),
         b256!("b7438d303801be9b6da30575801c8ffd4626b00f321080c0ce9694c415dd5b7b")
     );
     let digest = r.digest(&ledger());

@@ -15,6 +15,7 @@ use super::{
     Answer, AnswerSentence, AskStream, Citation, Engine, NO_SOURCES_ANSWER, SearchOptions,
     StageTimings, Usage, ms,
 };
+use crate::audit::RecordInputs;
 use crate::error::{Error, Result};
 use crate::rag::{DEFAULT_SYSTEM_PROMPT, EmbedderScorer, ModelScorer, PromptSource, RagPrompt};
 
@@ -187,6 +188,9 @@ pub(super) struct Prepared {
     dropped: usize,
     truncated: bool,
     prompt: RagPrompt,
+    /// The system prompt and earlier turns the prompt was built from (for the record).
+    system: String,
+    history: Vec<tribute_inference::Message>,
     timings: StageTimings,
 }
 
@@ -305,6 +309,8 @@ impl Engine {
             dropped,
             truncated,
             prompt,
+            system: system.to_owned(),
+            history,
             timings,
         }))
     }
@@ -469,8 +475,29 @@ impl Engine {
         };
 
         let t = Instant::now();
-        let (receipt, no_receipt) =
-            self.sign_receipt(&p.question, &text, &p.options, &citations)?;
+        let record = match &attribution {
+            Some(a) => self.attribution_record(RecordInputs {
+                prompt: &p.prompt,
+                system: &p.system,
+                history: &p.history,
+                question: &p.question,
+                hits: &p.hits,
+                adapters: &p.options.adapters,
+                method,
+                attribution: a,
+                answer: &text,
+                answer_tokens: &tokens,
+            })?,
+            None => None,
+        };
+        let (receipt, no_receipt) = self.sign_receipt_recorded(
+            self.inner.model.id,
+            &p.question,
+            &text,
+            &p.options,
+            &citations,
+            record,
+        )?;
         timings.receipt_ms = ms(t);
         timings.total_ms = ms(p.started);
         Ok(Answer {

@@ -192,7 +192,17 @@ impl Engine {
         })
     }
 
-    fn read_index(&self) -> Result<std::sync::RwLockReadGuard<'_, Index>> {
+    /// The knowledge base's embedder (none when BM25-only).
+    pub(crate) fn embedder_handle(&self) -> Option<&Arc<dyn Embedder>> {
+        self.inner.embedder.as_ref()
+    }
+
+    /// The receipt journal, when one is configured.
+    pub(crate) fn journal_handle(&self) -> Option<&Mutex<Journal>> {
+        self.inner.journal.as_ref()
+    }
+
+    pub(crate) fn read_index(&self) -> Result<std::sync::RwLockReadGuard<'_, Index>> {
         self.inner
             .index
             .read()

@@ -3,10 +3,10 @@
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use alloy_primitives::{Address, B256, keccak256};
+use alloy_primitives::{B256, keccak256};
 use tribute_attribution::journal::{ReceiptState, StateKind};
 use tribute_attribution::receipt::{
-    AdapterUse, CitedChunk, RECEIPT_VERSION, SignedReceipt, UsageReceipt, named_id,
+    AdapterUse, RECEIPT_VERSION, SignedReceipt, UsageReceipt, named_id,
 };
 
 use super::{AskOptions, Citation, Engine};
@@ -19,6 +19,7 @@ pub struct JournaledReceipt {
     /// Its settlement state.
     pub state: ReceiptState,
 }
+use crate::audit::cited_chunks;
 use crate::error::{Error, Result};
 
 impl Engine {
@@ -41,6 +42,20 @@ impl Engine {
         options: &AskOptions,
         citations: &[Citation],
     ) -> Result<(Option<SignedReceipt>, Option<String>)> {
+        self.sign_receipt_recorded(model_id, question, answer, options, citations, None)
+    }
+
+    /// [`Engine::sign_receipt_for`] committing to an attribution record (stored durably
+    /// beside the journal first; see `tribute_attribution::record`).
+    pub(super) fn sign_receipt_recorded(
+        &self,
+        model_id: B256,
+        question: &str,
+        answer: &str,
+        options: &AskOptions,
+        citations: &[Citation],
+        record: Option<tribute_attribution::record::AttributionRecord>,
+    ) -> Result<(Option<SignedReceipt>, Option<String>)> {
         let inner = &self.inner;
         let Some(key) = &inner.key else {
             return Ok((
@@ -59,35 +74,25 @@ impl Engine {
         };
         // Chunks with a contributor; weights renormalised over them (anonymous chunks' share
         // goes to the contributor pool's fallback, the treasury, at settlement).
-        let named: Vec<&Citation> = citations
-            .iter()
-            .filter(|c| c.contributor != Address::ZERO.to_checksum(None))
-            .collect();
-        let bps = if named.is_empty() {
-            Vec::new()
-        } else {
-            tribute_attribution::to_bps(
-                &named
-                    .iter()
-                    .map(|c| f64::from(c.weight_bps))
-                    .collect::<Vec<_>>(),
-            )?
-        };
-        let mut chunks = Vec::with_capacity(named.len());
-        for (c, w) in named.iter().zip(bps) {
-            if w == 0 {
-                continue;
-            }
-            chunks.push(CitedChunk {
-                contentHash: c.content_hash.parse().map_err(|_| {
+        let mut cited = Vec::with_capacity(citations.len());
+        for c in citations {
+            cited.push((
+                c.content_hash.parse().map_err(|_| {
                     Error::Task(format!("content hash {:?} does not parse", c.content_hash))
                 })?,
-                contributor: c.contributor.parse().map_err(|_| {
+                c.contributor.parse().map_err(|_| {
                     Error::Task(format!("contributor {:?} does not parse", c.contributor))
                 })?,
-                weightBps: w as u16,
-            });
+                c.weight_bps,
+            ));
         }
+        let chunks = cited_chunks(&cited)?;
+        let fee = options.fee.unwrap_or(inner.config.receipts.fee_wei);
+        // The record is durable before the receipt that names it is signed and journaled.
+        let attribution_hash = match record {
+            Some(record) => self.store_record(record, fee, &chunks)?,
+            None => B256::ZERO,
+        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -122,9 +127,10 @@ impl Engine {
             queryHash: query_hash,
             answerHash: answer_hash,
             chunks,
-            fee: options.fee.unwrap_or(inner.config.receipts.fee_wei),
+            fee,
             nonce,
             timestamp: now.as_secs(),
+            attributionHash: attribution_hash,
         };
         let signed = key.sign(receipt, &ledger)?;
         if let Some(journal) = &inner.journal {

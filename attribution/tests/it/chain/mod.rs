@@ -119,6 +119,7 @@ fn receipt(payer: Address, n: u64, fee: U256, contributors: &[Address]) -> Usage
         fee,
         nonce: n,
         timestamp: 1_760_000_000 + n,
+        attributionHash: Default::default(),
     }
 }
 
@@ -349,6 +350,44 @@ async fn settle_credits_payees_verifies_and_is_idempotent_impl() {
     assert!(after > before, "the payee received ether (net of gas)");
     let e = payee.withdraw().await.expect_err("nothing left");
     assert!(matches!(e, ChainError::NothingToWithdraw), "{e}");
+}
+
+#[test]
+fn contract_hashes_version_1_and_version_2_receipts_like_rust() {
+    block_on(async {
+        let node = Node::start().await;
+        let client = node.client(1).await;
+        let payees = [node.address(2), node.address(3)];
+        let v2 = UsageReceipt {
+            attributionHash: keccak256("attribution record"),
+            ..receipt(node.address(1), 1, U256::from(FEE), &payees)
+        };
+        let v1 = UsageReceipt {
+            version: 1,
+            attributionHash: Default::default(),
+            ..v2.clone()
+        };
+        let zero = UsageReceipt {
+            attributionHash: Default::default(),
+            ..v2.clone()
+        };
+        let digests = [
+            v1.digest(&node.ledger),
+            v2.digest(&node.ledger),
+            zero.digest(&node.ledger),
+        ];
+        // Three different typed-data hashes: the version picks the type, the hash is signed.
+        assert_ne!(digests[0], digests[1]);
+        assert_ne!(digests[1], digests[2]);
+        for (r, d) in [v1, v2, zero].iter().zip(digests) {
+            assert_eq!(
+                client.hash_receipt(r).await.expect("hashReceipt"),
+                d,
+                "v{}",
+                r.version
+            );
+        }
+    });
 }
 
 #[test]

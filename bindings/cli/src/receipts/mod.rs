@@ -1,5 +1,6 @@
-//! `tribute receipts`: list, export and verify signed usage receipts, settle a journal's
-//! pending receipts on the ledger, and benchmark signing, verification and settlement gas.
+//! `tribute receipts`: list, export, verify and audit signed usage receipts, settle a
+//! journal's pending receipts on the ledger, and benchmark signing, verification and
+//! settlement gas.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,9 @@ pub enum ReceiptsCommand {
     Export(ExportArgs),
     /// Verify receipts (signature recovers the payer, fields valid) from a file or stdin.
     Verify(VerifyArgs),
+    /// Recompute receipts' citation weights and reward split from their attribution
+    /// records, against a knowledge base and model: match or mismatch, and what differed.
+    Audit(audit::AuditArgs),
     /// Settle a journal's pending receipts on the ledger in Merkle batches.
     #[cfg(feature = "onchain")]
     Settle(SettleArgs),
@@ -110,6 +114,7 @@ pub fn run(c: ReceiptsCommand) -> anyhow::Result<()> {
         ReceiptsCommand::List(a) => list(a),
         ReceiptsCommand::Export(a) => export(a),
         ReceiptsCommand::Verify(a) => verify(a),
+        ReceiptsCommand::Audit(a) => audit::audit(a),
         #[cfg(feature = "onchain")]
         ReceiptsCommand::Settle(a) => crate::chain::block_on(settle(a))?,
         #[cfg(feature = "onchain")]
@@ -323,6 +328,8 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+mod audit;
 
 #[cfg(feature = "onchain")]
 pub use onchain::{BenchArgs, SettleArgs};

@@ -278,6 +278,7 @@ fn bench_receipt(payer: Address, salt: &str, i: usize, pool: &[Address; 5]) -> U
         fee: U256::from(FEE),
         nonce: i as u64,
         timestamp,
+        attributionHash: Default::default(),
     }
 }
 

@@ -69,6 +69,40 @@ fn ask_prints_cited_json_and_journals_the_receipt() {
         .arg(&file));
     assert!(o.status.success(), "{}", stderr(&o));
 
+    // Its attribution recomputes from the record beside the journal: by id and from a file.
+    let o = run(tribute()
+        .args(["receipts", "audit", &receipt_id, "--journal"])
+        .arg(&journal)
+        .arg("--kb")
+        .arg(&kb));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("1 receipts: 1 match"), "{}", stdout(&o));
+    let o = run(tribute()
+        .args(["receipts", "audit", "--json", "--journal"])
+        .arg(&journal)
+        .arg("--kb")
+        .arg(&kb)
+        .arg(&file));
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("\"verdict\":\"exact\""),
+        "{}",
+        stdout(&o)
+    );
+    // An unknown receipt id is refused, naming it.
+    let unknown = format!("0x{}", "ab".repeat(32));
+    let o = run(tribute()
+        .args(["receipts", "audit", &unknown, "--journal"])
+        .arg(&journal)
+        .arg("--kb")
+        .arg(&kb));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("is not in the journal"),
+        "{}",
+        stderr(&o)
+    );
+
     // Without a key: the answer, and a line saying no receipt was signed.
     let o = run(tribute()
         .env_remove("TRIBUTE_KEY")

@@ -164,6 +164,7 @@ fn receipt(payer: Address, n: u64, contributors: &[Address; 3]) -> UsageReceipt 
         fee: U256::from(FEE),
         nonce: n,
         timestamp: 1_790_000_000 + n,
+        attributionHash: Default::default(),
     }
 }
 

@@ -575,6 +575,8 @@ fn retrieval_receipts_credit_the_hits_without_a_model() {
     assert!(r.hits.is_empty() && r.receipt.is_none());
 }
 
+/// Receipt audits: ask → audit → match for each method, and the typed failures.
+mod audit;
 /// Settlement through the engine against a real anvil: receipts from asks are paid out to
 /// the sample datanet's contributors; with the chain down, asks still answer and receipts
 /// stay pending.
