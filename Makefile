@@ -11,7 +11,7 @@ TRIBUTE_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tribute
 VENV := $(TRIBUTE_HOME)/venv
 LORA ?= examples/adapters
 
-.PHONY: setup build demo test test-rust test-postgres lint bench bench-llama bench-lancedb bench-serve eval check-beir
+.PHONY: setup build demo test test-rust test-postgres lint bench bench-llama bench-lancedb bench-serve eval check-beir slither
 
 setup:
 	scripts/setup.sh
@@ -31,6 +31,7 @@ test: setup
 	TRIBUTE_SMOLLM2_DIR=$(TRIBUTE_HOME)/models/SmolLM2-135M-Instruct \
 	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider inference/export/tests
 	cd attribution/contracts && npm ci --silent --no-audit --no-fund && node compile.js --check && bash smoke.sh
+	$(MAKE) --no-print-directory slither
 	$(CARGO) test --workspace
 	$(MAKE) --no-print-directory test-postgres
 	bindings/python/test.sh
@@ -39,6 +40,19 @@ test: setup
 	$(CARGO) clippy -p tribute-attribution --features onchain --all-targets -- -D warnings
 	$(CARGO) test -p tribute-attribution --features onchain --test it chain::
 	$(CARGO) test -p tribute --features onchain --test it engine::onchain
+
+# Slither (PyPI slither-analyzer, in its own cached venv) on TributeLedger.sol: fails on any medium or high
+# finding; the lows and informationals are justified in docs/RELIABILITY.md. There is no native solc here:
+# attribution/contracts/slither/solc puts npm solc (solcjs) behind solc's command line (slither.config.json).
+SLITHER_VENV := $(TRIBUTE_HOME)/slither-venv
+SLITHER_VERSION := 0.11.6
+slither:
+	@test "$$($(SLITHER_VENV)/bin/slither --version 2>/dev/null)" = $(SLITHER_VERSION) || { \
+	  echo "slither: installing slither-analyzer==$(SLITHER_VERSION) into $(SLITHER_VENV)"; \
+	  python3 -m venv $(SLITHER_VENV) && $(SLITHER_VENV)/bin/pip install --quiet --disable-pip-version-check \
+	    slither-analyzer==$(SLITHER_VERSION); }
+	cd attribution/contracts && { test -d node_modules/solc || npm ci --silent --no-audit --no-fund; } && \
+	  $(SLITHER_VENV)/bin/slither src/TributeLedger.sol --config-file slither.config.json --fail-medium
 
 # The Rust tests alone (every crate, real models); no fmt, clippy, Python, Kotlin or chain suites.
 test-rust: setup
