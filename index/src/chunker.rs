@@ -146,6 +146,44 @@ pub fn chunk_text(text: &str, config: &ChunkerConfig, counter: &dyn TokenCounter
         .collect()
 }
 
+/// Like [`chunk_text`], but each section (from one boundary to the next; the text before
+/// the first boundary is a section too) is chunked on its own, so no chunk straddles a
+/// heading. Boundaries are byte offsets; ones that are out of range or not on a character
+/// boundary are ignored. Without boundaries this is exactly [`chunk_text`].
+pub fn chunk_sections(
+    text: &str,
+    boundaries: &[usize],
+    config: &ChunkerConfig,
+    counter: &dyn TokenCounter,
+) -> Vec<Span> {
+    let mut cuts: Vec<usize> = boundaries
+        .iter()
+        .copied()
+        .filter(|&b| b > 0 && b < text.len() && text.is_char_boundary(b))
+        .collect();
+    if cuts.is_empty() {
+        return chunk_text(text, config, counter);
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts.push(text.len());
+    let mut spans = Vec::new();
+    let mut start = 0;
+    for end in cuts {
+        spans.extend(
+            chunk_text(&text[start..end], config, counter)
+                .into_iter()
+                .map(|s| Span {
+                    start: s.start + start,
+                    end: s.end + start,
+                    tokens: s.tokens,
+                }),
+        );
+        start = end;
+    }
+    spans
+}
+
 fn trim_span(text: &str, start: usize, end: usize) -> (usize, usize) {
     let piece = &text[start..end];
     let lead = piece.len() - piece.trim_start().len();
@@ -282,6 +320,19 @@ mod tests {
         assert_eq!(c.text_budget("Three word title", &WordCounter), cfg(58, 14));
         let long_title = "w ".repeat(100);
         assert_eq!(c.text_budget(&long_title, &WordCounter).max_tokens, 16);
+    }
+
+    #[test]
+    fn sections_are_chunked_apart() {
+        let t = "# A\n\nOne. Two.\n\n# B\n\nThree. Four.";
+        let b = t.find("# B").expect("heading");
+        let c = chunk_sections(t, &[0, b, t.len() + 9], &cfg(50, 5), &WordCounter);
+        let pieces: Vec<&str> = c.iter().map(|s| &t[s.start..s.end]).collect();
+        assert_eq!(pieces, ["# A\n\nOne. Two.", "# B\n\nThree. Four."]);
+        assert_eq!(
+            chunk_sections(t, &[], &cfg(50, 5), &WordCounter),
+            chunk_text(t, &cfg(50, 5), &WordCounter)
+        );
     }
 
     #[test]

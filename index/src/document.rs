@@ -1,4 +1,6 @@
-//! Documents and how they are read from JSONL, `.txt` and `.md` files.
+//! Documents, their [`Layout`] (pages and sections), and how they are read from files:
+//! JSONL, `.txt` and `.md` always; `.pdf`, `.html`/`.htm` and `.docx` with the
+//! `documents` feature (see [`crate::loaders`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -6,8 +8,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::chunker::Span;
 use crate::error::{Error, Result};
-use crate::types::{ContentHash, Contributor, DatanetId, DocId};
+use crate::loaders::{self, Format};
+use crate::types::{ContentHash, Contributor, DatanetId, DocId, Locator};
+
+/// Files larger than this are refused by default ([`LoadOptions::max_file_bytes`]).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 256 << 20;
 
 /// The datanet a document goes to when neither the file nor the caller names one.
 pub const DEFAULT_DATANET: &str = "default";
@@ -29,6 +36,104 @@ pub struct Document {
     pub license: Option<String>,
     /// Free-form metadata kept with the document.
     pub metadata: Map<String, Value>,
+    /// Where the text's pages and sections begin (empty for plain text and JSONL):
+    /// what each chunk's [`Locator`] is computed from, and where chunks are cut.
+    #[serde(default, skip_serializing_if = "Layout::is_empty")]
+    pub layout: Layout,
+}
+
+/// Where the pages and sections of a document's text begin, as byte offsets into
+/// [`Document::text`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// The offset where each page's text begins (page 1 first), for paged formats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub page_starts: Vec<usize>,
+    /// The sections, in text order: each begins at its heading.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sections: Vec<Section>,
+}
+
+/// A section of a document: it begins at its heading and runs to the next section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Section {
+    /// Byte offset of the heading in the document text.
+    pub start: usize,
+    /// The heading path, outermost first (the section's own heading last).
+    pub headings: Vec<String>,
+}
+
+impl Layout {
+    /// Whether the layout records neither pages nor sections.
+    pub fn is_empty(&self) -> bool {
+        self.page_starts.is_empty() && self.sections.is_empty()
+    }
+
+    /// The byte offsets where chunks must be cut: every section start.
+    pub fn boundaries(&self) -> Vec<usize> {
+        self.sections.iter().map(|s| s.start).collect()
+    }
+
+    /// The locators of `spans` (byte spans of `text`, as the chunker gives them).
+    pub fn locate(&self, text: &str, spans: &[Span]) -> Vec<Locator> {
+        let chars = CharOffsets::new(text, spans.iter().flat_map(|s| [s.start, s.end]));
+        spans
+            .iter()
+            .map(|s| Locator {
+                pages: self.pages(s.start, s.end),
+                headings: self.headings_at(s.start).to_vec(),
+                char_start: chars.of(s.start),
+                char_end: chars.of(s.end),
+            })
+            .collect()
+    }
+
+    /// The 1-based pages the bytes `start..end` touch.
+    fn pages(&self, start: usize, end: usize) -> Vec<u32> {
+        if self.page_starts.is_empty() {
+            return Vec::new();
+        }
+        let page_of = |b: usize| self.page_starts.partition_point(|&p| p <= b).max(1) as u32;
+        let (first, last) = (page_of(start), page_of(end.saturating_sub(1).max(start)));
+        (first..=last).collect()
+    }
+
+    /// The heading path of the section holding byte `at`.
+    fn headings_at(&self, at: usize) -> &[String] {
+        match self.sections.partition_point(|s| s.start <= at) {
+            0 => &[],
+            n => &self.sections[n - 1].headings,
+        }
+    }
+}
+
+/// Character offsets of a set of byte offsets, counted in one pass over the text.
+struct CharOffsets {
+    bytes: Vec<usize>,
+    chars: Vec<usize>,
+}
+
+impl CharOffsets {
+    fn new(text: &str, offsets: impl Iterator<Item = usize>) -> Self {
+        let mut bytes: Vec<usize> = offsets.map(|b| b.min(text.len())).collect();
+        bytes.sort_unstable();
+        bytes.dedup();
+        let mut chars = Vec::with_capacity(bytes.len());
+        let (mut at, mut count) = (0, 0);
+        for &b in &bytes {
+            count += text.get(at..b).map_or(0, |piece| piece.chars().count());
+            at = b;
+            chars.push(count);
+        }
+        Self { bytes, chars }
+    }
+
+    fn of(&self, byte: usize) -> usize {
+        match self.bytes.binary_search(&byte) {
+            Ok(i) => self.chars[i],
+            Err(_) => 0,
+        }
+    }
 }
 
 impl Document {
@@ -42,6 +147,7 @@ impl Document {
             contributor: Contributor::UNKNOWN,
             license: None,
             metadata: Map::new(),
+            layout: Layout::default(),
         }
     }
 
@@ -74,6 +180,21 @@ impl Document {
         ContentHash::of(&self.text)
     }
 
+    /// The byte spans this document is cut into: whole sentences within the token budget,
+    /// never across a section boundary of its [`Layout`].
+    pub fn chunk_spans(
+        &self,
+        config: &crate::chunker::ChunkerConfig,
+        counter: &dyn crate::chunker::TokenCounter,
+    ) -> Vec<Span> {
+        crate::chunker::chunk_sections(&self.text, &self.layout.boundaries(), config, counter)
+    }
+
+    /// The locators of `spans` of this document (see [`Layout::locate`]).
+    pub fn locate(&self, spans: &[Span]) -> Vec<Locator> {
+        self.layout.locate(&self.text, spans)
+    }
+
     /// Checks what every ingested document must satisfy.
     pub fn validate(&self) -> Result<()> {
         let bad = |message: &str| Error::InvalidDocument {
@@ -104,6 +225,9 @@ pub struct LoadOptions {
     /// with a title but no text is indexed by its title). Off by default: an empty
     /// document is an error.
     pub skip_empty: bool,
+    /// Files larger than this many bytes are refused ([`Error::FileTooLarge`]) before
+    /// anything is read ([`DEFAULT_MAX_FILE_BYTES`] by default).
+    pub max_file_bytes: u64,
 }
 
 impl Default for LoadOptions {
@@ -112,6 +236,7 @@ impl Default for LoadOptions {
             datanet: DatanetId::new(DEFAULT_DATANET),
             contributor: Contributor::UNKNOWN,
             skip_empty: false,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
         }
     }
 }
@@ -138,27 +263,26 @@ struct JsonLine {
 }
 
 /// Reads documents from a file, chosen by extension: `.jsonl` (one document per line),
-/// `.txt` or `.md` (one document per file).
+/// `.txt`, `.md` (one document per file, Markdown split into sections at its headings),
+/// and with the `documents` feature `.pdf`, `.html`/`.htm` and `.docx` (one document per
+/// file, with pages or sections).
 ///
 /// The whole file is read and validated before anything is returned, so a bad line
-/// means no document of that file is ingested.
+/// means no document of that file is ingested. A file over
+/// [`LoadOptions::max_file_bytes`] is refused without being read.
 pub fn load_file(path: &Path, options: &LoadOptions) -> Result<Vec<Document>> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .unwrap_or_default();
-    match ext.as_str() {
-        "jsonl" | "ndjson" => load_jsonl(path, options),
-        "txt" | "md" | "markdown" => load_text(path, options).map(|d| vec![d]),
-        _ => Err(Error::UnsupportedFile {
+    match Format::of(path) {
+        Some(Format::Jsonl) => load_jsonl(path, options),
+        Some(Format::Text | Format::Markdown) => load_text(path, options).map(|d| vec![d]),
+        Some(format) => loaders::load_rich(path, format, options).map(|d| vec![d]),
+        None => Err(Error::UnsupportedFile {
             path: path.to_owned(),
         }),
     }
 }
 
-fn read_utf8(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(Error::io(path))?;
+fn read_utf8(path: &Path, options: &LoadOptions) -> Result<String> {
+    let bytes = loaders::read_limited(path, options.max_file_bytes)?;
     String::from_utf8(bytes).map_err(|e| Error::NotUtf8 {
         path: path.to_owned(),
         valid_up_to: e.utf8_error().valid_up_to(),
@@ -167,7 +291,7 @@ fn read_utf8(path: &Path) -> Result<String> {
 
 /// Reads a JSONL file of documents (BEIR corpus lines or Tribute's own format).
 pub fn load_jsonl(path: &Path, options: &LoadOptions) -> Result<Vec<Document>> {
-    let bytes = std::fs::read(path).map_err(Error::io(path))?;
+    let bytes = loaders::read_limited(path, options.max_file_bytes)?;
     let mut docs = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -242,6 +366,7 @@ pub fn load_jsonl(path: &Path, options: &LoadOptions) -> Result<Vec<Document>> {
             contributor,
             license: parsed.license,
             metadata,
+            layout: Layout::default(),
         };
         doc.validate().map_err(|e| malformed(e.to_string()))?;
         docs.push(doc);
@@ -250,14 +375,15 @@ pub fn load_jsonl(path: &Path, options: &LoadOptions) -> Result<Vec<Document>> {
 }
 
 /// Reads a `.txt` or `.md` file as one document: id from the file name, title from the
-/// first Markdown heading (or the file name).
+/// first Markdown heading (or the file name). A Markdown file's sections start at its
+/// headings (code blocks and the like are not mistaken for headings).
 pub fn load_text(path: &Path, options: &LoadOptions) -> Result<Document> {
-    let text = read_utf8(path)?;
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("document")
-        .to_owned();
+    let text = read_utf8(path, options)?;
+    let stem = loaders::file_stem(path);
+    let layout = match Format::of(path) {
+        Some(Format::Markdown) => loaders::markdown::layout(&text),
+        _ => Layout::default(),
+    };
     let title = text
         .lines()
         .map(str::trim)
@@ -272,24 +398,27 @@ pub fn load_text(path: &Path, options: &LoadOptions) -> Result<Document> {
         datanet: options.datanet.clone(),
         contributor: options.contributor,
         license: None,
-        metadata: {
-            let mut m = Map::new();
-            m.insert("source".into(), Value::String(path.display().to_string()));
-            m
-        },
+        metadata: loaders::source_metadata(path),
+        layout,
     };
+    validate_file_document(&doc, path)?;
+    Ok(doc)
+}
+
+/// Validates a document read from a whole file, naming the file in the error.
+pub(crate) fn validate_file_document(doc: &Document, path: &Path) -> Result<()> {
     doc.validate().map_err(|e| match e {
         Error::InvalidDocument { message, .. } => Error::InvalidDocument {
             id: path.display().to_string(),
             message,
         },
         other => other,
-    })?;
-    Ok(doc)
+    })
 }
 
-/// Expands directories into the `.jsonl`, `.txt` and `.md` files they hold (sorted),
-/// keeping plain files as given.
+/// Expands directories into the files of the formats this build reads (sorted),
+/// keeping plain files as given. [`crate::loaders::load_paths`] also takes globs and
+/// reports what it skips.
 pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
@@ -302,13 +431,7 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             entries.sort();
             let files: Vec<PathBuf> = entries
                 .into_iter()
-                .filter(|e| {
-                    e.is_dir()
-                        || matches!(
-                            e.extension().and_then(|x| x.to_str()),
-                            Some("jsonl" | "ndjson" | "txt" | "md" | "markdown")
-                        )
-                })
+                .filter(|e| e.is_dir() || Format::of(e).is_some_and(Format::is_built))
                 .collect();
             out.extend(expand_paths(&files)?);
         } else {
@@ -419,11 +542,51 @@ mod tests {
             load_file(&p, &LoadOptions::default()),
             Err(Error::InvalidDocument { .. })
         ));
-        let p = write(dir.path(), "x.pdf", b"%PDF");
+        let p = write(dir.path(), "x.xlsx", b"PK");
         assert!(matches!(
             load_file(&p, &LoadOptions::default()),
             Err(Error::UnsupportedFile { .. })
         ));
+        #[cfg(not(feature = "documents"))]
+        {
+            let p = write(dir.path(), "x.pdf", b"%PDF");
+            assert!(matches!(
+                load_file(&p, &LoadOptions::default()),
+                Err(Error::FormatNotBuilt { format: "PDF", .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn locators_give_pages_headings_and_character_spans() {
+        let text = "Ça va.\n\nDeux.\n\nTrois.";
+        let layout = Layout {
+            page_starts: vec![0, 9, 9, 16],
+            sections: vec![Section {
+                start: 9,
+                headings: vec!["H".into()],
+            }],
+        };
+        let spans = [
+            Span {
+                start: 0,
+                end: 7,
+                tokens: 2,
+            },
+            Span {
+                start: 0,
+                end: text.len(),
+                tokens: 4,
+            },
+        ];
+        let l = layout.locate(text, &spans);
+        assert_eq!(l[0].pages, [1]);
+        assert!(l[0].headings.is_empty());
+        // "Ça va." is 7 bytes but 6 characters.
+        assert_eq!((l[0].char_start, l[0].char_end), (0, 6));
+        // Page 2 is empty: a chunk over pages 1-4 still lists it.
+        assert_eq!(l[1].pages, [1, 2, 3, 4]);
+        assert_eq!(l[1].char_end, text.chars().count());
     }
 
     #[test]

@@ -48,10 +48,90 @@ pub enum Error {
     },
 
     /// An unsupported input file type.
-    #[error("{path}: unsupported file type (expected .jsonl, .txt or .md)")]
+    #[error(
+        "{path}: unsupported file type (expected .jsonl, .txt, .md, .pdf, .html, .htm or .docx)"
+    )]
     UnsupportedFile {
         /// The file.
         path: PathBuf,
+    },
+
+    /// A `.pdf`, `.html` or `.docx` file was given to a build without the `documents`
+    /// feature.
+    #[error(
+        "{path}: this build cannot read {format} files: rebuild with the `documents` feature (cargo feature `tribute-index/documents`)"
+    )]
+    FormatNotBuilt {
+        /// The file.
+        path: PathBuf,
+        /// The format ("PDF", "HTML", "DOCX").
+        format: &'static str,
+    },
+
+    /// A file is larger than [`LoadOptions::max_file_bytes`](crate::LoadOptions::max_file_bytes);
+    /// it was not read.
+    #[error(
+        "{path}: {bytes} bytes is over the {limit}-byte limit for one file (nothing was read): split it, or raise the limit"
+    )]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+
+    /// A file of a known format could not be parsed (corrupt, truncated, or another
+    /// format under this extension); nothing of it was ingested.
+    #[error("{path}: not a readable {format} file: {reason}")]
+    UnreadableDocument {
+        /// The file.
+        path: PathBuf,
+        /// The format it was read as ("PDF", "HTML", "DOCX").
+        format: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A PDF is encrypted with a password; nothing of it was ingested.
+    #[error(
+        "{path}: the PDF is encrypted with a password: decrypt it first (e.g. `qpdf --decrypt`)"
+    )]
+    EncryptedDocument {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// A PDF has pages but no text layer (a scan, or text drawn as shapes). OCR is not
+    /// attempted.
+    #[error(
+        "{path}: none of its {pages} page(s) has a text layer (a scan?); OCR is not attempted: run an OCR tool (e.g. `ocrmypdf`) first"
+    )]
+    NoTextLayer {
+        /// The file.
+        path: PathBuf,
+        /// Its number of pages.
+        pages: usize,
+    },
+
+    /// An HTML file declares a character encoding Tribute does not know, or declares none
+    /// and is not UTF-8.
+    #[error(
+        "{path}: unknown character encoding ({encoding}): declare a standard charset (UTF-8, windows-1252, …) or convert the file to UTF-8"
+    )]
+    UnknownEncoding {
+        /// The file.
+        path: PathBuf,
+        /// The declared label, or why none applies.
+        encoding: String,
+    },
+
+    /// A glob pattern matched no file.
+    #[error("no file matches {pattern:?}")]
+    NoMatch {
+        /// The pattern.
+        pattern: String,
     },
 
     /// An unknown search mode or fusion name.

@@ -11,6 +11,7 @@ pub mod error;
 pub mod eval;
 pub mod fusion;
 mod index;
+pub mod loaders;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod store;
@@ -20,7 +21,7 @@ pub use backend::{Backend, SearchSpec};
 pub use bm25::Bm25Params;
 pub use chunker::{ChunkerConfig, TokenCounter, WordCounter};
 pub use dense::HnswConfig;
-pub use document::{Document, LoadOptions, load_file};
+pub use document::{Document, Layout, LoadOptions, Section, load_file};
 pub use embedder::{Embedder, EmbedderOptions, OnnxEmbedder, QueryOptions};
 pub use error::{Error, Result, redact_url};
 pub use fusion::{Fusion, Mode};
@@ -28,7 +29,8 @@ pub use index::{
     Chunk, DEFAULT_DEPTH, DocumentRecord, Hit, Index, IndexConfig, IngestProgress, IngestReport,
     NearDuplicate, Origin, RetrieverScore, SearchRequest, is_postgres_url,
 };
-pub use types::{ChunkId, ContentHash, Contributor, DatanetId, DocId};
+pub use loaders::{Format, Loaded, SkippedFile, load_paths};
+pub use types::{ChunkId, ContentHash, Contributor, DatanetId, DocId, Locator};
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::index::DocumentRecord;
-use crate::types::{ChunkId, ContentHash, DocId};
+use crate::types::{ChunkId, ContentHash, DocId, Locator};
 
 /// Writes a file so that readers see the old or the new content, never a mix.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -41,6 +41,9 @@ pub(crate) struct ChunkLine {
     pub end: usize,
     pub hash: ContentHash,
     pub text: String,
+    /// Absent in logs written before locators existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locator: Option<Locator>,
 }
 
 /// One line of the log.

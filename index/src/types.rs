@@ -1,4 +1,4 @@
-//! Identifier newtypes shared by documents, chunks and hits.
+//! Identifier newtypes shared by documents, chunks and hits, and chunk [`Locator`]s.
 
 use std::fmt;
 use std::str::FromStr;
@@ -153,6 +153,42 @@ impl fmt::Display for ContentHash {
     }
 }
 
+/// Where a chunk lies in its document: the pages it spans (paged formats such as PDF),
+/// the heading path of its section (Markdown, HTML, DOCX) and its character span in the
+/// document's extracted text.
+///
+/// Empty `pages` and `headings` are left out of JSON.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Locator {
+    /// The 1-based pages the chunk spans, in order; empty for formats without pages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pages: Vec<u32>,
+    /// The headings above the chunk, outermost first (`["Install", "On Linux"]`); empty
+    /// before the first heading and for formats without headings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headings: Vec<String>,
+    /// The first character (Unicode scalar value, 0-based) of the chunk in the document's
+    /// extracted text.
+    pub char_start: usize,
+    /// One past the chunk's last character.
+    pub char_end: usize,
+}
+
+impl fmt::Display for Locator {
+    /// `p. 2–3 · Install › On Linux · chars 120–480`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pages.as_slice() {
+            [] => {}
+            [p] => write!(f, "p. {p} · ")?,
+            [first, .., last] => write!(f, "pp. {first}–{last} · ")?,
+        }
+        if !self.headings.is_empty() {
+            write!(f, "{} · ", self.headings.join(" › "))?;
+        }
+        write!(f, "chars {}–{}", self.char_start, self.char_end)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +220,25 @@ mod tests {
                 .contains("40 hex")
         );
         assert!(Contributor::parse("0xzzAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").is_err());
+    }
+
+    #[test]
+    fn locator_displays_pages_headings_and_span() {
+        let mut l = Locator {
+            pages: vec![2, 3],
+            headings: vec!["Install".into(), "On Linux".into()],
+            char_start: 120,
+            char_end: 480,
+        };
+        assert_eq!(
+            l.to_string(),
+            "pp. 2–3 · Install › On Linux · chars 120–480"
+        );
+        l.pages = vec![4];
+        l.headings.clear();
+        assert_eq!(l.to_string(), "p. 4 · chars 120–480");
+        let json = serde_json::to_string(&Locator::default()).expect("serialises");
+        assert_eq!(json, r#"{"char_start":0,"char_end":0}"#);
     }
 
     #[test]

@@ -209,8 +209,12 @@ fn print_answer(answer: &Answer, streamed: bool) {
         );
         for c in &answer.citations {
             let snippet: String = c.snippet.chars().take(60).collect();
+            let locator = c
+                .locator
+                .as_ref()
+                .map_or(String::new(), |l| format!(" ({l})"));
             println!(
-                "[{}]  {:>6.2}%  {:<42}  {:<14}  {}: {}…",
+                "[{}]  {:>6.2}%  {:<42}  {:<14}  {}{locator}: {}…",
                 c.marker,
                 f64::from(c.weight_bps) / 100.0,
                 c.contributor,

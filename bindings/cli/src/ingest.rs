@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tribute::index::document::{LoadOptions, expand_paths, load_file};
+use tribute::index::document::LoadOptions;
+use tribute::index::load_paths;
 use tribute::{Contributor, DatanetId, Index, IndexConfig, IngestProgress};
 
 #[derive(Args)]
@@ -31,13 +32,18 @@ pub struct IngestArgs {
     /// instead of failing.
     #[arg(long)]
     skip_empty: bool,
+    /// Refuse files larger than this many MiB (nothing of them is read).
+    #[arg(long, default_value_t = tribute::index::document::DEFAULT_MAX_FILE_BYTES >> 20)]
+    max_file_mb: u64,
     /// Chunks per durable commit (smaller: less work lost if interrupted).
     #[arg(long, default_value_t = IndexConfig::default().commit_every)]
     commit_every: usize,
     /// Print a JSON report and no progress bar.
     #[arg(long)]
     json: bool,
-    /// Files or directories to ingest.
+    /// Files, folders (walked recursively) or glob patterns (quote them: 'docs/**/*.pdf')
+    /// to ingest: .jsonl, .txt, .md, .pdf, .html/.htm, .docx. A file named here must load;
+    /// files found in folders or by patterns that cannot be loaded are skipped and listed.
     #[arg(required = true)]
     files: Vec<PathBuf>,
 }
@@ -51,12 +57,16 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         datanet: DatanetId::new(a.datanet.clone()),
         contributor,
         skip_empty: a.skip_empty,
+        max_file_bytes: a.max_file_mb.saturating_mul(1 << 20),
     };
     // Read and validate every file before touching the index.
-    let files = expand_paths(&a.files)?;
-    let mut docs = Vec::new();
-    for f in &files {
-        docs.extend(load_file(f, &options)?);
+    let loaded = load_paths(&a.files, &options)?;
+    let (docs, files) = (loaded.documents, loaded.files);
+    if a.json {
+        // The JSON report lists them too; say so where people look while it runs.
+        for s in &loaded.skipped {
+            eprintln!("warning: skipped {}: {}", s.path.display(), s.reason);
+        }
     }
     let embedder = if a.no_embedder {
         None
@@ -103,7 +113,8 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         bar.set_message(format!("{}/{}", p.chunks_done, p.chunks_total));
     };
     let n_docs = docs.len();
-    let report = index.add_documents(docs, Some(&on_progress))?;
+    let mut report = index.add_documents(docs, Some(&on_progress))?;
+    report.skipped = loaded.skipped;
     bar.finish_and_clear();
 
     if a.json {
@@ -140,6 +151,9 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
                 "  near-duplicate: {id} resembles {} by {} (cosine {:.3})",
                 near.origin.doc_id, near.origin.contributor, near.cosine
             );
+        }
+        for s in &report.skipped {
+            println!("  skipped: {}: {}", s.path.display(), s.reason);
         }
         println!(
             "knowledge base {}: {} documents, {} chunks",

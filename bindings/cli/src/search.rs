@@ -100,8 +100,11 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
             part(h.bm25),
             part(h.dense)
         );
-        if !h.title.is_empty() {
-            println!("    {}", h.title);
+        match (&h.locator, h.title.is_empty()) {
+            (Some(l), true) => println!("    ({l})"),
+            (Some(l), false) => println!("    {} ({l})", h.title),
+            (None, false) => println!("    {}", h.title),
+            (None, true) => {}
         }
         println!(
             "    {snippet}{}",

@@ -374,6 +374,7 @@ mod tests {
             content_hash: "0x00".into(),
             score: 0.5,
             snippet: String::new(),
+            locator: None,
         }
     }
 

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use tribute_attribution::Method;
 use tribute_attribution::receipt::SignedReceipt;
-use tribute_index::Hit;
+use tribute_index::{Hit, Locator};
 
 /// One cited source of an answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -29,6 +29,9 @@ pub struct Citation {
     pub score: f32,
     /// The start of the chunk text.
     pub snippet: String,
+    /// Where the chunk lies in its document: pages, heading path, character span (`None`
+    /// for chunks indexed before locators were recorded).
+    pub locator: Option<Locator>,
 }
 
 /// One sentence of the answer and the sources that support it.
@@ -155,5 +158,6 @@ pub(super) fn citation(marker: usize, weight_bps: u32, h: &Hit) -> Citation {
         content_hash: h.content_hash.as_b256().to_string(),
         score: h.score,
         snippet,
+        locator: h.locator.clone(),
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{Chunk, DocumentRecord, IndexConfig, IngestProgress, IngestReport, LocalIndex};
 use crate::backend::Backend;
-use crate::document::Document;
+use crate::document::{Document, LoadOptions};
 use crate::embedder::Embedder;
 use crate::error::Result;
 use crate::types::DocId;
@@ -163,6 +163,22 @@ impl Index {
         progress: Option<&dyn Fn(&IngestProgress)>,
     ) -> Result<IngestReport> {
         self.backend.add_documents(docs, progress)
+    }
+
+    /// Loads files, folders and glob patterns ([`crate::loaders::load_paths`]) and adds
+    /// their documents. Files found in folders or by globs that cannot be loaded are left
+    /// out and listed in [`IngestReport::skipped`]; a file named explicitly that cannot be
+    /// loaded is an error, and then nothing is added.
+    pub fn ingest_paths(
+        &mut self,
+        inputs: &[PathBuf],
+        options: &LoadOptions,
+        progress: Option<&dyn Fn(&IngestProgress)>,
+    ) -> Result<IngestReport> {
+        let loaded = crate::loaders::load_paths(inputs, options)?;
+        let mut report = self.add_documents(loaded.documents, progress)?;
+        report.skipped = loaded.skipped;
+        Ok(report)
     }
 
     /// Deletes a document and its chunks. Returns whether it existed.

@@ -6,12 +6,13 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{DocumentRecord, LocalIndex, NearDuplicate, Origin, embed_text};
-use crate::chunker::{Span, chunk_text};
+use crate::chunker::Span;
 use crate::dense::{DenseIndex, dot};
 use crate::document::Document;
 use crate::error::{Error, Result};
+use crate::loaders::SkippedFile;
 use crate::store::{ChunkLine, Op};
-use crate::types::{ChunkId, ContentHash, DocId};
+use crate::types::{ChunkId, ContentHash, DocId, Locator};
 
 /// Progress of an ingest, reported after each embedded batch.
 #[derive(Clone, Copy, Debug, Default)]
@@ -45,6 +46,9 @@ pub struct IngestReport {
     pub seconds: f64,
     /// Seconds spent embedding chunks.
     pub embed_seconds: f64,
+    /// Files a folder or glob ingest left out, with the reason (filled by whoever loaded
+    /// the files, e.g. [`Index::ingest_paths`](super::Index::ingest_paths)).
+    pub skipped: Vec<SkippedFile>,
 }
 
 /// What an ingest will do with one document, decided before anything is written.
@@ -54,6 +58,7 @@ struct Planned {
     replace: bool,
     duplicate_of: Option<Origin>,
     spans: Vec<Span>,
+    locators: Vec<Locator>,
 }
 
 impl LocalIndex {
@@ -120,14 +125,16 @@ impl LocalIndex {
             } else {
                 // The chunker recorded at creation, so every document is cut the same way.
                 let budget = self.meta.chunker.text_budget(&doc.title, self.counter());
-                chunk_text(&doc.text, &budget, self.counter())
+                doc.chunk_spans(&budget, self.counter())
             };
+            let locators = doc.locate(&spans);
             plan.push(Planned {
                 doc,
                 hash,
                 replace,
                 duplicate_of,
                 spans,
+                locators,
             });
         }
 
@@ -211,6 +218,7 @@ impl LocalIndex {
                 replace,
                 duplicate_of,
                 spans,
+                locators,
             } = item;
             if replace {
                 self.record(Op::Delete {
@@ -250,7 +258,7 @@ impl LocalIndex {
                 near_duplicate_of,
             };
             self.record(Op::Doc(record))?;
-            for (n, span) in spans.iter().enumerate() {
+            for (n, (span, locator)) in spans.iter().zip(locators).enumerate() {
                 let text = &doc.text[span.start..span.end];
                 let slot = self.chunks.len() as u32;
                 let line = ChunkLine {
@@ -261,6 +269,7 @@ impl LocalIndex {
                     end: span.end,
                     hash: ContentHash::of(text),
                     text: text.to_owned(),
+                    locator: Some(locator),
                 };
                 self.bm25
                     .add(slot, doc.id.as_str(), &embed_text(&doc.title, text))?;

@@ -32,7 +32,7 @@ use crate::chunker::{ChunkerConfig, TokenCounter, WordCounter};
 use crate::dense::{DenseIndex, HnswConfig};
 use crate::embedder::Embedder;
 use crate::store::OpLog;
-use crate::types::{ChunkId, ContentHash, DocId};
+use crate::types::{ChunkId, ContentHash, DocId, Locator};
 
 pub use facade::{Index, is_postgres_url};
 pub use ingest::{IngestProgress, IngestReport};
@@ -85,6 +85,7 @@ struct ChunkEntry {
     end: usize,
     hash: ContentHash,
     text: String,
+    locator: Option<Locator>,
     alive: bool,
 }
 
@@ -123,6 +124,7 @@ impl LocalIndex {
             contributor: r.contributor,
             datanet: r.datanet.clone(),
             content_hash: c.hash,
+            locator: c.locator.clone(),
         }
     }
 

@@ -208,6 +208,7 @@ impl LocalIndex {
                     end: c.end,
                     hash: c.hash,
                     text: c.text,
+                    locator: c.locator,
                     alive: true,
                 });
             }

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::embed_text;
-use crate::types::{ChunkId, ContentHash, Contributor, DatanetId, DocId};
+use crate::types::{ChunkId, ContentHash, Contributor, DatanetId, DocId, Locator};
 
 /// Where credit for a duplicate document goes: the document that was there first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -93,6 +93,10 @@ pub struct Chunk {
     pub datanet: DatanetId,
     /// keccak-256 of the chunk text.
     pub content_hash: ContentHash,
+    /// Where in its document the chunk lies (pages, heading path, character span);
+    /// `None` for chunks indexed before locators were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locator: Option<Locator>,
 }
 
 impl Chunk {

@@ -9,11 +9,11 @@ use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{Kind, ToSql, Type};
 
 use super::PgBackend;
-use crate::chunker::{Span, TokenCounter, WordCounter, chunk_text};
+use crate::chunker::{Span, TokenCounter, WordCounter};
 use crate::document::Document;
 use crate::error::{Error, Result};
 use crate::index::{DocumentRecord, IngestProgress, IngestReport, Origin, embed_text};
-use crate::types::{ChunkId, ContentHash, Contributor, DatanetId, DocId};
+use crate::types::{ChunkId, ContentHash, Contributor, DatanetId, DocId, Locator};
 
 /// What happens to one document, decided before anything is written.
 struct Planned {
@@ -21,6 +21,7 @@ struct Planned {
     hash: ContentHash,
     duplicate_of: Option<Origin>,
     spans: Vec<Span>,
+    locators: Vec<Locator>,
 }
 
 impl PgBackend {
@@ -81,8 +82,9 @@ impl PgBackend {
                 Vec::new()
             } else {
                 let budget = self.chunker.text_budget(&doc.title, counter);
-                chunk_text(&doc.text, &budget, counter)
+                doc.chunk_spans(&budget, counter)
             };
+            let locators = doc.locate(&spans);
             if let Some(o) = &duplicate_of {
                 report.duplicates.push((doc.id.clone(), o.clone()));
             }
@@ -91,6 +93,7 @@ impl PgBackend {
                 hash,
                 duplicate_of,
                 spans,
+                locators,
             });
         }
 
@@ -282,7 +285,7 @@ fn copy_chunks(
     let vector_type = Type::new("vector".into(), vector_oid, Kind::Simple, "public".into());
     let sink = tx.copy_in(
         "COPY tribute_chunks (chunk_id, doc_id, n, start_byte, end_byte, content_hash, title, \
-         text, datanet, contributor, embedding) FROM STDIN (FORMAT binary)",
+         text, datanet, contributor, embedding, locator) FROM STDIN (FORMAT binary)",
     )?;
     let types = [
         Type::TEXT,
@@ -296,13 +299,16 @@ fn copy_chunks(
         Type::TEXT,
         Type::TEXT,
         vector_type,
+        Type::JSONB,
     ];
     let mut w = BinaryCopyInWriter::new(sink, &types);
     let mut vectors = vectors.into_iter();
     for item in group {
         let contributor = item.doc.contributor.to_string();
-        for (n, span) in item.spans.iter().enumerate() {
+        for (n, (span, locator)) in item.spans.iter().zip(&item.locators).enumerate() {
             let text = &item.doc.text[span.start..span.end];
+            let locator =
+                serde_json::to_value(locator).map_err(|e| Error::InvalidConfig(e.to_string()))?;
             let id = ChunkId::for_chunk(&item.doc.id, n);
             let embedding = if with_vectors {
                 vectors.next().map(pgvector::Vector::from)
@@ -311,7 +317,7 @@ fn copy_chunks(
             };
             let (n, start, end) = (n as i32, span.start as i32, span.end as i32);
             let hash = ContentHash::of(text).as_b256().to_vec();
-            let row: [&(dyn ToSql + Sync); 11] = [
+            let row: [&(dyn ToSql + Sync); 12] = [
                 &id.as_str(),
                 &item.doc.id.as_str(),
                 &n,
@@ -323,6 +329,7 @@ fn copy_chunks(
                 &item.doc.datanet.as_str(),
                 &contributor,
                 &embedding,
+                &locator,
             ];
             w.write(&row)?;
         }

@@ -1,7 +1,7 @@
 //! A knowledge base in PostgreSQL with pgvector (feature `postgres`), shared by every
 //! process that opens the same URL.
 //!
-//! # Schema (version 1), created on first open
+//! # Schema (version 2), created on first open
 //! - `tribute_schema_version(version)`: the migrations applied;
 //! - `tribute_meta(key, value jsonb)`: the embedder (model id, dimension) and chunker
 //!   settings the knowledge base was created with;
@@ -11,7 +11,8 @@
 //! - `tribute_chunks`: one row per live chunk: text, byte span, content hash, the
 //!   document's datanet and contributor (copied so filters need no join), the embedding
 //!   (`vector(dim)` with an HNSW cosine index), a generated `tsvector` (GIN index) and its
-//!   token count `dl` (for BM25's length normalisation).
+//!   token count `dl` (for BM25's length normalisation), and (version 2) its
+//!   [`Locator`](crate::Locator) as `locator jsonb` (null for chunks written by version 1).
 //!
 //! Migrations run on open inside one transaction under an advisory lock, so many
 //! processes may open a new database at once. A schema newer than this build is refused
@@ -51,7 +52,7 @@ use crate::index::{Chunk, DocumentRecord, Hit, IndexConfig, IngestProgress, Inge
 use crate::types::DocId;
 
 /// The newest schema version this build reads and writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// A knowledge base stored in PostgreSQL + pgvector: the [`Backend`] behind
 /// `Index::open("postgres://…")`.

@@ -111,6 +111,11 @@ pub(super) fn migrate(
         )?;
         tx.execute("INSERT INTO tribute_schema_version VALUES (1)", &[])?;
     }
+    if found < 2 {
+        // Version 2: where each chunk lies in its document.
+        tx.batch_execute("ALTER TABLE tribute_chunks ADD COLUMN locator jsonb")?;
+        tx.execute("INSERT INTO tribute_schema_version VALUES (2)", &[])?;
+    }
     let value: serde_json::Value = tx
         .query_one("SELECT value FROM tribute_meta WHERE key = 'config'", &[])?
         .get(0);
@@ -228,9 +233,9 @@ pub(super) fn document_from_row(row: &Row) -> Result<DocumentRecord> {
     })
 }
 
-/// Columns [`chunk_from_row`] reads (first nine), from `tribute_chunks c`.
+/// Columns [`chunk_from_row`] reads (first ten), from `tribute_chunks c`.
 pub(super) const SELECT_CHUNK: &str = "SELECT c.chunk_id, c.doc_id, c.title, c.text, c.start_byte, \
-     c.end_byte, c.contributor, c.datanet, c.content_hash FROM tribute_chunks c";
+     c.end_byte, c.contributor, c.datanet, c.content_hash, c.locator FROM tribute_chunks c";
 
 pub(super) fn chunk_from_row(row: &Row) -> Result<Chunk> {
     Ok(Chunk {
@@ -243,6 +248,14 @@ pub(super) fn chunk_from_row(row: &Row) -> Result<Chunk> {
         contributor: Contributor::parse(row.try_get(6)?)?,
         datanet: DatanetId::new(row.try_get::<_, String>(7)?),
         content_hash: hash_from(row.try_get(8)?)?,
+        locator: row
+            .try_get::<_, Option<serde_json::Value>>(9)?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| Error::Corrupt {
+                path: "tribute_chunks".into(),
+                reason: format!("locator: {e}"),
+            })?,
     })
 }
 

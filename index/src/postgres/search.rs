@@ -114,7 +114,7 @@ fn statement(mode: Mode, fusion: Fusion) -> String {
                    row_number() OVER (PARTITION BY c.doc_id ORDER BY f.score DESC, f.id) AS in_doc
             FROM fused f JOIN tribute_chunks c ON c.id = f.id)
          SELECT c.chunk_id, c.doc_id, c.title, c.text, c.start_byte, c.end_byte, c.contributor,
-                c.datanet, c.content_hash, r.score::real,
+                c.datanet, c.content_hash, c.locator, r.score::real,
                 lex.score, lex.rank, sem.score, sem.rank
          FROM ranked r JOIN tribute_chunks c ON c.id = r.id
               LEFT JOIN lex ON lex.id = r.id LEFT JOIN sem ON sem.id = r.id
@@ -177,9 +177,9 @@ impl PgBackend {
             .map(|row| {
                 Ok(Hit {
                     chunk: chunk_from_row(row)?,
-                    score: row.try_get(9)?,
-                    bm25: retriever(row.try_get(10)?, row.try_get(11)?),
-                    dense: retriever(row.try_get(12)?, row.try_get(13)?),
+                    score: row.try_get(10)?,
+                    bm25: retriever(row.try_get(11)?, row.try_get(12)?),
+                    dense: retriever(row.try_get(13)?, row.try_get(14)?),
                 })
             })
             .collect()

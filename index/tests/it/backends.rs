@@ -196,6 +196,34 @@ fn every_backend_answers_the_conformance_cases() {
     }
 }
 
+/// Every backend stores each chunk's locator and returns it in hits and chunk listings.
+#[test]
+fn every_backend_stores_locators() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/documents/notes.md");
+    let docs =
+        tribute_index::load_file(&path, &tribute_index::LoadOptions::default()).expect("notes.md");
+    let mut stored: Vec<(&str, Vec<tribute_index::Chunk>)> = Vec::new();
+    for (name, mut index, _dir) in backends() {
+        index.add_documents(docs.clone(), None).expect("ingest");
+        let hits = index
+            .search("PDF HTML DOCX Markdown plain text")
+            .mode(Mode::Bm25)
+            .k(1)
+            .execute()
+            .expect("search");
+        let l = hits[0].locator.as_ref().expect("a locator");
+        assert_eq!(l.headings, ["Zephyr notes", "Ingest", "Formats"], "{name}");
+        let chars: Vec<char> = docs[0].text.chars().collect();
+        let text: String = chars[l.char_start..l.char_end].iter().collect();
+        assert_eq!(text, hits[0].text, "{name}");
+        stored.push((name, index.chunks().expect("chunks")));
+    }
+    for (name, chunks) in &stored[1..] {
+        assert_eq!(chunks, &stored[0].1, "{name} vs {}", stored[0].0);
+    }
+}
+
 /// Every fusion gives exactly `Fusion::fuse` of the backend's own two lists.
 #[test]
 fn hybrid_search_fuses_like_the_fusion_function() {
@@ -341,7 +369,7 @@ mod pg {
                 err,
                 Error::SchemaTooNew {
                     found: 99,
-                    supported: 1,
+                    supported: 2,
                     ..
                 }
             ),

@@ -4,6 +4,7 @@
 //! tests fail with a message saying so.
 
 mod backends;
+mod documents;
 mod hnsw;
 mod index;
 mod query;
