@@ -6,6 +6,8 @@
 
 mod cache;
 mod lane;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -24,6 +26,10 @@ type BatchOutput = (usize, Vec<Vec<f32>>);
 
 /// Name of the default embedding model's directory under `$TRIBUTE_HOME/models/`.
 pub const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
+
+/// File name of the int8 query encoder beside a model's `model.onnx`, for
+/// [`QueryOptions::model_file`].
+pub const INT8_QUERY_MODEL: &str = "model_query_int8.onnx";
 
 /// Turns texts into unit-length vectors, and measures text in the model's tokens.
 pub trait Embedder: TokenCounter {
@@ -121,6 +127,14 @@ pub struct QueryOptions {
     /// Query vectors kept in a least-recently-used cache, keyed by the token ids the model
     /// reads; `0` turns the cache off.
     pub cache_entries: usize,
+    /// An ONNX file (relative to the model directory, or absolute) the query session runs
+    /// in place of the model's own: a dynamically quantised int8 copy of the same model,
+    /// [`INT8_QUERY_MODEL`], made by `index/benches/vs_lancedb/quantize_query_model.py`.
+    /// Documents are still embedded by the model itself, so an index stays valid either
+    /// way. Dynamic quantisation scales each call's activations together, so on such a
+    /// file every text runs in a call of its own: a query's vector never depends on what
+    /// it was queued with. `None`: the model's own file.
+    pub model_file: Option<PathBuf>,
 }
 
 impl Default for QueryOptions {
@@ -132,6 +146,7 @@ impl Default for QueryOptions {
             max_batch: 16,
             max_waiting: 256,
             cache_entries: 1024,
+            model_file: None,
         }
     }
 }
@@ -216,7 +231,7 @@ impl OnnxEmbedder {
             .max(1);
         let model =
             UserDefinedEmbeddingModel::new(onnx_bytes, tokenizer_files).with_pooling(pooling);
-        let load = |threads: usize, spinning: bool| {
+        let load = |model: &UserDefinedEmbeddingModel, threads: usize, spinning: bool| {
             let init = InitOptionsUserDefined::new()
                 .with_environment(env.clone())
                 .with_max_length(options.max_length)
@@ -230,15 +245,50 @@ impl OnnxEmbedder {
         };
         let mut sessions = Vec::with_capacity(n_sessions);
         for _ in 0..n_sessions {
-            sessions.push(Mutex::new(load(options.threads_per_session, false)?));
+            sessions.push(Mutex::new(load(
+                &model,
+                options.threads_per_session,
+                false,
+            )?));
         }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut query_dim = None;
         let query = match options.query.threads.unwrap_or(cores) {
             0 => None,
-            threads => Some(QueryPath::new(
-                load(threads, options.query.spinning)?,
-                &options.query,
-            )),
+            threads => {
+                let query_model = match &options.query.model_file {
+                    None => None,
+                    Some(file) => {
+                        let path = dir.join(file);
+                        let onnx_file = std::fs::read(&path).map_err(|e| {
+                            bad(format!(
+                                "cannot read the query model {}: {e}",
+                                path.display()
+                            ))
+                        })?;
+                        Some(UserDefinedEmbeddingModel {
+                            onnx_file,
+                            ..model.clone()
+                        })
+                    }
+                };
+                let mut session = load(
+                    query_model.as_ref().unwrap_or(&model),
+                    threads,
+                    options.query.spinning,
+                )?;
+                if query_model.is_some() {
+                    let probe = session
+                        .embed(["dimension probe"], None)
+                        .map_err(|e| bad(format!("the query model does not run: {e}")))?;
+                    query_dim = probe.first().map(Vec::len);
+                }
+                Some(QueryPath::new(
+                    session,
+                    &options.query,
+                    query_model.is_some(),
+                ))
+            }
         };
         let probe = sessions[0]
             .get_mut()
@@ -248,6 +298,11 @@ impl OnnxEmbedder {
         let dim = probe.first().map(Vec::len).unwrap_or(0);
         if dim == 0 {
             return Err(bad("the model returned an empty embedding".into()));
+        }
+        if let Some(query_dim) = query_dim.filter(|&d| d != dim) {
+            return Err(bad(format!(
+                "the query model gives {query_dim}-d vectors, the model {dim}-d: not a copy of the same model"
+            )));
         }
         let max_text_tokens = match sessions[0].get_mut() {
             Ok(te) => window_text_tokens(&te.tokenizer),
@@ -319,15 +374,28 @@ fn window_text_tokens(tokenizer: &tokenizers::Tokenizer) -> usize {
 }
 
 impl QueryPath {
-    fn new(session: TextEmbedding, options: &QueryOptions) -> Self {
+    /// `one_text_per_call`: run each text alone even when requests are batched (a
+    /// dynamically quantised model, whose activation scales span the whole call).
+    fn new(session: TextEmbedding, options: &QueryOptions, one_text_per_call: bool) -> Self {
         let tokenizer = session.tokenizer.clone();
         let session = Mutex::new(session);
         let run = move |texts: &[&str]| -> Result<Vec<Vec<f32>>> {
-            session
+            let mut session = session
                 .lock()
-                .map_err(|_| Error::Embedding("embedder poisoned by an earlier panic".into()))?
-                .embed(texts, Some(texts.len()))
-                .map_err(|e| Error::Embedding(e.to_string()))
+                .map_err(|_| Error::Embedding("embedder poisoned by an earlier panic".into()))?;
+            let mut embed = |texts: &[&str]| {
+                session
+                    .embed(texts, Some(texts.len()))
+                    .map_err(|e| Error::Embedding(e.to_string()))
+            };
+            if !one_text_per_call {
+                return embed(texts);
+            }
+            let mut vectors = Vec::with_capacity(texts.len());
+            for text in texts {
+                vectors.extend(embed(std::slice::from_ref(text))?);
+            }
+            Ok(vectors)
         };
         Self {
             lane: QueryLane::new(Box::new(run), options.max_batch, options.max_waiting),

@@ -7,13 +7,18 @@
 //! Environment: `TRIBUTE_BENCH_DATA` (a BEIR folder), `CORPUS_LIMIT` (first N documents),
 //! `QUERY_LIMIT` (first N queries). Top 10, hybrid = BM25 + dense fused (the default).
 //! The measured embedders have their query cache off, so every query runs the model;
-//! `embed_cached` is a repeat through an embedder with the default cache.
+//! `embed_cached` is a repeat through an embedder with the default cache. When the model
+//! directory holds the int8 query encoder (`quantize_query_model.py`), the `*_int8` rows
+//! run queries on it, and `ndcg10` gives nDCG@10 over the judged queries for both query
+//! encoders against the same index (documents always embedded by `model.onnx`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use tribute_index::embedder::{Embedder, EmbedderOptions, OnnxEmbedder, default_model_dir};
-use tribute_index::eval::BeirDataset;
+use tribute_index::embedder::{
+    Embedder, EmbedderOptions, INT8_QUERY_MODEL, OnnxEmbedder, default_model_dir,
+};
+use tribute_index::eval::{BeirDataset, ndcg_at};
 use tribute_index::{Index, IndexConfig, Mode, QueryOptions};
 
 fn env_usize(name: &str) -> Option<usize> {
@@ -88,6 +93,21 @@ fn main() {
         Some(1),
     );
     let cached = embedder(QueryOptions::default(), Some(1));
+    let int8 = default_model_dir()
+        .join(INT8_QUERY_MODEL)
+        .is_file()
+        .then(|| {
+            embedder(
+                QueryOptions {
+                    model_file: Some(INT8_QUERY_MODEL.into()),
+                    ..uncached.clone()
+                },
+                Some(1),
+            )
+        });
+    if int8.is_none() {
+        eprintln!("no {INT8_QUERY_MODEL} in the model directory: int8 rows skipped");
+    }
     let embed = |e: &OnnxEmbedder, q: &str| {
         std::hint::black_box(e.embed(&[q]).expect("embeds"));
     };
@@ -101,7 +121,43 @@ fn main() {
                 .expect("searches"),
         );
     };
+    // nDCG@10 as `tribute eval beir` computes it, for a query encoder's vectors.
+    let ndcg = |e: &OnnxEmbedder, mode: Mode| {
+        let total: f64 = set
+            .queries
+            .iter()
+            .map(|(qid, text)| {
+                let v = e.embed(&[text.as_str()]).expect("embeds").remove(0);
+                let hits = index
+                    .search(text.as_str())
+                    .k(100)
+                    .mode(mode)
+                    .per_document(true)
+                    .query_vector(v)
+                    .execute()
+                    .expect("searches");
+                let ranked: Vec<String> = hits
+                    .into_iter()
+                    .map(|h| h.doc_id.to_string())
+                    .filter(|d| d != qid)
+                    .collect();
+                ndcg_at(&ranked, &set.qrels[qid], 10)
+            })
+            .sum();
+        total / set.queries.len().max(1) as f64
+    };
+    let mut ndcg10 = serde_json::json!({
+        "dense": ndcg(&main, Mode::Dense),
+        "hybrid": ndcg(&main, Mode::Hybrid),
+    });
+    if let Some(int8) = &int8 {
+        ndcg10["dense_int8"] = ndcg(int8, Mode::Dense).into();
+        ndcg10["hybrid_int8"] = ndcg(int8, Mode::Hybrid).into();
+    }
     for q in queries.iter().take(5) {
+        if let Some(int8) = &int8 {
+            embed(int8, q);
+        }
         embed(&main, q);
         embed(&spinning, q);
         embed(&single_session, q);
@@ -116,7 +172,7 @@ fn main() {
         .map(|q| main.embed(&[q.as_str()]).expect("embeds").remove(0))
         .collect();
     let mut next_vector = vectors.iter().cycle();
-    let out = serde_json::json!({
+    let mut out = serde_json::json!({
         "side": "tribute",
         "data": std::path::Path::new(&data).file_name().map(|n| n.to_string_lossy().into_owned()),
         "ingest_s": ingest_s,
@@ -131,6 +187,26 @@ fn main() {
         }),
         "dense_with_embedding": time_each(&queries, |q| search(q, Mode::Dense)),
         "lexical": time_each(&queries, |q| search(q, Mode::Bm25)),
+        "ndcg10": ndcg10,
     });
+    if let (Some(int8), Some(fields)) = (&int8, out.as_object_mut()) {
+        // As the index's own path does: embed the text, then search with the vector.
+        let hybrid_int8 = time_each(&queries, |q| {
+            let v = int8.embed(&[q]).expect("embeds").remove(0);
+            std::hint::black_box(
+                index
+                    .search(q)
+                    .k(10)
+                    .query_vector(v)
+                    .execute()
+                    .expect("searches"),
+            );
+        });
+        fields.insert(
+            "embed_int8".into(),
+            time_each(&queries, |q| embed(int8, q)).into(),
+        );
+        fields.insert("hybrid_with_embedding_int8".into(), hybrid_int8.into());
+    }
     println!("{out}");
 }

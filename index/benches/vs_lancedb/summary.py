@@ -10,10 +10,12 @@ import numpy as np
 
 MEASURES = [
     ("hybrid_with_embedding", "hybrid incl. embedding"),
+    ("hybrid_with_embedding_int8", "hybrid incl. embedding, int8 query encoder"),
     ("hybrid", "hybrid, vector given"),
     ("dense_with_embedding", "dense incl. embedding"),
     ("lexical", "lexical (BM25 / FTS)"),
     ("embed", "embedding alone"),
+    ("embed_int8", "embedding alone, int8 query encoder"),
     ("embed_spinning", "embedding, spinning threads"),
     ("embed_single_session", "embedding, 1-thread session (before)"),
     ("embed_cached", "embedding, cache hit"),
@@ -51,14 +53,25 @@ def main() -> None:
         for side in ("tribute", "lancedb"):
             for r in runs[(data, side)]:
                 by_round[r["round"]][side] = r
-        for key, target in (("hybrid_with_embedding", 0.5), ("embed", 0.8)):
+        for key, peer, target in (
+            ("hybrid_with_embedding", "hybrid_with_embedding", 0.5),
+            ("hybrid_with_embedding_int8", "hybrid_with_embedding", 0.5),
+            ("embed", "embed", 0.8),
+            ("embed_int8", "embed", 0.8),
+        ):
             ratios = [
-                float(np.percentile(p["tribute"][key], 50) / np.percentile(p["lancedb"][key], 50))
+                float(np.percentile(p["tribute"][key], 50) / np.percentile(p["lancedb"][peer], 50))
                 for p in by_round.values()
-                if "tribute" in p and "lancedb" in p
+                if "tribute" in p and "lancedb" in p and key in p["tribute"]
             ]
             if ratios:
                 print(f"{key} p50, Tribute / LanceDB: {rng(ratios)} (target ≤ {target})")
+        ndcg = defaultdict(list)
+        for r in runs[(data, "tribute")]:
+            for k, v in r.get("ndcg10", {}).items():
+                ndcg[k].append(v)
+        if ndcg:
+            print("nDCG@10 (Tribute, judged queries): " + ", ".join(f"{k} {rng(v, 4)}" for k, v in sorted(ndcg.items())))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,125 @@
+//! The query session on a model file of its own (`QueryOptions::model_file`), with the
+//! installed all-MiniLM-L6-v2 (`make setup`).
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+const QUERY: &str = "What problems and concerns are there in making up descriptive titles? \
+    What difficulties are involved in automatically retrieving articles from approximate titles?";
+
+fn model_dir() -> PathBuf {
+    let dir = default_model_dir();
+    assert!(
+        dir.join("model.onnx").is_file(),
+        "no model in {}: run `make setup` first",
+        dir.display()
+    );
+    dir
+}
+
+/// One ingest session, the cache off (every call runs the model), this query model.
+fn embedder(dir: &Path, model_file: Option<&str>) -> Result<OnnxEmbedder> {
+    let options = EmbedderOptions {
+        sessions: Some(1),
+        query: QueryOptions {
+            cache_entries: 0,
+            model_file: model_file.map(PathBuf::from),
+            ..QueryOptions::default()
+        },
+        ..EmbedderOptions::default()
+    };
+    OnnxEmbedder::from_dir(dir, options)
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Texts batched into one request on a query model file run one per call: a query's
+/// vector is bit-for-bit the one it gets alone.
+#[test]
+fn on_a_query_model_file_each_text_runs_alone() {
+    let dir = model_dir();
+    let e = embedder(&dir, Some("model.onnx")).expect("loads");
+    let alone = e.embed(&[QUERY]).expect("alone").remove(0);
+    let longer = format!("{QUERY} {QUERY} And why do titles mislead readers?");
+    let batched = e.embed(&["short", QUERY, &longer]).expect("batched");
+    assert_eq!(alone, batched[1], "not bit-identical to the query alone");
+    let default_path = embedder(&dir, None).expect("loads");
+    let reference = default_path.embed(&[QUERY]).expect("embeds").remove(0);
+    assert!(cosine(&alone, &reference) > 1.0 - 1e-6);
+}
+
+#[test]
+fn a_missing_query_model_file_is_a_model_directory_error() {
+    let err = embedder(&model_dir(), Some("no_such_model.onnx")).unwrap_err();
+    assert!(
+        matches!(&err, Error::ModelDirectory { reason, .. } if reason.contains("no_such_model.onnx")),
+        "{err}"
+    );
+}
+
+/// Makes the int8 query encoder in a scratch copy of the model directory with the
+/// project's Python environment, as `index/benches/vs_lancedb/run.sh` does.
+fn int8_model_dir(scratch: &Path) -> PathBuf {
+    let dir = model_dir();
+    for entry in std::fs::read_dir(&dir).expect("model directory") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name();
+        if name != INT8_QUERY_MODEL {
+            let to = scratch.join(&name);
+            std::os::unix::fs::symlink(entry.path(), to).expect("links the model's files");
+        }
+    }
+    let python = tribute_common::tribute_home().join("venv/bin/python");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/vs_lancedb/quantize_query_model.py"
+    );
+    let status = std::process::Command::new(&python)
+        .args(["-W", "ignore", script])
+        .arg(scratch)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (with onnx and onnxruntime; `make setup`): {e}",
+                python.display()
+            )
+        });
+    assert!(status.success(), "{script} failed: {status}");
+    scratch.to_owned()
+}
+
+/// The int8 query encoder: close to the model (cosine ≥ 0.99, as measured on CISI's
+/// queries: mean 0.998), and a query's vector does not depend on its batch.
+#[test]
+fn the_int8_query_encoder_is_close_and_batch_independent() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let dir = int8_model_dir(scratch.path());
+    let int8 = embedder(&dir, Some(INT8_QUERY_MODEL)).expect("loads the int8 encoder");
+    let fp32 = embedder(&dir, None).expect("loads");
+    let queries = [
+        QUERY,
+        "drone batteries in cold weather",
+        "How do search engines rank documents by relevance to a query?",
+    ];
+    let quantised = int8.embed(&queries).expect("int8");
+    let reference = fp32.embed(&queries).expect("fp32");
+    for (q, r) in quantised.iter().zip(&reference) {
+        let norm = cosine(q, q).sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "unit length, got {norm}");
+        let c = cosine(q, r);
+        assert!(c >= 0.99, "cosine to fp32 {c}");
+    }
+    let alone = int8.embed(&[QUERY]).expect("alone").remove(0);
+    assert_eq!(alone, quantised[0], "depends on what it was batched with");
+    // Documents (large requests) still go through the model itself.
+    let bulk: Vec<String> = (0..8).map(|i| format!("filler document {i}")).collect();
+    let mut texts: Vec<&str> = bulk.iter().map(String::as_str).collect();
+    texts.push(QUERY);
+    let in_bulk = int8.embed(&texts).expect("bulk").remove(8);
+    assert!(cosine(&in_bulk, &reference[0]) > 1.0 - 1e-6);
+}
