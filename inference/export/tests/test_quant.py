@@ -82,14 +82,20 @@ def graph_weights(cfg, w, model_dir):
 
 @pytest.fixture(scope="module")
 def quant_models(tiny, tmp_path_factory):
-    """{(mode, accuracy level): exported dir} from the tiny HF source."""
+    """{(mode, accuracy level): exported dir} from the tiny HF source (level 4: one activation pass),
+    and {(mode, "default"): dir} exported with no options but --quant."""
     root = tmp_path_factory.mktemp("quant")
     out = {}
     for mode in ("int8", "int4"):
         for acc in (0, 4):
             d = str(root / f"{mode}_acc{acc}")
-            export(["--source", tiny[2], "--out", d, "--quant", mode, "--accuracy-level", str(acc)])
+            export(["--source", tiny[2], "--out", d, "--quant", mode, "--accuracy-level", str(acc),
+                    "--activation-passes", "1"])
             out[(mode, acc)] = d
+    for mode in ("int8", "int4"):
+        d = str(root / f"{mode}_default")
+        export(["--source", tiny[2], "--out", d, "--quant", mode])
+        out[(mode, "default")] = d
     return out
 
 
@@ -127,6 +133,76 @@ def test_accuracy_level_4_close_to_level_0(quant_models, mode):
     print(f"\n{mode}: accuracy level 4 vs 0, relative logit error {err:.4f}")
     assert err < 0.05
     assert (fast[0].argmax(-1) == exact[0].argmax(-1)).mean() > 0.8
+
+
+def nbits_inputs(model_dir):
+    """(graph, {node output: node}, [(MatMulNBits node, the node that makes its input or None)])."""
+    m = onnx.load(os.path.join(model_dir, "model.onnx"), load_external_data=False)
+    made_by = {o: n for n in m.graph.node for o in n.output}
+    return m.graph, made_by, [(n, made_by.get(n.input[0])) for n in m.graph.node if n.op_type == "MatMulNBits"]
+
+
+def test_int8_default_is_two_pass_level_4(tiny, quant_models):
+    """--quant int8 alone: every linear (4 per layer, the tied-or-not head) is a MatMulNBits at
+    accuracy level 4 fed [x1; x - x1] (two activation passes) and summed back; LoRA and attention
+    MatMuls stay fp32 on the float activations; int4's default stays one pass."""
+    d = quant_models[("int8", "default")]
+    with open(os.path.join(d, "tribute.json")) as f:
+        q = json.load(f)["quantization"]
+    assert (q["dtype"], q["accuracy_level"], q["activation_passes"], q["block_size"]) == ("int8", 4, 2, 32)
+    graph, made_by, nbits = nbits_inputs(d)
+    assert len(nbits) == 4 * 2 + 1
+    consumers = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    for node, src in nbits:
+        at = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert (at["bits"], at["accuracy_level"]) == (8, 4), node.name
+        assert src.op_type == "Concat" and onnx.helper.get_attribute_value(src.attribute[0]) == 0
+        x1, residual = (made_by[i] for i in src.input)
+        assert x1.op_type == "Reshape" and residual.op_type == "Sub" and residual.input[1] == src.input[0]
+        (split,) = consumers[node.output[0]]
+        assert split.op_type == "Split" and [c.op_type for o in split.output for c in consumers[o]] == ["Add", "Add"]
+        # LoRA branches read the float activations, not the stacked passes
+        x = residual.input[0]
+        assert all(c.op_type != "MatMul" for c in consumers[src.output[0]])
+        if node.input[1].startswith("model.layers.0.self_attn.qkv"):
+            assert any(c.op_type == "MatMul" and c.input[1].endswith("lora_A") for c in consumers[x])
+    inits = {t.name for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "MatMul":
+            assert not any(i in inits and "lora" not in i for i in n.input), n.input
+    with open(os.path.join(quant_models[("int4", "default")], "tribute.json")) as f:
+        q4 = json.load(f)["quantization"]
+    assert (q4["accuracy_level"], q4["activation_passes"]) == (4, 1)
+    assert all(src is None or src.op_type != "Concat" for _, src in nbits_inputs(quant_models[("int4", "default")])[2])
+
+
+def test_two_activation_passes_match_fp32_compute(tiny, quant_models):
+    """Two passes compute what level 0 (fp32 compute on the same int8 weights) computes, far closer
+    than one pass; the greedy tokens are the same, with and without an adapter (LoRA stays fp32)."""
+    cfg, w = tiny[0], tiny[1]
+    exact, one_pass, two_pass = (Runner(quant_models[k]) for k in (("int8", 0), ("int8", 4), ("int8", "default")))
+    ref, _ = exact.run(IDS)
+    err2 = rel_err(two_pass.run(IDS)[0][0], ref[0])
+    err1 = rel_err(one_pass.run(IDS)[0][0], ref[0])
+    print(f"\nint8 vs level 0, relative logit error: one pass {err1:.2e}, two passes {err2:.2e}")
+    assert err2 < 5e-4 and err2 * 20 < err1  # measured 1.2e-4 vs 2.4e-2
+    feed, lora = _random_lora(cfg, np.random.default_rng(11), {"model.layers.0.self_attn.q_proj": 4,
+                                                              "model.layers.1.mlp.down_proj": 2})
+    g = graph_weights(cfg, w, quant_models[("int8", "default")])
+    assert rel_err(two_pass.run(IDS, extra=feed)[0][0], ref_forward(cfg, g, IDS, lora=lora)) < 5e-4
+    for extra in (None, feed):
+        tokens = {}
+        for label, r in (("exact", exact), ("two passes", two_pass)):
+            logits, past = r.run(IDS[:3], extra=extra)
+            out = []
+            for _ in range(8):
+                out.append(int(logits[0, -1].argmax()))
+                logits, past = r.run([out[-1]], past=past, extra=extra)
+            tokens[label] = out
+        assert tokens["two passes"] == tokens["exact"]
 
 
 def test_quantized_incremental_decode(quant_models):
@@ -240,6 +316,18 @@ def test_bad_quantization_arguments(tiny, tmp_path, capsys):
         quant.parse_quant("int4", 48)
     with pytest.raises(ExportError, match="accuracy level 7"):
         quant.parse_quant("int4", 32, 7)
+    with pytest.raises(ExportError, match="two activation passes need accuracy level 4"):
+        quant.parse_quant("int8", 32, 0, 2)
+    with pytest.raises(ExportError, match="3 activation passes"):
+        quant.parse_quant("int8", 32, 4, 3)
+    assert main(["--source", tiny[2], "--out", out, "--quant", "int8", "--accuracy-level", "1",
+                 "--activation-passes", "2"]) == 1
+    assert "two activation passes need accuracy level 4" in capsys.readouterr().err
+    assert not os.path.exists(out)
+    # defaults: int8 two passes at level 4; int4 one; any other level one
+    assert (quant.parse_quant("int8").accuracy_level, quant.parse_quant("int8").activation_passes) == (4, 2)
+    assert (quant.parse_quant("int4").accuracy_level, quant.parse_quant("int4").activation_passes) == (4, 1)
+    assert quant.parse_quant("int8", 32, 0).activation_passes == 1
     with pytest.raises(ExportError, match="lm_head.weight: its input size 40"):
         quant.quantize(np.zeros((8, 40), np.float32), 4, 32, name="lm_head.weight")
     with pytest.raises(ExportError, match="NaN"):

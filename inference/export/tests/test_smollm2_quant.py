@@ -2,9 +2,9 @@
 
 The quantized models are exported here from the same GGUF (TRIBUTE_SMOLLM2_GGUF, default
 $TRIBUTE_HOME/gguf/SmolLM2-135M-Instruct.Q4_1.gguf), block size 32. The GGUF's Q4_1/Q8_0 blocks
-are copied, not rounded again, so at accuracy level 0 (fp32 compute, int8's default) both
-exports compute the fp32 export's model; level 4 (int8 activations, int4's default) is the fast,
-approximate one.
+are copied, not rounded again, so at accuracy level 0 (fp32 compute) both exports compute the fp32
+export's model; level 4 quantizes the activations to int8: once (int4's default: fast, approximate)
+or in two passes, value and rounding residual (int8's default: within ~2e-5 of fp32 compute).
 Run with `-s` to see the quality numbers.
 """
 
@@ -56,13 +56,15 @@ def questions():
 
 @pytest.mark.parametrize("mode", ["int8", "int4 level 0", "int4"])
 def test_greedy_equals_fp32(runners, tok, mode):  # noqa: F811
-    """The READMEs' prompts, base model and with each adapter: identical at accuracy level 0 (int8's
-    default; the same weights as fp32); reported only for int4's default level 4, whose int8
-    activations flip fragile greedy choices (8 of 12 continuations differed in 40 tokens when measured)."""
+    """The READMEs' prompts, base model and with each adapter. Level 0 (the same weights as fp32, fp32
+    compute): identical. int8's default (two activation passes): the issue's bar, at least 5 of the 6
+    with the adapters and 5 of the 6 without (12/12 measured; the smallest fp32 margin on these
+    continuations is 0.012 logits, two passes moved margins by at most 0.003). int4's default (one pass):
+    reported only; int8 activations flip fragile greedy choices (8 of 12 differed in 40 tokens)."""
     from tribute_export.adapter import load_peft
     qs = questions()
     assert qs, f"no eval_outputs.json under {LORA_ROOT}"
-    diffs, n = [], 0
+    diffs, n, same = [], 0, {"base": 0, "adapter": 0}
     for adapter in sorted({a for a, _ in qs}):
         feed = load_peft(os.path.join(LORA_ROOT, adapter), MODEL)
         for q in sorted({q for a, q in qs if a == adapter}):
@@ -72,12 +74,17 @@ def test_greedy_equals_fp32(runners, tok, mode):  # noqa: F811
                 n += 1
                 if got != want:
                     diffs.append(f"{label} / {q!r}: fp32 {tok.decode(want)!r} vs {mode} {tok.decode(got)!r}")
-    print(f"\n{mode} vs fp32 greedy (40 tokens): {n - len(diffs)}/{n} identical")
+                else:
+                    same["base" if extra is None else "adapter"] += 1
+    print(f"\n{mode} vs fp32 greedy (40 tokens): {n - len(diffs)}/{n} identical "
+          f"({same['adapter']}/6 with the adapter, {same['base']}/6 base)")
     for d in diffs:
         print("  " + d)
     assert n == 12
-    if mode != "int4":
+    if mode == "int4 level 0":
         assert not diffs
+    if mode == "int8":
+        assert same["adapter"] >= 5 and same["base"] >= 5, diffs
 
 
 def teacher_forced_log_probs(runner, ids):
@@ -100,7 +107,9 @@ def test_log_prob_change_and_perplexity(runners, tok):  # noqa: F811
         print(f"{mode}: perplexity {ppl[mode]:.3f} ({ppl[mode] / ppl['fp32'] - 1:+.2%}), per-token log-prob change "
               f"mean {d.mean():+.4f}, mean |change| {np.abs(d).mean():.4f}, max |change| {np.abs(d).max():.3f}, "
               f"top-1 agreement {(top == ref_top).mean():.1%}")
-        if mode != "int4":  # the GGUF's own blocks, fp32 compute: the fp32 model
+        if mode == "int4 level 0":  # the GGUF's own blocks, fp32 compute: the fp32 model
             assert np.abs(d).max() < 1e-3 and (top == ref_top).all()
+        if mode == "int8":  # the same blocks, two activation passes: measured max |change| 0.0014
+            assert np.abs(d).max() < 5e-3 and np.abs(d).mean() < 1e-3 and (top == ref_top).all()
     # int8 activations: measured -0.9 % perplexity, mean |change| 0.054
     assert abs(ppl["int4"] / ppl["fp32"] - 1) < 0.03

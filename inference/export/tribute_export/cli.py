@@ -134,7 +134,7 @@ def export(args) -> str:
     t0 = time.time()
     fp16 = args.dtype == "fp16"
     targets = parse_targets(args.lora_targets)
-    q = quant.parse_quant(args.quant, args.block_size, args.accuracy_level)
+    q = quant.parse_quant(args.quant, args.block_size, args.accuracy_level, args.activation_passes)
     out = os.path.abspath(args.out)
     tmp = out + ".tmp"
 
@@ -269,9 +269,13 @@ def build_parser():
     p.add_argument("--block-size", type=int, choices=list(quant.BLOCK_SIZES), default=32,
                    help="weights per quantization block along the input dimension (default 32)")
     p.add_argument("--accuracy-level", type=int, choices=list(quant.ACCURACY_LEVELS), default=None,
-                   help="MatMulNBits accuracy_level: 0 computes in fp32 on the stored weights (exact to them; "
-                        "default for int8), 4 lets ONNX Runtime quantize activations to int8 per block and use "
-                        "integer dot products (fast on CPU, changes some greedy choices; default for int4)")
+                   help="MatMulNBits accuracy_level: 0 computes in fp32 on the stored weights (exact to them, "
+                        "slow on CPU), 4 lets ONNX Runtime quantize activations to int8 per block and use "
+                        "integer dot products (fast on CPU; the default)")
+    p.add_argument("--activation-passes", type=int, choices=list(quant.ACTIVATION_PASSES), default=None,
+                   help="at accuracy level 4: 1 quantizes activations to int8 once (fastest; changes some "
+                        "greedy choices; default for int4), 2 adds a pass over their int8 rounding residual "
+                        "in the same MatMulNBits call (within ~2e-5 of fp32 compute; default for int8)")
     p.add_argument("--float-embeddings", action="store_true",
                    help="with --quant, keep the embedding table float (--dtype) for the token lookup instead "
                         "of a GatherBlockQuantized over quantized rows (a tied head is then a quantized copy)")

@@ -32,9 +32,15 @@ BLOCK_SIZES = (32, 64, 128)
 # MatMulNBits' accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 (A is quantized per block
 # to int8 at run time, which lets x86 use integer dot products: the fast path for int4 on CPU).
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)
-# Per mode (docs/INFERENCE.md, "Quantized weights"): int8 keeps greedy output equal to fp32 (level 4
-# changed 8 of 12 continuations on SmolLM2); int4 is the fast mode (level 0's CPU kernel is ~6x slower).
-DEFAULT_ACCURACY_LEVEL = {"int8": 0, "int4": 4}
+# At level 4, how many int8 passes the activations go through: 1 quantizes them once (1/254 of a
+# block's range); 2 feeds the int8-rounded activations and their rounding residual as two rows of one
+# MatMulNBits (Builder.two_pass_input): within ~2e-5 of fp32 compute at one read of the weights.
+ACTIVATION_PASSES = (1, 2)
+# Per mode (docs/INFERENCE.md, "int8: two activation passes"): int8 = level 4, two passes (greedy output as
+# fp32's on the 12 README continuations, decode 1.4-1.6x fp32; ORT 1.32 has no fast 8-bit kernel at levels
+# 0-3); int4 = level 4, one pass (the fastest mode; int8 activations flip some greedy choices).
+DEFAULT_ACCURACY_LEVEL = {"int8": 4, "int4": 4}
+DEFAULT_ACTIVATION_PASSES = {"int8": 2, "int4": 1}
 MS_DOMAIN = "com.microsoft"
 
 
@@ -45,6 +51,7 @@ class QuantConfig:
     bits: int
     block_size: int
     accuracy_level: int = 4
+    activation_passes: int = 1
 
     @property
     def dtype(self) -> str:
@@ -54,15 +61,17 @@ class QuantConfig:
         """The `quantization` entry of tribute.json."""
         return {"dtype": self.dtype, "bits": self.bits, "block_size": self.block_size,
                 "symmetric": False, "rounding": "nearest-even", "accuracy_level": self.accuracy_level,
+                "activation_passes": self.activation_passes,
                 "op": f"{MS_DOMAIN}.MatMulNBits",
                 "modules": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head"],
                 "embeddings": f"{MS_DOMAIN}.GatherBlockQuantized" if quant_embeddings else "float"}
 
 
-def parse_quant(mode: Optional[str], block_size: int = 32, accuracy_level: Optional[int] = None
-                ) -> Optional[QuantConfig]:
-    """None for `none`; an ExportError for a mode, block size or accuracy level MatMulNBits cannot take.
-    `accuracy_level` None takes the mode's default (DEFAULT_ACCURACY_LEVEL)."""
+def parse_quant(mode: Optional[str], block_size: int = 32, accuracy_level: Optional[int] = None,
+                activation_passes: Optional[int] = None) -> Optional[QuantConfig]:
+    """None for `none`; an ExportError for a mode, block size, accuracy level or number of activation
+    passes MatMulNBits cannot take. None for `accuracy_level` / `activation_passes` takes the mode's
+    default (DEFAULT_ACCURACY_LEVEL; DEFAULT_ACTIVATION_PASSES at level 4, else 1)."""
     mode = (mode or "none").strip().lower()
     if mode not in QUANT_MODES:
         raise ExportError(f"unknown quantization {mode!r} (known: {', '.join(QUANT_MODES)})")
@@ -76,7 +85,15 @@ def parse_quant(mode: Optional[str], block_size: int = 32, accuracy_level: Optio
     if accuracy_level not in ACCURACY_LEVELS:
         raise ExportError(f"accuracy level {accuracy_level} is not one of {ACCURACY_LEVELS} "
                           "(0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8)")
-    return QuantConfig(bits=8 if mode == "int8" else 4, block_size=block_size, accuracy_level=accuracy_level)
+    if activation_passes is None:
+        activation_passes = DEFAULT_ACTIVATION_PASSES[mode] if accuracy_level == 4 else 1
+    if activation_passes not in ACTIVATION_PASSES:
+        raise ExportError(f"{activation_passes} activation passes are not supported (1 or 2)")
+    if activation_passes == 2 and accuracy_level != 4:
+        raise ExportError(f"two activation passes need accuracy level 4 (int8 activations); at level "
+                          f"{accuracy_level} ONNX Runtime computes on float activations already")
+    return QuantConfig(bits=8 if mode == "int8" else 4, block_size=block_size, accuracy_level=accuracy_level,
+                       activation_passes=activation_passes)
 
 
 def check_shape(name: str, w: np.ndarray, block_size: int):
