@@ -52,7 +52,9 @@ pub struct EngineConfig {
     pub embedder: Option<PathBuf>,
     /// Use no embedder at all (a BM25-only knowledge base). Default false.
     pub bm25_only: bool,
-    /// The generator's model directory; `None`: the default exported SmolLM2.
+    /// The generator's model directory, or a hub model `hf:ORG/NAME[@REVISION]` (its
+    /// export, pulled when missing: see [`crate::hub`]); `None`: the default exported
+    /// SmolLM2.
     pub model: Option<PathBuf>,
     /// LoRA adapters to register (loaded on first use).
     pub adapters: Vec<AdapterConfig>,
@@ -381,7 +383,10 @@ impl EngineConfig {
         if let Some(p) = self.embedder.as_mut() {
             fix(p);
         }
-        if let Some(p) = self.model.as_mut() {
+        // A hub model (`hf:ORG/NAME@REV`) is a name, not a path.
+        if let Some(p) = self.model.as_mut()
+            && crate::hub::ModelSpec::from_model_path(p).is_none()
+        {
             fix(p);
         }
         for a in &mut self.adapters {
@@ -392,6 +397,16 @@ impl EngineConfig {
         }
         if let Some(p) = self.receipts.keystore.as_mut() {
             fix(p);
+        }
+    }
+
+    /// The generator's model directory: `model` as it is, the export of a hub model
+    /// (`hf:ORG/NAME@REV`, pulled first when it is not cached — downloading needs the
+    /// `hub` feature), or the default model.
+    pub fn model_dir(&self) -> Result<PathBuf> {
+        match &self.model {
+            Some(model) => crate::hub::resolve_model(model),
+            None => Ok(tribute_inference::default_model_dir()),
         }
     }
 
@@ -429,6 +444,21 @@ mod tests {
         assert_eq!(
             g.without_guard().sampling(),
             tribute_inference::SamplingParams::greedy()
+        );
+    }
+
+    #[test]
+    fn hub_models_are_names_not_paths() {
+        let mut c = EngineConfig::from_toml("model = \"hf:org/name@v1\"").unwrap();
+        c.resolve_paths(Path::new("/base"));
+        assert_eq!(c.model, Some(PathBuf::from("hf:org/name@v1")));
+        let mut c = EngineConfig::from_toml("model = \"models/x\"").unwrap();
+        c.resolve_paths(Path::new("/base"));
+        assert_eq!(c.model_dir().unwrap(), PathBuf::from("/base/models/x"));
+        let bad = EngineConfig::from_toml("model = \"hf:nonsense\"").unwrap();
+        assert_eq!(
+            bad.model_dir().unwrap_err().kind(),
+            crate::ErrorKind::Request
         );
     }
 

@@ -11,6 +11,7 @@ mod generate;
 mod ingest;
 mod keys;
 mod mcp;
+mod models;
 mod receipts;
 mod search;
 mod serve;
@@ -52,6 +53,9 @@ enum Command {
     /// Signed usage receipts: list, export, verify, settle on chain, benchmark.
     #[command(subcommand)]
     Receipts(receipts::ReceiptsCommand),
+    /// Models from the Hugging Face hub: pull (download, verify, export once).
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// Serve the engine to agents over the Model Context Protocol (stdio).
     Mcp(mcp::McpArgs),
     /// Serve the engine over HTTP: an OpenAI-compatible API with citations and receipts.
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
         #[cfg(feature = "onchain")]
         Command::Chain(c) => chain::run(c),
         Command::Receipts(c) => receipts::run(c),
+        Command::Models(c) => models::run(c),
         Command::Mcp(a) => mcp::run(a),
         Command::Serve(a) => serve::run(a),
     };

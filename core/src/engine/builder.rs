@@ -148,10 +148,7 @@ impl EngineBuilder {
             // Extractive answers need no model: an app may ship none.
             None if extractive_only => None,
             None => {
-                let dir = config
-                    .model
-                    .clone()
-                    .unwrap_or_else(tribute_inference::default_model_dir);
+                let dir = config.model_dir()?;
                 let options = GeneratorOptions {
                     device: config.generation.device.parse()?,
                     sessions: config.generation.sessions.max(1),

@@ -2,4 +2,6 @@
 //! (installed by `scripts/setup.sh`; without them these tests fail saying so).
 
 mod engine;
+#[cfg(feature = "hub")]
+mod hub;
 mod rag;

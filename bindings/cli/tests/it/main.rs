@@ -4,6 +4,8 @@ mod ask;
 mod chain;
 mod crash;
 mod mcp;
+#[cfg(feature = "hub")]
+mod models;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
