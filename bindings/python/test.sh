@@ -9,9 +9,14 @@
 # langchain-core and llama-index-core, from PyPI). The extension is a debug build
 # through cargo, so it shares the workspace's target directory ($CARGO_TARGET_DIR if set)
 # and its cache. The tests need the default models: run `make setup` first.
+# TRIBUTE_PREBUILT=1 (what `make test` uses after `cargo build --workspace --lib --bins
+# --tests`) takes the extension from that build instead and puts this checkout on the
+# venv's path.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+target="${CARGO_TARGET_DIR:-$repo/target}"
 home="${TRIBUTE_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/tribute}"
 venv="$home/pyvenv"
 py="$venv/bin/python"
@@ -47,15 +52,27 @@ export VIRTUAL_ENV="$venv"
 export PATH="$venv/bin:$PATH"
 cd "$here"
 
-step "building tribute._native (maturin develop, debug)"
-# Once the package is installed in editable mode, rebuilding the extension in place is enough.
-installed="$("$py" -c 'import importlib.util as u; s = u.find_spec("tribute"); print(s.origin if s else "")' 2>/dev/null || true)"
-# A changed pyproject.toml (extras, metadata) needs the full install again.
-meta="$(ls -d "$venv"/lib/python*/site-packages/tribute-*.dist-info 2>/dev/null | head -n1 || true)"
-if [[ "$installed" == "$here/python/tribute/__init__.py" && -n "$meta" && "$meta" -nt "$here/pyproject.toml" ]]; then
-  maturin develop --skip-install || fail "maturin develop failed"
+if [[ "${TRIBUTE_PREBUILT:-}" == 1 ]]; then
+  # maturin builds this package alone, so cargo would resolve features for it alone and
+  # recompile much of the dependency tree a second way; the workspace build (with
+  # PYO3_BUILD_EXTENSION_MODULE=1, as maturin sets it: no libpython link) already made it.
+  step "tribute._native from the workspace build"
+  cp "$target/debug/lib_native.so" "$here/python/tribute/_native.abi3.so" || fail "no $target/debug/lib_native.so"
+  site="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  echo "$here/python" > "$site/tribute.pth"
+  found="$("$py" -c 'import tribute; print(tribute.__file__)')" || fail "import tribute failed"
+  [[ "$found" == "$here/python/tribute/__init__.py" ]] || fail "import tribute found $found, not this checkout"
 else
-  maturin develop || fail "maturin develop failed"
+  step "building tribute._native (maturin develop, debug)"
+  # Once the package is installed in editable mode, rebuilding the extension in place is enough.
+  installed="$("$py" -c 'import importlib.util as u; s = u.find_spec("tribute"); print(s.origin if s else "")' 2>/dev/null || true)"
+  # A changed pyproject.toml (extras, metadata) needs the full install again.
+  meta="$(ls -d "$venv"/lib/python*/site-packages/tribute-*.dist-info 2>/dev/null | head -n1 || true)"
+  if [[ "$installed" == "$here/python/tribute/__init__.py" && -n "$meta" && "$meta" -nt "$here/pyproject.toml" ]]; then
+    maturin develop --skip-install || fail "maturin develop failed"
+  else
+    maturin develop || fail "maturin develop failed"
+  fi
 fi
 
 step "pytest"

@@ -27,8 +27,15 @@ case "${1:-}" in
 esac
 
 cd "$repo"
-cargo build --quiet -p tribute-ffi || fail "cargo build -p tribute-ffi failed"
-cargo build --quiet -p uniffi-bindgen || fail "cargo build -p uniffi-bindgen failed"
+if [[ "${TRIBUTE_PREBUILT:-}" == 1 ]]; then
+  # `make test` has built the whole workspace once (cargo build --workspace --lib --bins
+  # --tests); a `-p tribute-ffi` build would resolve features for this crate alone and
+  # recompile much of the dependency tree. The generated sources are the same either way.
+  :
+else
+  cargo build --quiet -p tribute-ffi || fail "cargo build -p tribute-ffi failed"
+  cargo build --quiet -p uniffi-bindgen || fail "cargo build -p uniffi-bindgen failed"
+fi
 lib="$target/debug/libtribute_ffi.so"
 [[ -f "$lib" ]] || fail "$lib is missing after the build"
 
