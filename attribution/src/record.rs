@@ -12,6 +12,11 @@
 //! content-addressed and crash-safe: [`RecordStore::put`] writes a temporary file, syncs it,
 //! renames it into place and syncs the directory before it returns, so a receipt naming
 //! the record is only journaled (acknowledged) once the record is durable.
+//!
+//! With a journal in PostgreSQL (feature `postgres`) the records live in its database
+//! instead, in `tribute_attribution_records(hash, record)`, committed before the receipt is
+//! journaled; [`crate::journal::JournalBackend::put_record`] and `get_record` reach either
+//! place.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +70,15 @@ pub enum RecordError {
         /// Its hash.
         hash: B256,
         /// What is wrong.
+        reason: String,
+    },
+    /// The shared journal's database could not store or load the record (feature
+    /// `postgres`); nothing was written.
+    #[error("attribution records at {url}: {reason}")]
+    Database {
+        /// The journal's URL, password hidden.
+        url: String,
+        /// The driver's message.
         reason: String,
     },
 }

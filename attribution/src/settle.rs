@@ -29,6 +29,11 @@
 //!
 //! Each state is synced to the journal before the next step, so a crash at any point
 //! leaves receipts in a state from which the next run finishes the job, never paying twice.
+//!
+//! The journal is any [`JournalBackend`](crate::journal::JournalBackend): receipts and
+//! unfinished batches are *claimed* before they are worked on, so several settlers may run
+//! at once on one shared (Postgres) journal, each taking other receipts; a settler that
+//! dies leaves its claim to run out (the lease), and the next run resumes its batch.
 //! Receipts that do not verify on this ledger (signed for another chain or contract) and
 //! receipts with a zero fee are left pending and reported in [`SettleReport::skipped`].
 
@@ -175,13 +180,13 @@ pub use onchain::*;
 
 #[cfg(feature = "onchain")]
 mod onchain {
-    use std::collections::{BTreeMap, HashSet};
+    use std::collections::HashSet;
 
     use alloy_primitives::{Address, B256};
 
     use super::{Owners, SettleError, batch_payouts};
     use crate::chain::{BatchTree, ChainError, LedgerClient, Settlement};
-    use crate::journal::{Journal, ReceiptState, StateKind};
+    use crate::journal::{JournalBackend, ReceiptState, StateKind};
     use crate::receipt::{PayerKey, SignedReceipt};
     use crate::split::RewardConfig;
 
@@ -257,10 +262,10 @@ mod onchain {
     /// Settles `payer`'s receipts in `journal` on `client`'s ledger (see the module
     /// documentation). Stops at the first batch that fails, with its error; batches settled
     /// before it stay confirmed in the journal and the failed one's receipts keep the state
-    /// they reached (pending when nothing was sent).
+    /// they reached (pending when nothing was sent), their claims given back.
     pub async fn settle_journal(
         client: &LedgerClient,
-        journal: &mut Journal,
+        journal: &mut dyn JournalBackend,
         payer: &PayerKey,
         options: &SettleOptions,
     ) -> Result<SettleReport, SettleError> {
@@ -270,37 +275,20 @@ mod onchain {
         let key = payer.address();
         let ledger = *client.ledger();
         let mut report = SettleReport::default();
-
-        // 1. Unfinished batches of earlier runs, grouped by batch id (their root).
-        let mut unfinished: BTreeMap<B256, Vec<SignedReceipt>> = BTreeMap::new();
-        let mut pending: Vec<SignedReceipt> = Vec::new();
-        for (r, state) in journal.receipts(None) {
-            if r.receipt.payer != key {
-                if state.kind() == StateKind::Pending {
-                    report.other_payers += 1;
-                }
-                continue;
-            }
-            match state {
-                ReceiptState::Batched { batch_id } | ReceiptState::Submitted { batch_id, .. } => {
-                    unfinished.entry(*batch_id).or_default().push(r.clone());
-                }
-                ReceiptState::Pending if r.receipt.fee.is_zero() => report.skipped.push((
-                    r.receipt.receiptId,
-                    "its fee is zero: nothing to settle".into(),
-                )),
-                ReceiptState::Pending => match r.verify(&ledger) {
-                    Ok(_) => pending.push(r.clone()),
-                    Err(e) => report.skipped.push((r.receipt.receiptId, e.to_string())),
-                },
-                ReceiptState::Confirmed { .. } => {}
-            }
-        }
         let mut owners = Owners::new(options.treasury);
         owners.fallback = options.fallback_owner;
-        for (batch_id, receipts) in unfinished {
+        // Why a pending receipt cannot be settled on this ledger, if it cannot.
+        let unsettleable = |r: &SignedReceipt| -> Option<String> {
+            if r.receipt.fee.is_zero() {
+                return Some("its fee is zero: nothing to settle".into());
+            }
+            r.verify(&ledger).err().map(|e| e.to_string())
+        };
+
+        // 1. Unfinished batches of earlier runs (or of settlers whose lease ran out).
+        for (batch_id, receipts) in journal.claim_unfinished(key)? {
             let outcome =
-                settle_one(client, journal, payer, options, &mut owners, &receipts).await?;
+                settle_claimed(client, journal, payer, options, &mut owners, &receipts).await?;
             if outcome.settlement.root != batch_id {
                 tracing::warn!(
                     %batch_id, root = %outcome.settlement.root,
@@ -313,19 +301,89 @@ mod onchain {
             });
         }
 
-        // 2. Pending receipts, in journal order.
-        let mut chunks = pending.chunks(options.batch_size);
+        // 2. Pending receipts, in journal order, claimed a batch at a time; those that
+        //    cannot be settled here stay claimed (so they are not handed out again) until
+        //    the end.
+        let mut skipped: Vec<B256> = Vec::new();
         let mut done = 0;
-        for chunk in chunks.by_ref() {
-            if options.max_batches.is_some_and(|m| done >= m) {
-                report.still_pending += chunk.len();
-                continue;
+        while options.max_batches.is_none_or(|m| done < m) {
+            let mut batch: Vec<SignedReceipt> = Vec::new();
+            while batch.len() < options.batch_size {
+                let claimed = match journal.claim_pending(key, options.batch_size - batch.len()) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let held: Vec<B256> = batch.iter().map(|r| r.receipt.receiptId).collect();
+                        release_quietly(journal, &held);
+                        release_quietly(journal, &skipped);
+                        return Err(e.into());
+                    }
+                };
+                if claimed.is_empty() {
+                    break;
+                }
+                for r in claimed {
+                    match unsettleable(&r) {
+                        Some(why) => {
+                            skipped.push(r.receipt.receiptId);
+                            report.skipped.push((r.receipt.receiptId, why));
+                        }
+                        None => batch.push(r),
+                    }
+                }
             }
-            let outcome = settle_one(client, journal, payer, options, &mut owners, chunk).await?;
-            report.batches.push(outcome);
+            if batch.is_empty() {
+                break;
+            }
+            match settle_claimed(client, journal, payer, options, &mut owners, &batch).await {
+                Ok(outcome) => report.batches.push(outcome),
+                Err(e) => {
+                    release_quietly(journal, &skipped);
+                    return Err(e);
+                }
+            }
             done += 1;
         }
+
+        // 3. What is left: other payers' receipts, and this payer's beyond `max_batches`
+        //    (or held by another settler).
+        let skipped_set: HashSet<B256> = skipped.iter().copied().collect();
+        for (r, _) in journal.list(Some(StateKind::Pending))? {
+            if r.receipt.payer != key {
+                report.other_payers += 1;
+            } else if !skipped_set.contains(&r.receipt.receiptId) {
+                match unsettleable(&r) {
+                    Some(why) => report.skipped.push((r.receipt.receiptId, why)),
+                    None => report.still_pending += 1,
+                }
+            }
+        }
+        journal.release(&skipped)?;
         Ok(report)
+    }
+
+    /// Gives back claims after a failure; a failure to do so only delays other settlers
+    /// until the lease runs out.
+    fn release_quietly(journal: &mut dyn JournalBackend, ids: &[B256]) {
+        if let Err(e) = journal.release(ids) {
+            tracing::warn!(error = %e, "could not release claimed receipts; their lease will run out");
+        }
+    }
+
+    /// [`settle_one`] on claimed receipts, giving the claim back if it fails.
+    async fn settle_claimed(
+        client: &LedgerClient,
+        journal: &mut dyn JournalBackend,
+        payer: &PayerKey,
+        options: &SettleOptions,
+        owners: &mut Owners,
+        receipts: &[SignedReceipt],
+    ) -> Result<BatchOutcome, SettleError> {
+        let result = settle_one(client, journal, payer, options, owners, receipts).await;
+        if result.is_err() {
+            let ids: Vec<B256> = receipts.iter().map(|r| r.receipt.receiptId).collect();
+            release_quietly(journal, &ids);
+        }
+        result
     }
 
     /// Looks up the owners of ids not yet known.
@@ -358,14 +416,14 @@ mod onchain {
 
     async fn settle_one(
         client: &LedgerClient,
-        journal: &mut Journal,
+        journal: &mut dyn JournalBackend,
         payer: &PayerKey,
         options: &SettleOptions,
         owners: &mut Owners,
         receipts: &[SignedReceipt],
     ) -> Result<BatchOutcome, SettleError> {
         let ids: Vec<B256> = receipts.iter().map(|r| r.receipt.receiptId).collect();
-        let confirm = |journal: &mut Journal, s: &Settlement| {
+        let confirm = |journal: &mut dyn JournalBackend, s: &Settlement| {
             journal.set_state(
                 &ids,
                 ReceiptState::Confirmed {

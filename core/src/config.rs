@@ -47,6 +47,10 @@ pub struct EngineConfig {
     /// The knowledge base directory (created if missing), or a `postgres://` URL (feature
     /// `postgres`). Default `kb`.
     pub index: PathBuf,
+    /// A streaming replica of the Postgres knowledge base (`index = "postgres://…"`):
+    /// searches read from it, writes go to `index`. A search right after a write may not
+    /// see it until the replica catches up (see `docs/SCALING.md`). Default none.
+    pub replica_url: Option<String>,
     /// The embedding model directory; `None`: the default MiniLM
     /// (`~/.cache/tribute/models/all-MiniLM-L6-v2`, see `tribute_index::embedder`).
     pub embedder: Option<PathBuf>,
@@ -128,6 +132,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             index: PathBuf::from("kb"),
+            replica_url: None,
             embedder: None,
             bm25_only: false,
             model: None,
@@ -286,7 +291,9 @@ pub struct ReceiptConfig {
     /// `search` tool) in wei. Default 1e14 (0.0001 ether).
     #[serde(with = "tribute_common::wei::serde")]
     pub retrieval_fee_wei: U256,
-    /// The receipt journal directory; `None`: receipts are signed but not journaled.
+    /// The receipt journal: a directory, or a `postgres://` URL of a journal (and its
+    /// attribution records) shared by many engines and settlers (feature `postgres`); `None`:
+    /// receipts are signed but not journaled.
     pub journal: Option<PathBuf>,
     /// The environment variable holding the payer's hex key. Default `TRIBUTE_KEY`.
     /// Without a key (and no keystore) answers carry no receipt.
@@ -392,7 +399,9 @@ impl EngineConfig {
         for a in &mut self.adapters {
             fix(&mut a.path);
         }
-        if let Some(p) = self.receipts.journal.as_mut() {
+        if let Some(p) = self.receipts.journal.as_mut()
+            && !tribute_attribution::journal::is_postgres_url(p)
+        {
             fix(p);
         }
         if let Some(p) = self.receipts.keystore.as_mut() {
@@ -460,6 +469,21 @@ mod tests {
             bad.model_dir().unwrap_err().kind(),
             crate::ErrorKind::Request
         );
+    }
+
+    #[test]
+    fn postgres_journal_and_replica_are_urls_not_paths() {
+        let url = "postgres://app:pw@db:5432/tribute";
+        let mut c = EngineConfig::from_toml(&format!(
+            "replica_url = \"postgres://app@replica/kb\"\n[receipts]\njournal = \"{url}\"\n"
+        ))
+        .unwrap();
+        c.resolve_paths(Path::new("/base"));
+        assert_eq!(c.receipts.journal, Some(PathBuf::from(url)));
+        assert_eq!(c.replica_url.as_deref(), Some("postgres://app@replica/kb"));
+        let mut c = EngineConfig::from_toml("[receipts]\njournal = \"receipts\"\n").unwrap();
+        c.resolve_paths(Path::new("/base"));
+        assert_eq!(c.receipts.journal, Some(PathBuf::from("/base/receipts")));
     }
 
     #[test]

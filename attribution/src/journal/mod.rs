@@ -57,7 +57,18 @@
 //! A state record names several receipts and is applied atomically (all or none). The
 //! whole log is read into memory on open and an index is rebuilt; there is no rotation or
 //! compaction yet.
+//!
+//! # Backends
+//!
+//! [`Journal`] is the local directory journal: one process writes it. [`JournalBackend`]
+//! is the interface settlement, the engine and the CLI use, implemented by [`Journal`] and
+//! (feature `postgres`) by [`PgJournal`], a journal in PostgreSQL that many processes share;
+//! [`open`] picks one from a directory or a `postgres://` URL.
 
+mod backend;
+mod error;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod state;
 
 use std::collections::HashMap;
@@ -69,8 +80,12 @@ use std::time::{Duration, Instant};
 use alloy_primitives::B256;
 use serde::{Deserialize, Serialize};
 
-use crate::receipt::{ReceiptError, SignedReceipt};
+use crate::receipt::SignedReceipt;
 
+pub use backend::{DEFAULT_LEASE, JournalBackend, is_postgres_url, open, redact_url};
+pub use error::JournalError;
+#[cfg(feature = "postgres")]
+pub use postgres::{PgJournal, SCHEMA_VERSION};
 pub use state::{ReceiptState, StateKind};
 
 /// The first bytes of every journal file.
@@ -87,69 +102,6 @@ pub const LOCK_WAIT: Duration = Duration::from_millis(250);
 const HEADER: usize = 8;
 const TAG_RECEIPT: u8 = b'R';
 const TAG_STATE: u8 = b'S';
-
-/// Why the journal refused an operation.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum JournalError {
-    /// Reading, writing, syncing or locking a journal file failed.
-    #[error("journal I/O on {path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// Another journal (in this or another process) has the directory open.
-    #[error("journal {path} is locked by another writer; stop it or use another directory")]
-    Locked {
-        /// The lock file.
-        path: PathBuf,
-    },
-    /// The log is damaged somewhere other than a torn tail; nothing was changed on disk.
-    #[error(
-        "journal {path} is corrupt at byte {offset}: {reason}; restore it from a backup or inspect it by hand"
-    )]
-    Corrupt {
-        /// The log file.
-        path: PathBuf,
-        /// Where the damaged record starts.
-        offset: u64,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A receipt with this id is already journaled with different content.
-    #[error("receipt {receipt_id} is already journaled with different content")]
-    Duplicate {
-        /// The receipt id.
-        receipt_id: B256,
-    },
-    /// The receipt is not in the journal.
-    #[error("receipt {0} is not in the journal")]
-    UnknownReceipt(B256),
-    /// A state change that would move backwards or change a batch or transaction.
-    #[error("receipt {receipt_id} cannot go from {from} to {to}")]
-    Transition {
-        /// The receipt id.
-        receipt_id: B256,
-        /// Its current state.
-        from: Box<ReceiptState>,
-        /// The refused state.
-        to: Box<ReceiptState>,
-    },
-    /// The receipt does not validate.
-    #[error(transparent)]
-    Receipt(#[from] ReceiptError),
-    /// A record would exceed [`MAX_RECORD`]; split the call.
-    #[error("journal record of {0} bytes exceeds the {MAX_RECORD}-byte limit; write fewer at once")]
-    TooLarge(usize),
-    /// An earlier write or sync failed and the log could not be restored; reopen the journal.
-    #[error("an earlier write to the journal failed; drop it and reopen the directory")]
-    Poisoned,
-    /// A name that is not a [`StateKind`] (see [`StateKind::as_str`]).
-    #[error("unknown receipt state {0:?} (pending, batched, submitted, confirmed)")]
-    UnknownState(String),
-}
 
 type Result<T, E = JournalError> = std::result::Result<T, E>;
 
@@ -219,6 +171,10 @@ pub struct Journal {
     records: u64,
     recovery: Recovery,
     poisoned: bool,
+    /// Settlers' claims on receipts (in memory: one process owns the directory), with when
+    /// each runs out; see [`JournalBackend::claim_pending`].
+    claims: HashMap<B256, Instant>,
+    lease: Duration,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
@@ -346,6 +302,8 @@ impl Journal {
             records: 0,
             recovery: Recovery::default(),
             poisoned: false,
+            claims: HashMap::new(),
+            lease: DEFAULT_LEASE,
         };
         journal.recover(&data)?;
         Ok(journal)

@@ -23,7 +23,7 @@ const CHILD_ENV: &str = "TRIBUTE_JOURNAL_CHILD";
 /// Set in the environment of the child writer: which run it is (keeps receipt ids unique).
 const RUN_ENV: &str = "TRIBUTE_JOURNAL_CHILD_RUN";
 
-fn key() -> PayerKey {
+pub(crate) fn key() -> PayerKey {
     PayerKey::from_hex(KEY0).expect("anvil key")
 }
 
@@ -56,11 +56,11 @@ fn receipt(tag: &str, n: u64) -> UsageReceipt {
     }
 }
 
-fn signed(key: &PayerKey, tag: &str, n: u64) -> SignedReceipt {
+pub(crate) fn signed(key: &PayerKey, tag: &str, n: u64) -> SignedReceipt {
     key.sign(receipt(tag, n), &ledger()).expect("sign")
 }
 
-fn id(r: &SignedReceipt) -> B256 {
+pub(crate) fn id(r: &SignedReceipt) -> B256 {
     r.receipt.receiptId
 }
 
@@ -80,20 +80,20 @@ fn file_len(dir: &Path) -> u64 {
     std::fs::metadata(dir.join(LOG_FILE)).expect("log").len()
 }
 
-fn batched(n: u8) -> ReceiptState {
+pub(crate) fn batched(n: u8) -> ReceiptState {
     ReceiptState::Batched {
         batch_id: B256::repeat_byte(n),
     }
 }
 
-fn submitted(n: u8) -> ReceiptState {
+pub(crate) fn submitted(n: u8) -> ReceiptState {
     ReceiptState::Submitted {
         batch_id: B256::repeat_byte(n),
         tx_hash: B256::repeat_byte(0xee),
     }
 }
 
-fn confirmed(n: u8) -> ReceiptState {
+pub(crate) fn confirmed(n: u8) -> ReceiptState {
     ReceiptState::Confirmed {
         batch_id: B256::repeat_byte(n),
         tx_hash: B256::repeat_byte(0xee),

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use alloy_primitives::{Address, B256, U256, keccak256};
 use serde::Serialize;
-use tribute_attribution::journal::{Journal, JournalError};
+use tribute_attribution::journal::JournalError;
 use tribute_attribution::receipt::{CitedChunk, SignedReceipt};
 use tribute_attribution::record::{AttributionRecord, RecordStore, tokens_hash};
 use tribute_attribution::split::SplitRequest;
@@ -101,21 +101,24 @@ pub struct AuditReport {
 }
 
 /// The receipt with this id from the journal in `journal_dir` (opened, and so locked,
-/// for the lookup only). [`JournalError::UnknownReceipt`] when it is not there.
+/// for the lookup only), or in the shared journal at a `postgres://` URL.
+/// [`JournalError::UnknownReceipt`] when it is not there.
 pub fn journaled_receipt(journal_dir: &Path, id: B256) -> Result<SignedReceipt> {
-    if !journal_dir
-        .join(tribute_attribution::journal::LOG_FILE)
-        .is_file()
+    let is_url = tribute_attribution::journal::is_postgres_url(journal_dir);
+    if !is_url
+        && !journal_dir
+            .join(tribute_attribution::journal::LOG_FILE)
+            .is_file()
     {
         return Err(Error::Config(format!(
             "{} is not a receipt journal",
             journal_dir.display()
         )));
     }
-    let journal = Journal::open(journal_dir)?;
+    let journal = tribute_attribution::journal::open(journal_dir)?;
     Ok(journal
-        .get(&id)
-        .cloned()
+        .receipt(&id)?
+        .map(|(r, _)| r)
         .ok_or(JournalError::UnknownReceipt(id))?)
 }
 
@@ -126,8 +129,8 @@ impl Engine {
             .journal_handle()
             .ok_or_else(|| Error::Config("this engine has no receipt journal".into()))?;
         let j = journal.lock().map_err(|_| Error::Poisoned("journal"))?;
-        Ok(j.get(&id)
-            .cloned()
+        Ok(j.receipt(&id)?
+            .map(|(r, _)| r)
             .ok_or(JournalError::UnknownReceipt(id))?)
     }
 
@@ -156,21 +159,20 @@ impl Engine {
             };
             return Err(Error::NoAttributionRecord { receipt_id, reason });
         }
-        let store = match records_dir {
-            Some(d) => RecordStore::new(d),
+        let record = match records_dir {
+            Some(d) => RecordStore::new(d).get(&r.attributionHash)?,
+            // Beside the engine's journal, or in its database.
             None => self
-                .config()
-                .receipts
-                .journal
-                .as_deref()
-                .map(RecordStore::beside_journal)
+                .journal_handle()
                 .ok_or_else(|| {
                     Error::Config(
                         "no records directory: give one or configure receipts.journal".into(),
                     )
-                })?,
+                })?
+                .lock()
+                .map_err(|_| Error::Poisoned("journal"))?
+                .get_record(&r.attributionHash)?,
         };
-        let record = store.get(&r.attributionHash)?;
         let mut differences = Vec::new();
         if keccak256(record.prompt.question.as_bytes()) != r.queryHash {
             differences

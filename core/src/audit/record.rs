@@ -3,7 +3,7 @@
 use alloy_primitives::{Address, B256, U256};
 use tribute_attribution::receipt::{CitedChunk, named_id};
 use tribute_attribution::record::{
-    AttributionRecord, RECORD_VERSION, RecordStore, RecordedAdapter, RecordedModel, RecordedPrompt,
+    AttributionRecord, RECORD_VERSION, RecordedAdapter, RecordedModel, RecordedPrompt,
     RecordedResult, RecordedSource, RecordedSplit, RecordedTurn, tokens_hash,
 };
 use tribute_attribution::split::RewardConfig;
@@ -13,7 +13,7 @@ use tribute_inference::Message;
 
 use super::hashes::{adapter_hash, model_hashes};
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::rag::{PROMPT_TEMPLATE_VERSION, RagPrompt};
 
 /// What an ask used and produced, as the record needs it.
@@ -31,14 +31,12 @@ pub(crate) struct RecordInputs<'a> {
 }
 
 impl Engine {
-    /// Where this engine keeps attribution records: beside its receipt journal. `None`
-    /// without a journal, a signing key or a ledger (no receipt would name the record).
-    pub(crate) fn record_store(&self) -> Option<RecordStore> {
+    /// Whether this engine keeps attribution records (beside its receipt journal, or in
+    /// its database): not without a journal, a signing key or a ledger (no receipt would
+    /// name the record).
+    pub(crate) fn keeps_records(&self) -> bool {
         let cfg = &self.config().receipts;
-        if self.payer().is_none() || cfg.ledger.is_none() {
-            return None;
-        }
-        cfg.journal.as_deref().map(RecordStore::beside_journal)
+        self.payer().is_some() && cfg.ledger.is_some() && self.journal_handle().is_some()
     }
 
     /// The record of an answer, without its split inputs (filled in when the receipt is
@@ -47,7 +45,7 @@ impl Engine {
         &self,
         inputs: RecordInputs<'_>,
     ) -> Result<Option<AttributionRecord>> {
-        if self.record_store().is_none() {
+        if !self.keeps_records() {
             return Ok(None);
         }
         let g = self.loaded_generator()?;
@@ -135,8 +133,15 @@ impl Engine {
                 .collect(),
             rewards: self.config().rewards.clone(),
         };
-        match self.record_store() {
-            Some(store) => Ok(store.put(&record)?),
+        if !self.keeps_records() {
+            return Ok(B256::ZERO);
+        }
+        // Beside the engine's journal, or in its database.
+        match self.journal_handle() {
+            Some(journal) => Ok(journal
+                .lock()
+                .map_err(|_| Error::Poisoned("journal"))?
+                .put_record(&record)?),
             None => Ok(B256::ZERO),
         }
     }

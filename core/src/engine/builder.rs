@@ -5,7 +5,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 
 use tribute_attribution::Method;
-use tribute_attribution::journal::Journal;
 use tribute_attribution::receipt::{Ledger, PayerKey, named_id};
 use tribute_index::embedder::{EmbedderOptions, OnnxEmbedder};
 use tribute_index::{Embedder, Index, IndexConfig};
@@ -114,6 +113,13 @@ impl EngineBuilder {
         self
     }
 
+    /// The receipt journal: a directory, or a `postgres://` URL of a journal shared by many
+    /// engines (feature `postgres`; see `tribute_attribution::journal`).
+    pub fn journal(mut self, location: impl Into<PathBuf>) -> Self {
+        self.config.receipts.journal = Some(location.into());
+        self
+    }
+
     /// Where receipts are settled.
     pub fn chain(mut self, chain: crate::config::ChainConfig) -> Self {
         self.config.chain = Some(chain);
@@ -140,7 +146,10 @@ impl EngineBuilder {
                 )
             }
         };
-        let index = Index::open(&config.index, embedder.clone(), IndexConfig::default())?;
+        let index = match &config.replica_url {
+            None => Index::open(&config.index, embedder.clone(), IndexConfig::default())?,
+            Some(replica) => open_with_replica(&config.index, replica, embedder.clone())?,
+        };
         let extractive_only =
             config.answer_mode == AnswerMode::Extractive && config.model.is_none();
         let generator = match self.generator {
@@ -177,7 +186,7 @@ impl EngineBuilder {
             None => load_key(&config)?,
         };
         let journal = match &config.receipts.journal {
-            Some(dir) => Some(Journal::open(dir)?),
+            Some(location) => Some(tribute_attribution::journal::open(location)?),
             None => None,
         };
         let model_name = match &generator {
@@ -189,10 +198,10 @@ impl EngineBuilder {
             }),
             None => "none".into(),
         };
-        let first_nonce = journal
-            .as_ref()
-            .and_then(|j| j.receipts(None).map(|(r, _)| r.receipt.nonce).max())
-            .map_or(0, |n| n + 1);
+        let first_nonce = match &journal {
+            Some(j) => j.max_nonce()?.map_or(0, |n| n.saturating_add(1)),
+            None => 0,
+        };
         Ok(Engine {
             inner: Arc::new(Inner {
                 model: ModelInfo {
@@ -208,6 +217,40 @@ impl EngineBuilder {
                 config,
             }),
         })
+    }
+}
+
+/// The Postgres knowledge base at `index`, searched on the streaming replica `replica`.
+fn open_with_replica(
+    index: &std::path::Path,
+    replica: &str,
+    embedder: Option<Arc<dyn Embedder>>,
+) -> Result<Index> {
+    if !tribute_index::is_postgres_url(index) {
+        return Err(Error::Config(
+            "replica_url is set but index is not a postgres:// URL: remove replica_url or point index at the primary".into(),
+        ));
+    }
+    #[cfg(feature = "postgres")]
+    {
+        let backend = tribute_index::postgres::PgBackend::connect_with_replica(
+            &index.to_string_lossy(),
+            replica,
+            embedder.clone(),
+            IndexConfig::default(),
+        )?;
+        Ok(Index::with_backend(
+            PathBuf::new(),
+            embedder,
+            Box::new(backend),
+        ))
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = (replica, embedder);
+        Err(Error::Config(
+            "replica_url needs Postgres support: rebuild with the `postgres` feature".into(),
+        ))
     }
 }
 

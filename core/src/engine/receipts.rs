@@ -148,11 +148,9 @@ impl Engine {
             return Ok(Vec::new());
         };
         let j = journal.lock().map_err(|_| Error::Poisoned("journal"))?;
-        Ok(j.receipts(state)
-            .map(|(r, s)| JournaledReceipt {
-                receipt: r.clone(),
-                state: *s,
-            })
+        Ok(j.list(state)?
+            .into_iter()
+            .map(|(receipt, state)| JournaledReceipt { receipt, state })
             .collect())
     }
 
@@ -162,7 +160,7 @@ impl Engine {
             return Ok(Default::default());
         };
         let j = journal.lock().map_err(|_| Error::Poisoned("journal"))?;
-        Ok(j.stats())
+        Ok(j.summary()?)
     }
 
     /// Settles the journal's pending receipts on the configured chain (`[chain]` and
@@ -202,7 +200,7 @@ impl Engine {
                 .await
                 .map_err(tribute_attribution::settle::SettleError::from)?
                 .with_timeout(timeout);
-            Ok(settle_journal(&client, &mut journal, key, &options).await?)
+            Ok(settle_journal(&client, &mut **journal, key, &options).await?)
         })
     }
 

@@ -14,6 +14,16 @@
 //!   token count `dl` (for BM25's length normalisation), and (version 2) its
 //!   [`Locator`](crate::Locator) as `locator jsonb` (null for chunks written by version 1).
 //!
+//! # Read replicas
+//! [`PgBackend::connect_with_replica`] sends searches to a streaming replica (a standby
+//! made with `pg_basebackup -R`, or a managed read replica) and everything else (ingest,
+//! deletes, counts, document lookups, migrations) to the primary. A replica applies the
+//! primary's WAL asynchronously, so a search right after a write may not see it yet (for
+//! as long as the replica lags: usually milliseconds, longer under load or after a network
+//! fault); an app that must read its own writes searches without a replica. A replica that
+//! cannot be reached fails the open ([`Error::PostgresUnreachable`]); a replica connection
+//! lost later is re-established on the next search.
+//!
 //! Migrations run on open inside one transaction under an advisory lock, so many
 //! processes may open a new database at once. A schema newer than this build is refused
 //! ([`Error::SchemaTooNew`]) without touching it.
@@ -59,6 +69,9 @@ pub const SCHEMA_VERSION: i32 = 2;
 pub struct PgBackend {
     url: String,
     client: Mutex<Client>,
+    /// Where searches go when a replica is configured: its URL as given (to reconnect),
+    /// as shown, and the connection.
+    replica: Option<Replica>,
     embedder: Option<Arc<dyn Embedder>>,
     config: IndexConfig,
     /// Dimension of the stored vectors (0: a BM25-only knowledge base).
@@ -68,10 +81,18 @@ pub struct PgBackend {
     counts: (usize, usize),
 }
 
+/// A read replica's connection; see the module's "Read replicas".
+struct Replica {
+    url: String,
+    shown: String,
+    client: Mutex<Client>,
+}
+
 impl std::fmt::Debug for PgBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgBackend")
             .field("url", &self.url)
+            .field("replica", &self.replica.as_ref().map(|r| &r.shown))
             .field("dim", &self.dim)
             .finish_non_exhaustive()
     }
@@ -92,6 +113,7 @@ impl PgBackend {
         let mut backend = Self {
             url: shown,
             client: Mutex::new(client),
+            replica: None,
             embedder,
             config,
             dim: meta.dim,
@@ -102,9 +124,50 @@ impl PgBackend {
         Ok(backend)
     }
 
+    /// [`connect`](Self::connect) to the primary at `url`, with searches sent to the
+    /// streaming replica at `replica_url` (see the module's "Read replicas": a search may
+    /// not yet see the latest writes).
+    pub fn connect_with_replica(
+        url: &str,
+        replica_url: &str,
+        embedder: Option<Arc<dyn Embedder>>,
+        config: IndexConfig,
+    ) -> Result<Self> {
+        let mut backend = Self::connect(url, embedder, config)?;
+        let shown = crate::error::redact_url(replica_url);
+        let client = schema::connect_replica(replica_url, &shown)?;
+        backend.replica = Some(Replica {
+            url: replica_url.to_owned(),
+            shown,
+            client: Mutex::new(client),
+        });
+        Ok(backend)
+    }
+
     fn client(&self) -> MutexGuard<'_, Client> {
         // A panic while holding the connection leaves no half-done write (transactions).
         self.client.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection searches use: the replica's when there is one (re-established first
+    /// if it was lost), else the primary's.
+    fn read_client(&self) -> Result<MutexGuard<'_, Client>> {
+        let Some(replica) = &self.replica else {
+            return Ok(self.client());
+        };
+        let mut client = replica
+            .client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if client.is_closed() {
+            *client = schema::connect_replica(&replica.url, &replica.shown)?;
+        }
+        Ok(client)
+    }
+
+    /// The replica's URL (password hidden), when searches go to one.
+    pub fn replica(&self) -> Option<&str> {
+        self.replica.as_ref().map(|r| r.shown.as_str())
     }
 
     fn refresh_counts(&mut self) -> Result<()> {

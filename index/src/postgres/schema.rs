@@ -45,6 +45,14 @@ pub(super) fn connect(url: &str, shown: &str) -> Result<Client> {
         })
 }
 
+/// Connects to a read replica: no migrations (a standby is read-only and follows the
+/// primary's schema), the search session settings only.
+pub(super) fn connect_replica(url: &str, shown: &str) -> Result<Client> {
+    let mut client = connect(url, shown)?;
+    client.batch_execute(SESSION_SETTINGS)?;
+    Ok(client)
+}
+
 /// The driver's message and its causes ("error connecting to server: Connection refused").
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

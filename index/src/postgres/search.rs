@@ -158,7 +158,7 @@ impl PgBackend {
             &k1,
             &b,
         ];
-        let mut client = self.client();
+        let mut client = self.read_client()?;
         if vector.is_some() && n > EF_SEARCH {
             client.batch_execute(&format!("SET hnsw.ef_search = {}", n.min(1000)))?;
         }

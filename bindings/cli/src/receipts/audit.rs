@@ -1,7 +1,7 @@
 //! `tribute receipts audit`: recompute receipts' citation weights and reward split from
 //! their attribution records (`tribute::Engine::audit`) and print match / mismatch.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -30,8 +30,9 @@ pub struct AuditArgs {
     /// Engine config file (TOML): adapters, embedder; --kb and --model override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The receipt journal (for a receipt id; its `records/` holds the attribution records).
-    #[arg(long, value_name = "DIR")]
+    /// The receipt journal (for a receipt id; its `records/` holds the attribution records),
+    /// or the `postgres://` URL of a shared journal (records in its database).
+    #[arg(long, value_name = "DIR|URL")]
     journal: Option<PathBuf>,
     /// The attribution records' directory (default: JOURNAL/records).
     #[arg(long, value_name = "DIR")]
@@ -43,9 +44,15 @@ pub struct AuditArgs {
 
 /// Runs `tribute receipts audit`.
 pub fn audit(a: AuditArgs) -> anyhow::Result<()> {
+    let shared = a
+        .journal
+        .as_deref()
+        .filter(|j| tribute::attribution::journal::is_postgres_url(j));
     let records = match (&a.records, &a.journal) {
-        (Some(r), _) => r.clone(),
-        (None, Some(j)) => j.join(tribute::attribution::record::RECORDS_DIR),
+        (Some(r), _) => Some(r.clone()),
+        // A shared journal keeps the records in its database: the engine reads them there.
+        (None, Some(_)) if shared.is_some() => None,
+        (None, Some(j)) => Some(j.join(tribute::attribution::record::RECORDS_DIR)),
         (None, None) => bail!("give the records with --journal DIR (or --records DIR)"),
     };
     let receipts = load(&a)?;
@@ -60,8 +67,9 @@ pub fn audit(a: AuditArgs) -> anyhow::Result<()> {
     if let Some(e) = &a.embedder {
         config.embedder = Some(e.clone());
     }
-    // Read-only: the engine neither journals nor signs.
-    config.receipts.journal = None;
+    // Read-only: the engine neither journals nor signs (a shared journal is opened only to
+    // read its records).
+    config.receipts.journal = shared.map(Path::to_path_buf);
     let engine = Engine::builder().config(config).build()?;
 
     let (mut exact, mut tolerant, mut mismatched, mut failed) = (0, 0, 0, 0);
@@ -73,7 +81,7 @@ pub fn audit(a: AuditArgs) -> anyhow::Result<()> {
     }
     for r in &receipts {
         let id = r.receipt.receiptId;
-        match engine.audit(r, Some(&records)) {
+        match engine.audit(r, records.as_deref()) {
             Ok(report) => {
                 match report.verdict {
                     Verdict::Exact => exact += 1,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
-use tribute::attribution::journal::{self, Journal, StateKind, Stats};
+use tribute::attribution::journal::{self, JournalBackend, StateKind, Stats};
 use tribute::attribution::receipt::{Ledger, SignedReceipt};
 
 #[cfg(feature = "onchain")]
@@ -62,8 +62,8 @@ impl From<StateArg> for StateKind {
 /// `tribute receipts list`.
 #[derive(Args)]
 pub struct ListArgs {
-    /// The receipt journal's directory.
-    #[arg(long, value_name = "DIR")]
+    /// The receipt journal's directory, or the `postgres://` URL of a shared journal.
+    #[arg(long, value_name = "DIR|URL")]
     journal: PathBuf,
     /// Only receipts in this state.
     #[arg(long, value_enum)]
@@ -76,8 +76,8 @@ pub struct ListArgs {
 /// `tribute receipts export`.
 #[derive(Args)]
 pub struct ExportArgs {
-    /// The receipt journal's directory.
-    #[arg(long, value_name = "DIR")]
+    /// The receipt journal's directory, or the `postgres://` URL of a shared journal.
+    #[arg(long, value_name = "DIR|URL")]
     journal: PathBuf,
     /// Only receipts in this state.
     #[arg(long, value_enum)]
@@ -122,16 +122,18 @@ pub fn run(c: ReceiptsCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Opens an existing journal (never creates one).
-fn open_journal(dir: &Path) -> anyhow::Result<Journal> {
-    if !dir.join(journal::LOG_FILE).is_file() {
+/// Opens an existing journal directory (never creates one), or a shared journal at a
+/// `postgres://` URL.
+fn open_journal(dir: &Path) -> anyhow::Result<Box<dyn JournalBackend>> {
+    if !journal::is_postgres_url(dir) && !dir.join(journal::LOG_FILE).is_file() {
         anyhow::bail!(
             "{} is not a receipt journal (no {})",
             dir.display(),
             journal::LOG_FILE
         );
     }
-    Journal::open(dir).with_context(|| format!("opening the journal {}", dir.display()))
+    let shown = journal::redact_url(&dir.to_string_lossy());
+    journal::open(dir).with_context(|| format!("opening the journal {shown}"))
 }
 
 fn stats_json(s: &Stats) -> Value {
@@ -164,7 +166,7 @@ fn list(a: ListArgs) -> anyhow::Result<()> {
     let journal = open_journal(&a.journal)?;
     let kind = a.state.map(StateKind::from);
     if a.json {
-        for (r, state) in journal.receipts(kind) {
+        for (r, state) in journal.list(kind)? {
             let mut v = serde_json::to_value(state)?;
             v["receiptId"] = json!(r.receipt.receiptId);
             v["fee"] = json!(r.receipt.fee.to_string());
@@ -172,14 +174,14 @@ fn list(a: ListArgs) -> anyhow::Result<()> {
             v["payer"] = json!(r.receipt.payer);
             println!("{v}");
         }
-        println!("{}", json!({"stats": stats_json(&journal.stats())}));
+        println!("{}", json!({"stats": stats_json(&journal.summary()?)}));
         return Ok(());
     }
     println!(
         "{:<12} {:<10} {:>22} {:>6}  PAYER",
         "RECEIPT", "STATE", "FEE (wei)", "CHUNKS"
     );
-    for (r, state) in journal.receipts(kind) {
+    for (r, state) in journal.list(kind)? {
         let state = state.kind().as_str();
         println!(
             "{:<12} {:<10} {:>22} {:>6}  {}",
@@ -190,7 +192,7 @@ fn list(a: ListArgs) -> anyhow::Result<()> {
             r.receipt.payer
         );
     }
-    println!("{}", stats_line(&journal.stats()));
+    println!("{}", stats_line(&journal.summary()?));
     Ok(())
 }
 
@@ -198,7 +200,7 @@ fn export(a: ExportArgs) -> anyhow::Result<()> {
     let journal = open_journal(&a.journal)?;
     let kind = a.state.map(StateKind::from);
     let mut out = String::new();
-    for (r, _) in journal.receipts(kind) {
+    for (r, _) in journal.list(kind)? {
         out.push_str(&r.to_json());
         out.push('\n');
     }

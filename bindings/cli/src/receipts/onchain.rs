@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::{Value, json};
 use tribute::attribution::chain::{self, LedgerClient};
-use tribute::attribution::journal::Journal;
+use tribute::attribution::journal::{Journal, JournalBackend};
 use tribute::attribution::receipt::{
     AdapterUse, CitedChunk, Ledger, PayerKey, RECEIPT_VERSION, SignedReceipt, UsageReceipt,
     named_id,
@@ -24,8 +24,8 @@ use crate::chain::parse_addr;
 /// `tribute receipts settle`.
 #[derive(Args)]
 pub struct SettleArgs {
-    /// The receipt journal's directory.
-    #[arg(long, value_name = "DIR")]
+    /// The receipt journal's directory, or the `postgres://` URL of a shared journal.
+    #[arg(long, value_name = "DIR|URL")]
     journal: PathBuf,
     /// The ledger.
     #[command(flatten)]
@@ -161,8 +161,8 @@ fn print_report(report: &SettleReport) {
 /// Runs `tribute receipts settle`.
 pub async fn settle(a: SettleArgs) -> anyhow::Result<()> {
     let mut journal = open_journal(&a.journal)?;
-    let result = settle_inner(&a, &mut journal).await;
-    let stats = journal.stats();
+    let result = settle_inner(&a, &mut *journal).await;
+    let stats = journal.summary()?;
     match result {
         Ok(report) => {
             if a.json {
@@ -189,7 +189,10 @@ pub async fn settle(a: SettleArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn settle_inner(a: &SettleArgs, journal: &mut Journal) -> anyhow::Result<SettleReport> {
+async fn settle_inner(
+    a: &SettleArgs,
+    journal: &mut dyn JournalBackend,
+) -> anyhow::Result<SettleReport> {
     if a.batch == 0 {
         anyhow::bail!("--batch must be at least 1");
     }
