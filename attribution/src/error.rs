@@ -51,6 +51,9 @@ pub enum Error {
     /// The receipt journal refused an operation or could not be recovered.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    /// A provenance manifest was refused.
+    #[error(transparent)]
+    Provenance(#[from] crate::provenance::ProvenanceError),
     /// A reward split was refused.
     #[error(transparent)]
     Split(#[from] crate::split::SplitError),

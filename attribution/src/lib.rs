@@ -12,11 +12,16 @@
 //!   parameters, scores, split inputs) that a version-2 receipt commits to, stored
 //!   content-addressed and crash-safe beside the journal, so anyone can recompute a split.
 //! - [`journal`]: a crash-safe, append-only, checksummed journal of signed receipts and
-//!   their settlement state (pending → batched → submitted → confirmed).
+//!   their settlement state (pending → batched → submitted → confirmed), and (feature
+//!   `postgres`) the same journal in PostgreSQL, shared by many processes and settlers,
+//!   behind one [`journal::JournalBackend`] trait.
 //! - [`settle`]: the payouts of a batch of receipts and (feature `onchain`) settling a
 //!   journal's pending receipts on the ledger in Merkle batches, every step journaled.
 //! - [`split`]: an exact reward split of a fee in wei between data contributors, adapter
-//!   authors, the model owner and a treasury.
+//!   authors (and the contributors of the data an adapter was trained on), the model owner
+//!   and a treasury.
+//! - [`provenance`]: signed provenance manifests (`provenance.json`) of fine-tuned adapters:
+//!   base model, training config and the training documents' contributors and tokens.
 //!
 //! The crate takes plain inputs (ids, contributors, texts, scores) and never depends on
 //! `tribute-index` or `tribute-inference`; `tribute` (core) wires them.
@@ -25,6 +30,7 @@
 pub mod chain;
 mod error;
 pub mod journal;
+pub mod provenance;
 pub mod receipt;
 pub mod record;
 pub mod settle;

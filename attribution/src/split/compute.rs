@@ -5,22 +5,45 @@ use std::collections::BTreeMap;
 use alloy_primitives::{Address, U256};
 
 use super::{
-    Governance, Payout, Result, Role, RoleAmounts, Split, SplitError, SplitPolicy, SplitRequest,
-    TOTAL_BPS,
+    DEFAULT_TRAINING_CONTRIBUTORS_BPS, Governance, Payout, Result, Role, RoleAmounts, Split,
+    SplitError, SplitPolicy, SplitRequest, TOTAL_BPS,
 };
 
 impl SplitPolicy {
     /// Splits `request.fee` by this policy under `governance` (see the [module
-    /// docs](crate::split) for the rule). The payouts sum to the fee exactly.
+    /// docs](crate::split) for the rule). The payouts sum to the fee exactly. Trained
+    /// adapters give [`DEFAULT_TRAINING_CONTRIBUTORS_BPS`] of their slice to their training
+    /// contributors ([`split_with_training`](Self::split_with_training) sets another share).
     ///
     /// # Errors
     ///
     /// [`SplitError::PolicyBps`], [`SplitError::ZeroFee`], [`SplitError::WeightsDoNotSum`],
-    /// [`SplitError::AdapterWeight`], [`SplitError::Reputation`] and
-    /// [`SplitError::BlockedRecipient`] for the inputs they describe.
+    /// [`SplitError::AdapterWeight`], [`SplitError::Reputation`],
+    /// [`SplitError::TrainingTokens`] and [`SplitError::BlockedRecipient`] for the inputs
+    /// they describe.
     pub fn split(&self, request: &SplitRequest, governance: &Governance) -> Result<Split> {
+        self.split_with_training(request, governance, DEFAULT_TRAINING_CONTRIBUTORS_BPS)
+    }
+
+    /// [`split`](Self::split), with `training_contributors_bps` of each trained adapter's
+    /// slice of the adapter pool going to the contributors of its training data.
+    ///
+    /// # Errors
+    ///
+    /// As [`split`](Self::split), and [`SplitError::TrainingBps`] above 10,000.
+    pub fn split_with_training(
+        &self,
+        request: &SplitRequest,
+        governance: &Governance,
+        training_contributors_bps: u16,
+    ) -> Result<Split> {
         self.validate()?;
         governance.validate()?;
+        if u32::from(training_contributors_bps) > TOTAL_BPS {
+            return Err(SplitError::TrainingBps {
+                bps: u32::from(training_contributors_bps),
+            });
+        }
         let fee = request.fee;
         if fee.is_zero() {
             return Err(SplitError::ZeroFee);
@@ -52,6 +75,14 @@ impl SplitPolicy {
                 weight: a.merge_weight,
             });
         }
+        if let Some(index) = request.adapters.iter().position(|a| {
+            a.training
+                .iter()
+                .try_fold(0_u64, |sum, t| sum.checked_add(t.tokens))
+                .is_none()
+        }) {
+            return Err(SplitError::TrainingTokens { index });
+        }
 
         let contributor_pool = pool(fee, self.contributors_bps);
         let adapter_pool = pool(fee, self.adapters_bps);
@@ -80,10 +111,18 @@ impl SplitPolicy {
             None => ledger.credit(request.treasury, Role::Treasury, contributor_pool),
         }
 
-        match largest_remainder(adapter_pool, &adapter_weights(request, governance)) {
+        let slots = adapter_slots(request, governance, training_contributors_bps);
+        let slot_weights: BTreeMap<&SlotKey, u128> =
+            slots.iter().map(|(key, slot)| (key, slot.weight)).collect();
+        match apportion(adapter_pool, &slot_weights) {
             Some(shares) => {
-                for (address, amount) in shares {
-                    ledger.credit(address, Role::AdapterAuthor, amount);
+                for (key, amount) in shares {
+                    let payees = slots.get(key).map(|s| &s.payees);
+                    // A slot with a positive weight has payees whose weights sum to > 0.
+                    let paid = payees.and_then(|p| largest_remainder(amount, p));
+                    for (address, part) in paid.unwrap_or_else(|| vec![(key.0, amount)]) {
+                        ledger.credit(address, Role::AdapterAuthor, part);
+                    }
                 }
             }
             None => ledger.credit(request.model_owner, Role::ModelOwner, adapter_pool),
@@ -103,33 +142,100 @@ fn pool(fee: U256, bps: u16) -> U256 {
     fee / total * bps + fee % total * bps / total
 }
 
-/// Eligible adapter authors and their integer weights.
+/// A slot of the adapter pool: an author with its untrained adapters (`None`), or an
+/// author with one training-data set (its contributors' summed tokens, by address). Keys
+/// sort by author first, so without trained adapters the slots are today's authors.
+type SlotKey = (Address, Option<Vec<(Address, u64)>>);
+
+/// A slot's integer weight and who shares its slice (for a trained slot).
+struct Slot {
+    weight: u128,
+    payees: BTreeMap<Address, u128>,
+}
+
+/// Eligible adapter slots and their integer weights.
 ///
 /// `|merge weight|` is scaled against the largest eligible one so that the largest maps
 /// to 2^53 and the others to `trunc(|w| / max × 2^53)`: a correctly rounded IEEE-754
 /// division and an exact power-of-two product, hence the same integers on every platform.
-/// The weights are then summed per author.
-fn adapter_weights(request: &SplitRequest, governance: &Governance) -> BTreeMap<Address, u128> {
+/// The weights are then summed per slot (per author for untrained adapters).
+fn adapter_slots(
+    request: &SplitRequest,
+    governance: &Governance,
+    training_bps: u16,
+) -> BTreeMap<SlotKey, Slot> {
     const SCALE: f64 = 9_007_199_254_740_992.0; // 2^53
-    let eligible = || {
-        request
-            .adapters
-            .iter()
-            .filter(|a| !governance.is_blocked(&a.author))
-    };
-    let max = eligible()
-        .map(|a| a.merge_weight.abs())
-        .fold(0.0_f64, f64::max);
-    let mut weights: BTreeMap<Address, u128> = BTreeMap::new();
-    if max > 0.0 {
-        for a in eligible() {
-            // In [0, 2^53]: the cast is exact after trunc.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let w = (a.merge_weight.abs() / max * SCALE).trunc() as u64;
-            *weights.entry(a.author).or_default() += u128::from(w);
+    let mut candidates: Vec<(SlotKey, BTreeMap<Address, u128>, f64)> = Vec::new();
+    for a in &request.adapters {
+        if a.training.is_empty() {
+            if !governance.is_blocked(&a.author) {
+                candidates.push(((a.author, None), BTreeMap::new(), a.merge_weight.abs()));
+            }
+            continue;
+        }
+        let mut tokens: BTreeMap<Address, u64> = BTreeMap::new();
+        for t in &a.training {
+            // Checked by the caller: an adapter's tokens sum to at most u64::MAX.
+            let sum = tokens.entry(t.contributor).or_default();
+            *sum = sum.saturating_add(t.tokens);
+        }
+        let payees = trained_payees(a.author, &tokens, governance, training_bps);
+        if !payees.is_empty() {
+            let key = (a.author, Some(tokens.into_iter().collect()));
+            candidates.push((key, payees, a.merge_weight.abs()));
         }
     }
-    weights
+    let max = candidates.iter().map(|c| c.2).fold(0.0_f64, f64::max);
+    let mut slots: BTreeMap<SlotKey, Slot> = BTreeMap::new();
+    if max > 0.0 {
+        for (key, payees, abs) in candidates {
+            // In [0, 2^53]: the cast is exact after trunc.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let w = (abs / max * SCALE).trunc() as u64;
+            slots
+                .entry(key)
+                .or_insert(Slot { weight: 0, payees })
+                .weight += u128::from(w);
+        }
+    }
+    slots
+}
+
+/// Who shares a trained adapter's slice, with integer weights: the contributors by
+/// `tokens × reputation` (blocked ones 0) scaled to `training_bps`, the author to the rest.
+/// A blocked author's part goes to the contributors, an unpaid contributors' part to the
+/// author; empty when nobody can be paid.
+///
+/// Weights stay below 2^94 (tokens < 2^64, reputation ≤ 20,000 < 2^15, bps ≤ 10,000 <
+/// 2^14), so [`largest_remainder`]'s products fit in 256 bits.
+fn trained_payees(
+    author: Address,
+    tokens: &BTreeMap<Address, u64>,
+    governance: &Governance,
+    training_bps: u16,
+) -> BTreeMap<Address, u128> {
+    let effective: BTreeMap<Address, u128> = tokens
+        .iter()
+        .filter(|(c, _)| !governance.is_blocked(c))
+        .map(|(c, &t)| (*c, u128::from(t) * u128::from(governance.reputation_of(c))))
+        .filter(|&(_, w)| w > 0)
+        .collect();
+    let sum: u128 = effective.values().sum();
+    let author_paid = !governance.is_blocked(&author);
+    match (author_paid, sum > 0) {
+        (true, true) => {
+            let mut payees: BTreeMap<Address, u128> = effective
+                .into_iter()
+                .map(|(c, w)| (c, w * u128::from(training_bps)))
+                .collect();
+            let rest = u128::from(TOTAL_BPS) - u128::from(training_bps);
+            *payees.entry(author).or_default() += rest * sum;
+            payees
+        }
+        (true, false) => [(author, 1)].into(),
+        (false, true) => effective,
+        (false, false) => BTreeMap::new(),
+    }
 }
 
 /// Hamilton's largest-remainder apportionment of `pool` by `weights`: `None` when the
@@ -141,6 +247,11 @@ fn largest_remainder(
     pool: U256,
     weights: &BTreeMap<Address, u128>,
 ) -> Option<Vec<(Address, U256)>> {
+    apportion(pool, weights)
+}
+
+/// [`largest_remainder`] over any ordered keys (adapter slots); ties go to the lower key.
+fn apportion<K: Ord + Clone>(pool: U256, weights: &BTreeMap<K, u128>) -> Option<Vec<(K, U256)>> {
     let total: u128 = weights.values().sum();
     if total == 0 {
         return None;
@@ -149,13 +260,13 @@ fn largest_remainder(
     // pool = q·Σw + r, so pool·w/Σw = q·w + r·w/Σw.
     let q = pool / total;
     let r = pool % total;
-    let mut shares: Vec<(Address, U256, U256)> = weights
+    let mut shares: Vec<(K, U256, U256)> = weights
         .iter()
         .filter(|&(_, &w)| w > 0)
-        .map(|(&address, &w)| {
+        .map(|(key, &w)| {
             let w = U256::from(w);
             let part = r * w;
-            (address, q * w + part / total, part % total)
+            (key.clone(), q * w + part / total, part % total)
         })
         .collect();
     let handed_out: U256 = shares.iter().map(|(_, share, _)| *share).sum();
@@ -269,9 +380,9 @@ mod tests {
             .treasury(addr(10))
             .build()
             .unwrap();
-        let w = adapter_weights(&request, &Governance::default());
-        assert_eq!(w[&addr(1)], 3 << 51); // (0.5 + 0.25)·2^53
-        assert_eq!(w[&addr(2)], 1 << 53);
-        assert_eq!(w[&addr(3)], 0);
+        let w = adapter_slots(&request, &Governance::default(), 5_000);
+        assert_eq!(w[&(addr(1), None)].weight, 3 << 51); // (0.5 + 0.25)·2^53
+        assert_eq!(w[&(addr(2), None)].weight, 1 << 53);
+        assert_eq!(w[&(addr(3), None)].weight, 0);
     }
 }

@@ -24,6 +24,12 @@
 //! 3. **Adapters.** Each adapter's weight is the absolute value of its merge weight (a
 //!    negatively merged adapter still shaped the answer), summed per author. Blocked
 //!    authors get weight 0 and their share goes to the other authors pro rata.
+//!    An adapter with a provenance manifest ([`AdapterShare::training`]) is a slot of its
+//!    own: its slice of the pool is split again, `training_contributors_bps` of it
+//!    ([`RewardConfig`], default [`DEFAULT_TRAINING_CONTRIBUTORS_BPS`]) to its training
+//!    contributors pro rata to tokens × reputation, the rest to its author; blocked ones
+//!    get 0 and their share goes to their peers (a blocked author's to the contributors);
+//!    if nobody in the slot can be paid, the slot's share goes to the other adapters.
 //! 4. **Largest remainder.** Inside a pool, each address gets `floor(pool × w / Σw)`;
 //!    the wei left over go one each to the largest remainders `pool × w mod Σw`, ties
 //!    broken by the lower address. Every wei of the pool is handed out, and the result
@@ -68,7 +74,7 @@ use serde::{Deserialize, Serialize};
 
 pub use payout::{Payout, RoleAmounts, Split};
 pub use policy::{Governance, RewardConfig, SplitPolicy};
-pub use request::{AdapterShare, Contribution, SplitRequest, SplitRequestBuilder};
+pub use request::{AdapterShare, Contribution, SplitRequest, SplitRequestBuilder, TrainingShare};
 
 /// Basis points in a whole: policies and citation weights sum to this.
 pub use tribute_common::TOTAL_BPS;
@@ -78,6 +84,10 @@ pub const NEUTRAL_REPUTATION_BPS: u16 = 10_000;
 
 /// The largest reputation multiplier: ×2.
 pub const MAX_REPUTATION_BPS: u16 = 20_000;
+
+/// The default share of a trained adapter's slice of the adapter pool that goes to the
+/// contributors of its training data (the rest goes to its author): half.
+pub const DEFAULT_TRAINING_CONTRIBUTORS_BPS: u16 = 5_000;
 
 /// Result of the split module.
 pub type Result<T, E = SplitError> = std::result::Result<T, E>;
@@ -152,6 +162,21 @@ pub enum SplitError {
         /// The blocked address.
         address: Address,
     },
+    /// The training contributors' share of a trained adapter is above 10,000 bps.
+    #[error(
+        "training_contributors_bps is {bps}: it must be between 0 and 10000 (the share of a \
+         trained adapter's slice that goes to its training data's contributors)"
+    )]
+    TrainingBps {
+        /// The share given.
+        bps: u32,
+    },
+    /// An adapter's training tokens add up to more than `u64::MAX`.
+    #[error("adapter #{index}'s training tokens overflow 64 bits: check its provenance manifest")]
+    TrainingTokens {
+        /// Position of the adapter in the request.
+        index: usize,
+    },
     /// A [`SplitRequestBuilder`] was built without a model owner or a treasury.
     #[error("the split request has no {role}: call .{role}(address) on the builder")]
     MissingRecipient {
@@ -215,7 +240,8 @@ impl IntoAddress for &String {
 pub enum Role {
     /// A data contributor whose source was cited.
     Contributor,
-    /// The author of an adapter merged into the model.
+    /// Paid from the adapter pool: the author of an adapter merged into the model, or a
+    /// contributor of the data a merged adapter was trained on (by its provenance manifest).
     AdapterAuthor,
     /// The owner of the base model.
     ModelOwner,

@@ -12,7 +12,8 @@ pub struct RoleAmounts {
     /// Paid as a data contributor.
     #[serde(with = "tribute_common::wei::serde")]
     pub contributor: U256,
-    /// Paid as an adapter author.
+    /// Paid from the adapter pool: as an adapter's author or as a contributor of an
+    /// adapter's training data.
     #[serde(with = "tribute_common::wei::serde")]
     pub adapter_author: U256,
     /// Paid as the model owner (including an unclaimed adapter pool).

@@ -6,8 +6,8 @@ use alloy_primitives::Address;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    IntoAddress, MAX_REPUTATION_BPS, NEUTRAL_REPUTATION_BPS, Result, Split, SplitError,
-    SplitRequest, TOTAL_BPS, parse_address,
+    DEFAULT_TRAINING_CONTRIBUTORS_BPS, IntoAddress, MAX_REPUTATION_BPS, NEUTRAL_REPUTATION_BPS,
+    Result, Split, SplitError, SplitRequest, TOTAL_BPS, parse_address,
 };
 
 /// How a fee is divided between the four roles, in basis points summing to 10,000.
@@ -110,23 +110,57 @@ impl SplitPolicy {
 ///
 /// Both halves default, so `{}` is the default 70/10/15/5 % policy without governance. See
 /// `docs/REWARDS.md` for a full example.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RewardConfig {
     /// How the fee is divided between roles.
     pub policy: SplitPolicy,
     /// Reputations and blocklist.
     pub governance: Governance,
+    /// The share, in basis points, of a trained adapter's slice of the adapter pool that
+    /// goes to the contributors of its training data (by its provenance manifest); the
+    /// rest goes to its author. Default [`DEFAULT_TRAINING_CONTRIBUTORS_BPS`]; left out of
+    /// the JSON at the default, so records written before it existed hash as they did.
+    #[serde(
+        deserialize_with = "training_bps",
+        skip_serializing_if = "is_default_training_bps"
+    )]
+    pub training_contributors_bps: u16,
+}
+
+impl Default for RewardConfig {
+    fn default() -> Self {
+        RewardConfig {
+            policy: SplitPolicy::default(),
+            governance: Governance::default(),
+            training_contributors_bps: DEFAULT_TRAINING_CONTRIBUTORS_BPS,
+        }
+    }
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_default_training_bps(bps: &u16) -> bool {
+    *bps == DEFAULT_TRAINING_CONTRIBUTORS_BPS
+}
+
+fn training_bps<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u16, D::Error> {
+    let bps = u32::deserialize(d)?;
+    u16::try_from(bps)
+        .ok()
+        .filter(|&b| u32::from(b) <= TOTAL_BPS)
+        .ok_or_else(|| serde::de::Error::custom(SplitError::TrainingBps { bps }))
 }
 
 impl RewardConfig {
-    /// [`SplitPolicy::split`] with this config's policy and governance.
+    /// [`SplitPolicy::split_with_training`] with this config's policy, governance and
+    /// training contributors' share.
     ///
     /// # Errors
     ///
-    /// As [`SplitPolicy::split`].
+    /// As [`SplitPolicy::split_with_training`].
     pub fn split(&self, request: &SplitRequest) -> Result<Split> {
-        self.policy.split(request, &self.governance)
+        self.policy
+            .split_with_training(request, &self.governance, self.training_contributors_bps)
     }
 }
 

@@ -26,6 +26,24 @@ pub struct AdapterShare {
     pub author: Address,
     /// The adapter's merge weight; its absolute value is what counts. Must be finite.
     pub merge_weight: f64,
+    /// The contributors of the data it was trained on and their training tokens, from its
+    /// provenance manifest ([`crate::provenance`]); empty when it has none, and then the
+    /// author takes the adapter's whole share, as before manifests existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub training: Vec<TrainingShare>,
+}
+
+/// A contributor of an adapter's training data and the tokens of its documents the
+/// adapter was trained on ([`crate::provenance::ProvenanceManifest::training_shares`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingShare {
+    /// The contributor.
+    #[serde(with = "tribute_common::address::eip55")]
+    pub contributor: Address,
+    /// Its training tokens. The same contributor may appear several times: tokens are
+    /// summed; an adapter's tokens must sum to at most `u64::MAX`.
+    pub tokens: u64,
 }
 
 /// What to split: a fee and who made the answer.
@@ -104,6 +122,26 @@ impl SplitRequestBuilder {
             self.adapters.push(AdapterShare {
                 author,
                 merge_weight,
+                training: Vec::new(),
+            });
+        }
+        self
+    }
+
+    /// Adds an adapter by `author` merged with `merge_weight` and trained on the data of
+    /// `training` (from its provenance manifest): its share is split between the author
+    /// and those contributors by [`RewardConfig::training_contributors_bps`](super::RewardConfig::training_contributors_bps).
+    pub fn trained_adapter(
+        mut self,
+        author: impl IntoAddress,
+        merge_weight: f64,
+        training: impl IntoIterator<Item = TrainingShare>,
+    ) -> Self {
+        if let Some(author) = self.address(author) {
+            self.adapters.push(AdapterShare {
+                author,
+                merge_weight,
+                training: training.into_iter().collect(),
             });
         }
         self

@@ -565,3 +565,4 @@ fn errors_say_what_to_do() {
 
 mod conservation;
 mod json;
+mod training;
