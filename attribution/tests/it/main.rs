@@ -1,9 +1,12 @@
 //! The integration tests of `tribute-attribution`, in one binary: receipts, the journal,
+//! the journal backends (directory and, feature `postgres`, a shared Postgres journal),
 //! reward splits and (feature `onchain`, against a local anvil) on-chain settlement.
 
 #[cfg(feature = "onchain")]
 mod chain;
 mod journal;
+mod journal_backends;
+mod provenance;
 mod receipt;
 mod split;
 
