@@ -2,8 +2,9 @@
 //! events (text deltas, then one event with the citations and receipt, then `[DONE]`).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tribute::{Answer, AskEvent, CancelToken};
 
+use crate::auth::Scope;
 use crate::error::{Error, Result};
 use crate::extract::ApiJson;
 use crate::openai::{self, ChatAsk, ChatRequest};
@@ -20,12 +22,19 @@ use crate::{AppState, CancelOnDrop};
 /// Text pieces buffered between the generation and a slow client.
 const STREAM_BUFFER: usize = 32;
 
-/// The handler.
+/// The handler: the ask reads only the datanets the caller's key may read.
 pub(crate) async fn completions(
     State(state): State<AppState>,
+    Extension(scope): Extension<Arc<Scope>>,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response> {
     let mut ask = request.to_ask(&state.engine)?;
+    state.check_top_k(ask.options.top_k)?;
+    state.check_max_tokens(ask.options.max_tokens)?;
+    ask.options.datanets = scope.datanets(
+        ask.options.datanets.take(),
+        &state.engine.config().retrieval.datanets,
+    )?;
     let permit = state.admit().await?;
     let max_tokens = ask
         .options

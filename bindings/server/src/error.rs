@@ -59,6 +59,26 @@ pub enum Error {
         /// The `Retry-After` the client is told.
         retry_after_secs: u64,
     },
+    /// No API key, or one the server does not know (401). The message never holds the key.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The key is valid but its scope does not allow the request (403).
+    #[error("{message}")]
+    Forbidden {
+        /// What the key may not do.
+        message: String,
+        /// The request field that asks for it, when there is one.
+        param: Option<&'static str>,
+    },
+    /// A keys file could not be read or holds a bad entry.
+    #[error("API keys: {0}")]
+    Keys(String),
+    /// No API keys are configured and the address is not a loopback one.
+    #[error(
+        "refusing to serve without API keys on {0}, which is not a loopback address: add keys \
+         (`tribute serve keys add`) or allow an open server explicitly (--allow-open)"
+    )]
+    OpenOnPublicAddress(std::net::SocketAddr),
     /// A blocking engine call panicked or was aborted.
     #[error("the engine call failed: {0}")]
     Task(String),
@@ -84,7 +104,11 @@ impl Error {
             Error::Body { status, .. } => *status,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::Task(_) | Error::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::Keys(_) | Error::OpenOnPublicAddress(_) | Error::Task(_) | Error::Io(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -113,7 +137,11 @@ impl Error {
             Error::NotFound { what: "model", .. } => ("invalid_request_error", "model_not_found"),
             Error::NotFound { .. } => ("invalid_request_error", "not_found"),
             Error::Overloaded { .. } => ("rate_limit_error", "overloaded"),
-            Error::Task(_) | Error::Io(_) => ("server_error", "internal_error"),
+            Error::Unauthorized(_) => ("invalid_request_error", "invalid_api_key"),
+            Error::Forbidden { .. } => ("permission_error", "insufficient_scope"),
+            Error::Keys(_) | Error::OpenOnPublicAddress(_) | Error::Task(_) | Error::Io(_) => {
+                ("server_error", "internal_error")
+            }
         }
     }
 
@@ -121,7 +149,7 @@ impl Error {
     pub fn body(&self) -> serde_json::Value {
         let (kind, code) = self.type_and_code();
         let param = match self {
-            Error::BadRequest { param, .. } => *param,
+            Error::BadRequest { param, .. } | Error::Forbidden { param, .. } => *param,
             Error::NotFound { what: "model", .. } => Some("model"),
             _ => None,
         };
@@ -169,6 +197,11 @@ impl IntoResponse for Error {
             tracing::debug!(%status, error = %tribute::common::error_chain(&self), "request refused");
         }
         let mut response = (status, Json(self.body())).into_response();
+        if matches!(self, Error::Unauthorized(_)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(secs) = self.retry_after_secs() {
             response
                 .headers_mut()

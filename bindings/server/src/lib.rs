@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 
+mod auth;
 mod chat;
 mod error;
 mod extract;
+mod manage;
 mod metrics;
 pub mod openai;
 mod routes;
@@ -20,6 +22,7 @@ use axum::routing::{get, post};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tribute::{CancelToken, Engine};
 
+pub use auth::{ApiKey, ApiKeys, KeyEntry, KeysFile, Scope, hash_key};
 pub use error::{CLIENT_CLOSED_REQUEST, Error, Result, kind_status};
 
 /// Limits and behaviour of the server; every field has a default.
@@ -40,6 +43,14 @@ pub struct ServerOptions {
     pub stream_send_timeout: Duration,
     /// Most texts in one embeddings request. Default 256.
     pub max_embedding_inputs: usize,
+    /// Most chunks one ask or retrieval may request (`top_k`; 400 beyond). Default 64.
+    pub max_top_k: usize,
+    /// The API keys accepted; none (the default): an open server, which [`serve`] allows
+    /// on a loopback address only unless `allow_open` is set.
+    pub keys: ApiKeys,
+    /// Serve without API keys on a non-loopback address (behind a proxy that
+    /// authenticates). Default false.
+    pub allow_open: bool,
 }
 
 impl Default for ServerOptions {
@@ -51,6 +62,9 @@ impl Default for ServerOptions {
             retry_after_secs: 1,
             stream_send_timeout: Duration::from_secs(30),
             max_embedding_inputs: 256,
+            max_top_k: 64,
+            keys: ApiKeys::open(),
+            allow_open: false,
         }
     }
 }
@@ -92,11 +106,17 @@ pub fn router(engine: Engine, options: ServerOptions) -> Router {
         .route("/v1/models", get(routes::models))
         .route("/v1/embeddings", post(routes::embeddings))
         .route("/v1/retrieve", post(routes::retrieve))
+        .route("/v1/documents", post(manage::documents))
         .route("/v1/receipts", get(routes::receipts))
+        .route("/v1/receipts/settle", post(manage::settle))
         .route("/v1/receipts/{id}", get(routes::receipt))
         .route("/healthz", get(routes::healthz))
         .route("/metrics", get(routes::metrics))
         .route("/", get(routes::console))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -104,17 +124,33 @@ pub fn router(engine: Engine, options: ServerOptions) -> Router {
             routes::panic_response,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Outermost: the key is marked sensitive before anything can log the headers.
+        .layer(
+            tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer::new([
+                axum::http::header::AUTHORIZATION,
+            ]),
+        )
         .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then lets requests in flight
-/// finish.
+/// finish (each ask's receipt is journaled, and synced, before its reply is sent).
+///
+/// Without API keys it refuses ([`Error::OpenOnPublicAddress`]) a listener that is not on
+/// a loopback address, unless [`ServerOptions::allow_open`] is set.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     engine: Engine,
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let addr = listener.local_addr()?;
+    if options.keys.is_open() && !addr.ip().is_loopback() {
+        if !options.allow_open {
+            return Err(Error::OpenOnPublicAddress(addr));
+        }
+        tracing::warn!(%addr, "serving without API keys on a non-loopback address: anyone who can reach it may ask, read every datanet and see every receipt");
+    }
     axum::serve(listener, router(engine, options))
         .with_graceful_shutdown(shutdown)
         .await?;
@@ -169,6 +205,35 @@ impl Shared {
             .acquire_owned()
             .await
             .map_err(|e| Error::Task(e.to_string()))
+    }
+
+    /// 400 unless `top_k` is within the server's bound.
+    fn check_top_k(&self, top_k: Option<usize>) -> Result<()> {
+        match top_k {
+            Some(k) if k > self.options.max_top_k => Err(Error::bad_request(
+                format!(
+                    "top_k {k} is more than this server's limit of {}",
+                    self.options.max_top_k
+                ),
+                Some("top_k"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// 400 when `max_tokens` would fill the model's whole context (the prompt needs room).
+    fn check_max_tokens(&self, max_tokens: Option<usize>) -> Result<()> {
+        let context = self.engine.generator().map(|g| g.config().context_length);
+        match (max_tokens, context) {
+            (Some(n), Some(context)) if n >= context => Err(Error::bad_request(
+                format!(
+                    "max_tokens {n} leaves no room for the prompt in the model's context of \
+                     {context} tokens"
+                ),
+                Some("max_tokens"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn in_flight(&self) -> usize {

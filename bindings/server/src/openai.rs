@@ -37,6 +37,18 @@ pub struct ChatRequest {
     pub response_format: Option<Value>,
     /// Token log-probabilities are not offered.
     pub logprobs: Option<bool>,
+    /// Stop sequences are not offered (the answer would be cut where the client expects).
+    pub stop: Option<Value>,
+    /// Token biases are not offered.
+    pub logit_bias: Option<Value>,
+    /// Only 0 (none) is offered.
+    pub presence_penalty: Option<f32>,
+    /// Only 0 (none) is offered.
+    pub frequency_penalty: Option<f32>,
+    /// Audio output is not offered.
+    pub audio: Option<Value>,
+    /// Only `["text"]` is offered.
+    pub modalities: Option<Vec<String>>,
     /// Tribute: chunks to retrieve.
     pub top_k: Option<usize>,
     /// Tribute: only these datanets.
@@ -120,6 +132,7 @@ impl ChatRequest {
                 Some("logprobs"),
             ));
         }
+        self.check_sampling_parameters()?;
         let adapters = parse_model(engine, &self.model)?;
         let (question, history) = conversation(&self.messages)?;
         let max_tokens = self.max_completion_tokens.or(self.max_tokens);
@@ -148,6 +161,58 @@ impl ChatRequest {
             history,
             options,
         })
+    }
+}
+
+impl ChatRequest {
+    /// Refuses the parameters that would change the answer but are not offered; a null,
+    /// empty or neutral value of each is accepted.
+    fn check_sampling_parameters(&self) -> Result<()> {
+        let stop = match &self.stop {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) => !s.is_empty(),
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(_) => true,
+        };
+        if stop {
+            return Err(Error::bad_request(
+                "stop sequences are not supported",
+                Some("stop"),
+            ));
+        }
+        if self
+            .logit_bias
+            .as_ref()
+            .is_some_and(|b| b.as_object().is_none_or(|m| !m.is_empty()))
+        {
+            return Err(Error::bad_request(
+                "logit_bias is not supported",
+                Some("logit_bias"),
+            ));
+        }
+        for (value, name) in [
+            (self.presence_penalty, "presence_penalty"),
+            (self.frequency_penalty, "frequency_penalty"),
+        ] {
+            if value.is_some_and(|v| v != 0.0) {
+                return Err(Error::bad_request(
+                    format!("{name} is not supported (only 0)"),
+                    Some(name),
+                ));
+            }
+        }
+        if self.audio.as_ref().is_some_and(|a| !a.is_null())
+            || self
+                .modalities
+                .as_ref()
+                .is_some_and(|m| m.iter().any(|m| m != "text"))
+        {
+            return Err(Error::bad_request(
+                "only text output is supported",
+                Some("modalities"),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -1,23 +1,26 @@
 //! The endpoints besides chat: models, embeddings, retrieval, receipts, health, metrics.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
+use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tribute::attribution::journal::StateKind;
 use tribute::{B256, JournaledReceipt};
 
 use crate::AppState;
+use crate::auth::Scope;
 use crate::error::{Error, Result};
 use crate::extract::ApiJson;
 use crate::openai;
 
 /// Runs a blocking engine call on tokio's blocking pool.
-async fn blocking<T, F>(f: F) -> Result<T>
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> tribute::Result<T> + Send + 'static,
@@ -44,6 +47,8 @@ pub(crate) struct EmbeddingsRequest {
     /// Must be the knowledge base's embedder when given.
     model: Option<String>,
     encoding_format: Option<String>,
+    /// Must be the embedder's own dimension when given (vectors are not shortened).
+    dimensions: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,16 +76,17 @@ pub(crate) async fn embeddings(
             Some("input"),
         ));
     }
-    if request
-        .encoding_format
-        .as_deref()
-        .is_some_and(|f| f != "float")
-    {
-        return Err(Error::bad_request(
-            "only encoding_format \"float\" is supported",
-            Some("encoding_format"),
-        ));
-    }
+    // The official `openai` clients ask for base64 unless told otherwise.
+    let as_base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(_) => {
+            return Err(Error::bad_request(
+                "encoding_format must be \"float\" or \"base64\"",
+                Some("encoding_format"),
+            ));
+        }
+    };
     let name = state.engine.embedder_model().unwrap_or_default().to_owned();
     if let Some(m) = &request.model
         && *m != name
@@ -96,10 +102,27 @@ pub(crate) async fn embeddings(
         engine.embed(&refs)
     })
     .await?;
+    if let (Some(wanted), Some(v)) = (request.dimensions, vectors.first())
+        && wanted != v.len()
+    {
+        return Err(Error::bad_request(
+            format!("dimensions must be {} (the embedder's own)", v.len()),
+            Some("dimensions"),
+        ));
+    }
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
-        .map(|(i, v)| json!({ "object": "embedding", "index": i, "embedding": v }))
+        .map(|(i, v)| {
+            let embedding = if as_base64 {
+                // Little-endian f32s, as OpenAI sends them.
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({ "object": "embedding", "index": i, "embedding": embedding })
+        })
         .collect();
     Ok(Json(json!({
         "object": "list",
@@ -120,18 +143,22 @@ pub(crate) struct RetrieveRequest {
     sign: Option<bool>,
 }
 
-/// `POST /v1/retrieve`: attributed hits and a retrieval receipt.
+/// `POST /v1/retrieve`: attributed hits and a retrieval receipt, from the datanets the
+/// caller's key may read.
 pub(crate) async fn retrieve(
     State(state): State<AppState>,
+    Extension(scope): Extension<Arc<Scope>>,
     ApiJson(r): ApiJson<RetrieveRequest>,
 ) -> Result<Json<Value>> {
+    state.check_top_k(r.top_k)?;
+    let datanets = scope.datanets(r.datanets, &state.engine.config().retrieval.datanets)?;
     let engine = state.engine.clone();
     let retrieval = blocking(move || {
         let mut req = engine.retrieve(r.query).sign(r.sign.unwrap_or(true));
         if let Some(k) = r.top_k {
             req = req.top_k(k);
         }
-        if let Some(d) = r.datanets {
+        if let Some(d) = datanets {
             req = req.datanets(d);
         }
         req.run()
@@ -161,8 +188,10 @@ pub(crate) struct ReceiptsQuery {
 /// `GET /v1/receipts`: the most recent journaled receipts (newest last) and counts by state.
 pub(crate) async fn receipts(
     State(state): State<AppState>,
+    Extension(scope): Extension<Arc<Scope>>,
     Query(q): Query<ReceiptsQuery>,
 ) -> Result<Json<Value>> {
+    scope.require(scope.receipts, "see the journal's receipts")?;
     let kind = match q.state.as_deref() {
         Some(s) => Some(s.parse::<StateKind>().map_err(tribute::Error::from)?),
         None => None,
@@ -200,8 +229,10 @@ pub(crate) async fn receipts(
 /// `GET /v1/receipts/{id}`: one journaled receipt, its state and whether it verifies.
 pub(crate) async fn receipt(
     State(state): State<AppState>,
+    Extension(scope): Extension<Arc<Scope>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
+    scope.require(scope.receipts, "see the journal's receipts")?;
     let wanted: B256 = id
         .parse()
         .map_err(|_| Error::bad_request("a receipt id is 0x and 64 hex digits", Some("id")))?;
@@ -251,8 +282,14 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Value>
     })))
 }
 
-/// `GET /metrics`: Prometheus text.
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`: Prometheus text (the `receipts` scope: it counts them).
+pub(crate) async fn metrics(
+    State(state): State<AppState>,
+    Extension(scope): Extension<Arc<Scope>>,
+) -> Response {
+    if let Err(e) = scope.require(scope.receipts, "read the metrics") {
+        return e.into_response();
+    }
     let waiting = state
         .waiting
         .load(std::sync::atomic::Ordering::Relaxed)

@@ -93,6 +93,35 @@ async fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
     // More answer tokens than the model's context leaves no room for the prompt.
     let (s, b) = chat(base.clone(), user.clone(), json!({"max_tokens": 1_000_000})).await;
     check(s, &b, 400, "invalid_request");
+    assert_eq!(b["error"]["param"], "max_tokens");
+    // More chunks than the server's bound.
+    let (s, b) = chat(base.clone(), user.clone(), json!({"top_k": 10_000})).await;
+    check(s, &b, 400, "invalid_request");
+    assert_eq!(b["error"]["param"], "top_k");
+    let (s, b) = post_json(
+        &server,
+        "/v1/retrieve",
+        &json!({"query": "q", "top_k": 10_000}),
+    )
+    .await;
+    check(s, &b, 400, "invalid_request");
+    assert_eq!(b["error"]["param"], "top_k");
+    // OpenAI parameters that would change the answer are refused, each by name.
+    for (param, value) in [
+        ("stop", json!(["\n"])),
+        ("logit_bias", json!({"50256": -100})),
+        ("presence_penalty", json!(0.5)),
+        ("frequency_penalty", json!(1)),
+        ("logprobs", json!(true)),
+        ("response_format", json!({"type": "json_object"})),
+        ("modalities", json!(["text", "audio"])),
+    ] {
+        let mut extra = json!({});
+        extra[param] = value;
+        let (s, b) = chat(base.clone(), user.clone(), extra).await;
+        check(s, &b, 400, "invalid_request");
+        assert_eq!(b["error"]["param"], param, "{b}");
+    }
     let (s, b) = chat(
         base.clone(),
         user.clone(),
@@ -104,6 +133,21 @@ async fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
     let (s, b) = post_json(&server, "/v1/retrieve", &json!({"query": "  "})).await;
     check(s, &b, 400, "invalid_request");
     let (s, b) = post_json(&server, "/v1/embeddings", &json!({"input": []})).await;
+    check(s, &b, 400, "invalid_request");
+    let (s, b) = post_json(
+        &server,
+        "/v1/embeddings",
+        &json!({"input": "x", "dimensions": 3}),
+    )
+    .await;
+    check(s, &b, 400, "invalid_request");
+    assert_eq!(b["error"]["param"], "dimensions");
+    let (s, b) = post_json(
+        &server,
+        "/v1/embeddings",
+        &json!({"input": "x", "encoding_format": "int8"}),
+    )
+    .await;
     check(s, &b, 400, "invalid_request");
     let (s, b) = get_json(&server, "/v1/receipts/0x1234").await;
     check(s, &b, 400, "invalid_request");

@@ -2,6 +2,8 @@
 //! (installed by `scripts/setup.sh`; without them these tests fail saying so), the
 //! repository's sample datanet, receipts signed and journaled, a real HTTP client.
 
+mod auth;
+mod chaos;
 mod chat;
 mod endpoints;
 mod errors;
