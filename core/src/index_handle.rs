@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tribute_index::embedder::{EmbedderOptions, OnnxEmbedder, default_model_dir};
-use tribute_index::{Document, Embedder, Hit, Index, IndexConfig, IngestProgress, IngestReport};
+use tribute_index::{
+    Document, Embedder, Hit, Index, IndexConfig, IngestProgress, IngestReport, LoadOptions,
+    SyncProgress, SyncReport,
+};
 
 use crate::engine::{Engine, EngineBuilder, IndexSize, SearchOptions};
 use crate::error::{Error, Result};
@@ -158,6 +161,21 @@ impl IndexHandle {
         }
     }
 
+    /// Makes the knowledge base match the folder `dir` (see [`Index::sync`]): new files
+    /// added, changed ones replaced, removed ones deleted.
+    pub fn sync(
+        &self,
+        dir: &Path,
+        options: LoadOptions,
+        progress: Option<&dyn Fn(&SyncProgress)>,
+    ) -> Result<SyncReport> {
+        match &mut *self.write() {
+            None => Err(Error::IndexClosed),
+            Some(Backing::Own(index)) => Ok(sync_index(index, dir, options, progress)?),
+            Some(Backing::Engine(engine)) => engine.sync_folder(dir, options, progress),
+        }
+    }
+
     /// Documents and chunks in the index.
     pub fn size(&self) -> Result<IndexSize> {
         match &*self.read() {
@@ -201,4 +219,18 @@ impl IndexHandle {
     fn write(&self) -> RwLockWriteGuard<'_, Option<Backing>> {
         self.backing.write().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// One sync of `index` with `dir`, with the options and progress callback given.
+pub(crate) fn sync_index(
+    index: &mut Index,
+    dir: &Path,
+    options: LoadOptions,
+    progress: Option<&dyn Fn(&SyncProgress)>,
+) -> tribute_index::Result<SyncReport> {
+    let mut request = index.sync(dir).options(options);
+    if let Some(p) = progress {
+        request = request.progress(p);
+    }
+    request.run()
 }

@@ -269,6 +269,18 @@ pub enum Error {
     #[error("Postgres: {0}")]
     Postgres(#[from] postgres::Error),
 
+    /// A folder could not be watched for changes, or its watcher stopped
+    /// ([`SyncRequest::watch`](crate::sync::SyncRequest::watch)).
+    #[error(
+        "watching {path}: {reason}. Fix: check that the folder exists and is readable; on Linux, a very large tree may need a higher fs.inotify.max_user_watches"
+    )]
+    Watch {
+        /// The folder.
+        path: PathBuf,
+        /// What the watcher said.
+        reason: String,
+    },
+
     /// An I/O error, with the path it concerns.
     #[error("{path}: {source}")]
     Io {

@@ -15,6 +15,7 @@ pub mod loaders;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod store;
+pub mod sync;
 pub mod types;
 
 pub use backend::{Backend, SearchSpec};
@@ -30,6 +31,7 @@ pub use index::{
     NearDuplicate, Origin, RetrieverScore, SearchRequest, is_postgres_url,
 };
 pub use loaders::{Format, Loaded, SkippedFile, load_paths};
+pub use sync::{SyncProgress, SyncReport, SyncRequest};
 pub use types::{ChunkId, ContentHash, Contributor, DatanetId, DocId, Locator};
 
 #[cfg(test)]

@@ -275,6 +275,31 @@ impl Index {
         self.add_docs(py, docs, progress)
     }
 
+    /// Makes the knowledge base match the folder `dir`: files new to it are added, files
+    /// whose bytes changed are read again and replace their documents, files gone from
+    /// the folder have their documents deleted. Document ids are paths inside the folder
+    /// (`notes/a.md`; `data.jsonl#ID` for JSONL lines). Documents added another way are
+    /// left alone. A file that cannot be parsed is listed in `failed` (its earlier version
+    /// stays); unknown types, unreadable files and symlink loops in `skipped`. The GIL is
+    /// released while files are read and embedded.
+    ///
+    /// Raises `KnowledgeBaseError` when `dir` is not a folder or the index cannot be
+    /// written (every commit is whole: the next sync finishes an interrupted one).
+    #[pyo3(signature = (dir, *, datanet = None, contributor = None))]
+    fn sync(
+        &self,
+        py: Python<'_>,
+        dir: PathBuf,
+        datanet: Option<&str>,
+        contributor: Option<&str>,
+    ) -> PyResult<SyncReport> {
+        let options = load_options(datanet, contributor)?;
+        let report = py
+            .detach(|| self.handle.sync(&dir, options, None))
+            .map_err(py_err)?;
+        Ok(SyncReport::from(report))
+    }
+
     /// Searches: the `k` best chunks for `query`, best first. `mode` is `"hybrid"`
     /// (default), `"bm25"` or `"dense"`; `datanets` keeps only those datanets. The GIL is
     /// released during the search.
@@ -549,6 +574,82 @@ impl IngestReport {
             self.chunks,
             self.duplicates.len(),
             self.seconds
+        )
+    }
+}
+
+/// What `Index.sync` did, file by file (paths inside the folder, `/`-separated).
+#[pyclass(module = "tribute", frozen, get_all)]
+pub struct SyncReport {
+    /// Files new to the knowledge base (their documents were added).
+    pub added: Vec<String>,
+    /// Files whose content changed (their documents were replaced).
+    pub replaced: Vec<String>,
+    /// Files gone from the folder (their documents were deleted).
+    pub deleted: Vec<String>,
+    /// Files whose documents were already up to date.
+    pub unchanged: usize,
+    /// Files that could not be loaded: `(path, reason)`.
+    pub failed: Vec<(String, String)>,
+    /// Entries left out (unknown types, unreadable files, symlink loops): `(path, reason)`.
+    pub skipped: Vec<(String, String)>,
+    /// Documents added or replaced.
+    pub documents: usize,
+    /// Chunks indexed.
+    pub chunks: usize,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+impl From<tribute::index::SyncReport> for SyncReport {
+    fn from(r: tribute::index::SyncReport) -> Self {
+        let pairs = |files: &[tribute::index::SkippedFile]| -> Vec<(String, String)> {
+            files
+                .iter()
+                .map(|f| (f.path.display().to_string(), f.reason.clone()))
+                .collect()
+        };
+        SyncReport {
+            failed: pairs(&r.failed),
+            skipped: pairs(&r.skipped),
+            added: r.added,
+            replaced: r.replaced,
+            deleted: r.deleted,
+            unchanged: r.unchanged,
+            documents: r.documents,
+            chunks: r.chunks,
+            seconds: r.seconds,
+        }
+    }
+}
+
+#[pymethods]
+impl SyncReport {
+    /// The report as a dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("added", self.added.clone())?;
+        d.set_item("replaced", self.replaced.clone())?;
+        d.set_item("deleted", self.deleted.clone())?;
+        d.set_item("unchanged", self.unchanged)?;
+        d.set_item("failed", self.failed.clone())?;
+        d.set_item("skipped", self.skipped.clone())?;
+        d.set_item("documents", self.documents)?;
+        d.set_item("chunks", self.chunks)?;
+        d.set_item("seconds", self.seconds)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "SyncReport(added={}, replaced={}, deleted={}, unchanged={}, failed={}, skipped={}, chunks={})",
+            self.added.len(),
+            self.replaced.len(),
+            self.deleted.len(),
+            self.unchanged,
+            self.failed.len(),
+            self.skipped.len(),
+            self.chunks
         )
     }
 }

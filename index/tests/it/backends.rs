@@ -33,7 +33,7 @@ fn postgres_cases_need_the_feature() {
 }
 
 /// Every backend the cases run on: a name and a fresh, empty index.
-fn backends() -> Vec<(&'static str, Index, Option<tempfile::TempDir>)> {
+pub(crate) fn backends() -> Vec<(&'static str, Index, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().expect("tempdir");
     let local = Index::open(dir.path(), Some(embedder()), IndexConfig::default()).expect("opens");
     #[allow(unused_mut)]
