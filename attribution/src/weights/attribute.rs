@@ -103,6 +103,7 @@ pub fn attribute(
             span: span.clone(),
             char_span: chars.clone(),
             sources: supporters(contrib, config),
+            contributions: contrib.clone(),
         })
         .collect();
     Ok(Attribution {
@@ -209,6 +210,14 @@ mod tests {
         assert_eq!(a.sentences.len(), 2);
         assert_eq!(a.sentences[0].sources, vec![0]);
         assert_eq!(a.sentences[1].sources, vec![1]);
+        // Per sentence, every source's summed drop: 5 tokens at 0.8, then 6 at 0.5.
+        let c = &a.sentences[0].contributions;
+        assert!(
+            (c[0] - 4.0).abs() < 1e-5 && c[1].abs() < 1e-9 && c[2] == 0.0,
+            "{c:?}"
+        );
+        let c = &a.sentences[1].contributions;
+        assert!(c[0].abs() < 1e-9 && (c[1] - 3.0).abs() < 1e-5, "{c:?}");
         assert_eq!(
             a.render(ANSWER, |i| format!("[{}]", i + 1)),
             "Paris is the capital.[1] It lies on the Seine.[2]"

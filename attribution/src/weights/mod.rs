@@ -255,6 +255,13 @@ pub struct SentenceSupport {
     pub char_span: Range<usize>,
     /// Indices of the supporting sources, strongest first (empty: nothing measured supports it).
     pub sources: Vec<usize>,
+    /// Each source's contribution to this sentence, one per source in the order given, in
+    /// the method's units: for `loo`, `ablation` and `shapley` the change in the sentence
+    /// tokens' summed log-probability in nats (leave-one-out drop, surrogate coefficient,
+    /// Shapley value); for `similarity` and `retrieval` the match score. Empty in
+    /// attributions serialized before this field existed.
+    #[serde(default)]
+    pub contributions: Vec<f64>,
 }
 
 /// The result of an attribution.

@@ -225,6 +225,9 @@ fn print_answer(answer: &Answer, streamed: bool) {
         }
         println!();
     }
+    if let Some(audit) = &answer.citation_audit {
+        println!("{}", audit_line(audit));
+    }
     match (&answer.receipt, &answer.no_receipt) {
         (Some(r), _) => println!(
             "receipt {} signed by {} (fee {} wei)",
@@ -248,6 +251,25 @@ fn print_answer(answer: &Answer, streamed: bool) {
     );
 }
 
+/// One line of the citation audit: precision, recall, and what they count.
+fn audit_line(a: &tribute::citations::CitationAudit) -> String {
+    let pct = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), |x| format!("{:.0}%", x * 100.0));
+    let c = &a.counts;
+    format!(
+        "citation audit ({}, influence >= {} {}): precision {}, recall {}; {} cited but unused, \
+         {} used but uncited, {} of {} sentences unsupported",
+        a.method,
+        a.threshold,
+        a.unit.as_str(),
+        pct(a.precision),
+        pct(a.recall),
+        c.markers_shown - c.markers_used,
+        c.influential - c.influential_cited,
+        c.unsupported_sentences,
+        c.sentences
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,5 +286,23 @@ mod tests {
         let (id, _, w) = parse_adapter("a/b:-1").expect("spec");
         assert_eq!((id.as_str(), w), ("b", -1.0));
         assert!(parse_adapter("a/b:inf").is_err());
+    }
+
+    #[test]
+    fn audit_line_names_precision_recall_and_counts() {
+        let counts = tribute::citations::CitationCounts {
+            sentences: 3,
+            unsupported_sentences: 1,
+            markers_shown: 4,
+            markers_used: 3,
+            influential: 4,
+            influential_cited: 3,
+        };
+        let audit = tribute::citations::CitationAudit::new(tribute::Method::Loo, 1.0, counts);
+        assert_eq!(
+            audit_line(&audit),
+            "citation audit (loo, influence >= 1 nats): precision 75%, recall 75%; \
+             1 cited but unused, 1 used but uncited, 1 of 3 sentences unsupported"
+        );
     }
 }
