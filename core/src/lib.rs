@@ -9,6 +9,7 @@
 //! ([`attribution`]), and the glue that measures attribution with the model ([`rag`]).
 
 pub mod audit;
+pub mod citations;
 pub mod config;
 pub mod engine;
 mod error;
@@ -20,8 +21,9 @@ pub mod rag;
 pub use config::{AnswerMode, EngineConfig};
 pub use engine::{
     Answer, AnswerSentence, AskEvent, AskOptions, AskRequest, AskStream, Citation, Engine,
-    EngineBuilder, IndexSize, JournaledReceipt, ModelInfo, Retrieval, RetrieveRequest,
-    SearchOptions, SearchRequest, StageTimings, Turn, Usage,
+    EngineBuilder, IndexSize, JournaledReceipt, ModelInfo, QueryRewrite, Retrieval,
+    RetrieveRequest, SearchOptions, SearchRequest, Session, SessionSource, StageTimings, Turn,
+    Usage,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use index_handle::IndexHandle;

@@ -1,11 +1,14 @@
 //! `tribute`: the command-line front end of the Tribute SDK.
 
+mod adapters;
 mod ask;
 #[cfg(feature = "onchain")]
 mod chain;
+mod chat;
 mod delete;
 mod eval;
 mod eval_attribution;
+mod eval_citations;
 mod eval_qa;
 mod generate;
 mod ingest;
@@ -15,6 +18,7 @@ mod models;
 mod receipts;
 mod search;
 mod serve;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,12 +39,17 @@ struct Cli {
 enum Command {
     /// Ingest documents (.jsonl, .txt, .md files or directories) into a knowledge base.
     Ingest(ingest::IngestArgs),
+    /// Make a knowledge base match a folder (added, changed and removed files), once or with --watch.
+    Sync(sync::SyncArgs),
     /// Search a knowledge base.
     Search(search::SearchArgs),
     /// Delete documents (and their chunks) by id.
     Delete(delete::DeleteArgs),
     /// Answer a question from a knowledge base, with weighted citations and a signed receipt.
     Ask(ask::AskArgs),
+    /// Chat with a knowledge base: follow-up questions, streamed answers, citations numbered
+    /// across the conversation, a receipt per turn (questions from stdin, one per line).
+    Chat(chat::ChatArgs),
     /// Generate text with the local LM (and LoRA adapters).
     Generate(generate::GenerateArgs),
     /// Evaluate retrieval quality and speed.
@@ -56,6 +65,9 @@ enum Command {
     /// Models from the Hugging Face hub: pull (download, verify, export once).
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Fine-tuned adapters: verify their provenance manifests.
+    #[command(subcommand)]
+    Adapters(adapters::AdaptersCommand),
     /// Serve the engine to agents over the Model Context Protocol (stdio).
     Mcp(mcp::McpArgs),
     /// Serve the engine over HTTP: an OpenAI-compatible API with citations and receipts.
@@ -82,15 +94,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ingest(a) => ingest::run(a),
+        Command::Sync(a) => sync::run(a),
         Command::Search(a) => search::run(a),
         Command::Delete(a) => delete::run(a),
         Command::Eval(c) => eval::run(c),
         Command::Generate(a) => generate::run(a),
         Command::Ask(a) => ask::run(a),
+        Command::Chat(a) => chat::run(a),
         #[cfg(feature = "onchain")]
         Command::Chain(c) => chain::run(c),
         Command::Receipts(c) => receipts::run(c),
         Command::Models(c) => models::run(c),
+        Command::Adapters(c) => adapters::run(c),
         Command::Mcp(a) => mcp::run(a),
         Command::Serve(a) => serve::run(a),
     };

@@ -52,7 +52,7 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    fn engine(&self) -> Result<tribute::Engine> {
+    pub(crate) fn engine(&self) -> Result<tribute::Engine> {
         read(&self.inner)
             .clone()
             .ok_or_else(|| request("the engine is closed"))
@@ -74,6 +74,16 @@ fn run_stream(
     let ledger = Engine::ledger_of(engine);
     let cancel = options.cancel.clone();
     let stream = engine.ask(question).options(options).stream()?;
+    drive_stream(stream, ledger, cancel, listener)
+}
+
+/// Runs a started stream to its end, reporting to `listener` (see [`run_stream`]).
+pub(crate) fn drive_stream(
+    stream: tribute::AskStream,
+    ledger: Option<RustLedger>,
+    cancel: Option<CancelToken>,
+    listener: &dyn AskListener,
+) -> Result<Option<Answer>> {
     for event in stream {
         if cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
             return Ok(None);
@@ -97,7 +107,9 @@ fn run_stream(
 }
 
 /// Runs blocking work on tokio's blocking pool, mapping a panic to `Internal`.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(move || guard(f))
         .await
         .map_err(|e| TributeError::Internal(format!("background task failed: {e}")))?

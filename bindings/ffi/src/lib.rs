@@ -5,6 +5,7 @@ mod error;
 mod generator;
 mod index;
 mod receipt;
+mod session;
 mod types;
 
 pub use engine::{AskListener, Engine};
@@ -12,6 +13,7 @@ pub use error::{Result, TributeError};
 pub use generator::Generator;
 pub use index::{Index, IngestListener};
 pub use receipt::{Receipt, ReceiptAdapter, ReceiptChunk, Signer};
+pub use session::{QueryRewrite, Session, Turn, TurnRole};
 pub use types::{
     AdapterWeight, Answer, AnswerSentence, AskOptions, AttributionMethod, ChainOptions, Citation,
     Document, Duplicate, EngineOptions, Hit, IngestProgress, IngestReport, JournaledReceipt,

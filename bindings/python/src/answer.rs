@@ -89,6 +89,14 @@ pub struct Sentence {
     pub end: usize,
     /// The markers of its supporting sources, strongest first (empty: unsupported).
     pub markers: Vec<usize>,
+    /// Whether a retrieved source measurably supports it (hide or flag it when not).
+    pub supported: bool,
+    /// The best source's measured influence on it (nats for loo/ablation/shapley), or None.
+    pub support: Option<f64>,
+    /// Markers shown with it whose sources have no measurable influence on it.
+    pub unused_markers: Vec<usize>,
+    /// Markers of sources with measurable influence on it that it does not show.
+    pub uncited_markers: Vec<usize>,
 }
 
 impl From<&tribute::engine::AnswerSentence> for Sentence {
@@ -98,6 +106,10 @@ impl From<&tribute::engine::AnswerSentence> for Sentence {
             start: s.char_span.start,
             end: s.char_span.end,
             markers: s.markers.clone(),
+            supported: s.supported,
+            support: s.support,
+            unused_markers: s.unused_markers.clone(),
+            uncited_markers: s.uncited_markers.clone(),
         }
     }
 }
@@ -106,11 +118,12 @@ impl From<&tribute::engine::AnswerSentence> for Sentence {
 impl Sentence {
     fn __repr__(&self) -> String {
         format!(
-            "Sentence({}, start={}, end={}, markers={:?})",
+            "Sentence({}, start={}, end={}, markers={:?}, supported={})",
             quoted(&self.text),
             self.start,
             self.end,
-            self.markers
+            self.markers,
+            if self.supported { "True" } else { "False" }
         )
     }
 }
@@ -262,6 +275,13 @@ impl Answer {
         &self.inner.question
     }
 
+    /// What retrieval searched for when it was not the question (a conversation's
+    /// follow-up rewritten to stand alone), else None.
+    #[getter]
+    fn retrieval_query(&self) -> Option<&str> {
+        self.inner.retrieval_query.as_deref()
+    }
+
     /// The answer as generated.
     #[getter]
     fn text(&self) -> &str {
@@ -284,6 +304,17 @@ impl Answer {
     #[getter]
     fn sentences(&self) -> Vec<Sentence> {
         self.inner.sentences.iter().map(Sentence::from).collect()
+    }
+
+    /// The citation audit as a dict (precision, recall and their counts), or None when
+    /// nothing was attributed.
+    #[getter]
+    fn citation_audit<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.inner
+            .citation_audit
+            .as_ref()
+            .map(|a| json_to_py(py, a))
+            .transpose()
     }
 
     /// The adapters used, with their weights.

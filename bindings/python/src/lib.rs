@@ -10,9 +10,11 @@ mod answer;
 mod engine;
 mod error;
 mod generator;
+mod hub;
 mod index;
 mod receipt;
 mod runtime;
+mod session;
 
 use pyo3::prelude::*;
 
@@ -32,9 +34,13 @@ mod _native {
     #[pymodule_export]
     use crate::generator::Generator;
     #[pymodule_export]
-    use crate::index::{Hit, Index, IngestProgress, IngestReport};
+    use crate::hub::pull_model;
+    #[pymodule_export]
+    use crate::index::{Hit, Index, IngestProgress, IngestReport, SyncReport};
     #[pymodule_export]
     use crate::receipt::{Receipt, SettleReport, SettledBatch, Signer};
+    #[pymodule_export]
+    use crate::session::Session;
 
     use pyo3::prelude::*;
 

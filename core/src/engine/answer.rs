@@ -6,6 +6,8 @@ use tribute_attribution::Method;
 use tribute_attribution::receipt::SignedReceipt;
 use tribute_index::{Hit, Locator};
 
+use crate::citations::CitationAudit;
+
 /// One cited source of an answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Citation {
@@ -35,7 +37,7 @@ pub struct Citation {
 }
 
 /// One sentence of the answer and the sources that support it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct AnswerSentence {
     /// The sentence.
     pub text: String,
@@ -45,6 +47,19 @@ pub struct AnswerSentence {
     pub char_span: std::ops::Range<usize>,
     /// The markers of its supporting sources, strongest first.
     pub markers: Vec<usize>,
+    /// Whether a retrieved source measurably supports it: the best source's influence on
+    /// it reaches the audit threshold ([`CitationAudit::threshold`]). Apps may hide or flag
+    /// unsupported sentences. Extractive sentences, copied from a source, are supported.
+    pub supported: bool,
+    /// The best source's influence on the sentence, in [`CitationAudit::unit`]s (`None`:
+    /// not measured, as for extractive answers).
+    pub support: Option<f64>,
+    /// Markers shown with the sentence (attribution's and any the model wrote) whose
+    /// sources have no measurable influence on it: cited but unused.
+    pub unused_markers: Vec<usize>,
+    /// Markers of the sources with measurable influence on the sentence that it does not
+    /// show, strongest first: used but uncited.
+    pub uncited_markers: Vec<usize>,
 }
 
 /// Time per stage of an ask, in milliseconds.
@@ -94,6 +109,9 @@ pub struct Usage {
 pub struct Answer {
     /// The question.
     pub question: String,
+    /// What retrieval searched for when it was not the question: a conversation's
+    /// follow-up rewritten to stand alone (see [`Session`](super::Session)).
+    pub retrieval_query: Option<String>,
     /// The answer as generated.
     pub text: String,
     /// The answer with inline markers (`… [2]`) after each supported sentence.
@@ -103,6 +121,10 @@ pub struct Answer {
     pub citations: Vec<Citation>,
     /// The answer's sentences with their supporting sources.
     pub sentences: Vec<AnswerSentence>,
+    /// The markers shown against the sources' measured influence on each sentence:
+    /// citation precision and recall (`None` when nothing was attributed, as for
+    /// extractive answers and answers without sources).
+    pub citation_audit: Option<CitationAudit>,
     /// The adapters used, with their weights.
     pub adapters: Vec<(String, f32)>,
     /// Tokens and timings.

@@ -12,10 +12,10 @@ use tribute_inference::{CancelToken, FinishReason, GenerateRequest, Generation, 
 
 use super::answer::citation;
 use super::{
-    Answer, AnswerSentence, AskStream, Citation, Engine, NO_SOURCES_ANSWER, SearchOptions,
-    StageTimings, Usage, ms,
+    Answer, AskStream, Citation, Engine, NO_SOURCES_ANSWER, SearchOptions, StageTimings, Usage, ms,
 };
 use crate::audit::RecordInputs;
+use crate::citations::{InfluenceUnit, audit_attribution};
 use crate::error::{Error, Result};
 use crate::rag::{DEFAULT_SYSTEM_PROMPT, EmbedderScorer, ModelScorer, PromptSource, RagPrompt};
 
@@ -45,6 +45,9 @@ pub struct AskOptions {
     /// Cancels the ask from another thread: generation stops after the current step and
     /// the ask returns [`Error::Cancelled`] without attributing or signing anything.
     pub cancel: Option<CancelToken>,
+    /// What retrieval searches for instead of the question (a conversation's follow-up
+    /// rewritten to stand alone); the answer still responds to the question.
+    pub retrieval_query: Option<String>,
 }
 
 /// An ask being set up: `engine.ask(q).top_k(3).run()` (blocking), `.stream()`, or
@@ -56,7 +59,7 @@ pub struct AskRequest<'a> {
     question: String,
     /// Earlier turns of the conversation (see `conversation`).
     pub(super) history: Vec<super::Turn>,
-    options: AskOptions,
+    pub(super) options: AskOptions,
 }
 
 impl AskRequest<'_> {
@@ -274,7 +277,8 @@ impl Engine {
         let mut timings = StageTimings::default();
 
         let t = Instant::now();
-        let (hits, retrieved) = self.relevant_hits_counted(question, &search)?;
+        let query = options.retrieval_query.as_deref().unwrap_or(question);
+        let (hits, retrieved) = self.relevant_hits_counted(query, &search)?;
         timings.retrieval_ms = ms(t);
 
         if hits.is_empty() {
@@ -400,8 +404,10 @@ impl Engine {
         timings.total_ms = ms(started);
         Ok(Answer {
             question: question.to_owned(),
+            retrieval_query: options.retrieval_query.clone(),
             cited_text: text.clone(),
             sentences: Vec::new(),
+            citation_audit: None,
             citations: Vec::new(),
             adapters: options.adapters.clone(),
             usage: Usage {
@@ -447,6 +453,7 @@ impl Engine {
 
         let mut citations: Vec<Citation> = Vec::new();
         let mut sentences = Vec::new();
+        let mut citation_audit = None;
         let cited_text = match &attribution {
             Some(a) => {
                 for (i, (h, &w)) in p.hits.iter().zip(&a.weights_bps).enumerate() {
@@ -459,16 +466,10 @@ impl Engine {
                         .cmp(&x.weight_bps)
                         .then(x.marker.cmp(&y.marker))
                 });
-                sentences = a
-                    .sentences
-                    .iter()
-                    .map(|s| AnswerSentence {
-                        text: text.get(s.span.clone()).unwrap_or_default().to_owned(),
-                        span: s.span.clone(),
-                        char_span: s.char_span.clone(),
-                        markers: s.sources.iter().map(|i| i + 1).collect(),
-                    })
-                    .collect();
+                let threshold = InfluenceUnit::of(a.method).default_threshold();
+                let (audited, audit) = audit_attribution(&text, a, threshold);
+                sentences = audited;
+                citation_audit = Some(audit);
                 a.render(&text, |i| format!(" [{}]", i + 1))
             }
             None => text.clone(),
@@ -502,9 +503,11 @@ impl Engine {
         timings.total_ms = ms(p.started);
         Ok(Answer {
             question: p.question,
+            retrieval_query: p.options.retrieval_query.clone(),
             cited_text,
             citations,
             sentences,
+            citation_audit,
             adapters: p.options.adapters.clone(),
             usage: Usage {
                 prompt_tokens: p.prompt.tokens.len(),

@@ -3,10 +3,14 @@
 //!
 //! Earlier turns are shown to the model between the system prompt and the message that
 //! holds the sources and the question, so a follow-up ("and how long does it take?") is
-//! answered in context. They are context only: retrieval searches for the question,
-//! citations credit only the sources retrieved for it, and the receipt hashes the question
-//! alone. When the turns do not fit, the oldest are dropped first: all kept turns together
-//! take at most half of the prompt budget, so the sources keep the other half.
+//! answered in context. They are context only: retrieval searches for the question (or
+//! for [`AskRequest::retrieval_query`], a standalone rewrite of it), citations credit only
+//! the sources retrieved for it, and the receipt hashes the question alone. When the turns
+//! do not fit, the oldest are dropped first: all kept turns together take at most half of
+//! the prompt budget, so the sources keep the other half.
+//!
+//! [`Session`](super::Session) keeps the turns for you, rewrites follow-ups for retrieval
+//! and numbers citations across the conversation.
 
 use serde::{Deserialize, Serialize};
 use tribute_inference::Message;
@@ -63,6 +67,14 @@ impl AskRequest<'_> {
     /// searched for or credited (see the [module docs](self)).
     pub fn history<I: IntoIterator<Item = Turn>>(mut self, turns: I) -> Self {
         self.history = turns.into_iter().collect();
+        self
+    }
+
+    /// Searches the knowledge base for `query` instead of the question, such as a
+    /// follow-up rewritten to stand alone; the answer still responds to the question, and
+    /// [`Answer::retrieval_query`](super::Answer::retrieval_query) records the query.
+    pub fn retrieval_query(mut self, query: impl Into<String>) -> Self {
+        self.options.retrieval_query = Some(query.into());
         self
     }
 }

@@ -58,14 +58,17 @@ impl Engine {
         };
         let mut timings = StageTimings::default();
         let t = Instant::now();
-        let (hits, retrieved) = self.relevant_hits_counted(question, &search)?;
+        // A conversation's follow-up is searched for, and its sentences picked, as the
+        // standalone question it was rewritten into.
+        let query = options.retrieval_query.as_deref().unwrap_or(question);
+        let (hits, retrieved) = self.relevant_hits_counted(query, &search)?;
         timings.retrieval_ms = ms(t);
         if hits.is_empty() {
             return self.no_sources_answer(question, &options, retrieved, started, timings);
         }
 
         let t = Instant::now();
-        let chosen = self.best_sentences(question, &hits)?;
+        let chosen = self.best_sentences(query, &hits)?;
         let mut bps_scores = vec![0.0f64; hits.len()];
         for c in &chosen {
             bps_scores[c.hit] += f64::from(c.score.max(0.0));
@@ -99,10 +102,12 @@ impl Engine {
         timings.total_ms = ms(started);
         Ok(Answer {
             question: question.to_owned(),
+            retrieval_query: options.retrieval_query.clone(),
             text,
             cited_text,
             citations,
             sentences: answer_sentences,
+            citation_audit: None,
             adapters: Vec::new(),
             usage: Usage {
                 sources_retrieved: retrieved,
@@ -199,6 +204,10 @@ fn compose(chosen: &[Candidate]) -> (String, String, Vec<AnswerSentence>) {
             span: start..text.len(),
             char_span: c0..c0 + c.text.chars().count(),
             markers: vec![c.hit + 1],
+            supported: true,
+            support: None,
+            unused_markers: Vec::new(),
+            uncited_markers: Vec::new(),
         });
     }
     (text, cited, out)

@@ -37,7 +37,7 @@ use std::time::Instant;
 
 use alloy_primitives::{Address, B256};
 use serde::Serialize;
-use tribute_attribution::journal::Journal;
+use tribute_attribution::journal::JournalBackend;
 use tribute_attribution::receipt::PayerKey;
 use tribute_index::{Document, Embedder, Index, IngestProgress, IngestReport};
 use tribute_inference::Generator;
@@ -53,6 +53,7 @@ mod embeddings;
 mod extractive;
 mod receipts;
 mod search;
+mod session;
 mod stream;
 
 pub use answer::{Answer, AnswerSentence, Citation, Retrieval, StageTimings, Usage};
@@ -61,6 +62,7 @@ pub use builder::EngineBuilder;
 pub use conversation::{Role, Turn};
 pub use receipts::JournaledReceipt;
 pub use search::{RetrieveRequest, SearchOptions, SearchRequest};
+pub use session::{QueryRewrite, REWRITE_MAX_TOKENS, Session, SessionSource};
 pub use stream::{AskEvent, AskStream};
 
 /// What the engine answers when no source is relevant to the question.
@@ -81,7 +83,7 @@ struct Inner {
     /// `None`: built for extractive answers without a model.
     generator: Option<Arc<Generator>>,
     key: Option<PayerKey>,
-    journal: Option<Mutex<Journal>>,
+    journal: Option<Mutex<Box<dyn JournalBackend>>>,
     model: ModelInfo,
     nonce: AtomicU64,
 }
@@ -183,6 +185,24 @@ impl Engine {
         Ok(index.delete(&doc_id.into())?)
     }
 
+    /// Makes the knowledge base match the folder `dir`: new files added, changed ones
+    /// replaced, removed ones deleted (see [`tribute_index::sync`]).
+    pub fn sync_folder(
+        &self,
+        dir: &std::path::Path,
+        options: tribute_index::LoadOptions,
+        progress: Option<&dyn Fn(&tribute_index::SyncProgress)>,
+    ) -> Result<tribute_index::SyncReport> {
+        let mut index = self
+            .inner
+            .index
+            .write()
+            .map_err(|_| Error::Poisoned("index"))?;
+        Ok(crate::index_handle::sync_index(
+            &mut index, dir, options, progress,
+        )?)
+    }
+
     /// Documents and chunks in the knowledge base.
     pub fn index_size(&self) -> Result<IndexSize> {
         let index = self.read_index()?;
@@ -198,7 +218,7 @@ impl Engine {
     }
 
     /// The receipt journal, when one is configured.
-    pub(crate) fn journal_handle(&self) -> Option<&Mutex<Journal>> {
+    pub(crate) fn journal_handle(&self) -> Option<&Mutex<Box<dyn JournalBackend>>> {
         self.inner.journal.as_ref()
     }
 
@@ -220,4 +240,5 @@ fn _assert_send_sync() {
     is::<Engine>();
     fn send<T: Send>() {}
     send::<AskStream>();
+    is::<Session>();
 }

@@ -18,6 +18,9 @@ pub enum AskEvent {
 pub struct AskStream {
     engine: Engine,
     state: StreamState,
+    /// Applied to the finished answer before it is delivered (a session numbers and
+    /// records it).
+    on_done: Option<Box<dyn FnOnce(Answer) -> Answer + Send>>,
 }
 
 enum StreamState {
@@ -40,6 +43,24 @@ impl Iterator for AskStream {
     type Item = Result<AskEvent>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        match self.advance() {
+            Some(Ok(AskEvent::Done(answer))) => match self.on_done.take() {
+                Some(f) => Some(Ok(AskEvent::Done(Box::new(f(*answer))))),
+                None => Some(Ok(AskEvent::Done(answer))),
+            },
+            other => other,
+        }
+    }
+}
+
+impl AskStream {
+    /// Has `f` transform the finished answer before the stream delivers it.
+    pub(super) fn on_done(mut self, f: impl FnOnce(Answer) -> Answer + Send + 'static) -> Self {
+        self.on_done = Some(Box::new(f));
+        self
+    }
+
+    fn advance(&mut self) -> Option<Result<AskEvent>> {
         match std::mem::replace(&mut self.state, StreamState::Finished) {
             StreamState::Finished => None,
             StreamState::NoSources(answer) => {
@@ -88,6 +109,7 @@ impl Engine {
             return Ok(AskStream {
                 engine: self.clone(),
                 state: StreamState::NoSources(Box::new(answer)),
+                on_done: None,
             });
         }
         let state = match self.prepare(question, history, options)? {
@@ -105,6 +127,7 @@ impl Engine {
         Ok(AskStream {
             engine: self.clone(),
             state,
+            on_done: None,
         })
     }
 }

@@ -1,7 +1,9 @@
 //! Integration tests of the facade's glue with the real SmolLM2-135M-Instruct and MiniLM
 //! (installed by `scripts/setup.sh`; without them these tests fail saying so).
 
+mod citations;
 mod engine;
 #[cfg(feature = "hub")]
 mod hub;
 mod rag;
+mod session;

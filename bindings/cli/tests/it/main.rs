@@ -2,6 +2,8 @@
 
 mod ask;
 mod chain;
+mod chat;
+mod citations;
 mod crash;
 mod mcp;
 #[cfg(feature = "hub")]

@@ -61,6 +61,14 @@ pub struct AnswerSentence {
     pub end: u32,
     /// The markers of its supporting sources, strongest first.
     pub markers: Vec<u32>,
+    /// Whether a retrieved source measurably supports it (hide or flag it when not).
+    pub supported: bool,
+    /// The best source's measured influence on it (nats for loo/ablation/shapley).
+    pub support: Option<f64>,
+    /// Markers shown with it whose sources have no measurable influence on it.
+    pub unused_markers: Vec<u32>,
+    /// Markers of sources with measurable influence on it that it does not show.
+    pub uncited_markers: Vec<u32>,
 }
 
 /// Token counts and per-stage timings of an ask.
@@ -118,6 +126,9 @@ impl From<&tribute::Usage> for Usage {
 pub struct Answer {
     /// The question.
     pub question: String,
+    /// What retrieval searched for when it was not the question (a conversation's
+    /// follow-up rewritten to stand alone).
+    pub retrieval_query: Option<String>,
     /// The answer as generated.
     pub text: String,
     /// The answer with inline citation markers.
@@ -126,6 +137,11 @@ pub struct Answer {
     pub citations: Vec<Citation>,
     /// The answer's sentences with their supporting sources.
     pub sentences: Vec<AnswerSentence>,
+    /// Citation precision: the share of shown markers whose source measurably influences
+    /// its sentence (none when nothing was attributed or no marker was shown).
+    pub citation_precision: Option<f64>,
+    /// Citation recall: the share of measurably influential sources their sentences cite.
+    pub citation_recall: Option<f64>,
     /// The adapters used, with their weights.
     pub adapters: Vec<AdapterWeight>,
     /// Token counts and timings.
@@ -151,8 +167,14 @@ impl Answer {
                     start: count(s.char_span.start),
                     end: count(s.char_span.end),
                     markers: s.markers.iter().map(|&m| count(m)).collect(),
+                    supported: s.supported,
+                    support: s.support,
+                    unused_markers: s.unused_markers.iter().map(|&m| count(m)).collect(),
+                    uncited_markers: s.uncited_markers.iter().map(|&m| count(m)).collect(),
                 })
                 .collect(),
+            citation_precision: a.citation_audit.as_ref().and_then(|c| c.precision),
+            citation_recall: a.citation_audit.as_ref().and_then(|c| c.recall),
             adapters: a
                 .adapters
                 .iter()
@@ -165,6 +187,7 @@ impl Answer {
             receipt: a.receipt.map(|r| Arc::new(Receipt::new(r, ledger))),
             no_receipt: a.no_receipt,
             question: a.question,
+            retrieval_query: a.retrieval_query,
             text: a.text,
             cited_text: a.cited_text,
             json,

@@ -2,6 +2,8 @@
 //! sample datanet: what Kotlin and Swift call, without a foreign runtime. The Kotlin suite
 //! (bindings/kotlin/test.sh) covers the same surface through the generated bindings.
 
+mod session;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;

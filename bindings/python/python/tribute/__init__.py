@@ -39,12 +39,15 @@ from ._native import (
     RequestError,
     Retrieval,
     Sentence,
+    Session,
     SettledBatch,
     SettleReport,
     Signer,
+    SyncReport,
     TributeError,
     Usage,
     __version__,
+    pull_model,
 )
 
 __all__ = [
@@ -69,10 +72,13 @@ __all__ = [
     "RequestError",
     "Retrieval",
     "Sentence",
+    "Session",
     "SettleReport",
     "SettledBatch",
     "Signer",
+    "SyncReport",
     "TributeError",
     "Usage",
     "__version__",
+    "pull_model",
 ]

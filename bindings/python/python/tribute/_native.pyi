@@ -3,7 +3,7 @@
 import asyncio
 import os
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any, Literal, Optional, Union, final
+from typing import Any, Literal, Optional, TypedDict, Union, final
 
 __all__ = [
     "AdapterError",
@@ -30,6 +30,7 @@ __all__ = [
     "SettleReport",
     "SettledBatch",
     "Signer",
+    "SyncReport",
     "TributeError",
     "Usage",
     "__version__",
@@ -112,6 +113,30 @@ class IngestReport:
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
+class SyncReport:
+    """What `Index.sync` did, file by file (paths inside the folder, `/`-separated)."""
+
+    @property
+    def added(self) -> list[str]: ...
+    @property
+    def replaced(self) -> list[str]: ...
+    @property
+    def deleted(self) -> list[str]: ...
+    @property
+    def unchanged(self) -> int: ...
+    @property
+    def failed(self) -> list[tuple[str, str]]: ...
+    @property
+    def skipped(self) -> list[tuple[str, str]]: ...
+    @property
+    def documents(self) -> int: ...
+    @property
+    def chunks(self) -> int: ...
+    @property
+    def seconds(self) -> float: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
 class Hit:
     """A search result: one chunk of a document, with its provenance and scores."""
 
@@ -162,6 +187,13 @@ class Index:
         contributor: Optional[str] = None,
         progress: Optional[Callable[[IngestProgress], object]] = None,
     ) -> IngestReport: ...
+    def sync(
+        self,
+        dir: _StrPath,
+        *,
+        datanet: Optional[str] = None,
+        contributor: Optional[str] = None,
+    ) -> SyncReport: ...
     def search(
         self,
         query: str,
@@ -301,6 +333,14 @@ class Sentence:
     def end(self) -> int: ...
     @property
     def markers(self) -> list[int]: ...
+    @property
+    def supported(self) -> bool: ...
+    @property
+    def support(self) -> Optional[float]: ...
+    @property
+    def unused_markers(self) -> list[int]: ...
+    @property
+    def uncited_markers(self) -> list[int]: ...
 
 @final
 class Usage:
@@ -387,6 +427,8 @@ class Answer:
     @property
     def question(self) -> str: ...
     @property
+    def retrieval_query(self) -> Optional[str]: ...
+    @property
     def text(self) -> str: ...
     @property
     def cited_text(self) -> str: ...
@@ -394,6 +436,8 @@ class Answer:
     def citations(self) -> list[Citation]: ...
     @property
     def sentences(self) -> list[Sentence]: ...
+    @property
+    def citation_audit(self) -> Optional[dict[str, Any]]: ...
     @property
     def adapters(self) -> list[tuple[str, float]]: ...
     @property
@@ -439,6 +483,21 @@ class Retrieval:
     def to_json(self) -> str: ...
 
 @final
+class Session:
+    """A conversation (`Engine.chat()`): follow-ups rewritten for retrieval, citations
+    numbered across turns, one receipt per turn."""
+
+    def ask(self, question: str) -> Answer: ...
+    def stream(self, question: str) -> AskStream: ...
+    def retrieval_query(self, question: str) -> Optional[str]: ...
+    @property
+    def history(self) -> list[tuple[str, str]]: ...
+    @property
+    def sources(self) -> list[tuple[int, str, str]]: ...
+    def reset(self) -> None: ...
+    def __len__(self) -> int: ...
+
+@final
 class Engine:
     """Retrieval, generation, attribution and receipts behind one object."""
 
@@ -456,6 +515,7 @@ class Engine:
         mode: Optional[_Mode] = None,
         method: Optional[_Method] = None,
         max_tokens: Optional[int] = None,
+        answer_mode: Optional[Literal["generative", "extractive"]] = None,
     ) -> Engine: ...
     @staticmethod
     def from_config(path: _StrPath) -> Engine: ...
@@ -487,6 +547,20 @@ class Engine:
         seed: Optional[int] = None,
         fee: Optional[int] = None,
     ) -> AskStream: ...
+    def chat(
+        self,
+        *,
+        adapters: Optional[_Adapters] = None,
+        method: Optional[_Method] = None,
+        top_k: Optional[int] = None,
+        mode: Optional[_Mode] = None,
+        datanets: Optional[list[str]] = None,
+        max_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        seed: Optional[int] = None,
+        fee: Optional[int] = None,
+        rewrite: Optional[Literal["model", "content-words", "off"]] = None,
+    ) -> Session: ...
     def ask_async(
         self,
         question: str,
@@ -560,3 +634,26 @@ class Engine:
     def close(self) -> None: ...
     def __enter__(self) -> Engine: ...
     def __exit__(self, *_args: object) -> bool: ...
+
+class _PulledModel(TypedDict):
+    """What `pull_model` found or made; `dir` is the model directory for `Generator.load`."""
+
+    repo: str
+    revision: str
+    commit: str
+    file: Optional[str]
+    dir: str
+    cached: bool
+
+def pull_model(
+    spec: str,
+    *,
+    home: Optional[_StrPath] = None,
+    endpoint: Optional[str] = None,
+    python: Optional[_StrPath] = None,
+    refresh: bool = False,
+    progress: bool = False,
+) -> _PulledModel:
+    """Find or download, verify and export a Hugging Face hub model
+    (``ORG/NAME[/FILE.gguf][@REV]``); offline, a model exported before (or files copied
+    into the hub cache) still resolves, else `ModelError` names the cache."""

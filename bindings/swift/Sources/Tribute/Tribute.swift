@@ -725,6 +725,12 @@ public protocol EngineProtocol: AnyObject, Sendable {
      */
     func streamAsync(question: String, options: AskOptions, listener: AskListener) async throws  -> Answer?
     
+    /**
+     * Starts a conversation whose turns are asked with `options`; `rewrite` is how
+     * follow-ups are rewritten for retrieval.
+     */
+    func chat(options: AskOptions, rewrite: QueryRewrite?) throws  -> Session
+    
 }
 /**
  * The embeddable RAG-with-attribution engine: asks questions of a knowledge base and
@@ -1090,6 +1096,21 @@ open func streamAsync(question: String, options: AskOptions = AskOptions(), list
             liftFunc: FfiConverterOptionTypeAnswer.lift,
             errorHandler: FfiConverterTypeTributeError_lift
         )
+}
+    
+    /**
+     * Starts a conversation whose turns are asked with `options`; `rewrite` is how
+     * follow-ups are rewritten for retrieval.
+     */
+open func chat(options: AskOptions = AskOptions(), rewrite: QueryRewrite? = nil)throws  -> Session  {
+    return try  FfiConverterTypeSession_lift(try rustCallWithError(FfiConverterTypeTributeError_lift) {
+        uniffiCallStatus in
+    uniffi_tribute_ffi_fn_method_engine_chat(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeAskOptions_lower(options),
+        FfiConverterOptionTypeQueryRewrite.lower(rewrite),uniffiCallStatus
+    )
+})
 }
     
 
@@ -2139,6 +2160,252 @@ public func FfiConverterTypeReceipt_lower(_ value: Receipt) -> UInt64 {
 
 
 /**
+ * A conversation with the engine, from `Engine.chat`.
+ *
+ * Each `ask` answers with the earlier turns as context (the oldest are dropped when they
+ * do not fit the model's context). From the second turn on, the question is rewritten
+ * into a standalone question for retrieval only (`Answer.retrievalQuery` shows it).
+ * Citation markers are numbered across the conversation: a source keeps the number it
+ * was first cited with. Each turn signs its own receipt, crediting only the sources
+ * retrieved for that turn. Safe to use from several threads.
+ */
+public protocol SessionProtocol: AnyObject, Sendable {
+    
+    /**
+     * Asks the next question of the conversation (blocking).
+     */
+    func ask(question: String) throws  -> Answer
+    
+    /**
+     * `ask` without blocking the caller: runs on a worker thread. Cancelling a Kotlin
+     * coroutine cancels the turn (nothing is signed or added).
+     */
+    func askAsync(question: String) async throws  -> Answer
+    
+    /**
+     * The turns so far, oldest first.
+     */
+    func history()  -> [Turn]
+    
+    /**
+     * Forgets the conversation: the next question starts a new one, numbered from 1.
+     */
+    func reset() 
+    
+    /**
+     * What retrieval would search for if `question` were asked next; none on the first
+     * turn (the question itself).
+     */
+    func retrievalQuery(question: String) throws  -> String?
+    
+    /**
+     * Streams the next answer (blocking): `listener.onText` for each piece, then
+     * `listener.onDone` with the finished answer, which is also returned. Returns no
+     * answer, and adds no turn, when the listener stopped the stream.
+     */
+    func stream(question: String, listener: AskListener) throws  -> Answer?
+    
+}
+/**
+ * A conversation with the engine, from `Engine.chat`.
+ *
+ * Each `ask` answers with the earlier turns as context (the oldest are dropped when they
+ * do not fit the model's context). From the second turn on, the question is rewritten
+ * into a standalone question for retrieval only (`Answer.retrievalQuery` shows it).
+ * Citation markers are numbered across the conversation: a source keeps the number it
+ * was first cited with. Each turn signs its own receipt, crediting only the sources
+ * retrieved for that turn. Safe to use from several threads.
+ */
+open class Session: SessionProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_tribute_ffi_fn_clone_session(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_tribute_ffi_fn_free_session(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Asks the next question of the conversation (blocking).
+     */
+open func ask(question: String)throws  -> Answer  {
+    return try  FfiConverterTypeAnswer_lift(try rustCallWithError(FfiConverterTypeTributeError_lift) {
+        uniffiCallStatus in
+    uniffi_tribute_ffi_fn_method_session_ask(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(question),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * `ask` without blocking the caller: runs on a worker thread. Cancelling a Kotlin
+     * coroutine cancels the turn (nothing is signed or added).
+     */
+open func askAsync(question: String)async throws  -> Answer  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_tribute_ffi_fn_method_session_ask_async(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(question)
+                )
+            },
+            pollFunc: ffi_tribute_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_tribute_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_tribute_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeAnswer_lift,
+            errorHandler: FfiConverterTypeTributeError_lift
+        )
+}
+    
+    /**
+     * The turns so far, oldest first.
+     */
+open func history() -> [Turn]  {
+    return try!  FfiConverterSequenceTypeTurn.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tribute_ffi_fn_method_session_history(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Forgets the conversation: the next question starts a new one, numbered from 1.
+     */
+open func reset()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tribute_ffi_fn_method_session_reset(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * What retrieval would search for if `question` were asked next; none on the first
+     * turn (the question itself).
+     */
+open func retrievalQuery(question: String)throws  -> String?  {
+    return try  FfiConverterOptionString.lift(try rustCallWithError(FfiConverterTypeTributeError_lift) {
+        uniffiCallStatus in
+    uniffi_tribute_ffi_fn_method_session_retrieval_query(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(question),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Streams the next answer (blocking): `listener.onText` for each piece, then
+     * `listener.onDone` with the finished answer, which is also returned. Returns no
+     * answer, and adds no turn, when the listener stopped the stream.
+     */
+open func stream(question: String, listener: AskListener)throws  -> Answer?  {
+    return try  FfiConverterOptionTypeAnswer.lift(try rustCallWithError(FfiConverterTypeTributeError_lift) {
+        uniffiCallStatus in
+    uniffi_tribute_ffi_fn_method_session_stream(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(question),
+        FfiConverterCallbackInterfaceAskListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSession: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = Session
+
+    public static func lift(_ handle: UInt64) throws -> Session {
+        return Session(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: Session) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Session {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: Session, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSession_lift(_ handle: UInt64) throws -> Session {
+    return try FfiConverterTypeSession.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSession_lower(_ value: Session) -> UInt64 {
+    return FfiConverterTypeSession.lower(value)
+}
+
+
+
+
+
+
+/**
  * The payer's signing key: answers' receipts are signed (EIP-712) with it. The key is
  * never printed or returned; only its address is.
  */
@@ -2412,6 +2679,11 @@ public struct Answer {
      */
     public var question: String
     /**
+     * What retrieval searched for when it was not the question (a conversation's
+     * follow-up rewritten to stand alone).
+     */
+    public var retrievalQuery: String?
+    /**
      * The answer as generated.
      */
     public var text: String
@@ -2427,6 +2699,15 @@ public struct Answer {
      * The answer's sentences with their supporting sources.
      */
     public var sentences: [AnswerSentence]
+    /**
+     * Citation precision: the share of shown markers whose source measurably influences
+     * its sentence (none when nothing was attributed or no marker was shown).
+     */
+    public var citationPrecision: Double?
+    /**
+     * Citation recall: the share of measurably influential sources their sentences cite.
+     */
+    public var citationRecall: Double?
     /**
      * The adapters used, with their weights.
      */
@@ -2455,6 +2736,10 @@ public struct Answer {
          * The question.
          */question: String, 
         /**
+         * What retrieval searched for when it was not the question (a conversation's
+         * follow-up rewritten to stand alone).
+         */retrievalQuery: String?, 
+        /**
          * The answer as generated.
          */text: String, 
         /**
@@ -2466,6 +2751,13 @@ public struct Answer {
         /**
          * The answer's sentences with their supporting sources.
          */sentences: [AnswerSentence], 
+        /**
+         * Citation precision: the share of shown markers whose source measurably influences
+         * its sentence (none when nothing was attributed or no marker was shown).
+         */citationPrecision: Double?, 
+        /**
+         * Citation recall: the share of measurably influential sources their sentences cite.
+         */citationRecall: Double?, 
         /**
          * The adapters used, with their weights.
          */adapters: [AdapterWeight], 
@@ -2482,10 +2774,13 @@ public struct Answer {
          * The whole answer as JSON (the CLI's `ask --json` shape).
          */json: String) {
         self.question = question
+        self.retrievalQuery = retrievalQuery
         self.text = text
         self.citedText = citedText
         self.citations = citations
         self.sentences = sentences
+        self.citationPrecision = citationPrecision
+        self.citationRecall = citationRecall
         self.adapters = adapters
         self.usage = usage
         self.receipt = receipt
@@ -2510,10 +2805,13 @@ public struct FfiConverterTypeAnswer: FfiConverterRustBuffer {
         return
             try Answer(
                 question: FfiConverterString.read(from: &buf), 
+                retrievalQuery: FfiConverterOptionString.read(from: &buf), 
                 text: FfiConverterString.read(from: &buf), 
                 citedText: FfiConverterString.read(from: &buf), 
                 citations: FfiConverterSequenceTypeCitation.read(from: &buf), 
                 sentences: FfiConverterSequenceTypeAnswerSentence.read(from: &buf), 
+                citationPrecision: FfiConverterOptionDouble.read(from: &buf), 
+                citationRecall: FfiConverterOptionDouble.read(from: &buf), 
                 adapters: FfiConverterSequenceTypeAdapterWeight.read(from: &buf), 
                 usage: FfiConverterTypeUsage.read(from: &buf), 
                 receipt: FfiConverterOptionTypeReceipt.read(from: &buf), 
@@ -2524,10 +2822,13 @@ public struct FfiConverterTypeAnswer: FfiConverterRustBuffer {
 
     public static func write(_ value: Answer, into buf: inout [UInt8]) {
         FfiConverterString.write(value.question, into: &buf)
+        FfiConverterOptionString.write(value.retrievalQuery, into: &buf)
         FfiConverterString.write(value.text, into: &buf)
         FfiConverterString.write(value.citedText, into: &buf)
         FfiConverterSequenceTypeCitation.write(value.citations, into: &buf)
         FfiConverterSequenceTypeAnswerSentence.write(value.sentences, into: &buf)
+        FfiConverterOptionDouble.write(value.citationPrecision, into: &buf)
+        FfiConverterOptionDouble.write(value.citationRecall, into: &buf)
         FfiConverterSequenceTypeAdapterWeight.write(value.adapters, into: &buf)
         FfiConverterTypeUsage.write(value.usage, into: &buf)
         FfiConverterOptionTypeReceipt.write(value.receipt, into: &buf)
@@ -2572,6 +2873,22 @@ public struct AnswerSentence: Equatable, Hashable {
      * The markers of its supporting sources, strongest first.
      */
     public var markers: [UInt32]
+    /**
+     * Whether a retrieved source measurably supports it (hide or flag it when not).
+     */
+    public var supported: Bool
+    /**
+     * The best source's measured influence on it (nats for loo/ablation/shapley).
+     */
+    public var support: Double?
+    /**
+     * Markers shown with it whose sources have no measurable influence on it.
+     */
+    public var unusedMarkers: [UInt32]
+    /**
+     * Markers of sources with measurable influence on it that it does not show.
+     */
+    public var uncitedMarkers: [UInt32]
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2587,11 +2904,27 @@ public struct AnswerSentence: Equatable, Hashable {
          */end: UInt32, 
         /**
          * The markers of its supporting sources, strongest first.
-         */markers: [UInt32]) {
+         */markers: [UInt32], 
+        /**
+         * Whether a retrieved source measurably supports it (hide or flag it when not).
+         */supported: Bool, 
+        /**
+         * The best source's measured influence on it (nats for loo/ablation/shapley).
+         */support: Double?, 
+        /**
+         * Markers shown with it whose sources have no measurable influence on it.
+         */unusedMarkers: [UInt32], 
+        /**
+         * Markers of sources with measurable influence on it that it does not show.
+         */uncitedMarkers: [UInt32]) {
         self.text = text
         self.start = start
         self.end = end
         self.markers = markers
+        self.supported = supported
+        self.support = support
+        self.unusedMarkers = unusedMarkers
+        self.uncitedMarkers = uncitedMarkers
     }
 
     
@@ -2613,7 +2946,11 @@ public struct FfiConverterTypeAnswerSentence: FfiConverterRustBuffer {
                 text: FfiConverterString.read(from: &buf), 
                 start: FfiConverterUInt32.read(from: &buf), 
                 end: FfiConverterUInt32.read(from: &buf), 
-                markers: FfiConverterSequenceUInt32.read(from: &buf)
+                markers: FfiConverterSequenceUInt32.read(from: &buf), 
+                supported: FfiConverterBool.read(from: &buf), 
+                support: FfiConverterOptionDouble.read(from: &buf), 
+                unusedMarkers: FfiConverterSequenceUInt32.read(from: &buf), 
+                uncitedMarkers: FfiConverterSequenceUInt32.read(from: &buf)
         )
     }
 
@@ -2622,6 +2959,10 @@ public struct FfiConverterTypeAnswerSentence: FfiConverterRustBuffer {
         FfiConverterUInt32.write(value.start, into: &buf)
         FfiConverterUInt32.write(value.end, into: &buf)
         FfiConverterSequenceUInt32.write(value.markers, into: &buf)
+        FfiConverterBool.write(value.supported, into: &buf)
+        FfiConverterOptionDouble.write(value.support, into: &buf)
+        FfiConverterSequenceUInt32.write(value.unusedMarkers, into: &buf)
+        FfiConverterSequenceUInt32.write(value.uncitedMarkers, into: &buf)
     }
 }
 
@@ -4485,6 +4826,75 @@ public func FfiConverterTypeSettledBatch_lower(_ value: SettledBatch) -> RustBuf
 
 
 /**
+ * One turn of a conversation.
+ */
+public struct Turn: Equatable, Hashable {
+    /**
+     * Who said it.
+     */
+    public var role: TurnRole
+    /**
+     * What was said (an answer's text, without markers).
+     */
+    public var content: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Who said it.
+         */role: TurnRole, 
+        /**
+         * What was said (an answer's text, without markers).
+         */content: String) {
+        self.role = role
+        self.content = content
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Turn: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTurn: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Turn {
+        return
+            try Turn(
+                role: FfiConverterTypeTurnRole.read(from: &buf), 
+                content: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Turn, into buf: inout [UInt8]) {
+        FfiConverterTypeTurnRole.write(value.role, into: &buf)
+        FfiConverterString.write(value.content, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTurn_lift(_ buf: RustBuffer) throws -> Turn {
+    return try FfiConverterTypeTurn.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTurn_lower(_ value: Turn) -> RustBuffer {
+    return FfiConverterTypeTurn.lower(value)
+}
+
+
+/**
  * Token counts and per-stage timings of an ask.
  */
 public struct Usage: Equatable, Hashable {
@@ -4745,6 +5155,92 @@ public func FfiConverterTypeAttributionMethod_lift(_ buf: RustBuffer) throws -> 
 #endif
 public func FfiConverterTypeAttributionMethod_lower(_ value: AttributionMethod) -> RustBuffer {
     return FfiConverterTypeAttributionMethod.lower(value)
+}
+
+
+
+/**
+ * How a session rewrites a follow-up question for retrieval.
+ */
+
+public enum QueryRewrite: Equatable, Hashable {
+    
+    /**
+     * The model rewrites it into a standalone question; without a model, or when the
+     * rewrite is unusable, `ContentWords` is used.
+     */
+    case model
+    /**
+     * The question prefixed by the previous question's content words.
+     */
+    case contentWords
+    /**
+     * Retrieval searches for the question as asked.
+     */
+    case off
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension QueryRewrite: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeQueryRewrite: FfiConverterRustBuffer {
+    typealias SwiftType = QueryRewrite
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> QueryRewrite {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .model
+        
+        case 2: return .contentWords
+        
+        case 3: return .off
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: QueryRewrite, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .model:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .contentWords:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .off:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQueryRewrite_lift(_ buf: RustBuffer) throws -> QueryRewrite {
+    return try FfiConverterTypeQueryRewrite.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQueryRewrite_lower(_ value: QueryRewrite) -> RustBuffer {
+    return FfiConverterTypeQueryRewrite.lower(value)
 }
 
 
@@ -5127,6 +5623,81 @@ public func FfiConverterTypeTributeError_lift(_ buf: RustBuffer) throws -> Tribu
 public func FfiConverterTypeTributeError_lower(_ value: TributeError) -> RustBuffer {
     return FfiConverterTypeTributeError.lower(value)
 }
+
+
+/**
+ * Who spoke a turn of a conversation.
+ */
+
+public enum TurnRole: Equatable, Hashable {
+    
+    /**
+     * The person asking.
+     */
+    case user
+    /**
+     * The engine's answer.
+     */
+    case assistant
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension TurnRole: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTurnRole: FfiConverterRustBuffer {
+    typealias SwiftType = TurnRole
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TurnRole {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .user
+        
+        case 2: return .assistant
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: TurnRole, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .user:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .assistant:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTurnRole_lift(_ buf: RustBuffer) throws -> TurnRole {
+    return try FfiConverterTypeTurnRole.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTurnRole_lower(_ value: TurnRole) -> RustBuffer {
+    return FfiConverterTypeTurnRole.lower(value)
+}
+
 
 
 
@@ -5525,6 +6096,30 @@ fileprivate struct FfiConverterOptionFloat: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionDouble: FfiConverterRustBuffer {
+    typealias SwiftType = Double?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterDouble.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterDouble.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
     typealias SwiftType = String?
 
@@ -5709,6 +6304,30 @@ fileprivate struct FfiConverterOptionTypeAttributionMethod: FfiConverterRustBuff
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeAttributionMethod.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeQueryRewrite: FfiConverterRustBuffer {
+    typealias SwiftType = QueryRewrite?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeQueryRewrite.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeQueryRewrite.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -6109,6 +6728,31 @@ fileprivate struct FfiConverterSequenceTypeSettledBatch: FfiConverterRustBuffer 
         return seq
     }
 }
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeTurn: FfiConverterRustBuffer {
+    typealias SwiftType = [Turn]
+
+    public static func write(_ value: [Turn], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeTurn.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Turn] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Turn]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeTurn.read(from: &buf))
+        }
+        return seq
+    }
+}
 private let UNIFFI_RUST_FUTURE_POLL_READY: Int8 = 0
 private let UNIFFI_RUST_FUTURE_POLL_WAKE: Int8 = 1
 
@@ -6255,6 +6899,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tribute_ffi_checksum_method_engine_stream_async() != 24714) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tribute_ffi_checksum_method_engine_chat() != 20492) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tribute_ffi_checksum_method_generator_adapters() != 36802) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -6349,6 +6996,24 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_method_signer_address() != 688) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tribute_ffi_checksum_method_session_ask() != 64906) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tribute_ffi_checksum_method_session_ask_async() != 17816) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tribute_ffi_checksum_method_session_history() != 29927) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tribute_ffi_checksum_method_session_reset() != 5411) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tribute_ffi_checksum_method_session_retrieval_query() != 22155) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tribute_ffi_checksum_method_session_stream() != 30274) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tribute_ffi_checksum_constructor_engine_from_config() != 48824) {

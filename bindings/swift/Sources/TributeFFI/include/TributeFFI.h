@@ -393,6 +393,11 @@ RustBuffer uniffi_tribute_ffi_fn_method_engine_stream(uint64_t ptr, RustBuffer q
 uint64_t uniffi_tribute_ffi_fn_method_engine_stream_async(uint64_t ptr, RustBuffer question, RustBuffer options, uint64_t listener
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_ENGINE_CHAT
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_ENGINE_CHAT
+uint64_t uniffi_tribute_ffi_fn_method_engine_chat(uint64_t ptr, RustBuffer options, RustBuffer rewrite, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_CLONE_GENERATOR
 #define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_CLONE_GENERATOR
 uint64_t uniffi_tribute_ffi_fn_clone_generator(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -632,6 +637,46 @@ uint64_t uniffi_tribute_ffi_fn_constructor_signer_random(RustCallStatus *_Nonnul
 #ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_SIGNER_ADDRESS
 #define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_SIGNER_ADDRESS
 RustBuffer uniffi_tribute_ffi_fn_method_signer_address(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_CLONE_SESSION
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_CLONE_SESSION
+uint64_t uniffi_tribute_ffi_fn_clone_session(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_FREE_SESSION
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_FREE_SESSION
+void uniffi_tribute_ffi_fn_free_session(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_SESSION_ASK
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_SESSION_ASK
+RustBuffer uniffi_tribute_ffi_fn_method_session_ask(uint64_t ptr, RustBuffer question, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_SESSION_ASK_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_SESSION_ASK_ASYNC
+uint64_t uniffi_tribute_ffi_fn_method_session_ask_async(uint64_t ptr, RustBuffer question
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_SESSION_HISTORY
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_SESSION_HISTORY
+RustBuffer uniffi_tribute_ffi_fn_method_session_history(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_SESSION_RESET
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_SESSION_RESET
+void uniffi_tribute_ffi_fn_method_session_reset(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_SESSION_RETRIEVAL_QUERY
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_SESSION_RETRIEVAL_QUERY
+RustBuffer uniffi_tribute_ffi_fn_method_session_retrieval_query(uint64_t ptr, RustBuffer question, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_SESSION_STREAM
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_METHOD_SESSION_STREAM
+RustBuffer uniffi_tribute_ffi_fn_method_session_stream(uint64_t ptr, RustBuffer question, uint64_t listener, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_FN_INIT_CALLBACK_VTABLE_ASKLISTENER
@@ -1035,6 +1080,12 @@ uint16_t uniffi_tribute_ffi_checksum_method_engine_stream_async(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_ENGINE_CHAT
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_ENGINE_CHAT
+uint16_t uniffi_tribute_ffi_checksum_method_engine_chat(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_GENERATOR_ADAPTERS
 #define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_GENERATOR_ADAPTERS
 uint16_t uniffi_tribute_ffi_checksum_method_generator_adapters(void
@@ -1224,6 +1275,42 @@ uint16_t uniffi_tribute_ffi_checksum_method_receipt_verify(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_SIGNER_ADDRESS
 #define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_SIGNER_ADDRESS
 uint16_t uniffi_tribute_ffi_checksum_method_signer_address(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_SESSION_ASK
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_SESSION_ASK
+uint16_t uniffi_tribute_ffi_checksum_method_session_ask(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_SESSION_ASK_ASYNC
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_SESSION_ASK_ASYNC
+uint16_t uniffi_tribute_ffi_checksum_method_session_ask_async(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_SESSION_HISTORY
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_SESSION_HISTORY
+uint16_t uniffi_tribute_ffi_checksum_method_session_history(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_SESSION_RESET
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_SESSION_RESET
+uint16_t uniffi_tribute_ffi_checksum_method_session_reset(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_SESSION_RETRIEVAL_QUERY
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_SESSION_RETRIEVAL_QUERY
+uint16_t uniffi_tribute_ffi_checksum_method_session_retrieval_query(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_SESSION_STREAM
+#define UNIFFI_FFIDEF_UNIFFI_TRIBUTE_FFI_CHECKSUM_METHOD_SESSION_STREAM
+uint16_t uniffi_tribute_ffi_checksum_method_session_stream(void
     
 );
 #endif

@@ -772,6 +772,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tribute_ffi_checksum_method_engine_stream_async(
     ): Int
+    external fun uniffi_tribute_ffi_checksum_method_engine_chat(
+    ): Int
     external fun uniffi_tribute_ffi_checksum_method_generator_adapters(
     ): Int
     external fun uniffi_tribute_ffi_checksum_method_generator_add_adapter(
@@ -835,6 +837,18 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_tribute_ffi_checksum_method_receipt_verify(
     ): Int
     external fun uniffi_tribute_ffi_checksum_method_signer_address(
+    ): Int
+    external fun uniffi_tribute_ffi_checksum_method_session_ask(
+    ): Int
+    external fun uniffi_tribute_ffi_checksum_method_session_ask_async(
+    ): Int
+    external fun uniffi_tribute_ffi_checksum_method_session_history(
+    ): Int
+    external fun uniffi_tribute_ffi_checksum_method_session_reset(
+    ): Int
+    external fun uniffi_tribute_ffi_checksum_method_session_retrieval_query(
+    ): Int
+    external fun uniffi_tribute_ffi_checksum_method_session_stream(
     ): Int
     external fun uniffi_tribute_ffi_checksum_constructor_engine_from_config(
     ): Int
@@ -927,6 +941,8 @@ internal object UniffiLib {
     external fun uniffi_tribute_ffi_fn_method_engine_stream(`ptr`: Long,`question`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_tribute_ffi_fn_method_engine_stream_async(`ptr`: Long,`question`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,`listener`: Long,
+    ): Long
+    external fun uniffi_tribute_ffi_fn_method_engine_chat(`ptr`: Long,`options`: RustBuffer.ByValue,`rewrite`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tribute_ffi_fn_clone_generator(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -1023,6 +1039,22 @@ internal object UniffiLib {
     external fun uniffi_tribute_ffi_fn_constructor_signer_random(uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tribute_ffi_fn_method_signer_address(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_tribute_ffi_fn_clone_session(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_tribute_ffi_fn_free_session(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tribute_ffi_fn_method_session_ask(`ptr`: Long,`question`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_tribute_ffi_fn_method_session_ask_async(`ptr`: Long,`question`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_tribute_ffi_fn_method_session_history(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_tribute_ffi_fn_method_session_reset(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tribute_ffi_fn_method_session_retrieval_query(`ptr`: Long,`question`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_tribute_ffi_fn_method_session_stream(`ptr`: Long,`question`: RustBuffer.ByValue,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_tribute_ffi_fn_init_callback_vtable_asklistener(`vtable`: UniffiVTableCallbackInterfaceAskListener,
     ): Unit
@@ -1211,6 +1243,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tribute_ffi_checksum_method_engine_stream_async() and 0xFFFF) != 24714) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_tribute_ffi_checksum_method_engine_chat() and 0xFFFF) != 20492) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tribute_ffi_checksum_method_generator_adapters() and 0xFFFF) != 36802) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1305,6 +1340,24 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_method_signer_address() and 0xFFFF) != 688) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tribute_ffi_checksum_method_session_ask() and 0xFFFF) != 64906) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tribute_ffi_checksum_method_session_ask_async() and 0xFFFF) != 17816) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tribute_ffi_checksum_method_session_history() and 0xFFFF) != 29927) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tribute_ffi_checksum_method_session_reset() and 0xFFFF) != 5411) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tribute_ffi_checksum_method_session_retrieval_query() and 0xFFFF) != 22155) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tribute_ffi_checksum_method_session_stream() and 0xFFFF) != 30274) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tribute_ffi_checksum_constructor_engine_from_config() and 0xFFFF) != 48824) {
@@ -1962,6 +2015,12 @@ public interface EngineInterface {
      */
     suspend fun `streamAsync`(`question`: kotlin.String, `options`: AskOptions = AskOptions(), `listener`: AskListener): Answer?
     
+    /**
+     * Starts a conversation whose turns are asked with `options`; `rewrite` is how
+     * follow-ups are rewritten for retrieval.
+     */
+    fun `chat`(`options`: AskOptions = AskOptions(), `rewrite`: QueryRewrite? = null): Session
+    
     companion object
 }
 
@@ -2457,6 +2516,26 @@ open class Engine: Disposable, AutoCloseable, EngineInterface
         TributeException.ErrorHandler,
     )
     }
+
+    
+    /**
+     * Starts a conversation whose turns are asked with `options`; `rewrite` is how
+     * follow-ups are rewritten for retrieval.
+     */
+    @Throws(TributeException::class)override fun `chat`(`options`: AskOptions, `rewrite`: QueryRewrite?): Session {
+            return FfiConverterTypeSession.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TributeException) { _status ->
+    UniffiLib.uniffi_tribute_ffi_fn_method_engine_chat(
+        it,
+        
+        FfiConverterTypeAskOptions.lower(`options`),
+        FfiConverterOptionalTypeQueryRewrite.lower(`rewrite`),_status)
+}
+    }
+    )
+    }
+    
 
     
 
@@ -4145,6 +4224,415 @@ public object FfiConverterTypeReceipt: FfiConverter<Receipt, Long> {
 
 
 /**
+ * A conversation with the engine, from `Engine.chat`.
+ *
+ * Each `ask` answers with the earlier turns as context (the oldest are dropped when they
+ * do not fit the model's context). From the second turn on, the question is rewritten
+ * into a standalone question for retrieval only (`Answer.retrievalQuery` shows it).
+ * Citation markers are numbered across the conversation: a source keeps the number it
+ * was first cited with. Each turn signs its own receipt, crediting only the sources
+ * retrieved for that turn. Safe to use from several threads.
+ */
+public interface SessionInterface {
+    
+    /**
+     * Asks the next question of the conversation (blocking).
+     */
+    fun `ask`(`question`: kotlin.String): Answer
+    
+    /**
+     * `ask` without blocking the caller: runs on a worker thread. Cancelling a Kotlin
+     * coroutine cancels the turn (nothing is signed or added).
+     */
+    suspend fun `askAsync`(`question`: kotlin.String): Answer
+    
+    /**
+     * The turns so far, oldest first.
+     */
+    fun `history`(): List<Turn>
+    
+    /**
+     * Forgets the conversation: the next question starts a new one, numbered from 1.
+     */
+    fun `reset`()
+    
+    /**
+     * What retrieval would search for if `question` were asked next; none on the first
+     * turn (the question itself).
+     */
+    fun `retrievalQuery`(`question`: kotlin.String): kotlin.String?
+    
+    /**
+     * Streams the next answer (blocking): `listener.onText` for each piece, then
+     * `listener.onDone` with the finished answer, which is also returned. Returns no
+     * answer, and adds no turn, when the listener stopped the stream.
+     */
+    fun `stream`(`question`: kotlin.String, `listener`: AskListener): Answer?
+    
+    companion object
+}
+
+/**
+ * A conversation with the engine, from `Engine.chat`.
+ *
+ * Each `ask` answers with the earlier turns as context (the oldest are dropped when they
+ * do not fit the model's context). From the second turn on, the question is rewritten
+ * into a standalone question for retrieval only (`Answer.retrievalQuery` shows it).
+ * Citation markers are numbered across the conversation: a source keeps the number it
+ * was first cited with. Each turn signs its own receipt, crediting only the sources
+ * retrieved for that turn. Safe to use from several threads.
+ */
+open class Session: Disposable, AutoCloseable, SessionInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_tribute_ffi_fn_free_session(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_tribute_ffi_fn_clone_session(handle, status)
+        }
+    }
+
+    
+    /**
+     * Asks the next question of the conversation (blocking).
+     */
+    @Throws(TributeException::class)override fun `ask`(`question`: kotlin.String): Answer {
+            return FfiConverterTypeAnswer.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TributeException) { _status ->
+    UniffiLib.uniffi_tribute_ffi_fn_method_session_ask(
+        it,
+        
+        FfiConverterString.lower(`question`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * `ask` without blocking the caller: runs on a worker thread. Cancelling a Kotlin
+     * coroutine cancels the turn (nothing is signed or added).
+     */
+    @Throws(TributeException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `askAsync`(`question`: kotlin.String) : Answer {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_tribute_ffi_fn_method_session_ask_async(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`question`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_tribute_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_tribute_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_tribute_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeAnswer.lift(it) },
+        // Error FFI converter
+        TributeException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * The turns so far, oldest first.
+     */override fun `history`(): List<Turn> {
+            return FfiConverterSequenceTypeTurn.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tribute_ffi_fn_method_session_history(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Forgets the conversation: the next question starts a new one, numbered from 1.
+     */override fun `reset`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tribute_ffi_fn_method_session_reset(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * What retrieval would search for if `question` were asked next; none on the first
+     * turn (the question itself).
+     */
+    @Throws(TributeException::class)override fun `retrievalQuery`(`question`: kotlin.String): kotlin.String? {
+            return FfiConverterOptionalString.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TributeException) { _status ->
+    UniffiLib.uniffi_tribute_ffi_fn_method_session_retrieval_query(
+        it,
+        
+        FfiConverterString.lower(`question`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Streams the next answer (blocking): `listener.onText` for each piece, then
+     * `listener.onDone` with the finished answer, which is also returned. Returns no
+     * answer, and adds no turn, when the listener stopped the stream.
+     */
+    @Throws(TributeException::class)override fun `stream`(`question`: kotlin.String, `listener`: AskListener): Answer? {
+            return FfiConverterOptionalTypeAnswer.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TributeException) { _status ->
+    UniffiLib.uniffi_tribute_ffi_fn_method_session_stream(
+        it,
+        
+        FfiConverterString.lower(`question`),
+        FfiConverterTypeAskListener.lower(`listener`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSession: FfiConverter<Session, Long> {
+    override fun lower(value: Session): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): Session {
+        return Session(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): Session {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: Session) = 8UL
+
+    override fun write(value: Session, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * The payer's signing key: answers' receipts are signed (EIP-712) with it. The key is
  * never printed or returned; only its address is.
  */
@@ -4460,6 +4948,12 @@ data class Answer (
     var `question`: kotlin.String
     , 
     /**
+     * What retrieval searched for when it was not the question (a conversation's
+     * follow-up rewritten to stand alone).
+     */
+    var `retrievalQuery`: kotlin.String?
+    , 
+    /**
      * The answer as generated.
      */
     var `text`: kotlin.String
@@ -4478,6 +4972,17 @@ data class Answer (
      * The answer's sentences with their supporting sources.
      */
     var `sentences`: List<AnswerSentence>
+    , 
+    /**
+     * Citation precision: the share of shown markers whose source measurably influences
+     * its sentence (none when nothing was attributed or no marker was shown).
+     */
+    var `citationPrecision`: kotlin.Double?
+    , 
+    /**
+     * Citation recall: the share of measurably influential sources their sentences cite.
+     */
+    var `citationRecall`: kotlin.Double?
     , 
     /**
      * The adapters used, with their weights.
@@ -4515,10 +5020,13 @@ data class Answer (
         
     Disposable.destroy(
         this.`question`,
+        this.`retrievalQuery`,
         this.`text`,
         this.`citedText`,
         this.`citations`,
         this.`sentences`,
+        this.`citationPrecision`,
+        this.`citationRecall`,
         this.`adapters`,
         this.`usage`,
         this.`receipt`,
@@ -4537,10 +5045,13 @@ public object FfiConverterTypeAnswer: FfiConverterRustBuffer<Answer> {
     override fun read(buf: ByteBuffer): Answer {
         return Answer(
             FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
             FfiConverterString.read(buf),
             FfiConverterString.read(buf),
             FfiConverterSequenceTypeCitation.read(buf),
             FfiConverterSequenceTypeAnswerSentence.read(buf),
+            FfiConverterOptionalDouble.read(buf),
+            FfiConverterOptionalDouble.read(buf),
             FfiConverterSequenceTypeAdapterWeight.read(buf),
             FfiConverterTypeUsage.read(buf),
             FfiConverterOptionalTypeReceipt.read(buf),
@@ -4551,10 +5062,13 @@ public object FfiConverterTypeAnswer: FfiConverterRustBuffer<Answer> {
 
     override fun allocationSize(value: Answer) = (
             FfiConverterString.allocationSize(value.`question`) +
+            FfiConverterOptionalString.allocationSize(value.`retrievalQuery`) +
             FfiConverterString.allocationSize(value.`text`) +
             FfiConverterString.allocationSize(value.`citedText`) +
             FfiConverterSequenceTypeCitation.allocationSize(value.`citations`) +
             FfiConverterSequenceTypeAnswerSentence.allocationSize(value.`sentences`) +
+            FfiConverterOptionalDouble.allocationSize(value.`citationPrecision`) +
+            FfiConverterOptionalDouble.allocationSize(value.`citationRecall`) +
             FfiConverterSequenceTypeAdapterWeight.allocationSize(value.`adapters`) +
             FfiConverterTypeUsage.allocationSize(value.`usage`) +
             FfiConverterOptionalTypeReceipt.allocationSize(value.`receipt`) +
@@ -4564,10 +5078,13 @@ public object FfiConverterTypeAnswer: FfiConverterRustBuffer<Answer> {
 
     override fun write(value: Answer, buf: ByteBuffer) {
             FfiConverterString.write(value.`question`, buf)
+            FfiConverterOptionalString.write(value.`retrievalQuery`, buf)
             FfiConverterString.write(value.`text`, buf)
             FfiConverterString.write(value.`citedText`, buf)
             FfiConverterSequenceTypeCitation.write(value.`citations`, buf)
             FfiConverterSequenceTypeAnswerSentence.write(value.`sentences`, buf)
+            FfiConverterOptionalDouble.write(value.`citationPrecision`, buf)
+            FfiConverterOptionalDouble.write(value.`citationRecall`, buf)
             FfiConverterSequenceTypeAdapterWeight.write(value.`adapters`, buf)
             FfiConverterTypeUsage.write(value.`usage`, buf)
             FfiConverterOptionalTypeReceipt.write(value.`receipt`, buf)
@@ -4601,6 +5118,26 @@ data class AnswerSentence (
      * The markers of its supporting sources, strongest first.
      */
     var `markers`: List<kotlin.UInt>
+    , 
+    /**
+     * Whether a retrieved source measurably supports it (hide or flag it when not).
+     */
+    var `supported`: kotlin.Boolean
+    , 
+    /**
+     * The best source's measured influence on it (nats for loo/ablation/shapley).
+     */
+    var `support`: kotlin.Double?
+    , 
+    /**
+     * Markers shown with it whose sources have no measurable influence on it.
+     */
+    var `unusedMarkers`: List<kotlin.UInt>
+    , 
+    /**
+     * Markers of sources with measurable influence on it that it does not show.
+     */
+    var `uncitedMarkers`: List<kotlin.UInt>
     
 ){
     
@@ -4621,6 +5158,10 @@ public object FfiConverterTypeAnswerSentence: FfiConverterRustBuffer<AnswerSente
             FfiConverterUInt.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterSequenceUInt.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterOptionalDouble.read(buf),
+            FfiConverterSequenceUInt.read(buf),
+            FfiConverterSequenceUInt.read(buf),
         )
     }
 
@@ -4628,7 +5169,11 @@ public object FfiConverterTypeAnswerSentence: FfiConverterRustBuffer<AnswerSente
             FfiConverterString.allocationSize(value.`text`) +
             FfiConverterUInt.allocationSize(value.`start`) +
             FfiConverterUInt.allocationSize(value.`end`) +
-            FfiConverterSequenceUInt.allocationSize(value.`markers`)
+            FfiConverterSequenceUInt.allocationSize(value.`markers`) +
+            FfiConverterBoolean.allocationSize(value.`supported`) +
+            FfiConverterOptionalDouble.allocationSize(value.`support`) +
+            FfiConverterSequenceUInt.allocationSize(value.`unusedMarkers`) +
+            FfiConverterSequenceUInt.allocationSize(value.`uncitedMarkers`)
     )
 
     override fun write(value: AnswerSentence, buf: ByteBuffer) {
@@ -4636,6 +5181,10 @@ public object FfiConverterTypeAnswerSentence: FfiConverterRustBuffer<AnswerSente
             FfiConverterUInt.write(value.`start`, buf)
             FfiConverterUInt.write(value.`end`, buf)
             FfiConverterSequenceUInt.write(value.`markers`, buf)
+            FfiConverterBoolean.write(value.`supported`, buf)
+            FfiConverterOptionalDouble.write(value.`support`, buf)
+            FfiConverterSequenceUInt.write(value.`unusedMarkers`, buf)
+            FfiConverterSequenceUInt.write(value.`uncitedMarkers`, buf)
     }
 }
 
@@ -6001,6 +6550,53 @@ public object FfiConverterTypeSettledBatch: FfiConverterRustBuffer<SettledBatch>
 
 
 /**
+ * One turn of a conversation.
+ */
+data class Turn (
+    /**
+     * Who said it.
+     */
+    var `role`: TurnRole
+    , 
+    /**
+     * What was said (an answer's text, without markers).
+     */
+    var `content`: kotlin.String
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTurn: FfiConverterRustBuffer<Turn> {
+    override fun read(buf: ByteBuffer): Turn {
+        return Turn(
+            FfiConverterTypeTurnRole.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Turn) = (
+            FfiConverterTypeTurnRole.allocationSize(value.`role`) +
+            FfiConverterString.allocationSize(value.`content`)
+    )
+
+    override fun write(value: Turn, buf: ByteBuffer) {
+            FfiConverterTypeTurnRole.write(value.`role`, buf)
+            FfiConverterString.write(value.`content`, buf)
+    }
+}
+
+
+
+/**
  * Token counts and per-stage timings of an ask.
  */
 data class Usage (
@@ -6167,6 +6763,54 @@ public object FfiConverterTypeAttributionMethod: FfiConverterRustBuffer<Attribut
     override fun allocationSize(value: AttributionMethod) = 4UL
 
     override fun write(value: AttributionMethod, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * How a session rewrites a follow-up question for retrieval.
+ */
+
+enum class QueryRewrite {
+    
+    /**
+     * The model rewrites it into a standalone question; without a model, or when the
+     * rewrite is unusable, `ContentWords` is used.
+     */
+    MODEL,
+    /**
+     * The question prefixed by the previous question's content words.
+     */
+    CONTENT_WORDS,
+    /**
+     * Retrieval searches for the question as asked.
+     */
+    OFF;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeQueryRewrite: FfiConverterRustBuffer<QueryRewrite> {
+    override fun read(buf: ByteBuffer) = try {
+        QueryRewrite.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: QueryRewrite) = 4UL
+
+    override fun write(value: QueryRewrite, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
     }
 }
@@ -6427,6 +7071,49 @@ public object FfiConverterTypeTributeError : FfiConverterRustBuffer<TributeExcep
     }
 
 }
+
+
+
+/**
+ * Who spoke a turn of a conversation.
+ */
+
+enum class TurnRole {
+    
+    /**
+     * The person asking.
+     */
+    USER,
+    /**
+     * The engine's answer.
+     */
+    ASSISTANT;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTurnRole: FfiConverterRustBuffer<TurnRole> {
+    override fun read(buf: ByteBuffer) = try {
+        TurnRole.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: TurnRole) = 4UL
+
+    override fun write(value: TurnRole, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
 
 
 
@@ -6691,6 +7378,38 @@ public object FfiConverterOptionalFloat: FfiConverterRustBuffer<kotlin.Float?> {
 /**
  * @suppress
  */
+public object FfiConverterOptionalDouble: FfiConverterRustBuffer<kotlin.Double?> {
+    override fun read(buf: ByteBuffer): kotlin.Double? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterDouble.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Double?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterDouble.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Double?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterDouble.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?> {
     override fun read(buf: ByteBuffer): kotlin.String? {
         if (buf.get().toInt() == 0) {
@@ -6937,6 +7656,38 @@ public object FfiConverterOptionalTypeAttributionMethod: FfiConverterRustBuffer<
         } else {
             buf.put(1)
             FfiConverterTypeAttributionMethod.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeQueryRewrite: FfiConverterRustBuffer<QueryRewrite?> {
+    override fun read(buf: ByteBuffer): QueryRewrite? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeQueryRewrite.read(buf)
+    }
+
+    override fun allocationSize(value: QueryRewrite?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeQueryRewrite.allocationSize(value)
+        }
+    }
+
+    override fun write(value: QueryRewrite?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeQueryRewrite.write(value, buf)
         }
     }
 }
@@ -7401,6 +8152,34 @@ public object FfiConverterSequenceTypeSettledBatch: FfiConverterRustBuffer<List<
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeSettledBatch.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeTurn: FfiConverterRustBuffer<List<Turn>> {
+    override fun read(buf: ByteBuffer): List<Turn> {
+        val len = buf.getInt()
+        return List<Turn>(len) {
+            FfiConverterTypeTurn.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Turn>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeTurn.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Turn>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeTurn.write(it, buf)
         }
     }
 }
