@@ -8,6 +8,7 @@ mod documents;
 mod hnsw;
 mod index;
 mod query;
+mod sync;
 
 use std::sync::{Arc, OnceLock};
 
