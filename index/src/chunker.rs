@@ -193,6 +193,8 @@ fn trim_span(text: &str, start: usize, end: usize) -> (usize, usize) {
 
 /// Sentences (UAX #29), each cut further when it alone exceeds the budget.
 fn sentence_units(text: &str, max_tokens: usize, counter: &dyn TokenCounter) -> Vec<Span> {
+    // A budget of 0 (an unvalidated config) would never advance through a sentence.
+    let max_tokens = max_tokens.max(1);
     let mut units = Vec::new();
     for (start, sentence) in text.split_sentence_bound_indices() {
         if sentence.trim().is_empty() {
@@ -333,6 +335,16 @@ mod tests {
             chunk_sections(t, &[], &cfg(50, 5), &WordCounter),
             chunk_text(t, &cfg(50, 5), &WordCounter)
         );
+    }
+
+    /// Found by the `chunker` fuzz target: a budget of 0 looped forever.
+    #[test]
+    fn zero_budget_terminates_with_one_token_chunks() {
+        let t = "hello world foo.";
+        let c = chunk_text(t, &cfg(0, 0), &WordCounter);
+        let pieces: Vec<&str> = c.iter().map(|s| &t[s.start..s.end]).collect();
+        assert_eq!(pieces, ["hello", "world", "foo."]);
+        assert!(c.iter().all(|s| s.tokens == 1), "{c:?}");
     }
 
     #[test]

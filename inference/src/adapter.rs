@@ -303,12 +303,22 @@ pub fn load_peft(
         } else {
             alpha / r as f64
         } as f32;
+        let b_t: Vec<f32> = b.transposed().into_iter().map(|x| x * scale).collect();
+        // A huge lora_alpha (or rank 0) would feed the model infinities: refuse it here.
+        if !scale.is_finite() || b_t.iter().any(|x| !x.is_finite()) {
+            return Err(files(
+                &cfg_path,
+                format!(
+                    "{module}: lora_alpha {alpha} at rank {r} scales lora_B past the f32 range"
+                ),
+            ));
+        }
         out.modules.insert(
             module,
             LoraPair {
                 rank: r,
                 a_t: a.transposed(),
-                b_t: b.transposed().into_iter().map(|x| x * scale).collect(),
+                b_t,
             },
         );
     }
@@ -593,5 +603,39 @@ mod tests {
             normalize_model_name("HuggingFaceTB/SmolLM2-135M-Instruct"),
             normalize_model_name("SmolLM2 135M Instruct")
         );
+    }
+
+    /// A PEFT folder for a model with one 2 → 2 module `m`, rank 1, all weights 1.
+    fn peft_dir(config: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("adapter_config.json"), config).expect("config");
+        let header = r#"{"m.lora_A.weight":{"dtype":"F32","shape":[1,2],"data_offsets":[0,8]},"m.lora_B.weight":{"dtype":"F32","shape":[2,1],"data_offsets":[8,16]}}"#;
+        let mut st = (header.len() as u64).to_le_bytes().to_vec();
+        st.extend_from_slice(header.as_bytes());
+        st.extend(std::iter::repeat_n(1f32.to_le_bytes(), 4).flatten());
+        std::fs::write(dir.path().join("adapter_model.safetensors"), st).expect("weights");
+        dir
+    }
+
+    /// Found by the `peft_adapter` fuzz target: a huge `lora_alpha` (or rank 0) loaded
+    /// infinite LoRA values.
+    #[test]
+    fn scales_past_f32_are_refused() {
+        let id = AdapterId::new("a").expect("id");
+        let modules = [module("m", 2, 2)];
+        let ok = peft_dir(r#"{"r": 1, "lora_alpha": 2}"#);
+        let w = load_peft(&id, ok.path(), None, &modules).expect("loads");
+        assert_eq!(w.modules["m"].b_t, [2.0, 2.0]);
+        for config in [
+            r#"{"r": 1, "lora_alpha": 1e300}"#,
+            r#"{"r": 1, "lora_alpha": -1e39, "use_rslora": true}"#,
+        ] {
+            let dir = peft_dir(config);
+            let err = load_peft(&id, dir.path(), None, &modules).unwrap_err();
+            assert!(
+                err.to_string().contains("past the f32 range"),
+                "{config}: {err}"
+            );
+        }
     }
 }
