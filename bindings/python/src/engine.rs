@@ -19,6 +19,7 @@ use crate::index::{Hit, Index};
 use crate::quoted;
 use crate::receipt::{Receipt, SettleReport, Signer, ledger_dict, ledger_from};
 use crate::runtime::{coroutine, wait_interruptibly};
+use crate::session::Session;
 
 /// The embeddable RAG-with-attribution engine: asks questions of a knowledge base and
 /// returns answers with measured citation weights and a signed usage receipt.
@@ -152,7 +153,7 @@ impl Engine {
     #[pyo3(signature = (
         index = None, *, generator = None, signer = None, ledger = None, journal = None,
         chain = None, embedder = None, top_k = None, mode = None, method = None,
-        max_tokens = None
+        max_tokens = None, answer_mode = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -168,8 +169,12 @@ impl Engine {
         mode: Option<&str>,
         method: Option<&str>,
         max_tokens: Option<usize>,
+        answer_mode: Option<&str>,
     ) -> PyResult<Self> {
         let mut config = EngineConfig::default();
+        if let Some(m) = answer_mode {
+            config.answer_mode = m.parse().map_err(py_err)?;
+        }
         if let Some(l) = ledger {
             config.receipts.ledger = Some(ledger_from(l)?);
         }
@@ -283,6 +288,46 @@ impl Engine {
             inner: answer,
             ledger,
         })
+    }
+
+    /// Starts a conversation: a `Session` whose turns are asked with these options (as
+    /// `ask`'s). `rewrite` is how a follow-up is rewritten for retrieval: `"model"` (the
+    /// default; falls back to `"content-words"` without a model), `"content-words"` or
+    /// `"off"`.
+    #[pyo3(signature = (
+        *, adapters = None, method = None, top_k = None, mode = None, datanets = None,
+        max_tokens = None, temperature = None, seed = None, fee = None, rewrite = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn chat(
+        &self,
+        adapters: Option<&Bound<'_, PyAny>>,
+        method: Option<&str>,
+        top_k: Option<usize>,
+        mode: Option<&str>,
+        datanets: Option<Vec<String>>,
+        max_tokens: Option<usize>,
+        temperature: Option<f32>,
+        seed: Option<u64>,
+        fee: Option<&Bound<'_, PyAny>>,
+        rewrite: Option<&str>,
+    ) -> PyResult<Session> {
+        let (options, _) = ask_options(
+            adapters,
+            method,
+            top_k,
+            mode,
+            datanets,
+            max_tokens,
+            temperature,
+            seed,
+            fee,
+        )?;
+        let options = AskOptions {
+            cancel: None,
+            ..options
+        };
+        Session::open(&self.engine()?, options, rewrite)
     }
 
     /// Streams an ask (same options as `ask`): iterate the returned `AskStream` for text
