@@ -116,7 +116,8 @@ pub struct QueryOptions {
     /// Intra-op threads of the query session. `None`: one per core. `Some(0)`: no query
     /// session; small requests share the ingest sessions (the behaviour before it).
     pub threads: Option<usize>,
-    /// Let the query session's threads spin between operators rather than sleep.
+    /// Let the query session's threads spin between operators rather than sleep (only
+    /// while a call runs: they stop spinning when it returns).
     pub spinning: bool,
     /// Requests of at most this many texts take the query session.
     pub max_texts: usize,
@@ -239,7 +240,10 @@ impl OnnxEmbedder {
                 .with_session_config(
                     "session.intra_op.allow_spinning",
                     if spinning { "1" } else { "0" },
-                );
+                )
+                // Spin between operators only while a call runs: no core burns after it
+                // returns, when the generator usually needs both.
+                .with_session_config("session.force_spinning_stop", "1");
             TextEmbedding::try_new_from_user_defined(model.clone(), init)
                 .map_err(|e| bad(format!("cannot load the model: {e}")))
         };

@@ -16,6 +16,9 @@ pub enum EvalCommand {
     Attribution(crate::eval_attribution::AttributionArgs),
     /// Score answer quality (exact match, F1, support, looping, latency) on questions with gold answers.
     Qa(crate::eval_qa::QaArgs),
+    /// Score citation precision/recall against gold supporting passages: Tribute's measured
+    /// markers next to the markers the model writes when prompted to cite.
+    Citations(crate::eval_citations::CitationsArgs),
 }
 
 #[derive(Args)]
@@ -29,6 +32,10 @@ pub struct BeirArgs {
     /// Embedding model directory (default: the installed all-MiniLM-L6-v2).
     #[arg(long)]
     embedder: Option<PathBuf>,
+    /// An ONNX file (in the embedder's directory, or a path) that embeds the queries in place
+    /// of the model's own, e.g. `model_query_int8.onnx`; documents keep the model's own.
+    #[arg(long)]
+    query_model: Option<PathBuf>,
     /// Fusion(s) for hybrid mode, comma-separated to compare several (default: the built-in default).
     #[arg(long)]
     fusion: Option<String>,
@@ -68,6 +75,7 @@ pub fn run(c: EvalCommand) -> anyhow::Result<()> {
         EvalCommand::Beir(a) => beir(a),
         EvalCommand::Attribution(a) => crate::eval_attribution::run(a),
         EvalCommand::Qa(a) => crate::eval_qa::run(a),
+        EvalCommand::Citations(a) => crate::eval_citations::run(a),
     }
 }
 
@@ -92,7 +100,15 @@ fn beir(a: BeirArgs) -> anyhow::Result<()> {
     };
     let needs_dense = modes.iter().any(|m| *m != Mode::Bm25);
     let embedder = if needs_dense {
-        Some(crate::load_embedder(a.embedder.as_ref())?)
+        let dir = a
+            .embedder
+            .clone()
+            .unwrap_or_else(tribute::index::embedder::default_model_dir);
+        let mut options = tribute::index::EmbedderOptions::default();
+        options.query.model_file = a.query_model.clone();
+        let embedder: std::sync::Arc<dyn tribute::index::Embedder> =
+            std::sync::Arc::new(tribute::index::OnnxEmbedder::from_dir(&dir, options)?);
+        Some(embedder)
     } else {
         None
     };
