@@ -39,6 +39,7 @@ test: setup
 	scripts/with-postgres.sh $(CARGO) test --workspace
 	PYO3_BUILD_EXTENSION_MODULE=1 $(CARGO) build --workspace --lib --bins --tests
 	TRIBUTE_PREBUILT=1 bindings/python/test.sh
+	TRIBUTE_PREBUILT=1 bindings/server/tests/client/run.sh
 	TRIBUTE_PREBUILT=1 bindings/kotlin/test.sh
 	TRIBUTE_PREBUILT=1 bindings/swift/test.sh
 
@@ -74,6 +75,13 @@ bench: setup
 bench-serve: setup
 	$(CARGO) bench -p tribute-server --bench serve
 
+# The HTTP server killed with SIGKILL in the middle of a burst of asks, 20 times, then SIGTERM mid-ask
+# (docs/SERVE.md): every receipt acknowledged with a 200 is journaled once and verifies. The Rust suite
+# runs the same test with 3 kills.
+.PHONY: chaos-serve
+chaos-serve: setup
+	TRIBUTE_CHAOS_KILLS=20 $(CARGO) test -p tribute-server --test it chaos:: -- --nocapture
+
 # The BEIR sets are not in the repository: BEIR is a folder holding vaswani/, cranfield/, cisi/
 # (BEIR-format corpus.jsonl, queries.jsonl, qrels/test.tsv), e.g. `make eval BEIR=/data/beir`.
 BEIR ?= $(TRIBUTE_HOME)/beir
@@ -94,3 +102,18 @@ eval: setup check-beir
 	$(CARGO) build --release -p tribute-cli
 	for d in vaswani cranfield cisi; do $(or $(CARGO_TARGET_DIR),target)/release/tribute eval beir --data $(BEIR)/$$d --mode all; done
 	$(or $(CARGO_TARGET_DIR),target)/release/tribute eval attribution --data examples/data/attribution/dev.jsonl --method all
+
+# Fuzzing (docs/RELIABILITY.md, "Fuzzing"): one cargo-afl target (AFL++, stable Rust) per parser
+# that takes outside bytes, each run for FUZZ_SECONDS; FUZZ_TARGETS="jsonl journal" runs only
+# those. First use installs cargo-afl into $CARGO_HOME/bin and AFL++ into $(TRIBUTE_HOME)/afl;
+# the targets build into $(TRIBUTE_HOME)/fuzz-target, findings land in $(TRIBUTE_HOME)/fuzz-out.
+# onnx_adapter needs the ONNX Runtime library that `make setup` installs. Fails on any crash.
+.PHONY: fuzz fuzz-ci
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?=
+fuzz:
+	TRIBUTE_HOME=$(TRIBUTE_HOME) core/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# CI: every target for 30 s (plus the instrumented build).
+fuzz-ci:
+	TRIBUTE_HOME=$(TRIBUTE_HOME) core/fuzz/run.sh 30 $(FUZZ_TARGETS)
