@@ -27,6 +27,7 @@ __all__ = [
     "RequestError",
     "Retrieval",
     "Sentence",
+    "Session",
     "SettleReport",
     "SettledBatch",
     "Signer",
@@ -34,6 +35,7 @@ __all__ = [
     "TributeError",
     "Usage",
     "__version__",
+    "pull_model",
 ]
 
 __version__: str
