@@ -3,31 +3,18 @@
 //! `CitationBench` on two examples of examples/data/attribution/dev.jsonl.
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use tribute::attribution::{self, AttributionConfig, Method, Source};
 use tribute::citations::{
     CitationBench, InfluenceUnit, MIN_INFLUENCE_NATS, audit_attribution, markers,
 };
 use tribute::index::embedder::{EmbedderOptions, OnnxEmbedder, default_model_dir};
-use tribute::inference::Generator;
 use tribute::qa::QaExample;
 use tribute::rag::{DEFAULT_SYSTEM_PROMPT, ModelScorer, PromptSource, RagPrompt};
 use tribute::{Document, Engine, EngineConfig};
 
-fn generator() -> Arc<Generator> {
-    static G: OnceLock<Arc<Generator>> = OnceLock::new();
-    G.get_or_init(|| {
-        let dir = tribute::inference::default_model_dir();
-        Arc::new(Generator::load(&dir).unwrap_or_else(|e| {
-            panic!(
-                "SmolLM2 is required at {}; run scripts/setup.sh first ({e})",
-                dir.display()
-            )
-        }))
-    })
-    .clone()
-}
+use crate::support::generator;
 
 fn sources() -> Vec<PromptSource> {
     let s = |title: &str, text: &str| PromptSource {

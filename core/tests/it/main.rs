@@ -7,3 +7,4 @@ mod engine;
 mod hub;
 mod rag;
 mod session;
+mod support;

@@ -5,50 +5,17 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
 
-use alloy_primitives::{address, keccak256};
-use tribute::attribution::receipt::{Ledger, PayerKey};
+use alloy_primitives::keccak256;
+use tribute::attribution::receipt::PayerKey;
 use tribute::config::AnswerMode;
-use tribute::index::Embedder;
 use tribute::index::document::{LoadOptions, load_jsonl};
-use tribute::index::embedder::{EmbedderOptions, OnnxEmbedder, default_model_dir};
-use tribute::inference::Generator;
 use tribute::{Answer, AskEvent, Engine, EngineConfig, QueryRewrite, Session, Turn};
 
-/// Anvil's first development key (public; never for real funds).
-const KEY0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-const LEDGER: Ledger = Ledger {
-    chain_id: 31_337,
-    contract: address!("5FbDB2315678afecb367f032d93F642f64180aa3"),
-};
+use crate::support::{KEY0, LEDGER, embedder, generator};
+
 const ATTITUDE: &str =
     "How many times per second does the Zephyr flight controller correct the attitude?";
-
-fn generator() -> Arc<Generator> {
-    static G: OnceLock<Arc<Generator>> = OnceLock::new();
-    G.get_or_init(|| {
-        let dir = tribute::inference::default_model_dir();
-        Arc::new(Generator::load(&dir).unwrap_or_else(|e| {
-            panic!(
-                "SmolLM2 is required at {}; run scripts/setup.sh ({e})",
-                dir.display()
-            )
-        }))
-    })
-    .clone()
-}
-
-fn embedder() -> Arc<dyn Embedder> {
-    static E: OnceLock<Arc<dyn Embedder>> = OnceLock::new();
-    E.get_or_init(|| {
-        Arc::new(
-            OnnxEmbedder::from_dir(&default_model_dir(), EmbedderOptions::default())
-                .expect("MiniLM is required; run scripts/setup.sh"),
-        )
-    })
-    .clone()
-}
 
 /// A signing engine over the sample datanet in `dir`; `generate` false: extractive answers
 /// and no model loaded.

@@ -2,53 +2,21 @@
 //! (two contributors), receipts signed and journaled, and the documented failure modes.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use alloy_primitives::{Address, address, keccak256};
 use tribute::attribution::journal::{Journal, StateKind};
-use tribute::attribution::receipt::{Ledger, PayerKey};
+use tribute::attribution::receipt::PayerKey;
 use tribute::engine::NO_SOURCES_ANSWER;
-use tribute::index::Embedder;
 use tribute::index::document::{LoadOptions, load_jsonl};
-use tribute::index::embedder::{EmbedderOptions, OnnxEmbedder, default_model_dir};
-use tribute::inference::Generator;
 use tribute::{AskEvent, Engine, EngineConfig, Error};
 
-/// Anvil's first development key (public; never for real funds).
-const KEY0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-const LEDGER: Ledger = Ledger {
-    chain_id: 31_337,
-    contract: address!("5FbDB2315678afecb367f032d93F642f64180aa3"),
-};
+pub(crate) use crate::support::{KEY0, LEDGER, embedder, generator};
+
 const ALICE: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
 const BOB: &str = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359";
 const QUESTION: &str =
     "How many times per second does the Zephyr flight controller correct the attitude?";
-
-fn generator() -> Arc<Generator> {
-    static G: OnceLock<Arc<Generator>> = OnceLock::new();
-    G.get_or_init(|| {
-        let dir = tribute::inference::default_model_dir();
-        Arc::new(Generator::load(&dir).unwrap_or_else(|e| {
-            panic!(
-                "SmolLM2 is required at {}; run scripts/setup.sh ({e})",
-                dir.display()
-            )
-        }))
-    })
-    .clone()
-}
-
-fn embedder() -> Arc<dyn Embedder> {
-    static E: OnceLock<Arc<dyn Embedder>> = OnceLock::new();
-    E.get_or_init(|| {
-        Arc::new(
-            OnnxEmbedder::from_dir(&default_model_dir(), EmbedderOptions::default())
-                .expect("MiniLM is required; run scripts/setup.sh"),
-        )
-    })
-    .clone()
-}
 
 fn sample_docs() -> Vec<tribute::Document> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data/zephyr");
