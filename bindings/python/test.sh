@@ -60,6 +60,11 @@ if [[ "${TRIBUTE_PREBUILT:-}" == 1 ]]; then
   cp "$target/debug/lib_native.so" "$here/python/tribute/_native.abi3.so" || fail "no $target/debug/lib_native.so"
   site="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
   echo "$here/python" > "$site/tribute.pth"
+  # The package's metadata (version, extras) as maturin writes it for an install, without
+  # compiling anything (the PEP 517 metadata hook).
+  rm -rf "$site"/tribute-*.dist-info
+  maturin pep517 write-dist-info --metadata-directory "$site" >/dev/null \
+    || fail "maturin could not write the package metadata"
   found="$("$py" -c 'import tribute; print(tribute.__file__)')" || fail "import tribute failed"
   [[ "$found" == "$here/python/tribute/__init__.py" ]] || fail "import tribute found $found, not this checkout"
 else
