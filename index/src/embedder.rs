@@ -27,9 +27,40 @@ type BatchOutput = (usize, Vec<Vec<f32>>);
 /// Name of the default embedding model's directory under `$TRIBUTE_HOME/models/`.
 pub const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
 
-/// File name of the int8 query encoder beside a model's `model.onnx`, for
-/// [`QueryOptions::model_file`].
+/// File name of the int8 query encoder beside a model's `model.onnx` (written by `make
+/// setup`), which [`QueryModel::Auto`] runs queries on when it is there.
 pub const INT8_QUERY_MODEL: &str = "model_query_int8.onnx";
+
+/// Which ONNX file the query session runs.
+///
+/// Documents are always embedded by the model's own file (large requests never take the
+/// query session), so an index stays valid whichever is chosen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum QueryModel {
+    /// The int8 query encoder [`INT8_QUERY_MODEL`] when the model directory holds one, else
+    /// the model's own file. Measured within 0.005 nDCG@10 of the model on the BEIR sets and
+    /// 0.65–0.72× plain onnxruntime's time per long query (docs/RETRIEVAL.md).
+    #[default]
+    Auto,
+    /// The model's own file: a query's vector equals the one its text gets as a document.
+    Own,
+    /// Another ONNX file (relative to the model directory, or absolute): a dynamically
+    /// quantised copy of the same model. Dynamic quantisation scales each call's
+    /// activations together, so on such a file every text runs in a call of its own and a
+    /// query's vector never depends on what it was queued with.
+    File(PathBuf),
+}
+
+impl QueryModel {
+    /// The file the query session runs in `dir`, or `None` for the model's own.
+    fn file_in(&self, dir: &Path) -> Option<PathBuf> {
+        match self {
+            QueryModel::Own => None,
+            QueryModel::File(file) => Some(dir.join(file)),
+            QueryModel::Auto => Some(dir.join(INT8_QUERY_MODEL)).filter(|p| p.is_file()),
+        }
+    }
+}
 
 /// Turns texts into unit-length vectors, and measures text in the model's tokens.
 pub trait Embedder: TokenCounter {
@@ -117,7 +148,11 @@ pub struct QueryOptions {
     /// session; small requests share the ingest sessions (the behaviour before it).
     pub threads: Option<usize>,
     /// Let the query session's threads spin between operators rather than sleep (only
-    /// while a call runs: they stop spinning when it returns).
+    /// while a call runs: they stop spinning when it returns, so no core burns while the
+    /// generator runs after a search). On by default: a sleeping pool pays a wake-up per
+    /// operator, ≈ 20 % of a query's time on 2 cores (docs/RETRIEVAL.md); turn it off
+    /// where the cores are oversubscribed, since spinning threads then steal time from
+    /// the ones doing work.
     pub spinning: bool,
     /// Requests of at most this many texts take the query session.
     pub max_texts: usize,
@@ -128,26 +163,21 @@ pub struct QueryOptions {
     /// Query vectors kept in a least-recently-used cache, keyed by the token ids the model
     /// reads; `0` turns the cache off.
     pub cache_entries: usize,
-    /// An ONNX file (relative to the model directory, or absolute) the query session runs
-    /// in place of the model's own: a dynamically quantised int8 copy of the same model,
-    /// [`INT8_QUERY_MODEL`], made by `index/benches/vs_lancedb/quantize_query_model.py`.
-    /// Documents are still embedded by the model itself, so an index stays valid either
-    /// way. Dynamic quantisation scales each call's activations together, so on such a
-    /// file every text runs in a call of its own: a query's vector never depends on what
-    /// it was queued with. `None`: the model's own file.
-    pub model_file: Option<PathBuf>,
+    /// The ONNX file the query session runs (default: the int8 query encoder when
+    /// installed).
+    pub model: QueryModel,
 }
 
 impl Default for QueryOptions {
     fn default() -> Self {
         Self {
             threads: None,
-            spinning: false,
+            spinning: true,
             max_texts: 4,
             max_batch: 16,
             max_waiting: 256,
             cache_entries: 1024,
-            model_file: None,
+            model: QueryModel::Auto,
         }
     }
 }
@@ -260,10 +290,9 @@ impl OnnxEmbedder {
         let query = match options.query.threads.unwrap_or(cores) {
             0 => None,
             threads => {
-                let query_model = match &options.query.model_file {
+                let query_model = match options.query.model.file_in(dir) {
                     None => None,
-                    Some(file) => {
-                        let path = dir.join(file);
+                    Some(path) => {
                         let onnx_file = std::fs::read(&path).map_err(|e| {
                             bad(format!(
                                 "cannot read the query model {}: {e}",

@@ -23,7 +23,7 @@ pub use bm25::Bm25Params;
 pub use chunker::{ChunkerConfig, TokenCounter, WordCounter};
 pub use dense::HnswConfig;
 pub use document::{Document, Layout, LoadOptions, Section, load_file};
-pub use embedder::{Embedder, EmbedderOptions, OnnxEmbedder, QueryOptions};
+pub use embedder::{Embedder, EmbedderOptions, OnnxEmbedder, QueryModel, QueryOptions};
 pub use error::{Error, Result, redact_url};
 pub use fusion::{Fusion, Mode};
 pub use index::{

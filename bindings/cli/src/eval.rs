@@ -19,6 +19,9 @@ pub enum EvalCommand {
     /// Score citation precision/recall against gold supporting passages: Tribute's measured
     /// markers next to the markers the model writes when prompted to cite.
     Citations(crate::eval_citations::CitationsArgs),
+    /// Score the source guard: flagged planted passages that take over answers, alerts on
+    /// clean answers.
+    Guard(crate::eval_guard::GuardArgs),
 }
 
 #[derive(Args)]
@@ -32,10 +35,11 @@ pub struct BeirArgs {
     /// Embedding model directory (default: the installed all-MiniLM-L6-v2).
     #[arg(long)]
     embedder: Option<PathBuf>,
-    /// An ONNX file (in the embedder's directory, or a path) that embeds the queries in place
-    /// of the model's own, e.g. `model_query_int8.onnx`; documents keep the model's own.
-    #[arg(long)]
-    query_model: Option<PathBuf>,
+    /// What embeds the queries: `auto` (the int8 query encoder when installed, the default),
+    /// `own` (the model's own file), or an ONNX file in the embedder's directory or a path;
+    /// documents always keep the model's own.
+    #[arg(long, default_value = "auto", value_parser = parse_query_model)]
+    query_model: tribute::index::QueryModel,
     /// Fusion(s) for hybrid mode, comma-separated to compare several (default: the built-in default).
     #[arg(long)]
     fusion: Option<String>,
@@ -76,6 +80,7 @@ pub fn run(c: EvalCommand) -> anyhow::Result<()> {
         EvalCommand::Attribution(a) => crate::eval_attribution::run(a),
         EvalCommand::Qa(a) => crate::eval_qa::run(a),
         EvalCommand::Citations(a) => crate::eval_citations::run(a),
+        EvalCommand::Guard(a) => crate::eval_guard::run(a),
     }
 }
 
@@ -105,7 +110,7 @@ fn beir(a: BeirArgs) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(tribute::index::embedder::default_model_dir);
         let mut options = tribute::index::EmbedderOptions::default();
-        options.query.model_file = a.query_model.clone();
+        options.query.model = a.query_model.clone();
         let embedder: std::sync::Arc<dyn tribute::index::Embedder> =
             std::sync::Arc::new(tribute::index::OnnxEmbedder::from_dir(&dir, options)?);
         Some(embedder)
@@ -211,4 +216,14 @@ fn beir(a: BeirArgs) -> anyhow::Result<()> {
 
 fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
+}
+
+/// `--query-model`: `auto`, `own` or a file.
+fn parse_query_model(value: &str) -> Result<tribute::index::QueryModel, String> {
+    Ok(match value {
+        "auto" => tribute::index::QueryModel::Auto,
+        "own" => tribute::index::QueryModel::Own,
+        "" => return Err("expected auto, own or an ONNX file".into()),
+        file => tribute::index::QueryModel::File(file.into()),
+    })
 }

@@ -7,9 +7,11 @@
 //! Environment: `TRIBUTE_BENCH_DATA` (a BEIR folder), `CORPUS_LIMIT` (first N documents),
 //! `QUERY_LIMIT` (first N queries). Top 10, hybrid = BM25 + dense fused (the default).
 //! The measured embedders have their query cache off, so every query runs the model;
-//! `embed_cached` is a repeat through an embedder with the default cache. When the model
-//! directory holds the int8 query encoder (`quantize_query_model.py`), the `*_int8` rows
-//! run queries on it, and `ndcg10` gives nDCG@10 over the judged queries for both query
+//! `embed_cached` is a repeat through an embedder with the default cache. The plain rows
+//! (`embed`, `hybrid_with_embedding`, ...) run queries on the model's own fp32 file without
+//! spinning (the defaults before the int8 encoder); when the model directory holds the int8
+//! query encoder (`make setup`), the `*_int8` rows run queries on it (`*_int8_spinning`:
+//! today's default), and `ndcg10` gives nDCG@10 over the judged queries for both query
 //! encoders against the same index (documents always embedded by `model.onnx`).
 
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use tribute_index::embedder::{
     Embedder, EmbedderOptions, INT8_QUERY_MODEL, OnnxEmbedder, default_model_dir,
 };
 use tribute_index::eval::{BeirDataset, ndcg_at};
-use tribute_index::{Index, IndexConfig, Mode, QueryOptions};
+use tribute_index::{Index, IndexConfig, Mode, QueryModel, QueryOptions};
 
 fn env_usize(name: &str) -> Option<usize> {
     std::env::var(name).ok().and_then(|s| s.parse().ok())
@@ -64,6 +66,8 @@ fn main() {
         .collect();
     let uncached = QueryOptions {
         cache_entries: 0,
+        model: QueryModel::Own,
+        spinning: false,
         ..QueryOptions::default()
     };
     // The index's embedder: default options (ingest sessions, query session), no cache.
@@ -92,19 +96,28 @@ fn main() {
         },
         Some(1),
     );
-    let cached = embedder(QueryOptions::default(), Some(1));
-    let int8 = default_model_dir()
-        .join(INT8_QUERY_MODEL)
-        .is_file()
-        .then(|| {
+    let cached = embedder(
+        QueryOptions {
+            model: QueryModel::Own,
+            ..QueryOptions::default()
+        },
+        Some(1),
+    );
+    let int8_on_disk = default_model_dir().join(INT8_QUERY_MODEL).is_file();
+    let int8_with = |spinning: bool| {
+        int8_on_disk.then(|| {
             embedder(
                 QueryOptions {
-                    model_file: Some(INT8_QUERY_MODEL.into()),
+                    model: QueryModel::File(INT8_QUERY_MODEL.into()),
+                    spinning,
                     ..uncached.clone()
                 },
                 Some(1),
             )
-        });
+        })
+    };
+    let int8 = int8_with(false);
+    let int8_spinning = int8_with(true);
     if int8.is_none() {
         eprintln!("no {INT8_QUERY_MODEL} in the model directory: int8 rows skipped");
     }
@@ -155,8 +168,8 @@ fn main() {
         ndcg10["hybrid_int8"] = ndcg(int8, Mode::Hybrid).into();
     }
     for q in queries.iter().take(5) {
-        if let Some(int8) = &int8 {
-            embed(int8, q);
+        for e in [&int8, &int8_spinning].into_iter().flatten() {
+            embed(e, q);
         }
         embed(&main, q);
         embed(&spinning, q);
@@ -189,10 +202,10 @@ fn main() {
         "lexical": time_each(&queries, |q| search(q, Mode::Bm25)),
         "ndcg10": ndcg10,
     });
-    if let (Some(int8), Some(fields)) = (&int8, out.as_object_mut()) {
-        // As the index's own path does: embed the text, then search with the vector.
-        let hybrid_int8 = time_each(&queries, |q| {
-            let v = int8.embed(&[q]).expect("embeds").remove(0);
+    // As the index's own path does: embed the text, then search with the vector.
+    let hybrid_via = |e: &OnnxEmbedder| {
+        time_each(&queries, |q| {
+            let v = e.embed(&[q]).expect("embeds").remove(0);
             std::hint::black_box(
                 index
                     .search(q)
@@ -201,12 +214,24 @@ fn main() {
                     .execute()
                     .expect("searches"),
             );
-        });
+        })
+    };
+    if let (Some(int8), Some(int8_spinning), Some(fields)) =
+        (&int8, &int8_spinning, out.as_object_mut())
+    {
+        fields.insert("hybrid_with_embedding_int8".into(), hybrid_via(int8).into());
+        fields.insert(
+            "hybrid_with_embedding_int8_spinning".into(),
+            hybrid_via(int8_spinning).into(),
+        );
         fields.insert(
             "embed_int8".into(),
             time_each(&queries, |q| embed(int8, q)).into(),
         );
-        fields.insert("hybrid_with_embedding_int8".into(), hybrid_int8.into());
+        fields.insert(
+            "embed_int8_spinning".into(),
+            time_each(&queries, |q| embed(int8_spinning, q)).into(),
+        );
     }
     println!("{out}");
 }

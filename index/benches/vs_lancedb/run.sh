@@ -28,12 +28,8 @@ if ! "$BENCH_VENV/bin/python" -c "import lancedb, onnxruntime, tokenizers, pyarr
   "$BENCH_VENV/bin/pip" install --quiet --disable-pip-version-check \
     "lancedb==0.40.*" "onnxruntime==1.32.0" tokenizers numpy pyarrow
 fi
-# The int8 query encoder beside the model (made once; the int8 rows are skipped without it).
-if [[ ! -f "$MODEL/model_query_int8.onnx" ]]; then
-  "$BENCH_VENV/bin/python" -c "import onnx" 2>/dev/null ||
-    "$BENCH_VENV/bin/pip" install --quiet --disable-pip-version-check "onnx==1.*"
-  "$BENCH_VENV/bin/python" -W ignore "$here/quantize_query_model.py" "$MODEL" >&2
-fi
+# The int8 query encoder beside the model is written by `make setup`; the int8 rows are
+# skipped without it.
 # Build once (release-optimised bench profile), then run the binary each round.
 cargo bench -p tribute-index --bench vs_lancedb --no-run
 : > "$OUT"

@@ -9,14 +9,16 @@ from collections import defaultdict
 import numpy as np
 
 MEASURES = [
-    ("hybrid_with_embedding", "hybrid incl. embedding"),
+    ("hybrid_with_embedding", "hybrid incl. embedding, fp32 query session, not spinning"),
     ("hybrid_with_embedding_int8", "hybrid incl. embedding, int8 query encoder"),
+    ("hybrid_with_embedding_int8_spinning", "hybrid incl. embedding, int8, spinning (default)"),
     ("hybrid", "hybrid, vector given"),
     ("dense_with_embedding", "dense incl. embedding"),
     ("lexical", "lexical (BM25 / FTS)"),
-    ("embed", "embedding alone"),
+    ("embed", "embedding alone, fp32 query session, not spinning"),
     ("embed_int8", "embedding alone, int8 query encoder"),
-    ("embed_spinning", "embedding, spinning threads"),
+    ("embed_int8_spinning", "embedding alone, int8, spinning (default)"),
+    ("embed_spinning", "embedding, fp32, spinning"),
     ("embed_single_session", "embedding, 1-thread session (before)"),
     ("embed_cached", "embedding, cache hit"),
 ]
@@ -56,8 +58,11 @@ def main() -> None:
         for key, peer, target in (
             ("hybrid_with_embedding", "hybrid_with_embedding", 0.5),
             ("hybrid_with_embedding_int8", "hybrid_with_embedding", 0.5),
+            ("hybrid_with_embedding_int8_spinning", "hybrid_with_embedding", 0.5),
             ("embed", "embed", 0.8),
             ("embed_int8", "embed", 0.8),
+            ("embed_int8_spinning", "embed", 0.8),
+            ("embed_spinning", "embed", 0.8),
         ):
             ratios = [
                 float(np.percentile(p["tribute"][key], 50) / np.percentile(p["lancedb"][peer], 50))

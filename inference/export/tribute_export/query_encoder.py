@@ -8,12 +8,14 @@ carry the outliers that cost the most accuracy (mean cosine to fp32 0.9977 witho
 The graph is first written with ONNX Runtime's basic optimisations (constant folding turns
 the model's int8-stored weights into the fp32 tensors they stand for).
 
-Used by `OnnxEmbedder` when `QueryOptions::model_file` names it; documents are still
-embedded by `model.onnx`. See docs/RETRIEVAL.md for speed and nDCG@10.
+`make setup` writes it beside the installed all-MiniLM-L6-v2, and Tribute's embedder runs
+queries on it when it is there (`QueryModel::Auto`); documents are still embedded by
+`model.onnx`. See docs/RETRIEVAL.md for speed and nDCG@10.
 
-    python quantize_query_model.py MODEL_DIR        # needs onnx and onnxruntime
+    python -m tribute_export.query_encoder MODEL_DIR     # needs onnxruntime (the `adapter` extra)
 """
 
+import logging
 import os
 import sys
 import tempfile
@@ -26,11 +28,16 @@ OUTPUT = "model_query_int8.onnx"
 
 
 def main() -> None:
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m tribute_export.query_encoder MODEL_DIR")
     model_dir = sys.argv[1]
-    src = next(
-        p for p in (os.path.join(model_dir, "model.onnx"), os.path.join(model_dir, "onnx", "model.onnx")) if os.path.isfile(p)
-    )
+    candidates = (os.path.join(model_dir, "model.onnx"), os.path.join(model_dir, "onnx", "model.onnx"))
+    src = next((p for p in candidates if os.path.isfile(p)), None)
+    if src is None:
+        sys.exit(f"no model.onnx (or onnx/model.onnx) in {model_dir}")
     dst = os.path.join(model_dir, OUTPUT)
+    # quantize_dynamic logs advice about pre-processing on the root logger: not ours to act on.
+    logging.getLogger().setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="tribute-quantize-") as tmp:
         folded = os.path.join(tmp, "folded.onnx")
         options = ort.SessionOptions()
