@@ -94,6 +94,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// A document's elements nest deeper than the loader reads (a hostile or broken file:
+    /// parsing such nesting costs time quadratic in the depth); nothing of it was ingested.
+    #[error(
+        "{path}: {format} elements nested more than {limit} levels deep (nothing was ingested): flatten the document"
+    )]
+    NestedTooDeep {
+        /// The file.
+        path: PathBuf,
+        /// The format it was read as ("HTML").
+        format: &'static str,
+        /// The deepest nesting read.
+        limit: usize,
+    },
+
     /// A PDF is encrypted with a password; nothing of it was ingested.
     #[error(
         "{path}: the PDF is encrypted with a password: decrypt it first (e.g. `qpdf --decrypt`)"

@@ -3,7 +3,8 @@
 //! The character encoding comes from a byte-order mark, else from a `<meta charset>` or
 //! `<meta http-equiv="Content-Type">` in the first 1024 bytes; a label `encoding_rs`
 //! does not know, or no declaration on a file that is not UTF-8, is
-//! [`Error::UnknownEncoding`]. The page is parsed by html5ever (through `scraper`).
+//! [`Error::UnknownEncoding`]. The page is parsed by html5ever (through `scraper`); elements
+//! nested more than [`depth::MAX_DEPTH`] levels deep are [`Error::NestedTooDeep`].
 //! Main content: the `<main>` element (or `role="main"`), else the only `<article>`,
 //! else `<body>`; navigation, asides, page headers and footers, forms, scripts, styles
 //! and hidden elements are left out.
@@ -15,6 +16,8 @@ use scraper::{ElementRef, Html, Node};
 
 use super::{Extracted, Outline, collapse_whitespace};
 use crate::error::{Error, Result};
+
+mod depth;
 
 /// Elements whose content is never part of the text.
 const SKIPPED: &[&str] = &[
@@ -53,7 +56,12 @@ const BLOCKS: &[&str] = &[
 
 pub(super) fn extract(path: &Path, bytes: &[u8]) -> Result<Extracted> {
     let text = decode(path, bytes)?;
-    let page = Html::parse_document(&text);
+    let too_deep = || Error::NestedTooDeep {
+        path: path.to_owned(),
+        format: "HTML",
+        limit: depth::MAX_DEPTH,
+    };
+    let page: Html = depth::parse_document(&text).ok_or_else(too_deep)?;
     let root = page.root_element();
     let elements = || root.descendants().filter_map(ElementRef::wrap);
     let title = elements()
@@ -75,7 +83,10 @@ pub(super) fn extract(path: &Path, bytes: &[u8]) -> Result<Extracted> {
         skip_headers: matches!(main.value().name(), "body" | "html"),
         ..Walker::default()
     };
-    walker.element(main, true);
+    walker.element(main, true, 0);
+    if walker.too_deep {
+        return Err(too_deep());
+    }
     walker.flush();
     Ok(walker.outline.finish(title))
 }
@@ -88,6 +99,8 @@ struct Walker {
     /// Whether `<header>` elements are page headers (walking the whole body) rather than
     /// the headers of the main content.
     skip_headers: bool,
+    /// Set when an element nests deeper than [`depth::MAX_DEPTH`] below the main content.
+    too_deep: bool,
 }
 
 impl Walker {
@@ -97,7 +110,13 @@ impl Walker {
         self.inline.clear();
     }
 
-    fn element(&mut self, e: ElementRef<'_>, is_root: bool) {
+    /// Reads `e`, `depth` levels below the main content; recursive, hence the depth check
+    /// (parsing already refuses deeper pages, but reparenting can deepen a subtree).
+    fn element(&mut self, e: ElementRef<'_>, is_root: bool, depth: usize) {
+        if depth > depth::MAX_DEPTH {
+            self.too_deep = true;
+            return;
+        }
         let el = e.value();
         let name = el.name();
         let hidden = el.attr("hidden").is_some() || el.attr("aria-hidden") == Some("true");
@@ -125,7 +144,7 @@ impl Walker {
                 Node::Text(t) => self.inline.push_str(t),
                 Node::Element(_) => {
                     if let Some(c) = ElementRef::wrap(child) {
-                        self.element(c, false);
+                        self.element(c, false, depth + 1);
                     }
                 }
                 _ => {}

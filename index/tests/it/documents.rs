@@ -268,6 +268,40 @@ mod rich {
         assert_spans_match(&doc, &index);
     }
 
+    /// Deep nesting made html5ever's tree builder quadratic (20,000 `<div>`s: 14 s) and the
+    /// text walker recursed per level (a stack overflow further down): refused, quickly.
+    #[test]
+    fn deeply_nested_html_is_a_typed_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let page = |name: &str, html: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, html).expect("write");
+            load_file(&path, &LoadOptions::default())
+        };
+        for (name, open) in [("divs.html", "<div>"), ("templates.html", "<template>")] {
+            let err = page(name, format!("<html><body>{}deep", open.repeat(100_000)))
+                .expect_err("100,000 nested elements");
+            assert!(
+                matches!(
+                    err,
+                    Error::NestedTooDeep {
+                        format: "HTML",
+                        limit: 512,
+                        ..
+                    }
+                ),
+                "{name}: {err}"
+            );
+        }
+        // Below the limit (html, body and 500 <div>s) the page loads.
+        let docs = page(
+            "deep.html",
+            format!("<html><body>{}deep", "<div>".repeat(500)),
+        )
+        .expect("500 nested elements load");
+        assert_eq!(docs[0].text, "deep");
+    }
+
     #[test]
     fn bad_documents_are_typed_errors() {
         let err = |name: &str| load_file(&fixture(name), &LoadOptions::default()).expect_err(name);
