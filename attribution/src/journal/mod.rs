@@ -69,6 +69,7 @@ mod backend;
 mod error;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod resync;
 mod state;
 
 use std::collections::HashMap;
@@ -337,7 +338,8 @@ impl Journal {
         let mut pos = HEADER;
         while pos < data.len() {
             let Some((payload, next)) = frame_at(data, pos) else {
-                if let Some(good) = (pos + 1..data.len()).find(|&p| frame_at(data, p).is_some()) {
+                let mut work = resync::ScanWork::default();
+                if let Some(good) = resync::first_frame(data, pos + 1, &mut work) {
                     return Err(self.corrupt(
                         pos,
                         format!("bad record followed by a valid one at byte {good}"),
