@@ -6,10 +6,10 @@
 #
 # First use installs cargo-afl $AFL_VERSION into $CARGO_HOME/bin and builds AFL++ into
 # $TRIBUTE_HOME/afl (both reused afterwards; cache those two for CI). The instrumented
-# targets build into $TRIBUTE_HOME/fuzz-target (FUZZ_TARGET_DIR), AFL's findings go to
-# $TRIBUTE_HOME/fuzz-out/TARGET (FUZZ_OUT). Seeds: <crate>/fuzz/corpus/TARGET.
+# targets build into $TRIBUTE_HOME/fuzz-target/opt$AFL_OPT_LEVEL (FUZZ_TARGET_DIR), AFL's
+# findings go to $TRIBUTE_HOME/fuzz-out/TARGET (FUZZ_OUT). Seeds: <crate>/fuzz/corpus/TARGET.
 # Exits 1 when any target saved a crash (the inputs are listed; replay one with
-# `$FUZZ_TARGET_DIR/release/TARGET < FILE`).
+# `$FUZZ_TARGET_DIR/HOST/release/TARGET < FILE`, HOST as `rustc -vV` names it).
 set -euo pipefail
 
 seconds=${1:?usage: core/fuzz/run.sh SECONDS [TARGET...]}
@@ -19,7 +19,10 @@ tribute_home=${TRIBUTE_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/tribute}
 AFL_VERSION=0.18.2
 # cargo-afl keeps AFL++ under $XDG_DATA_HOME/afl.rs: put it beside the other cached tools.
 export XDG_DATA_HOME=$tribute_home/afl
-export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$tribute_home/fuzz-target}
+# cargo-afl optimises at AFL_OPT_LEVEL (default 3); `make fuzz-ci` builds at 1 (or 0), which
+# costs less than half the CPU time for slower targets. Each level builds into its own folder.
+export AFL_OPT_LEVEL=${AFL_OPT_LEVEL:-3}
+export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$tribute_home/fuzz-target/opt$AFL_OPT_LEVEL}
 out_root=${FUZZ_OUT:-$tribute_home/fuzz-out}
 # How long one input may run (ms) before AFL counts it as a hang.
 timeout_ms=${FUZZ_TIMEOUT_MS:-2000}
@@ -53,9 +56,14 @@ if [[ ! -x $XDG_DATA_HOME/afl.rs/rustc-$rustc_id/afl.rs-$AFL_VERSION/afl/bin/afl
   cargo afl config --build --force >/dev/null
 fi
 
+# An explicit --target keeps cargo-afl's RUSTFLAGS (opt-level 3, one codegen unit, coverage)
+# off build scripts and proc macros, which then build as release's build-override says
+# (opt-level 0); rustc-wrapper.sh keeps them off the crates no target runs.
+host=$(rustc -vV | sed -n 's/^host: //p')
+export RUSTC_WRAPPER=$root/core/fuzz/rustc-wrapper.sh
 start=$(date +%s)
 echo "run.sh: building the instrumented targets into $CARGO_TARGET_DIR"
-(cd "$root/core/fuzz" && cargo afl build --release --locked --workspace --bins)
+(cd "$root/core/fuzz" && cargo afl build --release --locked --workspace --bins --target "$host")
 built=$(date +%s)
 echo "run.sh: built in $((built - start)) s"
 
@@ -72,7 +80,7 @@ for t in "${selected[@]}"; do
   crate=${t%%:*} target=${t#*:}
   corpus=$root/$crate/fuzz/corpus/$target
   out=$out_root/$target
-  bin=$CARGO_TARGET_DIR/release/$target
+  bin=$CARGO_TARGET_DIR/$host/release/$target
   rm -rf "$out"
   mkdir -p "$out"
   scratch=$(mktemp -d "$scratch_base/tribute-fuzz-$target.XXXXXX")
@@ -106,7 +114,7 @@ for t in "${selected[@]}"; do
 done
 echo "run.sh: total $(($(date +%s) - start)) s (build $((built - start)) s); table in $summary"
 if ((${#crashed[@]})); then
-  echo "run.sh: crashes found; replay with \$FUZZ_TARGET_DIR/release/TARGET < FILE:" >&2
+  echo "run.sh: crashes found; replay with \$FUZZ_TARGET_DIR/$host/release/TARGET < FILE:" >&2
   for d in "${crashed[@]}"; do ls -1 "$d"/id:* >&2; done
   exit 1
 fi

@@ -6,9 +6,14 @@
 //!
 //! Properties: no panic; a message that parses serialises to JSON that parses again.
 
+// The CLI's source folder as a module, so that mcp.rs's own submodules (src/mcp/…) resolve
+// as they do in the binary.
 #[allow(dead_code, unused_imports)]
-#[path = "../../src/mcp.rs"]
-mod mcp;
+#[path = "../../src"]
+mod cli {
+    pub mod mcp;
+}
+use cli::mcp;
 
 use rmcp::model::{ClientJsonRpcMessage, ClientRequest, JsonRpcMessage};
 use serde_json::Value;
