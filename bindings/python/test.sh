@@ -5,8 +5,9 @@
 #   bindings/python/test.sh [pytest args…]
 #
 # The virtualenv lives in $TRIBUTE_HOME/pyvenv (default ~/.cache/tribute/pyvenv) and is
-# created on first use (maturin, pytest, mypy and the integrations' frameworks,
-# langchain-core and llama-index-core, from PyPI). The extension is a debug build
+# created on first use (maturin, pytest, mypy, the integrations' frameworks,
+# langchain-core and llama-index-core, and their conformance suites and clients,
+# langchain-tests and mcp, from PyPI). The extension is a debug build
 # through cargo, so it shares the workspace's target directory ($CARGO_TARGET_DIR if set)
 # and its cache. The tests need the default models: run `make setup` first.
 # TRIBUTE_PREBUILT=1 (what `make test` uses after `cargo build --workspace --lib --bins
@@ -38,6 +39,15 @@ fi
 if ! "$py" -c "import langchain_core, llama_index.core" 2>/dev/null; then
   step "installing langchain-core and llama-index-core from PyPI"
   "$py" -m pip install --quiet --disable-pip-version-check "langchain-core>=0.3" "llama-index-core>=0.12" \
+    || fail "pip install failed"
+fi
+
+# The conformance suites and clients the integrations are checked with, pinned (their
+# contracts change between releases): LangChain's standard tests (langchain-tests, which
+# brings pytest-asyncio) and the official MCP Python SDK (tests/test_mcp.py).
+if ! "$py" -c "import langchain_tests, mcp, pytest_asyncio" 2>/dev/null; then
+  step "installing langchain-tests and mcp from PyPI"
+  "$py" -m pip install --quiet --disable-pip-version-check "langchain-tests==1.1.9" "mcp==2.3.0" \
     || fail "pip install failed"
 fi
 
@@ -76,6 +86,11 @@ else
   if [[ "$installed" == "$here/python/tribute/__init__.py" && -n "$meta" && "$meta" -nt "$here/pyproject.toml" ]]; then
     maturin develop --skip-install || fail "maturin develop failed"
   else
+    # A dist-info written by a TRIBUTE_PREBUILT run has no RECORD, without which pip cannot
+    # replace it.
+    for d in "$venv"/lib/python*/site-packages/tribute-*.dist-info; do
+      if [[ -d "$d" && ! -e "$d/RECORD" ]]; then rm -rf "$d"; fi
+    done
     maturin develop || fail "maturin develop failed"
   fi
 fi

@@ -9,11 +9,12 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 import tribute
-from conftest import ALICE, BOB, PAYER
+from conftest import ALICE, BOB, PAYER, SAMPLE
 
 BATTERY_Q = "How should Zephyr drone batteries be stored?"
 
@@ -83,6 +84,60 @@ def test_langchain_retriever_returns_credited_documents(engine: tribute.Engine) 
     assert len(engine.receipts()) == count
 
 
+def test_langchain_retriever_takes_k_and_datanets_at_query_time(engine: tribute.Engine) -> None:
+    pytest.importorskip("langchain_core", reason="test.sh installs langchain-core")
+    from tribute.integrations.langchain import TributeRetriever
+
+    retriever = TributeRetriever(engine=engine, sign=False)
+    assert len(retriever.invoke(BATTERY_Q)) == 4
+    assert len(retriever.invoke(BATTERY_Q, k=1)) == 1
+    assert len(asyncio.run(retriever.ainvoke(BATTERY_Q, k=2))) == 2
+    datanets = {d.metadata["datanet"] for d in retriever.invoke(BATTERY_Q, k=6)}
+    only = sorted(datanets)[0]
+    docs = retriever.invoke(BATTERY_Q, k=6, datanets=[only])
+    assert docs and {d.metadata["datanet"] for d in docs} == {only}
+    assert retriever.k == 4 and retriever.datanets is None  # the query did not change them
+
+
+def test_langchain_vector_store_credits_contributors_and_persists(tmp_path: Path) -> None:
+    pytest.importorskip("langchain_core", reason="test.sh installs langchain-core")
+    from langchain_core.documents import Document
+    from langchain_core.vectorstores import VectorStore
+
+    from tribute.integrations.langchain import TributeVectorStore
+
+    with tribute.Index.open(tmp_path / "kb") as kb:
+        kb.add_files(SAMPLE / "alice.jsonl")  # not added through the store
+        store = TributeVectorStore(kb, datanet="notes", contributor=BOB)
+        assert isinstance(store, VectorStore)
+        note = "Zephyr propellers must be replaced after 200 flight hours."
+        ids = store.add_texts([note], [{"source": "notes.md", "page": 3}], ids=["prop"])
+        assert ids == ["prop"]
+        assert kb.search("propeller replacement hours", 1)[0].contributor == BOB
+        docs = store.similarity_search("When must propellers be replaced?", k=1)
+        assert docs == [Document(id="prop", page_content=note, metadata={"source": "notes.md", "page": 3})]
+
+        # A document the index got another way: its best chunk, with provenance.
+        (hit, score), *_ = store.similarity_search_with_score(BATTERY_Q, k=2)
+        assert hit.id == "zephyr-battery" and hit.metadata["contributor"] == ALICE
+        assert hit.metadata["chunk_id"].startswith("zephyr-battery#") and score > 0
+        assert store.get_by_ids(["zephyr-battery"]) == []  # not the store's to return
+        assert store.similarity_search(BATTERY_Q, k=3, datanets=["notes"])[0].id == "prop"
+        with pytest.raises(TypeError, match="filter"):
+            store.similarity_search(BATTERY_Q, filter={"a": 1})
+        with pytest.raises(TypeError):
+            store.add_texts(["x"], [{"when": object()}])
+        store.close()
+
+        # The documents outlive the store object.
+        again = TributeVectorStore(kb)
+        assert [d.page_content for d in again.get_by_ids(["prop", "missing"])] == [note]
+        assert again.delete(["prop"]) is True
+        assert again.get_by_ids(["prop"]) == []
+        assert all(h.doc_id != "prop" for h in kb.search("propellers 200 flight hours", 5))
+        again.close()
+
+
 def test_llama_index_retriever_returns_credited_nodes(engine: tribute.Engine) -> None:
     pytest.importorskip("llama_index.core", reason="test.sh installs llama-index-core")
     from llama_index.core.retrievers import BaseRetriever
@@ -113,6 +168,19 @@ def test_llama_index_retriever_returns_credited_nodes(engine: tribute.Engine) ->
     unsigned = TributeRetriever(engine, k=2, sign=False).retrieve(BATTERY_Q)
     assert unsigned and all(n.node.metadata["receipt_id"] is None for n in unsigned)
     assert len(engine.receipts()) == count
+
+
+def test_llama_index_retriever_takes_k_at_query_time(engine: tribute.Engine) -> None:
+    pytest.importorskip("llama_index.core", reason="test.sh installs llama-index-core")
+    from tribute.integrations.llama_index import TributeRetriever
+
+    retriever = TributeRetriever(engine, k=3, sign=False)
+    assert len(retriever.retrieve(BATTERY_Q)) == 3
+    assert len(retriever.retrieve(BATTERY_Q, k=1)) == 1
+    assert len(asyncio.run(retriever.aretrieve(BATTERY_Q, k=2))) == 2
+    assert retriever.k == 3  # the query did not change it
+    retriever.similarity_top_k = 5
+    assert retriever.k == 5 and len(retriever.retrieve(BATTERY_Q)) == 5
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:

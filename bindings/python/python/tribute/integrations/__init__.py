@@ -1,7 +1,9 @@
 """Retrievers for LLM frameworks, each an optional extra.
 
 * `tribute.integrations.langchain.TributeRetriever` — a LangChain
-  (`langchain_core.retrievers.BaseRetriever`) retriever: ``pip install tribute[langchain]``.
+  (`langchain_core.retrievers.BaseRetriever`) retriever, and
+  `tribute.integrations.langchain.TributeVectorStore`, a LangChain vector store over a
+  `tribute.Index`: ``pip install tribute[langchain]``.
 * `tribute.integrations.llama_index.TributeRetriever` — a LlamaIndex
   (`llama_index.core.retrievers.BaseRetriever`) retriever: ``pip install tribute[llama-index]``.
 
