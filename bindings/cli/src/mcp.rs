@@ -3,10 +3,12 @@
 //!
 //! Three tools: `search` (attributed retrieval), `ask` (a cited, generated answer) and
 //! `receipts` (the journaled usage receipts). Every tool call that uses sources signs and
-//! journals a receipt when the config has a payer key and a ledger. Engine calls are
-//! CPU-bound and blocking, so each runs on tokio's blocking pool; an engine error becomes
-//! a tool error (`isError: true`) carrying the engine's message, and the server keeps
-//! serving. Stdout carries the protocol only; logs go to stderr.
+//! journals a receipt when the config has a payer key and a ledger. Each tool declares an
+//! output schema and returns its result as structured content and as JSON text
+//! ([`output`]). Engine calls are CPU-bound and blocking, so each runs on tokio's blocking
+//! pool; an engine error becomes a tool error (`isError: true`) carrying the engine's
+//! message, and the server keeps serving. Stdout carries the protocol only; logs go to
+//! stderr.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,6 +25,8 @@ use serde_json::{Value, json};
 use tribute::Engine;
 use tribute::attribution::Method;
 use tribute::attribution::journal::StateKind;
+
+mod output;
 
 /// The most hits `search` returns and the most sources `ask` retrieves.
 const MAX_K: usize = 50;
@@ -220,7 +224,8 @@ first, as JSON: hits (chunk_id, doc_id, title, text, score, contributor, datanet
 content_hash), citations (each hit's share of the credit in basis points) and the signed \
 usage receipt that credits the contributors (or no_receipt saying why none was signed). \
 Use it to read sources yourself; use `ask` for a generated, cited answer.",
-        annotations(title = "Search the knowledge base", open_world_hint = false)
+        annotations(title = "Search the knowledge base", open_world_hint = false),
+        output_schema = output::search_schema()
     )]
     async fn search(
         &self,
@@ -242,7 +247,7 @@ Use it to read sources yourself; use `ask` for a generated, cited answer.",
         })
         .await;
         Ok(match result {
-            Ok(r) => json_content(&r).map_or_else(tool_error, |c| CallToolResult::success(vec![c])),
+            Ok(r) => output::structured(vec![], &r).unwrap_or_else(tool_error),
             Err(e) => tool_error(e),
         })
     }
@@ -255,7 +260,8 @@ result as JSON: text, cited_text, citations (marker, weight_bps — the source's
 the credit, all summing to 10000 — chunk_id, doc_id, title, contributor, datanet, \
 snippet), sentences, usage and timings, and the signed usage receipt (or no_receipt). \
 When nothing in the knowledge base is relevant the answer says so and cites nothing.",
-        annotations(title = "Ask a question", open_world_hint = false)
+        annotations(title = "Ask a question", open_world_hint = false),
+        output_schema = output::ask_schema()
     )]
     async fn ask(&self, Parameters(p): Parameters<AskParams>) -> Result<CallToolResult, ErrorData> {
         if let Some(k) = p.top_k
@@ -312,10 +318,10 @@ When nothing in the knowledge base is relevant the answer says so and cites noth
                 ));
             }
         }
-        Ok(match json_content(&answer) {
-            Ok(json) => CallToolResult::success(vec![ContentBlock::text(summary), json]),
-            Err(e) => tool_error(e),
-        })
+        Ok(
+            output::structured(vec![ContentBlock::text(summary)], &answer)
+                .unwrap_or_else(tool_error),
+        )
     }
 
     /// The `receipts` tool.
@@ -329,7 +335,8 @@ submitted, confirmed).",
             title = "List usage receipts",
             read_only_hint = true,
             open_world_hint = false
-        )
+        ),
+        output_schema = output::receipts_schema()
     )]
     async fn receipts(
         &self,
@@ -378,9 +385,7 @@ submitted, confirmed).",
             out["note"] =
                 json!("no receipt journal is configured (receipts.journal), so nothing is listed");
         }
-        Ok(CallToolResult::success(vec![ContentBlock::text(
-            out.to_string(),
-        )]))
+        Ok(output::structured(vec![], &out).unwrap_or_else(tool_error))
     }
 }
 
@@ -413,11 +418,4 @@ where
 /// A tool-level error the agent sees (`isError: true`).
 fn tool_error(msg: impl Into<String>) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(msg)])
-}
-
-/// `value` as one JSON text content item.
-fn json_content<T: serde::Serialize>(value: &T) -> Result<ContentBlock, String> {
-    serde_json::to_string(value)
-        .map(ContentBlock::text)
-        .map_err(|e| format!("serialising the result: {e}"))
 }

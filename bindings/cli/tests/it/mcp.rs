@@ -58,9 +58,13 @@ fn text(r: &CallToolResult, i: usize) -> &str {
         .unwrap_or_else(|| panic!("content item {i} is not text: {r:?}"))
 }
 
-/// The JSON of content item `i`.
+/// The JSON of content item `i`, which must be the result's structured content (the MCP
+/// python client test in bindings/python/tests/test_mcp.py validates it against the schema).
 fn json_at(r: &CallToolResult, i: usize) -> Value {
-    serde_json::from_str(text(r, i)).unwrap_or_else(|e| panic!("item {i} is not JSON ({e}): {r:?}"))
+    let v = serde_json::from_str(text(r, i))
+        .unwrap_or_else(|e| panic!("item {i} is not JSON ({e}): {r:?}"));
+    assert_eq!(r.structured_content.as_ref(), Some(&v), "{r:?}");
+    v
 }
 
 async fn tool_names(client: &Client, stderr: &Stderr) -> Vec<String> {
@@ -150,6 +154,8 @@ ledger = { chainId = 31337, contract = "0x5FbDB2315678afecb367f032d93F642f64180a
             "{t:?}"
         );
         assert_eq!(t.input_schema.get("type"), Some(&json!("object")), "{t:?}");
+        let output = t.output_schema.as_ref().expect("an output schema");
+        assert_eq!(output.get("type"), Some(&json!("object")), "{t:?}");
     }
     let schema = |name: &str| -> Value {
         let t = tools.iter().find(|t| t.name == name).expect("tool");
