@@ -39,6 +39,7 @@ use tribute_common::address::eip55_opt;
 use tribute_index::Mode;
 
 use crate::error::{Error, Result};
+pub use crate::source_guard::{DatanetConfig, SourceGuardConfig, TrustLevel};
 
 /// Everything an [`crate::Engine`] is built from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +81,11 @@ pub struct EngineConfig {
     pub answer_mode: AnswerMode,
     /// Extractive answers' settings.
     pub extractive: ExtractiveConfig,
+    /// Per-datanet settings by datanet id (`[datanets.NAME] trust = "low"`); datanets not
+    /// listed are of normal trust.
+    pub datanets: std::collections::BTreeMap<String, DatanetConfig>,
+    /// The source guard: alerts on answers a low-trust or barely relevant source dominates.
+    pub source_guard: SourceGuardConfig,
 }
 
 /// How an answer is made.
@@ -145,6 +151,8 @@ impl Default for EngineConfig {
             chain: None,
             answer_mode: AnswerMode::default(),
             extractive: ExtractiveConfig::default(),
+            datanets: Default::default(),
+            source_guard: SourceGuardConfig::default(),
         }
     }
 }
@@ -198,7 +206,8 @@ pub struct GenerationConfig {
     pub temperature: f32,
     /// Sampling seed. Default 0.
     pub seed: u64,
-    /// The system prompt; `None`: [`crate::rag::DEFAULT_SYSTEM_PROMPT`].
+    /// The system prompt; `None`: [`crate::rag::DEFAULT_SYSTEM_PROMPT`]; empty: no system
+    /// message of Tribute's own (the model's chat template applies its default).
     pub system_prompt: Option<String>,
     /// Prompt token budget for the sources and question; `None`: the model's context
     /// length minus `max_tokens`. Sources that do not fit are dropped, lowest-ranked first;
@@ -365,7 +374,10 @@ impl Default for ChainConfig {
 impl EngineConfig {
     /// Parses TOML; relative paths stay relative (to the working directory).
     pub fn from_toml(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::Config(e.to_string()))
+        let config: EngineConfig =
+            toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.source_guard.validate()?;
+        Ok(config)
     }
 
     /// Reads a TOML file; relative paths are resolved against its directory.
@@ -375,6 +387,7 @@ impl EngineConfig {
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let mut config = toml::from_str::<EngineConfig>(&text)
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        config.source_guard.validate()?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         Ok(config)
@@ -500,5 +513,47 @@ mod tests {
         );
         assert!("abstractive".parse::<AnswerMode>().is_err());
         assert!(EngineConfig::from_toml("answer_mode = \"both\"").is_err());
+    }
+
+    #[test]
+    fn datanet_trust_and_the_source_guard_read_from_toml() {
+        let c = EngineConfig::from_toml(
+            "[datanets.scraped]\ntrust = \"low\"\n[datanets.manuals]\ntrust = \"high\"\n\
+             [source_guard]\ndominance = 0.7\nmin_retrieval_share = 0.1\nreanswer = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.datanets["scraped"].trust, TrustLevel::Low);
+        assert_eq!(c.datanets["manuals"].trust, TrustLevel::High);
+        assert_eq!(
+            c.source_guard,
+            SourceGuardConfig {
+                enabled: true,
+                dominance: 0.7,
+                min_retrieval_share: 0.1,
+                reanswer: true,
+            }
+        );
+        // Defaults: no datanet listed, the guard alerts but never re-answers.
+        let d = EngineConfig::default();
+        assert!(d.datanets.is_empty());
+        assert!(d.source_guard.enabled && !d.source_guard.reanswer);
+        assert_eq!(EngineConfig::from_toml(&d.to_toml().unwrap()).unwrap(), d);
+    }
+
+    #[test]
+    fn bad_trust_levels_and_shares_are_config_errors() {
+        for bad in [
+            "[datanets.x]\ntrust = \"paranoid\"\n",
+            "[datanets.x]\ntrusted = true\n",
+            "[source_guard]\ndominance = 1.5\n",
+            "[source_guard]\ndominance = 0.0\n",
+            "[source_guard]\nmin_retrieval_share = -0.1\n",
+            "[source_guard]\nreanswer = \"yes\"\n",
+        ] {
+            let e = EngineConfig::from_toml(bad).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Config, "{bad}: {e}");
+        }
+        let e = EngineConfig::from_toml("[source_guard]\ndominance = 1.5\n").unwrap_err();
+        assert!(e.to_string().contains("0..=1"), "{e}");
     }
 }

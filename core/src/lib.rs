@@ -17,6 +17,7 @@ pub mod hub;
 mod index_handle;
 pub mod qa;
 pub mod rag;
+pub mod source_guard;
 
 pub use config::{AnswerMode, EngineConfig};
 pub use engine::{

@@ -125,6 +125,9 @@ pub struct Answer {
     /// citation precision and recall (`None` when nothing was attributed, as for
     /// extractive answers and answers without sources).
     pub citation_audit: Option<CitationAudit>,
+    /// Set when one source dominates the answer and is low-trust or barely relevant (see
+    /// [`crate::source_guard`]); with `source_guard.reanswer` this answer was made without it.
+    pub source_alert: Option<crate::source_guard::SourceAlert>,
     /// The adapters used, with their weights.
     pub adapters: Vec<(String, f32)>,
     /// Tokens and timings.

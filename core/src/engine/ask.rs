@@ -19,6 +19,8 @@ use crate::citations::{InfluenceUnit, audit_attribution};
 use crate::error::{Error, Result};
 use crate::rag::{DEFAULT_SYSTEM_PROMPT, EmbedderScorer, ModelScorer, PromptSource, RagPrompt};
 
+mod source_guard;
+
 /// Options of one ask; unset fields take the engine's config.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AskOptions {
@@ -224,7 +226,7 @@ impl Engine {
                 prepared.check_cancelled()?;
                 let request = self.generate_request(&prepared);
                 let generation = self.loaded_generator()?.generate(&request)?;
-                self.finish(prepared, generation)
+                self.finish_guarded(prepared, generation)
             }
         }
     }
@@ -409,6 +411,7 @@ impl Engine {
             sentences: Vec::new(),
             citation_audit: None,
             citations: Vec::new(),
+            source_alert: None,
             adapters: options.adapters.clone(),
             usage: Usage {
                 sources_retrieved: retrieved,
@@ -508,6 +511,7 @@ impl Engine {
             citations,
             sentences,
             citation_audit,
+            source_alert: self.source_alert(&p.hits, attribution.as_ref()),
             adapters: p.options.adapters.clone(),
             usage: Usage {
                 prompt_tokens: p.prompt.tokens.len(),

@@ -132,6 +132,7 @@ impl EngineBuilder {
         if config.retrieval.top_k == 0 {
             return Err(Error::Config("retrieval.top_k must be at least 1".into()));
         }
+        config.source_guard.validate()?;
         let embedder = match (self.embedder, config.bm25_only) {
             (Some(e), _) => Some(e),
             (None, true) => None,

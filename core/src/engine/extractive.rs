@@ -108,6 +108,7 @@ impl Engine {
             citations,
             sentences: answer_sentences,
             citation_audit: None,
+            source_alert: None,
             adapters: Vec::new(),
             usage: Usage {
                 sources_retrieved: retrieved,

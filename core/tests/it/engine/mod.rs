@@ -551,3 +551,5 @@ mod audit;
 mod extractive;
 #[cfg(feature = "onchain")]
 mod onchain;
+/// The source guard: alerts on answers a low-trust source dominates, and re-answers.
+mod source_guard;
