@@ -6,65 +6,26 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tribute::attribution::Method;
-use tribute::index::Mode;
-use tribute::{Answer, AskEvent, Engine, EngineConfig};
+use tribute::{Answer, AskEvent};
 
-use crate::keys::{KeyArgs, read_ledger_file};
+use crate::engine_args::{AnswerArgs, EngineArgs};
 
 /// Arguments of `tribute ask`.
 #[derive(Args)]
 pub struct AskArgs {
     /// The question.
     question: String,
-    /// Engine config file (TOML); the options below override it.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Knowledge base directory.
-    #[arg(long)]
-    kb: Option<PathBuf>,
-    /// Model directory (default: $TRIBUTE_HOME/models/SmolLM2-135M-Instruct).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Embedding model directory (default: the bundled MiniLM).
-    #[arg(long)]
-    embedder: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// LoRA adapter PATH[:WEIGHT] (a PEFT directory or an .onnx_adapter file; its id is
     /// the file or directory name; weight 1 by default). Repeatable: several are merged.
     #[arg(long = "adapter", value_name = "PATH[:WEIGHT]")]
     adapters: Vec<String>,
-    /// Attribution method: loo, ablation, similarity or retrieval.
-    #[arg(long)]
-    method: Option<String>,
-    /// Sources to retrieve.
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Retrieval mode: hybrid, bm25 or dense.
-    #[arg(long)]
-    mode: Option<String>,
-    /// Only these datanets (repeatable).
-    #[arg(long = "datanet")]
-    datanets: Vec<String>,
-    /// Most answer tokens.
-    #[arg(long)]
-    max_tokens: Option<usize>,
-    /// Sampling temperature (0 = greedy).
-    #[arg(long)]
-    temperature: Option<f32>,
-    /// Sampler seed.
-    #[arg(long)]
-    seed: Option<u64>,
+    #[command(flatten)]
+    answer: AnswerArgs,
     /// Fee of this answer in wei.
     #[arg(long)]
     fee: Option<String>,
-    /// Ledger file (`tribute chain deploy --out`) whose domain receipts are signed for.
-    #[arg(long)]
-    ledger: Option<PathBuf>,
-    /// Receipt journal directory (receipts are journaled there before the answer prints).
-    #[arg(long)]
-    journal: Option<PathBuf>,
-    #[command(flatten)]
-    key: KeyArgs,
     /// Print text pieces as the model writes them (ignored with --json).
     #[arg(long)]
     stream: bool,
@@ -98,27 +59,7 @@ fn parse_adapter(spec: &str) -> anyhow::Result<(String, PathBuf, f32)> {
 
 /// Runs `tribute ask`.
 pub fn run(a: AskArgs) -> anyhow::Result<()> {
-    let mut config = match &a.config {
-        Some(path) => EngineConfig::from_toml_file(path)?,
-        None => EngineConfig::default(),
-    };
-    if let Some(kb) = &a.kb {
-        config.index = kb.clone();
-    } else if a.config.is_none() {
-        bail!("give the knowledge base with --kb DIR (or a --config file)");
-    }
-    if let Some(m) = &a.model {
-        config.model = Some(m.clone());
-    }
-    if let Some(e) = &a.embedder {
-        config.embedder = Some(e.clone());
-    }
-    if let Some(l) = &a.ledger {
-        config.receipts.ledger = Some(read_ledger_file(l)?);
-    }
-    if let Some(j) = &a.journal {
-        config.receipts.journal = Some(j.clone());
-    }
+    let mut config = a.engine.config()?;
     let mut adapters = Vec::new();
     for spec in &a.adapters {
         let (id, path, weight) = parse_adapter(spec)?;
@@ -128,33 +69,11 @@ pub fn run(a: AskArgs) -> anyhow::Result<()> {
         });
         adapters.push((id, weight));
     }
-    let mut builder = Engine::builder().config(config);
-    if let Some(key) = a.key.load_optional()? {
-        builder = builder.signer(key);
-    }
-    let engine = builder.build()?;
-    let mut request = engine.ask(a.question.clone()).adapters(adapters);
-    if let Some(m) = &a.method {
-        request = request.method(m.parse::<Method>()?);
-    }
-    if let Some(k) = a.top_k {
-        request = request.top_k(k);
-    }
-    if let Some(m) = &a.mode {
-        request = request.mode(parse_mode(m)?);
-    }
-    if !a.datanets.is_empty() {
-        request = request.datanets(a.datanets.clone());
-    }
-    if let Some(n) = a.max_tokens {
-        request = request.max_tokens(n);
-    }
-    if let Some(t) = a.temperature {
-        request = request.temperature(t);
-    }
-    if let Some(s) = a.seed {
-        request = request.seed(s);
-    }
+    let engine = a.engine.build(config)?;
+    let mut request = engine
+        .ask(a.question.clone())
+        .options(a.answer.options()?)
+        .adapters(adapters);
     if let Some(f) = &a.fee {
         let fee = alloy_primitives::U256::from_str_radix(f.trim(), 10)
             .with_context(|| format!("--fee {f:?}: not a decimal amount of wei"))?;
@@ -187,15 +106,6 @@ pub fn run(a: AskArgs) -> anyhow::Result<()> {
     };
     print_answer(&answer, a.stream);
     Ok(())
-}
-
-fn parse_mode(m: &str) -> anyhow::Result<Mode> {
-    Ok(match m {
-        "hybrid" => Mode::Hybrid,
-        "bm25" => Mode::Bm25,
-        "dense" => Mode::Dense,
-        _ => bail!("unknown mode {m:?} (hybrid, bm25, dense)"),
-    })
 }
 
 fn print_answer(answer: &Answer, streamed: bool) {

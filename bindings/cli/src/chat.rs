@@ -3,15 +3,12 @@
 //! across the conversation) and receipt. `/reset` starts a new conversation, `/exit` ends.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tribute::attribution::Method;
-use tribute::index::Mode;
-use tribute::{Answer, AskEvent, AskOptions, Engine, EngineConfig, QueryRewrite, Session};
+use tribute::{Answer, AskEvent, QueryRewrite, Session};
 
-use crate::keys::{KeyArgs, read_ledger_file};
+use crate::engine_args::{AnswerArgs, EngineArgs};
 
 const HELP: &str = "Type a question and press Enter. /reset starts a new conversation, \
 /exit (or end of input) ends, /help shows this.";
@@ -19,51 +16,14 @@ const HELP: &str = "Type a question and press Enter. /reset starts a new convers
 /// Arguments of `tribute chat`.
 #[derive(Args)]
 pub struct ChatArgs {
-    /// Engine config file (TOML); the options below override it.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Knowledge base directory.
-    #[arg(long)]
-    kb: Option<PathBuf>,
-    /// Model directory (default: $TRIBUTE_HOME/models/SmolLM2-135M-Instruct).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Embedding model directory (default: the bundled MiniLM).
-    #[arg(long)]
-    embedder: Option<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// How follow-up questions are rewritten for retrieval: model (falls back to
     /// content-words without a model or a usable rewrite), content-words or off.
     #[arg(long, default_value = "model")]
     rewrite: String,
-    /// Attribution method: loo, ablation, similarity or retrieval.
-    #[arg(long)]
-    method: Option<String>,
-    /// Sources to retrieve per turn.
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Retrieval mode: hybrid, bm25 or dense.
-    #[arg(long)]
-    mode: Option<String>,
-    /// Only these datanets (repeatable).
-    #[arg(long = "datanet")]
-    datanets: Vec<String>,
-    /// Most answer tokens per turn.
-    #[arg(long)]
-    max_tokens: Option<usize>,
-    /// Sampling temperature (0 = greedy).
-    #[arg(long)]
-    temperature: Option<f32>,
-    /// Sampler seed.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Ledger file (`tribute chain deploy --out`) whose domain receipts are signed for.
-    #[arg(long)]
-    ledger: Option<PathBuf>,
-    /// Receipt journal directory (each turn's receipt is journaled before it prints).
-    #[arg(long)]
-    journal: Option<PathBuf>,
     #[command(flatten)]
-    key: KeyArgs,
+    answer: AnswerArgs,
     /// Print each turn's answer as one line of JSON (no streaming).
     #[arg(long)]
     json: bool,
@@ -120,47 +80,12 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
 
 /// The engine from the config file and flags, and a session with the turn options.
 fn open_session(a: &ChatArgs) -> anyhow::Result<Session> {
-    let mut config = match &a.config {
-        Some(path) => EngineConfig::from_toml_file(path)?,
-        None => EngineConfig::default(),
-    };
-    if let Some(kb) = &a.kb {
-        config.index = kb.clone();
-    } else if a.config.is_none() {
-        bail!("give the knowledge base with --kb DIR (or a --config file)");
-    }
-    if let Some(m) = &a.model {
-        config.model = Some(m.clone());
-    }
-    if let Some(e) = &a.embedder {
-        config.embedder = Some(e.clone());
-    }
-    if let Some(l) = &a.ledger {
-        config.receipts.ledger = Some(read_ledger_file(l)?);
-    }
-    if let Some(j) = &a.journal {
-        config.receipts.journal = Some(j.clone());
-    }
     let rewrite: QueryRewrite = a
         .rewrite
         .parse()
         .with_context(|| format!("--rewrite {}", a.rewrite))?;
-    let options = AskOptions {
-        top_k: a.top_k,
-        mode: a.mode.as_deref().map(str::parse::<Mode>).transpose()?,
-        datanets: (!a.datanets.is_empty()).then(|| a.datanets.clone()),
-        method: a.method.as_deref().map(str::parse::<Method>).transpose()?,
-        max_tokens: a.max_tokens,
-        temperature: a.temperature,
-        seed: a.seed,
-        ..AskOptions::default()
-    };
-    let mut builder = Engine::builder().config(config);
-    if let Some(key) = a.key.load_optional()? {
-        builder = builder.signer(key);
-    }
-    let engine = builder.build()?;
-    Ok(engine.chat().options(options).rewrite(rewrite))
+    let engine = a.engine.build(a.engine.config()?)?;
+    Ok(engine.chat().options(a.answer.options()?).rewrite(rewrite))
 }
 
 /// Asks one question of the conversation and prints the answer.
