@@ -15,7 +15,10 @@ use tribute_attribution::ScorerError;
 use tribute_index::Embedder;
 use tribute_inference::{Generator, Message};
 
-/// The default system prompt of retrieval-augmented answers.
+/// The default system prompt of retrieval-augmented answers. An empty system prompt
+/// (`system_prompt = ""`: no system message of Tribute's own, the chat template's default
+/// applies) scores better on the QA benchmark but misattributes the sample datanet's gust
+/// question (docs/QUALITY.md), so it is not the default yet.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "Answer the question using only the numbered sources. \
 Be brief. If the sources do not contain the answer, say so.";
 
@@ -60,8 +63,9 @@ pub enum PromptError {
 }
 
 impl RagPrompt {
-    /// Builds the prompt: system prompt, then one user message holding `[n] title\ntext`
-    /// blocks and the question.
+    /// Builds the prompt: system prompt (none when `system` is empty: the chat template's
+    /// default applies), then one user message holding `[n] title\ntext` blocks and the
+    /// question.
     pub fn build(
         generator: &Generator,
         system: &str,

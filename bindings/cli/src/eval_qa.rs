@@ -45,7 +45,7 @@ pub struct QaArgs {
     /// Decode as before the repetition guard (greedy, no n-gram block, no repeat stop).
     #[arg(long)]
     no_guard: bool,
-    /// System prompt (overrides the config's).
+    /// System prompt (overrides the config's; empty: none of Tribute's own).
     #[arg(long)]
     system_prompt: Option<String>,
     /// Most answer tokens (overrides the config's).

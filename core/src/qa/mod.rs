@@ -25,7 +25,7 @@ pub use metrics::{
 };
 
 use crate::config::EngineConfig;
-use crate::engine::{Answer, Engine};
+use crate::engine::{Answer, AnswerSentence, Engine};
 use crate::error::{Error, Result};
 
 /// The system prompt of [`QaContext::None`] answers (no sources: the model's own
@@ -287,15 +287,22 @@ fn scores(ex: &QaExample, answer: &str) -> QaRow {
     }
 }
 
-/// Scores an engine answer: a sentence is unsupported when attribution lists no source for
-/// it (no source's measured contribution to it is above zero).
+/// Scores an engine answer: a sentence is unsupported when the citation audit finds no
+/// source with measurable influence on it ([`AnswerSentence::supported`] is false).
 fn score_answer(ex: &QaExample, a: &Answer) -> QaRow {
     let mut row = scores(ex, &a.text);
     row.sentences = a.sentences.len();
-    row.unsupported_sentences = a.sentences.iter().filter(|s| s.markers.is_empty()).count();
+    row.unsupported_sentences = unsupported_sentences(&a.sentences);
     row.answer_tokens = a.usage.answer_tokens;
     row.seconds = a.usage.timings.total_ms / 1e3;
     row
+}
+
+/// The sentences no source measurably supports: the citation audit's verdict
+/// ([`AnswerSentence::supported`], `tribute::citations`), the one definition `ask`, the
+/// bindings and this benchmark share.
+fn unsupported_sentences(sentences: &[AnswerSentence]) -> usize {
+    sentences.iter().filter(|s| !s.supported).count()
 }
 
 impl QaReport {
@@ -351,5 +358,22 @@ mod tests {
         assert_eq!(r.seconds_per_question, 2.0);
         let none = QaReport::from_rows(QaContext::NoContext, r.rows.clone());
         assert_eq!(none.unsupported_sentence_rate, None);
+    }
+
+    #[test]
+    fn unsupported_is_the_citation_audits_verdict_not_the_markers() {
+        let sentence = |markers: Vec<usize>, supported| AnswerSentence {
+            markers,
+            supported,
+            ..AnswerSentence::default()
+        };
+        // A marker shown (positive relative contribution) below the audit's threshold is
+        // still unsupported; a supported sentence counts as supported.
+        let sentences = [
+            sentence(vec![1], false),
+            sentence(vec![2], true),
+            sentence(Vec::new(), false),
+        ];
+        assert_eq!(unsupported_sentences(&sentences), 2);
     }
 }
