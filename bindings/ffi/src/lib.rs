@@ -17,8 +17,8 @@ pub use session::{QueryRewrite, Session, Turn, TurnRole};
 pub use types::{
     AdapterWeight, Answer, AnswerSentence, AskOptions, AttributionMethod, ChainOptions, Citation,
     Document, Duplicate, EngineOptions, Hit, IngestProgress, IngestReport, JournaledReceipt,
-    Ledger, ReceiptState, ReceiptStats, Retrieval, SearchMode, SettleReport, SettledBatch, Usage,
-    load_ledger,
+    Ledger, Locator, ReceiptState, ReceiptStats, Retrieval, SearchMode, SettleReport, SettledBatch,
+    Usage, load_ledger,
 };
 
 uniffi::setup_scaffolding!();

@@ -12,6 +12,7 @@ use tribute::inference::CancelToken;
 
 use crate::error::py_err;
 use crate::index::Hit;
+use crate::locator::Locator;
 use crate::receipt::Receipt;
 use crate::runtime::{future_from, wait_interruptibly};
 use crate::{lock, quoted};
@@ -39,6 +40,9 @@ pub struct Citation {
     pub score: f32,
     /// The start of the chunk text.
     pub snippet: String,
+    /// Where the chunk lies in its document (`None` for chunks indexed before locators
+    /// were recorded).
+    pub locator: Option<Locator>,
 }
 
 impl From<&tribute::Citation> for Citation {
@@ -54,6 +58,7 @@ impl From<&tribute::Citation> for Citation {
             content_hash: c.content_hash.clone(),
             score: c.score,
             snippet: c.snippet.clone(),
+            locator: c.locator.as_ref().map(Locator::from),
         }
     }
 }

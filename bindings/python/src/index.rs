@@ -12,6 +12,7 @@ use tribute::{
 };
 
 use crate::error::{KnowledgeBaseError, py_err};
+use crate::locator::Locator;
 use crate::{lock, quoted};
 
 /// A knowledge base: attributed documents in datanets, searched by BM25, dense vectors or
@@ -428,6 +429,9 @@ pub struct Hit {
     pub bm25_score: Option<f32>,
     /// The dense (cosine) score, when the dense retriever found the chunk.
     pub dense_score: Option<f32>,
+    /// Where the chunk lies in its document (`None` for chunks indexed before locators
+    /// were recorded).
+    pub locator: Option<Locator>,
 }
 
 impl From<&tribute::Hit> for Hit {
@@ -445,6 +449,7 @@ impl From<&tribute::Hit> for Hit {
             end: h.end,
             bm25_score: h.bm25.map(|s| s.score),
             dense_score: h.dense.map(|s| s.score),
+            locator: h.locator.as_ref().map(Locator::from),
         }
     }
 }

@@ -12,6 +12,7 @@ mod error;
 mod generator;
 mod hub;
 mod index;
+mod locator;
 mod receipt;
 mod runtime;
 mod session;
@@ -37,6 +38,8 @@ mod _native {
     use crate::hub::pull_model;
     #[pymodule_export]
     use crate::index::{Hit, Index, IngestProgress, IngestReport, SyncReport};
+    #[pymodule_export]
+    use crate::locator::Locator;
     #[pymodule_export]
     use crate::receipt::{Receipt, SettleReport, SettledBatch, Signer};
     #[pymodule_export]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tribute::attribution::receipt::Ledger as RustLedger;
 
 use crate::receipt::Receipt;
-use crate::types::{AdapterWeight, AttributionMethod, Hit, count};
+use crate::types::{AdapterWeight, AttributionMethod, Hit, Locator, count};
 
 /// One cited source of an answer.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
@@ -31,6 +31,9 @@ pub struct Citation {
     pub score: f32,
     /// The start of the chunk text.
     pub snippet: String,
+    /// Where the chunk lies in its document (`None` for chunks indexed before locators
+    /// were recorded).
+    pub locator: Option<Locator>,
 }
 
 impl From<&tribute::Citation> for Citation {
@@ -46,6 +49,7 @@ impl From<&tribute::Citation> for Citation {
             content_hash: c.content_hash.clone(),
             score: c.score,
             snippet: c.snippet.clone(),
+            locator: c.locator.as_ref().map(Locator::from),
         }
     }
 }

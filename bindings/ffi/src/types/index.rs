@@ -128,6 +128,9 @@ pub struct Hit {
     pub bm25_score: Option<f32>,
     /// The dense (cosine) score, when the dense retriever found the chunk.
     pub dense_score: Option<f32>,
+    /// Where the chunk lies in its document (`None` for chunks indexed before locators
+    /// were recorded).
+    pub locator: Option<Locator>,
 }
 
 impl From<&tribute::Hit> for Hit {
@@ -145,6 +148,34 @@ impl From<&tribute::Hit> for Hit {
             end: h.end as u64,
             bm25_score: h.bm25.map(|s| s.score),
             dense_score: h.dense.map(|s| s.score),
+            locator: h.locator.as_ref().map(Locator::from),
+        }
+    }
+}
+
+/// Where a chunk lies in its document: its pages (paged formats such as PDF), the heading
+/// path of its section (Markdown, HTML, DOCX) and its character span in the document's
+/// extracted text.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Locator {
+    /// The 1-based pages the chunk spans, in order; empty for formats without pages.
+    pub pages: Vec<u32>,
+    /// The headings above the chunk, outermost first; empty before the first heading and
+    /// for formats without headings.
+    pub headings: Vec<String>,
+    /// The chunk's first character (Unicode scalar value, 0-based) in the document's text.
+    pub char_start: u64,
+    /// One past the chunk's last character.
+    pub char_end: u64,
+}
+
+impl From<&tribute::Locator> for Locator {
+    fn from(l: &tribute::Locator) -> Self {
+        Locator {
+            pages: l.pages.clone(),
+            headings: l.headings.clone(),
+            char_start: l.char_start as u64,
+            char_end: l.char_end as u64,
         }
     }
 }

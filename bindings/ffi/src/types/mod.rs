@@ -9,7 +9,7 @@ mod receipts;
 
 pub use answer::{Answer, AnswerSentence, Citation, Retrieval, Usage};
 pub use ask::{AdapterWeight, AskOptions, AttributionMethod};
-pub use index::{Document, Duplicate, Hit, IngestProgress, IngestReport, SearchMode};
+pub use index::{Document, Duplicate, Hit, IngestProgress, IngestReport, Locator, SearchMode};
 pub use options::{ChainOptions, EngineOptions, Ledger, load_ledger};
 pub use receipts::{JournaledReceipt, ReceiptState, ReceiptStats, SettleReport, SettledBatch};
 

@@ -2,6 +2,7 @@
 //! sample datanet: what Kotlin and Swift call, without a foreign runtime. The Kotlin suite
 //! (bindings/kotlin/test.sh) covers the same surface through the generated bindings.
 
+mod locator;
 mod session;
 
 use std::path::PathBuf;

@@ -20,6 +20,7 @@ __all__ = [
     "IngestProgress",
     "IngestReport",
     "KnowledgeBaseError",
+    "Locator",
     "ModelError",
     "OverloadedError",
     "Receipt",
@@ -139,6 +140,23 @@ class SyncReport:
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
+class Locator:
+    """Where a chunk lies in its document: its pages (PDF), the heading path of its section
+    (Markdown, HTML, DOCX) and its character span in the document's extracted text."""
+
+    @property
+    def pages(self) -> list[int]: ...
+    @property
+    def headings(self) -> list[str]: ...
+    @property
+    def char_start(self) -> int: ...
+    @property
+    def char_end(self) -> int: ...
+    def to_dict(self) -> dict[str, Any]: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+
+@final
 class Hit:
     """A search result: one chunk of a document, with its provenance and scores."""
 
@@ -166,6 +184,8 @@ class Hit:
     def bm25_score(self) -> Optional[float]: ...
     @property
     def dense_score(self) -> Optional[float]: ...
+    @property
+    def locator(self) -> Optional[Locator]: ...
 
 @final
 class Index:
@@ -322,6 +342,8 @@ class Citation:
     def score(self) -> float: ...
     @property
     def snippet(self) -> str: ...
+    @property
+    def locator(self) -> Optional[Locator]: ...
 
 @final
 class Sentence:

@@ -3267,6 +3267,11 @@ public struct Citation: Equatable, Hashable {
      * The start of the chunk text.
      */
     public var snippet: String
+    /**
+     * Where the chunk lies in its document (`None` for chunks indexed before locators
+     * were recorded).
+     */
+    public var locator: Locator?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -3300,7 +3305,11 @@ public struct Citation: Equatable, Hashable {
          */score: Float, 
         /**
          * The start of the chunk text.
-         */snippet: String) {
+         */snippet: String, 
+        /**
+         * Where the chunk lies in its document (`None` for chunks indexed before locators
+         * were recorded).
+         */locator: Locator?) {
         self.marker = marker
         self.weightBps = weightBps
         self.chunkId = chunkId
@@ -3311,6 +3320,7 @@ public struct Citation: Equatable, Hashable {
         self.contentHash = contentHash
         self.score = score
         self.snippet = snippet
+        self.locator = locator
     }
 
     
@@ -3338,7 +3348,8 @@ public struct FfiConverterTypeCitation: FfiConverterRustBuffer {
                 datanet: FfiConverterString.read(from: &buf), 
                 contentHash: FfiConverterString.read(from: &buf), 
                 score: FfiConverterFloat.read(from: &buf), 
-                snippet: FfiConverterString.read(from: &buf)
+                snippet: FfiConverterString.read(from: &buf), 
+                locator: FfiConverterOptionTypeLocator.read(from: &buf)
         )
     }
 
@@ -3353,6 +3364,7 @@ public struct FfiConverterTypeCitation: FfiConverterRustBuffer {
         FfiConverterString.write(value.contentHash, into: &buf)
         FfiConverterFloat.write(value.score, into: &buf)
         FfiConverterString.write(value.snippet, into: &buf)
+        FfiConverterOptionTypeLocator.write(value.locator, into: &buf)
     }
 }
 
@@ -3762,6 +3774,11 @@ public struct Hit: Equatable, Hashable {
      * The dense (cosine) score, when the dense retriever found the chunk.
      */
     public var denseScore: Float?
+    /**
+     * Where the chunk lies in its document (`None` for chunks indexed before locators
+     * were recorded).
+     */
+    public var locator: Locator?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -3801,7 +3818,11 @@ public struct Hit: Equatable, Hashable {
          */bm25Score: Float?, 
         /**
          * The dense (cosine) score, when the dense retriever found the chunk.
-         */denseScore: Float?) {
+         */denseScore: Float?, 
+        /**
+         * Where the chunk lies in its document (`None` for chunks indexed before locators
+         * were recorded).
+         */locator: Locator?) {
         self.chunkId = chunkId
         self.docId = docId
         self.title = title
@@ -3814,6 +3835,7 @@ public struct Hit: Equatable, Hashable {
         self.end = end
         self.bm25Score = bm25Score
         self.denseScore = denseScore
+        self.locator = locator
     }
 
     
@@ -3843,7 +3865,8 @@ public struct FfiConverterTypeHit: FfiConverterRustBuffer {
                 start: FfiConverterUInt64.read(from: &buf), 
                 end: FfiConverterUInt64.read(from: &buf), 
                 bm25Score: FfiConverterOptionFloat.read(from: &buf), 
-                denseScore: FfiConverterOptionFloat.read(from: &buf)
+                denseScore: FfiConverterOptionFloat.read(from: &buf), 
+                locator: FfiConverterOptionTypeLocator.read(from: &buf)
         )
     }
 
@@ -3860,6 +3883,7 @@ public struct FfiConverterTypeHit: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.end, into: &buf)
         FfiConverterOptionFloat.write(value.bm25Score, into: &buf)
         FfiConverterOptionFloat.write(value.denseScore, into: &buf)
+        FfiConverterOptionTypeLocator.write(value.locator, into: &buf)
     }
 }
 
@@ -4264,6 +4288,99 @@ public func FfiConverterTypeLedger_lift(_ buf: RustBuffer) throws -> Ledger {
 #endif
 public func FfiConverterTypeLedger_lower(_ value: Ledger) -> RustBuffer {
     return FfiConverterTypeLedger.lower(value)
+}
+
+
+/**
+ * Where a chunk lies in its document: its pages (paged formats such as PDF), the heading
+ * path of its section (Markdown, HTML, DOCX) and its character span in the document's
+ * extracted text.
+ */
+public struct Locator: Equatable, Hashable {
+    /**
+     * The 1-based pages the chunk spans, in order; empty for formats without pages.
+     */
+    public var pages: [UInt32]
+    /**
+     * The headings above the chunk, outermost first; empty before the first heading and
+     * for formats without headings.
+     */
+    public var headings: [String]
+    /**
+     * The chunk's first character (Unicode scalar value, 0-based) in the document's text.
+     */
+    public var charStart: UInt64
+    /**
+     * One past the chunk's last character.
+     */
+    public var charEnd: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The 1-based pages the chunk spans, in order; empty for formats without pages.
+         */pages: [UInt32], 
+        /**
+         * The headings above the chunk, outermost first; empty before the first heading and
+         * for formats without headings.
+         */headings: [String], 
+        /**
+         * The chunk's first character (Unicode scalar value, 0-based) in the document's text.
+         */charStart: UInt64, 
+        /**
+         * One past the chunk's last character.
+         */charEnd: UInt64) {
+        self.pages = pages
+        self.headings = headings
+        self.charStart = charStart
+        self.charEnd = charEnd
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension Locator: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeLocator: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Locator {
+        return
+            try Locator(
+                pages: FfiConverterSequenceUInt32.read(from: &buf), 
+                headings: FfiConverterSequenceString.read(from: &buf), 
+                charStart: FfiConverterUInt64.read(from: &buf), 
+                charEnd: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Locator, into buf: inout [UInt8]) {
+        FfiConverterSequenceUInt32.write(value.pages, into: &buf)
+        FfiConverterSequenceString.write(value.headings, into: &buf)
+        FfiConverterUInt64.write(value.charStart, into: &buf)
+        FfiConverterUInt64.write(value.charEnd, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLocator_lift(_ buf: RustBuffer) throws -> Locator {
+    return try FfiConverterTypeLocator.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeLocator_lower(_ value: Locator) -> RustBuffer {
+    return FfiConverterTypeLocator.lower(value)
 }
 
 
@@ -6280,6 +6397,30 @@ fileprivate struct FfiConverterOptionTypeLedger: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeLedger.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeLocator: FfiConverterRustBuffer {
+    typealias SwiftType = Locator?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeLocator.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeLocator.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }

@@ -368,6 +368,28 @@ final class TributeTests: XCTestCase {
         assertThrows("KnowledgeBase") { try kb.documentCount() }
     }
 
+    func testMarkdownHitsAndCitationsCarryLocators() throws {
+        let text = "# Zéphyr notes\n\nZephyr keeps attributed documents.\n\n## Ingest\n\nDocuments are cut into chunks.\n\n"
+            + "### Formats\n\nPDF, HTML, DOCX, Markdown and plain text are read.\n"
+        let md = Fixtures.tmp.appendingPathComponent("notes.md")
+        try text.write(to: md, atomically: true, encoding: .utf8)
+        let kb = try Index.open(path: Fixtures.path("kb-md"))
+        _ = try kb.addFiles(paths: [md.path])
+        let hit = try XCTUnwrap(try kb.search(query: "PDF DOCX plain text", k: 1, mode: .bm25).first)
+        // Characters (Unicode scalars), not bytes: "é" is one character, two bytes.
+        let range = try XCTUnwrap(text.range(of: "### Formats"))
+        let start = UInt64(text.unicodeScalars[..<range.lowerBound].count)
+        let end = start + UInt64(hit.text.unicodeScalars.count)
+        XCTAssertEqual(hit.locator, Locator(pages: [], headings: ["Zéphyr notes", "Ingest", "Formats"], charStart: start, charEnd: end))
+        XCTAssertEqual(hit.start, start + 1)
+        let engine = try Engine(index: kb, options: EngineOptions(), generator: Fixtures.generator)
+        let r = try engine.retrieve(query: "Which formats are read: PDF, HTML, DOCX?", k: 2, sign: false)
+        let cited = try XCTUnwrap(r.citations.first)
+        XCTAssertNotNil(cited.locator)
+        XCTAssertEqual(r.hits.first { $0.chunkId == cited.chunkId }?.locator, cited.locator)
+        engine.release()
+    }
+
     func testIngestListenerSeesTheProgress() throws {
         let kb = try Index.open(path: Fixtures.path("kb-progress"))
         let progress = ProgressCollector()

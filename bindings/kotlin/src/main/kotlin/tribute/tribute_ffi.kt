@@ -5419,6 +5419,12 @@ data class Citation (
      * The start of the chunk text.
      */
     var `snippet`: kotlin.String
+    , 
+    /**
+     * Where the chunk lies in its document (`None` for chunks indexed before locators
+     * were recorded).
+     */
+    var `locator`: Locator?
     
 ){
     
@@ -5445,6 +5451,7 @@ public object FfiConverterTypeCitation: FfiConverterRustBuffer<Citation> {
             FfiConverterString.read(buf),
             FfiConverterFloat.read(buf),
             FfiConverterString.read(buf),
+            FfiConverterOptionalTypeLocator.read(buf),
         )
     }
 
@@ -5458,7 +5465,8 @@ public object FfiConverterTypeCitation: FfiConverterRustBuffer<Citation> {
             FfiConverterString.allocationSize(value.`datanet`) +
             FfiConverterString.allocationSize(value.`contentHash`) +
             FfiConverterFloat.allocationSize(value.`score`) +
-            FfiConverterString.allocationSize(value.`snippet`)
+            FfiConverterString.allocationSize(value.`snippet`) +
+            FfiConverterOptionalTypeLocator.allocationSize(value.`locator`)
     )
 
     override fun write(value: Citation, buf: ByteBuffer) {
@@ -5472,6 +5480,7 @@ public object FfiConverterTypeCitation: FfiConverterRustBuffer<Citation> {
             FfiConverterString.write(value.`contentHash`, buf)
             FfiConverterFloat.write(value.`score`, buf)
             FfiConverterString.write(value.`snippet`, buf)
+            FfiConverterOptionalTypeLocator.write(value.`locator`, buf)
     }
 }
 
@@ -5786,6 +5795,12 @@ data class Hit (
      * The dense (cosine) score, when the dense retriever found the chunk.
      */
     var `denseScore`: kotlin.Float?
+    , 
+    /**
+     * Where the chunk lies in its document (`None` for chunks indexed before locators
+     * were recorded).
+     */
+    var `locator`: Locator?
     
 ){
     
@@ -5814,6 +5829,7 @@ public object FfiConverterTypeHit: FfiConverterRustBuffer<Hit> {
             FfiConverterULong.read(buf),
             FfiConverterOptionalFloat.read(buf),
             FfiConverterOptionalFloat.read(buf),
+            FfiConverterOptionalTypeLocator.read(buf),
         )
     }
 
@@ -5829,7 +5845,8 @@ public object FfiConverterTypeHit: FfiConverterRustBuffer<Hit> {
             FfiConverterULong.allocationSize(value.`start`) +
             FfiConverterULong.allocationSize(value.`end`) +
             FfiConverterOptionalFloat.allocationSize(value.`bm25Score`) +
-            FfiConverterOptionalFloat.allocationSize(value.`denseScore`)
+            FfiConverterOptionalFloat.allocationSize(value.`denseScore`) +
+            FfiConverterOptionalTypeLocator.allocationSize(value.`locator`)
     )
 
     override fun write(value: Hit, buf: ByteBuffer) {
@@ -5845,6 +5862,7 @@ public object FfiConverterTypeHit: FfiConverterRustBuffer<Hit> {
             FfiConverterULong.write(value.`end`, buf)
             FfiConverterOptionalFloat.write(value.`bm25Score`, buf)
             FfiConverterOptionalFloat.write(value.`denseScore`, buf)
+            FfiConverterOptionalTypeLocator.write(value.`locator`, buf)
     }
 }
 
@@ -6135,6 +6153,72 @@ public object FfiConverterTypeLedger: FfiConverterRustBuffer<Ledger> {
     override fun write(value: Ledger, buf: ByteBuffer) {
             FfiConverterULong.write(value.`chainId`, buf)
             FfiConverterString.write(value.`contract`, buf)
+    }
+}
+
+
+
+/**
+ * Where a chunk lies in its document: its pages (paged formats such as PDF), the heading
+ * path of its section (Markdown, HTML, DOCX) and its character span in the document's
+ * extracted text.
+ */
+data class Locator (
+    /**
+     * The 1-based pages the chunk spans, in order; empty for formats without pages.
+     */
+    var `pages`: List<kotlin.UInt>
+    , 
+    /**
+     * The headings above the chunk, outermost first; empty before the first heading and
+     * for formats without headings.
+     */
+    var `headings`: List<kotlin.String>
+    , 
+    /**
+     * The chunk's first character (Unicode scalar value, 0-based) in the document's text.
+     */
+    var `charStart`: kotlin.ULong
+    , 
+    /**
+     * One past the chunk's last character.
+     */
+    var `charEnd`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeLocator: FfiConverterRustBuffer<Locator> {
+    override fun read(buf: ByteBuffer): Locator {
+        return Locator(
+            FfiConverterSequenceUInt.read(buf),
+            FfiConverterSequenceString.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Locator) = (
+            FfiConverterSequenceUInt.allocationSize(value.`pages`) +
+            FfiConverterSequenceString.allocationSize(value.`headings`) +
+            FfiConverterULong.allocationSize(value.`charStart`) +
+            FfiConverterULong.allocationSize(value.`charEnd`)
+    )
+
+    override fun write(value: Locator, buf: ByteBuffer) {
+            FfiConverterSequenceUInt.write(value.`pages`, buf)
+            FfiConverterSequenceString.write(value.`headings`, buf)
+            FfiConverterULong.write(value.`charStart`, buf)
+            FfiConverterULong.write(value.`charEnd`, buf)
     }
 }
 
@@ -7624,6 +7708,38 @@ public object FfiConverterOptionalTypeLedger: FfiConverterRustBuffer<Ledger?> {
         } else {
             buf.put(1)
             FfiConverterTypeLedger.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeLocator: FfiConverterRustBuffer<Locator?> {
+    override fun read(buf: ByteBuffer): Locator? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeLocator.read(buf)
+    }
+
+    override fun allocationSize(value: Locator?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeLocator.allocationSize(value)
+        }
+    }
+
+    override fun write(value: Locator?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeLocator.write(value, buf)
         }
     }
 }

@@ -246,6 +246,26 @@ fun registerTests() {
         assertFailsWith<TributeException.KnowledgeBase> { kb.documentCount() }
     }
 
+    test("index: a Markdown file's hits and citations carry locators") {
+        val md = File(Fixtures.tmp, "notes.md")
+        md.writeText("# Zéphyr notes\n\nZephyr keeps attributed documents.\n\n## Ingest\n\nDocuments are cut into chunks.\n\n" +
+            "### Formats\n\nPDF, HTML, DOCX, Markdown and plain text are read.\n")
+        val kb = Index.open(File(Fixtures.tmp, "kb-md").path)
+        kb.addFiles(listOf(md.path))
+        val hit = kb.search("PDF DOCX plain text", k = 1u, mode = SearchMode.BM25).single()
+        // Characters, not bytes: "é" is one character (hit.start counts it as two bytes).
+        val start = md.readText().indexOf("### Formats").toULong()
+        val end = start + hit.text.length.toULong()
+        assertEquals(Locator(listOf(), listOf("Zéphyr notes", "Ingest", "Formats"), start, end), hit.locator)
+        assertEquals(start + 1u, hit.start)
+        val engine = Engine(kb, EngineOptions(), generator = Fixtures.generator)
+        val r = engine.retrieve("Which formats are read: PDF, HTML, DOCX?", k = 2u, sign = false)
+        val cited = r.citations.first()
+        assertNotNull(cited.locator)
+        assertEquals(r.hits.first { it.chunkId == cited.chunkId }.locator, cited.locator)
+        engine.release()
+    }
+
     test("index: malformed documents are KnowledgeBase errors and nothing is ingested") {
         val kb = Index.open(File(Fixtures.tmp, "kb-bad").path)
         val e = assertFailsWith<TributeException.KnowledgeBase> {
