@@ -8,6 +8,13 @@
 //! the inputs of the reward split. Its hash is `keccak256` of its canonical JSON
 //! ([`AttributionRecord::to_json`]: fixed key order, no whitespace).
 //!
+//! # Versions
+//!
+//! - **2**: each source also carries its [`RecordedLocator`] (pages, heading path,
+//!   character span), so that the receipt binds *where* a cited chunk lies in its
+//!   document as well as its text (left out for chunks indexed without one).
+//! - **1**: sources without locators. Such records still load and hash as they did.
+//!
 //! [`RecordStore`] keeps records beside the receipt journal (`<journal>/records/<hash>.json`),
 //! content-addressed and crash-safe: [`RecordStore::put`] writes a temporary file, syncs it,
 //! renames it into place and syncs the directory before it returns, so a receipt naming
@@ -27,8 +34,10 @@ use serde::{Deserialize, Serialize};
 use crate::split::RewardConfig;
 use crate::weights::{AttributionConfig, Method};
 
-/// The record format version written into every record.
-pub const RECORD_VERSION: u16 = 1;
+/// The record format version written into new records (see [Versions](self#versions)).
+pub const RECORD_VERSION: u16 = 2;
+/// The oldest record version that still loads.
+pub const FIRST_RECORD_VERSION: u16 = 1;
 /// The records' directory inside a journal directory.
 pub const RECORDS_DIR: &str = "records";
 
@@ -156,6 +165,26 @@ pub struct RecordedSource {
     pub shown_bytes: usize,
     /// Its retrieval score (an input of the `retrieval` method and of the fallback).
     pub retrieval_score: f64,
+    /// Where the chunk lies in its document (version 2 on; absent for chunks indexed
+    /// without a locator). Last, so that a source without one serialises as in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locator: Option<RecordedLocator>,
+}
+
+/// Where a source's chunk lies in its document: the pages it spans (paged formats such as
+/// PDF), the heading path of its section and its character span in the document's
+/// extracted text. Every key is written, empty lists included.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecordedLocator {
+    /// The 1-based pages, in order; empty for formats without pages.
+    pub pages: Vec<u32>,
+    /// The headings above the chunk, outermost first.
+    pub headings: Vec<String>,
+    /// The chunk's first character (Unicode scalar value, 0-based) in the document's text.
+    pub char_start: usize,
+    /// One past its last character.
+    pub char_end: usize,
 }
 
 /// What the attribution produced.
@@ -190,7 +219,7 @@ pub struct RecordedSplit {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AttributionRecord {
-    /// [`RECORD_VERSION`].
+    /// The format version: [`RECORD_VERSION`] for new records.
     pub version: u16,
     /// The model.
     pub model: RecordedModel,
@@ -234,14 +263,17 @@ impl AttributionRecord {
                 hash,
                 reason: e.to_string(),
             })?;
-        if record.version != RECORD_VERSION {
-            return Err(RecordError::Malformed {
-                hash,
-                reason: format!(
-                    "version {} (this library reads {RECORD_VERSION})",
-                    record.version
-                ),
-            });
+        let malformed = |reason: String| RecordError::Malformed { hash, reason };
+        if !(FIRST_RECORD_VERSION..=RECORD_VERSION).contains(&record.version) {
+            return Err(malformed(format!(
+                "version {} (this library reads {FIRST_RECORD_VERSION} to {RECORD_VERSION})",
+                record.version
+            )));
+        }
+        if record.version == 1 && record.sources.iter().any(|s| s.locator.is_some()) {
+            return Err(malformed(
+                "a version-1 record cannot carry locators (version 1 does not define them)".into(),
+            ));
         }
         Ok(record)
     }
@@ -356,9 +388,10 @@ impl RecordStore {
 mod tests {
     use super::*;
 
-    fn record() -> AttributionRecord {
+    /// A version-1 record: sources without locators.
+    fn record_v1() -> AttributionRecord {
         AttributionRecord {
-            version: RECORD_VERSION,
+            version: 1,
             model: RecordedModel {
                 name: "SmolLM2-135M-Instruct".into(),
                 id: keccak256("SmolLM2-135M-Instruct"),
@@ -388,6 +421,7 @@ mod tests {
                 contributor: Address::repeat_byte(1),
                 shown_bytes: 5,
                 retrieval_score: 0.1 + 0.2,
+                locator: None,
             }],
             method: Method::Shapley,
             params: AttributionConfig::default(),
@@ -405,19 +439,86 @@ mod tests {
         }
     }
 
+    /// The current version's record: its source carries a locator.
+    fn record() -> AttributionRecord {
+        let mut r = record_v1();
+        r.version = RECORD_VERSION;
+        r.sources[0].locator = Some(RecordedLocator {
+            pages: vec![2, 3],
+            headings: vec!["Zephyr".into(), "Setup".into()],
+            char_start: 120,
+            char_end: 480,
+        });
+        r
+    }
+
     #[test]
     fn canonical_json_round_trips_bit_exactly() {
-        let r = record();
-        let json = r.to_json();
-        assert!(json.starts_with("{\"version\":1,\"model\":{"), "{json}");
-        let back = AttributionRecord::from_json(r.hash(), json.as_bytes()).expect("parses");
-        assert_eq!(back, r);
+        for (r, version) in [(record_v1(), 1), (record(), 2)] {
+            let json = r.to_json();
+            assert!(
+                json.starts_with(&format!("{{\"version\":{version},\"model\":{{")),
+                "{json}"
+            );
+            let back = AttributionRecord::from_json(r.hash(), json.as_bytes()).expect("parses");
+            assert_eq!(back, r);
+            assert_eq!(
+                back.to_json(),
+                json,
+                "a fixed point: floats round-trip exactly"
+            );
+            assert_eq!(back.hash(), keccak256(json.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn golden_record_hashes() {
+        // Pinned: a change here changes the attributionHash of every receipt signed with
+        // such a record. Version 1 (no locators) hashes as it always did.
+        let v1 = record_v1();
+        assert!(!v1.to_json().contains("locator"));
         assert_eq!(
-            back.to_json(),
-            json,
-            "a fixed point: floats round-trip exactly"
+            v1.hash(),
+            alloy_primitives::b256!(
+                "bd2fe0f4316abd27ebce8821f91ee02c918b78fd9c7db0fcc7d7722b9e9efaa5"
+            )
         );
-        assert_eq!(back.hash(), keccak256(json.as_bytes()));
+        // Version 2 writes each source's locator last, every key present.
+        let v2 = record();
+        assert!(v2.to_json().contains(
+            "\"retrievalScore\":0.30000000000000004,\"locator\":{\"pages\":[2,3],\
+             \"headings\":[\"Zephyr\",\"Setup\"],\"charStart\":120,\"charEnd\":480}}]"
+        ));
+        assert_eq!(
+            v2.hash(),
+            alloy_primitives::b256!(
+                "726122f56f575f96a058e6ca4dac98ee76f516ddf55b231572606945a4946e27"
+            )
+        );
+        // The hash binds the locator: moving the cited span changes it.
+        let mut moved = record();
+        if let Some(l) = moved.sources[0].locator.as_mut() {
+            l.char_start += 1;
+        }
+        assert_ne!(moved.hash(), v2.hash());
+    }
+
+    #[test]
+    fn versions_are_checked() {
+        let load =
+            |r: &AttributionRecord| AttributionRecord::from_json(r.hash(), r.to_json().as_bytes());
+        assert_eq!(load(&record_v1()).expect("version 1 loads"), record_v1());
+        // Version 1 does not define locators: one that carries them is malformed.
+        let mut v1_with_locator = record();
+        v1_with_locator.version = 1;
+        assert!(matches!(
+            load(&v1_with_locator),
+            Err(RecordError::Malformed { reason, .. }) if reason.contains("locators")
+        ));
+        // A version-2 source may lack a locator (a chunk indexed without one).
+        let mut v2_without = record();
+        v2_without.sources[0].locator = None;
+        assert_eq!(load(&v2_without).expect("loads"), v2_without);
     }
 
     #[test]

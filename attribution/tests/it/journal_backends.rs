@@ -16,8 +16,8 @@ use alloy_primitives::{Address, B256, U256, address, keccak256};
 use tribute_attribution::journal::{self, Appended, JournalBackend, JournalError, ReceiptState};
 use tribute_attribution::receipt::SignedReceipt;
 use tribute_attribution::record::{
-    AttributionRecord, RECORD_VERSION, RecordedModel, RecordedPrompt, RecordedResult,
-    RecordedSource, RecordedSplit, tokens_hash,
+    AttributionRecord, RECORD_VERSION, RecordedLocator, RecordedModel, RecordedPrompt,
+    RecordedResult, RecordedSource, RecordedSplit, tokens_hash,
 };
 
 use crate::ADDR0;
@@ -123,6 +123,12 @@ fn attribution_record() -> AttributionRecord {
             contributor: Address::repeat_byte(1),
             shown_bytes: 5,
             retrieval_score: 0.1 + 0.2,
+            locator: Some(RecordedLocator {
+                pages: vec![2],
+                headings: vec!["Zéphyr".into(), "Setup".into()],
+                char_start: 12,
+                char_end: 17,
+            }),
         }],
         method: tribute_attribution::Method::Loo,
         params: Default::default(),
