@@ -140,6 +140,29 @@ pub enum Error {
     #[error("ONNX Runtime: {0}")]
     Ort(Arc<ort::Error>),
 
+    /// Fine-tuning cannot start or go on: bad training data or options, base weights that
+    /// cannot be read, a target module the model lacks.
+    #[cfg(feature = "finetune")]
+    #[error("fine-tuning: {0}")]
+    Finetune(String),
+
+    /// The training loss stopped being a finite number (learning rate too high, or bad data).
+    #[cfg(feature = "finetune")]
+    #[error(
+        "fine-tuning: the loss is {loss} at step {step}; lower the learning rate or check the data"
+    )]
+    NonFiniteLoss {
+        /// The optimizer step (1-based).
+        step: usize,
+        /// The loss seen.
+        loss: f32,
+    },
+
+    /// A tensor operation of the trainer failed (candle).
+    #[cfg(feature = "finetune")]
+    #[error("tensor computation: {0}")]
+    Candle(Arc<candle_core::Error>),
+
     /// Reading a file failed.
     #[error("{path}: {source}")]
     Io {
@@ -153,6 +176,13 @@ pub enum Error {
 impl From<ort::Error> for Error {
     fn from(e: ort::Error) -> Self {
         Error::Ort(Arc::new(e))
+    }
+}
+
+#[cfg(feature = "finetune")]
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::Candle(Arc::new(e))
     }
 }
 

@@ -21,6 +21,8 @@
 pub mod adapter;
 pub mod config;
 mod error;
+#[cfg(feature = "finetune")]
+pub mod finetune;
 pub mod generator;
 pub mod registry;
 pub mod sampling;

@@ -6,10 +6,14 @@
 //! - `tiny`: a tiny random llama exported by the project's exporter (`tribute_export`, from
 //!   the venv `scripts/setup.sh` makes) for the mechanics: batching, streaming, stop
 //!   strings, cancellation, KV cache, adapters, bad input.
+//! - `finetune` (feature `finetune`): the LoRA trainer on SmolLM2's source GGUF against the
+//!   generator.
 //!
 //! Without the prerequisites these tests fail with a message that says what to run.
 
 mod cuda;
+#[cfg(feature = "finetune")]
+mod finetune;
 mod smollm2;
 mod tiny;
 
