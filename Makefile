@@ -29,15 +29,15 @@ demo: setup build
 # Postgres beside it, anvil from npm), and the bindings' libraries come from that build.
 test: setup
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets --features tribute-inference/cuda -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features tribute-inference/cuda,tribute-inference/finetune -- -D warnings
 	$(VENV)/bin/python -c "import pytest, onnxruntime" 2>/dev/null || \
 	  $(VENV)/bin/pip install --quiet --disable-pip-version-check pytest onnxruntime==1.32.0
 	TRIBUTE_SMOLLM2_DIR=$(TRIBUTE_HOME)/models/SmolLM2-135M-Instruct \
 	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider inference/export/tests
 	cd attribution/contracts && npm ci --silent --no-audit --no-fund && node compile.js --check && bash smoke.sh
 	$(MAKE) --no-print-directory slither
-	scripts/with-postgres.sh $(CARGO) test --workspace
-	PYO3_BUILD_EXTENSION_MODULE=1 $(CARGO) build --workspace --lib --bins --tests
+	scripts/with-postgres.sh $(CARGO) test --workspace --features tribute-inference/finetune
+	PYO3_BUILD_EXTENSION_MODULE=1 $(CARGO) build --workspace --lib --bins --tests --features tribute-inference/finetune
 	TRIBUTE_PREBUILT=1 bindings/python/test.sh
 	TRIBUTE_PREBUILT=1 bindings/server/tests/client/run.sh
 	TRIBUTE_PREBUILT=1 bindings/kotlin/test.sh

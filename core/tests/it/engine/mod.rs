@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use alloy_primitives::{Address, address, keccak256};
+use alloy_primitives::{Address, keccak256};
 use tribute::attribution::journal::{Journal, StateKind};
 use tribute::attribution::receipt::PayerKey;
 use tribute::engine::NO_SOURCES_ANSWER;

@@ -4,7 +4,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alloy_primitives::U256;
+use alloy_primitives::{U256, address};
 use tribute::attribution::chain::{self, LedgerClient};
 use tribute::attribution::journal::StateKind;
 use tribute::attribution::receipt::{PayerKey, named_id};
