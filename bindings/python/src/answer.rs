@@ -322,6 +322,18 @@ impl Answer {
             .transpose()
     }
 
+    /// The source guard's alert as a dict (marker, chunk_id, doc_id, contributor, datanet,
+    /// share, retrieval_share, reason: "low_trust" | "barely_relevant", reanswered,
+    /// replaced_answer), or None when no low-trust or barely relevant source dominated.
+    #[getter]
+    fn source_alert<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.inner
+            .source_alert
+            .as_ref()
+            .map(|a| json_to_py(py, a))
+            .transpose()
+    }
+
     /// The adapters used, with their weights.
     #[getter]
     fn adapters(&self) -> Vec<(String, f32)> {

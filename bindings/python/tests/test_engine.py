@@ -291,3 +291,26 @@ def test_failed_engine_build_gives_the_index_back(tmp_path: Path) -> None:
     assert not kb.closed and "served by" not in repr(kb)
     assert kb.search("Zephyr", k=1)[0].contributor == ALICE
     kb.close()
+
+
+def test_a_dominant_low_trust_source_raises_an_alert(tmp_path: Path) -> None:
+    config = tmp_path / "tribute.toml"
+    config.write_text('index = "kb"\n[datanets.pilot-notes]\ntrust = "low"\n')
+    with tribute.Engine.from_config(config) as engine:
+        engine.index.add_files(SAMPLE / "bob.jsonl")
+        answer = engine.ask(GUST_Q, top_k=2, method="loo")
+        alert = answer.source_alert
+        assert alert is not None, answer.citations
+        assert (alert["doc_id"], alert["contributor"], alert["datanet"]) == (
+            "gust-field-notes",
+            BOB,
+            "pilot-notes",
+        )
+        assert alert["reason"] == "low_trust" and alert["share"] >= 0.6
+        assert alert["reanswered"] is False
+        assert answer.to_dict()["source_alert"] == alert
+    # The same sources at normal trust: no alert.
+    plain = tmp_path / "plain.toml"
+    plain.write_text('index = "kb"\n')
+    with tribute.Engine.from_config(plain) as engine:
+        assert engine.ask(GUST_Q, top_k=2, method="loo").source_alert is None
