@@ -75,6 +75,15 @@ pub trait Backend: Send + Sync {
     /// All live document records, in ingest order.
     fn documents(&self) -> Result<Vec<DocumentRecord>>;
 
+    /// A live document's whole text as it was added (`None`: no such document), or
+    /// [`Error::TextNotKept`](crate::Error::TextNotKept) where the backend does not keep it.
+    fn document_text(&self, id: &DocId) -> Result<Option<String>> {
+        Err(crate::Error::TextNotKept {
+            id: id.to_string(),
+            reason: "this knowledge base's backend keeps chunks, not whole texts",
+        })
+    }
+
     /// All live chunks, in ingest order.
     fn chunks(&self) -> Result<Vec<Chunk>>;
 

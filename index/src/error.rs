@@ -82,6 +82,24 @@ pub enum Error {
         limit: u64,
     },
 
+    /// A document is over one of [`IndexConfig`](crate::IndexConfig)'s per-document limits
+    /// (text bytes, chunk count); nothing of its batch was ingested.
+    #[error(
+        "document {id:?}: {value} {what} is over the limit of {limit} for one document (nothing was ingested): split it, or raise IndexConfig::{setting}"
+    )]
+    DocumentTooLarge {
+        /// The document id.
+        id: String,
+        /// What was counted: "bytes" (title and text) or "chunks".
+        what: &'static str,
+        /// How many the document has.
+        value: usize,
+        /// The limit.
+        limit: usize,
+        /// The `IndexConfig` field that sets the limit.
+        setting: &'static str,
+    },
+
     /// A file of a known format could not be parsed (corrupt, truncated, or another
     /// format under this extension); nothing of it was ingested.
     #[error("{path}: not a readable {format} file: {reason}")]
@@ -198,6 +216,15 @@ pub enum Error {
         given: String,
         /// Dimension of the given embedder.
         given_dim: usize,
+    },
+
+    /// A document's whole text was asked for, but the knowledge base does not keep it.
+    #[error("the text of document {id:?} is not available: {reason}")]
+    TextNotKept {
+        /// The document.
+        id: String,
+        /// Why (an index built before texts were kept, a backend that keeps only chunks).
+        reason: &'static str,
     },
 
     /// The index directory is damaged beyond what recovery can fix.

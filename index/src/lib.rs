@@ -27,8 +27,9 @@ pub use embedder::{Embedder, EmbedderOptions, OnnxEmbedder, QueryModel, QueryOpt
 pub use error::{Error, Result, redact_url};
 pub use fusion::{Fusion, Mode};
 pub use index::{
-    Chunk, DEFAULT_DEPTH, DocumentRecord, Hit, Index, IndexConfig, IngestProgress, IngestReport,
-    NearDuplicate, Origin, RetrieverScore, SearchRequest, is_postgres_url,
+    Chunk, DEFAULT_DEPTH, DEFAULT_MAX_CHUNKS_PER_DOCUMENT, DEFAULT_MAX_DOCUMENT_BYTES,
+    DocumentRecord, Hit, Index, IndexConfig, IngestProgress, IngestReport, NearDuplicate, Origin,
+    RetrieverScore, SearchRequest, is_postgres_url,
 };
 pub use loaders::{Format, Loaded, SkippedFile, load_paths};
 pub use sync::{SyncProgress, SyncReport, SyncRequest};

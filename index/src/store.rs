@@ -52,7 +52,14 @@ pub(crate) struct ChunkLine {
 pub(crate) enum Op {
     Doc(DocumentRecord),
     Chunk(ChunkLine),
-    Delete { doc: DocId },
+    Delete {
+        doc: DocId,
+    },
+    /// The text of the document just recorded (format 2 on; written after its `Doc`).
+    Text {
+        doc: DocId,
+        text: String,
+    },
 }
 
 pub(crate) struct OpLog {

@@ -141,6 +141,35 @@ impl Index {
         self.backend.document(id)
     }
 
+    /// A live document's whole text as it was added (`None`: no such document), or
+    /// [`Error::TextNotKept`](crate::Error::TextNotKept) where it is not kept: a local
+    /// index created before format 2, or a Postgres knowledge base (which keeps chunks).
+    pub fn document_text(&self, id: &DocId) -> Result<Option<String>> {
+        self.backend.document_text(id)
+    }
+
+    /// A live document as it was added: its text, title, datanet, contributor, license and
+    /// metadata (not the page and section layout). `None`: no such document; an error as
+    /// for [`Index::document_text`].
+    pub fn get_document(&self, id: &DocId) -> Result<Option<Document>> {
+        let Some(record) = self.backend.document(id)? else {
+            return Ok(None);
+        };
+        let Some(text) = self.backend.document_text(id)? else {
+            return Ok(None);
+        };
+        Ok(Some(Document {
+            id: record.id,
+            title: record.title,
+            text,
+            datanet: record.datanet,
+            contributor: record.contributor,
+            license: record.license,
+            metadata: record.metadata,
+            layout: Default::default(),
+        }))
+    }
+
     /// All live document records, in ingest order.
     pub fn documents(&self) -> Result<Vec<DocumentRecord>> {
         self.backend.documents()

@@ -77,6 +77,7 @@ impl LocalIndex {
         let mut seen = HashSet::new();
         for d in &docs {
             d.validate()?;
+            self.config.check_document_bytes(d)?;
             if !seen.insert(d.id.clone()) {
                 return Err(Error::InvalidDocument {
                     id: d.id.to_string(),
@@ -127,6 +128,7 @@ impl LocalIndex {
                 let budget = self.meta.chunker.text_budget(&doc.title, self.counter());
                 doc.chunk_spans(&budget, self.counter())
             };
+            self.config.check_chunks(&doc, spans.len())?;
             let locators = doc.locate(&spans);
             plan.push(Planned {
                 doc,
@@ -258,6 +260,12 @@ impl LocalIndex {
                 near_duplicate_of,
             };
             self.record(Op::Doc(record))?;
+            if self.meta.keeps_texts() {
+                self.record(Op::Text {
+                    doc: doc.id.clone(),
+                    text: doc.text.clone(),
+                })?;
+            }
             for (n, (span, locator)) in spans.iter().zip(locators).enumerate() {
                 let text = &doc.text[span.start..span.end];
                 let slot = self.chunks.len() as u32;

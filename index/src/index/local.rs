@@ -26,6 +26,20 @@ impl Backend for LocalIndex {
             .map(|&i| self.docs[i as usize].record.clone()))
     }
 
+    fn document_text(&self, id: &DocId) -> Result<Option<String>> {
+        let Some(&i) = self.by_id.get(id) else {
+            return Ok(None);
+        };
+        match &self.docs[i as usize].text {
+            Some(text) => Ok(Some(text.clone())),
+            None => Err(crate::Error::TextNotKept {
+                id: id.to_string(),
+                reason: "the index was created before whole texts were kept (format 1): \
+                         add the document again, or rebuild the index, to keep it",
+            }),
+        }
+    }
+
     fn documents(&self) -> Result<Vec<DocumentRecord>> {
         Ok(self
             .docs

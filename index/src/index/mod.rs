@@ -55,7 +55,25 @@ pub struct IndexConfig {
     pub near_duplicate_threshold: Option<f32>,
     /// Chunks per durable commit during a large ingest.
     pub commit_every: usize,
+    /// Most bytes of one document's title and text together
+    /// ([`DEFAULT_MAX_DOCUMENT_BYTES`] by default). A larger document is refused with
+    /// [`Error::DocumentTooLarge`](crate::Error::DocumentTooLarge) before anything is
+    /// chunked or written; a file's size is bounded earlier by
+    /// [`LoadOptions::max_file_bytes`](crate::LoadOptions::max_file_bytes).
+    pub max_document_bytes: usize,
+    /// Most chunks one document may be cut into ([`DEFAULT_MAX_CHUNKS_PER_DOCUMENT`] by
+    /// default); more is refused with
+    /// [`Error::DocumentTooLarge`](crate::Error::DocumentTooLarge) before anything is
+    /// embedded or written.
+    pub max_chunks_per_document: usize,
 }
+
+/// Default [`IndexConfig::max_document_bytes`]: 64 MiB of text (a 10,000-page book is
+/// about 25 MiB).
+pub const DEFAULT_MAX_DOCUMENT_BYTES: usize = 64 << 20;
+
+/// Default [`IndexConfig::max_chunks_per_document`].
+pub const DEFAULT_MAX_CHUNKS_PER_DOCUMENT: usize = 100_000;
 
 impl Default for IndexConfig {
     fn default() -> Self {
@@ -64,7 +82,41 @@ impl Default for IndexConfig {
             hnsw: HnswConfig::default(),
             near_duplicate_threshold: Some(0.95),
             commit_every: 4096,
+            max_document_bytes: DEFAULT_MAX_DOCUMENT_BYTES,
+            max_chunks_per_document: DEFAULT_MAX_CHUNKS_PER_DOCUMENT,
         }
+    }
+}
+
+impl IndexConfig {
+    /// Refuses a document whose title and text are over [`Self::max_document_bytes`]
+    /// (checked before chunking, which costs time in the text's length).
+    pub(crate) fn check_document_bytes(&self, doc: &crate::Document) -> crate::Result<()> {
+        let bytes = doc.title.len() + doc.text.len();
+        if bytes > self.max_document_bytes {
+            return Err(crate::Error::DocumentTooLarge {
+                id: doc.id.to_string(),
+                what: "bytes",
+                value: bytes,
+                limit: self.max_document_bytes,
+                setting: "max_document_bytes",
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a document cut into more than [`Self::max_chunks_per_document`] chunks.
+    pub(crate) fn check_chunks(&self, doc: &crate::Document, chunks: usize) -> crate::Result<()> {
+        if chunks > self.max_chunks_per_document {
+            return Err(crate::Error::DocumentTooLarge {
+                id: doc.id.to_string(),
+                what: "chunks",
+                value: chunks,
+                limit: self.max_chunks_per_document,
+                setting: "max_chunks_per_document",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -74,6 +126,8 @@ struct DocEntry {
     record: DocumentRecord,
     first_slot: u32,
     alive: bool,
+    /// The whole text as added (format 2 on; `None` in older indexes and once deleted).
+    text: Option<String>,
 }
 
 /// A row of the chunk table. Its position there is its *slot*: the same number names

@@ -14,8 +14,12 @@ use crate::embedder::Embedder;
 use crate::error::{Error, Result};
 use crate::store::{Op, OpLog, write_atomic};
 
-/// The `meta.json` format this build reads and writes.
-const FORMAT_VERSION: u32 = 1;
+/// The `meta.json` format this build writes: 2 keeps each document's whole text in the log
+/// (`text` lines). It reads 1 too, and adds no text lines to a format-1 index, which older
+/// builds could not read.
+const FORMAT_VERSION: u32 = 2;
+/// The oldest format this build reads.
+const OLDEST_FORMAT: u32 = 1;
 
 /// The embedder an index was built with: a different one would give incomparable vectors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +44,11 @@ struct CommitRecord {
 }
 
 impl Meta {
+    /// Whether the log keeps each document's whole text (format 2 on).
+    pub(super) fn keeps_texts(&self) -> bool {
+        self.format >= 2
+    }
+
     /// Reads `meta.json` and checks it against the embedder given (if any), or, for a new
     /// index, writes it recording that embedder and the chunker settings.
     fn load_or_create(
@@ -64,11 +73,11 @@ impl Meta {
         let bytes = std::fs::read(&meta_path).map_err(Error::io(&meta_path))?;
         let meta: Meta =
             serde_json::from_slice(&bytes).map_err(|e| corrupt(dir, format!("meta.json: {e}")))?;
-        if meta.format != FORMAT_VERSION {
+        if !(OLDEST_FORMAT..=FORMAT_VERSION).contains(&meta.format) {
             return Err(corrupt(
                 dir,
                 format!(
-                    "format version {} (this build reads {FORMAT_VERSION})",
+                    "format version {} (this build reads {OLDEST_FORMAT} to {FORMAT_VERSION})",
                     meta.format
                 ),
             ));
@@ -195,7 +204,15 @@ impl LocalIndex {
                     record,
                     first_slot: self.chunks.len() as u32,
                     alive: true,
+                    text: None,
                 });
+            }
+            Op::Text { doc, text } => {
+                let i = *self
+                    .by_id
+                    .get(&doc)
+                    .ok_or_else(|| corrupt(&self.dir, format!("text of unknown document {doc}")))?;
+                self.docs[i as usize].text = Some(text);
             }
             Op::Chunk(c) => {
                 let doc = *self.by_id.get(&c.doc).ok_or_else(|| {
@@ -216,6 +233,7 @@ impl LocalIndex {
                 if let Some(i) = self.by_id.remove(&doc) {
                     let entry = &mut self.docs[i as usize];
                     entry.alive = false;
+                    entry.text = None;
                     let (first, n) = (entry.first_slot as usize, entry.record.chunks as usize);
                     let hash = entry.record.content_hash;
                     for c in &mut self.chunks[first..first + n] {

@@ -34,6 +34,7 @@ impl PgBackend {
         let mut seen = HashSet::new();
         for d in &docs {
             d.validate()?;
+            self.config.check_document_bytes(d)?;
             if !seen.insert(d.id.clone()) {
                 return Err(Error::InvalidDocument {
                     id: d.id.to_string(),
@@ -84,6 +85,7 @@ impl PgBackend {
                 let budget = self.chunker.text_budget(&doc.title, counter);
                 doc.chunk_spans(&budget, counter)
             };
+            self.config.check_chunks(&doc, spans.len())?;
             let locators = doc.locate(&spans);
             if let Some(o) = &duplicate_of {
                 report.duplicates.push((doc.id.clone(), o.clone()));

@@ -519,27 +519,37 @@ fn locators_are_stored() {
 
 /// Load throughput of the fixtures, for docs/RETRIEVAL.md (not a pass/fail test):
 /// `cargo test -p tribute-index --features documents --test it documents::throughput -- --ignored --nocapture`.
+/// Set `TRIBUTE_THROUGHPUT_EMBED=ROUNDS` to also time a full ingest with the default
+/// embedder (MiniLM: chunk, embed, BM25 and HNSW) over that many copies of each file.
 #[cfg(feature = "documents")]
 #[test]
 #[ignore = "prints load throughput; run by hand"]
 fn throughput() {
+    let embed_rounds: Option<usize> = std::env::var("TRIBUTE_THROUGHPUT_EMBED")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for (name, pages_per_file, rounds) in [
         ("handbook.pdf", 3usize, 300usize),
         ("release-notes.html", 1, 2000),
         ("guide.docx", 1, 2000),
     ] {
         let path = fixture(name);
-        let mut docs = Vec::with_capacity(rounds);
-        let started = std::time::Instant::now();
-        for _ in 0..rounds {
-            docs.extend(load_file(&path, &LoadOptions::default()).expect("loads"));
-        }
-        let load = started.elapsed().as_secs_f64();
-        // Load + chunk + BM25 index (no embedding): distinct ids so each is indexed.
-        for (i, d) in docs.iter_mut().enumerate() {
-            d.id = format!("{name}-{i}").into();
-            d.text.push_str(&format!(" copy{i}"));
-        }
+        // Distinct ids and texts, so that every copy is indexed (not taken as a duplicate).
+        let copies = |rounds: usize| {
+            let started = std::time::Instant::now();
+            let mut docs = Vec::with_capacity(rounds);
+            for _ in 0..rounds {
+                docs.extend(load_file(&path, &LoadOptions::default()).expect("loads"));
+            }
+            let load = started.elapsed().as_secs_f64();
+            for (i, d) in docs.iter_mut().enumerate() {
+                d.id = format!("{name}-{i}").into();
+                d.text.push_str(&format!(" copy{i}"));
+            }
+            (docs, load)
+        };
+        let (docs, load) = copies(rounds);
+        // Load + chunk + BM25 index (no embedding).
         let dir = tempfile::tempdir().expect("tempdir");
         let mut index = Index::open(dir.path(), None, IndexConfig::default()).expect("opens");
         let started = std::time::Instant::now();
@@ -551,6 +561,24 @@ fn throughput() {
             pages / load,
             1000.0 * load / rounds as f64,
             pages / (load + ingest)
+        );
+        let Some(rounds) = embed_rounds else {
+            continue;
+        };
+        // Load + chunk + embed + BM25 + HNSW.
+        let (docs, load) = copies(rounds);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut index = Index::open(dir.path(), Some(crate::embedder()), IndexConfig::default())
+            .expect("opens");
+        let started = std::time::Instant::now();
+        index.add_documents(docs, None).expect("ingest");
+        let ingest = started.elapsed().as_secs_f64();
+        println!(
+            "{name}: load + chunk + embed + index {:.1} pages/s ({} files, {} chunks, {:.1} s)",
+            (rounds * pages_per_file) as f64 / (load + ingest),
+            rounds,
+            index.chunk_count(),
+            load + ingest
         );
     }
 }

@@ -7,8 +7,10 @@ mod backends;
 mod documents;
 mod hnsw;
 mod index;
+mod limits;
 mod query;
 mod sync;
+mod texts;
 
 use std::sync::{Arc, OnceLock};
 
