@@ -79,6 +79,71 @@ fn files(path: &Path, reason: impl Into<String>) -> AdapterError {
     }
 }
 
+/// Bounds on what an adapter from outside may make the process read and hold, checked
+/// before its weights are read (a stranger's adapter can claim any rank and be any size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdapterLimits {
+    /// Highest LoRA rank of any module: PEFT's `r`, each `rank_pattern` value and the
+    /// weights' shapes. Default [`DEFAULT_MAX_ADAPTER_RANK`].
+    pub max_rank: usize,
+    /// Most bytes of an adapter's files (`adapter_config.json` plus
+    /// `adapter_model.safetensors`, or the `.onnx_adapter` file), checked before they are
+    /// read. Default [`DEFAULT_MAX_ADAPTER_BYTES`].
+    pub max_bytes: u64,
+}
+
+/// Default [`AdapterLimits::max_rank`] (published LoRAs use 4–128).
+pub const DEFAULT_MAX_ADAPTER_RANK: usize = 256;
+
+/// Default [`AdapterLimits::max_bytes`]: 1 GiB (a rank-64 adapter on every linear layer
+/// of a 7B model is about 320 MB in fp16).
+pub const DEFAULT_MAX_ADAPTER_BYTES: u64 = 1 << 30;
+
+impl Default for AdapterLimits {
+    fn default() -> Self {
+        AdapterLimits {
+            max_rank: DEFAULT_MAX_ADAPTER_RANK,
+            max_bytes: DEFAULT_MAX_ADAPTER_BYTES,
+        }
+    }
+}
+
+impl AdapterLimits {
+    fn rank(&self, path: &Path, rank: usize) -> Result<(), AdapterError> {
+        if rank > self.max_rank {
+            return Err(AdapterError::OverLimit {
+                path: path.to_owned(),
+                what: "rank",
+                value: rank as u64,
+                limit: self.max_rank as u64,
+                setting: "max_rank",
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses files whose sizes add up to more than `max_bytes`, before reading them.
+    pub(crate) fn bytes(&self, path: &Path, paths: &[&Path]) -> Result<(), AdapterError> {
+        let mut total = 0u64;
+        for p in paths {
+            let len = std::fs::metadata(p)
+                .map_err(|e| files(p, e.to_string()))?
+                .len();
+            total = total.saturating_add(len);
+        }
+        if total > self.max_bytes {
+            return Err(AdapterError::OverLimit {
+                path: path.to_owned(),
+                what: "bytes",
+                value: total,
+                limit: self.max_bytes,
+                setting: "max_bytes",
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The LoRA matrices of one module, in the model's input layout.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraPair {
@@ -167,12 +232,25 @@ pub(crate) fn normalize_model_name(name: &str) -> String {
 }
 
 /// Reads a PEFT adapter and converts it to `modules`' LoRA inputs (Aᵀ, (alpha/r)·Bᵀ).
-/// Refuses, with the reason, adapters whose base model, targets or shapes do not fit.
+/// Refuses, with the reason, adapters whose base model, targets or shapes do not fit,
+/// and adapters over the default [`AdapterLimits`].
 pub fn load_peft(
     id: &AdapterId,
     dir: &Path,
     model_name: Option<&str>,
     modules: &[LoraModule],
+) -> Result<LoraWeights, AdapterError> {
+    load_peft_limited(id, dir, model_name, modules, &AdapterLimits::default())
+}
+
+/// [`load_peft`] with these limits: the files' sizes are checked before they are read,
+/// the configured ranks before the weights are read, and each module's rank as read.
+pub fn load_peft_limited(
+    id: &AdapterId,
+    dir: &Path,
+    model_name: Option<&str>,
+    modules: &[LoraModule],
+    limits: &AdapterLimits,
 ) -> Result<LoraWeights, AdapterError> {
     let mismatch = |reason: String| AdapterError::Mismatch {
         id: id.to_string(),
@@ -180,6 +258,8 @@ pub fn load_peft(
         reason,
     };
     let cfg_path = dir.join("adapter_config.json");
+    let st_path = dir.join("adapter_model.safetensors");
+    limits.bytes(dir, &[&cfg_path, &st_path])?;
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| files(&cfg_path, e.to_string()))?;
     let cfg: PeftConfig =
         serde_json::from_str(&text).map_err(|e| files(&cfg_path, e.to_string()))?;
@@ -205,7 +285,10 @@ pub fn load_peft(
             "trained for base model {base:?}, this model is {model:?}"
         )));
     }
-    let st_path = dir.join("adapter_model.safetensors");
+    limits.rank(&cfg_path, cfg.r)?;
+    for &r in cfg.rank_pattern.values() {
+        limits.rank(&cfg_path, r)?;
+    }
     let bytes = std::fs::read(&st_path).map_err(|e| files(&st_path, e.to_string()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| files(&st_path, format!("not a safetensors file: {e}")))?;
@@ -274,6 +357,7 @@ pub fn load_peft(
             )));
         };
         let r = a.rows;
+        limits.rank(&st_path, r)?;
         if b.cols != r {
             return Err(files(
                 &st_path,
@@ -607,14 +691,73 @@ mod tests {
 
     /// A PEFT folder for a model with one 2 → 2 module `m`, rank 1, all weights 1.
     fn peft_dir(config: &str) -> tempfile::TempDir {
+        peft_dir_of_rank(config, 1)
+    }
+
+    /// A PEFT folder for a model with one 2 → 2 module `m` of rank `r`, all weights 1.
+    fn peft_dir_of_rank(config: &str, r: usize) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("adapter_config.json"), config).expect("config");
-        let header = r#"{"m.lora_A.weight":{"dtype":"F32","shape":[1,2],"data_offsets":[0,8]},"m.lora_B.weight":{"dtype":"F32","shape":[2,1],"data_offsets":[8,16]}}"#;
+        let n = 2 * r * 4;
+        let header = format!(
+            r#"{{"m.lora_A.weight":{{"dtype":"F32","shape":[{r},2],"data_offsets":[0,{n}]}},"m.lora_B.weight":{{"dtype":"F32","shape":[2,{r}],"data_offsets":[{n},{}]}}}}"#,
+            2 * n
+        );
         let mut st = (header.len() as u64).to_le_bytes().to_vec();
         st.extend_from_slice(header.as_bytes());
-        st.extend(std::iter::repeat_n(1f32.to_le_bytes(), 4).flatten());
+        st.extend(std::iter::repeat_n(1f32.to_le_bytes(), 4 * r).flatten());
         std::fs::write(dir.path().join("adapter_model.safetensors"), st).expect("weights");
         dir
+    }
+
+    /// Rank and file-size limits refuse an adapter before its weights are used, with the
+    /// typed `OverLimit`; within the limits the same adapter loads.
+    #[test]
+    fn adapters_over_the_limits_are_refused() {
+        let id = AdapterId::new("a").expect("id");
+        let modules = [module("m", 2, 2)];
+        let limits = AdapterLimits {
+            max_rank: 2,
+            max_bytes: 4096,
+        };
+        let over = |r: Result<LoraWeights, AdapterError>| match r {
+            Err(AdapterError::OverLimit {
+                what, value, limit, ..
+            }) => (what, value, limit),
+            other => panic!("expected OverLimit, got {other:?}"),
+        };
+        // Rank in the config (refused before the weights are read) …
+        let d = peft_dir_of_rank(r#"{"r": 3, "lora_alpha": 3}"#, 3);
+        let load = |d: &tempfile::TempDir, l: &AdapterLimits| {
+            load_peft_limited(&id, d.path(), None, &modules, l)
+        };
+        assert_eq!(over(load(&d, &limits)), ("rank", 3, 2));
+        // … in a rank_pattern …
+        let d = peft_dir_of_rank(r#"{"r": 1, "lora_alpha": 1, "rank_pattern": {"m": 9}}"#, 1);
+        assert_eq!(over(load(&d, &limits)), ("rank", 9, 2));
+        // … or only in the weights' shapes (the config claims rank 1).
+        let d = peft_dir_of_rank(r#"{"r": 1, "lora_alpha": 1}"#, 5);
+        assert_eq!(over(load(&d, &limits)), ("rank", 5, 2));
+        // Bytes: config + safetensors, counted before either is read.
+        let d = peft_dir_of_rank(r#"{"r": 2, "lora_alpha": 2}"#, 2);
+        let size = ["adapter_config.json", "adapter_model.safetensors"]
+            .iter()
+            .map(|f| std::fs::metadata(d.path().join(f)).expect("size").len())
+            .sum::<u64>();
+        let tight = AdapterLimits {
+            max_rank: 2,
+            max_bytes: size - 1,
+        };
+        assert_eq!(over(load(&d, &tight)), ("bytes", size, size - 1));
+        let err = load(&d, &tight).unwrap_err().to_string();
+        assert!(err.contains("AdapterLimits::max_bytes"), "{err}");
+        // At the limits it loads; the defaults take it too.
+        let exact = AdapterLimits {
+            max_rank: 2,
+            max_bytes: size,
+        };
+        assert_eq!(load(&d, &exact).expect("loads").modules["m"].rank, 2);
+        assert!(load_peft(&id, d.path(), None, &modules).is_ok());
     }
 
     /// Found by the `peft_adapter` fuzz target: a huge `lora_alpha` (or rank 0) loaded

@@ -57,6 +57,23 @@ pub enum AdapterError {
     /// A merge weight is not a finite number, or the request is otherwise unusable.
     #[error("adapter request: {0}")]
     Request(String),
+    /// An adapter's files are over an [`AdapterLimits`](crate::AdapterLimits) bound (its
+    /// rank, or the bytes of its files); it was not loaded.
+    #[error(
+        "adapter {path}: {what} {value} is over the limit of {limit} (nothing was loaded): raise AdapterLimits::{setting} if the adapter is trusted"
+    )]
+    OverLimit {
+        /// The adapter directory or file.
+        path: PathBuf,
+        /// What was measured: "rank" or "bytes".
+        what: &'static str,
+        /// The adapter's value.
+        value: u64,
+        /// The limit.
+        limit: u64,
+        /// The `AdapterLimits` field that sets the limit.
+        setting: &'static str,
+    },
 }
 
 /// Everything that can go wrong in `tribute-inference`.
@@ -156,6 +173,63 @@ pub enum Error {
         step: usize,
         /// The loss seen.
         loss: f32,
+    },
+
+    /// A line of a training-data file is not a training example.
+    #[cfg(feature = "finetune")]
+    #[error("{path} line {line}: {reason}")]
+    TrainingData {
+        /// The file.
+        path: PathBuf,
+        /// The line (1-based).
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Too few training examples to train (and hold some out) on.
+    #[cfg(feature = "finetune")]
+    #[error(
+        "fine-tuning needs at least {needed} examples with tokens to learn, the data has {found}; add data, or lower the held-out split"
+    )]
+    NotEnoughData {
+        /// Usable examples found.
+        found: usize,
+        /// The fewest the run needs.
+        needed: usize,
+    },
+
+    /// The checkpoint a model directory was exported from cannot be found.
+    #[cfg(feature = "finetune")]
+    #[error(
+        "the base model's source checkpoint {checkpoint:?} was not found (looked in {looked:?}); run scripts/setup.sh, or export the model again from its checkpoint"
+    )]
+    SourceCheckpointMissing {
+        /// The checkpoint the model directory names (`tribute.json` `source.path`), or `""`
+        /// when it names none.
+        checkpoint: String,
+        /// Where it was looked for.
+        looked: Vec<PathBuf>,
+    },
+
+    /// A LoRA target module the architecture lacks.
+    #[cfg(feature = "finetune")]
+    #[error("target module {name:?} is not a linear module of a llama layer (one of {known})")]
+    UnknownTargetModule {
+        /// The name given.
+        name: String,
+        /// The modules there are.
+        known: String,
+    },
+
+    /// A checkpoint directory to resume from does not belong to this run.
+    #[cfg(feature = "finetune")]
+    #[error("cannot resume from {dir}: {reason}")]
+    ResumeMismatch {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// What differs.
+        reason: String,
     },
 
     /// A tensor operation of the trainer failed (candle).

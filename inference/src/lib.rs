@@ -38,7 +38,9 @@ pub fn default_model_dir() -> std::path::PathBuf {
         .join(DEFAULT_MODEL)
 }
 
-pub use adapter::{AdapterId, AdapterSource};
+pub use adapter::{
+    AdapterId, AdapterLimits, AdapterSource, DEFAULT_MAX_ADAPTER_BYTES, DEFAULT_MAX_ADAPTER_RANK,
+};
 pub use config::ModelConfig;
 pub use error::{AdapterError, Error, Result};
 pub use generator::{

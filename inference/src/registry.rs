@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use crate::adapter::{
-    AdapterId, AdapterSource, LoadedAdapter, LoraFeed, LoraWeights, load_peft, merge,
+    AdapterId, AdapterLimits, AdapterSource, LoadedAdapter, LoraFeed, LoraWeights,
+    load_peft_limited, merge,
 };
 use crate::config::LoraModule;
 use crate::error::{AdapterError, Error, Result};
@@ -126,6 +127,7 @@ pub struct AdapterRegistry {
     modules: Arc<[LoraModule]>,
     model_name: Option<String>,
     budget: usize,
+    limits: AdapterLimits,
     state: Mutex<State>,
     load_lock: Mutex<()>,
 }
@@ -148,6 +150,7 @@ impl AdapterRegistry {
             modules: modules.into(),
             model_name,
             budget: budget_bytes,
+            limits: AdapterLimits::default(),
             state: Mutex::new(State {
                 entries: HashMap::new(),
                 clock: 0,
@@ -156,6 +159,12 @@ impl AdapterRegistry {
             }),
             load_lock: Mutex::new(()),
         }
+    }
+
+    /// These limits instead of the default [`AdapterLimits`] for every adapter loaded.
+    pub fn with_limits(mut self, limits: AdapterLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -338,13 +347,20 @@ impl AdapterRegistry {
     fn load(&self, id: &AdapterId, source: &AdapterSource) -> Result<LoadedAdapter> {
         match source {
             AdapterSource::Peft(dir) => {
-                let weights = load_peft(id, dir, self.model_name.as_deref(), &self.modules)?;
+                let weights = load_peft_limited(
+                    id,
+                    dir,
+                    self.model_name.as_deref(),
+                    &self.modules,
+                    &self.limits,
+                )?;
                 Ok(LoadedAdapter::Lora(Arc::new(LoraFeed::new(
                     weights,
                     &self.modules,
                 )?)))
             }
             AdapterSource::OnnxAdapter(path) => {
+                self.limits.bytes(path, &[path])?;
                 let bytes = std::fs::metadata(path)
                     .map(|m| m.len() as usize)
                     .map_err(|e| AdapterError::Files {

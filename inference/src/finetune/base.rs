@@ -186,7 +186,8 @@ impl BaseModel {
 
     /// Loads the base weights of an exported model directory (`tribute.json`): its
     /// `source.path` GGUF, looked up as given, beside the directory's files, then in
-    /// `$TRIBUTE_HOME/gguf/`.
+    /// `$TRIBUTE_HOME/gguf/`. [`Error::SourceCheckpointMissing`] when it names none or the
+    /// file is in none of those places.
     pub fn from_model_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg_path = dir.join("tribute.json");
@@ -194,18 +195,11 @@ impl BaseModel {
             std::fs::read_to_string(&cfg_path).map_err(|source| Error::io(&cfg_path, source))?;
         let cfg: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::model_dir(dir, format!("tribute.json: {e}")))?;
-        let source = cfg["source"]["path"].as_str().ok_or_else(|| {
-            Error::model_dir(
-                dir,
-                "tribute.json names no source checkpoint (source.path): fine-tuning needs the weights it was exported from",
-            )
-        })?;
-        let path = find_source(dir, source).ok_or_else(|| {
-            Error::Finetune(format!(
-                "the base model's source checkpoint {source:?} was not found (looked beside {} and in {}); run scripts/setup.sh, or pass the GGUF file itself",
-                dir.display(),
-                tribute_common::tribute_home().join("gguf").display()
-            ))
+        let home_gguf = tribute_common::tribute_home().join("gguf");
+        let source = cfg["source"]["path"].as_str().unwrap_or_default();
+        let path = find_source(dir, source).ok_or_else(|| Error::SourceCheckpointMissing {
+            checkpoint: source.to_owned(),
+            looked: vec![dir.to_path_buf(), home_gguf],
         })?;
         let mut model = Self::from_gguf(&path)?;
         if let Some(name) = cfg["name"].as_str() {
@@ -383,6 +377,9 @@ pub(crate) fn unpermute_rope_rows(w: &Tensor, heads: usize) -> Result<Tensor> {
 }
 
 fn find_source(dir: &Path, source: &str) -> Option<PathBuf> {
+    if source.is_empty() {
+        return None;
+    }
     let given = PathBuf::from(source);
     let file_name = given.file_name()?.to_owned();
     [

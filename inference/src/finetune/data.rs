@@ -63,8 +63,14 @@ impl Example {
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(i, l)| {
-                Self::from_json(l)
-                    .map_err(|e| Error::Finetune(format!("{} line {}: {e}", path.display(), i + 1)))
+                Self::from_json(l).map_err(|e| Error::TrainingData {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    reason: match e {
+                        Error::Finetune(reason) => reason,
+                        other => other.to_string(),
+                    },
+                })
             })
             .collect()
     }

@@ -36,6 +36,12 @@ impl Default for LoraConfig {
 }
 
 impl LoraConfig {
+    /// Checks the rank, alpha and target modules ([`Error::UnknownTargetModule`] for a
+    /// module a llama layer lacks), before any weights are loaded.
+    pub fn validate(&self) -> Result<()> {
+        self.projections().map(|_| ())
+    }
+
     /// The targeted modules, checked.
     fn projections(&self) -> Result<BTreeSet<Proj>> {
         if self.rank == 0 {
@@ -53,11 +59,9 @@ impl LoraConfig {
         self.target_modules
             .iter()
             .map(|name| {
-                Proj::from_name(name).ok_or_else(|| {
-                    Error::Finetune(format!(
-                        "target module {name:?} is not a linear module of a llama layer ({})",
-                        Proj::ALL.map(Proj::name).join(", ")
-                    ))
+                Proj::from_name(name).ok_or_else(|| Error::UnknownTargetModule {
+                    name: name.clone(),
+                    known: Proj::ALL.map(Proj::name).join(", "),
                 })
             })
             .collect()

@@ -11,7 +11,8 @@
 //! - `model`: the forward pass and the loss.
 //! - `lora`: [`Lora`], its initialisation and [`Lora::save_peft`].
 //! - `data`: [`Example`]s from JSONL and their tokenization.
-//! - `train`: [`train`], [`eval_loss`], [`TrainOptions`].
+//! - `train`: [`train`], [`Trainer`] (epoch by epoch), [`eval_loss`], [`TrainOptions`].
+//! - `checkpoint`: [`Trainer::save_checkpoint`] and [`Trainer::resume`].
 //!
 //! ```no_run
 //! use tribute_inference::finetune::{BaseModel, Example, Lora, LoraConfig, TrainOptions, train};
@@ -33,6 +34,7 @@
 //! ```
 
 mod base;
+mod checkpoint;
 mod data;
 mod lora;
 mod model;
@@ -42,7 +44,7 @@ pub use base::{BaseModel, LlamaSpec, Proj};
 pub use candle_core::DType;
 pub use data::{Example, TrainingExample};
 pub use lora::{Lora, LoraConfig};
-pub use train::{Schedule, StepReport, TrainOptions, TrainReport, eval_loss, train};
+pub use train::{Schedule, StepReport, TrainOptions, TrainReport, Trainer, eval_loss, train};
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,8 @@
 //! RMSNorm, RoPE (Hugging Face's rotate-half layout), grouped-query attention with a
 //! causal mask, SwiGLU MLP and the (tied) output projection.
 
-use candle_core::{D, DType, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, D, DType, Layout, Shape, Tensor};
 
 use super::base::{BaseModel, Proj};
 use super::lora::Lora;
@@ -86,13 +87,12 @@ impl BaseModel {
 
     /// `x [n, hidden] → [n, vocab]` with the output projection (the embedding when tied).
     fn project(&self, x: &Tensor) -> Result<Tensor> {
-        let w = self.lm_head.as_ref().unwrap_or(&self.embed);
-        Ok(x.matmul(&w.t()?)?)
+        frozen_linear(x, self.lm_head.as_ref().unwrap_or(&self.embed))
     }
 
     /// `x [n, in] → [n, out]` through a frozen module plus its LoRA delta, if any.
     fn linear(&self, x: &Tensor, layer: usize, proj: Proj, lora: Option<&Lora>) -> Result<Tensor> {
-        let base = x.matmul(&self.weight(layer, proj).t()?)?;
+        let base = frozen_linear(x, self.weight(layer, proj))?;
         match lora.and_then(|l| l.pair(layer, proj).map(|p| (l.scale(), p))) {
             Some((scale, (a, b))) => {
                 let delta = x.matmul(&a.t()?)?.matmul(&b.t()?)?;
@@ -161,6 +161,50 @@ impl BaseModel {
         let cos = Tensor::from_vec(cos, (len, dim), &self.device)?.to_dtype(dtype)?;
         let sin = Tensor::from_vec(sin, (len, dim), &self.device)?.to_dtype(dtype)?;
         Ok((cos, sin))
+    }
+}
+
+/// `x [n, in] · wᵀ` for a frozen `w [out, in]`, whose backward pass computes the gradient
+/// of `x` only. Candle's own matmul also computes (and sums) a gradient for `w` even when
+/// nothing asks for it: for SmolLM2 that is an `[in, out]` product per module per step and a
+/// 576×49152 one for the tied output projection, most of the training time.
+fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    Ok(x.apply_op2(&w.t()?, FrozenMatmul)?)
+}
+
+/// The op of [`frozen_linear`]: `lhs [m, k] · rhs [k, n]`, differentiable in `lhs` alone.
+struct FrozenMatmul;
+
+impl CustomOp2 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        lhs: &CpuStorage,
+        lhs_layout: &Layout,
+        rhs: &CpuStorage,
+        rhs_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, k) = lhs_layout.shape().dims2()?;
+        let (k2, n) = rhs_layout.shape().dims2()?;
+        if k != k2 {
+            candle_core::bail!("frozen-matmul: [{m}, {k}] · [{k2}, {n}]");
+        }
+        // The same kernel (and strided-layout handling) as `Tensor::matmul`.
+        let out = lhs.matmul(rhs, (1, m, n, k), lhs_layout, rhs_layout)?;
+        Ok((out, Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        _lhs: &Tensor,
+        rhs: &Tensor,
+        _out: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.matmul(&rhs.t()?)?), None))
     }
 }
 

@@ -194,7 +194,10 @@ fn bad_options_and_data_are_refused() {
         truncated: false,
     };
     let err = train(&base, &l, &[nothing], &TrainOptions::default(), |_| {}).unwrap_err();
-    assert!(err.to_string().contains("no example"), "{err}");
+    assert!(
+        matches!(err, crate::Error::NotEnoughData { found: 0, .. }),
+        "{err}"
+    );
     let outside = TrainingExample {
         tokens: vec![1, 400],
         learned: vec![false, true],
@@ -256,4 +259,56 @@ fn saved_adapters_load_as_the_same_delta() {
     }
     let wrong_base = load_peft(&id, dir.path(), Some("SmolLM2-135M-Instruct"), &modules);
     assert!(wrong_base.is_err());
+}
+
+#[test]
+fn a_resumed_run_takes_the_same_steps_as_an_uninterrupted_one() {
+    let base = tiny(DType::F32);
+    let ex = examples();
+    let options = TrainOptions {
+        learning_rate: 3e-2,
+        epochs: 4,
+        batch_size: 2,
+        warmup_steps: 1,
+        ..TrainOptions::default()
+    };
+    let whole = lora(&base, &["q_proj", "up_proj"]);
+    let report = train(&base, &whole, &ex, &options, |_| {}).expect("train");
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let first = lora(&base, &["q_proj", "up_proj"]);
+        let mut t = Trainer::new(&base, &first, &ex, &options).expect("trainer");
+        t.run_epoch(|_| {}).expect("epoch 1");
+        t.run_epoch(|_| {}).expect("epoch 2");
+        t.save_checkpoint(dir.path(), "run-a").expect("checkpoint");
+    }
+    let resumed = lora(&base, &["q_proj", "up_proj"]);
+    let mut t = Trainer::new(&base, &resumed, &ex, &options).expect("trainer");
+    t.resume(dir.path(), "run-a").expect("resume");
+    assert_eq!((t.epochs_done(), t.steps_done()), (2, 4));
+    let mut losses = Vec::new();
+    while !t.is_done() {
+        losses.extend(t.run_epoch(|_| {}).expect("epoch").iter().map(|s| s.loss));
+    }
+    let want: Vec<f32> = report.steps[4..].iter().map(|s| s.loss).collect();
+    assert_eq!(
+        losses, want,
+        "the resumed steps are the uninterrupted run's"
+    );
+    let tokens = [1, 5, 9, 12];
+    assert_eq!(
+        base.logits(&tokens, Some(&resumed)).expect("logits"),
+        base.logits(&tokens, Some(&whole)).expect("logits")
+    );
+    // Another run's checkpoint, another LoRA shape, or no checkpoint: refused.
+    let mut t = Trainer::new(&base, &resumed, &ex, &options).expect("trainer");
+    let err = t.resume(dir.path(), "run-b").unwrap_err();
+    assert!(matches!(err, crate::Error::ResumeMismatch { .. }), "{err}");
+    let other = lora(&base, &["q_proj"]);
+    let mut t = Trainer::new(&base, &other, &ex, &options).expect("trainer");
+    let err = t.resume(dir.path(), "run-a").unwrap_err();
+    assert!(matches!(err, crate::Error::ResumeMismatch { .. }), "{err}");
+    let empty = tempfile::tempdir().expect("tempdir");
+    let err = t.resume(empty.path(), "run-a").unwrap_err();
+    assert!(matches!(err, crate::Error::ResumeMismatch { .. }), "{err}");
 }

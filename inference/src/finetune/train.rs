@@ -3,8 +3,7 @@
 
 use std::time::Instant;
 
-use candle_core::Tensor;
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_core::{Tensor, Var};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -109,8 +108,23 @@ pub struct StepReport {
     pub learning_rate: f64,
     /// Tokens the step ran through the model (padding excluded).
     pub tokens: usize,
-    /// Seconds since training started.
+    /// Tokens run through the model since training started (across resumes).
+    pub run_tokens: usize,
+    /// Seconds of training since it started (across resumes).
     pub elapsed_s: f64,
+}
+
+impl StepReport {
+    /// Training throughput so far, in tokens per second.
+    pub fn tokens_per_second(&self) -> f64 {
+        self.run_tokens as f64 / self.elapsed_s.max(1e-9)
+    }
+
+    /// Estimated seconds left, at the throughput so far.
+    pub fn eta_s(&self) -> f64 {
+        let per_step = self.elapsed_s / self.step.max(1) as f64;
+        per_step * self.total_steps.saturating_sub(self.step) as f64
+    }
 }
 
 /// What a training run did.
@@ -140,74 +154,206 @@ pub fn train(
     options: &TrainOptions,
     mut on_step: impl FnMut(&StepReport),
 ) -> Result<TrainReport> {
-    let usable: Vec<&TrainingExample> = examples.iter().filter(|e| e.learned_count() > 0).collect();
-    if usable.is_empty() {
-        return Err(Error::Finetune(
-            "no example has a token to learn (empty data, or every answer cut by the maximum length)".into(),
-        ));
+    let mut trainer = Trainer::new(base, lora, examples, options)?;
+    let mut steps = Vec::with_capacity(trainer.total_steps());
+    while !trainer.is_done() {
+        steps.extend(trainer.run_epoch(&mut on_step)?);
     }
-    if options.batch_size == 0 || options.epochs == 0 {
-        return Err(Error::Finetune(
-            "batch size and epochs must be at least 1".into(),
-        ));
+    Ok(TrainReport {
+        steps,
+        tokens: trainer.tokens,
+        seconds: trainer.seconds,
+    })
+}
+
+/// A training run that goes epoch by epoch, so that a caller can evaluate, checkpoint
+/// ([`Trainer::save_checkpoint`]) and stop early between epochs, and resume a run
+/// ([`Trainer::resume`]) exactly where its last checkpoint left it.
+#[derive(Debug)]
+pub struct Trainer<'a> {
+    pub(super) base: &'a BaseModel,
+    lora: &'a Lora,
+    options: TrainOptions,
+    examples: Vec<&'a TrainingExample>,
+    total: usize,
+    pub(super) adam: AdamW,
+    pub(super) step: usize,
+    pub(super) epochs_done: usize,
+    pub(super) tokens: usize,
+    pub(super) seconds: f64,
+}
+
+impl<'a> Trainer<'a> {
+    /// A run of `options` over the examples that have tokens to learn.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotEnoughData`] when no example has a token to learn, [`Error::Finetune`]
+    /// for a zero batch size or epoch count, or a learning rate that is not positive.
+    pub fn new(
+        base: &'a BaseModel,
+        lora: &'a Lora,
+        examples: &'a [TrainingExample],
+        options: &TrainOptions,
+    ) -> Result<Self> {
+        let usable: Vec<&TrainingExample> =
+            examples.iter().filter(|e| e.learned_count() > 0).collect();
+        if usable.is_empty() {
+            return Err(Error::NotEnoughData {
+                found: 0,
+                needed: 1,
+            });
+        }
+        if options.batch_size == 0 || options.epochs == 0 {
+            return Err(Error::Finetune(
+                "batch size and epochs must be at least 1".into(),
+            ));
+        }
+        if !(options.learning_rate.is_finite() && options.learning_rate > 0.0) {
+            return Err(Error::Finetune(format!(
+                "learning rate {} must be a positive number",
+                options.learning_rate
+            )));
+        }
+        Ok(Trainer {
+            base,
+            lora,
+            total: options.total_steps(usable.len()),
+            adam: AdamW::new(lora.vars(), options.weight_decay)?,
+            options: options.clone(),
+            examples: usable,
+            step: 0,
+            epochs_done: 0,
+            tokens: 0,
+            seconds: 0.0,
+        })
     }
-    if !(options.learning_rate.is_finite() && options.learning_rate > 0.0) {
-        return Err(Error::Finetune(format!(
-            "learning rate {} must be a positive number",
-            options.learning_rate
-        )));
+
+    /// Optimizer steps of the whole run.
+    pub fn total_steps(&self) -> usize {
+        self.total
     }
-    let total = options.total_steps(usable.len());
-    let mut optimizer = AdamW::new(
-        lora.vars(),
-        ParamsAdamW {
-            lr: options.learning_rate,
-            weight_decay: options.weight_decay,
-            ..ParamsAdamW::default()
-        },
-    )?;
-    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-    let start = Instant::now();
-    let mut report = TrainReport {
-        steps: Vec::with_capacity(total),
-        tokens: 0,
-        seconds: 0.0,
-    };
-    let mut order: Vec<usize> = (0..usable.len()).collect();
-    'epochs: for epoch in 1..=options.epochs {
+
+    /// Steps taken so far.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    /// Epochs finished so far.
+    pub fn epochs_done(&self) -> usize {
+        self.epochs_done
+    }
+
+    /// Tokens trained on so far and seconds spent (across resumes).
+    pub fn progress(&self) -> (usize, f64) {
+        (self.tokens, self.seconds)
+    }
+
+    /// Whether every epoch (or `max_steps`) is done.
+    pub fn is_done(&self) -> bool {
+        self.epochs_done >= self.options.epochs || self.step >= self.total
+    }
+
+    /// Runs the next epoch (or what is left of `max_steps` in it), calling `on_step` after
+    /// each optimizer step. Each epoch's order is a shuffle seeded by the seed and the
+    /// epoch alone, so a resumed run takes the steps the uninterrupted one would have.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NonFiniteLoss`] (the step is not taken), tensor errors.
+    pub fn run_epoch(&mut self, mut on_step: impl FnMut(&StepReport)) -> Result<Vec<StepReport>> {
+        let epoch = self.epochs_done + 1;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.options.seed);
+        rng.set_stream(epoch as u64);
+        let mut order: Vec<usize> = (0..self.examples.len()).collect();
         order.shuffle(&mut rng);
-        for chunk in order.chunks(options.batch_size) {
-            let step = report.steps.len() + 1;
-            if step > total {
-                break 'epochs;
+        let start = Instant::now();
+        let before = self.seconds;
+        let mut reports = Vec::new();
+        for chunk in order.chunks(self.options.batch_size) {
+            let step = self.step + 1;
+            if step > self.total {
+                break;
             }
-            let rows: Vec<&TrainingExample> = chunk.iter().map(|&i| usable[i]).collect();
-            let batch = make_batch(base, &rows)?;
-            let lr = options.learning_rate_at(step, total);
-            optimizer.set_learning_rate(lr);
-            let loss = base.loss(&batch, Some(lora))?;
+            let rows: Vec<&TrainingExample> = chunk.iter().map(|&i| self.examples[i]).collect();
+            let batch = make_batch(self.base, &rows)?;
+            let lr = self.options.learning_rate_at(step, self.total);
+            let loss = self.base.loss(&batch, Some(self.lora))?;
             let value = loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
             if !value.is_finite() {
                 return Err(Error::NonFiniteLoss { step, loss: value });
             }
-            optimizer.backward_step(&loss)?;
+            let grads = loss.backward()?;
+            self.adam.step(&grads, lr)?;
             let tokens: usize = rows.iter().map(|r| r.tokens.len()).sum();
-            report.tokens += tokens;
+            self.step = step;
+            self.tokens += tokens;
+            self.seconds = before + start.elapsed().as_secs_f64();
             let s = StepReport {
                 step,
-                total_steps: total,
+                total_steps: self.total,
                 epoch,
                 loss: value,
                 learning_rate: lr,
                 tokens,
-                elapsed_s: start.elapsed().as_secs_f64(),
+                run_tokens: self.tokens,
+                elapsed_s: self.seconds,
             };
             on_step(&s);
-            report.steps.push(s);
+            reports.push(s);
         }
+        self.epochs_done = epoch;
+        Ok(reports)
     }
-    report.seconds = start.elapsed().as_secs_f64();
-    Ok(report)
+}
+
+/// AdamW (decoupled weight decay, bias-corrected moments; β = 0.9, 0.999, ε = 1e-8, the
+/// formula of candle's and PyTorch's), kept here so that its moments can be checkpointed.
+#[derive(Debug)]
+pub(super) struct AdamW {
+    pub(super) vars: Vec<(Var, Tensor, Tensor)>,
+    pub(super) t: usize,
+    weight_decay: f64,
+}
+
+impl AdamW {
+    const BETA1: f64 = 0.9;
+    const BETA2: f64 = 0.999;
+    const EPS: f64 = 1e-8;
+
+    fn new(vars: Vec<Var>, weight_decay: f64) -> Result<Self> {
+        let vars = vars
+            .into_iter()
+            .map(|v| {
+                let zeros = v.as_tensor().zeros_like()?;
+                Ok((v, zeros.clone(), zeros))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AdamW {
+            vars,
+            t: 0,
+            weight_decay,
+        })
+    }
+
+    fn step(&mut self, grads: &candle_core::backprop::GradStore, lr: f64) -> Result<()> {
+        self.t += 1;
+        let bias1 = 1.0 - Self::BETA1.powi(self.t as i32);
+        let bias2 = 1.0 - Self::BETA2.powi(self.t as i32);
+        for (var, m, v) in &mut self.vars {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            *m = ((&*m * Self::BETA1)? + (g * (1.0 - Self::BETA1))?)?;
+            *v = ((&*v * Self::BETA2)? + (g.sqr()? * (1.0 - Self::BETA2))?)?;
+            let m_hat = (&*m / bias1)?;
+            let v_hat = (&*v / bias2)?;
+            let decayed = (var.as_tensor() * (1.0 - lr * self.weight_decay))?;
+            let update = (m_hat / (v_hat.sqrt()? + Self::EPS)?)?;
+            var.set(&(decayed - (update * lr)?)?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Mean loss per learned token over `examples` (with `lora`, or of the base model alone).
@@ -219,7 +365,10 @@ pub fn eval_loss(
 ) -> Result<f32> {
     let usable: Vec<&TrainingExample> = examples.iter().filter(|e| e.learned_count() > 0).collect();
     if usable.is_empty() {
-        return Err(Error::Finetune("no example to evaluate".into()));
+        return Err(Error::NotEnoughData {
+            found: 0,
+            needed: 1,
+        });
     }
     let (mut sum, mut count) = (0f64, 0usize);
     for rows in usable.chunks(batch_size.max(1)) {

@@ -138,10 +138,29 @@ impl Batch {
             self.binding = Some(new_binding(session, &self.activation)?);
             self.bound = None;
         }
+        for r in &mut self.rows {
+            let prompt_tokens = r.context.len();
+            r.stage = Some(tracing::info_span!(
+                parent: &r.span,
+                "prefill",
+                prompt_tokens,
+                batch = b,
+                tokens = tracing::field::Empty
+            ));
+        }
         self.forward_and_sample(shared, session, bank, ids, pos, seq)?;
         let took = t0.elapsed();
         for r in &mut self.rows {
             r.timings.prefill = took;
+            // The prefill span closes before a row still running starts decoding.
+            r.stage = None;
+            if r.live() {
+                r.stage = Some(tracing::info_span!(
+                    parent: &r.span,
+                    "decode",
+                    tokens = tracing::field::Empty
+                ));
+            }
         }
         Ok(())
     }

@@ -106,6 +106,9 @@ pub struct GeneratorOptions {
     /// (`None`: only on CUDA, where it saves the device↔host copies; on the CPU a plain run
     /// is faster).
     pub io_binding: Option<bool>,
+    /// Bounds on the adapters this generator loads (rank, bytes of their files); see
+    /// [`AdapterLimits`](crate::AdapterLimits).
+    pub adapter_limits: crate::AdapterLimits,
 }
 
 impl Default for GeneratorOptions {
@@ -120,6 +123,7 @@ impl Default for GeneratorOptions {
             adapter_slots: 0,
             slot_rank: DEFAULT_SLOT_RANK,
             io_binding: None,
+            adapter_limits: crate::AdapterLimits::default(),
         }
     }
 }
@@ -264,7 +268,8 @@ impl Generator {
             config.lora.modules.clone(),
             model_name,
             options.adapter_budget_bytes,
-        );
+        )
+        .with_limits(options.adapter_limits);
         Ok(Generator {
             shared: Arc::new(Shared {
                 queue: Mutex::new(VecDeque::new()),

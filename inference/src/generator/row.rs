@@ -88,6 +88,8 @@ impl Generator {
             slot: None,
             timings: Timings::default(),
             reply: None,
+            span: tracing::Span::current(),
+            stage: None,
         })
     }
 }
@@ -116,6 +118,10 @@ pub(super) struct Row {
     pub(super) timings: Timings,
     /// Taken when the final answer is sent.
     pub(super) reply: Option<(Reply, Ticket)>,
+    /// The caller's tracing span when the request was queued: the parent of its stages.
+    pub(super) span: tracing::Span,
+    /// The stage running for this row (`prefill`, then `decode`), closed when it ends.
+    pub(super) stage: Option<tracing::Span>,
 }
 
 impl Row {
@@ -222,6 +228,10 @@ impl Row {
         let Some((reply, _ticket)) = self.reply.take() else {
             return;
         };
+        // The stage ends before the caller hears of it.
+        if let Some(stage) = self.stage.take() {
+            stage.record("tokens", self.generated.len());
+        }
         if self.finish.is_none() {
             self.finish = Some(FinishReason::Cancelled);
         }
