@@ -86,6 +86,8 @@ pub struct EngineConfig {
     pub datanets: std::collections::BTreeMap<String, DatanetConfig>,
     /// The source guard: alerts on answers a low-trust or barely relevant source dominates.
     pub source_guard: SourceGuardConfig,
+    /// Bounds on what one request, document or adapter may ask of the engine.
+    pub limits: LimitsConfig,
 }
 
 /// How an answer is made.
@@ -153,8 +155,100 @@ impl Default for EngineConfig {
             extractive: ExtractiveConfig::default(),
             datanets: Default::default(),
             source_guard: SourceGuardConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
+}
+
+/// Bounds on untrusted input: requests (from the CLI, MCP, Python, FFI or HTTP), the
+/// documents ingested and the adapters loaded. Each is refused with a typed error
+/// ([`Error::OverLimit`], `tribute_index::Error::DocumentTooLarge`,
+/// `tribute_inference::AdapterError::OverLimit`) before the work it would cost is done.
+///
+/// ```toml
+/// [limits]
+/// max_top_k = 64
+/// max_new_tokens = 2048
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most chunks one request may retrieve (`top_k`). Default 64 (the HTTP server's
+    /// default too).
+    pub max_top_k: usize,
+    /// Most answer tokens one request may ask for (`max_tokens`); a request must also
+    /// leave room for its prompt in the model's context. Default 2048.
+    pub max_new_tokens: usize,
+    /// Most bytes of one document's title and text. Default 64 MiB.
+    pub max_document_bytes: usize,
+    /// Most chunks one document may be cut into. Default 100,000.
+    pub max_chunks_per_document: usize,
+    /// Highest LoRA rank of an adapter. Default 256.
+    pub max_adapter_rank: usize,
+    /// Most bytes of an adapter's files. Default 1 GiB.
+    pub max_adapter_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_top_k: 64,
+            max_new_tokens: 2048,
+            max_document_bytes: tribute_index::DEFAULT_MAX_DOCUMENT_BYTES,
+            max_chunks_per_document: tribute_index::DEFAULT_MAX_CHUNKS_PER_DOCUMENT,
+            max_adapter_rank: tribute_inference::DEFAULT_MAX_ADAPTER_RANK,
+            max_adapter_bytes: tribute_inference::DEFAULT_MAX_ADAPTER_BYTES,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// `top_k` must be 1 to [`Self::max_top_k`].
+    pub fn check_top_k(&self, top_k: usize) -> Result<()> {
+        if top_k == 0 {
+            return Err(Error::InvalidRequest("top_k must be at least 1".into()));
+        }
+        over("top_k", top_k, self.max_top_k, "max_top_k")
+    }
+
+    /// `max_tokens` must be at most [`Self::max_new_tokens`].
+    pub fn check_max_tokens(&self, max_tokens: usize) -> Result<()> {
+        over(
+            "max_tokens",
+            max_tokens,
+            self.max_new_tokens,
+            "max_new_tokens",
+        )
+    }
+
+    /// The index settings these limits give, on top of `base`.
+    pub fn index_config(&self, base: tribute_index::IndexConfig) -> tribute_index::IndexConfig {
+        tribute_index::IndexConfig {
+            max_document_bytes: self.max_document_bytes,
+            max_chunks_per_document: self.max_chunks_per_document,
+            ..base
+        }
+    }
+
+    /// The adapter limits these give.
+    pub fn adapter_limits(&self) -> tribute_inference::AdapterLimits {
+        tribute_inference::AdapterLimits {
+            max_rank: self.max_adapter_rank,
+            max_bytes: self.max_adapter_bytes,
+        }
+    }
+}
+
+fn over(what: &'static str, value: usize, limit: usize, setting: &'static str) -> Result<()> {
+    if value > limit {
+        return Err(Error::OverLimit {
+            what,
+            value: value as u64,
+            limit: limit as u64,
+            setting,
+        });
+    }
+    Ok(())
 }
 
 /// A LoRA adapter to register with the generator.

@@ -43,6 +43,9 @@ pub enum Error {
     /// An attribution record could not be stored or loaded (missing, altered, malformed).
     #[error(transparent)]
     Record(#[from] tribute_attribution::record::RecordError),
+    /// A provenance manifest could not be built, written or verified.
+    #[error(transparent)]
+    Provenance(#[from] tribute_attribution::provenance::ProvenanceError),
     /// The receipt commits to no attribution record, so it cannot be audited.
     #[error("receipt {receipt_id} cannot be audited: {reason}")]
     NoAttributionRecord {
@@ -91,6 +94,19 @@ pub enum Error {
     /// The request is invalid (an unknown adapter, a zero `top_k`, …).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The request asks for more than the engine's [`crate::config::LimitsConfig`]
+    /// allows; nothing was done.
+    #[error("invalid request: {what} {value} is over the limit of {limit} (limits.{setting})")]
+    OverLimit {
+        /// The request field ("top_k", "max_tokens").
+        what: &'static str,
+        /// The value asked for.
+        value: u64,
+        /// The limit.
+        limit: u64,
+        /// The `[limits]` setting that sets it.
+        setting: &'static str,
+    },
     /// A question-answering data file (see [`crate::qa`]) is unreadable or malformed.
     #[error("{}:{line}: {message}", path.display())]
     QaData {
@@ -181,11 +197,14 @@ impl Error {
             Error::Prompt(crate::rag::PromptError::Inference(e)) => inference_kind(e),
             Error::Prompt(_) => ErrorKind::Model,
             Error::Record(_) | Error::NoAttributionRecord { .. } => ErrorKind::Receipt,
+            Error::Provenance(_) => ErrorKind::Adapter,
             Error::ChunksMissing { .. } => ErrorKind::KnowledgeBase,
             Error::ModelMismatch { .. } | Error::ModelFiles { .. } => ErrorKind::Model,
             Error::Pull(crate::hub::PullError::InvalidSpec { .. }) => ErrorKind::Request,
             Error::Pull(_) => ErrorKind::Model,
-            Error::InvalidRequest(_) | Error::QaData { .. } => ErrorKind::Request,
+            Error::InvalidRequest(_) | Error::QaData { .. } | Error::OverLimit { .. } => {
+                ErrorKind::Request
+            }
             Error::Cancelled => ErrorKind::Cancelled,
             Error::IndexClosed | Error::IndexLost { .. } => ErrorKind::KnowledgeBase,
             Error::Task(_) | Error::Poisoned(_) => ErrorKind::Internal,

@@ -152,6 +152,18 @@ impl IndexHandle {
         }
     }
 
+    /// A document as it was added — text, title, datanet, contributor, license, metadata
+    /// — or `None` when no live document has this id. A knowledge base that does not keep
+    /// whole texts (a local index created before format 2, a Postgres one) answers
+    /// `tribute_index::Error::TextNotKept`.
+    pub fn document(&self, doc_id: &str) -> Result<Option<Document>> {
+        match &*self.read() {
+            None => Err(Error::IndexClosed),
+            Some(Backing::Own(index)) => Ok(index.get_document(&doc_id.into())?),
+            Some(Backing::Engine(engine)) => engine.document(doc_id),
+        }
+    }
+
     /// Deletes a document and its chunks; returns whether it existed.
     pub fn delete(&self, doc_id: &str) -> Result<bool> {
         match &mut *self.write() {

@@ -13,6 +13,8 @@ pub mod citations;
 pub mod config;
 pub mod engine;
 mod error;
+#[cfg(feature = "finetune")]
+pub mod finetune;
 pub mod hub;
 mod index_handle;
 pub mod qa;

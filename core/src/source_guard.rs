@@ -6,7 +6,8 @@
 //! a low-trust datanet or barely relevant to the question by retrieval (its retrieval score
 //! below [`SourceGuardConfig::min_retrieval_share`] of the best source's), the answer
 //! carries a [`SourceAlert`]. With [`SourceGuardConfig::reanswer`] the engine answers
-//! again without that source and says so in the alert.
+//! again without that source and says so in the alert; only the answer it returns is
+//! receipted.
 //!
 //! ```toml
 //! [datanets.forum-scrape]
@@ -79,7 +80,8 @@ pub struct SourceGuardConfig {
     #[serde(deserialize_with = "share")]
     pub min_retrieval_share: f64,
     /// Answer again without the flagged source and return that answer (its alert says
-    /// so). Not applied to streamed answers, whose text is already out. Default false.
+    /// so); only the returned answer is signed and journaled. Not applied to streamed
+    /// answers, whose text is already out. Default false.
     pub reanswer: bool,
 }
 

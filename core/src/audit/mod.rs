@@ -7,10 +7,14 @@
 //! tokenizer and adapters it names against the engine's, fetches the cited chunks from the
 //! engine's knowledge base by content hash, rebuilds the prompt, re-runs the attribution
 //! on the CPU with the recorded method and parameters, recomputes the receipt's cited
-//! chunks and the contributors' reward split, and compares. See `docs/ATTRIBUTION.md`
-//! ("Receipts anyone can recompute") for the record format and the tolerance.
+//! chunks and the contributors' reward split, and compares. It also compares the locators
+//! the record binds (pages, heading path, character span) with the knowledge base's
+//! current ones and lists each cited chunk that moved ([`LocatorChange`]). See
+//! `docs/ATTRIBUTION.md` ("Receipts anyone can recompute") for the record format and the
+//! tolerance.
 
 mod hashes;
+mod locators;
 mod record;
 
 use std::collections::HashMap;
@@ -24,9 +28,11 @@ use tribute_attribution::receipt::{CitedChunk, SignedReceipt};
 use tribute_attribution::record::{AttributionRecord, RecordStore, tokens_hash};
 use tribute_attribution::split::SplitRequest;
 use tribute_attribution::{Method, Source};
+use tribute_index::Chunk;
 use tribute_inference::Message;
 
 pub use hashes::{ModelHashes, TOKENIZER_FILES, adapter_hash, file_hash, model_hashes};
+pub use locators::LocatorChange;
 pub(crate) use record::{RecordInputs, cited_chunks};
 
 use crate::engine::Engine;
@@ -96,6 +102,10 @@ pub struct AuditReport {
     pub contributor_payouts: Vec<(Address, U256, U256)>,
     /// Whether the model's hash was checked (methods that run the model).
     pub model_checked: bool,
+    /// Cited chunks whose text is unchanged but that no longer lie where the record says
+    /// (another page, section or character span), in prompt order. They do not affect the
+    /// verdict: the attribution and payouts depend on the text only.
+    pub locator_changes: Vec<LocatorChange>,
     /// Seconds the audit took.
     pub seconds: f64,
 }
@@ -198,7 +208,11 @@ impl Engine {
         if model_checked {
             self.check_model(&record)?;
         }
-        let sources = self.fetch_sources(receipt_id, &record)?;
+        let kb_chunks = self.read_index()?.chunks()?;
+        let sources = fetch_sources(receipt_id, &record, &kb_chunks)?;
+        let locator_changes =
+            locators::locator_changes(record.version, &record.sources, &kb_chunks);
+        drop(kb_chunks);
         let recomputed = self.reattribute(&record, &sources, &mut differences)?;
         let (max_score_diff, max_bps_diff, exact) = compare(&record, &recomputed, &mut differences);
 
@@ -262,6 +276,7 @@ impl Engine {
             max_bps_diff,
             contributor_payouts,
             model_checked,
+            locator_changes,
             seconds: t0.elapsed().as_secs_f64(),
         })
     }
@@ -307,52 +322,6 @@ impl Engine {
             }
         }
         Ok(())
-    }
-
-    /// The record's sources with their text from the knowledge base, in prompt order.
-    fn fetch_sources(
-        &self,
-        receipt_id: B256,
-        record: &AttributionRecord,
-    ) -> Result<Vec<(Source, String)>> {
-        let chunks = self.read_index()?.chunks()?;
-        let mut by_hash: HashMap<B256, String> = HashMap::with_capacity(chunks.len());
-        for c in chunks {
-            by_hash.entry(c.content_hash.as_b256()).or_insert(c.text);
-        }
-        let missing: Vec<B256> = record
-            .sources
-            .iter()
-            .map(|s| s.content_hash)
-            .filter(|h| !by_hash.contains_key(h))
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::ChunksMissing {
-                receipt_id,
-                missing,
-            });
-        }
-        let mut out = Vec::with_capacity(record.sources.len());
-        for s in &record.sources {
-            let text = by_hash
-                .get(&s.content_hash)
-                .map(String::as_str)
-                .unwrap_or_default();
-            let shown = text.get(..s.shown_bytes).ok_or_else(|| {
-                Error::InvalidRequest(format!(
-                    "the record shows {} bytes of chunk {}, which has {} (not a character boundary or too long)",
-                    s.shown_bytes,
-                    s.content_hash,
-                    text.len()
-                ))
-            })?;
-            let source = Source::new(s.chunk_id.clone(), shown)
-                .with_contributor(s.contributor)
-                .with_content_hash(s.content_hash)
-                .with_retrieval_score(s.retrieval_score);
-            out.push((source, s.title.clone()));
-        }
-        Ok(out)
     }
 
     /// Re-runs the recorded method on the CPU.
@@ -420,6 +389,51 @@ impl Engine {
             &record.params,
         )?)
     }
+}
+
+/// The record's sources with their text from the knowledge base's `chunks`, in prompt
+/// order.
+fn fetch_sources(
+    receipt_id: B256,
+    record: &AttributionRecord,
+    chunks: &[Chunk],
+) -> Result<Vec<(Source, String)>> {
+    let mut by_hash: HashMap<B256, &str> = HashMap::with_capacity(chunks.len());
+    for c in chunks {
+        by_hash
+            .entry(c.content_hash.as_b256())
+            .or_insert(c.text.as_str());
+    }
+    let missing: Vec<B256> = record
+        .sources
+        .iter()
+        .map(|s| s.content_hash)
+        .filter(|h| !by_hash.contains_key(h))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::ChunksMissing {
+            receipt_id,
+            missing,
+        });
+    }
+    let mut out = Vec::with_capacity(record.sources.len());
+    for s in &record.sources {
+        let text = by_hash.get(&s.content_hash).copied().unwrap_or_default();
+        let shown = text.get(..s.shown_bytes).ok_or_else(|| {
+            Error::InvalidRequest(format!(
+                "the record shows {} bytes of chunk {}, which has {} (not a character boundary or too long)",
+                s.shown_bytes,
+                s.content_hash,
+                text.len()
+            ))
+        })?;
+        let source = Source::new(s.chunk_id.clone(), shown)
+            .with_contributor(s.contributor)
+            .with_content_hash(s.content_hash)
+            .with_retrieval_score(s.retrieval_score);
+        out.push((source, s.title.clone()));
+    }
+    Ok(out)
 }
 
 /// Compares recorded and recomputed scores and weights: (largest relative score

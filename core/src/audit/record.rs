@@ -3,8 +3,8 @@
 use alloy_primitives::{Address, B256, U256};
 use tribute_attribution::receipt::{CitedChunk, named_id};
 use tribute_attribution::record::{
-    AttributionRecord, RECORD_VERSION, RecordedAdapter, RecordedLocator, RecordedModel,
-    RecordedPrompt, RecordedResult, RecordedSource, RecordedSplit, RecordedTurn, tokens_hash,
+    AttributionRecord, RECORD_VERSION, RecordedAdapter, RecordedModel, RecordedPrompt,
+    RecordedResult, RecordedSource, RecordedSplit, RecordedTurn, tokens_hash,
 };
 use tribute_attribution::split::RewardConfig;
 use tribute_attribution::{Attribution, Method};
@@ -100,12 +100,7 @@ impl Engine {
                     contributor: h.contributor.address(),
                     shown_bytes: h.text.len(),
                     retrieval_score: f64::from(h.score),
-                    locator: h.locator.as_ref().map(|l| RecordedLocator {
-                        pages: l.pages.clone(),
-                        headings: l.headings.clone(),
-                        char_start: l.char_start,
-                        char_end: l.char_end,
-                    }),
+                    locator: h.locator.as_ref().map(super::locators::recorded),
                 })
                 .collect(),
             method: inputs.method,

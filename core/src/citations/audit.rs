@@ -1,7 +1,7 @@
 //! The audit itself: per sentence, the markers shown against the sources' measured
 //! influence on that sentence.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tribute_attribution::{Attribution, Method};
 
 use super::markers::{markers_by_sentence, placed_markers};
@@ -20,7 +20,7 @@ pub const MIN_INFLUENCE_NATS: f64 = 1.0;
 pub const MIN_MATCH: f64 = 0.5;
 
 /// What a sentence's per-source influence is measured in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InfluenceUnit {
     /// The change in the sentence's log-probability when the source is hidden (the model
@@ -74,7 +74,7 @@ pub struct SentenceAudit {
 }
 
 /// Counts over an answer's sentences, from which citation precision and recall follow.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CitationCounts {
     /// Sentences audited.
     pub sentences: usize,

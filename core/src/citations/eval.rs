@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tribute_attribution::{AttributionConfig, Method, Source, TextEmbedder};
 use tribute_index::Embedder;
 use tribute_inference::{GenerateRequest, Generator, Prompt, SamplingParams};
@@ -44,7 +44,7 @@ say so. Be brief.";
 const SWEEP: [f64; 6] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0];
 
 /// One example's citations.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CitationRow {
     /// The example's id.
     pub id: String,
@@ -71,7 +71,7 @@ pub struct CitationRow {
 }
 
 /// Citation quality against the gold supporting passages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct GoldScores {
     /// Mean precision over the answers that cite something (`None`: none does).
     pub precision: Option<f64>,
@@ -120,7 +120,7 @@ impl GoldScores {
 }
 
 /// The measured markers scored at one threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ThresholdScores {
     /// The threshold, in the method's unit.
     pub threshold: f64,
@@ -129,7 +129,7 @@ pub struct ThresholdScores {
 }
 
 /// An example left out, and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SkippedExample {
     /// The example's id.
     pub id: String,
@@ -137,8 +137,9 @@ pub struct SkippedExample {
     pub reason: String,
 }
 
-/// The citation benchmark's results.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The citation benchmark's results (`--json` writes it; [`CitationReport::merge`] joins
+/// reports of parts of a data set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CitationReport {
     /// Examples scored.
     pub examples: usize,
@@ -216,6 +217,30 @@ impl CitationReport {
                 / rows.len().max(1) as f64,
             rows,
         }
+    }
+}
+
+impl CitationReport {
+    /// One report from reports of disjoint parts of a data set (e.g. run in parallel with
+    /// `--offset`/`--limit`), re-aggregated from their rows. They must share the method
+    /// and threshold.
+    pub fn merge(parts: Vec<CitationReport>) -> Result<Self> {
+        let Some(first) = parts.first() else {
+            return Err(Error::InvalidRequest("no reports to merge".into()));
+        };
+        let (method, threshold) = (first.method, first.threshold);
+        let (mut rows, mut skipped) = (Vec::new(), Vec::new());
+        for p in parts {
+            if p.method != method || p.threshold.to_bits() != threshold.to_bits() {
+                return Err(Error::InvalidRequest(format!(
+                    "reports measured differently cannot be merged: {method} at {threshold} and {} at {}",
+                    p.method, p.threshold
+                )));
+            }
+            rows.extend(p.rows);
+            skipped.extend(p.skipped);
+        }
+        Ok(CitationReport::from_rows(method, threshold, rows, skipped))
     }
 }
 
@@ -451,7 +476,8 @@ impl CitationBench {
             .collect();
         row.prompted_audit = audit_sentences(&influence, &written, threshold).1;
         row.tribute_audit = audit_sentences(&influence, &attributed, threshold).1;
-        row.max_influence = (0..k)
+        // No sentence measured: nothing to take a maximum of (and -inf has no JSON form).
+        row.max_influence = (0..if influence.is_empty() { 0 } else { k })
             .map(|i| {
                 influence
                     .iter()
@@ -525,5 +551,21 @@ mod tests {
         assert_eq!(at(4.0).precision, Some(1.0));
         assert_eq!(at(4.0).recall, 0.5);
         assert_eq!(r.seconds_per_example, 1.0);
+
+        // Reports of two halves, through their JSON, merge into the whole one.
+        let half = |rows: Vec<CitationRow>| {
+            let part = CitationReport::from_rows(Method::Loo, 1.0, rows, Vec::new());
+            serde_json::from_str::<CitationReport>(&serde_json::to_string(&part).unwrap()).unwrap()
+        };
+        let merged =
+            CitationReport::merge(vec![half(r.rows[..1].to_vec()), half(r.rows[1..].to_vec())])
+                .unwrap();
+        assert_eq!(merged, r);
+        let other = CitationReport::from_rows(Method::Loo, 2.0, r.rows.clone(), Vec::new());
+        assert!(matches!(
+            CitationReport::merge(vec![r.clone(), other]),
+            Err(Error::InvalidRequest(_))
+        ));
+        assert!(CitationReport::merge(Vec::new()).is_err());
     }
 }

@@ -199,6 +199,23 @@ pub(super) struct Prepared {
     timings: StageTimings,
 }
 
+/// A generation attributed but not yet signed: what [`Engine::seal`] turns into an
+/// [`Answer`].
+pub(super) struct Attributed {
+    prepared: Prepared,
+    method: Method,
+    text: String,
+    /// The answer tokens without the end-of-sequence tokens.
+    tokens: Vec<u32>,
+    attribution: Option<Attribution>,
+    cited_text: String,
+    citations: Vec<Citation>,
+    sentences: Vec<super::AnswerSentence>,
+    citation_audit: Option<crate::citations::CitationAudit>,
+    source_alert: Option<crate::source_guard::SourceAlert>,
+    timings: StageTimings,
+}
+
 impl Engine {
     /// Asks a question; set options on the returned request, then `.run()`, `.stream()`
     /// or `.await`.
@@ -217,6 +234,9 @@ impl Engine {
         history: &[super::Turn],
         options: &AskOptions,
     ) -> Result<Answer> {
+        // Tracing: one `ask` span per ask, its stages (retrieve, prompt, prefill, decode,
+        // attribute, sign) inside it.
+        let _ask = tracing::info_span!("ask").entered();
         if self.is_extractive(options) {
             return self.extractive_answer(question, options);
         }
@@ -268,8 +288,9 @@ impl Engine {
             }
         }
         let top_k = options.top_k.unwrap_or(cfg.retrieval.top_k);
-        if top_k == 0 {
-            return Err(Error::InvalidRequest("top_k must be at least 1".into()));
+        cfg.limits.check_top_k(top_k)?;
+        if let Some(n) = options.max_tokens {
+            cfg.limits.check_max_tokens(n)?;
         }
         let search = SearchOptions {
             top_k: Some(top_k),
@@ -280,7 +301,8 @@ impl Engine {
 
         let t = Instant::now();
         let query = options.retrieval_query.as_deref().unwrap_or(question);
-        let (hits, retrieved) = self.relevant_hits_counted(query, &search)?;
+        let (hits, retrieved) = tracing::info_span!("retrieve", top_k)
+            .in_scope(|| self.relevant_hits_counted(query, &search))?;
         timings.retrieval_ms = ms(t);
 
         if hits.is_empty() {
@@ -290,6 +312,7 @@ impl Engine {
         }
 
         let t = Instant::now();
+        let prompt_span = tracing::info_span!("prompt").entered();
         let system = cfg
             .generation
             .system_prompt
@@ -306,6 +329,7 @@ impl Engine {
         let (prompt, hits, dropped, truncated) =
             self.fit_prompt(system, &history, question, hits, budget)?;
         timings.prompt_ms = ms(t);
+        drop(prompt_span);
         Ok(Ok(Prepared {
             question: question.to_owned(),
             options: options.clone(),
@@ -426,6 +450,18 @@ impl Engine {
 
     /// Attribution and receipt of a finished generation.
     pub(super) fn finish(&self, p: Prepared, generation: Generation) -> Result<Answer> {
+        let attributed = self.attribute_generation(p, generation)?;
+        self.seal(attributed)
+    }
+
+    /// The attribute step of [`finish`](Self::finish): the answer text, its attribution,
+    /// citations and sentences. Nothing is signed or journaled yet, so a guarded ask can
+    /// still replace this answer (see `finish_guarded`).
+    pub(super) fn attribute_generation(
+        &self,
+        p: Prepared,
+        generation: Generation,
+    ) -> Result<Attributed> {
         if generation.finish_reason == FinishReason::Cancelled {
             return Err(Error::Cancelled);
         }
@@ -435,7 +471,7 @@ impl Engine {
         timings.prefill_ms = generation.timings.prefill.as_secs_f64() * 1e3;
         timings.decode_ms = generation.timings.decode.as_secs_f64() * 1e3;
         let eos = &g.config().eos_token_ids;
-        let mut tokens = generation.tokens.clone();
+        let mut tokens = generation.tokens;
         while tokens.last().is_some_and(|t| eos.contains(t)) {
             tokens.pop();
         }
@@ -449,7 +485,8 @@ impl Engine {
         let attribution = if text.trim().is_empty() {
             None
         } else {
-            Some(self.attribute(method, &p, &text, tokens.clone())?)
+            let span = tracing::info_span!("attribute", method = ?method);
+            Some(span.in_scope(|| self.attribute(method, &p, &text, tokens.clone()))?)
         };
         timings.attribution_ms = ms(t);
         p.check_cancelled()?;
@@ -477,7 +514,39 @@ impl Engine {
             }
             None => text.clone(),
         };
+        let source_alert = self.source_alert(&p.hits, attribution.as_ref());
+        Ok(Attributed {
+            prepared: p,
+            method,
+            text,
+            tokens,
+            attribution,
+            cited_text,
+            citations,
+            sentences,
+            citation_audit,
+            source_alert,
+            timings,
+        })
+    }
 
+    /// The sign step of [`finish`](Self::finish): the attribution record, the signed and
+    /// journaled receipt, and the finished [`Answer`].
+    pub(super) fn seal(&self, a: Attributed) -> Result<Answer> {
+        let Attributed {
+            prepared: p,
+            method,
+            text,
+            tokens,
+            attribution,
+            cited_text,
+            citations,
+            sentences,
+            citation_audit,
+            source_alert,
+            mut timings,
+        } = a;
+        let _sign = tracing::info_span!("sign").entered();
         let t = Instant::now();
         let record = match &attribution {
             Some(a) => self.attribution_record(RecordInputs {
@@ -511,7 +580,7 @@ impl Engine {
             citations,
             sentences,
             citation_audit,
-            source_alert: self.source_alert(&p.hits, attribution.as_ref()),
+            source_alert,
             adapters: p.options.adapters.clone(),
             usage: Usage {
                 prompt_tokens: p.prompt.tokens.len(),

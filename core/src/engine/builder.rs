@@ -148,7 +148,11 @@ impl EngineBuilder {
             }
         };
         let index = match &config.replica_url {
-            None => Index::open(&config.index, embedder.clone(), IndexConfig::default())?,
+            None => Index::open(
+                &config.index,
+                embedder.clone(),
+                config.limits.index_config(IndexConfig::default()),
+            )?,
             Some(replica) => open_with_replica(&config.index, replica, embedder.clone())?,
         };
         let extractive_only =
@@ -162,6 +166,7 @@ impl EngineBuilder {
                 let options = GeneratorOptions {
                     device: config.generation.device.parse()?,
                     sessions: config.generation.sessions.max(1),
+                    adapter_limits: config.limits.adapter_limits(),
                     ..GeneratorOptions::default()
                 };
                 Some(Arc::new(Generator::load_with(&dir, options)?))

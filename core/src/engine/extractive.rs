@@ -44,9 +44,7 @@ impl Engine {
             return Err(Error::InvalidRequest("the question is empty".into()));
         }
         let top_k = options.top_k.unwrap_or(cfg.retrieval.top_k);
-        if top_k == 0 {
-            return Err(Error::InvalidRequest("top_k must be at least 1".into()));
-        }
+        cfg.limits.check_top_k(top_k)?;
         let options = AskOptions {
             adapters: Vec::new(),
             ..options.clone()

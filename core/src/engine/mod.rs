@@ -185,6 +185,13 @@ impl Engine {
         Ok(index.delete(&doc_id.into())?)
     }
 
+    /// A document of the knowledge base as it was added (text, title, datanet,
+    /// contributor, license, metadata); `None` if there is none with this id. See
+    /// [`tribute_index::Index::get_document`] for when the text is not kept.
+    pub fn document(&self, doc_id: &str) -> Result<Option<tribute_index::Document>> {
+        Ok(self.read_index()?.get_document(&doc_id.into())?)
+    }
+
     /// Makes the knowledge base match the folder `dir`: new files added, changed ones
     /// replaced, removed ones deleted (see [`tribute_index::sync`]).
     pub fn sync_folder(

@@ -115,6 +115,9 @@ impl Engine {
     /// Searches with `options`; unset ones take the configuration (an empty `datanets`
     /// list searches every datanet).
     pub(crate) fn search_hits(&self, query: &str, options: &SearchOptions) -> Result<Vec<Hit>> {
+        if let Some(k) = options.top_k {
+            self.inner.config.limits.check_top_k(k)?;
+        }
         let cfg = &self.inner.config.retrieval;
         let datanets = options.datanets.as_deref().unwrap_or(&cfg.datanets);
         let index = self.read_index()?;
@@ -166,9 +169,6 @@ impl Engine {
     fn retrieve_with(&self, query: &str, search: &SearchOptions, sign: bool) -> Result<Retrieval> {
         if query.trim().is_empty() {
             return Err(Error::InvalidRequest("the query is empty".into()));
-        }
-        if search.top_k == Some(0) {
-            return Err(Error::InvalidRequest("top_k must be at least 1".into()));
         }
         let (hits, _) = self.relevant_hits_counted(query, search)?;
         let mut citations = Vec::new();

@@ -21,6 +21,9 @@ pub struct AskStream {
     /// Applied to the finished answer before it is delivered (a session numbers and
     /// records it).
     on_done: Option<Box<dyn FnOnce(Answer) -> Answer + Send>>,
+    /// The ask's tracing span, entered while the stream advances (generation, attribution
+    /// and signing happen inside it).
+    span: tracing::Span,
 }
 
 enum StreamState {
@@ -43,6 +46,8 @@ impl Iterator for AskStream {
     type Item = Result<AskEvent>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        let span = self.span.clone();
+        let _entered = span.enter();
         match self.advance() {
             Some(Ok(AskEvent::Done(answer))) => match self.on_done.take() {
                 Some(f) => Some(Ok(AskEvent::Done(Box::new(f(*answer))))),
@@ -104,12 +109,15 @@ impl Engine {
         history: &[super::Turn],
         options: &AskOptions,
     ) -> Result<AskStream> {
+        let span = tracing::info_span!("ask");
+        let _entered = span.enter();
         if self.is_extractive(options) {
             let answer = self.extractive_answer(question, options)?;
             return Ok(AskStream {
                 engine: self.clone(),
                 state: StreamState::NoSources(Box::new(answer)),
                 on_done: None,
+                span: span.clone(),
             });
         }
         let state = match self.prepare(question, history, options)? {
@@ -128,6 +136,7 @@ impl Engine {
             engine: self.clone(),
             state,
             on_done: None,
+            span: span.clone(),
         })
     }
 }

@@ -3,6 +3,8 @@
 
 mod citations;
 mod engine;
+#[cfg(feature = "finetune")]
+mod finetune;
 #[cfg(feature = "hub")]
 mod hub;
 mod rag;

@@ -50,28 +50,18 @@ impl Engine {
 
     /// Attribution and receipt of a finished generation; with `source_guard.reanswer`, an
     /// answer the guard flags is answered again without the flagged source (once), and the
-    /// new answer carries the alert. Both answers are receipted: the model ran twice.
+    /// new answer carries the alert with the replaced text. Only the answer returned is
+    /// signed and journaled: the replaced one is attributed (the guard needs its weights)
+    /// but never receipted, so no one is paid for an answer the user never saw.
     pub(super) fn finish_guarded(&self, p: Prepared, generation: Generation) -> Result<Answer> {
         if !self.inner.config.source_guard.reanswer {
             return self.finish(p, generation);
         }
-        let kept = Prepared {
-            question: p.question.clone(),
-            options: p.options.clone(),
-            started: p.started,
-            hits: p.hits.clone(),
-            retrieved: p.retrieved,
-            dropped: p.dropped,
-            truncated: p.truncated,
-            prompt: p.prompt.clone(),
-            system: p.system.clone(),
-            history: p.history.clone(),
-            timings: p.timings,
-        };
-        let first = self.finish(p, generation)?;
+        let first = self.attribute_generation(p, generation)?;
         let Some(alert) = first.source_alert.clone() else {
-            return Ok(first);
+            return self.seal(first);
         };
+        let kept = &first.prepared;
         let hits: Vec<Hit> = kept
             .hits
             .iter()
@@ -80,7 +70,7 @@ impl Engine {
             .collect();
         if hits.is_empty() {
             // Nothing else to answer from: the alert stands on the answer as it is.
-            return Ok(first);
+            return self.seal(first);
         }
         // Without a source the prompt only shrinks, so the first prompt's length is a
         // budget every remaining source fits in.
@@ -88,21 +78,27 @@ impl Engine {
         let (prompt, hits, dropped, truncated) =
             self.fit_prompt(&kept.system, &kept.history, &kept.question, hits, budget)?;
         let again = Prepared {
+            question: kept.question.clone(),
+            options: kept.options.clone(),
+            started: kept.started,
             hits,
-            prompt,
+            retrieved: kept.retrieved,
             dropped: kept.dropped + dropped,
             truncated,
-            ..kept
+            prompt,
+            system: kept.system.clone(),
+            history: kept.history.clone(),
+            timings: kept.timings,
         };
         again.check_cancelled()?;
         let request = self.generate_request(&again);
         let generation = self.loaded_generator()?.generate(&request)?;
-        let mut answer = self.finish(again, generation)?;
-        answer.source_alert = Some(SourceAlert {
+        let mut second = self.attribute_generation(again, generation)?;
+        second.source_alert = Some(SourceAlert {
             reanswered: true,
             replaced_answer: Some(first.text),
             ..alert
         });
-        Ok(answer)
+        self.seal(second)
     }
 }

@@ -1,6 +1,7 @@
 //! Receipt audits: ask → audit → match with the real SmolLM2 for each method, the typed
 //! failures (record missing or altered, chunk gone from the knowledge base, another model,
-//! unknown receipt, no record), and an `#[ignore]`d run over many receipts.
+//! unknown receipt, no record), cited chunks that moved in their documents, and an
+//! `#[ignore]`d run over many receipts.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,10 +12,11 @@ use tribute::attribution::journal::JournalError;
 use tribute::attribution::record::{RecordError, RecordStore};
 use tribute::audit::Verdict;
 use tribute::index::document::{LoadOptions, load_jsonl};
+use tribute::index::{Layout, Section};
 use tribute::inference::Generator;
 use tribute::{Engine, Error, Method, PayerKey, SignedReceipt};
 
-use super::{KEY0, QUESTION, embedder, engine_in, generator, signed_config};
+use super::{KEY0, QUESTION, embedder, engine_in, generator, sample_docs, signed_config};
 
 /// A fresh signing engine over the sample datanet in `dir`.
 fn signing_engine(dir: &Path) -> Engine {
@@ -208,6 +210,84 @@ fn audit_failures_are_typed() {
             .verdict
             .is_match()
     );
+}
+
+#[test]
+fn audit_reports_cited_chunks_that_moved() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = signing_engine(dir.path());
+    let receipt = ask(&engine, Method::Retrieval, 0);
+    let records = dir.path().join("receipts").join("records");
+    let record = RecordStore::new(&records)
+        .get(&receipt.receipt.attributionHash)
+        .expect("record");
+    // JSONL chunks are located by their character span alone.
+    assert!(record.sources.iter().all(|s| {
+        s.locator
+            .as_ref()
+            .is_some_and(|l| l.pages.is_empty() && l.headings.is_empty() && l.char_end > 0)
+    }));
+    // Against the knowledge base the answer came from, nothing moved.
+    let report = engine.audit(&receipt, None).expect("audit");
+    assert_eq!(report.verdict, Verdict::Exact);
+    assert!(report.locator_changes.is_empty(), "{report:#?}");
+
+    // The same documents ingested again as one page under a heading: every chunk keeps its
+    // text (the receipt still matches) but now lies on page 1, in section "Moved".
+    let other = tempfile::tempdir().expect("tempdir");
+    let moved = Engine::builder()
+        .config(tribute::EngineConfig {
+            index: other.path().join("kb"),
+            ..Default::default()
+        })
+        .generator(generator())
+        .embedder(embedder())
+        .build()
+        .expect("engine");
+    let docs: Vec<tribute::Document> = sample_docs()
+        .into_iter()
+        .map(|mut d| {
+            d.layout = Layout {
+                page_starts: vec![0],
+                sections: vec![Section {
+                    start: 0,
+                    headings: vec!["Moved".into()],
+                }],
+            };
+            d
+        })
+        .collect();
+    moved.add_documents(docs, None).expect("ingest");
+    let report = moved.audit(&receipt, Some(&records)).expect("audit");
+    assert_eq!(report.verdict, Verdict::Exact, "{report:#?}");
+    assert_eq!(report.locator_changes.len(), record.sources.len());
+    for (i, (c, s)) in report
+        .locator_changes
+        .iter()
+        .zip(&record.sources)
+        .enumerate()
+    {
+        assert_eq!(c.source, i);
+        assert_eq!((&c.chunk_id, c.content_hash), (&s.chunk_id, s.content_hash));
+        assert_eq!(c.current_chunk_id, c.chunk_id);
+        assert_eq!(c.recorded, s.locator);
+        let (was, now) = (
+            c.recorded.as_ref().expect("recorded"),
+            c.current.as_ref().expect("current"),
+        );
+        assert_eq!(now.pages, [1]);
+        assert_eq!(now.headings, ["Moved"]);
+        assert_eq!(
+            (now.char_start, now.char_end),
+            (was.char_start, was.char_end)
+        );
+        assert!(
+            c.to_string()
+                .contains(&format!("[{}] {}: recorded chars", i + 1, s.chunk_id)),
+            "{c}"
+        );
+        assert!(c.to_string().contains("now p. 1 · Moved · chars"), "{c}");
+    }
 }
 
 /// Audits N receipts per method (`TRIBUTE_AUDIT_N`, default 25: 100 receipts in all) from

@@ -549,6 +549,8 @@ mod audit;
 /// the sample datanet's contributors; with the chain down, asks still answer and receipts
 /// stay pending.
 mod extractive;
+/// `[limits]`: requests and documents over the configured bounds are typed errors.
+mod limits;
 #[cfg(feature = "onchain")]
 mod onchain;
 /// The source guard: alerts on answers a low-trust source dominates, and re-answers.

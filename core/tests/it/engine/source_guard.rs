@@ -1,11 +1,13 @@
 //! The source guard through the engine: an answer a low-trust source dominates carries an
 //! alert, a high-trust one does not, and `reanswer` answers again without the source.
 
+use alloy_primitives::keccak256;
 use tribute::EngineConfig;
+use tribute::attribution::receipt::PayerKey;
 use tribute::config::{DatanetConfig, TrustLevel};
 use tribute::source_guard::AlertReason;
 
-use super::{QUESTION, engine_in};
+use super::{KEY0, QUESTION, engine_in, signed_config};
 
 /// The sample datanet at `trust`, with a guard that flags at half the weight (the top
 /// source of `QUESTION` at top-k 3 carries more, see `ask_cites_the_supporting_source…`).
@@ -47,9 +49,14 @@ fn source_guard_flags_a_dominant_low_trust_source_and_not_a_high_trust_one() {
 }
 
 #[test]
-fn source_guard_reanswers_without_the_flagged_source() {
+fn source_guard_reanswers_without_the_flagged_source_and_receipts_only_the_new_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = engine_in(dir.path(), config(TrustLevel::Low, true), None, true);
+    let mut c = config(TrustLevel::Low, true);
+    let signed = signed_config(dir.path());
+    c.receipts.journal = signed.receipts.journal;
+    c.receipts.ledger = signed.receipts.ledger;
+    let key = PayerKey::from_hex(KEY0).expect("key");
+    let engine = engine_in(dir.path(), c, Some(key), true);
     let answer = engine.ask(QUESTION).top_k(3).run().expect("ask");
     let alert = answer.source_alert.as_ref().expect("an alert");
     println!("{alert:#?}\n{}", answer.cited_text);
@@ -69,4 +76,15 @@ fn source_guard_reanswers_without_the_flagged_source() {
         "{:#?}",
         answer.citations
     );
+
+    // Only the answer returned was signed and journaled: the flagged one never was.
+    let receipt = answer
+        .receipt
+        .as_ref()
+        .expect("the new answer is receipted");
+    let journaled = engine.receipts(None).expect("receipts");
+    assert_eq!(journaled.len(), 1, "{journaled:#?}");
+    assert_eq!(journaled[0].receipt, *receipt);
+    assert_eq!(receipt.receipt.answerHash, keccak256(&answer.text));
+    assert_ne!(receipt.receipt.answerHash, keccak256(replaced));
 }
