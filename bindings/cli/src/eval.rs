@@ -1,7 +1,10 @@
 //! `tribute eval beir`.
 
-use std::path::PathBuf;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use anyhow::Context;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -72,6 +75,28 @@ struct Report {
     reused_index: bool,
     query_p50_ms: f64,
     query_p95_ms: f64,
+}
+
+/// The examples of a JSONL file, one per non-blank line (the `eval attribution` format
+/// and its relatives); a line that does not parse, or that `check` refuses, is an error
+/// naming the file and line.
+pub fn read_examples<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    check: impl Fn(&T) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<T>> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut examples = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("{}:{}", path.display(), n + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let where_ = || format!("{}:{}", path.display(), n + 1);
+        let example: T = serde_json::from_str(&line).with_context(where_)?;
+        check(&example).with_context(where_)?;
+        examples.push(example);
+    }
+    Ok(examples)
 }
 
 pub fn run(c: EvalCommand) -> anyhow::Result<()> {
@@ -226,4 +251,33 @@ fn parse_query_model(value: &str) -> Result<tribute::index::QueryModel, String> 
         "" => return Err("expected auto, own or an ONNX file".into()),
         file => tribute::index::QueryModel::File(file.into()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Line {
+        id: String,
+    }
+
+    #[test]
+    fn read_examples_skips_blank_lines_and_names_the_bad_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.jsonl");
+        std::fs::write(&path, "{\"id\":\"a\"}\n\n  \n{\"id\":\"b\"}\n").expect("write");
+        let ids: Vec<String> = read_examples::<Line>(&path, |_| Ok(()))
+            .expect("read")
+            .into_iter()
+            .map(|l| l.id)
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+
+        std::fs::write(&path, "{\"id\":\"a\"}\n{\"id\":\n").expect("write");
+        let e = read_examples::<Line>(&path, |_| Ok(()))
+            .err()
+            .expect("a bad line");
+        assert!(format!("{e}").ends_with("x.jsonl:2"), "{e}");
+    }
 }

@@ -1,7 +1,6 @@
 //! `tribute eval attribution`: how well each citation-weight method finds the passages
 //! that support an answer.
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -22,7 +21,10 @@ pub struct AttributionArgs {
     /// Model directory (default: $TRIBUTE_HOME/models/SmolLM2-135M-Instruct).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// loo, ablation, shapley, similarity, retrieval or all.
+    /// loo, ablation, shapley, similarity, retrieval, loo-exact or all (comma-separated for
+    /// several). `loo-exact` is leave-one-out with every subset's prompt rebuilt without
+    /// the left-out sources and run in full (no masking): the reference the masked `loo`
+    /// approximates; with both, the report adds their mean weight difference per source.
     #[arg(long, default_value = "all")]
     method: String,
     /// Evaluate only the first N examples.
@@ -80,6 +82,154 @@ struct Tally {
     recall2: f64,
     seconds: f64,
     fallbacks: usize,
+}
+
+/// A method as this benchmark runs it: a library method on the masked scorer, or
+/// leave-one-out on the exact scorer (eval-only, see [`ExactScorer`]).
+#[derive(Clone, Copy, PartialEq)]
+enum EvalMethod {
+    Masked(Method),
+    LooExact,
+}
+
+impl EvalMethod {
+    fn name(self) -> &'static str {
+        match self {
+            EvalMethod::Masked(m) => m.as_str(),
+            EvalMethod::LooExact => "loo-exact",
+        }
+    }
+
+    fn parse_list(list: &str) -> anyhow::Result<Vec<EvalMethod>> {
+        if list.trim().eq_ignore_ascii_case("all") {
+            return Ok(Method::ALL.iter().map(|&m| EvalMethod::Masked(m)).collect());
+        }
+        list.split(',')
+            .map(|m| -> anyhow::Result<EvalMethod> {
+                Ok(match m.trim() {
+                    "loo-exact" => EvalMethod::LooExact,
+                    other => EvalMethod::Masked(other.parse()?),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Scores the answer with the left-out sources *removed* from the prompt: every subset's
+/// prompt is rebuilt from the kept sources alone (renumbered, as a prompt without them
+/// would be) and run in full, so nothing the model computes can have seen a left-out
+/// source. The masked scorer instead runs the full prompt once and hides left-out sources
+/// from the question and answer only. One prefill per subset: k + 1 for `loo`.
+struct ExactScorer<'a> {
+    generator: &'a Generator,
+    question: &'a str,
+    shown: &'a [PromptSource],
+    answer_tokens: Vec<u32>,
+    answer_spans: Vec<std::ops::Range<usize>>,
+}
+
+impl<'a> ExactScorer<'a> {
+    /// `answer_tokens` as the masked scorer scores them (the reference answer tokenized,
+    /// or the generated tokens), with their byte spans in the answer.
+    fn new(
+        generator: &'a Generator,
+        question: &'a str,
+        shown: &'a [PromptSource],
+        masked: &ModelScorer<'_>,
+        answer_tokens: Vec<u32>,
+    ) -> Self {
+        ExactScorer {
+            generator,
+            question,
+            shown,
+            answer_tokens,
+            answer_spans: attribution::ContextScorer::token_spans(masked),
+        }
+    }
+
+    /// The prompt of the kept sources; (question log-probs, answer log-probs) under it.
+    fn score(&self, keep: &[bool]) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+        let kept: Vec<PromptSource> = self
+            .shown
+            .iter()
+            .zip(keep)
+            .filter(|(_, k)| **k)
+            .map(|(s, _)| s.clone())
+            .collect();
+        let prompt = RagPrompt::build(self.generator, DEFAULT_SYSTEM_PROMPT, self.question, &kept)?;
+        let q = prompt.question_tokens.clone();
+        let at = if q.is_empty() || q.start < 2 {
+            prompt.tokens.len()
+        } else {
+            q.start
+        };
+        let (prefix, tail) = prompt.tokens.split_at(at);
+        let rest: Vec<u32> = tail.iter().chain(&self.answer_tokens).copied().collect();
+        let mut rows =
+            self.generator
+                .score_masked(prefix, &rest, &[vec![true; prefix.len()]], &[])?;
+        let row = rows.pop().context("the scorer returned no row")?;
+        let answer = row[tail.len()..].to_vec();
+        let question = if at < prompt.tokens.len() {
+            row[..q.len()].to_vec()
+        } else {
+            Vec::new()
+        };
+        Ok((question, answer))
+    }
+}
+
+impl attribution::ContextScorer for ExactScorer<'_> {
+    fn token_spans(&self) -> Vec<std::ops::Range<usize>> {
+        self.answer_spans.clone()
+    }
+
+    fn token_log_probs(
+        &self,
+        subsets: &[Vec<bool>],
+    ) -> Result<Vec<Vec<f32>>, attribution::ScorerError> {
+        Ok(self.answer_and_question_log_probs(subsets)?.0)
+    }
+
+    fn answer_and_question_log_probs(
+        &self,
+        subsets: &[Vec<bool>],
+    ) -> Result<attribution::AnswerAndQuestion, attribution::ScorerError> {
+        let (mut answers, mut questions) = (Vec::new(), Vec::new());
+        for keep in subsets {
+            let (q, a) = self
+                .score(keep)
+                .map_err(|e| attribution::ScorerError(format!("{e:#}")))?;
+            questions.push(q);
+            answers.push(a);
+        }
+        // The question reads the same after any set of sources, so its token count is the
+        // same in every subset; if the template made it differ, score the answer alone.
+        let n = questions.first().map_or(0, Vec::len);
+        let same = n > 0 && questions.iter().all(|q| q.len() == n);
+        Ok((answers, same.then_some(questions)))
+    }
+}
+
+/// How far masked `loo` weights are from `loo-exact`'s (shares of the answer, 0-1).
+#[derive(Default)]
+struct Gap {
+    examples: usize,
+    /// Sum over examples of the mean absolute difference per source.
+    mean: f64,
+    max: f64,
+    same_top1: usize,
+}
+
+/// The index of the highest weight (the first on ties), as the tallies rank.
+fn top(w: &[u32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in w.iter().enumerate() {
+        if x > w[best] {
+            best = i;
+        }
+    }
+    best
 }
 
 /// Problems that make an example unusable (reported and skipped, not fatal).
@@ -205,33 +355,13 @@ fn question_log_probs(
 
 /// Runs `tribute eval attribution`.
 pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
-    let methods: Vec<Method> = if a.method.trim().eq_ignore_ascii_case("all") {
-        Method::ALL.to_vec()
-    } else {
-        a.method
-            .split(',')
-            .map(|m| m.trim().parse())
-            .collect::<Result<_, _>>()?
-    };
-    let file = std::fs::File::open(&a.data).with_context(|| format!("{}", a.data.display()))?;
-    let mut examples = Vec::new();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let ex: Example = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}", a.data.display(), n + 1))?;
+    let methods = EvalMethod::parse_list(&a.method)?;
+    let mut examples: Vec<Example> = crate::eval::read_examples(&a.data, |ex: &Example| {
         if ex.passages.is_empty() {
-            bail!(
-                "{}:{}: example {} has no passages",
-                a.data.display(),
-                n + 1,
-                ex.id
-            );
+            bail!("example {} has no passages", ex.id);
         }
-        examples.push(ex);
-    }
+        Ok(())
+    })?;
     if let Some(n) = a.limit {
         examples.truncate(n);
     }
@@ -258,6 +388,7 @@ pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
         None => None,
     };
     let mut tallies: Vec<Tally> = methods.iter().map(|_| Tally::default()).collect();
+    let mut gap = Gap::default();
     let (mut gen_seconds, mut generated) = (0.0, 0);
     let mut skipped = 0usize;
     for (n, ex) in examples.iter().enumerate() {
@@ -307,10 +438,11 @@ pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let (answer, scorer) = match &ex.answer {
+        let (answer, scorer, answer_tokens) = match &ex.answer {
             Some(ans) if !ans.trim().is_empty() => (
                 ans.clone(),
                 ModelScorer::new(&generator, &prompt, ans, Vec::new())?,
+                generator.tokenizer().encode_with_offsets(ans, false)?.0,
             ),
             _ => {
                 let t = Instant::now();
@@ -324,7 +456,8 @@ pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
                 toks.retain(|t| !generator.config().eos_token_ids.contains(t));
                 (
                     g.text.clone(),
-                    ModelScorer::from_tokens(&generator, &prompt, toks, Vec::new())?,
+                    ModelScorer::from_tokens(&generator, &prompt, toks.clone(), Vec::new())?,
+                    toks,
                 )
             }
         };
@@ -335,10 +468,34 @@ pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
         if let Some(out) = dump.as_mut() {
             dump_subsets(out, ex, &sources, &scorer, &generator, &prompt)?;
         }
+        // Cheap to make: it scores nothing until `loo-exact` runs.
+        let exact = ExactScorer::new(&generator, &ex.question, &shown, &scorer, answer_tokens);
+        let (mut loo_weights, mut exact_weights) = (None, None);
         for (m, tally) in methods.iter().zip(tallies.iter_mut()) {
-            let r =
-                attribution::attribute(*m, &answer, &sources, Some(&scorer), Some(&sim), &config)
-                    .with_context(|| format!("{} with {m}", ex.id))?;
+            let r = match m {
+                EvalMethod::Masked(m) => attribution::attribute(
+                    *m,
+                    &answer,
+                    &sources,
+                    Some(&scorer),
+                    Some(&sim),
+                    &config,
+                ),
+                EvalMethod::LooExact => attribution::attribute(
+                    Method::Loo,
+                    &answer,
+                    &sources,
+                    Some(&exact),
+                    None,
+                    &config,
+                ),
+            }
+            .with_context(|| format!("{} with {}", ex.id, m.name()))?;
+            match m {
+                EvalMethod::Masked(Method::Loo) => loo_weights = Some(r.weights_bps.clone()),
+                EvalMethod::LooExact => exact_weights = Some(r.weights_bps.clone()),
+                EvalMethod::Masked(_) => {}
+            }
             let supporting: Vec<bool> = ex.passages.iter().map(|p| p.supporting).collect();
             let n_sup = supporting.iter().filter(|s| **s).count();
             let mut order: Vec<usize> = (0..sources.len()).collect();
@@ -359,6 +516,17 @@ pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
             tally.seconds += r.seconds;
             tally.fallbacks += usize::from(r.fallback.is_some());
         }
+        if let (Some(l), Some(x)) = (&loo_weights, &exact_weights) {
+            let diffs: Vec<f64> = l
+                .iter()
+                .zip(x)
+                .map(|(a, b)| f64::from(a.abs_diff(*b)) / 10_000.0)
+                .collect();
+            gap.examples += 1;
+            gap.mean += diffs.iter().sum::<f64>() / diffs.len().max(1) as f64;
+            gap.max = diffs.iter().copied().fold(gap.max, f64::max);
+            gap.same_top1 += usize::from(top(l) == top(x));
+        }
         if !a.json {
             eprintln!("[{}/{}] {}", n + 1, examples.len(), ex.id);
         }
@@ -378,7 +546,7 @@ pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
         .map(|(m, t)| {
             let n = t.examples.max(1) as f64;
             serde_json::json!({
-                "method": m.as_str(),
+                "method": m.name(),
                 "examples": t.examples,
                 "top1_accuracy": t.top1 / n,
                 "supporting_mass": t.mass / n,
@@ -389,7 +557,19 @@ pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
             })
         })
         .collect();
+    let gap_json = (gap.examples > 0).then(|| {
+        let n = gap.examples as f64;
+        serde_json::json!({
+            "comparison": "loo (masked) vs loo-exact",
+            "examples": gap.examples,
+            "mean_abs_weight_diff": gap.mean / n,
+            "max_abs_weight_diff": gap.max,
+            "same_top1": gap.same_top1 as f64 / n,
+        })
+    });
     if a.json {
+        let mut rows = rows;
+        rows.extend(gap_json);
         println!("{}", serde_json::Value::Array(rows));
         return Ok(());
     }
@@ -404,6 +584,16 @@ pub fn run(a: AttributionArgs) -> anyhow::Result<()> {
             r["supporting_mass"].as_f64().unwrap_or(0.0),
             r["recall@2"].as_f64().unwrap_or(0.0),
             r["mean_seconds"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if let Some(g) = gap_json {
+        println!(
+            "\nloo (masked) vs loo-exact on {} examples: mean |weight difference| per source \
+             {:.4}, largest {:.4}, same top source {:.3}",
+            g["examples"],
+            g["mean_abs_weight_diff"].as_f64().unwrap_or(0.0),
+            g["max_abs_weight_diff"].as_f64().unwrap_or(0.0),
+            g["same_top1"].as_f64().unwrap_or(0.0)
         );
     }
     if skipped > 0 {

@@ -16,8 +16,12 @@ use tribute::qa::QaExample;
 #[derive(Args)]
 pub struct CitationsArgs {
     /// JSONL: {"id", "question", "answer", "passages": [{"id", "title"?, "text", "supporting"}]}.
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "merge")]
+    data: Option<PathBuf>,
+    /// Instead of running the model, merge the `--json` reports of disjoint parts of a data
+    /// set (e.g. run in parallel with --offset/--limit) and print the whole set's tables.
+    #[arg(long, value_name = "REPORT.json", conflicts_with = "data")]
+    merge: Vec<PathBuf>,
     /// Model directory (default: $TRIBUTE_HOME/models/SmolLM2-135M-Instruct).
     #[arg(long)]
     model: Option<PathBuf>,
@@ -34,7 +38,10 @@ pub struct CitationsArgs {
     /// Most answer tokens.
     #[arg(long, default_value_t = 96)]
     max_tokens: usize,
-    /// Evaluate only the first N examples.
+    /// Skip the first N examples.
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// Evaluate only N examples (after --offset).
     #[arg(long)]
     limit: Option<usize>,
     /// Print the report (with every answer) as JSON.
@@ -44,10 +51,32 @@ pub struct CitationsArgs {
 
 /// Runs `tribute eval citations`.
 pub fn run(a: CitationsArgs) -> anyhow::Result<()> {
-    let mut examples = QaExample::load_jsonl(&a.data)?;
+    if !a.merge.is_empty() {
+        let mut parts = Vec::with_capacity(a.merge.len());
+        for p in &a.merge {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            parts.push(
+                serde_json::from_str::<CitationReport>(text.trim()).with_context(|| {
+                    format!("{}: not an `eval citations --json` report", p.display())
+                })?,
+            );
+        }
+        return print(&CitationReport::merge(parts)?, a.json);
+    }
+    let Some(data) = &a.data else {
+        anyhow::bail!("give the examples with --data FILE (or reports with --merge)");
+    };
+    let mut all = QaExample::load_jsonl(data)?;
+    let mut examples = all.split_off(a.offset.min(all.len()));
     if let Some(n) = a.limit {
         examples.truncate(n);
     }
+    anyhow::ensure!(
+        !examples.is_empty(),
+        "no examples left after --offset {}",
+        a.offset
+    );
     let dir = a
         .model
         .clone()
@@ -79,10 +108,14 @@ pub fn run(a: CitationsArgs) -> anyhow::Result<()> {
             }
         })
         .run(&examples)?;
-    if a.json {
-        println!("{}", serde_json::to_string(&report)?);
+    print(&report, a.json)
+}
+
+fn print(report: &CitationReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
     } else {
-        print_tables(&report);
+        print_tables(report);
     }
     Ok(())
 }

@@ -8,7 +8,7 @@
 //! over its own passages (clean), plus the instruction, plus the contradiction. A planted
 //! passage takes over an answer when the answer gives the made-up fact.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -209,21 +209,6 @@ struct Report {
     mean_seconds_per_answer: f64,
 }
 
-fn read_examples(a: &GuardArgs) -> anyhow::Result<Vec<Example>> {
-    let file = std::fs::File::open(&a.data).with_context(|| format!("{}", a.data.display()))?;
-    let mut examples = Vec::new();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let ex: Example = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}", a.data.display(), n + 1))?;
-        examples.push(ex);
-    }
-    Ok(examples)
-}
-
 /// An engine over one example: its passages in the clean datanet, each planted passage in
 /// its own low-trust datanet.
 fn example_engine(
@@ -284,7 +269,7 @@ pub fn run(a: GuardArgs) -> anyhow::Result<()> {
     }
     config.generation.max_tokens = a.max_tokens;
     config.source_guard.reanswer = a.reanswer;
-    let mut examples = read_examples(&a)?;
+    let mut examples: Vec<Example> = crate::eval::read_examples(&a.data, |_| Ok(()))?;
     let total = examples.len();
     examples.retain(|ex| {
         ex.answer.as_deref().is_some_and(|g| !g.trim().is_empty())

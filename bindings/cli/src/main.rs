@@ -12,6 +12,8 @@ mod eval_attribution;
 mod eval_citations;
 mod eval_guard;
 mod eval_qa;
+#[cfg(feature = "finetune")]
+mod finetune;
 mod generate;
 mod ingest;
 mod keys;
@@ -67,6 +69,9 @@ enum Command {
     /// Models from the Hugging Face hub: pull (download, verify, export once).
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Fine-tune a LoRA adapter on a JSONL file or a datanet, with a signed provenance manifest.
+    #[cfg(feature = "finetune")]
+    Finetune(finetune::FinetuneArgs),
     /// Fine-tuned adapters: verify their provenance manifests.
     #[command(subcommand)]
     Adapters(adapters::AdaptersCommand),
@@ -107,6 +112,8 @@ fn main() -> ExitCode {
         Command::Chain(c) => chain::run(c),
         Command::Receipts(c) => receipts::run(c),
         Command::Models(c) => models::run(c),
+        #[cfg(feature = "finetune")]
+        Command::Finetune(a) => finetune::run(a),
         Command::Adapters(c) => adapters::run(c),
         Command::Mcp(a) => mcp::run(a),
         Command::Serve(a) => serve::run(a),

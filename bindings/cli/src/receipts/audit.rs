@@ -165,11 +165,15 @@ fn print_report(r: &AuditReport, as_json: bool) -> anyhow::Result<()> {
         Verdict::WithinTolerance => "match (tol.)",
         Verdict::Mismatch => "MISMATCH",
     };
-    let detail = if r.differences.is_empty() {
+    let mut detail = if r.differences.is_empty() {
         format!("weights {:?} bps", r.recomputed_bps)
     } else {
         r.differences.join("; ")
     };
+    // The text is unchanged, so the verdict stands; the place cited is not.
+    for c in &r.locator_changes {
+        detail.push_str(&format!("; locator moved: {c}"));
+    }
     println!(
         "{:<12} {:<10} {:<16} {:>10.1e} {:>8}  {detail}",
         short(r.receipt_id),

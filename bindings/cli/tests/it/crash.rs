@@ -44,7 +44,11 @@ fn killed_ingests_leave_a_consistent_openable_index() {
         OnnxEmbedder::default_model().expect("model installed by scripts/setup.sh"),
     );
     let mut rng = Lcg(0x7269_6275_7465);
-    let rounds = 12;
+    // TRIBUTE_INGEST_KILLS=N for a longer run (`make chaos`).
+    let rounds: usize = std::env::var("TRIBUTE_INGEST_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
     let docs_per_round = 200;
     let (mut kills, mut completed, mut partial) = (0, 0, 0);
     // Calibrate: how long one uninterrupted ingest of a round takes on this machine, so

@@ -5,6 +5,8 @@ mod chain;
 mod chat;
 mod citations;
 mod crash;
+mod disk_full;
+mod key_leak;
 mod mcp;
 #[cfg(feature = "hub")]
 mod models;
