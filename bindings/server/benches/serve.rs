@@ -4,7 +4,9 @@
 //! and `/v1/chat/completions`. Prints p50/p95/p99 latency, requests/s and, for chat,
 //! answer tokens/s.
 //!
-//! Overrides: `BENCH_CLIENTS` (default `1,4`), `BENCH_REQUESTS` per client (default 4 for
+//! The same retrieval in process comes first, as the baseline of the HTTP numbers.
+//!
+//! Overrides: `BENCH_CLIENTS` (default `1,4,16`), `BENCH_REQUESTS` per client (default 4 for
 //! chat, 20× that for retrieval), `BENCH_MAX_TOKENS` (default 16), `BENCH_METHOD`
 //! (attribution method, default the engine's `loo`).
 
@@ -124,7 +126,7 @@ fn report(endpoint: &str, clients: usize, r: &Run) {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let clients: Vec<usize> = env_or("BENCH_CLIENTS", "1,4")
+    let clients: Vec<usize> = env_or("BENCH_CLIENTS", "1,4,16")
         .split(',')
         .filter_map(|c| c.trim().parse().ok())
         .collect();
@@ -141,7 +143,7 @@ async fn main() {
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(tribute_server::serve(
         listener,
-        engine,
+        engine.clone(),
         ServerOptions::default(),
         std::future::pending(),
     ));
@@ -161,6 +163,34 @@ async fn main() {
         json!({"model": model, "messages": [{"role": "user", "content": QUESTIONS[0]}], "max_tokens": 2})
     })
     .await;
+    // The same retrieval in process (signed and journaled, as the endpoint does): the
+    // baseline the HTTP numbers are compared with.
+    let local = {
+        let engine = engine.clone();
+        let n = requests * 20;
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let mut latencies = Vec::with_capacity(n);
+            for i in 0..n {
+                let t = Instant::now();
+                engine
+                    .retrieve(QUESTIONS[i % QUESTIONS.len()])
+                    .top_k(4)
+                    .run()
+                    .expect("retrieve");
+                latencies.push(t.elapsed());
+            }
+            latencies.sort();
+            Run {
+                latencies,
+                tokens: 0,
+                wall: started.elapsed(),
+            }
+        })
+        .await
+        .expect("in-process retrieval")
+    };
+    report("retrieve (in process)", 1, &local);
     for &c in &clients {
         let r = run(
             format!("{base}/v1/retrieve"),

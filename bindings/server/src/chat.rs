@@ -19,9 +19,6 @@ use crate::extract::ApiJson;
 use crate::openai::{self, ChatAsk, ChatRequest};
 use crate::{AppState, CancelOnDrop};
 
-/// Text pieces buffered between the generation and a slow client.
-const STREAM_BUFFER: usize = 32;
-
 /// The handler: the ask reads only the datanets the caller's key may read.
 pub(crate) async fn completions(
     State(state): State<AppState>,
@@ -59,8 +56,10 @@ async fn whole_answer(
     max_tokens: usize,
 ) -> Result<Response> {
     let engine = state.engine.clone();
+    let span = tracing::Span::current();
     let answer = tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        let _span = span.enter();
         engine
             .ask(ask.question)
             .history(ask.history)
@@ -88,7 +87,9 @@ async fn stream_answer(
     // starts, so their errors (a bad request, an unknown adapter, overload) keep their status.
     let engine = state.engine.clone();
     let token = ask.options.cancel.clone();
+    let span = tracing::Span::current();
     let events = tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
         engine
             .ask(ask.question)
             .history(ask.history)
@@ -98,7 +99,7 @@ async fn stream_answer(
     .await
     .map_err(|e| Error::Task(e.to_string()))??;
 
-    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let (tx, rx) = mpsc::channel(state.options.stream_buffer.max(1));
     let runtime = tokio::runtime::Handle::current();
     let send_timeout = state.options.stream_send_timeout;
     tokio::task::spawn_blocking(move || {

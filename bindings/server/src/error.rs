@@ -85,6 +85,9 @@ pub enum Error {
     /// The listener could not be bound or served.
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
+    /// The OpenTelemetry exporter could not be built, flushed or shut down.
+    #[error("OpenTelemetry: {0}")]
+    Telemetry(String),
 }
 
 impl Error {
@@ -106,9 +109,11 @@ impl Error {
             Error::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Error::Keys(_) | Error::OpenOnPublicAddress(_) | Error::Task(_) | Error::Io(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Error::Keys(_)
+            | Error::OpenOnPublicAddress(_)
+            | Error::Task(_)
+            | Error::Io(_)
+            | Error::Telemetry(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -139,9 +144,11 @@ impl Error {
             Error::Overloaded { .. } => ("rate_limit_error", "overloaded"),
             Error::Unauthorized(_) => ("invalid_request_error", "invalid_api_key"),
             Error::Forbidden { .. } => ("permission_error", "insufficient_scope"),
-            Error::Keys(_) | Error::OpenOnPublicAddress(_) | Error::Task(_) | Error::Io(_) => {
-                ("server_error", "internal_error")
-            }
+            Error::Keys(_)
+            | Error::OpenOnPublicAddress(_)
+            | Error::Task(_)
+            | Error::Io(_)
+            | Error::Telemetry(_) => ("server_error", "internal_error"),
         }
     }
 

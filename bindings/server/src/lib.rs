@@ -8,6 +8,8 @@ mod manage;
 mod metrics;
 pub mod openai;
 mod routes;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument as _;
 use tribute::{CancelToken, Engine};
 
 pub use auth::{ApiKey, ApiKeys, KeyEntry, KeysFile, Scope, hash_key};
@@ -41,6 +44,10 @@ pub struct ServerOptions {
     /// How long a streamed answer waits for a client that does not read before it is
     /// cancelled. Default 30 s.
     pub stream_send_timeout: Duration,
+    /// Events of a streamed answer held for a client that does not read them yet (beyond
+    /// the socket's buffers); when full, the generation waits, up to
+    /// `stream_send_timeout`. Default 32.
+    pub stream_buffer: usize,
     /// Most texts in one embeddings request. Default 256.
     pub max_embedding_inputs: usize,
     /// Most chunks one ask or retrieval may request (`top_k`; 400 beyond). Default 64.
@@ -61,6 +68,7 @@ impl Default for ServerOptions {
             max_queued_asks: 64,
             retry_after_secs: 1,
             stream_send_timeout: Duration::from_secs(30),
+            stream_buffer: 32,
             max_embedding_inputs: 256,
             max_top_k: 64,
             keys: ApiKeys::open(),
@@ -166,8 +174,28 @@ async fn track(
     next: Next,
 ) -> Response {
     let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    // The request's span: the parent of the engine's `ask` span and its stages (a
+    // stream's ask outlives it: it ends when the headers are sent).
+    let span = tracing::info_span!(
+        "http_request",
+        otel.name = %format_args!("{} {route}", request.method()),
+        http.request.method = %request.method(),
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+        http.request_id = tracing::field::Empty,
+    );
+    // A client's `X-Request-Id` (printable, at most 128 bytes) ties its request to the spans.
+    if let Some(id) = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128)
+    {
+        span.record("http.request_id", id);
+    }
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     let secs = started.elapsed().as_secs_f64();
     state
         .metrics

@@ -25,7 +25,9 @@ where
     T: Send + 'static,
     F: FnOnce() -> tribute::Result<T> + Send + 'static,
 {
-    Ok(tokio::task::spawn_blocking(f)
+    // The engine's spans (retrieval, …) nest in the request's.
+    let span = tracing::Span::current();
+    Ok(tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| Error::Task(e.to_string()))??)
 }

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # `tribute serve` as its users call it: a real `tribute serve` process (127.0.0.1, a free
 # port) over the sample datanet with API keys and receipts signed and journaled, driven by
-# curl and by the official `openai` Python client (PyPI, pinned below, installed into the
-# Python tests' virtualenv). Each check takes seconds; the build of `tribute` comes first.
+# curl, by the official `openai` Python client (PyPI, pinned below, installed into the
+# Python tests' virtualenv) and, for the web console, by headless Chromium through
+# chromedriver (Debian packages, installed when missing; the screenshot lands in
+# $TRIBUTE_TEST_OUT, default $CARGO_TARGET_DIR/test-output, under serve-console/). Each
+# check takes seconds; the build of `tribute` comes first.
 #
 #   bindings/server/tests/client/run.sh
 #
@@ -119,6 +122,26 @@ echo "curl: malformed JSON 400, out of scope 403"
 step "the openai Python client"
 "$py" "$here/test_openai_client.py" "$url" "$admin" "$reader"
 
+step "the web console in headless Chromium"
+# Debian's chromium + chromium-driver, installed here when missing (as root, quietly, bounded).
+# Without them the check is skipped on a workstation but fails under CI.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "installing chromium and chromium-driver with apt-get (log: $work/apt.log)"
+    apt_install() { DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -q --no-install-recommends chromium chromium-driver; }
+    { apt_install || { timeout 120 apt-get update -q && apt_install; }; } >"$work/apt.log" 2>&1 || tail -n5 "$work/apt.log" >&2
+  fi
+fi
+console_out="${TRIBUTE_TEST_OUT:-$target/test-output}/serve-console"
+if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+  timeout 120 "$py" "$here/test_console_browser.py" "$url" "$admin" "$repo/examples/data/zephyr" "$console_out" \
+    || fail "the browser test of the console failed"
+elif [[ -n "${CI:-}" ]]; then
+  fail "no headless Chromium (chromium, chromedriver) and CI is set: the console's browser test cannot run"
+else
+  echo "run.sh: SKIPPED the console's browser test: no chromium/chromedriver (apt-get install chromium chromium-driver)" >&2
+fi
+
 step "SIGTERM"
 kill -TERM "$server"
 wait "$server" || fail "tribute serve exited with $? on SIGTERM"
@@ -126,4 +149,4 @@ server=""
 grep -q "authenticated" "$work/serve.log" || fail "the server logged no requests (TRIBUTE_LOG)"
 if grep -qF -e "$admin" -e "$reader" "$work/serve.log"; then fail "an API key is in the server's log"; fi
 echo
-echo "run.sh: curl and openai $OPENAI_VERSION against tribute serve passed"
+echo "run.sh: curl, openai $OPENAI_VERSION and the browser against tribute serve passed"

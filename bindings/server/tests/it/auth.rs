@@ -2,8 +2,7 @@
 //! only a key's datanets, an open server only on loopback, and keys never in the logs or
 //! error bodies.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -13,34 +12,7 @@ use super::{Server, base_model, client, engine_in, shared_engine, start};
 
 /// Everything the server, tower-http and axum log, at every level, from the first call on.
 fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        // Another test binary's subscriber cannot be here: this is the only one it sets.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("tribute_server=trace,tower_http=trace,axum=trace")
-            .with_ansi(false)
-            .with_writer(move || LogSink(sink.clone()))
-            .try_init();
-        logs
-    })
-    .clone()
-}
-
-struct LogSink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut logs) = self.0.lock() {
-            logs.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    super::capture::capture().logs.clone()
 }
 
 fn entry(name: &str, key: &ApiKey, datanets: &[&str], ingest: bool, receipts: bool) -> KeyEntry {

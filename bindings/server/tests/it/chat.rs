@@ -355,3 +355,92 @@ async fn a_full_queue_answers_429_and_a_disconnect_cancels_the_ask() {
     let (status, _) = get_json(&server, "/healthz").await;
     assert_eq!(status, 200);
 }
+
+/// A client that never reads its stream: the server buffers a bounded number of events for
+/// it (`stream_buffer`, 2 here so that a short answer overflows it), then, once `stream_send_timeout` passes with the buffer full, cancels the ask and
+/// frees its place although the client still holds the response; nothing is signed, and
+/// the stream it finally reads ends without `[DONE]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_stream_is_cancelled_after_a_timeout() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine_in(dir.path());
+    let model = engine.model().name.clone();
+    let timeout = Duration::from_millis(500);
+    let options = ServerOptions {
+        stream_send_timeout: timeout,
+        stream_buffer: 2,
+        max_concurrent_asks: 1,
+        max_queued_asks: 0,
+        ..ServerOptions::default()
+    };
+    // The router without a socket: the response body is polled only when this test says,
+    // with no TCP buffers in between to soak the events up.
+    let app = tribute_server::router(engine.clone(), options);
+    let ask = |max_tokens: usize, stream: bool| {
+        let body = json!({
+            "model": model,
+            "messages": [{"role": "user", "content": QUESTION}],
+            "max_tokens": max_tokens,
+            "stream": stream,
+        });
+        Request::post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request")
+    };
+    let metrics = |app: axum::Router| async move {
+        let r = app
+            .oneshot(
+                Request::get("/metrics")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("metrics");
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+
+    let started = Instant::now();
+    let unread = app.clone().oneshot(ask(24, true)).await.expect("response");
+    assert_eq!(unread.status(), 200);
+    let deadline = started + Duration::from_secs(120);
+    loop {
+        let m = metrics(app.clone()).await;
+        if m.contains("tribute_asks_in_flight 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the unread ask still runs:\n{m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        started.elapsed() >= timeout,
+        "{:?}: {}",
+        started.elapsed(),
+        metrics(app.clone()).await
+    );
+    assert_eq!(
+        engine.receipt_stats().expect("stats").receipts,
+        0,
+        "the ask finished (its answer fit in the stream's buffer) instead of being cancelled"
+    );
+
+    // The place is free again while the first client still holds its response.
+    let next = app.clone().oneshot(ask(4, false)).await.expect("response");
+    assert_eq!(next.status(), 200);
+
+    // What was buffered for the slow client: a bounded number of events, no end.
+    let bytes = axum::body::to_bytes(unread.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let text = String::from_utf8_lossy(&bytes);
+    let events = text.matches("data: ").count();
+    assert!((1..=3).contains(&events), "{events} events: {text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+}

@@ -3,10 +3,12 @@
 //! repository's sample datanet, receipts signed and journaled, a real HTTP client.
 
 mod auth;
+mod capture;
 mod chaos;
 mod chat;
 mod endpoints;
 mod errors;
+mod spans;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
