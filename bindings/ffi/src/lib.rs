@@ -15,10 +15,10 @@ pub use index::{Index, IngestListener};
 pub use receipt::{Receipt, ReceiptAdapter, ReceiptChunk, Signer};
 pub use session::{QueryRewrite, Session, Turn, TurnRole};
 pub use types::{
-    AdapterWeight, Answer, AnswerSentence, AskOptions, AttributionMethod, ChainOptions, Citation,
-    Document, Duplicate, EngineOptions, Hit, IngestProgress, IngestReport, JournaledReceipt,
-    Ledger, Locator, ReceiptState, ReceiptStats, Retrieval, SearchMode, SettleReport, SettledBatch,
-    Usage, load_ledger,
+    AdapterWeight, AlertReason, Answer, AnswerSentence, AskOptions, AttributionMethod,
+    ChainOptions, Citation, Document, Duplicate, EngineOptions, Hit, IngestProgress, IngestReport,
+    JournaledReceipt, Ledger, Locator, ReceiptState, ReceiptStats, Retrieval, SearchMode,
+    SettleReport, SettledBatch, SourceAlert, Usage, load_ledger,
 };
 
 uniffi::setup_scaffolding!();

@@ -150,6 +150,9 @@ pub struct Answer {
     pub adapters: Vec<AdapterWeight>,
     /// Token counts and timings.
     pub usage: Usage,
+    /// The source guard's alert: one low-trust or barely relevant source dominates the
+    /// answer (none when the guard is off or nothing is flagged).
+    pub source_alert: Option<SourceAlert>,
     /// The signed receipt, if one was signed.
     pub receipt: Option<Arc<Receipt>>,
     /// Why no receipt was signed, when none was.
@@ -188,6 +191,7 @@ impl Answer {
                 })
                 .collect(),
             usage: Usage::from(&a.usage),
+            source_alert: a.source_alert.map(SourceAlert::from),
             receipt: a.receipt.map(|r| Arc::new(Receipt::new(r, ledger))),
             no_receipt: a.no_receipt,
             question: a.question,
@@ -195,6 +199,68 @@ impl Answer {
             text: a.text,
             cited_text: a.cited_text,
             json,
+        }
+    }
+}
+
+/// Why the source guard flagged a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum AlertReason {
+    /// It comes from a low-trust datanet.
+    LowTrust,
+    /// Retrieval found it barely relevant to the question.
+    BarelyRelevant,
+}
+
+impl From<tribute::source_guard::AlertReason> for AlertReason {
+    fn from(r: tribute::source_guard::AlertReason) -> Self {
+        match r {
+            tribute::source_guard::AlertReason::LowTrust => AlertReason::LowTrust,
+            tribute::source_guard::AlertReason::BarelyRelevant => AlertReason::BarelyRelevant,
+        }
+    }
+}
+
+/// The source guard's alert on an answer that one source dominates while it is low-trust
+/// or barely relevant by retrieval (config `[source_guard]`, `[datanets.NAME] trust`).
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct SourceAlert {
+    /// The source's number in the prompt of the flagged answer.
+    pub marker: u32,
+    /// The chunk id.
+    pub chunk_id: String,
+    /// The document id.
+    pub doc_id: String,
+    /// Who contributed it (EIP-55 address).
+    pub contributor: String,
+    /// Its datanet.
+    pub datanet: String,
+    /// Its share of the flagged answer's attribution weight (0-1).
+    pub share: f64,
+    /// Its retrieval score over the best shown source's.
+    pub retrieval_share: f64,
+    /// Why it was flagged (low trust wins when both hold).
+    pub reason: AlertReason,
+    /// Whether the engine answered again without it (`source_guard.reanswer`); the answer
+    /// carrying the alert is then the new one, and only it was receipted.
+    pub reanswered: bool,
+    /// The flagged answer's text, when it was replaced.
+    pub replaced_answer: Option<String>,
+}
+
+impl From<tribute::source_guard::SourceAlert> for SourceAlert {
+    fn from(a: tribute::source_guard::SourceAlert) -> Self {
+        SourceAlert {
+            marker: count(a.marker),
+            chunk_id: a.chunk_id,
+            doc_id: a.doc_id,
+            contributor: a.contributor,
+            datanet: a.datanet,
+            share: a.share,
+            retrieval_share: a.retrieval_share,
+            reason: a.reason.into(),
+            reanswered: a.reanswered,
+            replaced_answer: a.replaced_answer,
         }
     }
 }

@@ -7,7 +7,7 @@ mod index;
 mod options;
 mod receipts;
 
-pub use answer::{Answer, AnswerSentence, Citation, Retrieval, Usage};
+pub use answer::{AlertReason, Answer, AnswerSentence, Citation, Retrieval, SourceAlert, Usage};
 pub use ask::{AdapterWeight, AskOptions, AttributionMethod};
 pub use index::{Document, Duplicate, Hit, IngestProgress, IngestReport, Locator, SearchMode};
 pub use options::{ChainOptions, EngineOptions, Ledger, load_ledger};

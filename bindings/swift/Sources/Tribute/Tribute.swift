@@ -2717,6 +2717,11 @@ public struct Answer {
      */
     public var usage: Usage
     /**
+     * The source guard's alert: one low-trust or barely relevant source dominates the
+     * answer (none when the guard is off or nothing is flagged).
+     */
+    public var sourceAlert: SourceAlert?
+    /**
      * The signed receipt, if one was signed.
      */
     public var receipt: Receipt?
@@ -2765,6 +2770,10 @@ public struct Answer {
          * Token counts and timings.
          */usage: Usage, 
         /**
+         * The source guard's alert: one low-trust or barely relevant source dominates the
+         * answer (none when the guard is off or nothing is flagged).
+         */sourceAlert: SourceAlert?, 
+        /**
          * The signed receipt, if one was signed.
          */receipt: Receipt?, 
         /**
@@ -2783,6 +2792,7 @@ public struct Answer {
         self.citationRecall = citationRecall
         self.adapters = adapters
         self.usage = usage
+        self.sourceAlert = sourceAlert
         self.receipt = receipt
         self.noReceipt = noReceipt
         self.json = json
@@ -2814,6 +2824,7 @@ public struct FfiConverterTypeAnswer: FfiConverterRustBuffer {
                 citationRecall: FfiConverterOptionDouble.read(from: &buf), 
                 adapters: FfiConverterSequenceTypeAdapterWeight.read(from: &buf), 
                 usage: FfiConverterTypeUsage.read(from: &buf), 
+                sourceAlert: FfiConverterOptionTypeSourceAlert.read(from: &buf), 
                 receipt: FfiConverterOptionTypeReceipt.read(from: &buf), 
                 noReceipt: FfiConverterOptionString.read(from: &buf), 
                 json: FfiConverterString.read(from: &buf)
@@ -2831,6 +2842,7 @@ public struct FfiConverterTypeAnswer: FfiConverterRustBuffer {
         FfiConverterOptionDouble.write(value.citationRecall, into: &buf)
         FfiConverterSequenceTypeAdapterWeight.write(value.adapters, into: &buf)
         FfiConverterTypeUsage.write(value.usage, into: &buf)
+        FfiConverterOptionTypeSourceAlert.write(value.sourceAlert, into: &buf)
         FfiConverterOptionTypeReceipt.write(value.receipt, into: &buf)
         FfiConverterOptionString.write(value.noReceipt, into: &buf)
         FfiConverterString.write(value.json, into: &buf)
@@ -4943,6 +4955,158 @@ public func FfiConverterTypeSettledBatch_lower(_ value: SettledBatch) -> RustBuf
 
 
 /**
+ * The source guard's alert on an answer that one source dominates while it is low-trust
+ * or barely relevant by retrieval (config `[source_guard]`, `[datanets.NAME] trust`).
+ */
+public struct SourceAlert: Equatable, Hashable {
+    /**
+     * The source's number in the prompt of the flagged answer.
+     */
+    public var marker: UInt32
+    /**
+     * The chunk id.
+     */
+    public var chunkId: String
+    /**
+     * The document id.
+     */
+    public var docId: String
+    /**
+     * Who contributed it (EIP-55 address).
+     */
+    public var contributor: String
+    /**
+     * Its datanet.
+     */
+    public var datanet: String
+    /**
+     * Its share of the flagged answer's attribution weight (0-1).
+     */
+    public var share: Double
+    /**
+     * Its retrieval score over the best shown source's.
+     */
+    public var retrievalShare: Double
+    /**
+     * Why it was flagged (low trust wins when both hold).
+     */
+    public var reason: AlertReason
+    /**
+     * Whether the engine answered again without it (`source_guard.reanswer`); the answer
+     * carrying the alert is then the new one, and only it was receipted.
+     */
+    public var reanswered: Bool
+    /**
+     * The flagged answer's text, when it was replaced.
+     */
+    public var replacedAnswer: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The source's number in the prompt of the flagged answer.
+         */marker: UInt32, 
+        /**
+         * The chunk id.
+         */chunkId: String, 
+        /**
+         * The document id.
+         */docId: String, 
+        /**
+         * Who contributed it (EIP-55 address).
+         */contributor: String, 
+        /**
+         * Its datanet.
+         */datanet: String, 
+        /**
+         * Its share of the flagged answer's attribution weight (0-1).
+         */share: Double, 
+        /**
+         * Its retrieval score over the best shown source's.
+         */retrievalShare: Double, 
+        /**
+         * Why it was flagged (low trust wins when both hold).
+         */reason: AlertReason, 
+        /**
+         * Whether the engine answered again without it (`source_guard.reanswer`); the answer
+         * carrying the alert is then the new one, and only it was receipted.
+         */reanswered: Bool, 
+        /**
+         * The flagged answer's text, when it was replaced.
+         */replacedAnswer: String?) {
+        self.marker = marker
+        self.chunkId = chunkId
+        self.docId = docId
+        self.contributor = contributor
+        self.datanet = datanet
+        self.share = share
+        self.retrievalShare = retrievalShare
+        self.reason = reason
+        self.reanswered = reanswered
+        self.replacedAnswer = replacedAnswer
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension SourceAlert: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSourceAlert: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SourceAlert {
+        return
+            try SourceAlert(
+                marker: FfiConverterUInt32.read(from: &buf), 
+                chunkId: FfiConverterString.read(from: &buf), 
+                docId: FfiConverterString.read(from: &buf), 
+                contributor: FfiConverterString.read(from: &buf), 
+                datanet: FfiConverterString.read(from: &buf), 
+                share: FfiConverterDouble.read(from: &buf), 
+                retrievalShare: FfiConverterDouble.read(from: &buf), 
+                reason: FfiConverterTypeAlertReason.read(from: &buf), 
+                reanswered: FfiConverterBool.read(from: &buf), 
+                replacedAnswer: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: SourceAlert, into buf: inout [UInt8]) {
+        FfiConverterUInt32.write(value.marker, into: &buf)
+        FfiConverterString.write(value.chunkId, into: &buf)
+        FfiConverterString.write(value.docId, into: &buf)
+        FfiConverterString.write(value.contributor, into: &buf)
+        FfiConverterString.write(value.datanet, into: &buf)
+        FfiConverterDouble.write(value.share, into: &buf)
+        FfiConverterDouble.write(value.retrievalShare, into: &buf)
+        FfiConverterTypeAlertReason.write(value.reason, into: &buf)
+        FfiConverterBool.write(value.reanswered, into: &buf)
+        FfiConverterOptionString.write(value.replacedAnswer, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSourceAlert_lift(_ buf: RustBuffer) throws -> SourceAlert {
+    return try FfiConverterTypeSourceAlert.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSourceAlert_lower(_ value: SourceAlert) -> RustBuffer {
+    return FfiConverterTypeSourceAlert.lower(value)
+}
+
+
+/**
  * One turn of a conversation.
  */
 public struct Turn: Equatable, Hashable {
@@ -5168,6 +5332,81 @@ public func FfiConverterTypeUsage_lift(_ buf: RustBuffer) throws -> Usage {
 public func FfiConverterTypeUsage_lower(_ value: Usage) -> RustBuffer {
     return FfiConverterTypeUsage.lower(value)
 }
+
+
+/**
+ * Why the source guard flagged a source.
+ */
+
+public enum AlertReason: Equatable, Hashable {
+    
+    /**
+     * It comes from a low-trust datanet.
+     */
+    case lowTrust
+    /**
+     * Retrieval found it barely relevant to the question.
+     */
+    case barelyRelevant
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension AlertReason: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAlertReason: FfiConverterRustBuffer {
+    typealias SwiftType = AlertReason
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AlertReason {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .lowTrust
+        
+        case 2: return .barelyRelevant
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: AlertReason, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .lowTrust:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .barelyRelevant:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAlertReason_lift(_ buf: RustBuffer) throws -> AlertReason {
+    return try FfiConverterTypeAlertReason.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAlertReason_lower(_ value: AlertReason) -> RustBuffer {
+    return FfiConverterTypeAlertReason.lower(value)
+}
+
 
 
 /**
@@ -6421,6 +6660,30 @@ fileprivate struct FfiConverterOptionTypeLocator: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeLocator.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeSourceAlert: FfiConverterRustBuffer {
+    typealias SwiftType = SourceAlert?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeSourceAlert.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeSourceAlert.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }

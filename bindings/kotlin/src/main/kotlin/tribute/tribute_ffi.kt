@@ -4995,6 +4995,12 @@ data class Answer (
     var `usage`: Usage
     , 
     /**
+     * The source guard's alert: one low-trust or barely relevant source dominates the
+     * answer (none when the guard is off or nothing is flagged).
+     */
+    var `sourceAlert`: SourceAlert?
+    , 
+    /**
      * The signed receipt, if one was signed.
      */
     var `receipt`: Receipt?
@@ -5029,6 +5035,7 @@ data class Answer (
         this.`citationRecall`,
         this.`adapters`,
         this.`usage`,
+        this.`sourceAlert`,
         this.`receipt`,
         this.`noReceipt`,
         this.`json`
@@ -5054,6 +5061,7 @@ public object FfiConverterTypeAnswer: FfiConverterRustBuffer<Answer> {
             FfiConverterOptionalDouble.read(buf),
             FfiConverterSequenceTypeAdapterWeight.read(buf),
             FfiConverterTypeUsage.read(buf),
+            FfiConverterOptionalTypeSourceAlert.read(buf),
             FfiConverterOptionalTypeReceipt.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterString.read(buf),
@@ -5071,6 +5079,7 @@ public object FfiConverterTypeAnswer: FfiConverterRustBuffer<Answer> {
             FfiConverterOptionalDouble.allocationSize(value.`citationRecall`) +
             FfiConverterSequenceTypeAdapterWeight.allocationSize(value.`adapters`) +
             FfiConverterTypeUsage.allocationSize(value.`usage`) +
+            FfiConverterOptionalTypeSourceAlert.allocationSize(value.`sourceAlert`) +
             FfiConverterOptionalTypeReceipt.allocationSize(value.`receipt`) +
             FfiConverterOptionalString.allocationSize(value.`noReceipt`) +
             FfiConverterString.allocationSize(value.`json`)
@@ -5087,6 +5096,7 @@ public object FfiConverterTypeAnswer: FfiConverterRustBuffer<Answer> {
             FfiConverterOptionalDouble.write(value.`citationRecall`, buf)
             FfiConverterSequenceTypeAdapterWeight.write(value.`adapters`, buf)
             FfiConverterTypeUsage.write(value.`usage`, buf)
+            FfiConverterOptionalTypeSourceAlert.write(value.`sourceAlert`, buf)
             FfiConverterOptionalTypeReceipt.write(value.`receipt`, buf)
             FfiConverterOptionalString.write(value.`noReceipt`, buf)
             FfiConverterString.write(value.`json`, buf)
@@ -6634,6 +6644,119 @@ public object FfiConverterTypeSettledBatch: FfiConverterRustBuffer<SettledBatch>
 
 
 /**
+ * The source guard's alert on an answer that one source dominates while it is low-trust
+ * or barely relevant by retrieval (config `[source_guard]`, `[datanets.NAME] trust`).
+ */
+data class SourceAlert (
+    /**
+     * The source's number in the prompt of the flagged answer.
+     */
+    var `marker`: kotlin.UInt
+    , 
+    /**
+     * The chunk id.
+     */
+    var `chunkId`: kotlin.String
+    , 
+    /**
+     * The document id.
+     */
+    var `docId`: kotlin.String
+    , 
+    /**
+     * Who contributed it (EIP-55 address).
+     */
+    var `contributor`: kotlin.String
+    , 
+    /**
+     * Its datanet.
+     */
+    var `datanet`: kotlin.String
+    , 
+    /**
+     * Its share of the flagged answer's attribution weight (0-1).
+     */
+    var `share`: kotlin.Double
+    , 
+    /**
+     * Its retrieval score over the best shown source's.
+     */
+    var `retrievalShare`: kotlin.Double
+    , 
+    /**
+     * Why it was flagged (low trust wins when both hold).
+     */
+    var `reason`: AlertReason
+    , 
+    /**
+     * Whether the engine answered again without it (`source_guard.reanswer`); the answer
+     * carrying the alert is then the new one, and only it was receipted.
+     */
+    var `reanswered`: kotlin.Boolean
+    , 
+    /**
+     * The flagged answer's text, when it was replaced.
+     */
+    var `replacedAnswer`: kotlin.String?
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSourceAlert: FfiConverterRustBuffer<SourceAlert> {
+    override fun read(buf: ByteBuffer): SourceAlert {
+        return SourceAlert(
+            FfiConverterUInt.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterDouble.read(buf),
+            FfiConverterDouble.read(buf),
+            FfiConverterTypeAlertReason.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterOptionalString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: SourceAlert) = (
+            FfiConverterUInt.allocationSize(value.`marker`) +
+            FfiConverterString.allocationSize(value.`chunkId`) +
+            FfiConverterString.allocationSize(value.`docId`) +
+            FfiConverterString.allocationSize(value.`contributor`) +
+            FfiConverterString.allocationSize(value.`datanet`) +
+            FfiConverterDouble.allocationSize(value.`share`) +
+            FfiConverterDouble.allocationSize(value.`retrievalShare`) +
+            FfiConverterTypeAlertReason.allocationSize(value.`reason`) +
+            FfiConverterBoolean.allocationSize(value.`reanswered`) +
+            FfiConverterOptionalString.allocationSize(value.`replacedAnswer`)
+    )
+
+    override fun write(value: SourceAlert, buf: ByteBuffer) {
+            FfiConverterUInt.write(value.`marker`, buf)
+            FfiConverterString.write(value.`chunkId`, buf)
+            FfiConverterString.write(value.`docId`, buf)
+            FfiConverterString.write(value.`contributor`, buf)
+            FfiConverterString.write(value.`datanet`, buf)
+            FfiConverterDouble.write(value.`share`, buf)
+            FfiConverterDouble.write(value.`retrievalShare`, buf)
+            FfiConverterTypeAlertReason.write(value.`reason`, buf)
+            FfiConverterBoolean.write(value.`reanswered`, buf)
+            FfiConverterOptionalString.write(value.`replacedAnswer`, buf)
+    }
+}
+
+
+
+/**
  * One turn of a conversation.
  */
 data class Turn (
@@ -6796,6 +6919,49 @@ public object FfiConverterTypeUsage: FfiConverterRustBuffer<Usage> {
             FfiConverterDouble.write(value.`totalMs`, buf)
     }
 }
+
+
+
+/**
+ * Why the source guard flagged a source.
+ */
+
+enum class AlertReason {
+    
+    /**
+     * It comes from a low-trust datanet.
+     */
+    LOW_TRUST,
+    /**
+     * Retrieval found it barely relevant to the question.
+     */
+    BARELY_RELEVANT;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAlertReason: FfiConverterRustBuffer<AlertReason> {
+    override fun read(buf: ByteBuffer) = try {
+        AlertReason.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: AlertReason) = 4UL
+
+    override fun write(value: AlertReason, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
 
 
 
@@ -7740,6 +7906,38 @@ public object FfiConverterOptionalTypeLocator: FfiConverterRustBuffer<Locator?> 
         } else {
             buf.put(1)
             FfiConverterTypeLocator.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeSourceAlert: FfiConverterRustBuffer<SourceAlert?> {
+    override fun read(buf: ByteBuffer): SourceAlert? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeSourceAlert.read(buf)
+    }
+
+    override fun allocationSize(value: SourceAlert?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeSourceAlert.allocationSize(value)
+        }
+    }
+
+    override fun write(value: SourceAlert?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeSourceAlert.write(value, buf)
         }
     }
 }

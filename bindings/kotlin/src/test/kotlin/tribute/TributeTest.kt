@@ -351,6 +351,8 @@ fun registerTests() {
             assertEquals(s.text, answer.text.codePointsSlice(s.start.toInt(), s.end.toInt()))
         }
         assertTrue(answer.json.contains("\"citations\""))
+        // Every datanet is at normal trust: the source guard raises nothing.
+        assertNull(answer.sourceAlert)
 
         val receipt = assertNotNull(answer.receipt, answer.noReceipt)
         assertEquals(PAYER, receipt.verify())
@@ -613,6 +615,22 @@ fun registerTests() {
         assertEquals(2u, again.index().documentCount())
         again.release()
         again.close() // AutoCloseable: frees the Rust handle
+    }
+
+    test("engine: a dominant low-trust source raises the source guard's alert") {
+        val dir = File(Fixtures.tmp, "guard").apply { mkdirs() }
+        val config = File(dir, "tribute.toml")
+        config.writeText("index = \"kb\"\n[datanets.pilot-notes]\ntrust = \"low\"\n")
+        Engine.fromConfig(config.path).use { engine ->
+            engine.index().addFiles(listOf(File(Fixtures.sample, "bob.jsonl").path))
+            val answer = engine.ask(GUST_Q, AskOptions(topK = 2u, method = AttributionMethod.LOO))
+            val alert = assertNotNull(answer.sourceAlert, answer.citations.toString())
+            assertEquals(Triple("gust-field-notes", BOB, "pilot-notes"), Triple(alert.docId, alert.contributor, alert.datanet))
+            assertEquals(AlertReason.LOW_TRUST, alert.reason)
+            assertTrue(alert.share >= 0.6, "$alert")
+            assertTrue(!alert.reanswered && alert.replacedAnswer == null)
+            assertTrue("\"source_alert\"" in answer.json)
+        }
     }
 
     test("engine: settle pays the contributors on a local chain; a down chain keeps receipts pending") {
