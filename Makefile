@@ -98,6 +98,13 @@ bench-llama: setup
 bench-lancedb: setup check-beir
 	BEIR=$(BEIR) index/benches/vs_lancedb/run.sh
 
+# Ray ingest speed-up, 1 -> 2 workers (docs/SCALING.md): the first LIMIT (5000) documents of BEIR's
+# vaswani into a fresh Postgres per run, ROUNDS times; needs the Python test venv with tribute.ray
+# and the extension (run bindings/python/test.sh first). PIN= (empty) leaves workers unpinned.
+.PHONY: bench-ray
+bench-ray: setup check-beir
+	scripts/ray_ingest_bench.sh $(BEIR)/vaswani/corpus.jsonl $(or $(LIMIT),5000) $(or $(ROUNDS),1)
+
 eval: setup check-beir
 	$(CARGO) build --release -p tribute-cli
 	for d in vaswani cranfield cisi; do $(or $(CARGO_TARGET_DIR),target)/release/tribute eval beir --data $(BEIR)/$$d --mode all; done
@@ -119,3 +126,13 @@ fuzz:
 FUZZ_CI_OPT_LEVEL ?= 1
 fuzz-ci:
 	AFL_OPT_LEVEL=$(FUZZ_CI_OPT_LEVEL) TRIBUTE_HOME=$(TRIBUTE_HOME) core/fuzz/run.sh 30 $(FUZZ_TARGETS)
+
+# Chaos at scale (docs/RELIABILITY.md, "Chaos"), loopback only, not part of `make test`:
+# 1,000 SIGKILLs of the journal writer and of `tribute mcp` answering and journaling, 200
+# SIGKILLs of `tribute ingest`, settlement against a restarted anvil and a reorg, disk full
+# on a small tmpfs (needs root). CHAOS="asks settle" runs only those; counts: ASK_KILLS,
+# INGEST_KILLS, SETTLE_ROUNDS (scripts/chaos/run.sh).
+.PHONY: chaos
+CHAOS ?=
+chaos: setup
+	scripts/chaos/run.sh $(CHAOS)

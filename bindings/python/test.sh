@@ -7,7 +7,9 @@
 # The virtualenv lives in $TRIBUTE_HOME/pyvenv (default ~/.cache/tribute/pyvenv) and is
 # created on first use (maturin, pytest, mypy, the integrations' frameworks,
 # langchain-core and llama-index-core, and their conformance suites and clients,
-# langchain-tests and mcp, from PyPI). The extension is a debug build
+# langchain-tests and mcp, and ray[data,serve] for tribute.ray, from PyPI). The tests
+# get a throwaway PostgreSQL (index/tests/pg/pg.sh) unless TRIBUTE_TEST_PG_URL names one.
+# The extension is a debug build
 # through cargo, so it shares the workspace's target directory ($CARGO_TARGET_DIR if set)
 # and its cache. The tests need the default models: run `make setup` first.
 # TRIBUTE_PREBUILT=1 (what `make test` uses after `cargo build --workspace --lib --bins
@@ -48,6 +50,13 @@ fi
 if ! "$py" -c "import langchain_tests, mcp, pytest_asyncio" 2>/dev/null; then
   step "installing langchain-tests and mcp from PyPI"
   "$py" -m pip install --quiet --disable-pip-version-check "langchain-tests==1.1.9" "mcp==2.3.0" \
+    || fail "pip install failed"
+fi
+
+# Ray, pinned (tests/test_ray.py: the `tribute[ray]` extra, `ray[data,serve]`).
+if ! "$py" -c "import ray.data, ray.serve" 2>/dev/null; then
+  step "installing ray[data,serve] from PyPI"
+  "$py" -m pip install --quiet --disable-pip-version-check "ray[data,serve]==2.60.0" \
     || fail "pip install failed"
 fi
 
@@ -93,6 +102,16 @@ else
     done
     maturin develop || fail "maturin develop failed"
   fi
+fi
+
+# tests/test_ray.py writes to a PostgreSQL knowledge base and journal: without one named by
+# TRIBUTE_TEST_PG_URL, start a throwaway server (as scripts/with-postgres.sh does), stopped on exit.
+if [[ -z "${TRIBUTE_TEST_PG_URL:-}" ]]; then
+  step "starting a throwaway PostgreSQL (index/tests/pg/pg.sh)"
+  pgdir="$(mktemp -d -t tribute-pypg.XXXXXX)"
+  trap '"$repo/index/tests/pg/pg.sh" stop "$pgdir"; rm -rf "$pgdir"' EXIT
+  TRIBUTE_TEST_PG_URL="$("$repo/index/tests/pg/pg.sh" start "$pgdir")" || fail "PostgreSQL did not start"
+  export TRIBUTE_TEST_PG_URL
 fi
 
 step "pytest"

@@ -254,7 +254,10 @@ fn receipt_of(
     r.as_ref().map(|r| Receipt::new(r.clone(), ledger))
 }
 
-fn json_to_py<'py>(py: Python<'py>, v: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn json_to_py<'py>(
+    py: Python<'py>,
+    v: &impl serde::Serialize,
+) -> PyResult<Bound<'py, PyAny>> {
     let text = serde_json::to_string(v)
         .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
     PyModule::import(py, "json")?.call_method1("loads", (text,))

@@ -85,6 +85,13 @@ impl Generator {
             .map_err(py_err)
     }
 
+    /// Unregisters the adapter `id` and frees its weights; returns whether it was
+    /// registered. A generation already under way keeps the weights it took; a later
+    /// request naming `id` raises `AdapterError` until it is added again.
+    fn remove_adapter(&self, id: &str) -> bool {
+        tribute::inference::AdapterId::new(id).is_ok_and(|id| self.inner.adapters().unregister(&id))
+    }
+
     /// Generates a reply to `prompt` (one user message, through the chat template),
     /// with the given adapters merged (`{id: weight}`). Greedy when `temperature` is 0.
     /// The GIL is released while generating.

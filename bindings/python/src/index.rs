@@ -330,6 +330,27 @@ impl Index {
         Ok(hits.iter().map(Hit::from).collect())
     }
 
+    /// The document with id `doc_id` as it was added, as a dict with the keys `add` takes
+    /// (`id`, `text`, `title`, `datanet`, `contributor`, `license`, `metadata`), or None
+    /// when there is none. The text is the whole text, byte for byte.
+    ///
+    /// Raises `KnowledgeBaseError` when the knowledge base does not keep whole texts: an
+    /// index directory created by a build before index format 2, or a Postgres one.
+    fn get<'py>(&self, py: Python<'py>, doc_id: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(doc) = py.detach(|| self.handle.document(doc_id)).map_err(py_err)? else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("id", doc.id.as_str())?;
+        d.set_item("text", doc.text)?;
+        d.set_item("title", doc.title)?;
+        d.set_item("datanet", doc.datanet.as_str())?;
+        d.set_item("contributor", doc.contributor.to_string())?;
+        d.set_item("license", doc.license)?;
+        d.set_item("metadata", crate::answer::json_to_py(py, &doc.metadata)?)?;
+        Ok(Some(d))
+    }
+
     /// Deletes a document and its chunks; returns whether it existed.
     fn delete(&self, py: Python<'_>, doc_id: &str) -> PyResult<bool> {
         py.detach(|| self.handle.delete(doc_id)).map_err(py_err)

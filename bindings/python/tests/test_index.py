@@ -121,6 +121,29 @@ def test_metadata_and_extra_keys_are_kept(tmp_path: Path) -> None:
         assert kb.search("numbered", k=1)[0].doc_id == "7"
 
 
+def test_get_returns_a_document_as_it_was_added(tmp_path: Path, generator: tribute.Generator) -> None:
+    text = "  Kites need wind.\n\nA box kite flies steadily in strong wind.  " * 20
+    doc = {
+        "id": "k1",
+        "text": text,
+        "title": "Kites",
+        "datanet": "hobbies",
+        "contributor": ALICE,
+        "license": "CC0",
+        "metadata": {"nested": {"list": [1, 2.5, None, "x"]}, "flag": True},
+    }
+    with tribute.Index.open(tmp_path / "kb") as kb:
+        kb.add([doc, {"id": 2, "text": "numbered", "lang": "en"}])
+        assert kb.get("k1") == doc  # the whole text, byte for byte, though it is chunked
+        got = kb.get("2")
+        assert got is not None and got["metadata"] == {"lang": "en"} and got["license"] is None
+        assert kb.get("missing") is None
+        kb.delete("k1")
+        assert kb.get("k1") is None
+        with tribute.Engine(index=kb, generator=generator):  # served by an engine: the same
+            assert kb.get("2") == got
+
+
 def test_bad_embedder_dir_is_a_model_error(tmp_path: Path) -> None:
     with pytest.raises(tribute.ModelError, match="embedding model"):
         tribute.Index.open(tmp_path / "kb", embedder=tmp_path / "no-such-model")

@@ -6,6 +6,7 @@ usage receipt crediting the contributors."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import textwrap
@@ -117,17 +118,26 @@ def test_langchain_vector_store_credits_contributors_and_persists(tmp_path: Path
         docs = store.similarity_search("When must propellers be replaced?", k=1)
         assert docs == [Document(id="prop", page_content=note, metadata={"source": "notes.md", "page": 3})]
 
-        # A document the index got another way: its best chunk, with provenance.
+        # A document the index got another way comes back whole too, from the index.
         (hit, score), *_ = store.similarity_search_with_score(BATTERY_Q, k=2)
-        assert hit.id == "zephyr-battery" and hit.metadata["contributor"] == ALICE
-        assert hit.metadata["chunk_id"].startswith("zephyr-battery#") and score > 0
-        assert store.get_by_ids(["zephyr-battery"]) == []  # not the store's to return
+        battery = next(
+            json.loads(line)
+            for line in (SAMPLE / "alice.jsonl").read_text().splitlines()
+            if line.strip() and json.loads(line)["id"] == "zephyr-battery"
+        )
+        assert hit.id == "zephyr-battery" and hit.page_content == battery["text"] and score > 0
+        assert store.get_by_ids(["zephyr-battery"]) == [hit]
+        assert kb.get("zephyr-battery")["contributor"] == ALICE
         assert store.similarity_search(BATTERY_Q, k=3, datanets=["notes"])[0].id == "prop"
         with pytest.raises(TypeError, match="filter"):
             store.similarity_search(BATTERY_Q, filter={"a": 1})
         with pytest.raises(TypeError):
             store.add_texts(["x"], [{"when": object()}])
         store.close()
+
+        # Changing only the metadata replaces the document (the index alone would keep it).
+        store.add_texts([note], [{"source": "notes.md", "page": 4}], ids=["prop"])
+        assert store.get_by_ids(["prop"])[0].metadata == {"source": "notes.md", "page": 4}
 
         # The documents outlive the store object.
         again = TributeVectorStore(kb)

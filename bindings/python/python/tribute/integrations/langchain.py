@@ -19,8 +19,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 try:
     from langchain_core.callbacks import (
@@ -41,7 +40,6 @@ from pydantic import ConfigDict
 
 from .._native import Engine, Hit, Index
 from ._common import aretrieve_chunks, retrieve_chunks
-from ._docstore import DocStore, StoredDocument
 
 __all__ = ["TributeRetriever", "TributeVectorStore"]
 
@@ -124,12 +122,14 @@ class TributeVectorStore(VectorStore):
     Ids are document ids: adding an id again replaces that document (an upsert), and
     `delete` and `get_by_ids` take the same ids. A search returns documents, not chunks: a
     document appears once, with the score of its best chunk. Texts and metadata come back
-    as they were added (metadata must be JSON-serialisable); they are kept in a SQLite file
-    beside the index (`docstore`, default ``<index>/langchain-docstore.sqlite3``), since the
-    index keeps chunks. Documents the index got another way come back as their best
-    chunk, with its provenance as metadata. A text identical to an earlier document's is
-    recorded as its duplicate and not indexed again (the first contributor is credited), so
-    searches return the earlier one.
+    from the index as they were added (metadata must be JSON-serialisable), for documents
+    the index got another way too (their metadata is the index's, without provenance). A
+    text identical to an earlier document's is recorded as its duplicate and not indexed
+    again (the first contributor is credited), so searches return the earlier one.
+
+    The index must keep whole texts: a local index made by this version (format 2) does;
+    an older index directory or a Postgres knowledge base raises `KnowledgeBaseError` on
+    `get_by_ids` and searches.
 
     The async methods run the sync ones in an executor (the index releases the GIL)."""
 
@@ -140,12 +140,7 @@ class TributeVectorStore(VectorStore):
         datanet: Optional[str] = None,
         contributor: Optional[str] = None,
         mode: Optional[Literal["hybrid", "bm25", "dense"]] = None,
-        docstore: Optional[Union[str, Path]] = None,
     ) -> None:
-        if docstore is None:
-            if "://" in index.path:
-                raise ValueError(f"the index at {index.path} is not a folder: pass docstore=PATH")
-            docstore = Path(index.path) / "langchain-docstore.sqlite3"
         self.index = index
         """The knowledge base."""
         self.datanet = datanet
@@ -154,7 +149,6 @@ class TributeVectorStore(VectorStore):
         """The EVM address added documents are credited to (None: nobody)."""
         self.mode = mode
         """`"hybrid"`, `"bm25"` or `"dense"` (None: the index's or engine's default)."""
-        self._docs = DocStore(docstore)
 
     @classmethod
     def from_texts(
@@ -194,17 +188,18 @@ class TributeVectorStore(VectorStore):
         out = [str(i) if i else str(uuid.uuid4()) for i in given]
         # The last of repeated ids wins, as if each were added in turn.
         docs = {
-            id_: StoredDocument(id_, text, dict(metadatas[n]) if metadatas else {})
+            id_: {"id": id_, "text": text, "metadata": dict(metadatas[n]) if metadatas else {}}
             for n, (id_, text) in enumerate(zip(out, texts))
         }
         for d in docs.values():  # fail before anything is written
-            json.dumps(d.metadata)
-        self.index.add(
-            [{"id": d.id, "text": d.text, "metadata": d.metadata} for d in docs.values()],
-            datanet=self.datanet,
-            contributor=self.contributor,
-        )
-        self._docs.put(docs.values())
+            json.dumps(d["metadata"])
+        # The index leaves a document whose text is unchanged as it is: one whose metadata
+        # (or credit) changes is deleted first, so the upsert replaces it.
+        for id_, d in docs.items():
+            old = self.index.get(id_)
+            if old is not None and old["text"] == d["text"] and not self._same(old, d):
+                self.index.delete(id_)
+        self.index.add(list(docs.values()), datanet=self.datanet, contributor=self.contributor)
         return out
 
     def delete(self, ids: Optional[list[str]] = None, **kwargs: Any) -> Optional[bool]:
@@ -215,13 +210,12 @@ class TributeVectorStore(VectorStore):
             raise TypeError(f"unexpected arguments: {', '.join(kwargs)}")
         for id_ in ids:
             self.index.delete(id_)
-        self._docs.remove(ids)
         return True
 
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        """The documents this store added with these ids (unknown ids are left out)."""
-        found = self._docs.get(ids)
-        return [_document(found[i]) for i in dict.fromkeys(ids) if i in found]
+        """The documents with these ids, as they were added (unknown ids are left out)."""
+        found = (self.index.get(i) for i in dict.fromkeys(ids))
+        return [_document(d) for d in found if d is not None]
 
     def similarity_search_with_score(
         self, query: str, k: int = 4, **kwargs: Any
@@ -233,12 +227,11 @@ class TributeVectorStore(VectorStore):
             raise TypeError(f"unexpected arguments: {', '.join(kwargs)}")
         if k <= 0:
             return []
-        best = self._best_hits(query, k, datanets)
-        stored = self._docs.get([h.doc_id for h in best])
         out = []
-        for hit in best:
-            doc = stored.get(hit.doc_id)
-            out.append((_document(doc) if doc else _chunk_document(hit), float(hit.score)))
+        for hit in self._best_hits(query, k, datanets):
+            doc = self.index.get(hit.doc_id)
+            if doc is not None:  # (deleted since the search)
+                out.append((_document(doc), float(hit.score)))
         return out
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
@@ -247,8 +240,16 @@ class TributeVectorStore(VectorStore):
         return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
 
     def close(self) -> None:
-        """Closes the docstore file (the index stays open: it is the caller's)."""
-        self._docs.close()
+        """Nothing to release: the index stays open (it is the caller's). Kept so that
+        code written for earlier versions, which kept a side file, still runs."""
+
+    def _same(self, old: dict[str, Any], new: dict[str, Any]) -> bool:
+        """Whether re-adding `new` over the stored `old` (same text) changes nothing."""
+        if old["metadata"] != json.loads(json.dumps(new["metadata"])):
+            return False
+        if self.datanet is not None and old["datanet"] != self.datanet:
+            return False
+        return self.contributor is None or old["contributor"].lower() == self.contributor.lower()
 
     def _best_hits(self, query: str, k: int, datanets: Optional[list[str]]) -> list[Hit]:
         """The best-scoring chunk of each of the `k` best documents: asks for more chunks
@@ -264,18 +265,5 @@ class TributeVectorStore(VectorStore):
             fetch *= 4
 
 
-def _document(doc: StoredDocument) -> Document:
-    return Document(id=doc.id, page_content=doc.text, metadata=dict(doc.metadata))
-
-
-def _chunk_document(hit: Hit) -> Document:
-    """A document the store did not add, as its chunk with its provenance."""
-    metadata = {
-        "chunk_id": hit.chunk_id,
-        "doc_id": hit.doc_id,
-        "title": hit.title,
-        "contributor": hit.contributor,
-        "datanet": hit.datanet,
-        "content_hash": hit.content_hash,
-    }
-    return Document(id=hit.doc_id, page_content=hit.text, metadata=metadata)
+def _document(doc: dict[str, Any]) -> Document:
+    return Document(id=doc["id"], page_content=doc["text"], metadata=dict(doc["metadata"]))
