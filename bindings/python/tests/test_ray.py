@@ -216,7 +216,9 @@ def test_ray_serve_routes_adapters_and_journals_every_receipt_once(cluster: None
     receipts = []
     for r in replies:
         assert [tuple(a) for a in r["answer"]["adapters"]] == [(r["adapter"], 1.0)]
-        assert r["adapter"] in r["resident"] and len(r["resident"]) <= 2, r
+        # `resident` is read when the reply is built: a concurrent request on the same replica
+        # may already have evicted this adapter (LRU), so only the bound is checked here.
+        assert len(r["resident"]) <= 2, r
         assert r["receipt"] is not None, r["answer"]
         receipts.append(tribute.Receipt.from_json(r["receipt"], LEDGER))
     assert all(rc.verify(LEDGER).lower() == PAYER.lower() for rc in receipts)
