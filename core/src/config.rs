@@ -451,6 +451,12 @@ pub struct ChainConfig {
     /// read as `timeout_s`, its former name.)
     #[serde(alias = "timeout_s")]
     pub timeout_secs: u64,
+    /// How deep a settlement's block must be before its receipts are confirmed. Default 1
+    /// (once mined); on a public chain use its finality depth (e.g. 64 on Ethereum).
+    pub confirmations: u64,
+    /// How many recent blocks each settle run re-checks for settlements a reorg dropped
+    /// (settled again) or moved. Default 128; 0 turns the check off.
+    pub reconcile_blocks: u64,
 }
 
 impl Default for ChainConfig {
@@ -461,6 +467,8 @@ impl Default for ChainConfig {
             treasury: None,
             fallback_owner: None,
             timeout_secs: 30,
+            confirmations: 1,
+            reconcile_blocks: 128,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Settling a batch of receipts: prepare (off chain), authorise (sign and simulate), send,
 //! wait; and finding a root's settlement from its `BatchSettled` event.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use alloy::contract::CallBuilder;
 use alloy::primitives::{Address, B256, Bytes, Signature, U256};
@@ -192,6 +192,47 @@ impl LedgerClient {
             Some(tx) => self.settlement_in(root, tx).await.map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The number of the chain's latest block, as this node sees it.
+    pub async fn block_number(&self) -> Result<u64, ChainError> {
+        timed(
+            &self.url,
+            "eth_blockNumber",
+            self.timeout,
+            self.provider.get_block_number(),
+        )
+        .await
+    }
+
+    /// The ledger's `BatchSettled` events from block `from` on, as root → (transaction,
+    /// block) of each root's first event, in one `eth_getLogs`. A reconcile pass compares
+    /// them with the journal's recent confirmations.
+    pub async fn settled_roots_since(
+        &self,
+        from: u64,
+    ) -> Result<HashMap<B256, (B256, u64)>, ChainError> {
+        let filter = Filter::new()
+            .address(self.ledger.contract)
+            .event_signature(TributeLedger::BatchSettled::SIGNATURE_HASH)
+            .from_block(from);
+        let logs = timed(
+            &self.url,
+            "eth_getLogs",
+            self.timeout,
+            self.provider.get_logs(&filter),
+        )
+        .await?;
+        let mut roots = HashMap::new();
+        for log in &logs {
+            // A pending log has no transaction or block yet; topic 2 is the root.
+            if let (Some(tx), Some(block), Some(root)) =
+                (log.transaction_hash, log.block_number, log.topics().get(2))
+            {
+                roots.entry(*root).or_insert((tx, block));
+            }
+        }
+        Ok(roots)
     }
 
     /// Reads the payer's batch nonce, signs the [`SettleBatch`] with `payer` and simulates

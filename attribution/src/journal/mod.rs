@@ -30,8 +30,10 @@
 //!   already has writes nothing.
 //! - **Forward only.** A state may move forward (steps may be skipped), never back; once a
 //!   receipt has a batch id (or a transaction hash) later states must carry the same one.
-//!   Anything else is [`JournalError::Transition`]. The same rules are re-checked on
-//!   recovery.
+//!   The one way back undoes a reorg: a confirmed receipt returns to `batched` in its own
+//!   batch, or is confirmed again in another transaction of it
+//!   ([`ReceiptState::can_become`]). Anything else is [`JournalError::Transition`]. The
+//!   same rules are re-checked on recovery.
 //! - **One writer.** [`Journal::open`] takes an exclusive lock on `journal.lock` in the
 //!   directory; a second open (in this or another process) fails with
 //!   [`JournalError::Locked`] after waiting up to [`LOCK_WAIT`] (a process that spawns a

@@ -88,13 +88,18 @@ impl ReceiptState {
     /// skipped), keeping its batch id once it has one. A submitted receipt may be submitted
     /// again in another transaction and confirmed in any transaction of its batch (a
     /// resubmission replaces a transaction that was dropped or reverted; the contract
-    /// settles a batch root at most once). Moving to the same state is allowed (a no-op).
+    /// settles a batch root at most once). Two moves undo a reorg, always within the
+    /// batch: a confirmed receipt whose settlement the chain no longer holds goes back to
+    /// `batched`, and one whose settlement moved is confirmed again in its new transaction
+    /// and block. Moving to the same state is allowed (a no-op).
     pub fn can_become(&self, next: &ReceiptState) -> bool {
         if self == next {
             return true;
         }
         let resubmit = self.kind() == StateKind::Submitted && next.kind() == StateKind::Submitted;
-        if next.kind() <= self.kind() && !resubmit {
+        let reorg = self.kind() == StateKind::Confirmed
+            && matches!(next.kind(), StateKind::Batched | StateKind::Confirmed);
+        if next.kind() <= self.kind() && !resubmit && !reorg {
             return false;
         }
         let keeps = |a: Option<B256>, b: Option<B256>| a.is_none() || a == b;
@@ -181,10 +186,26 @@ mod tests {
             tx_hash: t1,
             block: 9,
         };
-        for (a, b) in [(p, bat), (bat, sub), (sub, conf), (p, conf), (bat, conf)] {
+        for (a, b) in [(p, bat), (bat, sub), (sub, conf), (p, conf)] {
             assert!(a.can_become(&b), "{a} -> {b}");
             assert!(!b.can_become(&a), "{b} -> {a}");
         }
+        // A reorg: a confirmed receipt goes back to its own batch, never to pending, to
+        // another batch or to a transaction without being settled again.
+        assert!(bat.can_become(&conf) && conf.can_become(&bat));
+        assert!(!conf.can_become(&ReceiptState::Batched { batch_id: b2 }));
+        assert!(!conf.can_become(&sub));
+        let moved = ReceiptState::Confirmed {
+            batch_id: b1,
+            tx_hash: b2,
+            block: 10,
+        };
+        assert!(conf.can_become(&moved) && moved.can_become(&conf));
+        assert!(!conf.can_become(&ReceiptState::Confirmed {
+            batch_id: b2,
+            tx_hash: t1,
+            block: 9
+        }));
         for s in [p, bat, sub, conf] {
             assert!(s.can_become(&s));
         }

@@ -170,6 +170,13 @@ fn states_move_forward_idempotently_and_never_back() {
     ));
     assert_eq!(j.set_state(&[ia], submitted(7)).expect("submit"), 1);
     assert_eq!(j.set_state(&[ia], confirmed(7)).expect("confirm"), 1);
+    // Once confirmed, only a reorg's moves: back to its own batch, never pending or another.
+    for refused in [ReceiptState::Pending, batched(8), submitted(7)] {
+        assert!(matches!(
+            j.set_state(&[ia], refused),
+            Err(JournalError::Transition { .. })
+        ));
+    }
     // A mixed call (one refused) changes nothing at all.
     assert!(matches!(
         j.set_state(&[ib, ia], submitted(7)),

@@ -108,7 +108,7 @@ fn chain_config(obj: &Bound<'_, PyAny>) -> PyResult<ChainConfig> {
     let bad = |e: &dyn std::fmt::Display| ConfigError::new_err(format!("chain: {e}"));
     if !obj.is_instance_of::<PyDict>() {
         return Err(bad(
-            &"give an RPC URL or a dict (rpc, batch_size, treasury, fallback_owner, timeout_secs)",
+            &"give an RPC URL or a dict (rpc, batch_size, treasury, fallback_owner, timeout_secs, confirmations, reconcile_blocks)",
         ));
     }
     let text: String = PyModule::import(obj.py(), "json")?

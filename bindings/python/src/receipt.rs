@@ -315,6 +315,13 @@ impl SettledBatch {
 pub struct SettleReport {
     /// The batches confirmed, in order.
     pub batches: Vec<Py<SettledBatch>>,
+    /// Batches mined but not yet `chain.confirmations` deep (their receipts stay
+    /// submitted; a later `settle` confirms them).
+    pub awaiting: Vec<Py<SettledBatch>>,
+    /// Roots the journal had confirmed that a reorg dropped from the chain (settled again).
+    pub reorged: Vec<String>,
+    /// Batches that could not be finished, left as they were: `(root, why)` pairs.
+    pub unresolved: Vec<(String, String)>,
     /// Pending receipts left alone because they do not verify on this ledger:
     /// `(receipt_id, why)` pairs.
     pub skipped: Vec<(String, String)>,
@@ -333,29 +340,32 @@ impl SettleReport {
         py: Python<'_>,
         r: tribute::attribution::settle::SettleReport,
     ) -> PyResult<Self> {
-        let batches = r
-            .batches
-            .iter()
-            .map(|b| {
-                let s = &b.settlement;
-                Py::new(
-                    py,
-                    SettledBatch {
-                        root: s.root.to_string(),
-                        tx_hash: s.tx_hash.to_string(),
-                        block_number: s.block_number,
-                        gas_used: s.gas_used,
-                        payee_count: s.payee_count,
-                        total_wei: u128::try_from(s.total).unwrap_or(u128::MAX),
-                        receipts: b.receipts,
-                        resumed: b.resumed,
-                        already_settled: s.already_settled,
-                    },
-                )
-            })
-            .collect::<PyResult<_>>()?;
+        let batch = |b: &tribute::attribution::settle::BatchOutcome| {
+            let s = &b.settlement;
+            Py::new(
+                py,
+                SettledBatch {
+                    root: s.root.to_string(),
+                    tx_hash: s.tx_hash.to_string(),
+                    block_number: s.block_number,
+                    gas_used: s.gas_used,
+                    payee_count: s.payee_count,
+                    total_wei: u128::try_from(s.total).unwrap_or(u128::MAX),
+                    receipts: b.receipts,
+                    resumed: b.resumed,
+                    already_settled: s.already_settled,
+                },
+            )
+        };
         Ok(SettleReport {
-            batches,
+            batches: r.batches.iter().map(batch).collect::<PyResult<_>>()?,
+            awaiting: r.awaiting.iter().map(batch).collect::<PyResult<_>>()?,
+            reorged: r.reorged.iter().map(|root| root.to_string()).collect(),
+            unresolved: r
+                .unresolved
+                .iter()
+                .map(|(root, why)| (root.to_string(), why.clone()))
+                .collect(),
             skipped: r
                 .skipped
                 .iter()

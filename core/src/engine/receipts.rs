@@ -188,6 +188,8 @@ impl Engine {
         let mut options = SettleOptions::new(chain.treasury.unwrap_or(key.address()));
         options.fallback_owner = chain.fallback_owner;
         options.batch_size = chain.batch_size.max(1);
+        options.confirmations = chain.confirmations.max(1);
+        options.reconcile_blocks = chain.reconcile_blocks;
         options.rewards = inner.config.rewards.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -294,3 +294,171 @@ async fn settlement_failures_impl() {
         );
     }
 }
+
+/// anvil's `evm_snapshot`: an id to revert to.
+async fn snapshot(client: &LedgerClient) -> U256 {
+    client
+        .provider()
+        .raw_request::<_, U256>("evm_snapshot".into(), ())
+        .await
+        .expect("evm_snapshot")
+}
+
+/// anvil's `evm_revert`: the chain forgets every block after the snapshot (a reorg).
+async fn revert(client: &LedgerClient, id: U256) {
+    let reverted = client
+        .provider()
+        .raw_request::<_, bool>("evm_revert".into(), (id,))
+        .await
+        .expect("evm_revert");
+    assert!(reverted, "evm_revert({id}) refused");
+}
+
+/// Mines `n` empty blocks.
+async fn mine(client: &LedgerClient, n: u64) {
+    for _ in 0..n {
+        client
+            .provider()
+            .raw_request::<_, String>("evm_mine".into(), ())
+            .await
+            .expect("evm_mine");
+    }
+}
+
+#[test]
+fn a_reorg_that_drops_a_confirmed_settlement_is_settled_again() {
+    block_on(reorg_impl());
+}
+
+async fn reorg_impl() {
+    let (node, client, key, mut journal, _dir) = journaled(6, U256::from(ETH)).await;
+    let mut opts = options(&node);
+    opts.batch_size = 3;
+    opts.max_batches = Some(1);
+    let first = settle_journal(&client, &mut journal, &key, &opts)
+        .await
+        .expect("first batch");
+    let kept = first.batches[0].settlement.root;
+
+    // The second batch is confirmed, then the chain forgets its block.
+    let snapshot = snapshot(&client).await;
+    let second = settle_journal(&client, &mut journal, &key, &opts)
+        .await
+        .expect("second batch");
+    let dropped = second.batches[0].settlement.root;
+    assert!(kinds(&journal).iter().all(|k| *k == StateKind::Confirmed));
+    revert(&client, snapshot).await;
+    mine(&client, 1).await;
+    assert_eq!(client.settlement_of(dropped).await.expect("lookup"), None);
+    assert_eq!(client.batch_nonce(key.address()).await.expect("nonce"), 1);
+
+    // The next run finds it gone, puts its receipts back in their batch and settles it
+    // again under the same root; the first batch is left alone.
+    let again = settle_journal(&client, &mut journal, &key, &opts)
+        .await
+        .expect("reconcile");
+    assert_eq!(again.reorged, vec![dropped], "{again:?}");
+    assert!(again.moved.is_empty());
+    assert_eq!(again.batches.len(), 1, "{again:?}");
+    assert!(again.batches[0].resumed && !again.batches[0].settlement.already_settled);
+    assert_eq!(again.batches[0].settlement.root, dropped);
+    assert!(kinds(&journal).iter().all(|k| *k == StateKind::Confirmed));
+    let settled = client.settled_roots_since(0).await.expect("events");
+    assert_eq!(settled.len(), 2);
+    assert!(settled.contains_key(&kept) && settled.contains_key(&dropped));
+    assert_eq!(client.batch_nonce(key.address()).await.expect("nonce"), 2);
+    // Paid exactly once: the deposit fell by the six fees.
+    assert_eq!(
+        client.deposits(key.address()).await.expect("deposit"),
+        U256::from(ETH - 6 * FEE)
+    );
+
+    // Nothing more to do: a confirmation that still holds is not touched.
+    let quiet = settle_journal(&client, &mut journal, &key, &opts)
+        .await
+        .expect("quiet");
+    assert!(
+        quiet.reorged.is_empty() && quiet.batches.is_empty(),
+        "{quiet:?}"
+    );
+}
+
+#[test]
+fn settlements_wait_for_their_confirmation_depth() {
+    block_on(depth_impl());
+}
+
+async fn depth_impl() {
+    let (node, client, key, mut journal, _dir) = journaled(3, U256::from(ETH)).await;
+    let mut opts = options(&node);
+    opts.confirmations = 3;
+    let sent = settle_journal(&client, &mut journal, &key, &opts)
+        .await
+        .expect("settle");
+    assert!(sent.batches.is_empty(), "{sent:?}");
+    assert_eq!(sent.awaiting.len(), 1);
+    assert_eq!(sent.awaiting_receipts(), 3);
+    assert!(!sent.awaiting[0].confirmed && sent.gas_used() > 0);
+    assert!(kinds(&journal).iter().all(|k| *k == StateKind::Submitted));
+    let txs = sent_by(&client, node.address(1)).await;
+
+    // One block later it is two deep: still waiting, nothing sent again.
+    mine(&client, 1).await;
+    let waiting = settle_journal(&client, &mut journal, &key, &opts)
+        .await
+        .expect("still waiting");
+    assert_eq!(waiting.awaiting.len(), 1, "{waiting:?}");
+    assert!(waiting.awaiting[0].settlement.already_settled);
+    assert_eq!(sent_by(&client, node.address(1)).await, txs);
+
+    // Three deep: confirmed in the block it was mined in.
+    mine(&client, 1).await;
+    let done = settle_journal(&client, &mut journal, &key, &opts)
+        .await
+        .expect("confirmed");
+    assert_eq!(done.confirmed_receipts(), 3, "{done:?}");
+    let block = sent.awaiting[0].settlement.block_number.expect("block");
+    for r in journal.receipts(None) {
+        assert!(
+            matches!(r.1, ReceiptState::Confirmed { block: b, .. } if *b == block),
+            "{}",
+            r.1
+        );
+    }
+    assert_eq!(sent_by(&client, node.address(1)).await, txs);
+}
+
+#[test]
+fn a_submitted_batch_whose_transaction_vanished_is_sent_again() {
+    block_on(vanished_impl());
+}
+
+async fn vanished_impl() {
+    let (node, client, key, mut journal, _dir) = journaled(3, U256::from(ETH)).await;
+    let opts = options(&node);
+    // Journaled as submitted in a transaction no node ever saw (dropped from the pool).
+    let all: Vec<SignedReceipt> = journal.pending().cloned().collect();
+    let root = BatchTree::of_receipts(&all, &node.ledger)
+        .expect("tree")
+        .root();
+    let ids: Vec<_> = all.iter().map(|r| r.receipt.receiptId).collect();
+    journal
+        .set_state(&ids, ReceiptState::Batched { batch_id: root })
+        .expect("batched");
+    journal
+        .set_state(
+            &ids,
+            ReceiptState::Submitted {
+                batch_id: root,
+                tx_hash: keccak256("a transaction that was dropped"),
+            },
+        )
+        .expect("submitted");
+    let report = settle_journal(&client, &mut journal, &key, &opts)
+        .await
+        .expect("resend");
+    assert_eq!(report.batches.len(), 1, "{report:?}");
+    assert!(report.batches[0].resumed && !report.batches[0].settlement.already_settled);
+    assert_eq!(report.batches[0].settlement.root, root);
+    assert!(kinds(&journal).iter().all(|k| *k == StateKind::Confirmed));
+}

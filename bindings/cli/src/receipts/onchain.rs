@@ -15,7 +15,7 @@ use tribute::attribution::receipt::{
     AdapterUse, CitedChunk, Ledger, PayerKey, RECEIPT_VERSION, SignedReceipt, UsageReceipt,
     named_id,
 };
-use tribute::attribution::settle::{SettleOptions, SettleReport, settle_journal};
+use tribute::attribution::settle::{BatchOutcome, SettleOptions, SettleReport, settle_journal};
 use tribute::attribution::split::RewardConfig;
 
 use super::{KeyArgs, LedgerArgs, RpcArgs, open_journal, stats_json, stats_line};
@@ -52,6 +52,15 @@ pub struct SettleArgs {
     /// Timeout of each request and each wait for a transaction, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
+    /// Blocks deep (its own included) a settlement must be before its receipts are
+    /// confirmed; a shallower one stays submitted until a later run (use the chain's
+    /// finality depth on a public chain).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    confirmations: u64,
+    /// Recent blocks to re-check for confirmed settlements a reorg dropped (settled again)
+    /// or moved; 0 skips the check.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    reconcile_blocks: u64,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -74,41 +83,60 @@ fn read_rewards(path: &std::path::Path) -> anyhow::Result<RewardConfig> {
 }
 
 fn report_json(report: &SettleReport) -> Value {
-    let batches: Vec<Value> = report
-        .batches
-        .iter()
-        .map(|b| {
-            let s = &b.settlement;
-            json!({
-                "root": s.root,
-                "receipts": b.receipts,
-                "tx": s.tx_hash,
-                "block": s.block_number,
-                "gas_used": s.gas_used,
-                "payees": s.payee_count,
-                "total": s.total.to_string(),
-                "batch_nonce": s.batch_nonce,
-                "already_settled": s.already_settled,
-                "resumed": b.resumed,
-            })
+    let batch_json = |b: &BatchOutcome| {
+        let s = &b.settlement;
+        json!({
+            "root": s.root,
+            "receipts": b.receipts,
+            "tx": s.tx_hash,
+            "block": s.block_number,
+            "gas_used": s.gas_used,
+            "payees": s.payee_count,
+            "total": s.total.to_string(),
+            "batch_nonce": s.batch_nonce,
+            "already_settled": s.already_settled,
+            "resumed": b.resumed,
         })
-        .collect();
+    };
     let skipped: Vec<Value> = report
         .skipped
         .iter()
         .map(|(id, why)| json!({"receiptId": id, "reason": why}))
         .collect();
     json!({
-        "batches": batches,
+        "batches": report.batches.iter().map(batch_json).collect::<Vec<_>>(),
+        "awaiting": report.awaiting.iter().map(batch_json).collect::<Vec<_>>(),
+        "reorged": report.reorged,
+        "moved": report.moved,
+        "unresolved": report
+            .unresolved
+            .iter()
+            .map(|(root, why)| json!({"root": root, "reason": why}))
+            .collect::<Vec<_>>(),
         "skipped": skipped,
         "other_payers": report.other_payers,
         "still_pending": report.still_pending,
         "confirmed_receipts": report.confirmed_receipts(),
+        "awaiting_receipts": report.awaiting_receipts(),
         "gas_used": report.gas_used(),
     })
 }
 
 fn print_report(report: &SettleReport) {
+    for root in &report.reorged {
+        println!("batch {root}: its settlement was dropped by a reorg; settling it again");
+    }
+    for root in &report.moved {
+        println!("batch {root}: its settlement moved to another block; re-confirmed there");
+    }
+    for b in &report.awaiting {
+        let s = &b.settlement;
+        let block = s.block_number.map_or("?".into(), |n| n.to_string());
+        println!(
+            "batch {}: {} receipts mined in block {block}, not yet deep enough to confirm (tx {})",
+            s.root, b.receipts, s.tx_hash
+        );
+    }
     for (i, b) in report.batches.iter().enumerate() {
         let s = &b.settlement;
         let mut notes = Vec::new();
@@ -134,6 +162,9 @@ fn print_report(report: &SettleReport) {
         );
         let block = s.block_number.map_or("?".into(), |n| n.to_string());
         println!("  root {}\n  tx   {} (block {block})", s.root, s.tx_hash);
+    }
+    for (root, why) in &report.unresolved {
+        println!("unresolved batch {root}: {why}");
     }
     for (id, why) in &report.skipped {
         println!("skipped receipt {id}: {why}");
@@ -204,6 +235,8 @@ async fn settle_inner(
     let mut options = SettleOptions::new(treasury);
     options.batch_size = a.batch;
     options.max_batches = a.max_batches;
+    options.confirmations = a.confirmations;
+    options.reconcile_blocks = a.reconcile_blocks;
     options.fallback_owner = a
         .fallback_owner
         .as_deref()
