@@ -318,6 +318,13 @@ mod rich {
             "{}",
             err("corrupt.pdf")
         );
+        // Found by fuzzing: a page that is its own /Parent hung pdf-extract (and overflowed
+        // the stack in debug builds); the page tree is checked first.
+        let looped = err("page-parent-loop.pdf");
+        assert!(
+            matches!(&looped, Error::UnreadableDocument { format: "PDF", reason, .. } if reason.contains("page tree loops")),
+            "{looped}"
+        );
         let scan = err("scanned.pdf");
         assert!(
             matches!(scan, Error::NoTextLayer { pages: 1, .. }),

@@ -107,3 +107,35 @@ fn a_format_1_index_says_it_keeps_no_texts() {
     assert!(!log.contains(r#""op":"text""#), "{log}");
     assert_eq!(index.get_document(&DocId::from("b")).expect("none"), None);
 }
+
+/// Found by the `jsonl` fuzz target: without serde_json's `float_roundtrip`, a metadata
+/// number could come back one ulp off after a JSON round trip (`1.1111111111111112e+24`
+/// read back as `…111e+24`), so stored metadata drifted from what the file said.
+#[test]
+fn metadata_numbers_survive_json_and_storage_exactly() {
+    let metadata: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        r#"{"k": 1.1111111111111112e+24, "t": 1.1111111111111113e+23, "f": 1e49, "e": 0.1}"#,
+    )
+    .expect("metadata");
+    let mut doc = Document::new("floats", "x y");
+    doc.metadata = metadata.clone();
+    let json = serde_json::to_string(&doc).expect("serialise");
+    let back: Document = serde_json::from_str(&json).expect("read back");
+    assert_eq!(back, doc, "JSON round trip changed the document");
+    assert_eq!(
+        metadata["k"].as_f64(),
+        Some(1.1111111111111112e24),
+        "parsed to the nearest double"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut index = Index::open(dir.path(), None, small_chunks()).expect("open");
+    index.add_documents(vec![doc.clone()], None).expect("add");
+    drop(index);
+    let index = Index::open(dir.path(), None, small_chunks()).expect("reopen");
+    let got = index
+        .get_document(&DocId::from("floats"))
+        .expect("get")
+        .expect("present");
+    assert_eq!(got.metadata, metadata);
+}
