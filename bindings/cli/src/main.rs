@@ -90,6 +90,18 @@ pub(crate) fn load_embedder(dir: Option<&PathBuf>) -> anyhow::Result<Arc<dyn Emb
     )?))
 }
 
+/// Output piped into a reader that stops early (`tribute receipts list | head`) ends the
+/// command quietly, as with other Unix tools, instead of a panic in `println!`. The
+/// servers keep Rust's default (the signal ignored, a closed connection an error to handle).
+fn quiet_on_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: sets the default disposition of one signal, before any thread is started; no
+    // handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -99,6 +111,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Mcp(_) | Command::Serve(_)) {
+        quiet_on_broken_pipe();
+    }
     let result = match cli.command {
         Command::Ingest(a) => ingest::run(a),
         Command::Sync(a) => sync::run(a),

@@ -476,6 +476,46 @@ fn chain_and_receipts_commands_settle_end_to_end() {
     assert!(stderr(&o).contains("nothing to withdraw"), "{}", stderr(&o));
 }
 
+/// Output piped into a reader that stops early (`tribute receipts list | head -1`) ends the
+/// command quietly: no panic from `println!` (it panicked with "failed printing to stdout:
+/// Broken pipe").
+#[test]
+fn a_reader_that_stops_early_ends_a_listing_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = Ledger {
+        chain_id: 31337,
+        contract: Address::repeat_byte(0x11),
+    };
+    let journal = dir.path().join("journal");
+    // Far more than a pipe buffer (64 KiB) of rows.
+    journal_with(
+        &journal,
+        &signed(&ledger, 0..1500, &[who("a"), who("b"), who("c")]),
+    );
+    let mut child = tribute()
+        .args(["receipts", "list", "--journal"])
+        .arg(&journal)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = [0u8; 64];
+    let mut out = child.stdout.take().expect("stdout");
+    out.read_exact(&mut first).expect("the first row");
+    drop(out);
+    let o = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        o.status.signal(),
+        Some(13),
+        "ended by SIGPIPE: {:?} {err}",
+        o.status
+    );
+}
+
 #[test]
 fn settle_against_an_unreachable_node_fails_and_keeps_receipts_pending() {
     let dir = tempfile::tempdir().expect("tempdir");
