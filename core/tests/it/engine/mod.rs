@@ -340,6 +340,27 @@ fn bad_setups_fail_with_typed_errors() {
         .run()
         .expect_err("unknown adapter");
     assert!(e.to_string().contains("no-such-adapter"), "{e}");
+    // Requests name adapters by registered id only: an id shaped like a path (relative,
+    // absolute, or a registered adapter's own directory) is an unknown id, never a file.
+    let registered =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/adapters/smollm2-135m-zephyr-lora");
+    for id in [
+        "../../../../etc/passwd".to_string(),
+        "/etc/passwd".to_string(),
+        "smollm2-135m-zephyr-lora/../smollm2-135m-zephyr-lora".to_string(),
+        registered.display().to_string(),
+    ] {
+        let e = engine
+            .ask(QUESTION)
+            .adapters([(id.as_str(), 1.0)])
+            .run()
+            .expect_err("a path is not an adapter id");
+        assert!(
+            matches!(e, Error::InvalidRequest(_) | Error::Inference(_))
+                && e.to_string().contains(&id),
+            "{id}: {e:?}"
+        );
+    }
 }
 
 #[test]
