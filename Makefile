@@ -27,6 +27,8 @@ demo: setup build
 # `-p CRATE --features …` step would recompile much of the dependency tree another way.
 # The Postgres and on-chain cases run inside the one `cargo test --workspace` (a throwaway
 # Postgres beside it, anvil from npm), and the bindings' libraries come from that build.
+# `fuzz-ci` runs every fuzz target for 30 s; its instrumented build has its own folder
+# ($(TRIBUTE_HOME)/fuzz-target) and costs ≈ 870 CPU s from cold (docs/RELIABILITY.md).
 test: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --features tribute-inference/cuda,tribute-inference/finetune -- -D warnings
@@ -36,6 +38,7 @@ test: setup
 	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider inference/export/tests
 	cd attribution/contracts && npm ci --silent --no-audit --no-fund && node compile.js --check && bash smoke.sh
 	$(MAKE) --no-print-directory slither
+	$(MAKE) --no-print-directory fuzz-ci
 	scripts/with-postgres.sh $(CARGO) test --workspace --features tribute-inference/finetune
 	PYO3_BUILD_EXTENSION_MODULE=1 $(CARGO) build --workspace --lib --bins --tests --features tribute-inference/finetune
 	TRIBUTE_PREBUILT=1 bindings/python/test.sh
