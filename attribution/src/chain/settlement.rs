@@ -212,17 +212,7 @@ impl LedgerClient {
         &self,
         from: u64,
     ) -> Result<HashMap<B256, (B256, u64)>, ChainError> {
-        let filter = Filter::new()
-            .address(self.ledger.contract)
-            .event_signature(TributeLedger::BatchSettled::SIGNATURE_HASH)
-            .from_block(from);
-        let logs = timed(
-            &self.url,
-            "eth_getLogs",
-            self.timeout,
-            self.provider.get_logs(&filter),
-        )
-        .await?;
+        let logs = self.batch_settled_logs(from, None).await?;
         let mut roots = HashMap::new();
         for log in &logs {
             // A pending log has no transaction or block yet; topic 2 is the root.
@@ -369,20 +359,31 @@ impl LedgerClient {
     /// The transaction of the first `BatchSettled` event of `root` on this ledger, if any
     /// (`eth_getLogs` by contract address, event signature and root topic, from block 0).
     pub(super) async fn settled_log_tx(&self, root: B256) -> Result<Option<B256>, ChainError> {
-        let filter = Filter::new()
+        let logs = self.batch_settled_logs(0, Some(root)).await?;
+        // Logs come in chain order; a pending log has no transaction hash yet.
+        Ok(logs.iter().find_map(|l| l.transaction_hash))
+    }
+
+    /// This ledger's `BatchSettled` logs from block `from` on, of one root or of all.
+    async fn batch_settled_logs(
+        &self,
+        from: u64,
+        root: Option<B256>,
+    ) -> Result<Vec<alloy::rpc::types::Log>, ChainError> {
+        let mut filter = Filter::new()
             .address(self.ledger.contract)
             .event_signature(TributeLedger::BatchSettled::SIGNATURE_HASH)
-            .topic2(root)
-            .from_block(0);
-        let logs = timed(
+            .from_block(from);
+        if let Some(root) = root {
+            filter = filter.topic2(root);
+        }
+        timed(
             &self.url,
             "eth_getLogs",
             self.timeout,
             self.provider.get_logs(&filter),
         )
-        .await?;
-        // Logs come in chain order; a pending log has no transaction hash yet.
-        Ok(logs.iter().find_map(|l| l.transaction_hash))
+        .await
     }
 
     /// The settlement of an already settled root, from its `BatchSettled` event.
