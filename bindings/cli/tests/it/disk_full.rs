@@ -178,7 +178,7 @@ fn disk_full_during_journaling() {
     let engine = || {
         let mut config = EngineConfig {
             index: scratch.path().join("kb"),
-            bm25_only: true,
+            // Extractive answers rank sentences with the embedder, so no `bm25_only`.
             answer_mode: tribute::config::AnswerMode::Extractive,
             ..EngineConfig::default()
         };
