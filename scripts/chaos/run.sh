@@ -14,6 +14,7 @@
 #   disk     disk full during ingest and journaling on a small tmpfs (scripts/chaos/disk_full.sh)
 #
 # Counts: ASK_KILLS (1000), INGEST_KILLS (200), SETTLE_ROUNDS (60); CHAOS_SEED replays a run.
+# CHAOS_BUILT=1 uses the CLI already in the target folder (copied: a rebuild cannot swap it).
 # Scratch goes to CHAOS_DIR (default a fresh directory under /tmp), removed on success.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,16 +30,18 @@ SCENARIOS=("$@")
 [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(journal asks ingest settle disk)
 WORK=${CHAOS_DIR:-$(mktemp -d /tmp/tribute-chaos.XXXXXX)}
 mkdir -p "$WORK"
-TRIBUTE=$TARGET/debug/tribute
+# The scenarios run a copy of the CLI, so a rebuild meanwhile cannot swap it under them.
+TRIBUTE=$WORK/bin/tribute
 # A public anvil development key (funded on every anvil, worthless elsewhere).
 DEV_KEY=0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80
 
 say() { printf '\n== %s (load %s)\n' "$*" "$(cut -d' ' -f1-3 /proc/loadavg)"; }
 
 build_cli() {
-  [ -n "${CHAOS_BUILT:-}" ] && return
-  $CARGO build "${FEATURES[@]}" --bin tribute
-  CHAOS_BUILT=1
+  [ -x "$TRIBUTE" ] && return
+  [ -n "${CHAOS_BUILT:-}" ] || $CARGO build "${FEATURES[@]}" --bin tribute
+  mkdir -p "$WORK/bin"
+  cp "$TARGET/debug/tribute" "$TRIBUTE"
 }
 
 # A knowledge base with the sample datanet and an extractive engine config signing for a

@@ -3,15 +3,17 @@
 
 Loopback only: a local anvil (npm @foundry-rs/anvil) on a private port, the `tribute` CLI.
 
-Setup: deploy the ledger, deposit for the payer, then journal RECEIPTS signed receipts with
-`tribute mcp` serving extractive asks (no model). Then, round after round, run
-`tribute receipts settle` (batches of 3, at most 2 per run) while at a random moment one of:
+Setup: deploy the ledger, deposit for the payer, then journal PER_ROUND signed receipts per
+round with `tribute mcp` serving extractive asks (no model), so that every round has two
+batches to settle. The first settle run is timed; then, round after round, run
+`tribute receipts settle` (batches of 3, at most 2 per run) and, at a random moment within
+1.5 times that duration, if the run is still going, one of:
   * restart: anvil is stopped (SIGTERM: it writes its state file) and started again from it,
     so the node is gone for a while but no block is lost;
   * settler: the settler is SIGKILLed;
   * kill (only with --kill-node): anvil is SIGKILLed and restarted from its last periodic
     state dump (every second): the blocks mined since are lost, which is a reorg.
-until every receipt is confirmed in the journal. Then a reorg on purpose: more receipts,
+(A run that finished before its moment is counted as unfaulted.) Then a reorg on purpose: more receipts,
 `evm_snapshot`, settle (confirmed), `evm_revert` (the settlement is gone from the chain), a
 block mined, settle again.
 
@@ -28,6 +30,7 @@ Usage: settle.py TRIBUTE_BIN ANVIL_BIN CAST_BIN WORKDIR ROUNDS [SEED] [--kill-no
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,9 +40,10 @@ import urllib.request
 
 # anvil's well-known development accounts (public test keys, funded on every anvil).
 PAYER_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+PAYER_ADDRESS = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 TREASURY = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 FEE_WEI = 10**15
-RECEIPTS = 24
+PER_ROUND = 6
 QUESTIONS = [
     "How often does the Zephyr flight controller correct the attitude?",
     "What gust speed can the Zephyr hold its position in?",
@@ -84,8 +88,31 @@ class Node:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
+        self.torn = 0
+
+    def keep_good_state(self):
+        """Copies the state file aside while it parses: anvil writes it in place, so a
+        SIGKILL during a dump leaves it torn."""
+        try:
+            with open(self.state) as f:
+                json.load(f)
+        except (OSError, ValueError):
+            return
+        shutil.copyfile(self.state, self.state + ".good")
 
     def start(self):
+        if os.path.exists(self.state):
+            try:
+                with open(self.state) as f:
+                    json.load(f)
+            except ValueError:
+                # Torn by a SIGKILL mid-dump: restart from the last whole one (a deeper
+                # reorg, as a node that lost its latest blocks).
+                self.torn += 1
+                if os.path.exists(self.state + ".good"):
+                    shutil.copyfile(self.state + ".good", self.state)
+                else:
+                    os.remove(self.state)
         cmd = [self.anvil, "--port", str(self.port), "--dump-state", self.state,
                "--state-interval", "1", "--preserve-historical-states"]
         if os.path.exists(self.state):
@@ -175,7 +202,8 @@ def main():
     node.start()
     ledger = os.path.join(work, "ledger.json")
     tribute(bin_, "chain", "deploy", "--rpc", node.url, "--out", ledger)
-    deposit = 10**18
+    # Enough for every receipt of the run (rounds + 1 of them, and the reorg's 3).
+    deposit = FEE_WEI * (PER_ROUND * (rounds + 1) + 3)
     tribute(bin_, "chain", "deposit", f"{deposit}wei", "--rpc", node.url, "--ledger", ledger)
     journal = os.path.join(work, "journal")
     config = os.path.join(work, "settle.toml")
@@ -187,22 +215,33 @@ def main():
             f'fee_wei = "{FEE_WEI}"\n'
             f'ledger = {{ chainId = {led["chainId"]}, contract = "{led["contract"]}" }}\n'
         )
-    ids = journal_asks(bin_, config, RECEIPTS, 0)
+    receipts = PER_ROUND * (rounds + 1)
+    ids = journal_asks(bin_, config, receipts, 0)
+    print(f"settle: {receipts} receipts journaled", flush=True)
     # Persist the deployment before any node restart.
     node.stop(signal.SIGTERM)
     node.start()
 
-    counts = {"restart": 0, "settler": 0, "kill": 0, "runs": 0}
+    # How long an unfaulted run of two batches takes: faults are aimed inside that time.
+    t0 = time.monotonic()
+    tribute(bin_, *settle_cmd(bin_, journal, ledger, node.url, ["--max-batches", "2"])[1:])
+    typical = time.monotonic() - t0
+    print(f"settle: an unfaulted run of 2 batches takes {typical:.2f} s", flush=True)
+
+    counts = {"restart": 0, "settler": 0, "kill": 0, "runs": 0, "unfaulted": 0}
     started = time.monotonic()
     for n in range(rounds):
         counts["runs"] += 1
+        node.keep_good_state()
         p = subprocess.Popen(settle_cmd(bin_, journal, ledger, node.url, ["--max-batches", "2"]),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env=tribute_env())
-        deadline = time.monotonic() + rng.uniform(0.0, 2.5)
+        deadline = time.monotonic() + rng.uniform(0.0, 1.5 * typical)
         while time.monotonic() < deadline and p.poll() is None:
-            time.sleep(0.01)
-        if p.poll() is None:
+            time.sleep(0.005)
+        if p.poll() is not None:
+            counts["unfaulted"] += 1
+        else:
             what = rng.choice(["restart", "restart", "settler"] + (["kill"] if kill_node else []))
             counts[what] += 1
             if what == "settler":
@@ -217,20 +256,19 @@ def main():
             p.kill()
             p.wait()
             check(False, f"round {n}: a settler hung for 90 s")
-        rows = journal_rows(bin_, journal)
-        if all(r["state"] == "confirmed" for r in rows) and n >= rounds // 2:
-            break
     # Let a last run finish with the node up.
     o = subprocess.run(settle_cmd(bin_, journal, ledger, node.url, ["--json"]),
                        capture_output=True, text=True, env=tribute_env())
     check(o.returncode == 0, f"a settle with the node up after the chaos succeeds "
                              f"({o.stdout.strip()[-300:]} {o.stderr.strip()[-300:]})")
     print(f"settle: {counts['runs']} settle runs; node restarted {counts['restart']} times, "
-          f"node SIGKILLed {counts['kill']} times, settler SIGKILLed {counts['settler']} times; "
+          f"node SIGKILLed {counts['kill']} times, settler SIGKILLed {counts['settler']} times, "
+          f"{counts['unfaulted']} runs finished before their fault; "
+          f"{node.torn} torn state files restarted from the last whole one; "
           f"{time.monotonic() - started:.0f} s", flush=True)
 
     # A reorg on purpose: a confirmed batch whose block the chain then forgets.
-    ids += journal_asks(bin_, config, 3, RECEIPTS)
+    ids += journal_asks(bin_, config, 3, receipts)
     snap = rpc(node.url, "evm_snapshot", [])
     o = subprocess.run(settle_cmd(bin_, journal, ledger, node.url), capture_output=True,
                        text=True, env=tribute_env())
@@ -243,16 +281,33 @@ def main():
     o = subprocess.run(settle_cmd(bin_, journal, ledger, node.url, ["--json"]),
                        capture_output=True, text=True, env=tribute_env())
     print(f"settle after the reorg: rc {o.returncode} {o.stdout.strip()[-400:]}", flush=True)
+    try:
+        last = json.loads(o.stdout)
+    except ValueError:
+        last = {}
+    # Batches the ledger calls settled (the payer's latest root) but whose BatchSettled event
+    # the node lost: an anvil SIGKILLed between state dumps can keep a block's state and not
+    # the block. Only --kill-node can make them; each must really be settled in the state.
+    unresolved = {u["root"].lower() for u in last.get("unresolved", [])}
+    check(kill_node or not unresolved,
+          f"no unresolved batch without node kills ({len(unresolved)})")
+    contract = json.load(open(ledger))["contract"]
+    for root in sorted(unresolved):
+        latest = subprocess.run([cast, "call", "--rpc-url", node.url, contract,
+                                 "lastRoot(address)(bytes32)", PAYER_ADDRESS],
+                                capture_output=True, text=True).stdout.strip().lower()
+        check(latest == root, f"unresolved batch {root[:10]}… is the payer's latest root on the "
+                              f"ledger (settled in the node's state, its event lost)")
 
     # The checks.
     rows = journal_rows(bin_, journal)
     total_fees = sum(int(r["fee"]) for r in rows)
     check(len(rows) == len(ids) and set(r["receiptId"] for r in rows) == set(ids),
           f"the journal holds exactly the {len(ids)} receipts")
-    not_confirmed = [r for r in rows if r["state"] != "confirmed"]
-    check(not not_confirmed, f"every receipt is confirmed in the journal "
-                             f"({len(not_confirmed)} are not)")
-    contract = json.load(open(ledger))["contract"]
+    not_confirmed = [r for r in rows if r["state"] != "confirmed"
+                     and (r.get("batchId") or "").lower() not in unresolved]
+    check(not not_confirmed, f"every receipt is confirmed in the journal, but those of the "
+                             f"{len(unresolved)} unresolved batches ({len(not_confirmed)} are not)")
     topic = subprocess.run(
         [cast, "keccak", "BatchSettled(address,bytes32,uint256,uint64,uint256)"],
         capture_output=True, text=True).stdout.strip()
@@ -260,12 +315,25 @@ def main():
                                           "toBlock": "latest", "topics": [topic]}])
     on_chain = [l["topics"][2].lower() for l in logs]
     roots = {r["batchId"].lower() for r in rows if r.get("batchId")}
-    unsettled = sorted(roots - set(on_chain))
+    unsettled = sorted(roots - set(on_chain) - unresolved)
     twice = sorted({x for x in on_chain if on_chain.count(x) > 1})
     unknown = sorted(set(on_chain) - roots)
     check(not unsettled, f"every confirmed batch root is settled on chain "
                          f"({len(roots)} roots, {len(unsettled)} missing on chain)")
     check(not twice, f"no root settled twice ({len(twice)})")
+    # Every settlement in the ledger's state has its event: the payer's batch nonce counts
+    # them, and the events' totals are what left the deposit. A node that kept a block's
+    # state but lost the block (an anvil SIGKILLed between dumps) breaks this; the settler
+    # then cannot see that batch's settlement and may pay it again (the ledger refuses only
+    # the payer's latest root).
+    nonce = subprocess.run([cast, "call", "--rpc-url", node.url, contract,
+                            "batchNonces(address)(uint64)", PAYER_ADDRESS],
+                           capture_output=True, text=True).stdout.strip()
+    event_nonces = {int(l["data"][2 + 64:2 + 128], 16) for l in logs}
+    lost = sorted(set(range(int(nonce or 0))) - event_nonces)
+    check(not lost, f"every settlement in the ledger's state has its BatchSettled event "
+                    f"(batch nonce {nonce}, {len(logs)} events; nonces without one: {lost[:5]})")
+    event_total = sum(int(l["data"][2:2 + 64], 16) for l in logs)
     check(not unknown, f"no settlement the journal does not know ({len(unknown)})")
     payer = subprocess.run([bin_, "chain", "balance", "--deposit", "--json", "--rpc", node.url,
                             "--ledger", ledger], capture_output=True, text=True,
@@ -278,6 +346,13 @@ def main():
     except Exception as e:  # noqa: BLE001 - report, do not crash
         left = -1
         print(f"could not read the deposit: {e}")
+    check(left == deposit - event_total,
+          f"the deposit fell by exactly the events' totals ({(deposit - left - event_total) // FEE_WEI:+d} "
+          f"receipts' worth paid without an event)")
+    confirmed_fees = sum(int(r["fee"]) for r in rows if r["state"] == "confirmed")
+    check(event_total == confirmed_fees,
+          f"the events pay exactly the confirmed receipts' fees "
+          f"({(event_total - confirmed_fees) // FEE_WEI:+d} receipts' worth)")
     check(left == deposit - total_fees,
           f"the payer's deposit fell by exactly the fees: {deposit - left} wei paid, "
           f"{total_fees} wei of fees journaled ({(deposit - left - total_fees) // FEE_WEI:+d} receipts' worth)")
