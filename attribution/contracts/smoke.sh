@@ -4,7 +4,7 @@
 # Deploys the committed bytecode with `cast send --create`, then checks: typehashes and domainSeparator against
 # values computed independently with cast; deposit; hashReceipt against cast's own EIP-712 implementation
 # (`cast wallet sign --data` must equal `cast wallet sign --no-hash <contract digest>`); receiptLeaf; verifyReceipt
-# on a hand-built 2-leaf tree; settleBatch with a `cast wallet sign --data` SettleBatch signature, lastRoot and the
+# on a hand-built 2-leaf tree; settleBatch with a `cast wallet sign --data` SettleBatch signature, settledAt and the
 # BatchSettled log (found by its root topic), replays (same call, re-signed with the next nonce, an older batch) and
 # a forged signature; withdraw; the model registry; the reentrancy guard (test/Reentrant). Prints gas used.
 #
@@ -160,11 +160,13 @@ settled_logs() { # settled_logs <payer> <root>: the transaction hashes of BatchS
   cast logs --json --rpc-url "$RPC" --from-block 0 --address "$L" "$EV_SETTLED" "$1" "$2" |
     node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{for(const l of JSON.parse(s))console.log(l.transactionHash)})'
 }
-eq "lastRoot(payer) before" "$(c 'lastRoot(address)(bytes32)' "$A1")" "$ZERO32"
+eq "settledAt(payer, root) before" "$(c 'settledAt(address,bytes32)(uint256)' "$A1" "$ROOT")" 0
 eq "BatchSettled logs of root before" "$(settled_logs "$A1" "$ROOT" | wc -l)" 0
 send "settleBatch 2 new payees (first batch)" $PK0 "$L" "$SETTLE" "$A1" "$ROOT" "$PAYEES" "$AMOUNTS" 0 "$SIG"
 SETTLE_TX=$(jfield transactionHash <<<"$LAST_TX")
-eq "lastRoot(payer) after" "$(c 'lastRoot(address)(bytes32)' "$A1")" "$ROOT"
+eq "settledAt(payer, root) after: its block" "$(c 'settledAt(address,bytes32)(uint256)' "$A1" "$ROOT")" \
+  "$(jfield blockNumber <<<"$LAST_TX")"
+eq "settledAt(another payer, root)" "$(c 'settledAt(address,bytes32)(uint256)' "$A2" "$ROOT")" 0
 eq "BatchSettled log found by its root topic" "$(settled_logs "$A1" "$ROOT")" "$SETTLE_TX"
 SETTLE_LOG=$(cast receipt --json --rpc-url "$RPC" "$SETTLE_TX" |
   node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const l=JSON.parse(s).logs[0];console.log([...l.topics,l.data].join(" "))})')
@@ -176,19 +178,23 @@ eq "BatchSettled data (total, batchNonce, payeeCount)" \
 eq "batchNonces(payer)" "$(c 'batchNonces(address)(uint64)' "$A1")" 1
 eq "deposits(payer) after settle" "$(c 'deposits(address)(uint256)' "$A1" | awk '{print $1}')" 1998000000000000000
 eq "balances(payee A)" "$(c 'balances(address)(uint256)' "$A2" | awk '{print $1}')" 1400000000000000
-# The same call again (nonce 0 is spent, but root == lastRoot(payer) is checked first), and the same root re-signed
-# for the next nonce (a second settler that missed the first settlement): both Replay().
+# The same call again (nonce 0 is spent, but the settled root is checked first), and the same root re-signed for
+# the next nonce (a second settler that missed the first settlement): both Replay().
 expect_revert "settleBatch replay" "$(cast sig 'Replay()')" "$A2" "$L" "$SETTLE" "$A1" "$ROOT" "$PAYEES" "$AMOUNTS" 0 "$SIG"
 SIG_RE=$(cast wallet sign --private-key $PK1 --data "$(settle_json "$ROOT" $TOTAL "$PH" 1)")
 expect_revert "settleBatch replay re-signed with the next nonce" "$(cast sig 'Replay()')" "$A2" "$L" "$SETTLE" "$A1" "$ROOT" "$PAYEES" "$AMOUNTS" 1 "$SIG_RE"
 
-# second batch to the same payees (steady state: no new storage slot)
+# second batch to the same payees (steady state: one new slot, its settledAt)
 ROOT2=$(cast keccak batch-2)
 SIG2=$(cast wallet sign --private-key $PK1 --data "$(settle_json "$ROOT2" $TOTAL "$PH" 1)")
 send "settleBatch 2 existing payees" $PK0 "$L" "$SETTLE" "$A1" "$ROOT2" "$PAYEES" "$AMOUNTS" 1 "$SIG2"
-eq "lastRoot(payer) after the second batch" "$(c 'lastRoot(address)(bytes32)' "$A1")" "$ROOT2"
-# The first batch once more: its nonce is spent and it is no longer the latest root.
-expect_revert "settleBatch replay of an older batch" "$(cast sig 'InvalidNonce(uint64,uint64)')" "$A2" "$L" "$SETTLE" "$A1" "$ROOT" "$PAYEES" "$AMOUNTS" 0 "$SIG"
+eq "settledAt(payer, first root) after the second batch" "$(c 'settledAt(address,bytes32)(uint256)' "$A1" "$ROOT")" \
+  "$(jfield blockNumber <<<"$(cast receipt --json --rpc-url "$RPC" "$SETTLE_TX")")"
+# The first batch once more, and its root re-signed for the payer's next nonce (2) although it is no longer the latest:
+# both Replay(); a root settles at most once per payer.
+expect_revert "settleBatch replay of an older batch" "$(cast sig 'Replay()')" "$A2" "$L" "$SETTLE" "$A1" "$ROOT" "$PAYEES" "$AMOUNTS" 0 "$SIG"
+SIG_OLD=$(cast wallet sign --private-key $PK1 --data "$(settle_json "$ROOT" $TOTAL "$PH" 2)")
+expect_revert "settleBatch older root re-signed for the next nonce" "$(cast sig 'Replay()')" "$A2" "$L" "$SETTLE" "$A1" "$ROOT" "$PAYEES" "$AMOUNTS" 2 "$SIG_OLD"
 # a 10-payee batch: 8 new payees + A2, A3
 P10="[$A2,$A3"; A10="[1,1"
 for i in $(seq 1 8); do P10+=",$(cast wallet address --private-key "$(cast keccak "payee-$i")")"; A10+=",1"; done

@@ -10,8 +10,8 @@ pragma solidity ^0.8.24;
 ///   receipt leaves (`receiptLeaf(hashReceipt(r))`, sorted-pair keccak), sums the payouts per payee off-chain and
 ///   calls `settleBatch` once with the root and the per-payee totals. The root is anchored forever in the
 ///   `BatchSettled` event (root is an indexed topic: `eth_getLogs` finds the settlement of any root), so anyone can
-///   later prove that a given receipt was part of a settled batch (`verifyReceipt`). No per-root storage is written:
-///   replay protection is the payer's batch nonce, and `lastRoot(payer)` keeps the payer's latest root.
+///   later prove that a given receipt was part of a settled batch (`verifyReceipt`). `settledAt(payer, root)` records
+///   the block of each settlement, so a root settles at most once per payer, whatever nonce it is signed for.
 /// * Payers pre-fund `deposits`; settlement moves funds to `balances` (pull payments, `withdraw`).
 /// * A first-come registry of model and adapter owners ("model as asset").
 ///
@@ -134,9 +134,11 @@ contract TributeLedger {
     /// Withdrawable earnings (pull payments).
     mapping(address => uint256) public balances;
 
-    /// The root of each payer's latest settled batch (one slot per payer, overwritten by every batch: ~5k gas instead
-    /// of a fresh 22.1k slot per root). Earlier roots are found from their `BatchSettled` events.
-    mapping(address => bytes32) public lastRoot;
+    /// The block in which each (payer, root) was settled, zero if never. A fresh slot per batch (~20k gas, ~200 gas
+    /// per receipt at 100 receipts a batch) buys the rule that no batch pays twice: an off-chain check of the
+    /// `BatchSettled` logs is not enough, because a node can lose logs (a restart from a state dump) or cap
+    /// `eth_getLogs` ranges. Settlers read it before signing and look the event up in that one block.
+    mapping(address => mapping(bytes32 => uint256)) public settledAt;
 
     mapping(bytes32 => address) public modelOwner;
     mapping(bytes32 => address) public adapterOwner;
@@ -156,8 +158,8 @@ contract TributeLedger {
     event AdapterRegistered(bytes32 indexed adapterId, address indexed owner);
     event AdapterTransferred(bytes32 indexed adapterId, address indexed from, address indexed to);
 
-    /// The root is the payer's latest settled root (`lastRoot(payer)`): the batch was just settled, e.g. by a retry
-    /// or a second settler that re-signed it with the next nonce.
+    /// The payer already settled this root (`settledAt(payer, root) != 0`): a retry, or a second settler that
+    /// re-signed the batch for a later nonce.
     error Replay();
     /// `batchNonce` is not the payer's next batch nonce.
     error InvalidNonce(uint64 expected, uint64 got);
@@ -166,7 +168,7 @@ contract TributeLedger {
     error InsufficientDeposit(uint256 have, uint256 need);
     /// `payees` and `amounts` differ in length.
     error LengthMismatch();
-    /// `payees` is empty, or `root` is zero (not a Merkle root; zero is `lastRoot`'s "no batch yet").
+    /// `payees` is empty, or `root` is zero (not a Merkle root; zero is never a batch).
     error EmptyBatch();
     error ZeroAddress();
     error NothingToWithdraw();
@@ -340,15 +342,12 @@ contract TributeLedger {
     // Settlement
     // ---------------------------------------------------------------------------------------------------------------
 
-    /// @notice Settle a batch of receipts: anchors `root` (in `BatchSettled` and `lastRoot(payer)`), debits the
-    ///         payer's deposit by Σ amounts and credits each payee's withdrawable balance. Anyone may submit; the payer
-    ///         authorises it with an EIP-712 `SettleBatch` signature for its current batch nonce, so a signed batch
-    ///         settles at most once.
-    /// @dev Check order: lengths, no payees, a zero payee, a zero root (EmptyBatch), Replay (root == lastRoot(payer)),
-    ///      InvalidNonce, BadSignature, InsufficientDeposit. The Replay check is nearly free: its cold read warms the
-    ///      slot that is written anyway. A root that is not the payer's latest is not looked up on chain: a payer that
-    ///      signs an already settled root again, for its next nonce, pays it again (off-chain settlers look up the
-    ///      root's `BatchSettled` event before signing).
+    /// @notice Settle a batch of receipts: anchors `root` (in `BatchSettled` and `settledAt(payer, root)`), debits
+    ///         the payer's deposit by Σ amounts and credits each payee's withdrawable balance. Anyone may submit; the
+    ///         payer authorises it with an EIP-712 `SettleBatch` signature for its current batch nonce. A root settles
+    ///         at most once per payer, even when re-signed for a later nonce.
+    /// @dev Check order: lengths, no payees, a zero payee, a zero root (EmptyBatch), Replay (settledAt(payer, root)
+    ///      != 0), InvalidNonce, BadSignature, InsufficientDeposit. The Replay read warms the slot written below.
     function settleBatch(
         address payer,
         bytes32 root,
@@ -359,7 +358,7 @@ contract TributeLedger {
     ) external {
         uint256 total = _sumPayouts(payees, amounts);
         if (root == bytes32(0)) revert EmptyBatch();
-        if (lastRoot[payer] == root) revert Replay();
+        if (settledAt[payer][root] != 0) revert Replay();
 
         PayerAccount memory acct = _accounts[payer];
         if (batchNonce != acct.batchNonce) revert InvalidNonce(acct.batchNonce, batchNonce);
@@ -370,7 +369,7 @@ contract TributeLedger {
         if (acct.deposit < total) revert InsufficientDeposit(acct.deposit, total);
 
         // Effects. total <= deposit < 2^192, so the narrowing is exact.
-        lastRoot[payer] = root;
+        settledAt[payer][root] = block.number;
         _accounts[payer] = PayerAccount({deposit: uint192(acct.deposit - total), batchNonce: batchNonce + 1});
         _creditPayees(payees, amounts);
         emit BatchSettled(payer, root, total, batchNonce, payees.length);

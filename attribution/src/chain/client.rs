@@ -322,17 +322,19 @@ impl LedgerClient {
             .await
     }
 
-    /// Whether a root is settled: a `BatchSettled` event with this root exists
-    /// (`eth_getLogs`).
-    pub async fn is_settled(&self, root: B256) -> Result<bool, ChainError> {
-        Ok(self.settled_log_tx(root).await?.is_some())
+    /// Whether `payer`'s batch `root` is settled (one storage read).
+    pub async fn is_settled(&self, payer: Address, root: B256) -> Result<bool, ChainError> {
+        Ok(self.settled_at(payer, root).await?.is_some())
     }
 
-    /// The root of the payer's latest settled batch (`lastRoot(payer)`; zero before its
-    /// first batch). One storage read: a cheap check for the batch just settled, while
-    /// [`LedgerClient::is_settled`] finds any root.
-    pub async fn last_root(&self, payer: Address) -> Result<B256, ChainError> {
-        self.view("lastRoot", self.contract.lastRoot(payer)).await
+    /// The block in which `payer`'s batch `root` was settled (`settledAt(payer, root)`),
+    /// `None` if it is not settled.
+    pub async fn settled_at(&self, payer: Address, root: B256) -> Result<Option<u64>, ChainError> {
+        let block: U256 = self
+            .view("settledAt", self.contract.settledAt(payer, root))
+            .await?;
+        // A block number past u64 is no real chain's; read it as the farthest block.
+        Ok((!block.is_zero()).then(|| block.saturating_to()))
     }
 
     /// The contract's EIP-712 digest of a receipt (`hashReceipt` for version 1,

@@ -81,11 +81,25 @@ pub enum ChainError {
     /// The batch signature could not be made.
     #[error(transparent)]
     Signing(ReceiptError),
-    /// The batch root is already settled: `Replay()` (it is the payer's latest root,
-    /// `lastRoot(payer)`), or an `InvalidNonce` simulation for a root whose `BatchSettled`
-    /// event exists. Look the settlement up with [`LedgerClient::settlement_of`].
+    /// The batch root is already settled: `Replay()` (`settledAt(payer, root)` is set), or an
+    /// `InvalidNonce` simulation for a root the ledger holds settled. Look the settlement up
+    /// with [`LedgerClient::settlement_of`].
     #[error("replay: the batch root is already settled")]
     Replay,
+    /// The ledger holds the batch settled in `block`, but the node has no `BatchSettled`
+    /// event for it there, so there is no transaction to confirm it with. A real chain
+    /// always has the event; a node that lost blocks but kept their state (an anvil
+    /// restarted from a torn state dump), or one that prunes old logs, does not. The batch is
+    /// paid: it must never be settled again.
+    #[error(
+        "batch {root}: the ledger says it was settled in block {block}, but the node has no BatchSettled event for it"
+    )]
+    SettledWithoutEvent {
+        /// The batch root.
+        root: B256,
+        /// The block `settledAt(payer, root)` names.
+        block: u64,
+    },
     /// `InvalidNonce(expected, got)`.
     #[error("batch nonce {got}, the ledger expects {expected}")]
     InvalidNonce {

@@ -21,11 +21,11 @@
 //!    InsufficientDeposit{have, need}, …) before any gas is spent, then sends and waits for
 //!    the receipt with a timeout.
 //!
-//! The contract keeps no per-root storage: a root is settled when a `BatchSettled` event with
-//! that root (an indexed topic) exists, which [`LedgerClient::settlement_of`] and
-//! [`LedgerClient::is_settled`] look up with `eth_getLogs`. Replay protection is the payer's
-//! batch nonce; `lastRoot(payer)` ([`LedgerClient::last_root`]) holds each payer's latest
-//! root, and re-settling it reverts with `Replay()`. A simulation that fails with
+//! The contract records the block of every settlement in `settledAt(payer, root)`
+//! ([`LedgerClient::settled_at`], [`LedgerClient::is_settled`]) and refuses a settled root
+//! with `Replay()`, whatever nonce it is signed for: no batch pays twice, even when a settler
+//! lost track of it. [`LedgerClient::settlement_of`] reads that slot and then fetches the
+//! root's `BatchSettled` event from that one block. A simulation that fails with
 //! `InvalidNonce` for a root that turns out to be settled (another settler got there first)
 //! is reported as [`ChainError::Replay`] too, so a settler only has one case to handle.
 //!
@@ -50,7 +50,7 @@ pub use contract::TributeLedger;
 pub use contract::TributeLedger::TributeLedgerInstance;
 pub use error::ChainError;
 pub use registry::deploy;
-pub use settlement::{AuthorizedBatch, BatchTree, PreparedBatch, Settlement};
+pub use settlement::{AuthorizedBatch, BatchTree, EVENT_SLACK_BLOCKS, PreparedBatch, Settlement};
 
 /// The default timeout of one RPC request or of a wait for a transaction receipt.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,5 +1,6 @@
 //! Settling a batch of receipts: prepare (off chain), authorise (sign and simulate), send,
-//! wait; and finding a root's settlement from its `BatchSettled` event.
+//! wait; and finding a root's settlement from `settledAt(payer, root)` and its `BatchSettled`
+//! event.
 
 use std::collections::{HashMap, HashSet};
 
@@ -12,6 +13,11 @@ use alloy::sol_types::SolEvent;
 use super::client::timed;
 use super::{ChainError, LedgerClient, TributeLedger};
 use crate::receipt::{Ledger, MerkleTree, PayerKey, SettleBatch, SignedReceipt, payouts_hash};
+
+/// How far from the block `settledAt` names a settlement's `BatchSettled` event is looked
+/// for. A chain records the very block; anvil restarted from a state dump was seen to execute
+/// a settlement as block N and mine it into block N + 1.
+pub const EVENT_SLACK_BLOCKS: u64 = 64;
 
 /// A settled batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,18 +117,18 @@ impl LedgerClient {
         payouts: &[(Address, U256)],
     ) -> Result<Settlement, ChainError> {
         let batch = self.prepare(payer.address(), receipts, payouts)?;
-        if let Some(done) = self.settlement_of(batch.root).await? {
+        if let Some(done) = self.settlement_of(batch.payer, batch.root).await? {
             return Ok(done);
         }
-        let root = batch.root;
+        let (key, root) = (batch.payer, batch.root);
         let authorized = match self.authorize(payer, batch).await {
             Ok(a) => a,
-            Err(ChainError::Replay) => return self.existing_settlement(root).await,
+            Err(ChainError::Replay) => return self.existing_settlement(key, root).await,
             Err(e) => return Err(e),
         };
         let tx = match self.send_batch(&authorized).await {
             Ok(tx) => tx,
-            Err(ChainError::Replay) => return self.existing_settlement(root).await,
+            Err(ChainError::Replay) => return self.existing_settlement(key, root).await,
             Err(e) => return Err(e),
         };
         self.wait_settlement(&authorized, tx).await
@@ -185,13 +191,35 @@ impl LedgerClient {
         })
     }
 
-    /// The settlement of `root` if it is settled (from its first `BatchSettled` event, with
-    /// `already_settled: true`), `None` if it is not.
-    pub async fn settlement_of(&self, root: B256) -> Result<Option<Settlement>, ChainError> {
-        match self.settled_log_tx(root).await? {
-            Some(tx) => self.settlement_in(root, tx).await.map(Some),
-            None => Ok(None),
+    /// The settlement of `payer`'s batch `root` if it is settled (with `already_settled:
+    /// true`), `None` if it is not. One storage read (`settledAt`) decides; a settled root's
+    /// `BatchSettled` event is then looked up around that block (±[`EVENT_SLACK_BLOCKS`]),
+    /// so no `eth_getLogs` spans the chain. A root the ledger holds settled but whose event
+    /// the node lacks (a node that lost blocks but kept their state, or prunes logs) is
+    /// [`ChainError::SettledWithoutEvent`]: never a reason to pay it again.
+    pub async fn settlement_of(
+        &self,
+        payer: Address,
+        root: B256,
+    ) -> Result<Option<Settlement>, ChainError> {
+        let Some(block) = self.settled_at(payer, root).await? else {
+            return Ok(None);
+        };
+        let head = self.block_number().await?;
+        let from = block.saturating_sub(EVENT_SLACK_BLOCKS);
+        // Past the node's head (state from blocks it no longer has), asking is an RPC error.
+        if from > head {
+            return Err(ChainError::SettledWithoutEvent { root, block });
         }
+        let to = block.saturating_add(EVENT_SLACK_BLOCKS).min(head);
+        let logs = self
+            .batch_settled_logs(from, Some(to), Some(payer), Some(root))
+            .await?;
+        // A pending log has no transaction hash yet.
+        let Some(tx) = logs.iter().find_map(|l| l.transaction_hash) else {
+            return Err(ChainError::SettledWithoutEvent { root, block });
+        };
+        self.settlement_in(root, block, tx).await.map(Some)
     }
 
     /// The number of the chain's latest block, as this node sees it.
@@ -205,14 +233,17 @@ impl LedgerClient {
         .await
     }
 
-    /// The ledger's `BatchSettled` events from block `from` on, as root → (transaction,
-    /// block) of each root's first event, in one `eth_getLogs`. A reconcile pass compares
-    /// them with the journal's recent confirmations.
+    /// `payer`'s `BatchSettled` events from block `from` on, as root → (transaction, block)
+    /// of each root's first event, in one `eth_getLogs`. A reconcile pass compares them with
+    /// the journal's recent confirmations.
     pub async fn settled_roots_since(
         &self,
+        payer: Address,
         from: u64,
     ) -> Result<HashMap<B256, (B256, u64)>, ChainError> {
-        let logs = self.batch_settled_logs(from, None).await?;
+        let logs = self
+            .batch_settled_logs(from, None, Some(payer), None)
+            .await?;
         let mut roots = HashMap::new();
         for log in &logs {
             // A pending log has no transaction or block yet; topic 2 is the root.
@@ -229,7 +260,7 @@ impl LedgerClient {
     /// `settleBatch`, so that every contract check (deposit, nonce, signature, replay)
     /// fails here, typed, before anything is sent. An already settled root is
     /// [`ChainError::Replay`], also when the simulation says `InvalidNonce` because the nonce
-    /// moved on since it was read and the root's `BatchSettled` event exists.
+    /// moved on since it was read and the ledger now holds the root settled.
     pub async fn authorize(
         &self,
         payer: &PayerKey,
@@ -257,7 +288,7 @@ impl LedgerClient {
             .map_err(ChainError::Signing)?;
         let call = self.settle_call(&batch, batch_nonce, &signature);
         if let Err(e) = self.simulate("settleBatch", &call).await {
-            return Err(self.settle_error(batch.root, e).await);
+            return Err(self.settle_error(key, batch.root, e).await);
         }
         Ok(AuthorizedBatch {
             batch,
@@ -290,18 +321,20 @@ impl LedgerClient {
         let call = self.settle_call(&batch.batch, batch.batch_nonce, &batch.signature);
         match self.send_checked("settleBatch", call).await {
             Ok(tx) => Ok(tx),
-            Err(e) => Err(self.settle_error(batch.batch.root, e).await),
+            Err(e) => Err(self
+                .settle_error(batch.batch.payer, batch.batch.root, e)
+                .await),
         }
     }
 
     /// What a failed `settleBatch` for `root` means to a settler: an `InvalidNonce` for a
     /// root that is settled (the nonce moved on because this very batch landed, sent by
     /// another settler or an earlier try) is [`ChainError::Replay`]; anything else is
-    /// returned as is. Costs one `eth_getLogs`, on `InvalidNonce` only; if that lookup
-    /// fails, the `InvalidNonce` is returned.
-    async fn settle_error(&self, root: B256, err: ChainError) -> ChainError {
+    /// returned as is. Costs one storage read, on `InvalidNonce` only; if that read fails,
+    /// the `InvalidNonce` is returned.
+    async fn settle_error(&self, payer: Address, root: B256, err: ChainError) -> ChainError {
         match err {
-            ChainError::InvalidNonce { .. } => match self.settled_log_tx(root).await {
+            ChainError::InvalidNonce { .. } => match self.settled_at(payer, root).await {
                 Ok(Some(_)) => ChainError::Replay,
                 _ => err,
             },
@@ -356,24 +389,25 @@ impl LedgerClient {
         self.wait_settlement(&batch, tx).await
     }
 
-    /// The transaction of the first `BatchSettled` event of `root` on this ledger, if any
-    /// (`eth_getLogs` by contract address, event signature and root topic, from block 0).
-    pub(super) async fn settled_log_tx(&self, root: B256) -> Result<Option<B256>, ChainError> {
-        let logs = self.batch_settled_logs(0, Some(root)).await?;
-        // Logs come in chain order; a pending log has no transaction hash yet.
-        Ok(logs.iter().find_map(|l| l.transaction_hash))
-    }
-
-    /// This ledger's `BatchSettled` logs from block `from` on, of one root or of all.
+    /// This ledger's `BatchSettled` logs in blocks `from..=to` (to the head when `to` is
+    /// `None`), of one payer and one root, or of all.
     async fn batch_settled_logs(
         &self,
         from: u64,
+        to: Option<u64>,
+        payer: Option<Address>,
         root: Option<B256>,
     ) -> Result<Vec<alloy::rpc::types::Log>, ChainError> {
         let mut filter = Filter::new()
             .address(self.ledger.contract)
             .event_signature(TributeLedger::BatchSettled::SIGNATURE_HASH)
             .from_block(from);
+        if let Some(to) = to {
+            filter = filter.to_block(to);
+        }
+        if let Some(payer) = payer {
+            filter = filter.topic1(payer.into_word());
+        }
         if let Some(root) = root {
             filter = filter.topic2(root);
         }
@@ -386,17 +420,26 @@ impl LedgerClient {
         .await
     }
 
-    /// The settlement of an already settled root, from its `BatchSettled` event.
-    async fn existing_settlement(&self, root: B256) -> Result<Settlement, ChainError> {
-        let tx = self
-            .settled_log_tx(root)
+    /// The settlement of a root the ledger refused as a replay. A root no longer settled by
+    /// the time it is read (a reorg in between) is the [`ChainError::Replay`] again.
+    async fn existing_settlement(
+        &self,
+        payer: Address,
+        root: B256,
+    ) -> Result<Settlement, ChainError> {
+        self.settlement_of(payer, root)
             .await?
-            .ok_or_else(|| self.event_not_found(root))?;
-        self.settlement_in(root, tx).await
+            .ok_or(ChainError::Replay)
     }
 
-    /// The settlement of `root` in transaction `tx` (its receipt's `BatchSettled` event).
-    async fn settlement_in(&self, root: B256, tx: B256) -> Result<Settlement, ChainError> {
+    /// The settlement of `root` in transaction `tx` of `block` (its receipt's `BatchSettled`
+    /// event).
+    async fn settlement_in(
+        &self,
+        root: B256,
+        block: u64,
+        tx: B256,
+    ) -> Result<Settlement, ChainError> {
         let receipt = timed(
             &self.url,
             "eth_getTransactionReceipt",
@@ -404,15 +447,9 @@ impl LedgerClient {
             self.provider.get_transaction_receipt(tx),
         )
         .await?
-        .ok_or_else(|| self.event_not_found(root))?;
-        settlement_from_receipt(&receipt, root, true).ok_or_else(|| self.event_not_found(root))
-    }
-
-    fn event_not_found(&self, root: B256) -> ChainError {
-        ChainError::Rpc {
-            url: self.url.clone(),
-            message: format!("root {root} is settled but its BatchSettled event was not found"),
-        }
+        .ok_or(ChainError::SettledWithoutEvent { root, block })?;
+        settlement_from_receipt(&receipt, root, true)
+            .ok_or(ChainError::SettledWithoutEvent { root, block })
     }
 }
 

@@ -81,19 +81,6 @@ pub enum SettleError {
     /// The batch size is zero.
     #[error("the batch size must be at least 1")]
     BatchSize,
-    /// The ledger refuses the batch as already settled (it is the payer's latest root) but
-    /// the node has no `BatchSettled` event for it, so there is no transaction to confirm
-    /// it with. A real chain always has the event; a node that lost blocks but kept their
-    /// state (an anvil restarted from a torn state dump), or one that prunes old logs, does
-    /// not. [`settle_journal`] reports such a batch in `SettleReport::unresolved` and goes on
-    /// with the others; its receipts keep their state.
-    #[error(
-        "batch {root}: the ledger says it is settled, but the node has no BatchSettled event for it"
-    )]
-    SettledWithoutEvent {
-        /// The batch root.
-        root: B256,
-    },
     /// The journal refused a state change or could not be read.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),

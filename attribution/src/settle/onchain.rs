@@ -80,7 +80,7 @@ pub struct SettleReport {
     /// there).
     pub moved: Vec<B256>,
     /// Batches left as they were because they could not be finished, with why
-    /// ([`SettleError::SettledWithoutEvent`]); the other batches were settled.
+    /// ([`ChainError::SettledWithoutEvent`]); the other batches were settled.
     pub unresolved: Vec<(B256, String)>,
     /// Pending receipts left alone because they do not verify on this ledger, with why.
     pub skipped: Vec<(B256, String)>,
@@ -152,6 +152,7 @@ pub async fn settle_journal(
         let found = reconcile(client, journal, key, options.reconcile_blocks).await?;
         report.reorged = found.reorged;
         report.moved = found.moved;
+        report.unresolved = found.unresolved;
     }
 
     // 1. Unfinished batches of earlier runs (or of settlers whose lease ran out).
@@ -169,7 +170,7 @@ pub async fn settle_journal(
         {
             Ok(outcome) => outcome,
             // One batch the node cannot account for must not hold up the others.
-            Err(e @ SettleError::SettledWithoutEvent { .. }) => {
+            Err(SettleError::Chain(e @ ChainError::SettledWithoutEvent { .. })) => {
                 tracing::warn!(%batch_id, error = %e, "left unresolved");
                 report.unresolved.push((batch_id, e.to_string()));
                 continue;
@@ -222,10 +223,9 @@ pub async fn settle_journal(
             Ok(outcome) => report.push(outcome),
             // Fresh receipts whose root the ledger calls settled: stop taking new batches
             // (they would be claimed again), keep what is done.
-            Err(SettleError::SettledWithoutEvent { root }) => {
-                report
-                    .unresolved
-                    .push((root, SettleError::SettledWithoutEvent { root }.to_string()));
+            Err(SettleError::Chain(e @ ChainError::SettledWithoutEvent { root, .. })) => {
+                tracing::warn!(%root, error = %e, "left unresolved");
+                report.unresolved.push((root, e.to_string()));
                 break;
             }
             Err(e) => {
@@ -323,7 +323,7 @@ async fn settle_one(
     let root = BatchTree::of_receipts(receipts, client.ledger())
         .ok_or(ChainError::EmptyBatch)?
         .root();
-    if let Some(done) = client.settlement_of(root).await? {
+    if let Some(done) = client.settlement_of(payer.address(), root).await? {
         return finish(client, journal, options, &ids, done, resumed).await;
     }
     learn_owners(client, owners, receipts).await?;
@@ -332,11 +332,12 @@ async fn settle_one(
     let authorized = match client.authorize(payer, batch).await {
         Ok(a) => a,
         Err(ChainError::Replay) => {
-            // Settled between our check and the simulation (another settler).
+            // Settled between our check and the simulation (another settler). Gone again
+            // by now (a reorg)? Then the Replay stands and a later run settles it.
             let done = client
-                .settlement_of(root)
+                .settlement_of(payer.address(), root)
                 .await?
-                .ok_or(SettleError::SettledWithoutEvent { root })?;
+                .ok_or(ChainError::Replay)?;
             return finish(client, journal, options, &ids, done, resumed).await;
         }
         Err(e) => return Err(e.into()),

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use alloy_primitives::{Address, B256};
 
 use super::SettleError;
-use crate::chain::LedgerClient;
+use crate::chain::{ChainError, LedgerClient};
 use crate::journal::{JournalBackend, ReceiptState, StateKind};
 
 /// What [`reconcile`] changed.
@@ -17,6 +17,9 @@ pub(super) struct Reconciled {
     pub(super) reorged: Vec<B256>,
     /// Roots the chain holds in another transaction or block: re-confirmed there.
     pub(super) moved: Vec<B256>,
+    /// Roots the ledger holds settled but whose event the node lacks: left confirmed, with
+    /// why.
+    pub(super) unresolved: Vec<(B256, String)>,
 }
 
 /// Re-checks `payer`'s batches confirmed in the last `window` blocks (or in blocks past the
@@ -51,16 +54,21 @@ pub(super) async fn reconcile(
     if confirmed.is_empty() {
         return Ok(found);
     }
-    let on_chain = client.settled_roots_since(from).await?;
+    let on_chain = client.settled_roots_since(payer, from).await?;
     for (root, (tx, block, ids)) in confirmed {
         let now = match on_chain.get(&root) {
             Some(&(tx, block)) => Some((tx, block)),
-            // Settled before the window after all (a reorg deeper than the window that
-            // re-mined it early)? Looked up over the whole chain before it counts as gone.
-            None => client
-                .settlement_of(root)
-                .await?
-                .map(|s| (s.tx_hash, s.block_number.unwrap_or_default())),
+            // Not in the window's events: the ledger's own record decides (a reorg deeper
+            // than the window that re-mined it early, or a node that lost the event).
+            None => match client.settlement_of(payer, root).await {
+                Ok(s) => s.map(|s| (s.tx_hash, s.block_number.unwrap_or_default())),
+                Err(e @ ChainError::SettledWithoutEvent { .. }) => {
+                    tracing::warn!(%root, error = %e, "a confirmed settlement lost its event; left confirmed");
+                    found.unresolved.push((root, e.to_string()));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
         match now {
             Some(now) if now == (tx, block) => {}

@@ -12,6 +12,7 @@ pub(crate) struct SettledBatch {
     pub(crate) total: U256,
     pub(crate) batch_nonce: u64,
     pub(crate) tx_hash: B256,
+    pub(crate) block: u64,
 }
 
 /// What the ledger should hold.
@@ -20,7 +21,6 @@ pub(crate) struct Model {
     pub(crate) deposits: BTreeMap<Address, U256>,
     pub(crate) balances: BTreeMap<Address, U256>,
     pub(crate) nonces: BTreeMap<Address, u64>,
-    pub(crate) last_roots: BTreeMap<Address, B256>,
     pub(crate) models: BTreeMap<B256, Address>,
     pub(crate) adapters: BTreeMap<B256, Address>,
     pub(crate) paid_in: U256,

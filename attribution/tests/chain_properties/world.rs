@@ -294,9 +294,12 @@ impl World {
             let deposit = c.deposits(a).await.map_err(fail)?;
             prop_assert_eq!(deposit, m.deposit(a), "deposit of payer {}", p);
             prop_assert_eq!(c.batch_nonce(a).await.map_err(fail)?, m.nonce(a));
-            let last = m.last_roots.get(&a).copied().unwrap_or_default();
-            prop_assert_eq!(c.last_root(a).await.map_err(fail)?, last);
             owed += deposit;
+        }
+        // Every settled batch is on record in its own block, for its payer only.
+        for b in &m.settled {
+            let a = self.addresses[b.payer];
+            prop_assert_eq!(c.settled_at(a, b.root).await.map_err(fail)?, Some(b.block));
         }
         for (i, b) in self.balances().await?.into_iter().enumerate() {
             prop_assert_eq!(b, m.balance(self.addresses[i]), "balance of account {}", i);

@@ -1,7 +1,7 @@
 //! Settling a journal's pending receipts on chain: batches, every role paid, resumption
 //! without paying twice, and failures that leave receipts pending.
 
-use alloy::primitives::U256;
+use alloy::primitives::{B256, U256};
 use tribute_attribution::journal::{Journal, ReceiptState, StateKind};
 use tribute_attribution::settle::{
     Owners, SettleError, SettleOptions, batch_payouts, settle_journal,
@@ -349,7 +349,13 @@ async fn reorg_impl() {
     assert!(kinds(&journal).iter().all(|k| *k == StateKind::Confirmed));
     revert(&client, snapshot).await;
     mine(&client, 1).await;
-    assert_eq!(client.settlement_of(dropped).await.expect("lookup"), None);
+    assert_eq!(
+        client
+            .settlement_of(key.address(), dropped)
+            .await
+            .expect("lookup"),
+        None
+    );
     assert_eq!(client.batch_nonce(key.address()).await.expect("nonce"), 1);
 
     // The next run finds it gone, puts its receipts back in their batch and settles it
@@ -363,7 +369,10 @@ async fn reorg_impl() {
     assert!(again.batches[0].resumed && !again.batches[0].settlement.already_settled);
     assert_eq!(again.batches[0].settlement.root, dropped);
     assert!(kinds(&journal).iter().all(|k| *k == StateKind::Confirmed));
-    let settled = client.settled_roots_since(0).await.expect("events");
+    let settled = client
+        .settled_roots_since(key.address(), 0)
+        .await
+        .expect("events");
     assert_eq!(settled.len(), 2);
     assert!(settled.contains_key(&kept) && settled.contains_key(&dropped));
     assert_eq!(client.batch_nonce(key.address()).await.expect("nonce"), 2);
@@ -461,4 +470,146 @@ async fn vanished_impl() {
     assert!(report.batches[0].resumed && !report.batches[0].settlement.already_settled);
     assert_eq!(report.batches[0].settlement.root, root);
     assert!(kinds(&journal).iter().all(|k| *k == StateKind::Confirmed));
+}
+
+/// The storage slot of `settledAt[payer][root]` (the ledger's third state variable: slot 2,
+/// after `_accounts` and `balances`), for writing a settlement into the node's state.
+fn settled_at_slot(payer: Address, root: B256) -> U256 {
+    let mut inner = [0u8; 64];
+    inner[..32].copy_from_slice(payer.into_word().as_slice());
+    inner[32..].copy_from_slice(&U256::from(2).to_be_bytes::<32>());
+    let mut outer = [0u8; 64];
+    outer[..32].copy_from_slice(root.as_slice());
+    outer[32..].copy_from_slice(keccak256(inner).as_slice());
+    keccak256(outer).into()
+}
+
+/// anvil's `anvil_setStorageAt` on the ledger.
+async fn set_ledger_storage(client: &LedgerClient, slot: U256, value: U256) {
+    let set = client
+        .provider()
+        .raw_request::<_, bool>(
+            "anvil_setStorageAt".into(),
+            (client.ledger().contract, slot, B256::from(value)),
+        )
+        .await
+        .expect("anvil_setStorageAt");
+    assert!(set, "anvil_setStorageAt refused");
+}
+
+#[test]
+fn a_settlement_the_node_cannot_show_is_never_paid_again() {
+    block_on(lost_event_impl());
+}
+
+/// A node that kept a settlement's state but lost its block (an anvil restarted from a state
+/// dump newer than its blocks) shows `settledAt(payer, root)` without a `BatchSettled`
+/// event. The settler must leave such a batch unresolved, never sign it again.
+async fn lost_event_impl() {
+    let (node, client, key, mut journal, _dir) = journaled(6, U256::from(ETH)).await;
+    let payer = key.address();
+    let mut opts = options(&node);
+    opts.batch_size = 3;
+    opts.max_batches = Some(1);
+    let first = settle_journal(&client, &mut journal, &key, &opts)
+        .await
+        .expect("first batch");
+    let settled = first.batches[0].settlement.clone();
+    // The slot formula is right: it holds the real settlement's block.
+    let slot = settled_at_slot(payer, settled.root);
+    let stored = client
+        .provider()
+        .get_storage_at(client.ledger().contract, slot)
+        .await
+        .expect("eth_getStorageAt");
+    assert_eq!(Some(stored.to::<u64>()), settled.block_number);
+    // A record one block off (anvil restarted from a state dump executes a settlement as
+    // block N and mines it into N + 1) still finds its event nearby.
+    set_ledger_storage(&client, slot, stored - U256::from(1)).await;
+    let found = client
+        .settlement_of(payer, settled.root)
+        .await
+        .expect("lookup")
+        .expect("settled");
+    assert_eq!(
+        (found.tx_hash, found.block_number),
+        (settled.tx_hash, settled.block_number)
+    );
+    set_ledger_storage(&client, slot, stored).await;
+
+    // The other three receipts: the node's state says they were settled, in blocks past its
+    // head and then in an old block without the event.
+    let pending: Vec<SignedReceipt> = journal
+        .receipts(Some(StateKind::Pending))
+        .map(|(r, _)| r.clone())
+        .collect();
+    assert_eq!(pending.len(), 3);
+    let root = BatchTree::of_receipts(&pending, &node.ledger)
+        .expect("tree")
+        .root();
+    let head = client.block_number().await.expect("head");
+    let deposit = client.deposits(payer).await.expect("deposit");
+    let txs = sent_by(&client, node.address(1)).await;
+    // Past the head beyond the slack (no lookup at all), past it within the slack, and an
+    // old block without the event.
+    for block in [head + chain::EVENT_SLACK_BLOCKS + 10, head + 10, 1] {
+        set_ledger_storage(&client, settled_at_slot(payer, root), U256::from(block)).await;
+        let e = client
+            .settlement_of(payer, root)
+            .await
+            .expect_err("no event to show");
+        assert!(
+            matches!(e, ChainError::SettledWithoutEvent { root: r, block: b } if r == root && b == block),
+            "{e}"
+        );
+        opts.max_batches = None;
+        let report = settle_journal(&client, &mut journal, &key, &opts)
+            .await
+            .expect("settle");
+        assert!(
+            report.batches.is_empty() && report.awaiting.is_empty(),
+            "{report:?}"
+        );
+        assert_eq!(report.unresolved.len(), 1, "{report:?}");
+        assert_eq!(report.unresolved[0].0, root);
+        assert!(
+            report.unresolved[0].1.contains("no BatchSettled event"),
+            "{report:?}"
+        );
+        // Nothing sent, nothing paid, and the receipts are still pending.
+        assert_eq!(sent_by(&client, node.address(1)).await, txs);
+        assert_eq!(client.deposits(payer).await.expect("deposit"), deposit);
+        assert_eq!(client.batch_nonce(payer).await.expect("nonce"), 1);
+        // Still pending, and their claims given back: the next round claims them again.
+        assert_eq!(journal.receipts(Some(StateKind::Pending)).count(), 3);
+    }
+
+    // Even signed and sent straight to the ledger, the batch is refused: the ledger's own
+    // record, not the node's logs, decides.
+    let pay = batch_payouts(
+        &pending,
+        &opts.rewards,
+        &Owners {
+            treasury: node.address(7),
+            models: [(keccak256("model"), node.address(5))].into(),
+            adapters: [(keccak256("adapter"), node.address(6))].into(),
+            fallback: None,
+        },
+    )
+    .expect("payouts");
+    let (payees, amounts): (Vec<Address>, Vec<U256>) = pay.iter().copied().unzip();
+    let batch = SettleBatch {
+        payer,
+        root,
+        total: U256::from(3 * FEE),
+        payoutsHash: payouts_hash(&payees, &amounts),
+        batchNonce: 1,
+    };
+    let sig = key.sign_batch(&batch, &node.ledger).expect("sign batch");
+    let e = client
+        .submit_batch(payer, root, &pay, 1, &sig)
+        .await
+        .expect_err("a root the ledger holds settled");
+    assert!(matches!(e, ChainError::Replay), "{e}");
+    assert_eq!(client.deposits(payer).await.expect("deposit"), deposit);
 }
