@@ -320,6 +320,9 @@ pub struct SettleReport {
     pub awaiting: Vec<Py<SettledBatch>>,
     /// Roots the journal had confirmed that a reorg dropped from the chain (settled again).
     pub reorged: Vec<String>,
+    /// Confirmed roots the chain now holds in another transaction or block (re-confirmed
+    /// there).
+    pub moved: Vec<String>,
     /// Batches that could not be finished, left as they were: `(root, why)` pairs.
     pub unresolved: Vec<(String, String)>,
     /// Pending receipts left alone because they do not verify on this ledger:
@@ -361,6 +364,7 @@ impl SettleReport {
             batches: r.batches.iter().map(batch).collect::<PyResult<_>>()?,
             awaiting: r.awaiting.iter().map(batch).collect::<PyResult<_>>()?,
             reorged: r.reorged.iter().map(|root| root.to_string()).collect(),
+            moved: r.moved.iter().map(|root| root.to_string()).collect(),
             unresolved: r
                 .unresolved
                 .iter()

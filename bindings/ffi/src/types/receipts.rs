@@ -123,6 +123,17 @@ pub struct SettledBatch {
 pub struct SettleReport {
     /// The batches confirmed, in order.
     pub batches: Vec<SettledBatch>,
+    /// Batches mined but not yet `ChainOptions.confirmations` deep: their receipts stay
+    /// submitted, and a later `settle()` confirms them.
+    pub awaiting: Vec<SettledBatch>,
+    /// Roots the journal had confirmed that a reorg dropped from the chain (settled again:
+    /// they are in `batches` or `awaiting` unless the call failed).
+    pub reorged: Vec<String>,
+    /// Confirmed roots the chain now holds in another transaction or block (re-confirmed
+    /// there).
+    pub moved: Vec<String>,
+    /// Batches that could not be finished, left as they were: `root: why`.
+    pub unresolved: Vec<String>,
     /// Pending receipts left alone because they do not verify on this ledger:
     /// `receipt id: why`.
     pub skipped: Vec<String>,
@@ -135,19 +146,24 @@ pub struct SettleReport {
 #[cfg(feature = "onchain")]
 impl From<tribute::attribution::settle::SettleReport> for SettleReport {
     fn from(r: tribute::attribution::settle::SettleReport) -> Self {
+        let batch = |b: &tribute::attribution::settle::BatchOutcome| SettledBatch {
+            root: b.settlement.root.to_string(),
+            tx_hash: b.settlement.tx_hash.to_string(),
+            block: b.settlement.block_number,
+            gas_used: b.settlement.gas_used,
+            total_wei: b.settlement.total.to_string(),
+            receipts: count(b.receipts),
+            resumed: b.resumed,
+        };
         SettleReport {
-            batches: r
-                .batches
+            batches: r.batches.iter().map(batch).collect(),
+            awaiting: r.awaiting.iter().map(batch).collect(),
+            reorged: r.reorged.iter().map(ToString::to_string).collect(),
+            moved: r.moved.iter().map(ToString::to_string).collect(),
+            unresolved: r
+                .unresolved
                 .iter()
-                .map(|b| SettledBatch {
-                    root: b.settlement.root.to_string(),
-                    tx_hash: b.settlement.tx_hash.to_string(),
-                    block: b.settlement.block_number,
-                    gas_used: b.settlement.gas_used,
-                    total_wei: b.settlement.total.to_string(),
-                    receipts: count(b.receipts),
-                    resumed: b.resumed,
-                })
+                .map(|(root, why)| format!("{root}: {why}"))
                 .collect(),
             skipped: r
                 .skipped

@@ -4753,6 +4753,25 @@ public struct SettleReport: Equatable, Hashable {
      */
     public var batches: [SettledBatch]
     /**
+     * Batches mined but not yet `ChainOptions.confirmations` deep: their receipts stay
+     * submitted, and a later `settle()` confirms them.
+     */
+    public var awaiting: [SettledBatch]
+    /**
+     * Roots the journal had confirmed that a reorg dropped from the chain (settled again:
+     * they are in `batches` or `awaiting` unless the call failed).
+     */
+    public var reorged: [String]
+    /**
+     * Confirmed roots the chain now holds in another transaction or block (re-confirmed
+     * there).
+     */
+    public var moved: [String]
+    /**
+     * Batches that could not be finished, left as they were: `root: why`.
+     */
+    public var unresolved: [String]
+    /**
      * Pending receipts left alone because they do not verify on this ledger:
      * `receipt id: why`.
      */
@@ -4773,6 +4792,21 @@ public struct SettleReport: Equatable, Hashable {
          * The batches confirmed, in order.
          */batches: [SettledBatch], 
         /**
+         * Batches mined but not yet `ChainOptions.confirmations` deep: their receipts stay
+         * submitted, and a later `settle()` confirms them.
+         */awaiting: [SettledBatch], 
+        /**
+         * Roots the journal had confirmed that a reorg dropped from the chain (settled again:
+         * they are in `batches` or `awaiting` unless the call failed).
+         */reorged: [String], 
+        /**
+         * Confirmed roots the chain now holds in another transaction or block (re-confirmed
+         * there).
+         */moved: [String], 
+        /**
+         * Batches that could not be finished, left as they were: `root: why`.
+         */unresolved: [String], 
+        /**
          * Pending receipts left alone because they do not verify on this ledger:
          * `receipt id: why`.
          */skipped: [String], 
@@ -4783,6 +4817,10 @@ public struct SettleReport: Equatable, Hashable {
          * Pending receipts of this payer still waiting.
          */stillPending: UInt32) {
         self.batches = batches
+        self.awaiting = awaiting
+        self.reorged = reorged
+        self.moved = moved
+        self.unresolved = unresolved
         self.skipped = skipped
         self.otherPayers = otherPayers
         self.stillPending = stillPending
@@ -4805,6 +4843,10 @@ public struct FfiConverterTypeSettleReport: FfiConverterRustBuffer {
         return
             try SettleReport(
                 batches: FfiConverterSequenceTypeSettledBatch.read(from: &buf), 
+                awaiting: FfiConverterSequenceTypeSettledBatch.read(from: &buf), 
+                reorged: FfiConverterSequenceString.read(from: &buf), 
+                moved: FfiConverterSequenceString.read(from: &buf), 
+                unresolved: FfiConverterSequenceString.read(from: &buf), 
                 skipped: FfiConverterSequenceString.read(from: &buf), 
                 otherPayers: FfiConverterUInt32.read(from: &buf), 
                 stillPending: FfiConverterUInt32.read(from: &buf)
@@ -4813,6 +4855,10 @@ public struct FfiConverterTypeSettleReport: FfiConverterRustBuffer {
 
     public static func write(_ value: SettleReport, into buf: inout [UInt8]) {
         FfiConverterSequenceTypeSettledBatch.write(value.batches, into: &buf)
+        FfiConverterSequenceTypeSettledBatch.write(value.awaiting, into: &buf)
+        FfiConverterSequenceString.write(value.reorged, into: &buf)
+        FfiConverterSequenceString.write(value.moved, into: &buf)
+        FfiConverterSequenceString.write(value.unresolved, into: &buf)
         FfiConverterSequenceString.write(value.skipped, into: &buf)
         FfiConverterUInt32.write(value.otherPayers, into: &buf)
         FfiConverterUInt32.write(value.stillPending, into: &buf)

@@ -684,6 +684,9 @@ final class TributeTests: XCTestCase {
         XCTAssertEqual(batch.totalWei, "2000000000000000")
         XCTAssertTrue(report.skipped.isEmpty)
         XCTAssertEqual(report.stillPending, 0)
+        // One confirmation by default: nothing waits, nothing was reorged or left open.
+        XCTAssertTrue(report.awaiting.isEmpty && report.reorged.isEmpty)
+        XCTAssertTrue(report.moved.isEmpty && report.unresolved.isEmpty)
         XCTAssertEqual(try engine.receipts(state: .confirmed).count, 2)
         XCTAssertEqual(try engine.receiptStats().pending, 0)
 

@@ -6502,6 +6502,29 @@ data class SettleReport (
     var `batches`: List<SettledBatch>
     , 
     /**
+     * Batches mined but not yet `ChainOptions.confirmations` deep: their receipts stay
+     * submitted, and a later `settle()` confirms them.
+     */
+    var `awaiting`: List<SettledBatch>
+    , 
+    /**
+     * Roots the journal had confirmed that a reorg dropped from the chain (settled again:
+     * they are in `batches` or `awaiting` unless the call failed).
+     */
+    var `reorged`: List<kotlin.String>
+    , 
+    /**
+     * Confirmed roots the chain now holds in another transaction or block (re-confirmed
+     * there).
+     */
+    var `moved`: List<kotlin.String>
+    , 
+    /**
+     * Batches that could not be finished, left as they were: `root: why`.
+     */
+    var `unresolved`: List<kotlin.String>
+    , 
+    /**
      * Pending receipts left alone because they do not verify on this ledger:
      * `receipt id: why`.
      */
@@ -6533,6 +6556,10 @@ public object FfiConverterTypeSettleReport: FfiConverterRustBuffer<SettleReport>
     override fun read(buf: ByteBuffer): SettleReport {
         return SettleReport(
             FfiConverterSequenceTypeSettledBatch.read(buf),
+            FfiConverterSequenceTypeSettledBatch.read(buf),
+            FfiConverterSequenceString.read(buf),
+            FfiConverterSequenceString.read(buf),
+            FfiConverterSequenceString.read(buf),
             FfiConverterSequenceString.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterUInt.read(buf),
@@ -6541,6 +6568,10 @@ public object FfiConverterTypeSettleReport: FfiConverterRustBuffer<SettleReport>
 
     override fun allocationSize(value: SettleReport) = (
             FfiConverterSequenceTypeSettledBatch.allocationSize(value.`batches`) +
+            FfiConverterSequenceTypeSettledBatch.allocationSize(value.`awaiting`) +
+            FfiConverterSequenceString.allocationSize(value.`reorged`) +
+            FfiConverterSequenceString.allocationSize(value.`moved`) +
+            FfiConverterSequenceString.allocationSize(value.`unresolved`) +
             FfiConverterSequenceString.allocationSize(value.`skipped`) +
             FfiConverterUInt.allocationSize(value.`otherPayers`) +
             FfiConverterUInt.allocationSize(value.`stillPending`)
@@ -6548,6 +6579,10 @@ public object FfiConverterTypeSettleReport: FfiConverterRustBuffer<SettleReport>
 
     override fun write(value: SettleReport, buf: ByteBuffer) {
             FfiConverterSequenceTypeSettledBatch.write(value.`batches`, buf)
+            FfiConverterSequenceTypeSettledBatch.write(value.`awaiting`, buf)
+            FfiConverterSequenceString.write(value.`reorged`, buf)
+            FfiConverterSequenceString.write(value.`moved`, buf)
+            FfiConverterSequenceString.write(value.`unresolved`, buf)
             FfiConverterSequenceString.write(value.`skipped`, buf)
             FfiConverterUInt.write(value.`otherPayers`, buf)
             FfiConverterUInt.write(value.`stillPending`, buf)

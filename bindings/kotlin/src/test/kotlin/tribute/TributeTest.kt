@@ -662,6 +662,9 @@ fun registerTests() {
                 assertEquals("2000000000000000", batch.totalWei)
                 assertTrue(report.skipped.isEmpty(), "${report.skipped}")
                 assertEquals(0u, report.stillPending)
+                // One confirmation by default: nothing waits, nothing was reorged or left open.
+                assertTrue(report.awaiting.isEmpty() && report.reorged.isEmpty(), "$report")
+                assertTrue(report.moved.isEmpty() && report.unresolved.isEmpty(), "$report")
                 assertEquals(2, engine.receipts(ReceiptState.CONFIRMED).size)
                 assertEquals(0u, engine.receiptStats().pending)
 
