@@ -285,19 +285,23 @@ def main():
         last = json.loads(o.stdout)
     except ValueError:
         last = {}
-    # Batches the ledger calls settled (the payer's latest root) but whose BatchSettled event
-    # the node lost: an anvil SIGKILLed between state dumps can keep a block's state and not
-    # the block. Only --kill-node can make them; each must really be settled in the state.
+    # Batches the ledger holds settled (settledAt) but whose BatchSettled event the node lost:
+    # an anvil SIGKILLed between state dumps can keep a block's state and not the block. Only
+    # --kill-node can make them; each must really be settled in the state.
     unresolved = {u["root"].lower() for u in last.get("unresolved", [])}
     check(kill_node or not unresolved,
           f"no unresolved batch without node kills ({len(unresolved)})")
     contract = json.load(open(ledger))["contract"]
+    settled_at_sig = subprocess.run([cast, "sig", "settledAt(address,bytes32)"],
+                                    capture_output=True, text=True).stdout.strip()
+
+    def settled_at(root):
+        data = settled_at_sig + PAYER_ADDRESS[2:].lower().rjust(64, "0") + root[2:]
+        return int(rpc(node.url, "eth_call", [{"to": contract, "data": data}, "latest"]), 16)
+
     for root in sorted(unresolved):
-        latest = subprocess.run([cast, "call", "--rpc-url", node.url, contract,
-                                 "lastRoot(address)(bytes32)", PAYER_ADDRESS],
-                                capture_output=True, text=True).stdout.strip().lower()
-        check(latest == root, f"unresolved batch {root[:10]}… is the payer's latest root on the "
-                              f"ledger (settled in the node's state, its event lost)")
+        check(settled_at(root) != 0, f"unresolved batch {root[:10]}… is settled in the ledger's "
+                                     f"state (settledAt), only its event is lost")
 
     # The checks.
     rows = journal_rows(bin_, journal)
@@ -315,24 +319,34 @@ def main():
                                           "toBlock": "latest", "topics": [topic]}])
     on_chain = [l["topics"][2].lower() for l in logs]
     roots = {r["batchId"].lower() for r in rows if r.get("batchId")}
-    unsettled = sorted(roots - set(on_chain) - unresolved)
+    unsettled = sorted(r for r in roots if settled_at(r) == 0)
     twice = sorted({x for x in on_chain if on_chain.count(x) > 1})
     unknown = sorted(set(on_chain) - roots)
-    check(not unsettled, f"every confirmed batch root is settled on chain "
-                         f"({len(roots)} roots, {len(unsettled)} missing on chain)")
-    check(not twice, f"no root settled twice ({len(twice)})")
-    # Every settlement in the ledger's state has its event: the payer's batch nonce counts
-    # them, and the events' totals are what left the deposit. A node that kept a block's
-    # state but lost the block (an anvil SIGKILLed between dumps) breaks this; the settler
-    # then cannot see that batch's settlement and may pay it again (the ledger refuses only
-    # the payer's latest root).
+    check(not unsettled, f"every journaled batch root is settled in the ledger's state "
+                         f"({len(roots)} roots, {len(unsettled)} not settled)")
+    check(not twice, f"no root has two BatchSettled events ({len(twice)})")
+    # The payer's batch nonce counts its settlements; each should have its event. A node that
+    # kept a block's state but lost the block (an anvil SIGKILLed between dumps) breaks that:
+    # a fault of the node, reported here but not failed on with --kill-node. What must hold
+    # whatever the node does is checked below with balances: nobody is paid twice or not at
+    # all (the ledger refuses any settled root, so a settler that cannot see an event cannot
+    # pay its batch again).
     nonce = subprocess.run([cast, "call", "--rpc-url", node.url, contract,
                             "batchNonces(address)(uint64)", PAYER_ADDRESS],
                            capture_output=True, text=True).stdout.strip()
     event_nonces = {int(l["data"][2 + 64:2 + 128], 16) for l in logs}
     lost = sorted(set(range(int(nonce or 0))) - event_nonces)
-    check(not lost, f"every settlement in the ledger's state has its BatchSettled event "
-                    f"(batch nonce {nonce}, {len(logs)} events; nonces without one: {lost[:5]})")
+    events_whole = not lost
+    if kill_node and lost:
+        print(f"the node lost the events of {len(lost)} settlements it kept in its state "
+              f"(batch nonces {lost[:5]}): not Tribute's fault, and paid once each (see below)",
+              flush=True)
+    else:
+        check(not lost, f"every settlement in the ledger's state has its BatchSettled event "
+                        f"(batch nonce {nonce}, {len(logs)} events; nonces without one: {lost[:5]})")
+    check(int(nonce or 0) == len(roots),
+          f"the payer's batch nonce counts exactly the journal's batches: {nonce} settlements, "
+          f"{len(roots)} roots")
     event_total = sum(int(l["data"][2:2 + 64], 16) for l in logs)
     check(not unknown, f"no settlement the journal does not know ({len(unknown)})")
     payer = subprocess.run([bin_, "chain", "balance", "--deposit", "--json", "--rpc", node.url,
@@ -346,13 +360,14 @@ def main():
     except Exception as e:  # noqa: BLE001 - report, do not crash
         left = -1
         print(f"could not read the deposit: {e}")
-    check(left == deposit - event_total,
-          f"the deposit fell by exactly the events' totals ({(deposit - left - event_total) // FEE_WEI:+d} "
-          f"receipts' worth paid without an event)")
-    confirmed_fees = sum(int(r["fee"]) for r in rows if r["state"] == "confirmed")
-    check(event_total == confirmed_fees,
-          f"the events pay exactly the confirmed receipts' fees "
-          f"({(event_total - confirmed_fees) // FEE_WEI:+d} receipts' worth)")
+    if events_whole:
+        check(left == deposit - event_total,
+              f"the deposit fell by exactly the events' totals ({(deposit - left - event_total) // FEE_WEI:+d} "
+              f"receipts' worth paid without an event)")
+        confirmed_fees = sum(int(r["fee"]) for r in rows if r["state"] == "confirmed")
+        check(event_total == confirmed_fees,
+              f"the events pay exactly the confirmed receipts' fees "
+              f"({(event_total - confirmed_fees) // FEE_WEI:+d} receipts' worth)")
     check(left == deposit - total_fees,
           f"the payer's deposit fell by exactly the fees: {deposit - left} wei paid, "
           f"{total_fees} wei of fees journaled ({(deposit - left - total_fees) // FEE_WEI:+d} receipts' worth)")
