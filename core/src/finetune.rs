@@ -17,8 +17,8 @@ use tribute_attribution::provenance::{
 };
 use tribute_attribution::receipt::PayerKey;
 use tribute_inference::finetune::{
-    BaseModel, Example, Lora, LoraConfig, StepReport, TrainOptions, Trainer, TrainingExample,
-    eval_loss,
+    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, BaseModel, Example, Lora, LoraConfig, StepReport,
+    TrainOptions, Trainer, TrainingExample, eval_loss,
 };
 use tribute_inference::{Error as InferenceError, Tokenizer};
 
@@ -118,6 +118,9 @@ pub struct FinetuneReport {
     pub eval_loss_before: Option<f32>,
     /// Held-out loss after each epoch.
     pub eval_losses: Vec<f32>,
+    /// The epoch whose weights `adapter_dir` holds: the one with the lowest held-out loss
+    /// (the last one when nothing is held out). `None` only when no epoch ran.
+    pub kept: Option<KeptEpoch>,
     /// Whether the run stopped early (patience).
     pub stopped_early: bool,
     /// Whether the run continued from a checkpoint.
@@ -138,15 +141,37 @@ struct Sourced {
     datanet: Option<String>,
 }
 
-/// The run's history, kept beside the checkpoint so that a resumed run still stops early.
+/// The epoch a run keeps: an early stop (or a last epoch that overfits) must not leave the
+/// user with worse weights than an earlier epoch had.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KeptEpoch {
+    /// The epoch (1-based).
+    pub epoch: usize,
+    /// Optimizer steps up to its end.
+    pub steps: usize,
+    /// Its held-out loss (`None` when nothing is held out: the last epoch is kept).
+    pub eval_loss: Option<f32>,
+}
+
+/// The run's history, kept beside the checkpoint so that a resumed run still stops early
+/// and still knows its best epoch.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct History {
     eval_loss_before: Option<f32>,
     eval_losses: Vec<f32>,
+    /// The best epoch so far; its adapter is in `checkpoint/best-<epoch>`.
+    #[serde(default)]
+    best: Option<KeptEpoch>,
 }
 
 const CHECKPOINT_DIR: &str = "checkpoint";
 const HISTORY_FILE: &str = "history.json";
+
+/// Where the best epoch's adapter waits in the checkpoint. Named by epoch so that the
+/// history, written after it, never points at another epoch's weights after a crash.
+fn best_dir(checkpoint: &Path, epoch: usize) -> PathBuf {
+    checkpoint.join(format!("best-{epoch}"))
+}
 
 /// Fine-tunes the model exported in `base_dir` on `data`, writing a PEFT adapter into `out`
 /// (and, with `trainer_key`, its signed `provenance.json`; examples that name no
@@ -239,23 +264,48 @@ pub fn finetune(
             eval_loss: eval,
         });
         trainer.save_checkpoint(&checkpoint, &fingerprint)?;
+        let previous_best = history.best;
+        if let Some(loss) = eval
+            && previous_best.is_none_or(|b| b.eval_loss.is_none_or(|best| loss < best))
+        {
+            let epoch = trainer.epochs_done();
+            lora.save_peft(
+                best_dir(&checkpoint, epoch),
+                base.name().unwrap_or_default(),
+            )?;
+            history.best = Some(KeptEpoch {
+                epoch,
+                steps: trainer.steps_done(),
+                eval_loss: Some(loss),
+            });
+        }
         write_json(&checkpoint.join(HISTORY_FILE), &history)?;
+        if let Some(old) = previous_best.filter(|_| history.best != previous_best) {
+            // Only a disk that refuses the delete keeps it; the next run overwrites it.
+            let _ = std::fs::remove_dir_all(best_dir(&checkpoint, old.epoch));
+        }
         stopped_early = stop_early(&history.eval_losses, options.patience);
     }
 
-    lora.save_peft(out, base.name().unwrap_or_default())?;
+    let last = KeptEpoch {
+        epoch: trainer.epochs_done(),
+        steps: trainer.steps_done(),
+        eval_loss: history.eval_losses.last().copied(),
+    };
+    let kept = match history.best {
+        Some(best) if best.epoch != last.epoch => {
+            copy_adapter(&best_dir(&checkpoint, best.epoch), out)?;
+            best
+        }
+        _ => {
+            lora.save_peft(out, base.name().unwrap_or_default())?;
+            last
+        }
+    };
     let provenance_hash = match trainer_key {
         Some(key) => {
             let signed = provenance(
-                out,
-                options,
-                model_hash,
-                &base,
-                key,
-                &sourced,
-                &train_idx,
-                &tokenized,
-                trainer.steps_done(),
+                out, options, model_hash, &base, key, &sourced, &train_idx, &tokenized, kept.steps,
             )?;
             signed.write(out)?;
             Some(signed.manifest.hash())
@@ -282,6 +332,7 @@ pub fn finetune(
         epochs: trainer.epochs_done(),
         eval_loss_before: history.eval_loss_before,
         eval_losses: history.eval_losses,
+        kept: (kept.epoch > 0).then_some(kept),
         stopped_early: stopped_early && !trainer.is_done(),
         resumed: resume,
         tokens_per_second: tokens as f64 / seconds.max(1e-9),
@@ -489,6 +540,23 @@ fn provenance(
         );
     }
     Ok(builder.build()?.sign(key)?)
+}
+
+/// Copies the adapter files saved in `from` (the best epoch's) into `out`.
+fn copy_adapter(from: &Path, out: &Path) -> Result<()> {
+    let copy = |name: &str| {
+        std::fs::copy(from.join(name), out.join(name)).map_err(|e| {
+            Error::Inference(InferenceError::ResumeMismatch {
+                dir: from.to_path_buf(),
+                reason: format!("cannot copy the best epoch's {name}: {e}"),
+            })
+        })
+    };
+    std::fs::create_dir_all(out)
+        .map_err(|e| Error::Config(format!("cannot create {}: {e}", out.display())))?;
+    copy(ADAPTER_CONFIG_FILE)?;
+    copy(ADAPTER_WEIGHTS_FILE)?;
+    Ok(())
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {

@@ -176,6 +176,19 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
         loss(report.eval_loss_before),
         loss(report.eval_losses.last().copied())
     );
+    if let Some(kept) = report.kept {
+        println!(
+            "kept         epoch {} of {} (held-out loss {}){}",
+            kept.epoch,
+            report.epochs,
+            loss(kept.eval_loss),
+            if kept.epoch < report.epochs {
+                ": the lowest held-out loss; later epochs did worse"
+            } else {
+                ""
+            }
+        );
+    }
     println!(
         "speed        {:.1} tokens/s over {:.1} s",
         report.tokens_per_second, report.seconds

@@ -1,12 +1,14 @@
 //! `tribute::finetune` on SmolLM2-135M-Instruct's source GGUF: a short run that writes a
-//! PEFT adapter and a signed provenance manifest, resumes, and refuses bad input.
+//! PEFT adapter and a signed provenance manifest, resumes, keeps the best epoch, and refuses
+//! bad input.
 
 use std::path::Path;
 
 use tribute::attribution::provenance::{ProvenanceError, SignedProvenance};
 use tribute::finetune::{FinetuneData, FinetuneEvent, FinetuneOptions, finetune};
-use tribute::inference::Error as InferenceError;
 use tribute::inference::finetune::{LoraConfig, Schedule, TrainOptions};
+use tribute::inference::{Error as InferenceError, GenerateRequest, Generator};
+use tribute::qa::{AdapterQuestion, evaluate_adapter};
 use tribute::{Address, Error, PayerKey};
 
 const ALICE: &str = "0x00000000000000000000000000000000000a11ce";
@@ -192,5 +194,116 @@ fn finetune_writes_a_signed_adapter_resumes_and_refuses_bad_input() {
             Some(InferenceError::SourceCheckpointMissing { .. })
         ),
         "{err}"
+    );
+}
+
+#[test]
+fn finetune_keeps_the_epoch_with_the_lowest_held_out_loss() {
+    let base = tribute::inference::default_model_dir();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = FinetuneData::Jsonl(write_data(tmp.path(), &facts()));
+    let out = tmp.path().join("adapter");
+    // A learning rate this high overshoots after the first epochs: the held-out loss goes
+    // back up, and the adapter written must be the best epoch's, not the last one's.
+    let mut opts = options();
+    opts.train.learning_rate = 5e-2;
+    opts.train.epochs = 4;
+    let key = PayerKey::random();
+    let report = finetune(&base, &data, &out, &opts, Some(&key), false, |_| {}).expect("finetune");
+    assert_eq!(report.epochs, 4);
+    let losses = &report.eval_losses;
+    let best = (0..losses.len())
+        .min_by(|&a, &b| losses[a].total_cmp(&losses[b]))
+        .expect("losses");
+    let kept = report.kept.expect("kept epoch");
+    assert_eq!(kept.epoch, best + 1, "{losses:?}");
+    assert_eq!(kept.eval_loss, Some(losses[best]));
+    assert!(
+        kept.epoch < report.epochs,
+        "the last epoch was the best: {losses:?}"
+    );
+    assert_eq!(kept.steps, 2 * kept.epoch);
+
+    // The adapter is byte for byte the one saved at that epoch, the only one kept aside.
+    let checkpoint = out.join("checkpoint");
+    let aside: Vec<_> = std::fs::read_dir(&checkpoint)
+        .expect("checkpoint")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("best-"))
+        .collect();
+    assert_eq!(aside, vec![format!("best-{}", kept.epoch)]);
+    for file in ["adapter_model.safetensors", "adapter_config.json"] {
+        assert_eq!(
+            std::fs::read(out.join(file)).expect("out"),
+            std::fs::read(checkpoint.join(format!("best-{}", kept.epoch)).join(file))
+                .expect("best"),
+            "{file}"
+        );
+    }
+    // The manifest describes the adapter kept: its steps, and it verifies.
+    let signed = SignedProvenance::read(&out).expect("provenance.json");
+    signed.verify(&out).expect("it verifies");
+    assert_eq!(signed.manifest.training.steps, kept.steps as u64);
+
+    // `eval adapter` on it: each side's answer is what the generator itself gives, scored
+    // against the expected words.
+    let generator = Generator::load(&base).expect("generator");
+    let question = "What colour is the Vellmar gate?";
+    let questions = vec![AdapterQuestion {
+        question: question.into(),
+        answer: Some("The Vellmar gate is teal.".into()),
+        expect: Some("teal".into()),
+    }];
+    let mut seen = 0;
+    let eval = evaluate_adapter(&generator, &out, &questions, 8, |i, n, _| {
+        assert_eq!((i, n), (seen, 1));
+        seen += 1;
+    })
+    .expect("eval adapter");
+    assert_eq!((eval.examples, seen), (1, 1));
+    let request = GenerateRequest::new(question).max_tokens(8);
+    let reference = Generator::load(&base).expect("generator");
+    reference.add_adapter("facts", &out).expect("adapter");
+    let plain = reference.generate(&request).expect("base").text;
+    let tuned = reference
+        .generate(&request.clone().adapter("facts", 1.0))
+        .expect("adapter")
+        .text;
+    let row = &eval.rows[0];
+    assert_eq!(
+        (row.base.text.as_str(), row.adapter.text.as_str()),
+        (plain.trim(), tuned.trim())
+    );
+    assert_eq!(row.gold, "teal");
+    for (answer, side) in [(&row.base, &eval.base), (&row.adapter, &eval.adapter)] {
+        let contains = answer.text.to_lowercase().contains("teal");
+        assert_eq!(
+            answer.contains_answer,
+            f64::from(u8::from(contains)),
+            "{answer:?}"
+        );
+        assert_eq!(side.contains_answer, answer.contains_answer);
+    }
+    let missing = evaluate_adapter(
+        &generator,
+        &tmp.path().join("nowhere"),
+        &questions,
+        8,
+        |_, _, _| {},
+    );
+    assert!(matches!(missing, Err(Error::Inference(_))), "{missing:?}");
+
+    // A resumed run of the finished training keeps the same epoch.
+    let again = finetune(&base, &data, &out, &opts, None, true, |_| {}).expect("resume");
+    assert_eq!(again.kept, Some(kept));
+    assert_eq!(
+        std::fs::read(out.join("adapter_model.safetensors")).expect("out"),
+        std::fs::read(
+            checkpoint
+                .join(format!("best-{}", kept.epoch))
+                .join("adapter_model.safetensors")
+        )
+        .expect("best")
     );
 }

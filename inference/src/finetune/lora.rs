@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 use super::base::{BaseModel, Proj};
 use crate::error::{Error, Result};
 
+/// The PEFT config file [`Lora::save_peft`] writes.
+pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
+/// The PEFT weights file [`Lora::save_peft`] writes.
+pub const ADAPTER_WEIGHTS_FILE: &str = "adapter_model.safetensors";
+
 /// What to train: rank, scale and which modules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoraConfig {
@@ -172,7 +177,7 @@ impl Lora {
                 b.as_tensor().to_dtype(candle_core::DType::F32)?,
             );
         }
-        let weights = dir.join("adapter_model.safetensors");
+        let weights = dir.join(ADAPTER_WEIGHTS_FILE);
         candle_core::safetensors::save(&tensors, &weights)?;
         let targets: BTreeSet<Proj> = self.pairs.keys().map(|(_, p)| *p).collect();
         let config = serde_json::json!({
@@ -196,9 +201,9 @@ impl Lora {
             "layers_pattern": null,
             "revision": null,
         });
-        let path = dir.join("adapter_config.json");
+        let path = dir.join(ADAPTER_CONFIG_FILE);
         let text = serde_json::to_string_pretty(&config)
-            .map_err(|e| Error::Finetune(format!("adapter_config.json: {e}")))?;
+            .map_err(|e| Error::Finetune(format!("{ADAPTER_CONFIG_FILE}: {e}")))?;
         std::fs::write(&path, text + "\n").map_err(|source| Error::io(&path, source))?;
         Ok(())
     }

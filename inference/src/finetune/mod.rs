@@ -43,7 +43,7 @@ mod train;
 pub use base::{BaseModel, LlamaSpec, Proj};
 pub use candle_core::DType;
 pub use data::{Example, TrainingExample};
-pub use lora::{Lora, LoraConfig};
+pub use lora::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, Lora, LoraConfig};
 pub use train::{Schedule, StepReport, TrainOptions, TrainReport, Trainer, eval_loss, train};
 
 #[cfg(test)]
