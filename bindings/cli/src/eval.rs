@@ -19,6 +19,9 @@ pub enum EvalCommand {
     Attribution(crate::eval_attribution::AttributionArgs),
     /// Score answer quality (exact match, F1, support, looping, latency) on questions with gold answers.
     Qa(crate::eval_qa::QaArgs),
+    /// Score a fine-tuned adapter against its base model: exact match and contains-answer of
+    /// greedy answers to questions asked without sources.
+    Adapter(crate::eval_adapter::AdapterArgs),
     /// Score citation precision/recall against gold supporting passages: Tribute's measured
     /// markers next to the markers the model writes when prompted to cite.
     Citations(crate::eval_citations::CitationsArgs),
@@ -104,6 +107,7 @@ pub fn run(c: EvalCommand) -> anyhow::Result<()> {
         EvalCommand::Beir(a) => beir(a),
         EvalCommand::Attribution(a) => crate::eval_attribution::run(a),
         EvalCommand::Qa(a) => crate::eval_qa::run(a),
+        EvalCommand::Adapter(a) => crate::eval_adapter::run(a),
         EvalCommand::Citations(a) => crate::eval_citations::run(a),
         EvalCommand::Guard(a) => crate::eval_guard::run(a),
     }

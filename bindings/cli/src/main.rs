@@ -8,6 +8,7 @@ mod chat;
 mod delete;
 mod engine_args;
 mod eval;
+mod eval_adapter;
 mod eval_attribution;
 mod eval_citations;
 mod eval_guard;
@@ -56,7 +57,7 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Generate text with the local LM (and LoRA adapters).
     Generate(generate::GenerateArgs),
-    /// Evaluate retrieval quality and speed.
+    /// Evaluate retrieval, attribution, answers, citations, adapters and the source guard.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
     /// Deploy and use the TributeLedger: register models and adapters, deposit, balances, withdraw.

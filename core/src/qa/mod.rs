@@ -5,8 +5,10 @@
 //! with SQuAD's exact match and token F1, containment ([`contains_answer`]), the share of
 //! answer sentences no source measurably supports, the share of answers that loop
 //! ([`is_looping`]), and seconds per question. `docs/QUALITY.md` defines each measure
-//! and gives the numbers.
+//! and gives the numbers. [`evaluate_adapter`] scores a fine-tuned adapter against its
+//! base model on questions asked without sources.
 
+mod adapter;
 mod data;
 mod metrics;
 
@@ -18,6 +20,9 @@ use serde::Serialize;
 use tribute_index::{Document, Embedder, Mode};
 use tribute_inference::{GenerateRequest, Generator, Message, Prompt};
 
+pub use adapter::{
+    AdapterAnswer, AdapterQuestion, AdapterReport, AdapterRow, AdapterScores, evaluate_adapter,
+};
 pub use data::{QaExample, QaPassage};
 pub use metrics::{
     CONTAINS_RECALL, LOOP_NGRAM, LOOP_REPEATS, answer_recall, contains_answer, exact_match,
