@@ -9,6 +9,7 @@
 mod answer;
 mod engine;
 mod error;
+mod finetune;
 mod generator;
 mod hub;
 mod index;
@@ -32,6 +33,8 @@ mod _native {
         AdapterError, AttributionError, ChainError, ConfigError, KnowledgeBaseError, ModelError,
         OverloadedError, ReceiptError, RequestError, TributeError,
     };
+    #[pymodule_export]
+    use crate::finetune::finetune;
     #[pymodule_export]
     use crate::generator::Generator;
     #[pymodule_export]

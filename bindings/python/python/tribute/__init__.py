@@ -48,6 +48,7 @@ from ._native import (
     TributeError,
     Usage,
     __version__,
+    finetune,
     pull_model,
 )
 
@@ -82,5 +83,6 @@ __all__ = [
     "TributeError",
     "Usage",
     "__version__",
+    "finetune",
     "pull_model",
 ]

@@ -36,6 +36,7 @@ __all__ = [
     "TributeError",
     "Usage",
     "__version__",
+    "finetune",
     "pull_model",
 ]
 
@@ -693,3 +694,60 @@ def pull_model(
     """Find or download, verify and export a Hugging Face hub model
     (``ORG/NAME[/FILE.gguf][@REV]``); offline, a model exported before (or files copied
     into the hub cache) still resolves, else `ModelError` names the cache."""
+
+class _KeptEpoch(TypedDict):
+    """The epoch whose weights the adapter holds."""
+
+    epoch: int
+    steps: int
+    eval_loss: Optional[float]
+
+class _FinetuneReport(TypedDict):
+    """What `finetune` did (the shape `tribute finetune --json` prints)."""
+
+    adapter_dir: str
+    examples: int
+    train_examples: int
+    held_out: int
+    truncated: int
+    steps: int
+    epochs: int
+    eval_loss_before: Optional[float]
+    eval_losses: list[float]
+    kept: Optional[_KeptEpoch]
+    stopped_early: bool
+    resumed: bool
+    tokens_per_second: float
+    seconds: float
+    provenance_hash: Optional[str]
+
+def finetune(
+    out: _StrPath,
+    *,
+    data: Optional[_StrPath] = None,
+    kb: Optional[_StrPath] = None,
+    datanet: Optional[str] = None,
+    base: Optional[_StrPath] = None,
+    rank: int = 8,
+    alpha: float = 16.0,
+    targets: Optional[list[str]] = None,
+    lr: float = 1e-3,
+    schedule: Literal["constant", "linear", "cosine"] = "cosine",
+    warmup: int = 0,
+    epochs: int = 3,
+    steps: Optional[int] = None,
+    batch: int = 4,
+    seed: int = 0,
+    max_len: int = 512,
+    held_out: float = 10.0,
+    patience: int = 2,
+    signer: Optional[Signer] = None,
+    resume: bool = False,
+    progress: Optional[Callable[[dict[str, Any]], object]] = None,
+) -> _FinetuneReport:
+    """Fine-tune a LoRA adapter into `out` on `data` (JSONL question/answer, chat or
+    document lines) or on a knowledge base's datanet (`kb` + `datanet`), from `base`
+    (default: the installed SmolLM2-135M-Instruct); keeps the epoch with the lowest
+    held-out loss. With `signer`, `provenance.json` is signed beside the adapter.
+    `progress` gets one dict per event (``{"event": "start" | "step" | "epoch", ...}``);
+    an exception it raises is raised again when the run ends."""
