@@ -4,15 +4,15 @@
 //! model and once with the adapter; both answers are scored against the expected answer
 //! with SQuAD's exact match and [`contains_answer`].
 
-use std::io::BufRead;
 use std::path::Path;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tribute_inference::{GenerateRequest, Generator, Prompt};
 
+use super::data::read_jsonl;
 use super::{contains_answer, exact_match};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The id the evaluated adapter is registered under in the generator.
 const EVAL_ADAPTER_ID: &str = "tribute-eval-adapter";
@@ -45,38 +45,18 @@ impl AdapterQuestion {
     ///
     /// # Errors
     ///
-    /// [`Error::QaData`] naming the file and line: unreadable, not JSON, an empty question,
-    /// no `expect` or `answer`, or no question at all.
+    /// [`Error::QaData`](crate::Error::QaData) naming the file and line: unreadable, not
+    /// JSON, an empty question, no `expect` or `answer`, or no question at all.
     pub fn load_jsonl(path: &Path) -> Result<Vec<AdapterQuestion>> {
-        let bad = |line: usize, message: String| Error::QaData {
-            path: path.to_owned(),
-            line,
-            message,
-        };
-        let file = std::fs::File::open(path).map_err(|e| bad(0, e.to_string()))?;
-        let mut out = Vec::new();
-        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| bad(n + 1, e.to_string()))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let q: AdapterQuestion =
-                serde_json::from_str(&line).map_err(|e| bad(n + 1, e.to_string()))?;
+        read_jsonl(path, "questions", |q: &AdapterQuestion| {
             if q.question.trim().is_empty() {
-                return Err(bad(n + 1, "empty question".into()));
+                Err("empty question".into())
+            } else if q.gold().trim().is_empty() {
+                Err("no \"expect\" or \"answer\" to score against".into())
+            } else {
+                Ok(())
             }
-            if q.gold().trim().is_empty() {
-                return Err(bad(
-                    n + 1,
-                    "no \"expect\" or \"answer\" to score against".into(),
-                ));
-            }
-            out.push(q);
-        }
-        if out.is_empty() {
-            return Err(bad(0, "the file holds no questions".into()));
-        }
-        Ok(out)
+        })
     }
 }
 
@@ -136,8 +116,8 @@ pub struct AdapterReport {
 ///
 /// # Errors
 ///
-/// The adapter's typed load errors (as [`Error::Inference`]): a missing or malformed
-/// adapter, one for another architecture; generation errors.
+/// The adapter's typed load errors (as [`Error::Inference`](crate::Error::Inference)): a
+/// missing or malformed adapter, one for another architecture; generation errors.
 pub fn evaluate_adapter(
     generator: &Generator,
     adapter: &Path,
@@ -202,6 +182,7 @@ fn scores<'a>(answers: impl Iterator<Item = &'a AdapterAnswer>) -> AdapterScores
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     fn write(lines: &str) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");

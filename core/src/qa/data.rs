@@ -5,6 +5,7 @@ use std::io::BufRead;
 use std::path::Path;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
@@ -41,28 +42,9 @@ impl QaExample {
     /// `id`, `question`, `answer` or `passages`, or has an empty question, answer or
     /// passage text is an [`Error::QaData`] naming the file and line.
     pub fn load_jsonl(path: &Path) -> Result<Vec<QaExample>> {
-        let bad = |line: usize, message: String| Error::QaData {
-            path: path.to_owned(),
-            line,
-            message,
-        };
-        let file = std::fs::File::open(path).map_err(|e| bad(0, e.to_string()))?;
-        let mut out = Vec::new();
-        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| bad(n + 1, e.to_string()))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let ex: QaExample =
-                serde_json::from_str(&line).map_err(|e| bad(n + 1, e.to_string()))?;
-            ex.check()
-                .map_err(|m| bad(n + 1, format!("example {:?}: {m}", ex.id)))?;
-            out.push(ex);
-        }
-        if out.is_empty() {
-            return Err(bad(0, "the file holds no examples".into()));
-        }
-        Ok(out)
+        read_jsonl(path, "examples", |ex: &QaExample| {
+            ex.check().map_err(|m| format!("example {:?}: {m}", ex.id))
+        })
     }
 
     fn check(&self) -> std::result::Result<(), String> {
@@ -80,6 +62,36 @@ impl QaExample {
         }
         Ok(())
     }
+}
+
+/// The objects of a JSONL file, one per non-blank line, each checked by `check`. Any fault
+/// is an [`Error::QaData`] naming the file and line (line 0: the file as a whole, e.g. one
+/// holding no `what`).
+pub(super) fn read_jsonl<T: DeserializeOwned>(
+    path: &Path,
+    what: &str,
+    check: impl Fn(&T) -> std::result::Result<(), String>,
+) -> Result<Vec<T>> {
+    let bad = |line: usize, message: String| Error::QaData {
+        path: path.to_owned(),
+        line,
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(0, e.to_string()))?;
+    let mut out = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| bad(n + 1, e.to_string()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let item: T = serde_json::from_str(&line).map_err(|e| bad(n + 1, e.to_string()))?;
+        check(&item).map_err(|m| bad(n + 1, m))?;
+        out.push(item);
+    }
+    if out.is_empty() {
+        return Err(bad(0, format!("the file holds no {what}")));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use crate::config::EngineConfig;
 use crate::engine::{Answer, AnswerSentence, Engine};
 use crate::error::{Error, Result};
 
-/// The system prompt of [`QaContext::None`] answers (no sources: the model's own
+/// The system prompt of [`QaContext::NoContext`] answers (no sources: the model's own
 /// knowledge).
 pub const NO_CONTEXT_SYSTEM_PROMPT: &str = "Answer the question briefly.";
 
