@@ -239,6 +239,16 @@ send "transferModel" $PK2 "$L" 'transferModel(bytes32,address)' "$HM" "$A3"
 eq "modelOwner after transfer" "$(c 'modelOwner(bytes32)(address)' "$HM")" "$A3"
 send "registerAdapter" $PK3 "$L" 'registerAdapter(bytes32,address)' "$HAD" "$A3"
 eq "adapterOwner" "$(c 'adapterOwner(bytes32)(address)' "$HAD")" "$A3"
+eq "adapterManifest (registered without one)" "$(c 'adapterManifest(bytes32)(bytes32)' "$HAD")" "$(cast to-bytes32 0x)"
+HTA=$(cast keccak trained-adapter); HMAN=$(cast keccak manifest)
+expect_revert "registerTrainedAdapter with a zero manifest" "$(cast sig 'ZeroManifest()')" "$A3" "$L" 'registerTrainedAdapter(bytes32,address,bytes32)' "$HTA" "$A3" "$(cast to-bytes32 0x)"
+expect_revert "registerTrainedAdapter on a registered id" "$(cast sig 'AlreadyRegistered()')" "$A3" "$L" 'registerTrainedAdapter(bytes32,address,bytes32)' "$HAD" "$A3" "$HMAN"
+send "registerTrainedAdapter" $PK3 "$L" 'registerTrainedAdapter(bytes32,address,bytes32)' "$HTA" "$A3" "$HMAN"
+eq "adapterManifest" "$(c 'adapterManifest(bytes32)(bytes32)' "$HTA")" "$HMAN"
+expect_revert "registerAdapter over a trained adapter" "$(cast sig 'AlreadyRegistered()')" "$A2" "$L" 'registerAdapter(bytes32,address)' "$HTA" "$A2"
+send "transferAdapter (trained)" $PK3 "$L" 'transferAdapter(bytes32,address)' "$HTA" "$A2"
+eq "adapterOwner after transfer" "$(c 'adapterOwner(bytes32)(address)' "$HTA")" "$A2"
+eq "adapterManifest kept by the transfer" "$(c 'adapterManifest(bytes32)(bytes32)' "$HTA")" "$HMAN"
 
 # ---- reentrancy guard ----------------------------------------------------------------------------------------------
 RBYTECODE=$(node -p 'require("./artifacts/Reentrant.json").bytecode')

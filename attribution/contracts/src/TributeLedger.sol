@@ -13,7 +13,9 @@ pragma solidity ^0.8.24;
 ///   later prove that a given receipt was part of a settled batch (`verifyReceipt`). `settledAt(payer, root)` records
 ///   the block of each settlement, so a root settles at most once per payer, whatever nonce it is signed for.
 /// * Payers pre-fund `deposits`; settlement moves funds to `balances` (pull payments, `withdraw`).
-/// * A first-come registry of model and adapter owners ("model as asset").
+/// * A first-come registry of model and adapter owners ("model as asset"). A fine-tuned adapter is registered with
+///   the hash of its provenance manifest (`adapterManifest`), fixed for good: settlers pay the adapter's training
+///   contributors by that manifest, and nobody, its owner included, can swap it for another.
 ///
 /// No external imports: the small EIP-712, ECDSA, Merkle and reentrancy-guard pieces are written here and follow
 /// the OpenZeppelin conventions byte for byte.
@@ -142,6 +144,9 @@ contract TributeLedger {
 
     mapping(bytes32 => address) public modelOwner;
     mapping(bytes32 => address) public adapterOwner;
+    /// keccak-256 of a fine-tuned adapter's provenance manifest (canonical JSON), zero for an adapter registered
+    /// without one. Set once, with the owner, by `registerTrainedAdapter`; a transfer keeps it.
+    mapping(bytes32 => bytes32) public adapterManifest;
 
     // ---------------------------------------------------------------------------------------------------------------
     // Events and errors
@@ -157,6 +162,7 @@ contract TributeLedger {
     event ModelTransferred(bytes32 indexed modelId, address indexed from, address indexed to);
     event AdapterRegistered(bytes32 indexed adapterId, address indexed owner);
     event AdapterTransferred(bytes32 indexed adapterId, address indexed from, address indexed to);
+    event AdapterManifestRecorded(bytes32 indexed adapterId, bytes32 manifestHash);
 
     /// The payer already settled this root (`settledAt(payer, root) != 0`): a retry, or a second settler that
     /// re-signed the batch for a later nonce.
@@ -177,6 +183,7 @@ contract TributeLedger {
     error AlreadyRegistered();
     error NotOwner();
     error AmountTooLarge();
+    error ZeroManifest();
 
     // ---------------------------------------------------------------------------------------------------------------
     // Construction, guard
@@ -410,6 +417,18 @@ contract TributeLedger {
         if (adapterOwner[adapterId] != address(0)) revert AlreadyRegistered();
         adapterOwner[adapterId] = owner;
         emit AdapterRegistered(adapterId, owner);
+    }
+
+    /// @notice First come, first served: registers a fine-tuned `adapterId` to `owner` with the keccak-256 of its
+    /// provenance manifest, which says whose data trained it and so who shares its fees. The hash is fixed for good.
+    function registerTrainedAdapter(bytes32 adapterId, address owner, bytes32 manifestHash) external {
+        if (owner == address(0)) revert ZeroAddress();
+        if (manifestHash == bytes32(0)) revert ZeroManifest();
+        if (adapterOwner[adapterId] != address(0)) revert AlreadyRegistered();
+        adapterOwner[adapterId] = owner;
+        adapterManifest[adapterId] = manifestHash;
+        emit AdapterRegistered(adapterId, owner);
+        emit AdapterManifestRecorded(adapterId, manifestHash);
     }
 
     /// @notice Only the current owner may transfer an adapter.

@@ -143,6 +143,9 @@ pub enum ChainError {
     /// `AlreadyRegistered()`: the model or adapter id already has an owner.
     #[error("the id is already registered to an owner")]
     AlreadyRegistered,
+    /// `ZeroManifest()`: a trained adapter was registered with a zero manifest hash.
+    #[error("a trained adapter needs its provenance manifest hash, not zero")]
+    ZeroManifest,
     /// `NotOwner()`: only the registered owner may transfer an id.
     #[error("the sender does not own this id")]
     NotOwner,
@@ -187,6 +190,7 @@ impl ChainError {
             E::AmountTooLarge(_) => ChainError::AmountTooLarge,
             E::AlreadyRegistered(_) => ChainError::AlreadyRegistered,
             E::NotOwner(_) => ChainError::NotOwner,
+            E::ZeroManifest(_) => ChainError::ZeroManifest,
         }
     }
 

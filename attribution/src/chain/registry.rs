@@ -50,6 +50,15 @@ impl LedgerClient {
         Ok((a != Address::ZERO).then_some(a))
     }
 
+    /// The provenance manifest hash registered with a fine-tuned adapter id (`None` when the
+    /// adapter is unregistered or was registered without one).
+    pub async fn adapter_manifest(&self, adapter_id: B256) -> Result<Option<B256>, ChainError> {
+        let h = self
+            .view("adapterManifest", self.contract.adapterManifest(adapter_id))
+            .await?;
+        Ok((!h.is_zero()).then_some(h))
+    }
+
     /// Registers `model_id` to `owner` (first come, first served).
     pub async fn register_model(&self, model_id: B256, owner: Address) -> Result<B256, ChainError> {
         let r = self
@@ -71,6 +80,26 @@ impl LedgerClient {
             .transact(
                 "registerAdapter",
                 self.contract.registerAdapter(adapter_id, owner),
+            )
+            .await?;
+        Ok(r.transaction_hash)
+    }
+
+    /// Registers the fine-tuned `adapter_id` to `owner` with `manifest_hash`, the keccak-256
+    /// of its provenance manifest ([`crate::provenance::ProvenanceManifest::hash`]): settlers
+    /// then pay the adapter's training contributors by that manifest. First come, first
+    /// served; the hash is fixed for good.
+    pub async fn register_trained_adapter(
+        &self,
+        adapter_id: B256,
+        owner: Address,
+        manifest_hash: B256,
+    ) -> Result<B256, ChainError> {
+        let r = self
+            .transact(
+                "registerTrainedAdapter",
+                self.contract
+                    .registerTrainedAdapter(adapter_id, owner, manifest_hash),
             )
             .await?;
         Ok(r.transaction_hash)
