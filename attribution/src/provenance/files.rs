@@ -57,6 +57,22 @@ impl AdapterHashes {
     }
 }
 
+/// The verified manifest of the adapter at `path`, `None` when it has no `provenance.json`
+/// (an adapter trained elsewhere, or an `.onnx_adapter` file).
+///
+/// # Errors
+///
+/// What [`SignedProvenance::read`] and [`SignedProvenance::verify`] refuse: a manifest
+/// that is there must check out.
+pub fn verified_manifest(path: &Path) -> Result<Option<ProvenanceManifest>> {
+    if !path.join(PROVENANCE_FILE).is_file() {
+        return Ok(None);
+    }
+    let signed = SignedProvenance::read(path)?;
+    signed.verify(path)?;
+    Ok(Some(signed.manifest))
+}
+
 impl SignedProvenance {
     /// The canonical JSON of the file: `{"manifest":…,"signature":"0x…"}`, no whitespace.
     pub fn to_json(&self) -> String {

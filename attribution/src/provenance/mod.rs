@@ -26,7 +26,10 @@ use serde::{Deserialize, Serialize};
 use crate::receipt::PayerKey;
 use crate::split::TrainingShare;
 
-pub use files::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PROVENANCE_FILE, VerifiedProvenance};
+pub use files::{
+    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PROVENANCE_FILE, VerifiedProvenance,
+    verified_manifest,
+};
 
 /// The manifest schema written by this library.
 pub const PROVENANCE_SCHEMA: u16 = 1;

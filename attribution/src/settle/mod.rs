@@ -7,7 +7,10 @@
 //! [`batch_payouts`] splits each receipt's fee with a [`RewardConfig`] ([`crate::split`]):
 //! its cited chunks' contributors by their weights, its adapters' owners by their merge
 //! weights, the model's owner (the treasury for a zero model id: a retrieval-only receipt)
-//! and the treasury. Owners of model and adapter ids come from
+//! and the treasury. A fine-tuned adapter registered with a provenance manifest
+//! (`registerTrainedAdapter`) shares its slice with the contributors of its training data,
+//! pro rata by training tokens ([`Owners::training`], [`crate::split`]). Owners of model and
+//! adapter ids come from
 //! an [`Owners`] table (filled from the ledger's registry by [`settle_journal`]); an id
 //! without an owner is paid to [`Owners::fallback`] when one is set and is an error
 //! otherwise, so nobody's share is silently redistributed. The shares are summed per
@@ -51,7 +54,7 @@ use std::collections::{BTreeMap, HashMap};
 use alloy_primitives::{Address, B256, U256};
 
 use crate::receipt::SignedReceipt;
-use crate::split::{RewardConfig, SplitError, SplitRequest};
+use crate::split::{RewardConfig, SplitError, SplitRequest, TrainingShare};
 
 /// Why a batch could not be settled.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,29 @@ pub enum SettleError {
         "adapter {0} has no registered owner on the ledger; register it (tribute chain register-adapter) or set a fallback owner"
     )]
     UnknownAdapter(B256),
+    /// A fine-tuned adapter is registered with a provenance manifest the settler was not
+    /// given: its training contributors could not be paid.
+    #[error(
+        "adapter {adapter} is registered with provenance manifest {manifest_hash}, which this settler was not given: pass the adapter's directory (its provenance.json) so the contributors of its training data are paid"
+    )]
+    ManifestUnavailable {
+        /// The adapter id.
+        adapter: B256,
+        /// The manifest hash registered on the ledger.
+        manifest_hash: B256,
+    },
+    /// The provenance manifest given for an adapter is not the one registered with it.
+    #[error(
+        "adapter {adapter} is registered with provenance manifest {registered}, but the manifest given for it hashes to {given}: it belongs to another adapter or was changed after registration"
+    )]
+    ManifestMismatch {
+        /// The adapter id.
+        adapter: B256,
+        /// The manifest hash registered on the ledger.
+        registered: B256,
+        /// The hash of the manifest the settler was given.
+        given: B256,
+    },
     /// A receipt's fee could not be split.
     #[error("receipt {receipt_id}: {source}")]
     Split {
@@ -102,6 +128,10 @@ pub struct Owners {
     /// Paid the share of a model or adapter id without an owner; `None` makes such an id an
     /// error.
     pub fallback: Option<Address>,
+    /// Trained adapter id → the training tokens of each contributor of its data (from the
+    /// provenance manifest registered with it): the adapter's slice is split between its
+    /// owner and them. Adapters not listed pay their owner alone.
+    pub training: HashMap<B256, Vec<TrainingShare>>,
 }
 
 impl Owners {
@@ -112,6 +142,7 @@ impl Owners {
             models: HashMap::new(),
             adapters: HashMap::new(),
             fallback: None,
+            training: HashMap::new(),
         }
     }
 
@@ -160,10 +191,12 @@ pub fn batch_payouts(
             request = request.contributor(c.contributor, u32::from(c.weightBps));
         }
         for a in &r.adapters {
-            request = request.adapter(
-                owners.adapter(a.adapterId)?,
-                f64::from(a.weightMicros) / 1e6,
-            );
+            let owner = owners.adapter(a.adapterId)?;
+            let weight = f64::from(a.weightMicros) / 1e6;
+            request = match owners.training.get(&a.adapterId) {
+                Some(training) => request.trained_adapter(owner, weight, training.iter().copied()),
+                None => request.adapter(owner, weight),
+            };
         }
         let split_err = |source| SettleError::Split {
             receipt_id: r.receiptId,

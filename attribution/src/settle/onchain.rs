@@ -1,6 +1,6 @@
 //! Settling a journal on chain ([`settle_journal`]); see the module above for the steps.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use alloy_primitives::{Address, B256};
 
@@ -8,6 +8,7 @@ use super::reconcile::reconcile;
 use super::{Owners, SettleError, batch_payouts};
 use crate::chain::{BatchTree, ChainError, LedgerClient, Settlement};
 use crate::journal::{JournalBackend, ReceiptState, StateKind};
+use crate::provenance::ProvenanceManifest;
 use crate::receipt::{PayerKey, SignedReceipt};
 use crate::split::RewardConfig;
 
@@ -34,6 +35,13 @@ pub struct SettleOptions {
     /// confirmed in them whose settlement the chain no longer holds (a reorg) are put back
     /// in their batch and settled again; one moved to another block is re-confirmed there.
     pub reconcile_blocks: u64,
+    /// The provenance manifests of fine-tuned adapters, by adapter id (`named_id` of its
+    /// name): an adapter registered with a manifest hash (`registerTrainedAdapter`) shares
+    /// its slice with the manifest's training contributors. Its manifest must be here and
+    /// hash to the registered one ([`SettleError::ManifestUnavailable`],
+    /// [`SettleError::ManifestMismatch`]); the ledger's registry decides, so a manifest
+    /// given for an adapter registered without one is not used.
+    pub manifests: HashMap<B256, ProvenanceManifest>,
 }
 
 impl SettleOptions {
@@ -47,6 +55,7 @@ impl SettleOptions {
             fallback_owner: None,
             confirmations: 1,
             reconcile_blocks: 128,
+            manifests: HashMap::new(),
         }
     }
 }
@@ -279,12 +288,14 @@ async fn settle_claimed(
     result
 }
 
-/// Looks up the owners of ids not yet known.
+/// Looks up the owners of ids not yet known, and the training contributors of trained
+/// adapters by the manifests registered with them.
 async fn learn_owners(
     client: &LedgerClient,
     owners: &mut Owners,
+    manifests: &HashMap<B256, ProvenanceManifest>,
     receipts: &[SignedReceipt],
-) -> Result<(), ChainError> {
+) -> Result<(), SettleError> {
     let models: HashSet<B256> = receipts.iter().map(|r| r.receipt.modelId).collect();
     for id in models {
         if !owners.models.contains_key(&id)
@@ -298,11 +309,28 @@ async fn learn_owners(
         .flat_map(|r| r.receipt.adapters.iter().map(|a| a.adapterId))
         .collect();
     for id in adapters {
-        if !owners.adapters.contains_key(&id)
-            && let Some(owner) = client.adapter_owner(id).await?
-        {
-            owners.adapters.insert(id, owner);
+        if owners.adapters.contains_key(&id) {
+            continue;
         }
+        let Some(owner) = client.adapter_owner(id).await? else {
+            continue;
+        };
+        if let Some(registered) = client.adapter_manifest(id).await? {
+            let manifest = manifests.get(&id).ok_or(SettleError::ManifestUnavailable {
+                adapter: id,
+                manifest_hash: registered,
+            })?;
+            let given = manifest.hash();
+            if given != registered {
+                return Err(SettleError::ManifestMismatch {
+                    adapter: id,
+                    registered,
+                    given,
+                });
+            }
+            owners.training.insert(id, manifest.training_shares());
+        }
+        owners.adapters.insert(id, owner);
     }
     Ok(())
 }
@@ -326,7 +354,7 @@ async fn settle_one(
     if let Some(done) = client.settlement_of(payer.address(), root).await? {
         return finish(client, journal, options, &ids, done, resumed).await;
     }
-    learn_owners(client, owners, receipts).await?;
+    learn_owners(client, owners, &options.manifests, receipts).await?;
     let payouts = batch_payouts(receipts, &options.rewards, owners)?;
     let batch = client.prepare(payer.address(), receipts, &payouts)?;
     let authorized = match client.authorize(payer, batch).await {

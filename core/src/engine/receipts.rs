@@ -191,6 +191,12 @@ impl Engine {
         options.confirmations = chain.confirmations.max(1);
         options.reconcile_blocks = chain.reconcile_blocks;
         options.rewards = inner.config.rewards.clone();
+        // Trained adapters pay their data's contributors by the manifest beside them.
+        for a in &inner.config.adapters {
+            if let Some(m) = tribute_attribution::provenance::verified_manifest(&a.path)? {
+                options.manifests.insert(named_id(&a.id), m);
+            }
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -594,6 +594,7 @@ async fn lost_event_impl() {
             models: [(keccak256("model"), node.address(5))].into(),
             adapters: [(keccak256("adapter"), node.address(6))].into(),
             fallback: None,
+            training: Default::default(),
         },
     )
     .expect("payouts");

@@ -708,3 +708,4 @@ async fn gas_per_receipt_for_100_receipts_and_8_payees_impl() {
 }
 
 mod journal;
+mod trained;
