@@ -45,16 +45,21 @@ fn parse_adapter(spec: &str) -> anyhow::Result<(String, PathBuf, f32)> {
         bail!("--adapter {spec}: the weight is not a finite number");
     }
     let path = PathBuf::from(path);
-    let id = path
-        .file_name()
+    let id = adapter_id(&path)
+        .with_context(|| format!("--adapter {spec}: no file or directory name"))?;
+    Ok((id, path, weight))
+}
+
+/// An adapter's id: its path's file name without an `.onnx_adapter` extension (its
+/// on-chain id is `named_id` of it).
+pub(crate) fn adapter_id(path: &std::path::Path) -> Option<String> {
+    path.file_name()
         .map(|n| {
             n.to_string_lossy()
                 .trim_end_matches(".onnx_adapter")
                 .to_owned()
         })
         .filter(|n| !n.is_empty())
-        .with_context(|| format!("--adapter {spec}: no file or directory name"))?;
-    Ok((id, path, weight))
 }
 
 /// Runs `tribute ask`.

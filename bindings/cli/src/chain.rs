@@ -4,13 +4,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::{Address, B256, U256};
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy::rpc::client::RpcClient;
 use alloy::transports::http::reqwest;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use tribute::attribution::chain;
+use tribute::attribution::provenance::SignedProvenance;
 use tribute::attribution::receipt::{PayerKey, named_id};
 use tribute::attribution::split::parse_address;
 
@@ -23,8 +24,10 @@ pub enum ChainCommand {
     Deploy(DeployArgs),
     /// Register the owner of a model id (named_id(NAME)) on the ledger.
     RegisterModel(RegisterArgs),
-    /// Register the owner of an adapter id (named_id(NAME)) on the ledger.
-    RegisterAdapter(RegisterArgs),
+    /// Register the owner of an adapter id (named_id(NAME)) on the ledger; with --manifest,
+    /// also the hash of a fine-tuned adapter's provenance manifest, so that its training
+    /// contributors share its fees.
+    RegisterAdapter(RegisterAdapterArgs),
     /// Deposit ether for the key's account, as a payer of receipts.
     Deposit(DepositArgs),
     /// Payees' withdrawable balances (and, with --deposit, payers' deposits).
@@ -67,6 +70,17 @@ pub struct RegisterArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// `tribute chain register-adapter`.
+#[derive(Args)]
+pub struct RegisterAdapterArgs {
+    #[command(flatten)]
+    register: RegisterArgs,
+    /// The fine-tuned adapter's directory: its provenance.json is verified (signature,
+    /// adapter files) and its hash registered with the id, for good.
+    #[arg(long, value_name = "DIR")]
+    manifest: Option<PathBuf>,
 }
 
 /// `tribute chain deposit`.
@@ -134,7 +148,13 @@ pub fn run(c: ChainCommand) -> anyhow::Result<()> {
         match c {
             ChainCommand::Deploy(a) => deploy(a).await,
             ChainCommand::RegisterModel(a) => register(a, Registry::Model).await,
-            ChainCommand::RegisterAdapter(a) => register(a, Registry::Adapter).await,
+            ChainCommand::RegisterAdapter(a) => {
+                let manifest = match &a.manifest {
+                    Some(dir) => Some(verified_manifest_hash(dir)?),
+                    None => None,
+                };
+                register(a.register, Registry::Adapter(manifest)).await
+            }
             ChainCommand::Deposit(a) => deposit(a).await,
             ChainCommand::Balance(a) => balance(a).await,
             ChainCommand::Withdraw(a) => withdraw(a).await,
@@ -247,16 +267,27 @@ async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
 #[derive(Clone, Copy)]
 enum Registry {
     Model,
-    Adapter,
+    /// An adapter, with its provenance manifest hash when it was fine-tuned.
+    Adapter(Option<B256>),
 }
 
 impl Registry {
     fn noun(self) -> &'static str {
         match self {
             Registry::Model => "model",
-            Registry::Adapter => "adapter",
+            Registry::Adapter(_) => "adapter",
         }
     }
+}
+
+/// The hash of the verified provenance manifest in the adapter directory `dir`.
+fn verified_manifest_hash(dir: &std::path::Path) -> anyhow::Result<B256> {
+    let signed =
+        SignedProvenance::read(dir).with_context(|| format!("--manifest {}", dir.display()))?;
+    let verified = signed
+        .verify(dir)
+        .with_context(|| format!("--manifest {}", dir.display()))?;
+    Ok(verified.manifest_hash)
 }
 
 async fn register(a: RegisterArgs, kind: Registry) -> anyhow::Result<()> {
@@ -267,21 +298,39 @@ async fn register(a: RegisterArgs, kind: Registry) -> anyhow::Result<()> {
     let noun = kind.noun();
     let current = match kind {
         Registry::Model => client.model_owner(id).await?,
-        Registry::Adapter => client.adapter_owner(id).await?,
+        Registry::Adapter(_) => client.adapter_owner(id).await?,
     };
     let tx = match current {
-        Some(o) if o == owner => None,
-        Some(o) => anyhow::bail!(
+        Some(o) if o != owner => anyhow::bail!(
             "{noun} {:?} (id {id}) is already registered to {o}; only that owner can transfer it",
             a.name
         ),
+        Some(_) => {
+            if let Registry::Adapter(manifest) = kind {
+                let registered = client.adapter_manifest(id).await?;
+                if registered != manifest {
+                    anyhow::bail!(
+                        "adapter {:?} (id {id}) is already registered to {owner} with {}, not {}: a registration is fixed",
+                        a.name,
+                        describe_manifest(registered),
+                        describe_manifest(manifest)
+                    );
+                }
+            }
+            None
+        }
         None => Some(match kind {
             Registry::Model => client.register_model(id, owner).await?,
-            Registry::Adapter => client.register_adapter(id, owner).await?,
+            Registry::Adapter(None) => client.register_adapter(id, owner).await?,
+            Registry::Adapter(Some(m)) => client.register_trained_adapter(id, owner, m).await?,
         }),
     };
+    let manifest = match kind {
+        Registry::Adapter(m) => m,
+        Registry::Model => None,
+    };
     if a.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "kind": noun,
             "name": a.name,
             "id": id,
@@ -289,19 +338,33 @@ async fn register(a: RegisterArgs, kind: Registry) -> anyhow::Result<()> {
             "tx": tx,
             "already_registered": tx.is_none(),
         });
+        if let Some(m) = manifest {
+            v["manifest_hash"] = serde_json::json!(m);
+        }
         println!("{v}");
-    } else if let Some(tx) = tx {
-        println!(
-            "registered {noun} {:?} (id {id}) to {owner} in tx {tx}",
+        return Ok(());
+    }
+    let with = manifest
+        .map(|m| format!(" with provenance manifest {m}"))
+        .unwrap_or_default();
+    match tx {
+        Some(tx) => println!(
+            "registered {noun} {:?} (id {id}) to {owner}{with} in tx {tx}",
             a.name
-        );
-    } else {
-        println!(
-            "{noun} {:?} (id {id}) is already registered to {owner}; nothing sent",
+        ),
+        None => println!(
+            "{noun} {:?} (id {id}) is already registered to {owner}{with}; nothing sent",
             a.name
-        );
+        ),
     }
     Ok(())
+}
+
+fn describe_manifest(m: Option<B256>) -> String {
+    m.map_or_else(
+        || "no provenance manifest".into(),
+        |h| format!("provenance manifest {h}"),
+    )
 }
 
 async fn deposit(a: DepositArgs) -> anyhow::Result<()> {

@@ -11,6 +11,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use tribute::attribution::chain::{self, LedgerClient};
 use tribute::attribution::journal::{Journal, JournalBackend};
+use tribute::attribution::provenance::verified_manifest;
 use tribute::attribution::receipt::{
     AdapterUse, CitedChunk, Ledger, PayerKey, RECEIPT_VERSION, SignedReceipt, UsageReceipt,
     named_id,
@@ -49,6 +50,11 @@ pub struct SettleArgs {
     /// The split policy and governance (a JSON RewardConfig; default 70/10/15/5 %).
     #[arg(long, value_name = "FILE")]
     rewards: Option<PathBuf>,
+    /// A fine-tuned adapter's directory (repeatable; its id is the directory's name, as
+    /// for `tribute ask --adapter`): its verified provenance.json names whose data trained
+    /// it, and they share its fees when it is registered with that manifest.
+    #[arg(long = "adapter", value_name = "DIR")]
+    adapters: Vec<PathBuf>,
     /// Timeout of each request and each wait for a transaction, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
@@ -244,6 +250,19 @@ async fn settle_inner(
         .transpose()?;
     if let Some(path) = &a.rewards {
         options.rewards = read_rewards(path)?;
+    }
+    for dir in &a.adapters {
+        let id = crate::ask::adapter_id(dir)
+            .with_context(|| format!("--adapter {}: no directory name", dir.display()))?;
+        let manifest = verified_manifest(dir)
+            .with_context(|| format!("--adapter {}", dir.display()))?
+            .with_context(|| {
+                format!(
+                    "--adapter {}: no provenance.json there (only fine-tuned adapters carry one)",
+                    dir.display()
+                )
+            })?;
+        options.manifests.insert(named_id(&id), manifest);
     }
     let client = a
         .ledger

@@ -21,8 +21,9 @@ use tribute::attribution::split::RewardConfig;
 use crate::{run, stderr, stdout, tribute};
 
 /// Anvil's first development account: a public key, funded on every anvil, for tests only.
-const DEV_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-const MODEL: &str = "SmolLM2-135M-Instruct";
+pub(crate) const DEV_KEY: &str =
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+pub(crate) const MODEL: &str = "SmolLM2-135M-Instruct";
 const ADAPTER: &str = "zephyr";
 /// 0.001 ether.
 const FEE: u64 = 1_000_000_000_000_000;
@@ -59,13 +60,13 @@ fn anvil_path() -> PathBuf {
 }
 
 /// A local anvil on a free port, killed when dropped.
-struct Anvil {
+pub(crate) struct Anvil {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Anvil {
-    fn start() -> Anvil {
+    pub(crate) fn start() -> Anvil {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -103,13 +104,13 @@ impl Drop for Anvil {
 }
 
 /// `tribute` with the dev key in TRIBUTE_KEY (never on the command line).
-fn with_key() -> Command {
+pub(crate) fn with_key() -> Command {
     let mut c = tribute();
     c.env("TRIBUTE_KEY", DEV_KEY).env_remove("TRIBUTE_RPC");
     c
 }
 
-fn ok(o: &Output, what: &str) -> String {
+pub(crate) fn ok(o: &Output, what: &str) -> String {
     assert!(
         o.status.success(),
         "{what} failed: {}\n{}",
@@ -119,11 +120,11 @@ fn ok(o: &Output, what: &str) -> String {
     stdout(o)
 }
 
-fn json(text: &str) -> Value {
+pub(crate) fn json(text: &str) -> Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-fn addr(v: &Value) -> Address {
+pub(crate) fn addr(v: &Value) -> Address {
     v.as_str()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not an address: {v}"))
@@ -133,7 +134,7 @@ fn dev_key() -> PayerKey {
     PayerKey::from_hex(DEV_KEY).expect("dev key")
 }
 
-fn who(label: &str) -> Address {
+pub(crate) fn who(label: &str) -> Address {
     Address::from_word(keccak256(format!("cli-test/{label}")))
 }
 
@@ -427,6 +428,7 @@ fn chain_and_receipts_commands_settle_end_to_end() {
         models: [(named_id(MODEL), model_owner)].into(),
         adapters: [(named_id(ADAPTER), adapter_owner)].into(),
         fallback: None,
+        training: Default::default(),
     };
     let expected = batch_payouts(&receipts, &RewardConfig::default(), &owners).expect("payouts");
     assert_eq!(expected.len(), 6);

@@ -6,6 +6,8 @@ mod chat;
 mod citations;
 mod crash;
 mod disk_full;
+#[cfg(all(feature = "onchain", feature = "finetune"))]
+mod factory;
 mod key_leak;
 mod mcp;
 #[cfg(feature = "hub")]
