@@ -72,6 +72,24 @@ impl Default for FinetuneOptions {
     }
 }
 
+impl FinetuneOptions {
+    /// Holds out `percent` of the examples for the evaluation loss (at least 0, below 100).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] for a share outside `[0, 100)` or not a number.
+    pub fn set_held_out_percent(&mut self, percent: f64) -> Result<()> {
+        if !(0.0..100.0).contains(&percent) {
+            return Err(Error::InvalidRequest(format!(
+                "the held-out share {percent} % must be at least 0 and below 100"
+            )));
+        }
+        // In [0, 9_999]: the cast cannot truncate.
+        self.eval_split_bps = (percent * 100.0).round().min(9_999.0) as u16;
+        Ok(())
+    }
+}
+
 /// Progress of a run, for a progress line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FinetuneEvent {

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Args;
 use tribute::finetune::{FinetuneData, FinetuneEvent, FinetuneOptions, finetune};
 use tribute::inference::finetune::{LoraConfig, Schedule, TrainOptions};
@@ -90,17 +91,11 @@ pub struct FinetuneArgs {
 }
 
 fn parse_schedule(s: &str) -> Result<Schedule, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned()))
-        .map_err(|_| format!("{s:?}: expected constant, linear or cosine"))
+    s.parse()
+        .map_err(|e: tribute::inference::Error| e.to_string())
 }
 
 pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
-    if !(0.0..100.0).contains(&a.held_out) {
-        anyhow::bail!(
-            "--held-out {} must be at least 0 and below 100 (percent)",
-            a.held_out
-        );
-    }
     let data = match (&a.data, &a.kb) {
         (Some(path), _) => FinetuneData::Jsonl(path.clone()),
         (None, Some(kb)) => FinetuneData::KnowledgeBase {
@@ -109,7 +104,7 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
         },
         (None, None) => anyhow::bail!("give --data FILE.jsonl or --kb KB --datanet NAME"),
     };
-    let options = FinetuneOptions {
+    let mut options = FinetuneOptions {
         lora: LoraConfig {
             rank: a.rank,
             alpha: a.alpha,
@@ -126,10 +121,13 @@ pub fn run(a: FinetuneArgs) -> anyhow::Result<()> {
             ..TrainOptions::default()
         },
         max_length: a.max_len,
-        eval_split_bps: (a.held_out * 100.0).round() as u16,
+        eval_split_bps: 0,
         patience: (a.patience > 0).then_some(a.patience),
         default_datanet: a.datanet.clone().unwrap_or_else(|| "default".into()),
     };
+    options
+        .set_held_out_percent(a.held_out)
+        .context("--held-out")?;
     let key = a.key.load_optional()?;
     if key.is_none() {
         eprintln!(

@@ -66,17 +66,9 @@ pub(crate) fn finetune<'py>(
             ));
         }
     };
-    if !(0.0..100.0).contains(&held_out) {
-        return Err(PyValueError::new_err(format!(
-            "held_out={held_out} must be at least 0 and below 100 (percent)"
-        )));
-    }
-    let schedule: Schedule = serde_json::from_value(serde_json::Value::String(schedule.into()))
-        .map_err(|_| {
-            PyValueError::new_err(format!(
-                "schedule={schedule:?}: expected constant, linear or cosine"
-            ))
-        })?;
+    let schedule: Schedule = schedule
+        .parse()
+        .map_err(|e: tribute::inference::Error| PyValueError::new_err(format!("schedule=: {e}")))?;
     let mut options = FinetuneOptions::default();
     options.lora.rank = rank;
     options.lora.alpha = alpha;
@@ -91,7 +83,9 @@ pub(crate) fn finetune<'py>(
     options.train.batch_size = batch;
     options.train.seed = seed;
     options.max_length = max_len;
-    options.eval_split_bps = (held_out * 100.0).round() as u16;
+    options
+        .set_held_out_percent(held_out)
+        .map_err(|e| PyValueError::new_err(format!("held_out=: {e}")))?;
     options.patience = (patience > 0).then_some(patience);
     if let Some(d) = datanet {
         options.default_datanet = d;

@@ -307,3 +307,19 @@ fn finetune_keeps_the_epoch_with_the_lowest_held_out_loss() {
         .expect("best")
     );
 }
+
+#[test]
+fn the_held_out_share_is_checked() {
+    let mut o = FinetuneOptions::default();
+    o.set_held_out_percent(12.5).expect("12.5 %");
+    assert_eq!(o.eval_split_bps, 1_250);
+    o.set_held_out_percent(0.0).expect("none");
+    assert_eq!(o.eval_split_bps, 0);
+    for bad in [100.0, -1.0, f64::NAN] {
+        assert!(
+            matches!(o.set_held_out_percent(bad), Err(Error::InvalidRequest(_))),
+            "{bad}"
+        );
+    }
+    assert_eq!(o.eval_split_bps, 0, "a refused share changes nothing");
+}

@@ -28,6 +28,22 @@ pub enum Schedule {
     Cosine,
 }
 
+impl std::str::FromStr for Schedule {
+    type Err = Error;
+
+    /// `constant`, `linear` or `cosine`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "constant" => Ok(Schedule::Constant),
+            "linear" => Ok(Schedule::Linear),
+            "cosine" => Ok(Schedule::Cosine),
+            _ => Err(Error::Finetune(format!(
+                "learning-rate schedule {s:?}: expected constant, linear or cosine"
+            ))),
+        }
+    }
+}
+
 /// Training options.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -415,6 +431,23 @@ pub(crate) fn make_batch(base: &BaseModel, rows: &[&TrainingExample]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedules_parse_by_name_and_refuse_others() {
+        for (name, s) in [
+            ("constant", Schedule::Constant),
+            ("linear", Schedule::Linear),
+            ("cosine", Schedule::Cosine),
+        ] {
+            assert_eq!(name.parse::<Schedule>().ok(), Some(s));
+        }
+        let err = "Cosine"
+            .parse::<Schedule>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("constant, linear or cosine"), "{err}");
+    }
 
     #[test]
     fn schedules_warm_up_then_decay_to_zero() {

@@ -4,6 +4,7 @@
 
 mod auth;
 mod capture;
+mod chain_fault;
 mod chaos;
 mod chat;
 mod endpoints;
@@ -74,6 +75,11 @@ fn repo() -> PathBuf {
 /// A fresh engine in `dir` over the sample datanet, signing receipts for [`LEDGER`] into a
 /// journal, with the zephyr LoRA adapter registered.
 pub fn engine_in(dir: &Path) -> Engine {
+    engine_with(dir, |_| {})
+}
+
+/// [`engine_in`] with `configure` applied to its config before it is built.
+pub fn engine_with(dir: &Path, configure: impl FnOnce(&mut EngineConfig)) -> Engine {
     let mut config = EngineConfig {
         index: dir.join("kb"),
         ..EngineConfig::default()
@@ -82,6 +88,7 @@ pub fn engine_in(dir: &Path) -> Engine {
     config.receipts.ledger = Some(LEDGER);
     config.generation.max_tokens = 12;
     config.retrieval.top_k = 2;
+    configure(&mut config);
     let engine = Engine::builder()
         .config(config)
         .generator(generator())
