@@ -7,9 +7,12 @@
 //!   pools, async runtimes);
 //! - [`address`]: the one Ethereum address parser (EIP-55 checked) and its serde form;
 //! - [`wei`]: amounts in wei, parsed and serialized the same way everywhere;
-//! - [`bps`]: basis points, the unit every weight and share is expressed in.
+//! - [`bps`]: basis points, the unit every weight and share is expressed in;
+//! - `anvil` (feature `anvil`, for tests and benchmarks): a throwaway local anvil.
 
 pub mod address;
+#[cfg(feature = "anvil")]
+pub mod anvil;
 pub mod bps;
 mod error_chain;
 #[cfg(feature = "ort")]

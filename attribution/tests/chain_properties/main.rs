@@ -79,21 +79,9 @@ fn fail(e: impl Display) -> TestCaseError {
 }
 
 fn anvil_path() -> PathBuf {
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("contracts/node_modules/.bin/anvil");
-    if local.exists() {
-        return local;
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join("anvil"))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| {
-            panic!(
-                "anvil not found: run `cd attribution/contracts && npm ci` (installs \
-                 node_modules/.bin/anvil) or put foundry's anvil on PATH"
-            )
-        })
+    tribute_common::anvil::anvil_binary().unwrap_or_else(|| {
+        panic!("anvil not found: run `cd attribution/contracts && npm ci` or put foundry's anvil on PATH")
+    })
 }
 
 mod model;

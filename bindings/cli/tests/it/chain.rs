@@ -3,9 +3,8 @@
 //! on PATH), the real binary, receipts signed and journaled with the `tribute` crate.
 #![cfg(feature = "onchain")]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, U256, keccak256};
@@ -17,6 +16,7 @@ use tribute::attribution::receipt::{
 };
 use tribute::attribution::settle::{Owners, batch_payouts};
 use tribute::attribution::split::RewardConfig;
+use tribute_common::anvil::LocalAnvil;
 
 use crate::{run, stderr, stdout, tribute};
 
@@ -28,79 +28,9 @@ const ADAPTER: &str = "zephyr";
 /// 0.001 ether.
 const FEE: u64 = 1_000_000_000_000_000;
 
-/// The anvil binary: the platform binary that `npm ci` installs (not the
-/// `node_modules/.bin/anvil` node shim, whose child would outlive a killed shim), or
-/// `anvil` on PATH.
-fn anvil_path() -> PathBuf {
-    let foundry = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../attribution/contracts/node_modules/@foundry-rs");
-    let platform = std::fs::read_dir(&foundry)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .find_map(|e| {
-            let bin = e.path().join("bin/anvil");
-            (e.file_name().to_string_lossy().starts_with("anvil-") && bin.is_file()).then_some(bin)
-        });
-    if let Some(bin) = platform {
-        return bin;
-    }
-    if let Some(p) = std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join("anvil"))
-        .find(|p| p.is_file())
-    {
-        return p;
-    }
-    panic!(
-        "anvil not found: run `cd attribution/contracts && npm ci` (installs \
-         node_modules/@foundry-rs/anvil-<platform>/bin/anvil) or put foundry's anvil on PATH"
-    );
-}
-
 /// A local anvil on a free port, killed when dropped.
-pub(crate) struct Anvil {
-    child: Child,
-    pub(crate) url: String,
-}
-
-impl Anvil {
-    pub(crate) fn start() -> Anvil {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut child = Command::new(anvil_path())
-            .args(["--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn anvil");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("anvil exited before listening on port {port}: {status}");
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("anvil did not listen on port {port} within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Anvil {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+pub(crate) fn anvil() -> LocalAnvil {
+    LocalAnvil::start(&[]).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `tribute` with the dev key in TRIBUTE_KEY (never on the command line).
@@ -205,8 +135,9 @@ fn list_json(journal: &Path) -> (Vec<Value>, Value) {
 
 #[test]
 fn chain_and_receipts_commands_settle_end_to_end() {
-    let anvil = Anvil::start();
-    let rpc = anvil.url.as_str();
+    let anvil = anvil();
+    let url = anvil.url();
+    let rpc = url.as_str();
     let dir = tempfile::tempdir().expect("tempdir");
     let ledger_file = dir.path().join("ledger.json");
 

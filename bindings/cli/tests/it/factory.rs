@@ -13,7 +13,7 @@ use tribute::attribution::receipt::{SignedReceipt, named_id};
 use tribute::attribution::settle::{Owners, batch_payouts};
 use tribute::attribution::split::RewardConfig;
 
-use crate::chain::{Anvil, DEV_KEY, MODEL, addr, json, ok, who, with_key};
+use crate::chain::{DEV_KEY, MODEL, addr, anvil, json, ok, who, with_key};
 use crate::{run, stderr, stdout, tribute};
 
 const ALICE: &str = "0x00000000000000000000000000000000000A11cE";
@@ -87,8 +87,9 @@ fn settle(rpc: &str, ledger: &Path, journal: &Path, adapter: Option<&Path>) -> C
 
 #[test]
 fn a_fine_tuned_adapter_pays_the_contributors_of_its_data() {
-    let anvil = Anvil::start();
-    let rpc = anvil.url.as_str();
+    let anvil = anvil();
+    let url = anvil.url();
+    let rpc = url.as_str();
     let dir = tempfile::tempdir().expect("tempdir");
     let ledger = dir.path().join("ledger.json");
     ok(

@@ -7,11 +7,8 @@
 #![cfg(feature = "onchain")]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,59 +18,10 @@ use tribute::attribution::chain::{LedgerClient, deploy};
 use tribute::attribution::journal::StateKind;
 use tribute::attribution::receipt::{PayerKey, named_id};
 use tribute::{Address, U256};
+use tribute_common::anvil::LocalAnvil;
 use tribute_server::ServerOptions;
 
 use super::{KEY0, LEDGER, base_model, engine_with, get_json, post_json, start};
-
-/// The anvil platform binary `npm ci` installs in attribution/contracts.
-fn anvil_path() -> PathBuf {
-    let foundry = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../attribution/contracts/node_modules/@foundry-rs");
-    std::fs::read_dir(&foundry)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin/anvil"))
-        .find(|bin| bin.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "anvil not found under {}: run `npm ci` there",
-                foundry.display()
-            )
-        })
-}
-
-/// anvil on a free port, killed when dropped.
-struct Anvil(Child, u16);
-
-impl Anvil {
-    async fn start() -> Anvil {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new(anvil_path())
-            .args(["--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn anvil");
-        for _ in 0..600 {
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return Anvil(child, port);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("anvil did not listen within 30 s");
-    }
-}
-
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The plug between the server and the node: `budget` JSON-RPC requests pass (negative:
 /// any number), then every connection is cut and new ones are closed at once.
@@ -141,8 +89,8 @@ async fn proxy(listener: TcpListener, node: u16, plug: Arc<Plug>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_goes_away_mid_settlement_loses_and_doubles_nothing() {
-    let anvil = Anvil::start().await;
-    let node_url = format!("http://127.0.0.1:{}", anvil.1);
+    let anvil = LocalAnvil::start(&[]).unwrap_or_else(|e| panic!("{e}"));
+    let node_url = anvil.url();
     let key = PayerKey::from_hex(KEY0).expect("key");
     let ledger = deploy(&node_url, key.signer().clone())
         .await
@@ -166,7 +114,7 @@ async fn a_node_that_goes_away_mid_settlement_loses_and_doubles_nothing() {
         .await
         .expect("bind");
     let proxy_url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(proxy(listener, anvil.1, plug.clone()));
+    tokio::spawn(proxy(listener, anvil.port(), plug.clone()));
 
     let dir = tempfile::tempdir().expect("tempdir");
     let owner = Address::from_word(named_id("owner"));

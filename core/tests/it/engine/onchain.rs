@@ -1,59 +1,13 @@
 //! Settlement through the engine against a real anvil (feature `onchain`).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use alloy_primitives::{U256, address};
 use tribute::attribution::chain::{self, LedgerClient};
 use tribute::attribution::journal::StateKind;
 use tribute::attribution::receipt::{PayerKey, named_id};
 use tribute::config::ChainConfig;
+use tribute_common::anvil::LocalAnvil;
 
 use super::*;
-
-fn anvil_path() -> PathBuf {
-    let foundry = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../attribution/contracts/node_modules/@foundry-rs");
-    std::fs::read_dir(&foundry)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path().join("bin/anvil"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("anvil"))
-}
-
-struct Anvil(Child, String);
-
-impl Anvil {
-    fn start() -> Anvil {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
-        let child = Command::new(anvil_path())
-            .args(["--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("anvil (cd attribution/contracts && npm ci)");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "anvil did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Anvil(child, format!("http://127.0.0.1:{port}"))
-    }
-}
-
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -65,20 +19,21 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 #[test]
 fn settle_pays_contributors_and_a_down_chain_keeps_receipts_pending() {
-    let anvil = Anvil::start();
+    let anvil = LocalAnvil::start(&[]).unwrap_or_else(|e| panic!("{e}"));
+    let url = anvil.url();
     let key = PayerKey::from_hex(KEY0).expect("key");
-    let ledger = block_on(chain::deploy(&anvil.1, key.signer().clone())).expect("deploy");
+    let ledger = block_on(chain::deploy(&url, key.signer().clone())).expect("deploy");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = signed_config(dir.path());
     config.receipts.ledger = Some(ledger);
     config.chain = Some(ChainConfig {
-        rpc: anvil.1.clone(),
+        rpc: url.clone(),
         ..ChainConfig::default()
     });
     let engine = engine_in(dir.path(), config, Some(key.clone()), true);
     let model_owner = address!("00000000000000000000000000000000000000aa");
     block_on(async {
-        let client = LedgerClient::connect(&anvil.1, key.signer().clone(), ledger)
+        let client = LedgerClient::connect(&url, key.signer().clone(), ledger)
             .await
             .expect("connect");
         client
@@ -112,7 +67,7 @@ fn settle_pays_contributors_and_a_down_chain_keeps_receipts_pending() {
         2
     );
     let balances = block_on(async {
-        let client = LedgerClient::connect(&anvil.1, key.signer().clone(), ledger)
+        let client = LedgerClient::connect(&url, key.signer().clone(), ledger)
             .await
             .expect("connect");
         let mut out = Vec::new();
