@@ -140,7 +140,9 @@ pub fn open(location: impl AsRef<Path>) -> Result<Box<dyn JournalBackend>> {
     if is_postgres_url(location) {
         let url = location.to_string_lossy();
         #[cfg(feature = "postgres")]
-        return Ok(Box::new(super::PgJournal::connect(&url)?));
+        return Ok(Box::new(super::off_runtime::OffRuntime::new(
+            super::off_runtime::off_runtime(|| super::PgJournal::connect(&url))?,
+        )));
         #[cfg(not(feature = "postgres"))]
         return Err(JournalError::PostgresNotBuilt {
             url: redact_url(&url),

@@ -70,6 +70,8 @@
 mod backend;
 mod error;
 #[cfg(feature = "postgres")]
+mod off_runtime;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod resync;
 mod state;

@@ -83,6 +83,10 @@ const ENTRY: &str = "seq, receipt, state, batch_id, tx_hash, block";
 const CLAIM_LIVE: &str = "(claim_expires IS NOT NULL AND claim_expires >= now())";
 
 /// The shared receipt journal in PostgreSQL; see the [module docs](self).
+///
+/// Its driver is blocking and cannot be called on a thread that drives a tokio runtime;
+/// [`super::open`] wraps it so that it can (async settlers, servers): prefer it to
+/// [`PgJournal::connect`] in async code.
 pub struct PgJournal {
     url: String,
     config: postgres::Config,
