@@ -8,7 +8,8 @@
 //! - [`address`]: the one Ethereum address parser (EIP-55 checked) and its serde form;
 //! - [`wei`]: amounts in wei, parsed and serialized the same way everywhere;
 //! - [`bps`]: basis points, the unit every weight and share is expressed in;
-//! - `anvil` (feature `anvil`, for tests and benchmarks): a throwaway local anvil.
+//! - `anvil` (feature `anvil`, for tests and benchmarks): a throwaway local anvil;
+//! - `scratch_db` (feature `scratch-db`, for tests): an empty PostgreSQL database per test.
 
 pub mod address;
 #[cfg(feature = "anvil")]
@@ -18,6 +19,8 @@ mod error_chain;
 #[cfg(feature = "ort")]
 pub mod ort_library;
 mod per_process;
+#[cfg(feature = "scratch-db")]
+pub mod scratch_db;
 pub mod wei;
 
 pub use address::{AddressError, parse_address};

@@ -691,7 +691,6 @@ fn an_unreachable_or_unbuilt_postgres_is_a_typed_error_without_the_password() {
 
 #[cfg(feature = "postgres")]
 mod pg {
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use tribute_attribution::journal::{self, JournalError, SCHEMA_VERSION};
 
@@ -699,22 +698,8 @@ mod pg {
 
     /// A new empty database on the test server; returns its URL.
     pub fn fresh_database(url: &str) -> String {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "tribute_journal_it_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut client = postgres::Client::connect(url, postgres::NoTls)
-            .unwrap_or_else(|e| panic!("TRIBUTE_TEST_PG_URL is set but unreachable: {e}"));
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {name}"),
-            format!("CREATE DATABASE {name}"),
-        ] {
-            client.batch_execute(&sql).expect("create database");
-        }
-        let (base, _) = url.rsplit_once('/').expect("URL names a database");
-        format!("{base}/{name}")
+        tribute_common::scratch_db::fresh_database(url, "tribute_journal_it")
+            .unwrap_or_else(|e| panic!("TRIBUTE_TEST_PG_URL is set but unreachable: {e}"))
     }
 
     #[test]

@@ -285,7 +285,6 @@ fn hybrid_search_fuses_like_the_fusion_function() {
 #[cfg(feature = "postgres")]
 mod pg {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use tribute_index::{Embedder, Error, Index, IndexConfig, TokenCounter, WordCounter};
 
@@ -293,22 +292,8 @@ mod pg {
 
     /// A new empty database on the test server; returns its URL.
     pub fn fresh_database(url: &str) -> String {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "tribute_it_{}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut client = postgres::Client::connect(url, postgres::NoTls)
-            .unwrap_or_else(|e| panic!("TRIBUTE_TEST_PG_URL={url} is unreachable: {e}"));
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {name}"),
-            format!("CREATE DATABASE {name}"),
-        ] {
-            client.batch_execute(&sql).expect("create database");
-        }
-        let (base, _) = url.rsplit_once('/').expect("URL names a database");
-        format!("{base}/{name}")
+        tribute_common::scratch_db::fresh_database(url, "tribute_it")
+            .unwrap_or_else(|e| panic!("TRIBUTE_TEST_PG_URL={url}: {e}"))
     }
 
     struct Tiny;

@@ -30,21 +30,6 @@ fn pg_url() -> Option<String> {
     }
 }
 
-/// A new empty database on the test server; returns its URL.
-fn fresh_database(url: &str) -> String {
-    let name = format!("tribute_cli_shared_{}", std::process::id());
-    let mut client = postgres::Client::connect(url, postgres::NoTls)
-        .unwrap_or_else(|e| panic!("TRIBUTE_TEST_PG_URL is unreachable: {e}"));
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {name}"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        client.batch_execute(&sql).expect("create database");
-    }
-    let (base, _) = url.rsplit_once('/').expect("URL names a database");
-    format!("{base}/{name}")
-}
-
 /// One app process's documents, by its own contributor.
 fn documents(dir: &Path, app: usize, contributor: Address) -> std::path::PathBuf {
     let facts = [
@@ -62,10 +47,28 @@ fn documents(dir: &Path, app: usize, contributor: Address) -> std::path::PathBuf
     path
 }
 
+/// `tribute receipts settle` of the shared journal, in batches of one.
+fn settle(db: &str, rpc: &str, ledger: &Path) {
+    let o = run(with_key()
+        .args([
+            "receipts",
+            "settle",
+            "--batch",
+            "1",
+            "--json",
+            "--journal",
+            db,
+        ])
+        .args(["--rpc", rpc, "--ledger"])
+        .arg(ledger));
+    assert!(o.status.success(), "settle: {}{}", stdout(&o), stderr(&o));
+}
+
 #[test]
 fn two_apps_and_a_settler_share_one_postgres_and_pay_once() {
     let Some(url) = pg_url() else { return };
-    let db = fresh_database(&url);
+    let db = tribute_common::scratch_db::fresh_database(&url, "tribute_cli_shared")
+        .unwrap_or_else(|e| panic!("TRIBUTE_TEST_PG_URL is unreachable: {e}"));
     let anvil = anvil();
     let rpc = anvil.url();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -103,19 +106,7 @@ fn two_apps_and_a_settler_share_one_postgres_and_pay_once() {
         std::thread::spawn(move || {
             let mut runs = 0;
             while !done.load(Ordering::SeqCst) {
-                let o = run(with_key()
-                    .args([
-                        "receipts",
-                        "settle",
-                        "--batch",
-                        "1",
-                        "--json",
-                        "--journal",
-                        &db,
-                    ])
-                    .args(["--rpc", &rpc, "--ledger"])
-                    .arg(&ledger));
-                assert!(o.status.success(), "settle: {}{}", stdout(&o), stderr(&o));
+                settle(&db, &rpc, &ledger);
                 runs += 1;
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
@@ -157,18 +148,7 @@ fn two_apps_and_a_settler_share_one_postgres_and_pay_once() {
     eprintln!("the settler ran {settler_runs} times while the apps asked");
     assert!(settler_runs > 0);
     // A last settlement for whatever the apps journaled after the settler's last run.
-    let mut c = with_key();
-    c.args([
-        "receipts",
-        "settle",
-        "--batch",
-        "1",
-        "--json",
-        "--journal",
-        &db,
-    ]);
-    chain(&mut c);
-    ok(&run(&mut c), "final settle");
+    settle(&db, &rpc, &ledger);
 
     // Every receipt confirmed once; the deposit paid exactly the fees, to the payees.
     let listed = ok(
