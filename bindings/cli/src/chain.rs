@@ -278,14 +278,20 @@ impl Registry {
             Registry::Adapter(_) => "adapter",
         }
     }
+
+    /// The provenance manifest hash to register (a trained adapter's).
+    fn manifest(self) -> Option<B256> {
+        match self {
+            Registry::Model => None,
+            Registry::Adapter(m) => m,
+        }
+    }
 }
 
 /// The hash of the verified provenance manifest in the adapter directory `dir`.
 fn verified_manifest_hash(dir: &std::path::Path) -> anyhow::Result<B256> {
-    let signed =
-        SignedProvenance::read(dir).with_context(|| format!("--manifest {}", dir.display()))?;
-    let verified = signed
-        .verify(dir)
+    let verified = SignedProvenance::read(dir)
+        .and_then(|signed| signed.verify(dir))
         .with_context(|| format!("--manifest {}", dir.display()))?;
     Ok(verified.manifest_hash)
 }
@@ -306,14 +312,14 @@ async fn register(a: RegisterArgs, kind: Registry) -> anyhow::Result<()> {
             a.name
         ),
         Some(_) => {
-            if let Registry::Adapter(manifest) = kind {
+            if let Registry::Adapter(wanted) = kind {
                 let registered = client.adapter_manifest(id).await?;
-                if registered != manifest {
+                if registered != wanted {
                     anyhow::bail!(
                         "adapter {:?} (id {id}) is already registered to {owner} with {}, not {}: a registration is fixed",
                         a.name,
                         describe_manifest(registered),
-                        describe_manifest(manifest)
+                        describe_manifest(wanted)
                     );
                 }
             }
@@ -325,10 +331,7 @@ async fn register(a: RegisterArgs, kind: Registry) -> anyhow::Result<()> {
             Registry::Adapter(Some(m)) => client.register_trained_adapter(id, owner, m).await?,
         }),
     };
-    let manifest = match kind {
-        Registry::Adapter(m) => m,
-        Registry::Model => None,
-    };
+    let manifest = kind.manifest();
     if a.json {
         let mut v = serde_json::json!({
             "kind": noun,
