@@ -318,6 +318,9 @@ pub struct GenerationConfig {
     /// Repetition guard: stop the answer once the model's first choice was a blocked
     /// repeat this many times (`0` = never). Default 2.
     pub repeat_stop: usize,
+    /// Never end the answer right after a colon ("The answer is:" and nothing else): the
+    /// end-of-sequence token is held back until something follows it.
+    pub no_end_after_colon: bool,
     /// Hugging Face–style repetition penalty over prompt and answer tokens (`1.0` = off,
     /// the default: it also penalises quoting the sources).
     pub repetition_penalty: f32,
@@ -335,6 +338,7 @@ impl Default for GenerationConfig {
             sessions: 1,
             no_repeat_ngram: 4,
             repeat_stop: 2,
+            no_end_after_colon: false,
             repetition_penalty: 1.0,
         }
     }
@@ -350,6 +354,7 @@ impl GenerationConfig {
             repetition_penalty: self.repetition_penalty,
             no_repeat_ngram: self.no_repeat_ngram,
             repeat_stop: self.repeat_stop,
+            no_end_after_colon: self.no_end_after_colon,
             ..Default::default()
         }
     }
@@ -359,6 +364,7 @@ impl GenerationConfig {
     pub fn without_guard(mut self) -> Self {
         self.no_repeat_ngram = 0;
         self.repeat_stop = 0;
+        self.no_end_after_colon = false;
         self
     }
 }

@@ -1,7 +1,9 @@
 //! Choosing the next token: greedy, or sampled with temperature, top-k, top-p and a
 //! repetition penalty, reproducible from a seed; optionally with a guard against an
 //! answer repeating itself (an n-gram block over the generated tokens, and a stop once the
-//! model keeps trying to repeat).
+//! model keeps trying to repeat); and optionally never ending an answer right after a colon.
+
+use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -31,6 +33,10 @@ pub struct SamplingParams {
     /// model's own first choice was a blocked repeat this many times (`0` = never): it is
     /// looping. Needs `no_repeat_ngram`.
     pub repeat_stop: usize,
+    /// Never end right after a colon: while the text generated so far ends with `:` (an
+    /// answer announced, "The answer is:", but not given), the end-of-sequence tokens are
+    /// excluded. Needs the vocabulary's [`TokenEndings`] (the generator supplies them).
+    pub no_end_after_colon: bool,
 }
 
 impl Default for SamplingParams {
@@ -43,6 +49,7 @@ impl Default for SamplingParams {
             seed: 0,
             no_repeat_ngram: 0,
             repeat_stop: 0,
+            no_end_after_colon: false,
         }
     }
 }
@@ -88,6 +95,10 @@ pub struct Sampler {
     blocked_first_choices: usize,
     /// What to answer once `repeat_stop` is reached.
     stop_token: Option<u32>,
+    /// How each vocabulary token ends, for `no_end_after_colon`.
+    endings: Option<TokenEndings>,
+    /// The text picked so far ends with a colon (blank tokens after it kept it so).
+    after_colon: bool,
 }
 
 impl Sampler {
@@ -101,7 +112,16 @@ impl Sampler {
             generated: Vec::new(),
             blocked_first_choices: 0,
             stop_token: None,
+            endings: None,
+            after_colon: false,
         })
+    }
+
+    /// How the vocabulary's tokens end, which `no_end_after_colon` needs; without them it
+    /// does nothing.
+    pub fn with_token_endings(mut self, endings: Option<TokenEndings>) -> Self {
+        self.endings = endings;
+        self
     }
 
     /// The token to return when the repetition guard stops the sequence (the model's
@@ -123,6 +143,13 @@ impl Sampler {
         let token = self.pick(logits, context)?;
         if self.params.no_repeat_ngram > 0 {
             self.generated.push(token);
+        }
+        if let Some(endings) = &self.endings {
+            match endings.of(token) {
+                TokenEnd::Colon => self.after_colon = true,
+                TokenEnd::Blank => {}
+                TokenEnd::Other => self.after_colon = false,
+            }
         }
         Some(token)
     }
@@ -146,6 +173,16 @@ impl Sampler {
         }
         if self.block_repeats(logits) {
             return self.stop_token;
+        }
+        if self.params.no_end_after_colon
+            && self.after_colon
+            && let Some(endings) = &self.endings
+        {
+            for &t in endings.end_tokens.iter() {
+                if let Some(l) = logits.get_mut(t as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
         }
         if self.params.is_greedy() {
             return Some(argmax(logits));
@@ -237,6 +274,54 @@ impl Sampler {
     }
 }
 
+/// How a token's text ends, as `no_end_after_colon` sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenEnd {
+    /// Ends with `:` (or the full-width `：`), trailing whitespace aside.
+    Colon,
+    /// Only whitespace (or nothing): the text still ends as it did before the token.
+    Blank,
+    /// Anything else.
+    Other,
+}
+
+impl TokenEnd {
+    /// How `text` ends.
+    pub fn of_text(text: &str) -> Self {
+        match text.trim_end().chars().last() {
+            None => TokenEnd::Blank,
+            Some(':' | '：') => TokenEnd::Colon,
+            Some(_) => TokenEnd::Other,
+        }
+    }
+}
+
+/// Per vocabulary token, how its decoded text ends, and the end-of-sequence tokens to hold
+/// back after a colon. Cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct TokenEndings {
+    ends: Arc<[TokenEnd]>,
+    end_tokens: Arc<[u32]>,
+}
+
+impl TokenEndings {
+    /// From each token's decoded text, in id order, and the end-of-sequence ids.
+    pub fn new(ends: Vec<TokenEnd>, end_tokens: Vec<u32>) -> Self {
+        TokenEndings {
+            ends: ends.into(),
+            end_tokens: end_tokens.into(),
+        }
+    }
+
+    /// How token `id` ends (`Other` outside the vocabulary).
+    pub fn of(&self, id: u32) -> TokenEnd {
+        self.ends
+            .get(id as usize)
+            .copied()
+            .unwrap_or(TokenEnd::Other)
+    }
+}
+
 /// Index of the largest value; the lowest index wins ties.
 pub fn argmax(xs: &[f32]) -> u32 {
     let mut best = 0usize;
@@ -325,6 +410,52 @@ mod tests {
             rows.push(l);
         }
         (picked, rows)
+    }
+
+    #[test]
+    fn token_endings_read_the_last_visible_character() {
+        assert_eq!(TokenEnd::of_text(" is:"), TokenEnd::Colon);
+        assert_eq!(TokenEnd::of_text("：\n"), TokenEnd::Colon);
+        assert_eq!(TokenEnd::of_text(" \n\t"), TokenEnd::Blank);
+        assert_eq!(TokenEnd::of_text(""), TokenEnd::Blank);
+        assert_eq!(TokenEnd::of_text(":)"), TokenEnd::Other);
+    }
+
+    #[test]
+    fn no_end_after_colon_holds_the_end_until_something_follows_the_colon() {
+        // Vocabulary: 0 = end of sequence, 1 = "is:", 2 = " " (blank), 3 = "No".
+        use TokenEnd::{Blank, Colon, Other};
+        let endings = TokenEndings::new(vec![Other, Colon, Blank, Other], vec![0]);
+        let params = SamplingParams {
+            no_end_after_colon: true,
+            ..Default::default()
+        };
+        let mut s = Sampler::new(params.clone())
+            .unwrap()
+            .with_token_endings(Some(endings.clone()));
+        // The end is the first choice at every step after "is:".
+        let steps = [
+            [0.0, 5.0, 1.0, 0.0],
+            [9.0, 1.0, 5.0, 0.0],
+            [9.0, 1.0, 0.0, 5.0],
+            [9.0, 1.0, 0.0, 5.0],
+        ];
+        let (picked, rows) = run(&mut s, &steps);
+        // After "is:" and after the blank that follows it the end is held back; once "No"
+        // follows, the model may end.
+        assert_eq!(picked, [1, 2, 3, 0]);
+        assert_eq!(rows[1][0], f32::NEG_INFINITY);
+        assert_eq!(rows[2][0], f32::NEG_INFINITY);
+        assert_eq!(rows[3], steps[3]);
+
+        // Off, or without the vocabulary's endings, the end is taken at once.
+        let off = Sampler::new(SamplingParams::greedy()).unwrap();
+        let blind = Sampler::new(params).unwrap();
+        for mut s in [off.with_token_endings(Some(endings)), blind] {
+            let (picked, rows) = run(&mut s, &steps[..2]);
+            assert_eq!(picked, [1, 0]);
+            assert_eq!(rows, steps[..2]);
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod stream;
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 
@@ -158,6 +158,9 @@ struct Shared {
     device: Device,
     max_batch: usize,
     io_binding: bool,
+    /// How each vocabulary token ends, built the first time a request asks for
+    /// `no_end_after_colon`.
+    token_endings: OnceLock<crate::sampling::TokenEndings>,
 }
 
 /// A decoder LM with its tokenizer and adapters, shareable across threads (`Clone` is cheap).
@@ -287,6 +290,7 @@ impl Generator {
                 device,
                 max_batch: options.max_batch.max(1),
                 io_binding: options.io_binding.unwrap_or(device != Device::Cpu),
+                token_endings: OnceLock::new(),
             }),
         })
     }

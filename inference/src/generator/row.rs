@@ -8,7 +8,7 @@ use std::sync::mpsc::Sender;
 use super::{CancelToken, FinishReason, GenerateRequest, Generation, Generator, Timings};
 use crate::adapter::AdapterId;
 use crate::error::{Error, Result};
-use crate::sampling::Sampler;
+use crate::sampling::{Sampler, TokenEnd, TokenEndings};
 use crate::tokenizer::StreamDecoder;
 
 /// What a stream's row sends as it decodes.
@@ -51,8 +51,13 @@ impl Drop for Ticket {
 impl Generator {
     /// A request's decode state: its prompt tokens (truncated if asked), sampler and limits.
     pub(super) fn row(&self, r: &GenerateRequest, adapters: Vec<(AdapterId, f32)>) -> Result<Row> {
+        let endings = match r.sampling.no_end_after_colon {
+            true => Some(self.token_endings()?),
+            false => None,
+        };
         let sampler = Sampler::new(r.sampling.clone())?
-            .with_stop_token(self.shared.config.eos_token_ids.first().copied());
+            .with_stop_token(self.shared.config.eos_token_ids.first().copied())
+            .with_token_endings(endings);
         let mut prompt = self.prompt_tokens(&r.prompt)?;
         let ctx = self.shared.config.context_length;
         if prompt.len() >= ctx {
@@ -91,6 +96,22 @@ impl Generator {
             span: tracing::Span::current(),
             stage: None,
         })
+    }
+}
+
+impl Generator {
+    /// How each vocabulary token's text ends (decoded alone, special tokens as nothing),
+    /// with the model's end-of-sequence tokens; built once.
+    fn token_endings(&self) -> Result<TokenEndings> {
+        if let Some(e) = self.shared.token_endings.get() {
+            return Ok(e.clone());
+        }
+        let tok = &self.shared.tokenizer;
+        let ends = (0..tok.vocab_size() as u32)
+            .map(|id| Ok(TokenEnd::of_text(&tok.decode(&[id], true)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let endings = TokenEndings::new(ends, self.shared.config.eos_token_ids.clone());
+        Ok(self.shared.token_endings.get_or_init(|| endings).clone())
     }
 }
 
