@@ -18,6 +18,7 @@ mod finetune;
 mod generate;
 mod ingest;
 mod keys;
+mod logging;
 mod mcp;
 mod models;
 mod receipts;
@@ -104,14 +105,21 @@ fn quiet_on_broken_pipe() {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRIBUTE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let otlp = match &cli.command {
+        Command::Serve(a) => a
+            .otlp
+            .as_deref()
+            .map(|url| Some(url).filter(|u| !u.is_empty())),
+        _ => None,
+    };
+    let logs = match logging::init(otlp) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     if !matches!(cli.command, Command::Mcp(_) | Command::Serve(_)) {
         quiet_on_broken_pipe();
     }
@@ -134,6 +142,7 @@ fn main() -> ExitCode {
         Command::Mcp(a) => mcp::run(a),
         Command::Serve(a) => serve::run(a),
     };
+    let result = result.and_then(|()| logs.finish());
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

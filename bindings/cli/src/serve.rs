@@ -42,6 +42,12 @@ pub struct ServeArgs {
     /// Most chunks one request may ask for (`top_k`).
     #[arg(long, default_value_t = ServerOptions::default().max_top_k)]
     pub max_top_k: usize,
+    /// Export the tracing spans (each request, ask and stage: retrieve, prompt, prefill,
+    /// decode, attribute, sign) over OpenTelemetry OTLP/HTTP to this traces URL; `--otlp`
+    /// alone: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT` or
+    /// http://localhost:4318/v1/traces. `TRIBUTE_OTEL_LOG` filters them (default `info`).
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    pub otlp: Option<String>,
 }
 
 /// `tribute serve keys …`.

@@ -12,6 +12,8 @@ mod key_leak;
 mod mcp;
 #[cfg(feature = "hub")]
 mod models;
+#[cfg(feature = "otel")]
+mod otel;
 #[cfg(all(feature = "onchain", feature = "postgres"))]
 mod shared_pg;
 
