@@ -21,8 +21,9 @@
 //! primary's WAL asynchronously, so a search right after a write may not see it yet (for
 //! as long as the replica lags: usually milliseconds, longer under load or after a network
 //! fault); an app that must read its own writes searches without a replica. A replica that
-//! cannot be reached fails the open ([`Error::PostgresUnreachable`]); a replica connection
-//! lost later is re-established on the next search.
+//! cannot be reached fails the open ([`Error::PostgresUnreachable`]). A search that finds
+//! the replica connection lost (a restart, a failover) connects again and runs once more;
+//! a replica still down is [`Error::PostgresUnreachable`].
 //!
 //! Migrations run on open inside one transaction under an advisory lock, so many
 //! processes may open a new database at once. A schema newer than this build is refused

@@ -2,6 +2,7 @@
 //! filters and the attribution fields.
 
 use postgres::types::ToSql;
+use postgres::{Client, Row};
 
 use super::PgBackend;
 use super::schema::{EF_SEARCH, chunk_from_row};
@@ -158,22 +159,35 @@ impl PgBackend {
             &k1,
             &b,
         ];
+        let wide = vector.is_some() && n > EF_SEARCH;
+        let query = |client: &mut Client| -> std::result::Result<Vec<Row>, postgres::Error> {
+            if wide {
+                client.batch_execute(&format!("SET hnsw.ef_search = {}", n.min(1000)))?;
+            }
+            let rows = client.query(&statement(spec.mode, spec.fusion), &params);
+            if wide {
+                client.batch_execute(&format!("SET hnsw.ef_search = {EF_SEARCH}"))?;
+            }
+            rows
+        };
         let mut client = self.read_client()?;
-        if vector.is_some() && n > EF_SEARCH {
-            client.batch_execute(&format!("SET hnsw.ef_search = {}", n.min(1000)))?;
-        }
-        let rows = client.query(&statement(spec.mode, spec.fusion), &params);
-        if vector.is_some() && n > EF_SEARCH {
-            client.batch_execute(&format!("SET hnsw.ef_search = {EF_SEARCH}"))?;
-        }
+        let rows = match query(&mut client) {
+            Ok(rows) => rows,
+            // The replica went away since the last search (a restart, a failover): connect
+            // once more and search again; a replica still down is `PostgresUnreachable`.
+            Err(_) if client.is_closed() && self.replica().is_some() => {
+                drop(client);
+                query(&mut *self.read_client()?)?
+            }
+            Err(e) => return Err(e.into()),
+        };
         let retriever = |score: Option<f32>, rank: Option<i64>| {
             Some(RetrieverScore {
                 score: score?,
                 rank: rank? as usize,
             })
         };
-        rows?
-            .iter()
+        rows.iter()
             .map(|row| {
                 Ok(Hit {
                     chunk: chunk_from_row(row)?,

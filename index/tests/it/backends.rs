@@ -283,7 +283,7 @@ fn hybrid_search_fuses_like_the_fusion_function() {
 }
 
 #[cfg(feature = "postgres")]
-mod pg {
+pub(crate) mod pg {
     use std::sync::Arc;
 
     use tribute_index::{Embedder, Error, Index, IndexConfig, TokenCounter, WordCounter};

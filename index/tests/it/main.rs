@@ -9,6 +9,8 @@ mod hnsw;
 mod index;
 mod limits;
 mod query;
+#[cfg(feature = "postgres")]
+mod replica;
 mod sync;
 mod texts;
 
