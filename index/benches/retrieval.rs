@@ -10,7 +10,10 @@
 //!    per mode with and without the query embedding.
 //! 2. **Scale**: `TRIBUTE_BENCH_SCALES` (default `10000,100000`) chunks of Reuters text,
 //!    BM25 on the real text and dense on random-projection bag-of-words vectors (384-d), to
-//!    measure index latency at sizes the 2-core machine cannot embed in minutes.
+//!    measure index latency at sizes the 2-core machine cannot embed in minutes. With
+//!    `TRIBUTE_BENCH_PG_URL` (and `--features postgres`), the same chunks also go into a
+//!    fresh Postgres database: ingest rows/s, the HNSW index rebuilt alone (`REINDEX`), and
+//!    the same latency table, next to the local index's.
 //!
 //! Latencies are medians (p50) and p95 over the queries (Reuters titles), in ms.
 
@@ -342,8 +345,12 @@ fn main() {
             ..IndexConfig::default()
         };
         let embedder: Arc<dyn Embedder> = Arc::new(ProjectionEmbedder);
-        let mut index =
-            Index::open(tmp.path().join("kb"), Some(embedder.clone()), config).expect("open");
+        let mut index = Index::open(
+            tmp.path().join("kb"),
+            Some(embedder.clone()),
+            config.clone(),
+        )
+        .expect("open");
         let mut docs = docs_of(&all);
         let t = Instant::now();
         let mut chunks = 0;
@@ -368,6 +375,54 @@ fn main() {
             &queries,
             false,
         );
-        println!("  (built in {build:.1}s)");
+        println!(
+            "  (built in {build:.1}s: {:.0} chunks/s)",
+            chunks as f64 / build
+        );
+        #[cfg(feature = "postgres")]
+        if let Ok(url) = std::env::var("TRIBUTE_BENCH_PG_URL") {
+            postgres_scale(&url, &all, target, config, &queries);
+        }
     }
+}
+
+/// The scale section's chunks in a fresh Postgres database: ingest, HNSW rebuild, latency.
+#[cfg(feature = "postgres")]
+fn postgres_scale(
+    url: &str,
+    all: &[(String, String, String)],
+    target: usize,
+    config: IndexConfig,
+    queries: &[(String, Vec<f32>)],
+) {
+    let db = tribute_common::scratch_db::fresh_database(url, "tribute_bench")
+        .unwrap_or_else(|e| panic!("TRIBUTE_BENCH_PG_URL={url}: {e}"));
+    let mut index = Index::open(&db, Some(Arc::new(ProjectionEmbedder)), config).expect("open");
+    let mut docs = docs_of(all);
+    let t = Instant::now();
+    let mut chunks = 0;
+    while chunks < target && !docs.is_empty() {
+        let take = docs.len().min(2000);
+        let batch: Vec<Document> = docs.drain(..take).collect();
+        chunks += index.add_documents(batch, None).expect("ingest").chunks;
+    }
+    let ingest = t.elapsed().as_secs_f64();
+    let mut client = postgres::Client::connect(&db, postgres::NoTls).expect("connect");
+    let t = Instant::now();
+    client
+        .batch_execute("REINDEX INDEX tribute_chunks_embedding")
+        .expect("reindex");
+    let hnsw = t.elapsed().as_secs_f64();
+    latency_table(
+        &format!("scale {chunks} chunks (postgres)"),
+        &index,
+        queries,
+        false,
+    );
+    println!(
+        "  (ingest {ingest:.1}s: {:.0} chunks/s with COPY and the HNSW and GIN indexes kept up; \
+         HNSW rebuilt alone in {hnsw:.1}s = {:.1}s per 100k rows)",
+        chunks as f64 / ingest,
+        hnsw * 100_000.0 / chunks as f64
+    );
 }
