@@ -316,10 +316,11 @@ pub struct GenerationConfig {
     /// not count, so the answer can still quote its sources.
     pub no_repeat_ngram: usize,
     /// Repetition guard: stop the answer once the model's first choice was a blocked
-    /// repeat this many times (`0` = never). Default 2.
+    /// repeat this many times (`0` = never). Default 2 (`docs/QUALITY.md`: without the stop
+    /// small models ramble on past the answer).
     pub repeat_stop: usize,
     /// Never end the answer right after a colon ("The answer is:" and nothing else): the
-    /// end-of-sequence token is held back until something follows it.
+    /// end-of-sequence token is held back until something follows it. Default on.
     pub no_end_after_colon: bool,
     /// Hugging Face–style repetition penalty over prompt and answer tokens (`1.0` = off,
     /// the default: it also penalises quoting the sources).
@@ -338,7 +339,7 @@ impl Default for GenerationConfig {
             sessions: 1,
             no_repeat_ngram: 4,
             repeat_stop: 2,
-            no_end_after_colon: false,
+            no_end_after_colon: true,
             repetition_penalty: 1.0,
         }
     }
@@ -566,9 +567,10 @@ mod tests {
     #[test]
     fn guard_is_on_by_default_and_off_is_plain_greedy() {
         let g = GenerationConfig::default();
+        let s = g.sampling();
         assert_eq!(
-            (g.sampling().no_repeat_ngram, g.sampling().repeat_stop),
-            (4, 2)
+            (s.no_repeat_ngram, s.repeat_stop, s.no_end_after_colon),
+            (4, 2, true)
         );
         // Off: exactly the sampler settings asks used before the guard existed.
         assert_eq!(

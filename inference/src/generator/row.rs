@@ -51,9 +51,10 @@ impl Drop for Ticket {
 impl Generator {
     /// A request's decode state: its prompt tokens (truncated if asked), sampler and limits.
     pub(super) fn row(&self, r: &GenerateRequest, adapters: Vec<(AdapterId, f32)>) -> Result<Row> {
-        let endings = match r.sampling.no_end_after_colon {
-            true => Some(self.token_endings()?),
-            false => None,
+        let endings = if r.sampling.no_end_after_colon {
+            Some(self.token_endings()?)
+        } else {
+            None
         };
         let sampler = Sampler::new(r.sampling.clone())?
             .with_stop_token(self.shared.config.eos_token_ids.first().copied())
@@ -97,9 +98,7 @@ impl Generator {
             stage: None,
         })
     }
-}
 
-impl Generator {
     /// How each vocabulary token's text ends (decoded alone, special tokens as nothing),
     /// with the model's end-of-sequence tokens; built once.
     fn token_endings(&self) -> Result<TokenEndings> {
