@@ -136,6 +136,19 @@ fn docs_of(articles: &[(String, String, String)]) -> Vec<Document> {
         .collect()
 }
 
+/// Ingests the articles in batches of 2,000 until the index holds `target` chunks (or the
+/// articles run out); returns the chunk count.
+fn ingest_until(index: &mut Index, articles: &[(String, String, String)], target: usize) -> usize {
+    let mut docs = docs_of(articles);
+    let mut chunks = 0;
+    while chunks < target && !docs.is_empty() {
+        let take = docs.len().min(2000);
+        let batch: Vec<Document> = docs.drain(..take).collect();
+        chunks += index.add_documents(batch, None).expect("ingest").chunks;
+    }
+    chunks
+}
+
 fn time_queries(
     index: &Index,
     queries: &[(String, Vec<f32>)],
@@ -351,14 +364,8 @@ fn main() {
             config.clone(),
         )
         .expect("open");
-        let mut docs = docs_of(&all);
         let t = Instant::now();
-        let mut chunks = 0;
-        while chunks < target && !docs.is_empty() {
-            let take = docs.len().min(2000);
-            let batch: Vec<Document> = docs.drain(..take).collect();
-            chunks += index.add_documents(batch, None).expect("ingest").chunks;
-        }
+        let chunks = ingest_until(&mut index, &all, target);
         let build = t.elapsed().as_secs_f64();
         let queries: Vec<(String, Vec<f32>)> = query_titles
             .iter()
@@ -398,14 +405,8 @@ fn postgres_scale(
     let db = tribute_common::scratch_db::fresh_database(url, "tribute_bench")
         .unwrap_or_else(|e| panic!("TRIBUTE_BENCH_PG_URL={url}: {e}"));
     let mut index = Index::open(&db, Some(Arc::new(ProjectionEmbedder)), config).expect("open");
-    let mut docs = docs_of(all);
     let t = Instant::now();
-    let mut chunks = 0;
-    while chunks < target && !docs.is_empty() {
-        let take = docs.len().min(2000);
-        let batch: Vec<Document> = docs.drain(..take).collect();
-        chunks += index.add_documents(batch, None).expect("ingest").chunks;
-    }
+    let chunks = ingest_until(&mut index, all, target);
     let ingest = t.elapsed().as_secs_f64();
     let mut client = postgres::Client::connect(&db, postgres::NoTls).expect("connect");
     let t = Instant::now();

@@ -69,6 +69,16 @@ fn caught_up(primary: &mut Client, standby: &mut Client) {
     });
 }
 
+/// `index/tests/pg/pg.sh COMMAND DIR` (restart or stop the standby), which must succeed.
+fn pg_sh(command: &str, dir: &str) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pg/pg.sh");
+    let status = std::process::Command::new(script)
+        .args([command, dir])
+        .status()
+        .expect("run pg.sh");
+    assert!(status.success(), "pg.sh {command} {dir}: {status}");
+}
+
 fn doc_ids(index: &Index, query: &str) -> Vec<String> {
     index
         .search(query)
@@ -153,23 +163,11 @@ fn searches_read_the_standby_and_see_writes_once_it_replays_them() {
     assert_eq!(doc_ids(&replicated, query)[0], "kelp");
 
     // A restarted standby: the next search reconnects and answers, no error surfaces.
-    let restarted = std::process::Command::new(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pg/pg.sh"),
-    )
-    .args(["restart", &standby_dir])
-    .status()
-    .expect("pg.sh restart");
-    assert!(restarted.success());
+    pg_sh("restart", &standby_dir);
     assert_eq!(doc_ids(&replicated, query)[0], "kelp");
 
     // A standby that is down: a typed error naming it (password hidden), not a panic.
-    let stopped = std::process::Command::new(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pg/pg.sh"),
-    )
-    .args(["stop", &standby_dir])
-    .status()
-    .expect("pg.sh stop");
-    assert!(stopped.success());
+    pg_sh("stop", &standby_dir);
     let err = replicated
         .search(query)
         .k(3)
