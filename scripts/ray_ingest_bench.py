@@ -3,7 +3,13 @@
 Prints one JSON line. scripts/ray_ingest_bench.sh runs it against a fresh server per run.
 
     python scripts/ray_ingest_bench.py --pg-url URL --corpus beir/vaswani/corpus.jsonl \
-        --limit 5000 --workers 2 [--pin-cores 1] [--plain]
+        --limit 5000 --workers 2 [--pin-cores 1] [--plain] [--verify]
+
+`--verify` (Ray runs): then ingests the same documents into a local directory in this
+process (timed: the one-process rate) and compares the two indexes: document and chunk
+counts, every document as stored, and for up to 200 queries (the BEIR set's
+`queries.jsonl` beside the corpus) the dense and hybrid top-10: chunk ids, attribution
+fields, and dense scores. A second JSON line reports it; a difference exits non-zero.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ def main() -> None:
     ap.add_argument("--pin-cores", type=int, default=None, help="cores per worker")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--plain", action="store_true", help="Index.add in this process, no Ray")
+    ap.add_argument("--verify", action="store_true", help="compare with a local ingest of the same documents")
     args = ap.parse_args()
 
     lines = args.corpus.read_text().splitlines()[: args.limit]
@@ -88,6 +95,63 @@ def main() -> None:
         ),
         flush=True,
     )
+    if args.verify and not args.plain:
+        report = verify(tribute, args.pg_url, lines, args.corpus.parent / "queries.jsonl", work / "local")
+        print(json.dumps(report), flush=True)
+        if report["differences"]:
+            raise SystemExit(f"the Postgres index differs from the local one: {report['differences'][:5]}")
+
+
+def verify(tribute, pg_url: str, lines: list[str], queries_file: Path, local_dir: Path) -> dict:
+    """Ingests `lines` into a local directory and compares it with the Postgres index."""
+    docs = [json.loads(line) for line in lines]
+    started = time.perf_counter()
+    differences: list[str] = []
+    with tribute.Index.open(local_dir) as local, tribute.Index.open(pg_url) as pg:
+        ref = local.add(docs)
+        local_seconds = time.perf_counter() - started
+        counts = {"local": [local.document_count, local.chunk_count], "postgres": [pg.document_count, pg.chunk_count]}
+        if counts["local"] != counts["postgres"]:
+            differences.append(f"counts {counts}")
+        for d in docs:
+            doc_id = d.get("_id") or d.get("id")
+            if local.get(doc_id) != pg.get(doc_id):
+                differences.append(f"document {doc_id}")
+        queries = []
+        if queries_file.exists():
+            queries = [json.loads(q)["text"] for q in queries_file.read_text().splitlines()[:200]]
+        if not queries:
+            queries = [d.get("title") or d["text"][:80] for d in docs[:200]]
+
+        def fields(h):  # every attribution field of a hit
+            return (h.chunk_id, h.doc_id, h.title, h.text, h.content_hash, h.start, h.end, h.contributor, h.datanet)
+
+        same = {"dense": 0, "hybrid": 0}
+        worst_dense = 0.0
+        for q in queries:
+            for mode in same:
+                want = local.search(q, k=10, mode=mode)
+                got = pg.search(q, k=10, mode=mode)
+                if [fields(h) for h in got] == [fields(h) for h in want]:
+                    same[mode] += 1
+                elif mode == "dense":
+                    differences.append(f"dense top-10 of {q!r}")
+                if mode == "dense":
+                    for g, w in zip(got, want):
+                        worst_dense = max(worst_dense, abs((g.dense_score or 0.0) - (w.dense_score or 0.0)))
+        if worst_dense > 1e-4:
+            differences.append(f"dense scores differ by up to {worst_dense}")
+    return {
+        "verify": True,
+        "local_seconds": round(local_seconds, 2),
+        "local_docs_per_s": round(ref.added / local_seconds, 1),
+        "counts": counts,
+        "documents_compared": len(docs),
+        "queries": len(queries),
+        "same_top10": same,
+        "max_dense_score_difference": worst_dense,
+        "differences": differences,
+    }
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 # venv with the ray extra (bindings/python/test.sh makes it) and the built extension.
 #
 #   scripts/ray_ingest_bench.sh BEIR_CORPUS_JSONL [LIMIT] [ROUNDS]
-#   env: WORKERS="1 2", PIN=1 (empty: unpinned), PLAIN=1 (also a run without Ray)
+#   env: WORKERS="1 2", PIN=1 (empty: unpinned), PLAIN=1 (also a run without Ray),
+#        VERIFY=1 (after each Ray run, compare with a local ingest: ray_ingest_bench.py --verify)
 set -euo pipefail
 [[ $# -ge 1 ]] || { echo "usage: $0 CORPUS.jsonl [LIMIT] [ROUNDS]" >&2; exit 2; }
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +34,6 @@ one() {  # ARGS… : one run against a fresh server
 for _ in $(seq "$rounds"); do
   if [[ -n ${PLAIN:-} ]]; then one --plain; fi
   for w in ${WORKERS:-1 2}; do
-    one --workers "$w" ${pin:+--pin-cores "$pin"}
+    one --workers "$w" ${pin:+--pin-cores "$pin"} ${VERIFY:+--verify}
   done
 done
