@@ -7,7 +7,7 @@ Prints one JSON line. scripts/ray_ingest_bench.sh runs it against a fresh server
 
 `--verify` (Ray runs): then ingests the same documents into a local directory in this
 process (timed: the one-process rate) and compares the two indexes: document and chunk
-counts, every document as stored, and for up to 200 queries (the BEIR set's
+counts, and for up to 200 queries (the BEIR set's
 `queries.jsonl` beside the corpus) the dense and hybrid top-10: chunk ids, attribution
 fields, and dense scores. A second JSON line reports it; a difference exits non-zero.
 """
@@ -113,10 +113,6 @@ def verify(tribute, pg_url: str, lines: list[str], queries_file: Path, local_dir
         counts = {"local": [local.document_count, local.chunk_count], "postgres": [pg.document_count, pg.chunk_count]}
         if counts["local"] != counts["postgres"]:
             differences.append(f"counts {counts}")
-        for d in docs:
-            doc_id = d.get("_id") or d.get("id")
-            if local.get(doc_id) != pg.get(doc_id):
-                differences.append(f"document {doc_id}")
         queries = []
         if queries_file.exists():
             queries = [json.loads(q)["text"] for q in queries_file.read_text().splitlines()[:200]]
@@ -146,7 +142,6 @@ def verify(tribute, pg_url: str, lines: list[str], queries_file: Path, local_dir
         "local_seconds": round(local_seconds, 2),
         "local_docs_per_s": round(ref.added / local_seconds, 1),
         "counts": counts,
-        "documents_compared": len(docs),
         "queries": len(queries),
         "same_top10": same,
         "max_dense_score_difference": worst_dense,
