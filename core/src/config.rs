@@ -319,6 +319,10 @@ pub struct GenerationConfig {
     /// repeat this many times (`0` = never). Default 2 (`docs/QUALITY.md`: without the stop
     /// small models ramble on past the answer).
     pub repeat_stop: usize,
+    /// Once the repetition stop is reached, let the answer finish its sentence: it ends at
+    /// the next sentence or line end, or after this many more tokens (`0` = stop at once,
+    /// in the middle of a list or sentence). Default 32 (`docs/QUALITY.md`).
+    pub repeat_stop_grace: usize,
     /// Never end the answer right after a colon ("The answer is:" and nothing else): the
     /// end-of-sequence token is held back until something follows it. Default on.
     pub no_end_after_colon: bool,
@@ -339,6 +343,7 @@ impl Default for GenerationConfig {
             sessions: 1,
             no_repeat_ngram: 4,
             repeat_stop: 2,
+            repeat_stop_grace: 32,
             no_end_after_colon: true,
             repetition_penalty: 1.0,
         }
@@ -355,6 +360,7 @@ impl GenerationConfig {
             repetition_penalty: self.repetition_penalty,
             no_repeat_ngram: self.no_repeat_ngram,
             repeat_stop: self.repeat_stop,
+            repeat_stop_grace: self.repeat_stop_grace,
             no_end_after_colon: self.no_end_after_colon,
             ..Default::default()
         }
@@ -365,6 +371,7 @@ impl GenerationConfig {
     pub fn without_guard(mut self) -> Self {
         self.no_repeat_ngram = 0;
         self.repeat_stop = 0;
+        self.repeat_stop_grace = 0;
         self.no_end_after_colon = false;
         self
     }
@@ -569,8 +576,13 @@ mod tests {
         let g = GenerationConfig::default();
         let s = g.sampling();
         assert_eq!(
-            (s.no_repeat_ngram, s.repeat_stop, s.no_end_after_colon),
-            (4, 2, true)
+            (
+                s.no_repeat_ngram,
+                s.repeat_stop,
+                s.repeat_stop_grace,
+                s.no_end_after_colon
+            ),
+            (4, 2, 32, true)
         );
         // Off: exactly the sampler settings asks used before the guard existed.
         assert_eq!(

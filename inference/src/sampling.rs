@@ -33,6 +33,11 @@ pub struct SamplingParams {
     /// model's own first choice was a blocked repeat this many times (`0` = never): it is
     /// looping. Needs `no_repeat_ngram`.
     pub repeat_stop: usize,
+    /// Once `repeat_stop` is reached, let the model finish its sentence: stop at the first
+    /// token that ends a sentence or a line, or after this many more tokens (`0` = stop at
+    /// once). Stopping at once cuts lists and sentences in the middle ("… School Violence
+    /// Restraining"). Needs the vocabulary's [`TokenEndings`].
+    pub repeat_stop_grace: usize,
     /// Never end right after a colon: while the text generated so far ends with `:` (an
     /// answer announced, "The answer is:", but not given), the end-of-sequence tokens are
     /// excluded. Needs the vocabulary's [`TokenEndings`] (the generator supplies them).
@@ -49,6 +54,7 @@ impl Default for SamplingParams {
             seed: 0,
             no_repeat_ngram: 0,
             repeat_stop: 0,
+            repeat_stop_grace: 0,
             no_end_after_colon: false,
         }
     }
@@ -95,7 +101,11 @@ pub struct Sampler {
     blocked_first_choices: usize,
     /// What to answer once `repeat_stop` is reached.
     stop_token: Option<u32>,
-    /// How each vocabulary token ends, for `no_end_after_colon`.
+    /// Tokens picked since `repeat_stop` was reached while the sentence is finished
+    /// (`repeat_stop_grace`; `usize::MAX` once stopped: every later pick is the stop
+    /// token); `None` before.
+    stopping: Option<usize>,
+    /// How each vocabulary token ends, for `no_end_after_colon` and `repeat_stop_grace`.
     endings: Option<TokenEndings>,
     /// The text picked so far ends with a colon (blank tokens after it kept it so).
     after_colon: bool,
@@ -112,13 +122,14 @@ impl Sampler {
             generated: Vec::new(),
             blocked_first_choices: 0,
             stop_token: None,
+            stopping: None,
             endings: None,
             after_colon: false,
         })
     }
 
-    /// How the vocabulary's tokens end, which `no_end_after_colon` needs; without them it
-    /// does nothing.
+    /// How the vocabulary's tokens end, which `no_end_after_colon` and `repeat_stop_grace`
+    /// need; without them the first does nothing and the repetition stop stops at once.
     pub fn with_token_endings(mut self, endings: Option<TokenEndings>) -> Self {
         self.endings = endings;
         self
@@ -147,8 +158,8 @@ impl Sampler {
         if let Some(endings) = &self.endings {
             match endings.of(token) {
                 TokenEnd::Colon => self.after_colon = true,
-                TokenEnd::Blank => {}
-                TokenEnd::Other => self.after_colon = false,
+                TokenEnd::Blank | TokenEnd::LineBreak => {}
+                TokenEnd::Sentence | TokenEnd::Other => self.after_colon = false,
             }
         }
         Some(token)
@@ -171,8 +182,22 @@ impl Sampler {
                 }
             }
         }
-        if self.block_repeats(logits) {
-            return self.stop_token;
+        if let Some(picked) = self.stopping {
+            if picked >= self.params.repeat_stop_grace || self.sentence_ended() {
+                self.stopping = Some(usize::MAX);
+                return self.stop_token;
+            }
+            self.stopping = Some(picked + 1);
+        }
+        if self.block_repeats(logits) && self.stopping.is_none() {
+            // Looping: stop now if the text is at a sentence's end (or no grace is
+            // given), else once the sentence is finished.
+            if self.params.repeat_stop_grace == 0 || self.endings.is_none() || self.sentence_ended()
+            {
+                self.stopping = Some(usize::MAX);
+                return self.stop_token;
+            }
+            self.stopping = Some(1);
         }
         if self.params.no_end_after_colon
             && self.after_colon
@@ -237,6 +262,16 @@ impl Sampler {
 }
 
 impl Sampler {
+    /// Whether the last picked token ends a sentence or a line.
+    fn sentence_ended(&self) -> bool {
+        match (&self.endings, self.generated.last()) {
+            (Some(endings), Some(&t)) => {
+                matches!(endings.of(t), TokenEnd::Sentence | TokenEnd::LineBreak)
+            }
+            _ => false,
+        }
+    }
+
     /// Sets the logits of tokens that would repeat an n-gram of the generated tokens to
     /// −∞ (all but the best one if every token would). `true`: stop now, the model keeps
     /// choosing repeats (`repeat_stop`).
@@ -274,13 +309,18 @@ impl Sampler {
     }
 }
 
-/// How a token's text ends, as `no_end_after_colon` sees it.
+/// How a token's text ends, as `no_end_after_colon` and `repeat_stop_grace` see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenEnd {
     /// Ends with `:` (or the full-width `：`), trailing whitespace aside.
     Colon,
-    /// Only whitespace (or nothing): the text still ends as it did before the token.
+    /// Only whitespace without a line break (or nothing): the text still ends as it did.
     Blank,
+    /// Only whitespace, with a line break: the text still ends as it did, and a line ended.
+    LineBreak,
+    /// Ends a sentence: `.`, `!`, `?` (or their full-width forms), trailing whitespace
+    /// and closing quotes or brackets aside.
+    Sentence,
     /// Anything else.
     Other,
 }
@@ -288,10 +328,24 @@ pub enum TokenEnd {
 impl TokenEnd {
     /// How `text` ends.
     pub fn of_text(text: &str) -> Self {
-        match text.trim_end().chars().last() {
-            None => TokenEnd::Blank,
+        let visible = text.trim_end();
+        if visible.is_empty() {
+            return if text.contains('\n') {
+                TokenEnd::LineBreak
+            } else {
+                TokenEnd::Blank
+            };
+        }
+        match visible.chars().last() {
             Some(':' | '：') => TokenEnd::Colon,
-            Some(_) => TokenEnd::Other,
+            _ => match visible
+                .trim_end_matches(['"', '\'', '”', '’', ')', ']'])
+                .chars()
+                .last()
+            {
+                Some('.' | '!' | '?' | '。' | '！' | '？') => TokenEnd::Sentence,
+                _ => TokenEnd::Other,
+            },
         }
     }
 }
@@ -401,7 +455,7 @@ mod tests {
     }
 
     /// Greedy picks of `steps` (one logit row per step), with the rows after the guard.
-    fn run(s: &mut Sampler, steps: &[[f32; 4]]) -> (Vec<u32>, Vec<[f32; 4]>) {
+    fn run<const N: usize>(s: &mut Sampler, steps: &[[f32; N]]) -> (Vec<u32>, Vec<[f32; N]>) {
         let mut picked = Vec::new();
         let mut rows = Vec::new();
         for row in steps {
@@ -416,9 +470,14 @@ mod tests {
     fn token_endings_read_the_last_visible_character() {
         assert_eq!(TokenEnd::of_text(" is:"), TokenEnd::Colon);
         assert_eq!(TokenEnd::of_text("：\n"), TokenEnd::Colon);
-        assert_eq!(TokenEnd::of_text(" \n\t"), TokenEnd::Blank);
+        assert_eq!(TokenEnd::of_text(" \t"), TokenEnd::Blank);
         assert_eq!(TokenEnd::of_text(""), TokenEnd::Blank);
+        assert_eq!(TokenEnd::of_text(" \n\t"), TokenEnd::LineBreak);
         assert_eq!(TokenEnd::of_text(":)"), TokenEnd::Other);
+        assert_eq!(TokenEnd::of_text(" court."), TokenEnd::Sentence);
+        assert_eq!(TokenEnd::of_text("?\")\n"), TokenEnd::Sentence);
+        assert_eq!(TokenEnd::of_text("。"), TokenEnd::Sentence);
+        assert_eq!(TokenEnd::of_text(" U.S"), TokenEnd::Other);
     }
 
     #[test]
@@ -518,6 +577,56 @@ mod tests {
         let mut s = Sampler::new(s.params().clone()).unwrap();
         let (picked, _) = run(&mut s, &[prefers_1, prefers_1, prefers_1]);
         assert_eq!(picked, [1, 3, 2]);
+    }
+
+    #[test]
+    fn repeat_stop_grace_lets_the_model_finish_its_sentence() {
+        // Vocabulary: 0 = end of sequence, 1 = " order", 2 = " court", 3 = ".", 4 = "\n".
+        use TokenEnd::{LineBreak, Other, Sentence};
+        let endings = TokenEndings::new(vec![Other, Other, Other, Sentence, LineBreak], vec![0]);
+        let params = |grace| SamplingParams {
+            no_repeat_ngram: 1,
+            repeat_stop: 1,
+            repeat_stop_grace: grace,
+            ..Default::default()
+        };
+        let sampler = |grace| {
+            Sampler::new(params(grace))
+                .unwrap()
+                .with_stop_token(Some(0))
+                .with_token_endings(Some(endings.clone()))
+        };
+        let row = |first: usize, second: usize| {
+            let mut r = [0.0; 5];
+            r[first] = 5.0;
+            r[second] = 4.0;
+            r
+        };
+        // " order" again is the looping first choice at the second step: " court" is taken
+        // instead, then "." ends the sentence and the sequence stops after it.
+        let steps = [row(1, 0), row(1, 2), row(2, 3), row(3, 2), row(2, 4)];
+        assert_eq!(run(&mut sampler(8), &steps).0, [1, 2, 3, 0, 0]);
+        // No grace: the stop comes at once, in the middle of the sentence.
+        assert_eq!(run(&mut sampler(0), &steps).0, [1, 0, 0, 0, 0]);
+        // A sentence that does not end within the grace is stopped after it.
+        let rambling = [row(1, 0), row(1, 2), row(2, 4), row(2, 4), row(2, 4)];
+        // (" court" is blocked after its first use, so the runner-up "\n" ends the line.)
+        assert_eq!(run(&mut sampler(8), &rambling).0, [1, 2, 4, 0, 0]);
+        let unending = [
+            row(1, 0),
+            row(1, 2),
+            [0.0, 0.0, 5.0, 0.0, 0.0],
+            [0.0; 5],
+            [0.0; 5],
+        ];
+        let mut s = sampler(1);
+        assert_eq!(run(&mut s, &unending).0, [1, 2, 0, 0, 0]);
+        // Already at a sentence's end when the model starts looping: stop at once.
+        let at_end = [row(3, 0), row(3, 1), row(1, 2)];
+        assert_eq!(run(&mut sampler(8), &at_end).0, [3, 0, 0]);
+        // Without the vocabulary's endings the grace cannot see sentences: stop at once.
+        let mut blind = Sampler::new(params(8)).unwrap().with_stop_token(Some(0));
+        assert_eq!(run(&mut blind, &steps).0, [1, 0, 0, 0, 0]);
     }
 
     #[test]

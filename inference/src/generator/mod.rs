@@ -159,7 +159,7 @@ struct Shared {
     max_batch: usize,
     io_binding: bool,
     /// How each vocabulary token ends, built the first time a request asks for
-    /// `no_end_after_colon`.
+    /// `no_end_after_colon` or `repeat_stop_grace`.
     token_endings: OnceLock<crate::sampling::TokenEndings>,
 }
 

@@ -51,7 +51,8 @@ impl Drop for Ticket {
 impl Generator {
     /// A request's decode state: its prompt tokens (truncated if asked), sampler and limits.
     pub(super) fn row(&self, r: &GenerateRequest, adapters: Vec<(AdapterId, f32)>) -> Result<Row> {
-        let endings = if r.sampling.no_end_after_colon {
+        let s = &r.sampling;
+        let endings = if s.no_end_after_colon || (s.repeat_stop > 0 && s.repeat_stop_grace > 0) {
             Some(self.token_endings()?)
         } else {
             None
