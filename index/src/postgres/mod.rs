@@ -1,7 +1,7 @@
 //! A knowledge base in PostgreSQL with pgvector (feature `postgres`), shared by every
 //! process that opens the same URL.
 //!
-//! # Schema (version 2), created on first open
+//! # Schema (version 3), created on first open
 //! - `tribute_schema_version(version)`: the migrations applied;
 //! - `tribute_meta(key, value jsonb)`: the embedder (model id, dimension) and chunker
 //!   settings the knowledge base was created with;
@@ -12,7 +12,10 @@
 //!   document's datanet and contributor (copied so filters need no join), the embedding
 //!   (`vector(dim)` with an HNSW cosine index), a generated `tsvector` (GIN index) and its
 //!   token count `dl` (for BM25's length normalisation), and (version 2) its
-//!   [`Locator`](crate::Locator) as `locator jsonb` (null for chunks written by version 1).
+//!   [`Locator`](crate::Locator) as `locator jsonb` (null for chunks written by version 1);
+//! - (version 3) `tribute_terms(lexeme, df, max_tf, min_dl)` and `tribute_corpus(chunks,
+//!   tokens)`: BM25's document frequencies and mean length, kept exact by triggers on
+//!   `tribute_chunks`, and per-term bounds for pruning the lexical leg.
 //!
 //! # Read replicas
 //! [`PgBackend::connect_with_replica`] sends searches to a streaming replica (a standby
@@ -35,8 +38,8 @@
 //! uses the HNSW index with `hnsw.iterative_scan = relaxed_order`, so a filtered search
 //! still returns `k` rows. The lexical leg is BM25 computed in SQL over Postgres full text
 //! (English stemming, the query's terms OR-ed, the local index's IDF and saturation formula
-//! with its `k1`/`b`; document frequencies from the GIN index, term frequencies from the
-//! `tsvector`, document lengths from a stored token count). It differs from tantivy's only
+//! with its `k1`/`b`; document frequencies and the mean length from the statistics tables,
+//! term frequencies from the `tsvector`, document lengths from a stored token count). It differs from tantivy's only
 //! in tokenisation (Postgres's English parser and stop words vs tantivy's) and in exact
 //! rather than quantised document lengths (see `docs/SCALING.md`).
 //!
@@ -62,8 +65,26 @@ use crate::error::{Error, Result};
 use crate::index::{Chunk, DocumentRecord, Hit, IndexConfig, IngestProgress, IngestReport};
 use crate::types::DocId;
 
+/// What [`Backend::verify`] counts: documents whose chunk count is off, chunks without a
+/// vector (`$1`: the knowledge base has an embedder), terms whose stored document
+/// frequency differs from a recount (or whose bounds no longer hold), and whether the
+/// corpus counts are right.
+const VERIFY: &str = "SELECT
+    (SELECT count(*) FROM tribute_documents d WHERE d.chunks <>
+        (SELECT count(*) FROM tribute_chunks c WHERE c.doc_id = d.doc_id)),
+    (SELECT count(*) FROM tribute_chunks WHERE embedding IS NULL AND $1),
+    (SELECT count(*) FROM
+        (SELECT u.lexeme, count(*) AS df, max(coalesce(array_length(u.positions, 1), 1)) AS max_tf,
+                min(c.dl) AS min_dl
+         FROM tribute_chunks c, unnest(c.tsv) u GROUP BY 1) e
+        FULL JOIN tribute_terms t USING (lexeme)
+        WHERE e.df IS DISTINCT FROM t.df OR t.max_tf < e.max_tf OR t.min_dl > e.min_dl),
+    (SELECT coalesce(bool_and(s.chunks = a.chunks AND s.tokens = a.tokens) AND count(*) = 1, false)
+     FROM tribute_corpus s, (SELECT count(*) AS chunks, coalesce(sum(dl), 0) AS tokens
+                             FROM tribute_chunks) a)";
+
 /// The newest schema version this build reads and writes.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// A knowledge base stored in PostgreSQL + pgvector: the [`Backend`] behind
 /// `Index::open("postgres://…")`.
@@ -240,18 +261,16 @@ impl Backend for PgBackend {
     }
 
     fn verify(&self) -> Result<()> {
-        let row = self.client().query_one(
-            "SELECT (SELECT count(*) FROM tribute_documents d WHERE d.chunks <> \
-               (SELECT count(*) FROM tribute_chunks c WHERE c.doc_id = d.doc_id)), \
-             (SELECT count(*) FROM tribute_chunks WHERE embedding IS NULL AND $1)",
-            &[&(self.dim > 0)],
-        )?;
-        let (bad_docs, no_vector): (i64, i64) = (row.get(0), row.get(1));
-        if bad_docs + no_vector > 0 {
+        let row = self.client().query_one(VERIFY, &[&(self.dim > 0)])?;
+        let (bad_docs, no_vector, bad_terms, corpus_ok): (i64, i64, i64, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        if bad_docs + no_vector + bad_terms > 0 || !corpus_ok {
             return Err(Error::Corrupt {
                 path: self.url.clone().into(),
                 reason: format!(
-                    "{bad_docs} documents disagree with their chunk count, {no_vector} chunks lack a vector"
+                    "{bad_docs} documents disagree with their chunk count, {no_vector} chunks lack a vector, \
+                     {bad_terms} terms have a wrong document frequency, corpus counts {}",
+                    if corpus_ok { "right" } else { "wrong" }
                 ),
             });
         }

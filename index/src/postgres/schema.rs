@@ -124,6 +124,12 @@ pub(super) fn migrate(
         tx.batch_execute("ALTER TABLE tribute_chunks ADD COLUMN locator jsonb")?;
         tx.execute("INSERT INTO tribute_schema_version VALUES (2)", &[])?;
     }
+    if found < 3 {
+        // Version 3: BM25's corpus statistics kept at write time, so a search reads them
+        // instead of counting the whole table.
+        tx.batch_execute(SCHEMA_V3)?;
+        tx.execute("INSERT INTO tribute_schema_version VALUES (3)", &[])?;
+    }
     let value: serde_json::Value = tx
         .query_one("SELECT value FROM tribute_meta WHERE key = 'config'", &[])?
         .get(0);
@@ -204,6 +210,65 @@ fn schema_v1(dim: usize) -> String {
          {hnsw}"
     )
 }
+
+/// Version 3: `tribute_terms` (per stemmed term: its document frequency, the chunks whose
+/// `tsvector` holds it; and for the lexical leg's upper bounds, its highest count in one
+/// chunk and the shortest chunk holding it) and `tribute_corpus` (chunk and token counts,
+/// for the mean length), backfilled from the chunks and kept by statement-level triggers on
+/// every insert, update and delete of a chunk (cascaded deletes included): `df` and the
+/// counts are exact at every commit; `max_tf` and `min_dl` are not lowered by deletes, so
+/// they stay bounds. The triggers take the writers' advisory lock first: concurrent writers
+/// update the shared counters one after the other instead of deadlocking on them.
+const SCHEMA_V3: &str = "
+    CREATE TABLE tribute_terms (
+        lexeme text PRIMARY KEY,
+        df bigint NOT NULL,
+        max_tf int NOT NULL,
+        min_dl int NOT NULL);
+    CREATE TABLE tribute_corpus (
+        one boolean PRIMARY KEY DEFAULT true CHECK (one),
+        chunks bigint NOT NULL,
+        tokens bigint NOT NULL);
+    INSERT INTO tribute_terms (lexeme, df, max_tf, min_dl)
+        SELECT u.lexeme, count(*), max(coalesce(array_length(u.positions, 1), 1)), min(c.dl)
+        FROM tribute_chunks c, unnest(c.tsv) u GROUP BY u.lexeme;
+    INSERT INTO tribute_corpus (chunks, tokens)
+        SELECT count(*), coalesce(sum(dl), 0) FROM tribute_chunks;
+    CREATE FUNCTION tribute_count_terms() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock(7215046302);
+        IF TG_OP IN ('DELETE', 'UPDATE') THEN
+            UPDATE tribute_terms t SET df = t.df - d.n
+            FROM (SELECT u.lexeme, count(*) AS n FROM old_rows c, unnest(c.tsv) u
+                  GROUP BY u.lexeme ORDER BY u.lexeme) d
+            WHERE t.lexeme = d.lexeme;
+            DELETE FROM tribute_terms WHERE df <= 0 AND lexeme IN
+                (SELECT u.lexeme FROM old_rows c, unnest(c.tsv) u);
+            UPDATE tribute_corpus SET chunks = chunks - (SELECT count(*) FROM old_rows),
+                tokens = tokens - (SELECT coalesce(sum(dl), 0) FROM old_rows);
+        END IF;
+        IF TG_OP IN ('INSERT', 'UPDATE') THEN
+            INSERT INTO tribute_terms AS t (lexeme, df, max_tf, min_dl)
+                SELECT u.lexeme, count(*), max(coalesce(array_length(u.positions, 1), 1)), min(c.dl)
+                FROM new_rows c, unnest(c.tsv) u
+                GROUP BY u.lexeme ORDER BY u.lexeme
+            ON CONFLICT (lexeme) DO UPDATE SET df = t.df + excluded.df,
+                max_tf = greatest(t.max_tf, excluded.max_tf),
+                min_dl = least(t.min_dl, excluded.min_dl);
+            UPDATE tribute_corpus SET chunks = chunks + (SELECT count(*) FROM new_rows),
+                tokens = tokens + (SELECT coalesce(sum(dl), 0) FROM new_rows);
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER tribute_terms_insert AFTER INSERT ON tribute_chunks
+        REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION tribute_count_terms();
+    CREATE TRIGGER tribute_terms_update AFTER UPDATE ON tribute_chunks
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION tribute_count_terms();
+    CREATE TRIGGER tribute_terms_delete AFTER DELETE ON tribute_chunks
+        REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION tribute_count_terms();";
 
 /// Columns [`document_from_row`] reads, from `tribute_documents`.
 pub(super) const SELECT_DOCUMENT: &str = "SELECT doc_id, title, datanet, contributor, license, \

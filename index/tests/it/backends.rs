@@ -354,7 +354,7 @@ pub(crate) mod pg {
                 err,
                 Error::SchemaTooNew {
                     found: 99,
-                    supported: 2,
+                    supported: 3,
                     ..
                 }
             ),

@@ -8,6 +8,8 @@ mod documents;
 mod hnsw;
 mod index;
 mod limits;
+#[cfg(feature = "postgres")]
+mod pg_stats;
 mod query;
 #[cfg(feature = "postgres")]
 mod replica;
