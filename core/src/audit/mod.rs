@@ -2,7 +2,7 @@
 //! attribution record and say whether they match what the receipt claims.
 //!
 //! A version-2 receipt commits (`attributionHash`) to an
-//! [`AttributionRecord`](tribute_attribution::record::AttributionRecord) stored beside the
+//! [`AttributionRecord`] stored beside the
 //! journal. [`Engine::audit`] loads the record and checks its hash, checks the model,
 //! tokenizer and adapters it names against the engine's, fetches the cited chunks from the
 //! engine's knowledge base by content hash, rebuilds the prompt, re-runs the attribution

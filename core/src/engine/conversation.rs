@@ -64,7 +64,7 @@ impl Turn {
 
 impl AskRequest<'_> {
     /// Earlier turns of the conversation, oldest first: context for the model, never
-    /// searched for or credited (see the [module docs](self)).
+    /// searched for or credited ([`Session`](crate::Session) keeps them for a conversation).
     pub fn history<I: IntoIterator<Item = Turn>>(mut self, turns: I) -> Self {
         self.history = turns.into_iter().collect();
         self

@@ -105,7 +105,8 @@ pub struct SessionSource {
     pub title: String,
 }
 
-/// A multi-turn conversation with the engine (see the [module docs](self)).
+/// A multi-turn conversation with the engine: each question is asked with the earlier
+/// turns as context, and a follow-up is rewritten into a standalone question for retrieval.
 #[derive(Debug, Clone)]
 pub struct Session {
     engine: Engine,
