@@ -101,10 +101,8 @@ pub struct Sampler {
     blocked_first_choices: usize,
     /// What to answer once `repeat_stop` is reached.
     stop_token: Option<u32>,
-    /// Tokens picked since `repeat_stop` was reached while the sentence is finished
-    /// (`repeat_stop_grace`; `usize::MAX` once stopped: every later pick is the stop
-    /// token); `None` before.
-    stopping: Option<usize>,
+    /// Where the repetition stop stands.
+    stop: StopState,
     /// How each vocabulary token ends, for `no_end_after_colon` and `repeat_stop_grace`.
     endings: Option<TokenEndings>,
     /// The text picked so far ends with a colon (blank tokens after it kept it so).
@@ -122,7 +120,7 @@ impl Sampler {
             generated: Vec::new(),
             blocked_first_choices: 0,
             stop_token: None,
-            stopping: None,
+            stop: StopState::Running,
             endings: None,
             after_colon: false,
         })
@@ -182,22 +180,26 @@ impl Sampler {
                 }
             }
         }
-        if let Some(picked) = self.stopping {
-            if picked >= self.params.repeat_stop_grace || self.sentence_ended() {
-                self.stopping = Some(usize::MAX);
-                return self.stop_token;
+        match self.stop {
+            StopState::Stopped => return self.stop_token,
+            StopState::Finishing(picked) => {
+                if picked >= self.params.repeat_stop_grace || self.sentence_ended() {
+                    self.stop = StopState::Stopped;
+                    return self.stop_token;
+                }
+                self.stop = StopState::Finishing(picked + 1);
             }
-            self.stopping = Some(picked + 1);
+            StopState::Running => {}
         }
-        if self.block_repeats(logits) && self.stopping.is_none() {
+        if self.block_repeats(logits) && self.stop == StopState::Running {
             // Looping: stop now if the text is at a sentence's end (or no grace is
             // given), else once the sentence is finished.
             if self.params.repeat_stop_grace == 0 || self.endings.is_none() || self.sentence_ended()
             {
-                self.stopping = Some(usize::MAX);
+                self.stop = StopState::Stopped;
                 return self.stop_token;
             }
-            self.stopping = Some(1);
+            self.stop = StopState::Finishing(1);
         }
         if self.params.no_end_after_colon
             && self.after_colon
@@ -307,6 +309,18 @@ impl Sampler {
         }
         false
     }
+}
+
+/// Where a sampler's repetition stop stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopState {
+    /// Not reached.
+    Running,
+    /// Reached; this many tokens picked since, while the sentence is finished
+    /// (`repeat_stop_grace`).
+    Finishing(usize),
+    /// Stopped: every later pick is the stop token.
+    Stopped,
 }
 
 /// How a token's text ends, as `no_end_after_colon` and `repeat_stop_grace` see it.
