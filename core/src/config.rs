@@ -316,8 +316,8 @@ pub struct GenerationConfig {
     /// not count, so the answer can still quote its sources.
     pub no_repeat_ngram: usize,
     /// Repetition guard: stop the answer once the model's first choice was a blocked
-    /// repeat this many times (`0` = never). Default 2 (`docs/QUALITY.md`: without the stop
-    /// small models ramble on past the answer).
+    /// repeat this many times (`0` = never). Default 3 (`docs/QUALITY.md`: without the stop
+    /// small models ramble on past the answer; 2 stops before some answers are complete).
     pub repeat_stop: usize,
     /// Once the repetition stop is reached, let the answer finish its sentence: it ends at
     /// the next sentence or line end, or after this many more tokens (`0` = stop at once,
@@ -342,7 +342,7 @@ impl Default for GenerationConfig {
             device: "cpu".into(),
             sessions: 1,
             no_repeat_ngram: 4,
-            repeat_stop: 2,
+            repeat_stop: 3,
             repeat_stop_grace: 32,
             no_end_after_colon: true,
             repetition_penalty: 1.0,
@@ -582,7 +582,7 @@ mod tests {
                 s.repeat_stop_grace,
                 s.no_end_after_colon
             ),
-            (4, 2, 32, true)
+            (4, 3, 32, true)
         );
         // Off: exactly the sampler settings asks used before the guard existed.
         assert_eq!(
