@@ -311,6 +311,10 @@ pub struct GenerationConfig {
     pub device: String,
     /// Sessions in the generator's pool (callers generating at once). Default 1.
     pub sessions: usize,
+    /// MiB of prompt KV caches the generator keeps so that attribution scores an answer
+    /// without running its prompt again (`0`: off, every scoring reruns its prompt).
+    /// Default 128.
+    pub prompt_cache_mib: usize,
     /// Repetition guard: the answer never repeats a run of this many tokens of its own
     /// (`0` = off). Default 4 (measured in `docs/QUALITY.md`). Tokens of the prompt do
     /// not count, so the answer can still quote its sources.
@@ -341,6 +345,7 @@ impl Default for GenerationConfig {
             prompt_budget: None,
             device: "cpu".into(),
             sessions: 1,
+            prompt_cache_mib: 128,
             no_repeat_ngram: 4,
             repeat_stop: 3,
             repeat_stop_grace: 32,

@@ -45,7 +45,7 @@ pub use config::ModelConfig;
 pub use error::{AdapterError, Error, Result};
 pub use generator::{
     CancelGuard, CancelToken, Device, FinishReason, GenerateRequest, Generation, Generator,
-    GeneratorOptions, Prompt, TextStream, Timings,
+    GeneratorOptions, Prompt, PromptCacheStats, TextStream, Timings,
 };
 pub use registry::{AdapterRegistry, AdapterSet, RegistryStats};
 pub use sampling::SamplingParams;

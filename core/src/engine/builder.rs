@@ -166,6 +166,7 @@ impl EngineBuilder {
                 let options = GeneratorOptions {
                     device: config.generation.device.parse()?,
                     sessions: config.generation.sessions.max(1),
+                    prompt_cache_bytes: config.generation.prompt_cache_mib.saturating_mul(1 << 20),
                     adapter_limits: config.limits.adapter_limits(),
                     ..GeneratorOptions::default()
                 };

@@ -11,6 +11,7 @@ use ort::value::{DynValue, Tensor};
 use super::Shared;
 use super::cache::{HostTensor, Pick, first_attended, gather};
 use super::forward::{Inputs, LogitsWanted, empty_past, new_binding, run};
+use super::prompt_cache::row_columns;
 use super::row::Row;
 use super::slots::SlotBank;
 use crate::adapter::LoraFeed;
@@ -148,7 +149,21 @@ impl Batch {
                 tokens = tracing::field::Empty
             ));
         }
+        // The prompts to keep, taken before sampling appends each row's first token.
+        let keep: Vec<(usize, Vec<u32>)> = if shared.prompt_cache.enabled() {
+            self.rows
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.keep_prompt_cache)
+                .map(|(i, r)| (i, r.context.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         self.forward_and_sample(shared, session, bank, ids, pos, seq)?;
+        if !keep.is_empty() {
+            self.keep_prompts(shared, keep, seq)?;
+        }
         let took = t0.elapsed();
         for r in &mut self.rows {
             r.timings.prefill = took;
@@ -161,6 +176,41 @@ impl Batch {
                     tokens = tracing::field::Empty
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Leaves each `(row, prompt)`'s columns of the present cache (its padding cut off) in
+    /// the prompt cache, under the adapters that row ran with. Rows fed through adapter
+    /// slots are skipped: their scoring runs their own activation, not the slot bank's.
+    fn keep_prompts(
+        &self,
+        shared: &Shared,
+        keep: Vec<(usize, Vec<u32>)>,
+        seq: usize,
+    ) -> Result<()> {
+        let keep: Vec<_> = keep
+            .into_iter()
+            .filter(|(i, _)| !(self.mixed && self.rows[*i].slot.is_some()))
+            .collect();
+        if keep.is_empty() {
+            return Ok(());
+        }
+        let hosts = self
+            .past
+            .iter()
+            .map(HostTensor::from_value)
+            .collect::<Result<Vec<_>>>()?;
+        let base = AdapterSet::base();
+        for (i, tokens) in keep {
+            let set = if self.mixed { &base } else { &self.set };
+            let layers = hosts
+                .iter()
+                .map(|t| row_columns(t, i, seq - tokens.len()))
+                .collect();
+            shared
+                .prompt_cache
+                .insert(set, &self.activation, tokens, layers);
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ mod batch;
 mod cache;
 mod forward;
 mod pool;
+mod prompt_cache;
 mod queue;
 mod request;
 mod row;
@@ -38,6 +39,7 @@ use crate::registry::{AdapterRegistry, DEFAULT_ADAPTER_BUDGET};
 use crate::tokenizer::Tokenizer;
 
 use pool::Pool;
+pub use prompt_cache::PromptCacheStats;
 use queue::Queued;
 pub use request::{
     CancelGuard, CancelToken, FinishReason, GenerateRequest, Generation, Prompt, Timings,
@@ -109,6 +111,10 @@ pub struct GeneratorOptions {
     /// Bounds on the adapters this generator loads (rank, bytes of their files); see
     /// [`AdapterLimits`](crate::AdapterLimits).
     pub adapter_limits: crate::AdapterLimits,
+    /// Bytes of prompt KV caches kept for scoring the answers generated from them
+    /// (requests marked [`GenerateRequest::keep_prompt_cache`]; least recently used
+    /// dropped first; `0`: off). Default [`DEFAULT_PROMPT_CACHE_BYTES`].
+    pub prompt_cache_bytes: usize,
 }
 
 impl Default for GeneratorOptions {
@@ -124,9 +130,14 @@ impl Default for GeneratorOptions {
             slot_rank: DEFAULT_SLOT_RANK,
             io_binding: None,
             adapter_limits: crate::AdapterLimits::default(),
+            prompt_cache_bytes: DEFAULT_PROMPT_CACHE_BYTES,
         }
     }
 }
+
+/// Default [`GeneratorOptions::prompt_cache_bytes`]: 128 MiB, a few prompts of a small
+/// model (SmolLM2-135M keeps 46 KB per token) or one long one of a 1B model.
+pub const DEFAULT_PROMPT_CACHE_BYTES: usize = 128 << 20;
 
 /// Default [`GeneratorOptions::slot_rank`].
 pub const DEFAULT_SLOT_RANK: usize = 16;
@@ -161,6 +172,8 @@ struct Shared {
     /// How each vocabulary token ends, built the first time a request asks for
     /// `no_end_after_colon` or `repeat_stop_grace`.
     token_endings: OnceLock<crate::sampling::TokenEndings>,
+    /// Prompts' KV caches kept for scoring their answers.
+    prompt_cache: prompt_cache::PromptCache,
 }
 
 /// A decoder LM with its tokenizer and adapters, shareable across threads (`Clone` is cheap).
@@ -291,6 +304,7 @@ impl Generator {
                 max_batch: options.max_batch.max(1),
                 io_binding: options.io_binding.unwrap_or(device != Device::Cpu),
                 token_endings: OnceLock::new(),
+                prompt_cache: prompt_cache::PromptCache::new(options.prompt_cache_bytes),
             }),
         })
     }
@@ -314,6 +328,11 @@ impl Generator {
     /// The adapter registry.
     pub fn adapters(&self) -> &AdapterRegistry {
         &self.shared.registry
+    }
+    /// Counters of the prompt KV caches kept for scoring (see
+    /// [`GenerateRequest::keep_prompt_cache`]).
+    pub fn prompt_cache_stats(&self) -> PromptCacheStats {
+        self.shared.prompt_cache.stats()
     }
 
     /// Registers an adapter (PEFT directory or `.onnx_adapter` file) under `id`; it is

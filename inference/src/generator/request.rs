@@ -105,6 +105,7 @@ pub struct GenerateRequest {
     pub(super) ignore_eos: bool,
     pub(super) truncate: bool,
     pub(super) cancel: Option<CancelToken>,
+    pub(super) keep_prompt_cache: bool,
 }
 
 impl GenerateRequest {
@@ -119,6 +120,7 @@ impl GenerateRequest {
             ignore_eos: false,
             truncate: false,
             cancel: None,
+            keep_prompt_cache: false,
         }
     }
     /// Most new tokens (also bounded by the model's context).
@@ -178,6 +180,15 @@ impl GenerateRequest {
     /// of failing with [`Error::PromptTooLong`](crate::Error::PromptTooLong).
     pub fn truncate_prompt(mut self, yes: bool) -> Self {
         self.truncate = yes;
+        self
+    }
+    /// Keeps the prompt's KV cache after the prefill (within
+    /// [`GeneratorOptions::prompt_cache_bytes`](super::GeneratorOptions)) so that scoring
+    /// the answer against this prompt ([`Generator::score_masked`](super::Generator::score_masked))
+    /// does not run the prompt again. For callers that score what they generate, as
+    /// attribution does.
+    pub fn keep_prompt_cache(mut self, yes: bool) -> Self {
+        self.keep_prompt_cache = yes;
         self
     }
     /// Lets another thread cancel the generation.

@@ -86,6 +86,7 @@ impl Generator {
             max_tokens,
             stop: r.stop.clone(),
             ignore_eos: r.ignore_eos,
+            keep_prompt_cache: r.keep_prompt_cache,
             decoder: StreamDecoder::new(true),
             text: String::new(),
             emitted: 0,
@@ -125,6 +126,8 @@ pub(super) struct Row {
     pub(super) max_tokens: usize,
     stop: Vec<String>,
     pub(super) ignore_eos: bool,
+    /// Leave the prompt's KV cache in the generator's prompt cache after the prefill.
+    pub(super) keep_prompt_cache: bool,
     pub(super) decoder: StreamDecoder,
     /// Decoded text so far, cut at a stop string.
     pub(super) text: String,

@@ -5,6 +5,7 @@ use ort::value::Tensor;
 
 use super::forward::{Inputs, LogitsWanted, empty_past, forward_tail, run};
 use super::pool::Lease;
+use super::prompt_cache::PrefixTensor;
 use super::{GenerateRequest, Generator, Prompt};
 use crate::error::{Error, Result};
 
@@ -109,38 +110,21 @@ impl Generator {
         for (id, w) in adapters {
             req = req.adapter(id.clone(), *w);
         }
-        let activation = self.shared.registry.activate(&req.adapter_set()?)?;
+        let set = req.adapter_set()?;
+        let activation = self.shared.registry.activate(&set)?;
         let mut lease = Lease::new(&self.shared);
         let session = lease.session();
-        // 1. The prompt but its last token, once (for its KV cache; its logits are unused).
+        // 1. The KV cache of the prompt but its last token: kept from the generation that
+        //    wrote the answer, else computed once (its logits are unused).
         let prefix = p - 1;
-        let ones = vec![1i64; prefix];
-        let (_, present) = run(
-            &self.shared,
-            session,
-            None,
-            &activation,
-            Inputs {
-                ids: prompt[..prefix].iter().map(|&t| i64::from(t)).collect(),
-                pos: (0..prefix as i64).collect(),
-                mask: &ones,
-                batch: 1,
-                seq: prefix,
-                total: prefix,
-                past: empty_past(cfg, 1)?,
-                lora_mask: None,
-            },
-            LogitsWanted::Last,
-        )?;
-        let cache: Vec<(Vec<usize>, Vec<f32>)> = present
-            .iter()
-            .map(|v| {
-                v.try_extract_tensor::<f32>().map(|(shape, data)| {
-                    (shape.iter().map(|&d| d as usize).collect(), data.to_vec())
-                })
-            })
-            .collect::<std::result::Result<_, _>>()?;
-        drop(present);
+        let kept = self
+            .shared
+            .prompt_cache
+            .prefix(&set, &activation, &prompt[..prefix]);
+        let cache = match kept {
+            Some(cache) => cache,
+            None => self.prefix_cache(session, &activation, &prompt[..prefix])?,
+        };
         // 2. The answer under each mask, a few masks per forward pass (the logits of every
         //    answer position are kept, so batches stay small).
         let a = answer.len();
@@ -200,6 +184,42 @@ impl Generator {
             }
         }
         Ok(out)
+    }
+
+    /// The KV cache of `tokens` run alone from position 0, on the host:
+    /// `[1, heads, tokens.len(), dim]` per present tensor.
+    fn prefix_cache(
+        &self,
+        session: &mut ort::session::Session,
+        activation: &crate::registry::Activation,
+        tokens: &[u32],
+    ) -> Result<Vec<PrefixTensor>> {
+        let n = tokens.len();
+        let ones = vec![1i64; n];
+        let (_, present) = run(
+            &self.shared,
+            session,
+            None,
+            activation,
+            Inputs {
+                ids: tokens.iter().map(|&t| i64::from(t)).collect(),
+                pos: (0..n as i64).collect(),
+                mask: &ones,
+                batch: 1,
+                seq: n,
+                total: n,
+                past: empty_past(&self.shared.config, 1)?,
+                lora_mask: None,
+            },
+            LogitsWanted::Last,
+        )?;
+        present
+            .iter()
+            .map(|v| {
+                let (shape, data) = v.try_extract_tensor::<f32>()?;
+                Ok((shape.iter().map(|&d| d as usize).collect(), data.to_vec()))
+            })
+            .collect()
     }
 }
 

@@ -61,3 +61,90 @@ fn score_masked_matches_teacher_forcing_and_masks_what_it_is_told() {
         Err(Error::InvalidRequest(_))
     ));
 }
+
+/// Scoring an answer against the prompt it was generated from takes the prompt's KV cache
+/// kept by the generation (padded in a batch, under adapters) and gives what running the
+/// prompt again gives; other adapters, or prompts not kept, run it again.
+#[test]
+fn scoring_reuses_the_kept_prompt_cache_and_matches_running_it_again() {
+    let f = fixture();
+    let load = |bytes: usize| {
+        let g = Generator::load_with(
+            &f.model,
+            GeneratorOptions {
+                prompt_cache_bytes: bytes,
+                ..GeneratorOptions::default()
+            },
+        )
+        .expect("load the tiny model");
+        g.add_adapter("a", &f.a).expect("register a");
+        g.add_adapter("b", &f.b).expect("register b");
+        g
+    };
+    let (kept, fresh) = (load(64 << 20), load(0));
+    let (p1, p2, p3) = (toks(61, 12), toks(62, 20), toks(63, 5));
+    // One batch of three base-model prompts (p1 and p3 padded to p2's width) and one
+    // prompt under adapter "a".
+    let requests = [
+        GenerateRequest::new(Prompt::Tokens(p1.clone()))
+            .max_tokens(6)
+            .keep_prompt_cache(true),
+        GenerateRequest::new(Prompt::Tokens(p2.clone()))
+            .max_tokens(6)
+            .keep_prompt_cache(true),
+        GenerateRequest::new(Prompt::Tokens(p3.clone())).max_tokens(6),
+        GenerateRequest::new(Prompt::Tokens(p2.clone()))
+            .adapter("a", 1.0)
+            .max_tokens(6)
+            .keep_prompt_cache(true),
+    ];
+    for r in kept.generate_batch(&requests) {
+        r.expect("generate");
+    }
+    assert_eq!(
+        kept.prompt_cache_stats().entries,
+        3,
+        "p1, p2 and p2 under a"
+    );
+    let answer = toks(64, 7);
+    let masks_for = |n: usize| {
+        let mut hide = vec![true; n];
+        hide[1..4].iter_mut().for_each(|m| *m = false);
+        vec![vec![true; n], hide]
+    };
+    // (prompt, adapters, whether the prompt's cache was kept)
+    type Case<'a> = (&'a [u32], &'a [(String, f32)], bool);
+    let cases: [Case<'_>; 5] = [
+        (&p1, &[], true),
+        (&p2, &[], true),
+        (&p2, &[("a".to_string(), 1.0)], true),
+        (&p2, &[("b".to_string(), 1.0)], false),
+        (&p3, &[], false),
+    ];
+    for (prompt, adapters, hit) in cases {
+        let before = kept.prompt_cache_stats();
+        let masks = masks_for(prompt.len());
+        let got = kept
+            .score_masked(prompt, &answer, &masks, adapters)
+            .expect("score with the cache");
+        let want = fresh
+            .score_masked(prompt, &answer, &masks, adapters)
+            .expect("score without it");
+        let after = kept.prompt_cache_stats();
+        assert_eq!(
+            (after.hits - before.hits, after.misses - before.misses),
+            if hit { (1, 0) } else { (0, 1) },
+            "{} tokens under {adapters:?}",
+            prompt.len()
+        );
+        for (g, w) in got.iter().zip(&want) {
+            assert_close(g, w, "scored from the kept cache vs the prompt run again");
+        }
+        assert!(max_diff(&got[0], &got[1]) > 1e-4, "the mask still applies");
+    }
+    assert_eq!(
+        fresh.prompt_cache_stats().entries,
+        0,
+        "a zero budget keeps nothing"
+    );
+}
