@@ -99,9 +99,10 @@ pub(crate) async fn embeddings(
         });
     }
     let engine = state.engine.clone();
-    let vectors = blocking(move || {
+    let (vectors, tokens) = blocking(move || {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        engine.embed(&refs)
+        let vectors = engine.embed(&refs)?;
+        Ok((vectors, engine.embedding_tokens(&refs)))
     })
     .await?;
     if let (Some(wanted), Some(v)) = (request.dimensions, vectors.first())
@@ -130,7 +131,7 @@ pub(crate) async fn embeddings(
         "object": "list",
         "data": data,
         "model": name,
-        "usage": { "prompt_tokens": 0, "total_tokens": 0 },
+        "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
     })))
 }
 

@@ -24,4 +24,17 @@ impl Engine {
         }
         Ok(embedder.embed(texts)?)
     }
+
+    /// The tokens the embedder reads of `texts`: each text's tokens (special tokens not
+    /// counted), up to the model's limit, summed. `0` on a BM25-only engine.
+    pub fn embedding_tokens(&self, texts: &[&str]) -> usize {
+        let Some(embedder) = self.inner.embedder.as_ref() else {
+            return 0;
+        };
+        let limit = embedder.max_text_tokens().unwrap_or(usize::MAX);
+        texts
+            .iter()
+            .map(|t| embedder.count_tokens(t).min(limit))
+            .sum()
+    }
 }

@@ -50,6 +50,11 @@ async fn models_embeddings_retrieval_receipts_health_and_metrics() {
         e["model"],
         server.engine.embedder_model().expect("embedder")
     );
+    // Usage counts the word pieces the embedder reads: "how long does a full charge take ?"
+    // is 8, "license fee" 2 (all-MiniLM-L6-v2's uncased vocabulary, special tokens not
+    // counted).
+    assert_eq!(e["usage"]["prompt_tokens"], 10, "{}", e["usage"]);
+    assert_eq!(e["usage"]["total_tokens"], 10);
 
     let (status, r) = post_json(
         &server,
