@@ -4,11 +4,13 @@
 //! and `/v1/chat/completions`. Prints p50/p95/p99 latency, requests/s and, for chat,
 //! answer tokens/s.
 //!
-//! The same retrieval in process comes first, as the baseline of the HTTP numbers.
+//! The same retrieval in process comes first, from as many threads as there are clients,
+//! as the baseline of the HTTP numbers.
 //!
 //! Overrides: `BENCH_CLIENTS` (default `1,4,16`), `BENCH_REQUESTS` per client (default 4 for
-//! chat, 20× that for retrieval), `BENCH_MAX_TOKENS` (default 16), `BENCH_METHOD`
-//! (attribution method, default the engine's `loo`).
+//! chat, 20× that for retrieval), `BENCH_MAX_TOKENS` (default: the engine's 160), `BENCH_METHOD`
+//! (attribution method, default the engine's `loo`), `BENCH_PROMPT_CACHE_MIB` (the
+//! generator's prompt cache, default the engine's 128; `0` reruns every prompt to score).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -37,6 +39,9 @@ fn engine(dir: &Path) -> Engine {
         ..EngineConfig::default()
     };
     config.receipts.journal = Some(dir.join("receipts"));
+    if let Ok(mib) = env_or("BENCH_PROMPT_CACHE_MIB", "").parse() {
+        config.generation.prompt_cache_mib = mib;
+    }
     config.receipts.ledger = Some(Ledger {
         chain_id: 31_337,
         contract: Address::repeat_byte(0x5f),
@@ -124,6 +129,45 @@ fn report(endpoint: &str, clients: usize, r: &Run) {
     );
 }
 
+/// `requests` retrievals from each of `clients` threads calling the engine directly (the
+/// questions in the order the HTTP clients send them).
+async fn in_process(engine: &Engine, clients: usize, requests: usize) -> Run {
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let threads: Vec<_> = (0..clients)
+            .map(|c| {
+                let engine = engine.clone();
+                std::thread::spawn(move || {
+                    (0..requests)
+                        .map(|i| {
+                            let t = Instant::now();
+                            engine
+                                .retrieve(QUESTIONS[(c * requests + i) % QUESTIONS.len()])
+                                .top_k(4)
+                                .run()
+                                .expect("retrieve");
+                            t.elapsed()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut latencies: Vec<Duration> = threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("a retrieval thread"))
+            .collect();
+        latencies.sort();
+        Run {
+            latencies,
+            tokens: 0,
+            wall: started.elapsed(),
+        }
+    })
+    .await
+    .expect("in-process retrieval")
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let clients: Vec<usize> = env_or("BENCH_CLIENTS", "1,4,16")
@@ -131,7 +175,10 @@ async fn main() {
         .filter_map(|c| c.trim().parse().ok())
         .collect();
     let requests: usize = env_or("BENCH_REQUESTS", "4").parse().unwrap_or(4);
-    let max_tokens: usize = env_or("BENCH_MAX_TOKENS", "16").parse().unwrap_or(16);
+    // Answers as long as the engine lets them be (its `max_tokens`, 160) unless told.
+    let max_tokens: Option<usize> = std::env::var("BENCH_MAX_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let method = std::env::var("BENCH_METHOD").ok();
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -149,8 +196,9 @@ async fn main() {
     ));
     let base = format!("http://{addr}");
     println!(
-        "tribute-server load test on {addr}: {requests} chats per client ({max_tokens} tokens max, \
+        "tribute-server load test on {addr}: {requests} chats per client ({} tokens max, \
          attribution {}), {} retrievals per client",
+        max_tokens.map_or("the engine's 160".to_owned(), |n| n.to_string()),
         method.as_deref().unwrap_or("loo"),
         requests * 20
     );
@@ -163,34 +211,13 @@ async fn main() {
         json!({"model": model, "messages": [{"role": "user", "content": QUESTIONS[0]}], "max_tokens": 2})
     })
     .await;
-    // The same retrieval in process (signed and journaled, as the endpoint does): the
-    // baseline the HTTP numbers are compared with.
-    let local = {
-        let engine = engine.clone();
-        let n = requests * 20;
-        tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let mut latencies = Vec::with_capacity(n);
-            for i in 0..n {
-                let t = Instant::now();
-                engine
-                    .retrieve(QUESTIONS[i % QUESTIONS.len()])
-                    .top_k(4)
-                    .run()
-                    .expect("retrieve");
-                latencies.push(t.elapsed());
-            }
-            latencies.sort();
-            Run {
-                latencies,
-                tokens: 0,
-                wall: started.elapsed(),
-            }
-        })
-        .await
-        .expect("in-process retrieval")
-    };
-    report("retrieve (in process)", 1, &local);
+    // The same retrieval in process (signed and journaled, as the endpoint does), from as
+    // many threads as there are clients: the baseline the HTTP numbers are compared with,
+    // queueing on the same cores included.
+    for &c in &clients {
+        let local = in_process(&engine, c, requests * 20).await;
+        report("retrieve (in process)", c, &local);
+    }
     for &c in &clients {
         let r = run(
             format!("{base}/v1/retrieve"),
@@ -206,8 +233,10 @@ async fn main() {
             let mut body = json!({
                 "model": model,
                 "messages": [{"role": "user", "content": QUESTIONS[i % QUESTIONS.len()]}],
-                "max_tokens": max_tokens,
             });
+            if let Some(n) = max_tokens {
+                body["max_tokens"] = json!(n);
+            }
             if let Some(m) = &method {
                 body["method"] = json!(m);
             }
