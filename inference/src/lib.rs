@@ -49,4 +49,4 @@ pub use generator::{
 };
 pub use registry::{AdapterRegistry, AdapterSet, RegistryStats};
 pub use sampling::SamplingParams;
-pub use tokenizer::{Message, Tokenizer};
+pub use tokenizer::{Message, PLAIN_CHAT_TEMPLATE, Tokenizer};

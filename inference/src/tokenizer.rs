@@ -41,7 +41,9 @@ impl Message {
 /// A tokenizer with the model's chat template and special tokens.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
-    template: Option<minijinja::Environment<'static>>,
+    template: minijinja::Environment<'static>,
+    /// The model ships no chat template: `template` is [`PLAIN_CHAT_TEMPLATE`].
+    plain_template: bool,
     bos_token: String,
     eos_token: String,
 }
@@ -50,7 +52,7 @@ impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tokenizer")
             .field("vocab_size", &self.vocab_size())
-            .field("chat_template", &self.template.is_some())
+            .field("chat_template", &!self.plain_template)
             .finish()
     }
 }
@@ -102,10 +104,19 @@ impl Tokenizer {
                 .map(str::to_owned),
             _ => None,
         };
-        let template = template_src.map(compile_template).transpose()?;
+        let plain_template = template_src.is_none();
+        if plain_template {
+            tracing::info!(
+                dir = %dir.display(),
+                "the model has no chat template (a base model?): chats use the plain transcript template"
+            );
+        }
+        let template =
+            compile_template(template_src.unwrap_or_else(|| PLAIN_CHAT_TEMPLATE.to_owned()))?;
         Ok(Tokenizer {
             inner,
             template,
+            plain_template,
             bos_token: token_string(cfg.get("bos_token")),
             eos_token: token_string(cfg.get("eos_token")),
         })
@@ -121,22 +132,32 @@ impl Tokenizer {
         self.inner.token_to_id(token)
     }
 
-    /// Whether the tokenizer has a chat template.
+    /// Whether the model ships a chat template (else chats use [`PLAIN_CHAT_TEMPLATE`]).
     pub fn has_chat_template(&self) -> bool {
-        self.template.is_some()
+        !self.plain_template
     }
 
-    /// Renders messages with the chat template (`add_generation_prompt` appends the
-    /// assistant header so the model answers).
+    /// Texts that end an answer to a chat: what a model prompted with
+    /// [`PLAIN_CHAT_TEMPLATE`] writes when it goes on to invent the next turn; none for a
+    /// model's own template (its end-of-turn token ends the answer).
+    pub fn chat_stop_strings(&self) -> &'static [&'static str] {
+        if self.plain_template {
+            &["\nUser:", "\nSystem:"]
+        } else {
+            &[]
+        }
+    }
+
+    /// Renders messages with the model's chat template, or the plain transcript template
+    /// for a model without one (`add_generation_prompt` appends the assistant header so
+    /// the model answers).
     pub fn apply_chat_template(
         &self,
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String> {
-        let env = self.template.as_ref().ok_or_else(|| {
-            Error::ChatTemplate("tokenizer_config.json has no chat_template".into())
-        })?;
-        let tmpl = env
+        let tmpl = self
+            .template
             .get_template("chat")
             .map_err(|e| Error::ChatTemplate(e.to_string()))?;
         tmpl.render(minijinja::context! {
@@ -185,6 +206,16 @@ impl Tokenizer {
         &self.inner
     }
 }
+
+/// The chat template of models that ship none (base models such as Gemma 3 270M): a plain
+/// transcript a base model continues naturally — the system text, then `User: …` and
+/// `Assistant: …` turns separated by blank lines, ending in `Assistant:` for the answer.
+/// Answers stop where the model starts a new turn ([`Tokenizer::chat_stop_strings`]).
+pub const PLAIN_CHAT_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}\
+{% if message.role == 'system' %}{{ message.content }}\n\n\
+{% elif message.role == 'user' %}User: {{ message.content }}\n\n\
+{% else %}Assistant: {{ message.content }}\n\n{% endif %}{% endfor %}\
+{% if add_generation_prompt %}Assistant:{% endif %}";
 
 fn compile_template(src: String) -> Result<minijinja::Environment<'static>> {
     let mut env = minijinja::Environment::new();
@@ -269,5 +300,71 @@ impl StreamDecoder {
             .to_owned();
         self.emitted = full;
         Ok((!rest.is_empty()).then_some(rest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A word-level tokenizer in a temporary model directory, with `config` as its
+    /// `tokenizer_config.json`.
+    fn tokenizer(config: serde_json::Value) -> Tokenizer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tokenizer = serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": [{"id": 0, "content": "<bos>", "single_word": false, "lstrip": false,
+                              "rstrip": false, "normalized": false, "special": true}],
+            "normalizer": null,
+            "pre_tokenizer": {"type": "Whitespace"},
+            "post_processor": null,
+            "decoder": null,
+            "model": {"type": "WordLevel", "vocab": {"<bos>": 0, "hi": 1, "[UNK]": 2},
+                      "unk_token": "[UNK]"}
+        });
+        std::fs::write(dir.path().join("tokenizer.json"), tokenizer.to_string()).unwrap();
+        std::fs::write(dir.path().join("tokenizer_config.json"), config.to_string()).unwrap();
+        Tokenizer::from_dir(dir.path()).expect("load the tokenizer")
+    }
+
+    #[test]
+    fn a_model_without_a_chat_template_gets_the_plain_transcript() {
+        let tok = tokenizer(serde_json::json!({"bos_token": "<bos>", "eos_token": "<eos>"}));
+        assert!(!tok.has_chat_template());
+        let chat = [
+            Message::system("Be brief."),
+            Message::user("hi"),
+            Message::assistant("Hello."),
+            Message::user("hi again"),
+        ];
+        assert_eq!(
+            tok.apply_chat_template(&chat, true).unwrap(),
+            "<bos>Be brief.\n\nUser: hi\n\nAssistant: Hello.\n\nUser: hi again\n\nAssistant:"
+        );
+        assert_eq!(
+            tok.apply_chat_template(&chat[1..2], false).unwrap(),
+            "<bos>User: hi\n\n"
+        );
+        // The answer ends where a base model starts inventing the next turn.
+        assert_eq!(tok.chat_stop_strings(), ["\nUser:", "\nSystem:"]);
+        // The rendered BOS is the special token, not text.
+        assert_eq!(tok.encode("<bos>hi", false).unwrap(), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_model_s_own_template_is_used_and_adds_no_stop_strings() {
+        let tok = tokenizer(serde_json::json!({
+            "bos_token": "<bos>",
+            "chat_template": "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"
+        }));
+        assert!(tok.has_chat_template());
+        assert_eq!(
+            tok.apply_chat_template(&[Message::user("hi")], true)
+                .unwrap(),
+            "[user]hi"
+        );
+        assert!(tok.chat_stop_strings().is_empty());
     }
 }

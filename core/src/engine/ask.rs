@@ -267,6 +267,13 @@ impl Engine {
         for (id, w) in &p.options.adapters {
             r = r.adapter(id.clone(), *w);
         }
+        // The prompt is a chat rendered to tokens: a model without a chat template of its
+        // own ends its answer where it starts the next turn.
+        if let Some(g) = &self.inner.generator {
+            for s in g.tokenizer().chat_stop_strings() {
+                r = r.stop(*s);
+            }
+        }
         if let Some(t) = &p.options.cancel {
             r = r.cancel_token(t.clone());
         }

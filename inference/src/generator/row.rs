@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 
-use super::{CancelToken, FinishReason, GenerateRequest, Generation, Generator, Timings};
+use super::{CancelToken, FinishReason, GenerateRequest, Generation, Generator, Prompt, Timings};
 use crate::adapter::AdapterId;
 use crate::error::{Error, Result};
 use crate::sampling::{Sampler, TokenEnd, TokenEndings};
@@ -84,7 +84,7 @@ impl Generator {
             context: prompt,
             generated: Vec::new(),
             max_tokens,
-            stop: r.stop.clone(),
+            stop: self.stop_strings(r),
             ignore_eos: r.ignore_eos,
             keep_prompt_cache: r.keep_prompt_cache,
             decoder: StreamDecoder::new(true),
@@ -99,6 +99,20 @@ impl Generator {
             span: tracing::Span::current(),
             stage: None,
         })
+    }
+
+    /// The request's stop strings, and for a chat under the plain transcript template the
+    /// texts that start a new turn.
+    fn stop_strings(&self, r: &GenerateRequest) -> Vec<String> {
+        let mut stop = r.stop.clone();
+        if matches!(r.prompt, Prompt::Chat(_)) {
+            for s in self.shared.tokenizer.chat_stop_strings() {
+                if !stop.iter().any(|t| t == s) {
+                    stop.push((*s).to_owned());
+                }
+            }
+        }
+        stop
     }
 
     /// How each vocabulary token's text ends (decoded alone, special tokens as nothing),
