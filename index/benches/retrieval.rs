@@ -10,7 +10,9 @@
 //!    per mode with and without the query embedding.
 //! 2. **Scale**: `TRIBUTE_BENCH_SCALES` (default `10000,100000`) chunks of Reuters text,
 //!    BM25 on the real text and dense on random-projection bag-of-words vectors (384-d), to
-//!    measure index latency at sizes the 2-core machine cannot embed in minutes. With
+//!    measure index latency at sizes the 2-core machine cannot embed in minutes; chunks stay
+//!    at least 20 words, and beyond what Reuters fills (≈ 120k chunks) synthetic
+//!    Reuters-like articles (`retrieval/synthetic.rs`) make up the rest. With
 //!    `TRIBUTE_BENCH_PG_URL` (and `--features postgres`), the same chunks also go into a
 //!    fresh Postgres database: ingest rows/s, the HNSW index rebuilt alone (`REINDEX`), and
 //!    the same latency table, next to the local index's.
@@ -26,6 +28,13 @@ use tribute_index::chunker::{ChunkerConfig, TokenCounter, WordCounter};
 use tribute_index::embedder::{Embedder, EmbedderOptions, OnnxEmbedder, default_model_dir};
 use tribute_index::eval::percentile;
 use tribute_index::{Document, Index, IndexConfig, Mode};
+
+#[path = "retrieval/synthetic.rs"]
+mod synthetic;
+
+/// The smallest chunks of the scale section, in words (the 115k-chunk point's Reuters
+/// chunks are 22 words).
+const MIN_CHUNK_WORDS: usize = 20;
 
 /// Reuters-21578 articles `(id, title, body)` from the SGML files.
 fn reuters(dir: &Path, limit: usize) -> Vec<(String, String, String)> {
@@ -345,8 +354,26 @@ fn main() {
     // 2. Scale, synthetic vectors.
     for &target in &scales {
         let tmp = tempfile::tempdir().expect("tempdir");
-        // Small chunks so that the Reuters text yields `target` chunks.
-        let total_words: usize = all.iter().map(|a| a.2.split_whitespace().count()).sum();
+        // Small chunks so that the Reuters text yields `target` chunks, but no smaller than
+        // MIN_CHUNK_WORDS: beyond what Reuters can fill, synthetic Reuters-like articles
+        // (a bigram chain fit on it) make up the rest.
+        let words = |a: &[synthetic::Article]| -> usize {
+            a.iter().map(|a| a.2.split_whitespace().count()).sum()
+        };
+        let mut corpus = all.clone();
+        let missing = (target * MIN_CHUNK_WORDS).saturating_sub(words(&corpus));
+        if missing > 0 {
+            let chain = synthetic::Bigrams::fit(&all);
+            let per_article = (words(&all) / all.len()).max(1);
+            corpus.extend(chain.articles(missing / per_article + 1, target as u64));
+            println!(
+                "scale {target}: {} Reuters articles + {} synthetic ones (bigram chain)",
+                all.len(),
+                corpus.len() - all.len()
+            );
+        }
+        let all = &corpus;
+        let total_words = words(all);
         let max_tokens = (total_words / target).clamp(8, 220);
         let config = IndexConfig {
             chunker: ChunkerConfig {
@@ -365,7 +392,7 @@ fn main() {
         )
         .expect("open");
         let t = Instant::now();
-        let chunks = ingest_until(&mut index, &all, target);
+        let chunks = ingest_until(&mut index, all, target);
         let build = t.elapsed().as_secs_f64();
         let queries: Vec<(String, Vec<f32>)> = query_titles
             .iter()
@@ -388,7 +415,7 @@ fn main() {
         );
         #[cfg(feature = "postgres")]
         if let Ok(url) = std::env::var("TRIBUTE_BENCH_PG_URL") {
-            postgres_scale(&url, &all, target, config, &queries);
+            postgres_scale(&url, all, target, config, &queries);
         }
     }
 }
