@@ -90,6 +90,24 @@ pub(super) struct Inputs<'a> {
     pub(super) lora_mask: Option<(Vec<f32>, usize)>,
 }
 
+impl<'a> Inputs<'a> {
+    /// One whole sequence from position 0, nothing cached before it; `ones` is its
+    /// all-visible mask (`tokens.len()` ones).
+    pub(super) fn whole(cfg: &ModelConfig, tokens: &[u32], ones: &'a [i64]) -> Result<Self> {
+        let n = tokens.len();
+        Ok(Inputs {
+            ids: tokens.iter().map(|&t| i64::from(t)).collect(),
+            pos: (0..n as i64).collect(),
+            mask: ones,
+            batch: 1,
+            seq: n,
+            total: n,
+            past: empty_past(cfg, 1)?,
+            lora_mask: None,
+        })
+    }
+}
+
 /// Which logits a forward pass returns. Graphs with a `logits_to_keep` input compute only
 /// these (the head is most of a small model's prefill); older graphs compute every position
 /// and the rest is dropped here.
@@ -237,8 +255,7 @@ pub(super) fn forward_tail(
     tokens: &[u32],
     keep: usize,
 ) -> Result<Vec<f32>> {
-    let n = tokens.len();
-    let mask = vec![1i64; n];
+    let ones = vec![1i64; tokens.len()];
     let mut binding = if shared.io_binding {
         Some(new_binding(session, activation)?)
     } else {
@@ -249,16 +266,7 @@ pub(super) fn forward_tail(
         session,
         binding.as_mut(),
         activation,
-        Inputs {
-            ids: tokens.iter().map(|&t| i64::from(t)).collect(),
-            pos: (0..n as i64).collect(),
-            mask: &mask,
-            batch: 1,
-            seq: n,
-            total: n,
-            past: empty_past(&shared.config, 1)?,
-            lora_mask: None,
-        },
+        Inputs::whole(&shared.config, tokens, &ones)?,
         LogitsWanted::Tail(keep),
     )?;
     Ok(logits)

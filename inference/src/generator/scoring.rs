@@ -3,7 +3,7 @@
 
 use ort::value::Tensor;
 
-use super::forward::{Inputs, LogitsWanted, empty_past, forward_tail, run};
+use super::forward::{Inputs, LogitsWanted, forward_tail, run};
 use super::pool::Lease;
 use super::prompt_cache::PrefixTensor;
 use super::{GenerateRequest, Generator, Prompt};
@@ -194,23 +194,13 @@ impl Generator {
         activation: &crate::registry::Activation,
         tokens: &[u32],
     ) -> Result<Vec<PrefixTensor>> {
-        let n = tokens.len();
-        let ones = vec![1i64; n];
+        let ones = vec![1i64; tokens.len()];
         let (_, present) = run(
             &self.shared,
             session,
             None,
             activation,
-            Inputs {
-                ids: tokens.iter().map(|&t| i64::from(t)).collect(),
-                pos: (0..n as i64).collect(),
-                mask: &ones,
-                batch: 1,
-                seq: n,
-                total: n,
-                past: empty_past(&self.shared.config, 1)?,
-                lora_mask: None,
-            },
+            Inputs::whole(&self.shared.config, tokens, &ones)?,
             LogitsWanted::Last,
         )?;
         present
