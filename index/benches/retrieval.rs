@@ -10,8 +10,8 @@
 //!    per mode with and without the query embedding.
 //! 2. **Scale**: `TRIBUTE_BENCH_SCALES` (default `10000,100000`) chunks of Reuters text,
 //!    BM25 on the real text and dense on random-projection bag-of-words vectors (384-d), to
-//!    measure index latency at sizes the 2-core machine cannot embed in minutes; chunks stay
-//!    at least 20 words, and beyond what Reuters fills (≈ 120k chunks) synthetic
+//!    measure index latency at sizes the 2-core machine cannot embed in minutes; the chunk
+//!    budget stays at least 20 tokens, and beyond what Reuters fills (≈ 120k chunks) synthetic
 //!    Reuters-like articles (`retrieval/synthetic.rs`) make up the rest. With
 //!    `TRIBUTE_BENCH_PG_URL` (and `--features postgres`), the same chunks also go into a
 //!    fresh Postgres database: ingest rows/s, the HNSW index rebuilt alone (`REINDEX`), and
@@ -32,8 +32,9 @@ use tribute_index::{Document, Index, IndexConfig, Mode};
 #[path = "retrieval/synthetic.rs"]
 mod synthetic;
 
-/// The smallest chunks of the scale section, in words (the 115k-chunk point's Reuters
-/// chunks are 22 words).
+/// The smallest chunk budget of the scale section, in words of the corpus per chunk: the
+/// chunker's `max_tokens` (its tokens are words and punctuation, so a chunk holds ≈ 10–15
+/// words). The 115k-chunk point's Reuters budget is 22.
 const MIN_CHUNK_WORDS: usize = 20;
 
 /// Reuters-21578 articles `(id, title, body)` from the SGML files.
