@@ -196,18 +196,28 @@ impl Batch {
         if keep.is_empty() {
             return Ok(());
         }
-        let hosts = self
-            .past
-            .iter()
-            .map(HostTensor::from_value)
-            .collect::<Result<Vec<_>>>()?;
+        // Each kept row's columns, cut straight from the present tensors where they are in
+        // host memory (a device cache is copied off first).
+        let mut layers: Vec<Vec<HostTensor<f32>>> = keep.iter().map(|_| Vec::new()).collect();
+        for v in &self.past {
+            let copied: HostTensor<f32>;
+            let (shape, data) = match v.try_extract_tensor::<f32>() {
+                Ok((shape, data)) => {
+                    let d: Vec<usize> = shape.iter().map(|&x| x as usize).collect();
+                    ([d[0], d[1], d[2], d[3]], data)
+                }
+                Err(_) => {
+                    copied = HostTensor::from_value(v)?;
+                    (copied.shape, copied.data.as_slice())
+                }
+            };
+            for ((i, tokens), row) in keep.iter().zip(&mut layers) {
+                row.push(row_columns(shape, data, *i, seq - tokens.len()));
+            }
+        }
         let base = AdapterSet::base();
-        for (i, tokens) in keep {
-            let set = if self.mixed { &base } else { &self.set };
-            let layers = hosts
-                .iter()
-                .map(|t| row_columns(t, i, seq - tokens.len()))
-                .collect();
+        let set = if self.mixed { &base } else { &self.set };
+        for ((_, tokens), layers) in keep.into_iter().zip(layers) {
             shared
                 .prompt_cache
                 .insert(set, &self.activation, tokens, layers);

@@ -201,19 +201,24 @@ impl PromptCache {
     }
 }
 
-/// Row `row` of a batch's present tensor `[rows, heads, cols, dim]`, its columns from
-/// `from` on: `[1, heads, cols - from, dim]`.
-pub(super) fn row_columns(t: &HostTensor<f32>, row: usize, from: usize) -> HostTensor<f32> {
-    let [_, heads, cols, dim] = t.shape;
+/// Row `row` of a batch's present tensor `[rows, heads, cols, dim]` (`shape`, `data`), its
+/// columns from `from` on: `[1, heads, cols - from, dim]`.
+pub(super) fn row_columns(
+    shape: [usize; 4],
+    data: &[f32],
+    row: usize,
+    from: usize,
+) -> HostTensor<f32> {
+    let [_, heads, cols, dim] = shape;
     let n = cols - from;
-    let mut data = Vec::with_capacity(heads * n * dim);
+    let mut out = Vec::with_capacity(heads * n * dim);
     for h in 0..heads {
         let block = (row * heads + h) * cols * dim;
-        data.extend_from_slice(&t.data[block + from * dim..block + cols * dim]);
+        out.extend_from_slice(&data[block + from * dim..block + cols * dim]);
     }
     HostTensor {
         shape: [1, heads, n, dim],
-        data,
+        data: out,
     }
 }
 
@@ -304,7 +309,7 @@ mod tests {
             shape: [2, 1, 3, 1],
             data: vec![0., 1., 2., 10., 11., 12.],
         };
-        let r = row_columns(&t, 1, 1);
+        let r = row_columns(t.shape, &t.data, 1, 1);
         assert_eq!(r.shape, [1, 1, 2, 1]);
         assert_eq!(r.data, vec![11., 12.]);
     }
