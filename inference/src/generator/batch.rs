@@ -9,9 +9,9 @@ use ort::session::{IoBinding, Session};
 use ort::value::{DynValue, Tensor};
 
 use super::Shared;
-use super::cache::{HostTensor, Pick, first_attended, gather};
+use super::cache::{HostTensor, Pick, first_attended, gather, host_view};
 use super::forward::{Inputs, LogitsWanted, empty_past, new_binding, run};
-use super::prompt_cache::row_columns;
+use super::prompt_cache::columns;
 use super::row::Row;
 use super::slots::SlotBank;
 use crate::adapter::LoraFeed;
@@ -201,18 +201,15 @@ impl Batch {
         let mut layers: Vec<Vec<HostTensor<f32>>> = keep.iter().map(|_| Vec::new()).collect();
         for v in &self.past {
             let copied: HostTensor<f32>;
-            let (shape, data) = match v.try_extract_tensor::<f32>() {
-                Ok((shape, data)) => {
-                    let d: Vec<usize> = shape.iter().map(|&x| x as usize).collect();
-                    ([d[0], d[1], d[2], d[3]], data)
-                }
+            let (shape, data) = match host_view(v) {
+                Ok(view) => view,
                 Err(_) => {
                     copied = HostTensor::from_value(v)?;
                     (copied.shape, copied.data.as_slice())
                 }
             };
             for ((i, tokens), row) in keep.iter().zip(&mut layers) {
-                row.push(row_columns(shape, data, *i, seq - tokens.len()));
+                row.push(columns(shape, data, *i, seq - tokens.len()..seq));
             }
         }
         let base = AdapterSet::base();

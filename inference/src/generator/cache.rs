@@ -16,27 +16,28 @@ pub(super) struct HostTensor<T> {
     pub(super) data: Vec<T>,
 }
 
+/// A KV tensor `[rows, heads, cols, dim]` read in place; an error if it is in device
+/// memory.
+pub(super) fn host_view(v: &DynValue) -> std::result::Result<([usize; 4], &[f32]), ort::Error> {
+    let (shape, data) = v.try_extract_tensor::<f32>()?;
+    let d: Vec<usize> = shape.iter().map(|&x| x as usize).collect();
+    Ok(([d[0], d[1], d[2], d[3]], data))
+}
+
 impl HostTensor<f32> {
     /// A KV tensor's values, copied off the device first if the session left it there.
     pub(super) fn from_value(v: &DynValue) -> Result<Self> {
-        let read = |v: &DynValue| -> Result<Self> {
-            let (shape, data) = v.try_extract_tensor::<f32>()?;
-            let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-            let shape = [dims[0], dims[1], dims[2], dims[3]];
-            Ok(HostTensor {
-                shape,
-                data: data.to_vec(),
-            })
+        let copy = |(shape, data): ([usize; 4], &[f32])| HostTensor {
+            shape,
+            data: data.to_vec(),
         };
-        match read(v) {
-            Ok(t) => Ok(t),
-            // Device memory cannot be read in place.
-            Err(_) => {
-                let tensor = v.view().downcast::<DynTensorValueType>()?;
-                let host = tensor.to(AllocationDevice::CPU, 0)?.into_dyn();
-                read(&host)
-            }
+        if let Ok(view) = host_view(v) {
+            return Ok(copy(view));
         }
+        // Device memory cannot be read in place.
+        let tensor = v.view().downcast::<DynTensorValueType>()?;
+        let host = tensor.to(AllocationDevice::CPU, 0)?.into_dyn();
+        Ok(copy(host_view(&host)?))
     }
 }
 

@@ -13,13 +13,11 @@
 //! reloaded, re-registered or re-merged since is different weights as far as this cache
 //! knows, so it misses rather than serving keys computed with other weights.
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::cache::HostTensor;
 use crate::registry::{Activation, AdapterSet};
-
-/// One layer's key or value tensor of a prefix: `(shape [1, heads, columns, dim], data)`.
-pub(super) type PrefixTensor = (Vec<usize>, Vec<f32>);
 
 /// The prompts' KV caches, within a byte budget.
 pub(super) struct PromptCache {
@@ -144,7 +142,7 @@ impl PromptCache {
         set: &AdapterSet,
         activation: &Activation,
         prefix: &[u32],
-    ) -> Option<Vec<PrefixTensor>> {
+    ) -> Option<Vec<HostTensor<f32>>> {
         if !self.enabled() || prefix.is_empty() {
             return None;
         }
@@ -171,19 +169,10 @@ impl PromptCache {
             layers?
         };
         // The copy happens outside the lock: other callers only wait for the lookup.
-        let n = prefix.len();
         Some(
             layers
                 .iter()
-                .map(|t| {
-                    let [_, heads, cols, dim] = t.shape;
-                    let mut data = Vec::with_capacity(heads * n * dim);
-                    for h in 0..heads {
-                        let at = h * cols * dim;
-                        data.extend_from_slice(&t.data[at..at + n * dim]);
-                    }
-                    (vec![1, heads, n, dim], data)
-                })
+                .map(|t| columns(t.shape, &t.data, 0, 0..prefix.len()))
                 .collect(),
         )
     }
@@ -201,20 +190,20 @@ impl PromptCache {
     }
 }
 
-/// Row `row` of a batch's present tensor `[rows, heads, cols, dim]` (`shape`, `data`), its
-/// columns from `from` on: `[1, heads, cols - from, dim]`.
-pub(super) fn row_columns(
+/// Row `row` of a KV tensor `[rows, heads, cols, dim]` (`shape`, `data`), only the
+/// columns `keep`: `[1, heads, keep.len(), dim]`.
+pub(super) fn columns(
     shape: [usize; 4],
     data: &[f32],
     row: usize,
-    from: usize,
+    keep: Range<usize>,
 ) -> HostTensor<f32> {
     let [_, heads, cols, dim] = shape;
-    let n = cols - from;
+    let n = keep.len();
     let mut out = Vec::with_capacity(heads * n * dim);
     for h in 0..heads {
         let block = (row * heads + h) * cols * dim;
-        out.extend_from_slice(&data[block + from * dim..block + cols * dim]);
+        out.extend_from_slice(&data[block + keep.start * dim..block + keep.end * dim]);
     }
     HostTensor {
         shape: [1, heads, n, dim],
@@ -247,9 +236,9 @@ mod tests {
             .prefix(&set, &base(), &[5, 6])
             .expect("a prefix of a kept prompt");
         // Head 0 columns 0..2 then head 1 columns 0..2 (each column 3 values).
-        assert_eq!(got[0].0, vec![1, 2, 2, 3]);
+        assert_eq!(got[0].shape, [1, 2, 2, 3]);
         assert_eq!(
-            got[0].1,
+            got[0].data,
             vec![0., 1., 2., 3., 4., 5., 12., 13., 14., 15., 16., 17.]
         );
         assert!(
@@ -309,7 +298,7 @@ mod tests {
             shape: [2, 1, 3, 1],
             data: vec![0., 1., 2., 10., 11., 12.],
         };
-        let r = row_columns(t.shape, &t.data, 1, 1);
+        let r = columns(t.shape, &t.data, 1, 1..3);
         assert_eq!(r.shape, [1, 1, 2, 1]);
         assert_eq!(r.data, vec![11., 12.]);
     }

@@ -3,9 +3,9 @@
 
 use ort::value::Tensor;
 
+use super::cache::HostTensor;
 use super::forward::{Inputs, LogitsWanted, forward_tail, run};
 use super::pool::Lease;
-use super::prompt_cache::PrefixTensor;
 use super::{GenerateRequest, Generator, Prompt};
 use crate::error::{Error, Result};
 
@@ -136,14 +136,13 @@ impl Generator {
         for group in masks.chunks(chunk) {
             let b = group.len();
             let mut past = Vec::with_capacity(cache.len());
-            for (shape, data) in &cache {
-                let mut dims = shape.clone();
-                dims[0] = b;
-                let mut rep = Vec::with_capacity(data.len() * b);
+            for t in &cache {
+                let [_, heads, cols, dim] = t.shape;
+                let mut rep = Vec::with_capacity(t.data.len() * b);
                 for _ in 0..b {
-                    rep.extend_from_slice(data);
+                    rep.extend_from_slice(&t.data);
                 }
-                past.push(Tensor::from_array((dims, rep))?.into_dyn());
+                past.push(Tensor::from_array(([b, heads, cols, dim], rep))?.into_dyn());
             }
             let mut mask = Vec::with_capacity(b * (prefix + a));
             for m in group {
@@ -193,7 +192,7 @@ impl Generator {
         session: &mut ort::session::Session,
         activation: &crate::registry::Activation,
         tokens: &[u32],
-    ) -> Result<Vec<PrefixTensor>> {
+    ) -> Result<Vec<HostTensor<f32>>> {
         let ones = vec![1i64; tokens.len()];
         let (_, present) = run(
             &self.shared,
@@ -203,13 +202,7 @@ impl Generator {
             Inputs::whole(&self.shared.config, tokens, &ones)?,
             LogitsWanted::Last,
         )?;
-        present
-            .iter()
-            .map(|v| {
-                let (shape, data) = v.try_extract_tensor::<f32>()?;
-                Ok((shape.iter().map(|&d| d as usize).collect(), data.to_vec()))
-            })
-            .collect()
+        present.iter().map(HostTensor::from_value).collect()
     }
 }
 
