@@ -2,9 +2,10 @@
 //! vector log plus graph snapshots.
 //!
 //! `vectors.f32` is the source of truth (little-endian f32, one row per chunk slot,
-//! appended and fsynced before each commit). A snapshot of the graph is dumped now
-//! and then; on open the newest snapshot is loaded and the rows written after it are
-//! inserted again, so a crash never loses a vector and never needs a full rebuild.
+//! appended and fsynced before each commit). A snapshot of the graph is dumped after an
+//! ingest that grew it by a quarter, and when the index closes; on open the newest
+//! snapshot is loaded and the rows written after it are inserted again, so a crash never
+//! loses a vector and never needs a full rebuild.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
@@ -87,6 +88,9 @@ impl Default for HnswConfig {
 
 type Graph<'a> = Hnsw<'a, f32, UnitCosine>;
 
+/// Fewest new rows worth a graph snapshot during ingest (closing the index dumps any).
+const SNAPSHOT_MIN_ROWS: usize = 256;
+
 self_cell::self_cell!(
     struct LoadedGraph {
         owner: HnswIo,
@@ -127,6 +131,9 @@ pub(crate) struct DenseIndex {
     csr: Csr,
     /// Rows covered by the newest snapshot on disk.
     snapshot_points: usize,
+    /// Rows covered by the index's last commit: only a graph of exactly these is worth
+    /// a snapshot when the index closes.
+    committed_rows: usize,
     log: BufWriter<File>,
 }
 
@@ -168,6 +175,16 @@ fn rayon_pool() -> std::sync::Arc<rayon::ThreadPool> {
 
 impl Drop for DenseIndex {
     fn drop(&mut self) {
+        // Closing with committed rows past the snapshot: dump them, so the next open loads
+        // the graph searched now instead of inserting those rows into a differently shaped
+        // one. Not after a failed ingest (the graph then holds uncommitted rows).
+        if self.unsnapshotted() > 0
+            && self.rows() == self.committed_rows
+            && self.graph.is_some()
+            && let Err(e) = self.snapshot()
+        {
+            tracing::warn!("HNSW snapshot at close failed (rebuilt from the vectors at open): {e}");
+        }
         // hnsw_rs drops its points with rayon: in our pool (see `rayon_pool`).
         if let Some(graph) = self.graph.take() {
             rayon_pool().install(move || drop(graph));
@@ -238,6 +255,7 @@ impl DenseIndex {
             graph: Some(graph),
             csr: Csr::default(),
             snapshot_points,
+            committed_rows,
             log: BufWriter::new(file),
         };
         // Rows after the snapshot go into the graph again.
@@ -344,6 +362,19 @@ impl DenseIndex {
     /// Rows not covered by the on-disk snapshot.
     pub(crate) fn unsnapshotted(&self) -> usize {
         self.rows() - self.snapshot_points
+    }
+
+    /// Records that every row so far is covered by a commit of the index.
+    pub(crate) fn mark_committed(&mut self) {
+        self.committed_rows = self.rows();
+    }
+
+    /// Whether enough rows arrived since the last snapshot to dump the graph again.
+    /// A dump writes the whole graph, so the next one waits until the rows grew by a
+    /// quarter (at least [`SNAPSHOT_MIN_ROWS`]): writing stays a constant factor of the
+    /// index size however small the ingests, and a crash re-inserts at most that share.
+    pub(crate) fn snapshot_due(&self) -> bool {
+        self.unsnapshotted() >= SNAPSHOT_MIN_ROWS.max(self.snapshot_points / 4)
     }
 
     /// Dumps the graph to a new snapshot directory and points `hnsw.json` at it.

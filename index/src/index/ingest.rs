@@ -192,12 +192,11 @@ impl LocalIndex {
             }
         }
 
-        // Snapshot the graph so a reopen searches exactly the graph searched now (rows
-        // re-inserted at open would land in a differently shaped graph). Small indexes are
-        // searched exactly, so their snapshot can wait.
+        // Snapshot the graph once it grew enough since the last one (each dump writes it
+        // all; many small ingests into a big index must not each rewrite it). Closing the
+        // index dumps the rest, so a reopen searches exactly the graph searched now.
         if let Some(d) = self.dense.as_mut()
-            && d.unsnapshotted() > 0
-            && (d.rows() > self.config.hnsw.exact_below || d.unsnapshotted() >= 256)
+            && d.snapshot_due()
         {
             d.snapshot()?;
         }

@@ -260,7 +260,11 @@ impl LocalIndex {
             path: self.dir.clone(),
             source: e.into(),
         })?;
-        self.bm25.commit(&payload)
+        self.bm25.commit(&payload)?;
+        if let Some(d) = self.dense.as_mut() {
+            d.mark_committed();
+        }
+        Ok(())
     }
 
     /// Checks that the document table, the BM25 index and the vectors agree.

@@ -217,3 +217,45 @@ fn graph_search_recall_matches_an_exact_scan() {
         "graph search recall@10 {recall:.3} against an exact scan"
     );
 }
+
+/// Rows the newest snapshot covers, from `dense/hnsw.json`.
+fn snapshot_points(dir: &std::path::Path) -> u64 {
+    let pointer: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("dense").join("hnsw.json")).expect("hnsw.json"),
+    )
+    .expect("json");
+    pointer["points"].as_u64().expect("points")
+}
+
+#[test]
+fn small_ingests_wait_for_a_quarters_growth_to_snapshot_and_closing_dumps_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedder: Arc<dyn Embedder> = Arc::new(HashEmbedder);
+    let before = {
+        let mut index = Index::open(dir.path(), Some(embedder.clone()), config()).expect("open");
+        index.add_documents(docs(0..1200), None).expect("ingest");
+        assert_eq!(snapshot_points(dir.path()), 1200);
+        // Each small ingest would have rewritten the whole graph; now they wait.
+        for start in (1200..1480).step_by(40) {
+            index
+                .add_documents(docs(start..start + 40), None)
+                .expect("small ingest");
+            assert_eq!(snapshot_points(dir.path()), 1200, "after {start}");
+        }
+        // 1200 / 4 = 300 rows since the snapshot: due.
+        index.add_documents(docs(1480..1500), None).expect("ingest");
+        assert_eq!(snapshot_points(dir.path()), 1500);
+        index.add_documents(docs(1500..1510), None).expect("ingest");
+        assert_eq!(snapshot_points(dir.path()), 1500);
+        run_queries(&index)
+    };
+    // Closing dumped the last 10 rows: the reopened index searches the same graph.
+    assert_eq!(snapshot_points(dir.path()), 1510);
+    let index = Index::open(dir.path(), Some(embedder), config()).expect("reopen");
+    index.verify().expect("consistent");
+    assert_eq!(
+        run_queries(&index),
+        before,
+        "results changed across a restart"
+    );
+}
