@@ -2,7 +2,7 @@
 //! server over the real models and the sample datanet, receipts signed and journaled,
 //! then N concurrent clients sending a fixed number of requests each to `/v1/retrieve`
 //! and `/v1/chat/completions`. Prints p50/p95/p99 latency, requests/s and, for chat,
-//! answer tokens/s.
+//! answer tokens/s and the mean time per chat in each of the engine's stages.
 //!
 //! The same retrieval in process comes first, from as many threads as there are clients,
 //! as the baseline of the HTTP numbers.
@@ -60,11 +60,23 @@ fn engine(dir: &Path) -> Engine {
     engine
 }
 
+/// The engine's stages, as an answer's `tribute.timings` names them.
+const STAGES: [&str; 6] = [
+    "retrieval_ms",
+    "prompt_ms",
+    "prefill_ms",
+    "decode_ms",
+    "attribution_ms",
+    "receipt_ms",
+];
+
 /// Latencies and tokens of one run.
 struct Run {
     latencies: Vec<Duration>,
     tokens: u64,
     wall: Duration,
+    /// Sum over the replies of each of [`STAGES`] (chat only).
+    stage_ms: [f64; 6],
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -91,17 +103,21 @@ async fn run(url: String, clients: usize, requests: usize, body: impl Fn(usize) 
                 let v: Value = r.json().await.expect("json");
                 assert!(status.is_success(), "{status}: {v}");
                 let tokens = v["usage"]["completion_tokens"].as_u64().unwrap_or(0);
-                out.push((t.elapsed(), tokens));
+                let timings = &v["tribute"]["timings"];
+                let stages = STAGES.map(|k| timings[k].as_f64().unwrap_or(0.0));
+                out.push((t.elapsed(), tokens, stages));
             }
             out
         }));
     }
     let mut latencies = Vec::new();
     let mut tokens = 0;
+    let mut stage_ms = [0.0; 6];
     for t in tasks {
-        for (l, n) in t.await.expect("client task") {
+        for (l, n, stages) in t.await.expect("client task") {
             latencies.push(l);
             tokens += n;
+            stage_ms.iter_mut().zip(stages).for_each(|(a, x)| *a += x);
         }
     }
     latencies.sort();
@@ -109,7 +125,28 @@ async fn run(url: String, clients: usize, requests: usize, body: impl Fn(usize) 
         latencies,
         tokens,
         wall: started.elapsed(),
+        stage_ms,
     }
+}
+
+/// The mean time per chat in each stage, and each stage's share of the run's wall time
+/// (summed over the clients: above 100 % where chats overlap).
+fn report_stages(r: &Run) {
+    let n = r.latencies.len().max(1) as f64;
+    let wall = r.wall.as_secs_f64() * 1e3;
+    let parts: Vec<String> = STAGES
+        .iter()
+        .zip(r.stage_ms)
+        .map(|(k, ms)| {
+            format!(
+                "{} {:.0} ms ({:.0} %)",
+                k.trim_end_matches("_ms"),
+                ms / n,
+                100.0 * ms / wall
+            )
+        })
+        .collect();
+    println!("{:<22}   per chat: {}", "", parts.join(", "));
 }
 
 fn report(endpoint: &str, clients: usize, r: &Run) {
@@ -162,6 +199,7 @@ async fn in_process(engine: &Engine, clients: usize, requests: usize) -> Run {
             latencies,
             tokens: 0,
             wall: started.elapsed(),
+            stage_ms: [0.0; 6],
         }
     })
     .await
@@ -230,9 +268,12 @@ async fn main() {
     }
     for &c in &clients {
         let r = run(format!("{base}/v1/chat/completions"), c, requests, |i| {
+            // Client `i / requests` starts at its own question, so concurrent chats ask
+            // different questions (as real clients do) instead of the same one in step.
+            let q = (i / requests + i % requests) % QUESTIONS.len();
             let mut body = json!({
                 "model": model,
-                "messages": [{"role": "user", "content": QUESTIONS[i % QUESTIONS.len()]}],
+                "messages": [{"role": "user", "content": QUESTIONS[q]}],
             });
             if let Some(n) = max_tokens {
                 body["max_tokens"] = json!(n);
@@ -244,5 +285,6 @@ async fn main() {
         })
         .await;
         report("/v1/chat/completions", c, &r);
+        report_stages(&r);
     }
 }
