@@ -177,13 +177,17 @@ impl Drop for DenseIndex {
     fn drop(&mut self) {
         // Closing with committed rows past the snapshot: dump them, so the next open loads
         // the graph searched now instead of inserting those rows into a differently shaped
-        // one. Not after a failed ingest (the graph then holds uncommitted rows).
-        if self.unsnapshotted() > 0
+        // one. Not after a failed ingest (the graph then holds uncommitted rows), nor while
+        // unwinding from a panic.
+        if !std::thread::panicking()
+            && self.unsnapshotted() > 0
             && self.rows() == self.committed_rows
             && self.graph.is_some()
             && let Err(e) = self.snapshot()
         {
-            tracing::warn!("HNSW snapshot at close failed (rebuilt from the vectors at open): {e}");
+            tracing::warn!(
+                "HNSW snapshot at close failed ({e}); the next open inserts the rows after the last snapshot again"
+            );
         }
         // hnsw_rs drops its points with rayon: in our pool (see `rayon_pool`).
         if let Some(graph) = self.graph.take() {
