@@ -10,11 +10,13 @@
 //! - `row`: one request's decode state and replies; `batch`: a running batch (prefill,
 //!   decode steps, rows joining and leaving); `cache`: reshaping its KV cache on the host.
 //! - `forward`: one forward pass (inputs, KV cache, `IoBinding`).
-//! - `stream`: [`TextStream`]; `scoring`: teacher-forced log-probabilities.
+//! - `stream`: [`TextStream`]; `scoring`: teacher-forced log-probabilities, read off the
+//!   logits by `log_softmax`.
 
 mod batch;
 mod cache;
 mod forward;
+mod log_softmax;
 mod pool;
 mod prompt_cache;
 mod queue;

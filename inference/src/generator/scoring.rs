@@ -5,6 +5,7 @@ use ort::value::Tensor;
 
 use super::cache::HostTensor;
 use super::forward::{Inputs, LogitsWanted, forward_tail, run};
+use super::log_softmax::target_log_probs;
 use super::pool::Lease;
 use super::{GenerateRequest, Generator, Prompt};
 use crate::error::{Error, Result};
@@ -45,20 +46,14 @@ impl Generator {
         let tail = forward_tail(&self.shared, lease.session(), &activation, &tokens, keep)?;
         let v = self.shared.config.vocab_size;
         let start = context.len() - 1;
-        continuation
-            .iter()
-            .enumerate()
-            .map(|(j, &t)| {
-                let row = &tail[j * v..(j + 1) * v];
-                if row.iter().any(|x| !x.is_finite()) {
-                    return Err(Error::NonFiniteLogits {
-                        step: 0,
-                        row: start + j,
-                    });
-                }
-                Ok(log_softmax_at(row, t as usize))
-            })
-            .collect()
+        // The very last kept position predicts nothing asked for.
+        target_log_probs(&tail[..continuation.len() * v], v, continuation, 0).map_err(|e| match e {
+            Error::NonFiniteLogits { step, .. } => Error::NonFiniteLogits {
+                step: 0,
+                row: start + step,
+            },
+            e => e,
+        })
     }
 
     /// Teacher-forced log-probabilities of `answer` after `prompt`, once per visibility
@@ -171,15 +166,12 @@ impl Generator {
                 LogitsWanted::Tail(a),
             )?;
             for row in 0..b {
-                let mut lp = Vec::with_capacity(a);
-                for (j, &t) in answer.iter().enumerate() {
-                    let l = &logits[(row * a + j) * v..(row * a + j + 1) * v];
-                    if l.iter().any(|x| !x.is_finite()) {
-                        return Err(Error::NonFiniteLogits { step: j, row });
-                    }
-                    lp.push(log_softmax_at(l, t as usize));
-                }
-                out.push(lp);
+                out.push(target_log_probs(
+                    &logits[row * a * v..(row + 1) * a * v],
+                    v,
+                    answer,
+                    row,
+                )?);
             }
         }
         Ok(out)
@@ -204,11 +196,4 @@ impl Generator {
         )?;
         present.iter().map(HostTensor::from_value).collect()
     }
-}
-
-/// `log softmax(logits)[t]`, computed stably.
-fn log_softmax_at(logits: &[f32], t: usize) -> f32 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|x| f64::from(x - max).exp()).sum();
-    logits[t] - max - sum.ln() as f32
 }
