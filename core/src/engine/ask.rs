@@ -253,13 +253,11 @@ impl Engine {
 
     pub(super) fn generate_request(&self, p: &Prepared) -> GenerateRequest {
         let g = &self.inner.config.generation;
-        let method = p
-            .options
-            .method
-            .unwrap_or(self.inner.config.attribution.method);
         let mut r = GenerateRequest::new(Prompt::Tokens(p.prompt.tokens.clone()))
-            // The model's attribution scores the answer against this very prompt.
-            .keep_prompt_cache(method.needs_model())
+            // Kept for the model's attribution, which scores the answer against this very
+            // prompt, and for later prompts that start the same way (the system prompt, a
+            // conversation's earlier turns), whose prefill starts from it.
+            .keep_prompt_cache(true)
             .sampling(g.sampling())
             .max_tokens(p.options.max_tokens.unwrap_or(g.max_tokens))
             .temperature(p.options.temperature.unwrap_or(g.temperature))

@@ -18,6 +18,14 @@ use crate::adapter::LoraFeed;
 use crate::error::{Error, Result};
 use crate::registry::{Activation, AdapterSet};
 
+/// The keys and values of a prompt's first tokens, from the prompt cache: how many tokens,
+/// and `[1, heads, tokens, dim]` per present tensor.
+pub(super) type CachedPrefix = (usize, Vec<HostTensor<f32>>);
+
+/// Fewest leading tokens a prompt must share with a kept one for its prefill to start from
+/// them: fewer saves less than running the row apart from the others of its batch costs.
+pub(super) const MIN_CACHED_PREFIX: usize = 16;
+
 /// The decode state of rows sharing one adapter set.
 ///
 /// Layout: the cache holds `rows.len()` rows of `total` columns each. A prefill pads every
@@ -99,18 +107,80 @@ impl Batch {
         self.binding = None;
     }
 
+    /// Splits off each row whose prompt starts with at least [`MIN_CACHED_PREFIX`] tokens
+    /// of a prompt in the prompt cache (kept under the adapters it runs with) into a batch of
+    /// its own, paired with those tokens' keys and values; the other rows stay together.
+    /// Rows fed through adapter slots stay (their keys come from the slot bank's weights).
+    pub(super) fn split_cached(mut self, shared: &Shared) -> Vec<(Batch, Option<CachedPrefix>)> {
+        if !shared.prompt_cache.enabled() {
+            return vec![(self, None)];
+        }
+        let base = AdapterSet::base();
+        let set = if self.mixed { &base } else { &self.set };
+        let mut parts = Vec::new();
+        let mut rest = Vec::with_capacity(self.rows.len());
+        for row in std::mem::take(&mut self.rows) {
+            let cached = (!(self.mixed && row.slot.is_some()))
+                .then(|| {
+                    shared.prompt_cache.longest_prefix(
+                        set,
+                        &self.activation,
+                        &row.context,
+                        MIN_CACHED_PREFIX,
+                    )
+                })
+                .flatten();
+            match cached {
+                Some(c) => {
+                    let mut alone =
+                        Batch::new(self.set.clone(), self.activation.clone(), vec![row]);
+                    alone.mixed = self.mixed;
+                    parts.push((alone, Some(c)));
+                }
+                None => rest.push(row),
+            }
+        }
+        if !rest.is_empty() {
+            self.rows = rest;
+            parts.push((self, None));
+        }
+        parts
+    }
+
     /// Runs every prompt at once, left-padded to the longest, and samples each row's first
-    /// token.
+    /// token. With `cached` (a batch of one row): the keys and values of the prompt's first
+    /// tokens, which are fed as the past, and only the rest of the prompt is run.
     pub(super) fn prefill(
         &mut self,
         shared: &Shared,
         session: &mut Session,
         bank: Option<&SlotBank>,
+        cached: Option<CachedPrefix>,
     ) -> Result<()> {
         let t0 = Instant::now();
         let cfg = &shared.config;
         let b = self.rows.len();
-        let seq = self.rows.iter().map(|r| r.context.len()).max().unwrap_or(1);
+        let (reused, past) = match cached {
+            Some((len, layers)) if b == 1 => {
+                let past = layers
+                    .into_iter()
+                    .map(|t| Ok(Tensor::from_array((t.shape, t.data))?.into_dyn()))
+                    .collect::<Result<Vec<DynValue>>>()?;
+                (len, past)
+            }
+            Some(_) => {
+                return Err(Error::InvalidRequest(
+                    "internal: a cached prefix is for a batch of one row".into(),
+                ));
+            }
+            None => (0, empty_past(cfg, b)?),
+        };
+        let seq = self
+            .rows
+            .iter()
+            .map(|r| r.context.len() - reused)
+            .max()
+            .unwrap_or(1);
         let pad = i64::from(
             cfg.pad_token_id
                 .or(cfg.eos_token_ids.first().copied())
@@ -118,23 +188,24 @@ impl Batch {
         );
         // Left padding: a row of `n` tokens gets `seq - n` pad tokens first, masked out
         // (0) and at position 0; its own tokens follow at positions 0..n. Every row then
-        // ends in column `seq - 1`, whose logits are its next-token logits.
+        // ends in column `seq - 1`, whose logits are its next-token logits. A cached prefix
+        // (one row, no padding) is the first `reused` columns, attended.
         let mut ids = Vec::with_capacity(b * seq);
         let mut pos = Vec::with_capacity(b * seq);
-        self.mask = Vec::with_capacity(b * seq);
+        self.mask = Vec::with_capacity(b * (reused + seq));
         for row in &self.rows {
-            let ctx = &row.context;
+            let ctx = &row.context[reused..];
             let padn = seq - ctx.len();
             ids.extend(std::iter::repeat_n(pad, padn));
             ids.extend(ctx.iter().map(|&t| i64::from(t)));
             pos.extend(std::iter::repeat_n(0, padn));
-            pos.extend(0..ctx.len() as i64);
+            pos.extend(reused as i64..row.context.len() as i64);
             self.mask.extend(std::iter::repeat_n(0, padn));
-            self.mask.extend(std::iter::repeat_n(1, ctx.len()));
+            self.mask.extend(std::iter::repeat_n(1, reused + ctx.len()));
         }
         self.next_pos = self.rows.iter().map(|r| r.context.len() as i64).collect();
-        self.total = seq;
-        self.past = empty_past(cfg, b)?;
+        self.total = reused + seq;
+        self.past = past;
         if shared.io_binding {
             self.binding = Some(new_binding(session, &self.activation)?);
             self.bound = None;
@@ -145,6 +216,7 @@ impl Batch {
                 parent: &r.span,
                 "prefill",
                 prompt_tokens,
+                cached_tokens = reused,
                 batch = b,
                 tokens = tracing::field::Empty
             ));
@@ -162,7 +234,7 @@ impl Batch {
         };
         self.forward_and_sample(shared, session, bank, ids, pos, seq)?;
         if !keep.is_empty() {
-            self.keep_prompts(shared, keep, seq)?;
+            self.keep_prompts(shared, keep, self.total)?;
         }
         let took = t0.elapsed();
         for r in &mut self.rows {
@@ -180,14 +252,14 @@ impl Batch {
         Ok(())
     }
 
-    /// Leaves each `(row, prompt)`'s columns of the present cache (its padding cut off) in
-    /// the prompt cache, under the adapters that row ran with. Rows fed through adapter
+    /// Leaves each `(row, prompt)`'s columns of the present cache (`width` columns; its
+    /// padding cut off) in the prompt cache, under the adapters that row ran with. Rows fed through adapter
     /// slots are skipped: their scoring runs their own activation, not the slot bank's.
     fn keep_prompts(
         &self,
         shared: &Shared,
         keep: Vec<(usize, Vec<u32>)>,
-        seq: usize,
+        width: usize,
     ) -> Result<()> {
         let keep: Vec<_> = keep
             .into_iter()
@@ -209,7 +281,7 @@ impl Batch {
                 }
             };
             for ((i, tokens), row) in keep.iter().zip(&mut layers) {
-                row.push(columns(shape, data, *i, seq - tokens.len()..seq));
+                row.push(columns(shape, data, *i, width - tokens.len()..width));
             }
         }
         let base = AdapterSet::base();
@@ -377,21 +449,22 @@ impl Batch {
             return Ok(());
         }
         if self.past.first().is_some_and(on_host) || dead >= live {
-            self.reshape(None)?;
+            self.reshape(Vec::new())?;
         }
         Ok(())
     }
 
-    /// Merges `newcomers` (prefilled, same adapter set) into this batch at a step boundary.
-    pub(super) fn absorb(&mut self, newcomers: Batch) -> Result<()> {
-        self.reshape(Some(newcomers))
+    /// Merges `newcomers` (prefilled, same adapter set) into this batch at a step boundary,
+    /// in one rebuild of the cache.
+    pub(super) fn absorb(&mut self, newcomers: Vec<Batch>) -> Result<()> {
+        self.reshape(newcomers)
     }
 
     /// Rebuilds the cache from this batch's running rows and `incoming`'s: each side drops
     /// its finished rows and the leading columns none of its rows attends to, and the
-    /// narrower side is left-padded (masked out) to the wider one. On failure every row of
-    /// both sides is answered with the error.
-    fn reshape(&mut self, incoming: Option<Batch>) -> Result<()> {
+    /// narrower sides are left-padded (masked out) to the widest. On failure every row of
+    /// every side is answered with the error.
+    fn reshape(&mut self, incoming: Vec<Batch>) -> Result<()> {
         let mut empty = Batch::new(self.set.clone(), self.activation.clone(), Vec::new());
         empty.mixed = self.mixed;
         let mut sides: Vec<Batch> = vec![std::mem::replace(self, empty)];

@@ -32,6 +32,8 @@ struct State {
     clock: u64,
     hits: u64,
     misses: u64,
+    prefill_hits: u64,
+    prefill_tokens: u64,
 }
 
 struct Entry {
@@ -59,6 +61,10 @@ pub struct PromptCacheStats {
     pub hits: u64,
     /// Scorings that ran their prefix again.
     pub misses: u64,
+    /// Prefills that started from a kept prompt's leading tokens.
+    pub prefill_hits: u64,
+    /// Prompt tokens those prefills took from the cache instead of running them.
+    pub prefill_tokens: u64,
 }
 
 /// Whether two activations are the same weights: the same shared tensors or options.
@@ -67,6 +73,15 @@ fn same_activation(a: &Activation, b: &Activation) -> bool {
         (Activation::Feed(x), Activation::Feed(y)) => Arc::ptr_eq(x, y),
         (Activation::RunOptions(x), Activation::RunOptions(y)) => Arc::ptr_eq(x, y),
         _ => false,
+    }
+}
+
+/// Whether `e` was computed with the weights `set` runs with `activation` now (the base
+/// model's never change; an adapter set's only match the very activation they ran with).
+fn same_weights(e: &Entry, set: &AdapterSet, activation: &Activation) -> bool {
+    match &e.witness {
+        None => set.is_base(),
+        Some(w) => same_activation(w, activation),
     }
 }
 
@@ -151,12 +166,7 @@ impl PromptCache {
             st.clock += 1;
             let now = st.clock;
             let found = st.entries.iter_mut().find(|e| {
-                e.set == *set
-                    && e.tokens.starts_with(prefix)
-                    && match &e.witness {
-                        None => set.is_base(),
-                        Some(w) => same_activation(w, activation),
-                    }
+                e.set == *set && e.tokens.starts_with(prefix) && same_weights(e, set, activation)
             });
             let layers = found.map(|e| {
                 e.last_used = now;
@@ -177,6 +187,57 @@ impl PromptCache {
         )
     }
 
+    /// The longest run of leading tokens that `tokens` shares with a prompt kept under
+    /// `set` run with `activation`, when it is at least `min` tokens, and its keys and values
+    /// (`[1, heads, len, dim]` per present tensor). At most `tokens.len() - 1`: the last
+    /// token is always run, for the logits of the next one.
+    pub(super) fn longest_prefix(
+        &self,
+        set: &AdapterSet,
+        activation: &Activation,
+        tokens: &[u32],
+        min: usize,
+    ) -> Option<(usize, Vec<HostTensor<f32>>)> {
+        let most = tokens.len().checked_sub(1)?;
+        if !self.enabled() || most < min.max(1) {
+            return None;
+        }
+        let (len, layers) = {
+            let mut st = self.lock();
+            let (i, len) = st
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.set == *set && same_weights(e, set, activation))
+                .map(|(i, e)| {
+                    let shared = e
+                        .tokens
+                        .iter()
+                        .zip(tokens)
+                        .take_while(|(a, b)| a == b)
+                        .count();
+                    (i, shared.min(most))
+                })
+                .max_by_key(|&(_, len)| len)
+                .filter(|&(_, len)| len >= min)?;
+            st.clock += 1;
+            st.prefill_hits += 1;
+            st.prefill_tokens += len as u64;
+            let now = st.clock;
+            let entry = &mut st.entries[i];
+            entry.last_used = now;
+            let layers = entry.layers.clone();
+            (len, layers)
+        };
+        Some((
+            len,
+            layers
+                .iter()
+                .map(|t| columns(t.shape, &t.data, 0, 0..len))
+                .collect(),
+        ))
+    }
+
     /// Entries, bytes and hit counts.
     pub(super) fn stats(&self) -> PromptCacheStats {
         let st = self.lock();
@@ -186,6 +247,8 @@ impl PromptCache {
             budget_bytes: self.budget,
             hits: st.hits,
             misses: st.misses,
+            prefill_hits: st.prefill_hits,
+            prefill_tokens: st.prefill_tokens,
         }
     }
 }

@@ -176,17 +176,31 @@ fn round(shared: &Arc<Shared>, engine: &mut Engine) -> bool {
     if newcomers.is_empty() && engine.batches.is_empty() {
         return false;
     }
-    for mut fresh in newcomers {
-        if let Err(e) = fresh.prefill(shared, &mut engine.session, engine.bank.as_ref()) {
+    // Newcomers, prefilled, by adapter set (a row that starts from a cached prefix is
+    // prefilled on its own), each set's merged into its running batch in one go.
+    let mut prefilled: Vec<Vec<Batch>> = Vec::new();
+    for (mut fresh, cached) in newcomers.into_iter().flat_map(|b| b.split_cached(shared)) {
+        if let Err(e) = fresh.prefill(shared, &mut engine.session, engine.bank.as_ref(), cached) {
             fresh.fail(&e);
             continue;
         }
-        match engine.batches.iter_mut().find(|b| b.set == fresh.set) {
-            // `absorb` answers both sides' rows if it fails.
+        match prefilled.iter_mut().find(|g| g[0].set == fresh.set) {
+            Some(g) => g.push(fresh),
+            None => prefilled.push(vec![fresh]),
+        }
+    }
+    for mut group in prefilled {
+        match engine.batches.iter_mut().find(|b| b.set == group[0].set) {
+            // `absorb` answers every side's rows if it fails.
             Some(running) => {
-                let _ = running.absorb(fresh);
+                let _ = running.absorb(group);
             }
-            None => engine.batches.push(fresh),
+            None => {
+                let mut first = group.remove(0);
+                if group.is_empty() || first.absorb(group).is_ok() {
+                    engine.batches.push(first);
+                }
+            }
         }
     }
     for b in &mut engine.batches {

@@ -148,3 +148,76 @@ fn scoring_reuses_the_kept_prompt_cache_and_matches_running_it_again() {
         "a zero budget keeps nothing"
     );
 }
+
+/// A prompt that starts with 16 or more tokens of a kept prompt (under the same adapters)
+/// is prefilled from that prompt's keys and values, and answers exactly as when the whole
+/// prompt is run: in a batch with rows that miss, under an adapter, greedy and sampled.
+#[test]
+fn a_prompt_starting_like_a_kept_one_is_prefilled_from_it_and_answers_the_same() {
+    let f = fixture();
+    let load = |bytes: usize| {
+        let g = Generator::load_with(
+            &f.model,
+            GeneratorOptions {
+                prompt_cache_bytes: bytes,
+                ..GeneratorOptions::default()
+            },
+        )
+        .expect("load the tiny model");
+        g.add_adapter("a", &f.a).expect("register a");
+        g
+    };
+    let (kept, fresh) = (load(64 << 20), load(0));
+    let with = |head: &[u32], seed: u64, n: usize| -> Vec<u32> {
+        head.iter().copied().chain(toks(seed, n)).collect()
+    };
+    let shared = toks(71, 24);
+    let first = with(&shared, 72, 6);
+    let request = |p: &[u32]| {
+        GenerateRequest::new(Prompt::Tokens(p.to_vec()))
+            .max_tokens(8)
+            .keep_prompt_cache(true)
+    };
+    // The system-prompt-like head is kept, once under the base model and once under "a".
+    for g in [&kept, &fresh] {
+        g.generate(&request(&first)).expect("first prompt");
+        g.generate(&request(&first).adapter("a", 1.0))
+            .expect("first prompt under a");
+    }
+    let before = kept.prompt_cache_stats();
+    let second = with(&shared, 73, 9);
+    let short_overlap = with(&shared[..10], 74, 14);
+    let sampled = request(&with(&shared, 75, 3)).temperature(0.9).seed(5);
+    // (request, prompt tokens taken from the cache)
+    let cases = [
+        (request(&second), 24),
+        (request(&first), first.len() - 1),
+        (request(&toks(76, 20)), 0),
+        (request(&short_overlap), 0),
+        (request(&second).adapter("a", 1.0), 24),
+        (sampled, 24),
+    ];
+    let requests: Vec<GenerateRequest> = cases.iter().map(|(r, _)| r.clone()).collect();
+    let got = kept.generate_batch(&requests);
+    let want = fresh.generate_batch(&requests);
+    for (i, (g, w)) in got.into_iter().zip(want).enumerate() {
+        let (g, w) = (g.expect("with the cache"), w.expect("without it"));
+        assert_eq!(
+            g.tokens, w.tokens,
+            "case {i}: prefilled from the cache vs in full"
+        );
+        assert_eq!(g.prompt_tokens, w.prompt_tokens);
+    }
+    let after = kept.prompt_cache_stats();
+    let reused: usize = cases.iter().map(|(_, n)| n).sum();
+    let hits = cases.iter().filter(|(_, n)| *n > 0).count() as u64;
+    assert_eq!(
+        (
+            after.prefill_hits - before.prefill_hits,
+            after.prefill_tokens - before.prefill_tokens
+        ),
+        (hits, reused as u64),
+        "which prompts started from the cache, and how many tokens they took from it"
+    );
+    assert_eq!(fresh.prompt_cache_stats().prefill_hits, 0);
+}
