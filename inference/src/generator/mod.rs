@@ -176,6 +176,8 @@ struct Shared {
     token_endings: OnceLock<crate::sampling::TokenEndings>,
     /// Prompts' KV caches kept for scoring their answers.
     prompt_cache: prompt_cache::PromptCache,
+    /// Wakes callers waiting for an engine (see `queue`).
+    wakeup: Arc<queue::Wakeup>,
 }
 
 /// A decoder LM with its tokenizer and adapters, shareable across threads (`Clone` is cheap).
@@ -292,6 +294,7 @@ impl Generator {
             shared: Arc::new(Shared {
                 queue: Mutex::new(VecDeque::new()),
                 pending: Arc::new(AtomicUsize::new(0)),
+                wakeup: Arc::default(),
                 max_queue: options.max_queue.max(1),
                 dir,
                 config,

@@ -50,6 +50,8 @@ impl Engine {
 /// A panic while the lock is held cannot leave the list half-updated (every change is one
 /// push or removal), so a poisoned lock is used as it is.
 pub(super) struct Pool {
+    /// Engines in all, idle or checked out.
+    size: usize,
     idle: Mutex<VecDeque<Engine>>,
     ready: Condvar,
     /// Blocking checkouts waiting for an engine.
@@ -59,6 +61,7 @@ pub(super) struct Pool {
 impl Pool {
     pub(super) fn new(sessions: Vec<(Session, Option<SlotBank>)>) -> Self {
         Pool {
+            size: sessions.len(),
             idle: Mutex::new(
                 sessions
                     .into_iter()
@@ -72,6 +75,11 @@ impl Pool {
             ready: Condvar::new(),
             waiting: AtomicUsize::new(0),
         }
+    }
+
+    /// Engines in all.
+    pub(super) fn size(&self) -> usize {
+        self.size
     }
 
     /// Waits for an engine, preferring one with nothing running.
@@ -115,10 +123,13 @@ impl Pool {
     }
 }
 
-/// An engine checked out of the pool; returned when dropped.
+/// An engine checked out of the pool; returned when dropped, with the waiting callers
+/// woken if the lease sent them anything or was a blocking one (see `queue::Wakeup`).
 pub(super) struct Lease {
     shared: Arc<Shared>,
     engine: Option<Engine>,
+    /// Taken by a blocking checkout (scoring), during which no caller could drive.
+    blocking: bool,
 }
 
 impl Lease {
@@ -127,6 +138,7 @@ impl Lease {
         Lease {
             engine: Some(shared.pool.checkout()),
             shared: shared.clone(),
+            blocking: true,
         }
     }
     /// A free engine, if there is one now and no blocking checkout waits.
@@ -134,6 +146,7 @@ impl Lease {
         shared.pool.try_checkout().map(|engine| Lease {
             engine: Some(engine),
             shared: shared.clone(),
+            blocking: false,
         })
     }
     pub(super) fn engine(&mut self) -> &mut Engine {
@@ -150,6 +163,11 @@ impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(e) = self.engine.take() {
             self.shared.pool.give_back(e);
+        }
+        if self.blocking {
+            self.shared.wakeup.ring();
+        } else {
+            self.shared.wakeup.pay();
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 
+use super::queue::Wakeup;
 use super::{CancelToken, FinishReason, GenerateRequest, Generation, Generator, Prompt, Timings};
 use crate::adapter::AdapterId;
 use crate::error::{Error, Result};
@@ -32,19 +33,27 @@ pub(super) enum Reply {
 }
 
 /// Counts a request from the moment it is accepted until it is answered (see
-/// `Error::Overloaded`): decremented when dropped.
-pub(super) struct Ticket(Arc<AtomicUsize>);
+/// `Error::Overloaded`): decremented when dropped, which also owes the waiting callers a
+/// wake-up (see [`Wakeup`]).
+pub(super) struct Ticket {
+    pending: Arc<AtomicUsize>,
+    wakeup: Arc<Wakeup>,
+}
 
 impl Ticket {
-    pub(super) fn new(pending: &Arc<AtomicUsize>) -> Self {
+    pub(super) fn new(pending: &Arc<AtomicUsize>, wakeup: &Arc<Wakeup>) -> Self {
         pending.fetch_add(1, Ordering::Relaxed);
-        Ticket(pending.clone())
+        Ticket {
+            pending: pending.clone(),
+            wakeup: wakeup.clone(),
+        }
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+        self.wakeup.owe();
     }
 }
 
@@ -230,9 +239,10 @@ impl Row {
     /// Sends a stream its newest token with the text that became safe to show; a stream
     /// that is gone cancels the row.
     pub(super) fn send_piece(&mut self, token: u32) {
-        let Some((Reply::Stream(tx), _)) = &self.reply else {
+        let Some((Reply::Stream(tx), ticket)) = &self.reply else {
             return;
         };
+        ticket.wakeup.owe();
         let safe = self.safe_len();
         let text = self.text[self.emitted.min(safe)..safe].to_owned();
         self.emitted = safe;
