@@ -498,21 +498,33 @@ impl Batch {
         }
         let mut past = Vec::with_capacity(sides[0].past.len());
         for layer in 0..sides[0].past.len() {
-            let hosts = sides
+            // A host cache is read in place (one copy, into the new cache); a device cache
+            // is copied off first.
+            let copies = sides
                 .iter()
-                .map(|s| HostTensor::from_value(&s.past[layer]))
+                .map(|s| match host_view(&s.past[layer]) {
+                    Ok(_) => Ok(None),
+                    Err(_) => HostTensor::from_value(&s.past[layer]).map(Some),
+                })
                 .collect::<Result<Vec<_>>>()?;
-            let refs: Vec<&HostTensor<f32>> = hosts.iter().collect();
-            let data = gather(&refs, &picks, width);
-            let [_, heads, _, dim] = hosts[0].shape;
+            let views = sides
+                .iter()
+                .zip(&copies)
+                .map(|(s, copy)| match copy {
+                    Some(c) => Ok(c.view()),
+                    None => host_view(&s.past[layer]).map_err(Error::from),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let data = gather(&views, &picks, width);
+            let [_, heads, _, dim] = views[0].0;
             past.push(Tensor::from_array(([picks.len(), heads, width, dim], data))?.into_dyn());
         }
         let masks: Vec<HostTensor<i64>> = sides
             .iter()
             .map(|s| HostTensor::mask(s.mask.clone(), s.rows.len(), s.total))
             .collect();
-        let refs: Vec<&HostTensor<i64>> = masks.iter().collect();
-        let mask = gather(&refs, &picks, width);
+        let views: Vec<_> = masks.iter().map(HostTensor::view).collect();
+        let mask = gather(&views, &picks, width);
         let next_pos = picks.iter().map(|p| sides[p.src].next_pos[p.row]).collect();
         let mut rows: Vec<Vec<Option<Row>>> = sides
             .iter_mut()

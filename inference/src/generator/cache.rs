@@ -1,5 +1,6 @@
 //! Reshaping a batch's KV cache on the host when rows join or leave: rows picked from one
-//! or two caches, each left-padded (with zeros, masked out) to a common width.
+//! or more caches (read in place where they are in host memory), each left-padded (with
+//! zeros, masked out) to a common width.
 //!
 //! The cache layout is `[rows, kv_heads, columns, head_dim]` per layer and key/value, with
 //! every row's latest token in the last column; the attention mask is `[rows, columns]`,
@@ -59,26 +60,35 @@ pub(super) struct Pick {
     pub(super) from: usize,
 }
 
+/// A `[rows, heads, cols, dim]` tensor's shape and values, read in place.
+pub(super) type View<'a, T> = ([usize; 4], &'a [T]);
+
+impl<T> HostTensor<T> {
+    /// This tensor read in place.
+    pub(super) fn view(&self) -> View<'_, T> {
+        (self.shape, &self.data)
+    }
+}
+
 /// Rows picked from `srcs` (same heads and head size), each keeping its columns from
 /// `from` on and left-padded with `T::default()` to `width`: `[picks, heads, width, dim]`.
 pub(super) fn gather<T: Copy + Default>(
-    srcs: &[&HostTensor<T>],
+    srcs: &[View<'_, T>],
     picks: &[Pick],
     width: usize,
 ) -> Vec<T> {
-    let Some(first) = srcs.first() else {
+    let Some(&([_, heads, _, dim], _)) = srcs.first() else {
         return Vec::new();
     };
-    let [_, heads, _, dim] = first.shape;
     let mut out = Vec::with_capacity(picks.len() * heads * width * dim);
     for p in picks {
-        let src = srcs[p.src];
-        let cols = src.shape[2];
+        let (shape, data) = srcs[p.src];
+        let cols = shape[2];
         let kept = cols - p.from;
         for h in 0..heads {
             let block = (p.row * heads + h) * cols * dim;
             out.extend(std::iter::repeat_n(T::default(), (width - kept) * dim));
-            out.extend_from_slice(&src.data[block + p.from * dim..block + cols * dim]);
+            out.extend_from_slice(&data[block + p.from * dim..block + cols * dim]);
         }
     }
     out
