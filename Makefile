@@ -74,7 +74,7 @@ bench: setup
 	$(CARGO) bench -p tribute --bench attribution
 
 # The HTTP API under load on 127.0.0.1 (docs/SERVE.md): p50/p95/p99, req/s, tok/s at 1, 4 and 16 clients;
-# overrides: BENCH_CLIENTS, BENCH_REQUESTS, BENCH_MAX_TOKENS, BENCH_METHOD, BENCH_PROMPT_CACHE_MIB.
+# overrides: BENCH_CLIENTS, BENCH_REQUESTS, BENCH_CHATS, BENCH_MAX_TOKENS, BENCH_METHOD, BENCH_PROMPT_CACHE_MIB.
 bench-serve: setup
 	$(CARGO) bench -p tribute-server --bench serve
 

@@ -7,10 +7,15 @@
 //! The same retrieval in process comes first, from as many threads as there are clients,
 //! as the baseline of the HTTP numbers.
 //!
-//! Overrides: `BENCH_CLIENTS` (default `1,4,16`), `BENCH_REQUESTS` per client (default 4 for
-//! chat, 20× that for retrieval), `BENCH_MAX_TOKENS` (default: the engine's 160), `BENCH_METHOD`
-//! (attribution method, default the engine's `loo`), `BENCH_PROMPT_CACHE_MIB` (the
-//! generator's prompt cache, default the engine's 128; `0` reruns every prompt to score).
+//! Every chat run asks the same [`CHAT_QUESTIONS`], each once, split over its clients, of a
+//! server of its own: runs with more clients do the same work, and none starts from the
+//! prompts an earlier run left in the generator's prompt cache.
+//!
+//! Overrides: `BENCH_CLIENTS` (default `1,4,16`), `BENCH_REQUESTS` retrievals per client
+//! (default 80), `BENCH_CHATS` per run (default 16: every question once),
+//! `BENCH_MAX_TOKENS` (default: the engine's 160), `BENCH_METHOD` (attribution method,
+//! default the engine's `loo`), `BENCH_PROMPT_CACHE_MIB` (the generator's prompt cache,
+//! default the engine's 128; `0` reruns every prompt to score and reuses none).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -27,6 +32,26 @@ const QUESTIONS: [&str; 4] = [
     "How long does a full charge of the Zephyr battery take?",
     "How much disk space does the Zephyr installer need?",
     "At what gust speed should Zephyr pilots land?",
+];
+
+/// The chats' questions, about every passage of the sample datanet; no two alike.
+const CHAT_QUESTIONS: [&str; 16] = [
+    "How many times per second does the Zephyr flight controller correct the attitude?",
+    "How long does a full charge of the Zephyr battery take?",
+    "How much disk space does the Zephyr installer need?",
+    "At what gust speed should Zephyr pilots land?",
+    "Who released the Zephyr SDK?",
+    "In which year was the Zephyr SDK first released?",
+    "Which sensor do Zephyr flight controllers read wind gusts from?",
+    "Where does the Zephyr installer place the toolchain?",
+    "Which command checks that the anemometer driver is loaded?",
+    "What kind of cells do Zephyr drones use?",
+    "At what charge should Zephyr cells be stored when the drone is grounded?",
+    "In what gusts did the Zephyr autopilot hold a hover in field tests?",
+    "How much did calibrating the anemometer reduce drift?",
+    "How much does a commercial Zephyr fleet license cost per year?",
+    "Is the Zephyr SDK free for research?",
+    "How many drones make a commercial fleet that must pay for a Zephyr license?",
 ];
 
 fn env_or(name: &str, default: &str) -> String {
@@ -60,6 +85,40 @@ fn engine(dir: &Path) -> Engine {
     engine
 }
 
+/// A server under test: its engine, base URL, and the sender that shuts it down.
+struct Server {
+    engine: Engine,
+    base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// An engine over the sample datanet in `dir`, served on a free port of 127.0.0.1, warmed
+/// up with one short chat (which leaves its prompt in the prompt cache, as a running
+/// server's earlier requests would).
+async fn start(dir: &Path) -> Server {
+    let engine = engine(dir);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(tribute_server::serve(
+        listener,
+        engine.clone(),
+        ServerOptions::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let base = format!("http://{addr}");
+    let model = engine.model().name.clone();
+    run(format!("{base}/v1/chat/completions"), 1, 1, |_| {
+        json!({"model": model, "messages": [{"role": "user", "content": "What is the Zephyr SDK?"}], "max_tokens": 2})
+    })
+    .await;
+    Server { engine, base, stop }
+}
+
 /// The engine's stages, as an answer's `tribute.timings` names them.
 const STAGES: [&str; 6] = [
     "retrieval_ms",
@@ -87,13 +146,15 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
+/// `requests` requests from `clients` concurrent clients, request `i` sent by client
+/// `i % clients` (each client's in order), with body `body(i)`.
 async fn run(url: String, clients: usize, requests: usize, body: impl Fn(usize) -> Value) -> Run {
     let http = reqwest::Client::new();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (http, url) = (http.clone(), url.clone());
-        let bodies: Vec<Value> = (0..requests).map(|i| body(c * requests + i)).collect();
+        let bodies: Vec<Value> = (c..requests).step_by(clients).map(&body).collect();
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             for b in bodies {
@@ -212,7 +273,8 @@ async fn main() {
         .split(',')
         .filter_map(|c| c.trim().parse().ok())
         .collect();
-    let requests: usize = env_or("BENCH_REQUESTS", "4").parse().unwrap_or(4);
+    let requests: usize = env_or("BENCH_REQUESTS", "80").parse().unwrap_or(80);
+    let chats: usize = env_or("BENCH_CHATS", "16").parse().unwrap_or(16);
     // Answers as long as the engine lets them be (its `max_tokens`, 160) unless told.
     let max_tokens: Option<usize> = std::env::var("BENCH_MAX_TOKENS")
         .ok()
@@ -220,60 +282,44 @@ async fn main() {
     let method = std::env::var("BENCH_METHOD").ok();
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let engine = engine(dir.path());
-    let model = engine.model().name.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(tribute_server::serve(
-        listener,
-        engine.clone(),
-        ServerOptions::default(),
-        std::future::pending(),
-    ));
-    let base = format!("http://{addr}");
+    let Server { engine, base, stop } = start(&dir.path().join("retrieval")).await;
     println!(
-        "tribute-server load test on {addr}: {requests} chats per client ({} tokens max, \
-         attribution {}), {} retrievals per client",
+        "tribute-server load test on {base}: {requests} retrievals per client; {chats} chats \
+         per run, split over its clients ({} tokens max, attribution {})",
         max_tokens.map_or("the engine's 160".to_owned(), |n| n.to_string()),
         method.as_deref().unwrap_or("loo"),
-        requests * 20
     );
     println!(
         "{:<22} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8}",
         "endpoint", "clients", "requests", "p50 ms", "p95 ms", "p99 ms", "req/s", "tok/s"
     );
-    // Warm up the model and the embedder once.
-    run(format!("{base}/v1/chat/completions"), 1, 1, |_| {
-        json!({"model": model, "messages": [{"role": "user", "content": QUESTIONS[0]}], "max_tokens": 2})
-    })
-    .await;
     // The same retrieval in process (signed and journaled, as the endpoint does), from as
     // many threads as there are clients: the baseline the HTTP numbers are compared with,
     // queueing on the same cores included.
     for &c in &clients {
-        let local = in_process(&engine, c, requests * 20).await;
+        let local = in_process(&engine, c, requests).await;
         report("retrieve (in process)", c, &local);
     }
     for &c in &clients {
         let r = run(
             format!("{base}/v1/retrieve"),
             c,
-            requests * 20,
+            requests * c,
             |i| json!({"query": QUESTIONS[i % QUESTIONS.len()], "top_k": 4}),
         )
         .await;
         report("/v1/retrieve", c, &r);
     }
-    for &c in &clients {
-        let r = run(format!("{base}/v1/chat/completions"), c, requests, |i| {
-            // Client `i / requests` starts at its own question, so concurrent chats ask
-            // different questions (as real clients do) instead of the same one in step.
-            let q = (i / requests + i % requests) % QUESTIONS.len();
+    let _ = stop.send(());
+    drop(engine);
+    for (n, &c) in clients.iter().enumerate() {
+        // A server of its own: nothing kept from the previous run's prompts.
+        let Server { engine, base, stop } = start(&dir.path().join(format!("chat-{n}"))).await;
+        let model = engine.model().name.clone();
+        let r = run(format!("{base}/v1/chat/completions"), c, chats, |i| {
             let mut body = json!({
                 "model": model,
-                "messages": [{"role": "user", "content": QUESTIONS[q]}],
+                "messages": [{"role": "user", "content": CHAT_QUESTIONS[i % CHAT_QUESTIONS.len()]}],
             });
             if let Some(n) = max_tokens {
                 body["max_tokens"] = json!(n);
@@ -286,5 +332,18 @@ async fn main() {
         .await;
         report("/v1/chat/completions", c, &r);
         report_stages(&r);
+        let cache = engine
+            .generator()
+            .map(|g| g.prompt_cache_stats())
+            .unwrap_or_default();
+        println!(
+            "{:<22}   prompt cache: {} prefills started from a kept prompt ({} prompt tokens not run), {} of {} scorings found their prompt",
+            "",
+            cache.prefill_hits,
+            cache.prefill_tokens,
+            cache.hits,
+            cache.hits + cache.misses
+        );
+        let _ = stop.send(());
     }
 }
