@@ -62,11 +62,9 @@ fn score_masked_matches_teacher_forcing_and_masks_what_it_is_told() {
     ));
 }
 
-/// Scoring an answer against the prompt it was generated from takes the prompt's KV cache
-/// kept by the generation (padded in a batch, under adapters) and gives what running the
-/// prompt again gives; other adapters, or prompts not kept, run it again.
-#[test]
-fn scoring_reuses_the_kept_prompt_cache_and_matches_running_it_again() {
+/// The tiny model with adapters "a" and "b" registered, twice: with a 64 MiB prompt cache
+/// and without one.
+fn with_and_without_prompt_cache() -> (Generator, Generator) {
     let f = fixture();
     let load = |bytes: usize| {
         let g = Generator::load_with(
@@ -81,7 +79,15 @@ fn scoring_reuses_the_kept_prompt_cache_and_matches_running_it_again() {
         g.add_adapter("b", &f.b).expect("register b");
         g
     };
-    let (kept, fresh) = (load(64 << 20), load(0));
+    (load(64 << 20), load(0))
+}
+
+/// Scoring an answer against the prompt it was generated from takes the prompt's KV cache
+/// kept by the generation (padded in a batch, under adapters) and gives what running the
+/// prompt again gives; other adapters, or prompts not kept, run it again.
+#[test]
+fn scoring_reuses_the_kept_prompt_cache_and_matches_running_it_again() {
+    let (kept, fresh) = with_and_without_prompt_cache();
     let (p1, p2, p3) = (toks(61, 12), toks(62, 20), toks(63, 5));
     // One batch of three base-model prompts (p1 and p3 padded to p2's width) and one
     // prompt under adapter "a".
@@ -154,20 +160,7 @@ fn scoring_reuses_the_kept_prompt_cache_and_matches_running_it_again() {
 /// prompt is run: in a batch with rows that miss, under an adapter, greedy and sampled.
 #[test]
 fn a_prompt_starting_like_a_kept_one_is_prefilled_from_it_and_answers_the_same() {
-    let f = fixture();
-    let load = |bytes: usize| {
-        let g = Generator::load_with(
-            &f.model,
-            GeneratorOptions {
-                prompt_cache_bytes: bytes,
-                ..GeneratorOptions::default()
-            },
-        )
-        .expect("load the tiny model");
-        g.add_adapter("a", &f.a).expect("register a");
-        g
-    };
-    let (kept, fresh) = (load(64 << 20), load(0));
+    let (kept, fresh) = with_and_without_prompt_cache();
     let with = |head: &[u32], seed: u64, n: usize| -> Vec<u32> {
         head.iter().copied().chain(toks(seed, n)).collect()
     };
