@@ -51,21 +51,27 @@ impl Generator {
     /// Loads a model directory (`model.onnx`, `tokenizer.json`, `tribute_model.json`, as
     /// written by `python -m tribute_export`); `None` loads the default SmolLM2-135M-Instruct
     /// (`$TRIBUTE_HOME/models/SmolLM2-135M-Instruct`). `device` is `"cpu"`, `"cuda"` or
-    /// `"cuda:N"`; `sessions` is how many callers can generate at once.
+    /// `"cuda:N"`; `sessions` is how many callers can generate at once; `prompt_cache_mib`
+    /// bounds the prompts' KV caches kept for scoring answers and for prefills of prompts
+    /// that start the same way (`None`: 128 MiB; `0`: off).
     ///
     /// Raises `ModelError` when the directory is missing or incomplete.
     #[staticmethod]
-    #[pyo3(signature = (path = None, *, device = "cpu", sessions = 1))]
+    #[pyo3(signature = (path = None, *, device = "cpu", sessions = 1, prompt_cache_mib = None))]
     fn load(
         py: Python<'_>,
         path: Option<PathBuf>,
         device: &str,
         sessions: usize,
+        prompt_cache_mib: Option<usize>,
     ) -> PyResult<Self> {
+        let defaults = GeneratorOptions::default();
         let options = GeneratorOptions {
             device: device.parse().map_err(py_err)?,
             sessions: sessions.max(1),
-            ..GeneratorOptions::default()
+            prompt_cache_bytes: prompt_cache_mib
+                .map_or(defaults.prompt_cache_bytes, |m| m.saturating_mul(1 << 20)),
+            ..defaults
         };
         let dir = path.unwrap_or_else(tribute::inference::default_model_dir);
         let inner = py

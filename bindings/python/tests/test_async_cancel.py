@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import tribute
-from conftest import GUST_Q, PAYER, PRICING_Q, SAMPLE
+from conftest import GUST_Q, KEY0, LEDGER, PAYER, PRICING_Q, SAMPLE
 
 
 def journaled(engine: tribute.Engine) -> int:
@@ -110,23 +110,35 @@ def test_ctrl_c_interrupts_an_ask_at_once(engine: tribute.Engine, sigint: None) 
     assert interrupted_after < 0.5 + full, (interrupted_after, full)
 
 
-def test_ctrl_c_interrupts_a_stream_step(engine: tribute.Engine, sigint: None) -> None:
-    before = journaled(engine)
-    # The generator has one session: while `holder` streams, the first step of `waiting`
-    # (retrieval, then waiting for the session, then prefill) blocks until Ctrl-C.
-    holder = engine.stream(GUST_Q, top_k=2)
-    assert isinstance(next(holder), str)
-    waiting = engine.stream_async(PRICING_Q, max_tokens=160)
-    timer = threading.Timer(0.3, _thread.interrupt_main)
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        next(waiting)
-    timer.join()
-    holder.close()
-    # Ctrl-C cancelled the stream: it is over, with no answer, and gave the session back.
-    assert list(waiting) == [] and waiting.answer is None and "closed" in repr(waiting)
-    engine.ask(GUST_Q, top_k=2, max_tokens=8)
-    assert journaled(engine) == before + 1
+def test_ctrl_c_interrupts_a_stream_step(tmp_path: Path, sigint: None) -> None:
+    # Without a prompt cache, the first step of `waiting` runs its whole prompt (retrieval,
+    # then a prefill of ≈ 300 tokens: ≥ 0.4 s on two cores, longer beside `holder`'s
+    # decode) before its first piece: Ctrl-C at 0.1 s lands in that step. (With the cache,
+    # a prompt asked before is prefilled from what was kept and the step can end first.)
+    kb = tribute.Index.open(tmp_path / "kb")
+    kb.add_files(SAMPLE)
+    with tribute.Engine(
+        index=kb,
+        generator=tribute.Generator.load(prompt_cache_mib=0),
+        signer=tribute.Signer.from_hex(KEY0),
+        ledger=LEDGER,
+        journal=tmp_path / "receipts",
+        max_tokens=48,
+    ) as engine:
+        before = journaled(engine)
+        holder = engine.stream(GUST_Q, top_k=2)
+        assert isinstance(next(holder), str)
+        waiting = engine.stream_async(PRICING_Q, max_tokens=160)
+        timer = threading.Timer(0.1, _thread.interrupt_main)
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            next(waiting)
+        timer.join()
+        holder.close()
+        # Ctrl-C cancelled the stream: it is over, with no answer, and its row was dropped.
+        assert list(waiting) == [] and waiting.answer is None and "closed" in repr(waiting)
+        engine.ask(GUST_Q, top_k=2, max_tokens=8)
+        assert journaled(engine) == before + 1
 
 
 def _child_asks(kb_dir: Path) -> int:

@@ -245,7 +245,13 @@ class Generator:
     """A local language model and its LoRA adapters."""
 
     @staticmethod
-    def load(path: Optional[_StrPath] = None, *, device: str = "cpu", sessions: int = 1) -> Generator: ...
+    def load(
+        path: Optional[_StrPath] = None,
+        *,
+        device: str = "cpu",
+        sessions: int = 1,
+        prompt_cache_mib: Optional[int] = None,
+    ) -> Generator: ...
     def add_adapter(self, id: str, path: _StrPath) -> None: ...
     def remove_adapter(self, id: str) -> bool: ...
     def generate(
