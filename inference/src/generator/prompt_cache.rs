@@ -46,6 +46,9 @@ struct Entry {
     layers: Arc<Vec<HostTensor<f32>>>,
     bytes: usize,
     last_used: u64,
+    /// A scoring has read it: what it was kept for first is done (it may still start other
+    /// prompts' prefills), so it goes before entries still waiting for theirs.
+    scored: bool,
 }
 
 /// Counters of the prompt cache.
@@ -130,8 +133,12 @@ impl PromptCache {
             let old = st.entries.swap_remove(i);
             st.bytes -= old.bytes;
         }
+        // Least recently used first, but entries a scoring has read before those whose
+        // answer is still being written: under many concurrent chats a long answer's prompt
+        // would otherwise be dropped just before its scoring needs it.
         while st.bytes + bytes > self.budget {
-            let Some(oldest) = (0..st.entries.len()).min_by_key(|&i| st.entries[i].last_used)
+            let Some(oldest) = (0..st.entries.len())
+                .min_by_key(|&i| (!st.entries[i].scored, st.entries[i].last_used))
             else {
                 break;
             };
@@ -146,6 +153,7 @@ impl PromptCache {
             layers: Arc::new(layers),
             bytes,
             last_used: now,
+            scored: false,
         });
     }
 
@@ -170,6 +178,7 @@ impl PromptCache {
             });
             let layers = found.map(|e| {
                 e.last_used = now;
+                e.scored = true;
                 e.layers.clone()
             });
             match layers {
@@ -336,10 +345,8 @@ mod tests {
         let set = AdapterSet::base();
         cache.insert(&set, &base(), vec![1, 1], vec![layer(1, 2, 2, 0.0)]);
         cache.insert(&set, &base(), vec![2, 2], vec![layer(1, 2, 2, 0.0)]);
-        assert!(
-            cache.prefix(&set, &base(), &[1]).is_some(),
-            "touches [1, 1]"
-        );
+        // A prefill starting from [1, 1] touches it.
+        assert!(cache.longest_prefix(&set, &base(), &[1, 1, 9], 1).is_some());
         cache.insert(&set, &base(), vec![3, 3], vec![layer(1, 2, 2, 0.0)]);
         assert!(
             cache.prefix(&set, &base(), &[2]).is_none(),
@@ -352,6 +359,36 @@ mod tests {
         cache.insert(&set, &base(), vec![4; 20], vec![layer(1, 20, 2, 0.0)]);
         assert_eq!(cache.stats().entries, 2);
         assert!(PromptCache::new(0).prefix(&set, &base(), &[1]).is_none());
+    }
+
+    #[test]
+    fn entries_already_scored_are_dropped_before_those_waiting_for_their_scoring() {
+        // Room for two entries of 24 bytes.
+        let cache = PromptCache::new(50);
+        let set = AdapterSet::base();
+        cache.insert(&set, &base(), vec![1, 1], vec![layer(1, 2, 2, 0.0)]);
+        cache.insert(&set, &base(), vec![2, 2], vec![layer(1, 2, 2, 0.0)]);
+        // [1, 1] is scored, which also makes it the more recently used of the two.
+        assert!(cache.prefix(&set, &base(), &[1]).is_some());
+        cache.insert(&set, &base(), vec![3, 3], vec![layer(1, 2, 2, 0.0)]);
+        assert!(
+            cache.prefix(&set, &base(), &[2]).is_some(),
+            "[2, 2] still waits for its scoring"
+        );
+        assert!(
+            cache.prefix(&set, &base(), &[1]).is_none(),
+            "[1, 1] was scored"
+        );
+        // A prefill starting from an entry does not count as its scoring.
+        let cache = PromptCache::new(50);
+        cache.insert(&set, &base(), vec![4, 4, 4], vec![layer(1, 3, 1, 0.0)]);
+        cache.insert(&set, &base(), vec![5, 5, 5], vec![layer(1, 3, 1, 0.0)]);
+        assert!(cache.longest_prefix(&set, &base(), &[4, 4, 9], 2).is_some());
+        cache.insert(&set, &base(), vec![6, 6, 6], vec![layer(1, 3, 1, 0.0)]);
+        assert!(
+            cache.longest_prefix(&set, &base(), &[5, 5, 9], 2).is_none(),
+            "plain least recently used: [5, 5, 5] went"
+        );
     }
 
     #[test]
