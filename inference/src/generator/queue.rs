@@ -7,9 +7,9 @@
 //! stream asking for its next piece) drives one round at a time whenever an engine is free,
 //! and stops once its own answer has arrived; the others carry on. Callers that find no
 //! free engine sleep until an engine comes back having sent someone something (an answer,
-//! a stream's piece) or from a scoring pass ([`Wakeup`]), not on a timer: waking every
-//! few milliseconds took the cores from the session's threads (a batch-4 decode step on
-//! two cores went from 31.6 to 38.8 ms with three callers polling every 2 ms).
+//! a stream's piece) or from a scoring pass ([`Wakeup`]), not on a timer: three callers
+//! polling every 2 ms woke ~1,500 times a second, preempting the session's threads on a
+//! two-core machine (docs/INFERENCE.md gives the measurement and how noisy it is).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
