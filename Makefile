@@ -31,6 +31,9 @@ demo: setup build
 # ($(TRIBUTE_HOME)/fuzz-target) and costs ≈ 870 CPU s from cold (docs/RELIABILITY.md).
 test: setup
 	$(CARGO) fmt --all -- --check
+	@# The fuzz workspace has its own lock file; a dependency added to a main crate must reach it
+	@# too, and this says so in seconds instead of after the fuzz build's turn comes.
+	cd core/fuzz && $(CARGO) metadata --locked --format-version 1 >/dev/null
 	$(CARGO) clippy --workspace --all-targets --features tribute-inference/cuda,tribute-inference/finetune -- -D warnings
 	$(VENV)/bin/python -c "import pytest, onnxruntime" 2>/dev/null || \
 	  $(VENV)/bin/pip install --quiet --disable-pip-version-check pytest onnxruntime==1.32.0
