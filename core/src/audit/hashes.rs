@@ -3,16 +3,17 @@
 //! A directory's hash is `keccak256` of its *manifest*: for each regular file directly in
 //! it, sorted by name, the UTF-8 name, a zero byte and the file's `keccak256`. The
 //! tokenizer hash is the manifest of [`TOKENIZER_FILES`] alone. File hashes are cached per
-//! process by path, size and modification time, so a model is read once.
+//! process and, for large files, across processes ([`hash_store`]), so a model is read once
+//! per machine.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use std::time::SystemTime;
 
 use alloy_primitives::{B256, Keccak256};
 
+use super::hash_store::{self, Stamp};
 use crate::error::{Error, Result};
 
 /// The files of a model directory that make up its tokenizer (those present are hashed).
@@ -38,17 +39,44 @@ fn files_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-type CacheKey = (PathBuf, u64, Option<SystemTime>);
-
-/// keccak-256 of a file's bytes (cached by path, size and modification time).
+/// keccak-256 of a file's bytes, cached in the process and, for large files, in
+/// `$TRIBUTE_HOME/hashes` (see [`hash_store`]), both for as long as the file's size,
+/// modification time and (on Unix) inode change time stay what they were.
 pub fn file_hash(path: &Path) -> Result<B256> {
-    static CACHE: OnceLock<Mutex<HashMap<CacheKey, B256>>> = OnceLock::new();
+    file_hash_with_store(path, &hash_store::default_dir())
+}
+
+/// [`file_hash`] with the cross-process store in `store_dir`.
+fn file_hash_with_store(path: &Path, store_dir: &Path) -> Result<B256> {
+    static CACHE: OnceLock<Mutex<HashMap<(PathBuf, Stamp), B256>>> = OnceLock::new();
+    // The stamp is taken before reading: a file written meanwhile no longer matches it.
     let meta = std::fs::metadata(path).map_err(files_err(path))?;
-    let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
+    let key = (path.to_path_buf(), Stamp::of(&meta));
     let cache = CACHE.get_or_init(Default::default);
     if let Some(h) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
         return Ok(h);
     }
+    let stored = meta.len() >= hash_store::MIN_STORED_SIZE;
+    let hash = match stored
+        .then(|| hash_store::load(store_dir, path, &key.1))
+        .flatten()
+    {
+        Some(hash) => hash,
+        None => {
+            let hash = read_and_hash(path)?;
+            if stored {
+                hash_store::store(store_dir, path, &key.1, hash);
+            }
+            hash
+        }
+    };
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, hash);
+    }
+    Ok(hash)
+}
+
+fn read_and_hash(path: &Path) -> Result<B256> {
     let mut file = std::fs::File::open(path).map_err(files_err(path))?;
     let mut hasher = Keccak256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -59,11 +87,7 @@ pub fn file_hash(path: &Path) -> Result<B256> {
         }
         hasher.update(&buf[..n]);
     }
-    let hash = hasher.finalize();
-    if let Ok(mut c) = cache.lock() {
-        c.insert(key, hash);
-    }
-    Ok(hash)
+    Ok(hasher.finalize())
 }
 
 /// The manifest hash of the regular files directly in `dir` that `keep` accepts.
@@ -104,5 +128,115 @@ pub fn adapter_hash(path: &Path) -> Result<B256> {
         manifest(path, |_| true)
     } else {
         file_hash(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy_primitives::keccak256;
+
+    use super::*;
+
+    /// A file of `len` bytes in `dir` that no other test hashes (the process cache is shared).
+    fn file(dir: &Path, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        let path = dir.join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        (path, bytes)
+    }
+
+    fn entries(store: &Path) -> usize {
+        std::fs::read_dir(store).map_or(0, |d| d.count())
+    }
+
+    #[test]
+    fn a_large_files_hash_is_stored_and_a_later_process_reads_it_instead_of_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("hashes");
+        let (path, bytes) = file(tmp.path(), "weights.bin", 9 << 20);
+        let real = keccak256(&bytes);
+        assert_eq!(file_hash_with_store(&path, &store).unwrap(), real);
+        assert_eq!(entries(&store), 1);
+        let stamp = Stamp::of(&std::fs::metadata(&path).unwrap());
+        assert_eq!(hash_store::load(&store, &path, &stamp), Some(real));
+
+        // What a later process sees: a file this process has not hashed, whose entry says
+        // otherwise than its bytes. The entry is believed while the stamp matches, which
+        // shows the file is not read again.
+        let (other, _) = file(tmp.path(), "other.bin", 9 << 20);
+        let stamp = Stamp::of(&std::fs::metadata(&other).unwrap());
+        let told = B256::repeat_byte(7);
+        hash_store::store(&store, &other, &stamp, told);
+        assert_eq!(file_hash_with_store(&other, &store).unwrap(), told);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_rewritten_with_its_old_size_and_modification_time_is_hashed_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("hashes");
+        let (path, mut bytes) = file(tmp.path(), "weights.bin", 9 << 20);
+        let before = file_hash_with_store(&path, &store).unwrap();
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        bytes[1234] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.len(), meta.modified().unwrap()), (9 << 20, modified));
+        let after = file_hash_with_store(&path, &store).unwrap();
+        assert_eq!(after, keccak256(&bytes));
+        assert_ne!(after, before);
+        assert_eq!(
+            hash_store::load(&store, &path, &Stamp::of(&meta)),
+            Some(after)
+        );
+    }
+
+    #[test]
+    fn small_files_are_not_stored_and_a_broken_store_costs_only_a_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("hashes");
+        let (small, bytes) = file(tmp.path(), "tokenizer.json", 4096);
+        assert_eq!(
+            file_hash_with_store(&small, &store).unwrap(),
+            keccak256(&bytes)
+        );
+        assert_eq!(entries(&store), 0);
+
+        // A corrupt entry is ignored and replaced.
+        let (path, bytes) = file(tmp.path(), "weights.bin", 9 << 20);
+        let stamp = Stamp::of(&std::fs::metadata(&path).unwrap());
+        hash_store::store(&store, &path, &stamp, B256::ZERO);
+        let entry = std::fs::read_dir(&store)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let text = std::fs::read_to_string(&entry).unwrap();
+        let stamp_line = text.lines().next().unwrap();
+        std::fs::write(&entry, format!("{stamp_line}\nnot a hash\n")).unwrap();
+        assert_eq!(
+            file_hash_with_store(&path, &store).unwrap(),
+            keccak256(&bytes)
+        );
+        assert_eq!(
+            hash_store::load(&store, &path, &stamp),
+            Some(keccak256(&bytes))
+        );
+
+        // A store that cannot be created (a file where its directory should be).
+        let blocked = tmp.path().join("blocked");
+        std::fs::write(&blocked, b"").unwrap();
+        let (path, bytes) = file(tmp.path(), "more.bin", 9 << 20);
+        assert_eq!(
+            file_hash_with_store(&path, &blocked).unwrap(),
+            keccak256(&bytes)
+        );
     }
 }

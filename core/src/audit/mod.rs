@@ -13,6 +13,7 @@
 //! `docs/ATTRIBUTION.md` ("Receipts anyone can recompute") for the record format and the
 //! tolerance.
 
+mod hash_store;
 mod hashes;
 mod locators;
 mod record;
