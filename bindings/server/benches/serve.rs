@@ -7,8 +7,8 @@
 //! The same retrieval in process comes first, from as many threads as there are clients,
 //! as the baseline of the HTTP numbers.
 //!
-//! Every chat run asks the same [`CHAT_QUESTIONS`], each once, split over its clients, of a
-//! server of its own: runs with more clients do the same work, and none starts from the
+//! Every chat run asks the same [`CHAT_QUESTIONS`], each once, taken in turn by whichever
+//! of its clients is free, of a server of its own: runs with more clients do the same work, and none starts from the
 //! prompts an earlier run left in the generator's prompt cache.
 //!
 //! Overrides: `BENCH_CLIENTS` (default `1,4,16`), `BENCH_REQUESTS` retrievals per client
@@ -18,6 +18,8 @@
 //! default the engine's 128; `0` reruns every prompt to score and reuses none).
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -146,20 +148,24 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
-/// `requests` requests from `clients` concurrent clients, request `i` sent by client
-/// `i % clients` (each client's in order), with body `body(i)`.
+/// `requests` requests from `clients` concurrent clients, with body `body(i)` for request
+/// `i`. Each client sends the next request not yet taken as soon as its previous one is
+/// answered (a shared queue, as independent users would): with a fixed split instead, a
+/// client dealt the long answers ran on alone at the end, which measured the split more
+/// than the server.
 async fn run(url: String, clients: usize, requests: usize, body: impl Fn(usize) -> Value) -> Run {
     let http = reqwest::Client::new();
+    let bodies: Arc<Vec<Value>> = Arc::new((0..requests).map(body).collect());
+    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (http, url) = (http.clone(), url.clone());
-        let bodies: Vec<Value> = (c..requests).step_by(clients).map(&body).collect();
+    for _ in 0..clients {
+        let (http, url, bodies, next) = (http.clone(), url.clone(), bodies.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
-            for b in bodies {
+            while let Some(b) = bodies.get(next.fetch_add(1, Ordering::Relaxed)) {
                 let t = Instant::now();
-                let r = http.post(&url).json(&b).send().await.expect("request");
+                let r = http.post(&url).json(b).send().await.expect("request");
                 let status = r.status();
                 let v: Value = r.json().await.expect("json");
                 assert!(status.is_success(), "{status}: {v}");
@@ -285,7 +291,7 @@ async fn main() {
     let Server { engine, base, stop } = start(&dir.path().join("retrieval")).await;
     println!(
         "tribute-server load test on {base}: {requests} retrievals per client; {chats} chats \
-         per run, split over its clients ({} tokens max, attribution {})",
+         per run, taken by whichever client is free ({} tokens max, attribution {})",
         max_tokens.map_or("the engine's 160".to_owned(), |n| n.to_string()),
         method.as_deref().unwrap_or("loo"),
     );
