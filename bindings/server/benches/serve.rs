@@ -318,6 +318,8 @@ async fn main() {
     }
     let _ = stop.send(());
     drop(engine);
+    // Chats per second of each chat run, by client count.
+    let mut rates: Vec<(usize, f64)> = Vec::new();
     for (n, &c) in clients.iter().enumerate() {
         // A server of its own: nothing kept from the previous run's prompts.
         let Server { engine, base, stop } = start(&dir.path().join(format!("chat-{n}"))).await;
@@ -338,6 +340,7 @@ async fn main() {
         .await;
         report("/v1/chat/completions", c, &r);
         report_stages(&r);
+        rates.push((c, r.latencies.len() as f64 / r.wall.as_secs_f64()));
         let cache = engine
             .generator()
             .map(|g| g.prompt_cache_stats())
@@ -351,5 +354,34 @@ async fn main() {
             cache.hits + cache.misses
         );
         let _ = stop.send(());
+    }
+    report_scaling(&rates);
+}
+
+/// Chats per second against one client, from the mean rate of each client count over its
+/// runs: with `BENCH_CLIENTS=1,4,1,4,…` the runs interleave, and the ratio of the means is
+/// steadier than any one pair on a machine whose speed drifts by ±10 % over minutes.
+fn report_scaling(rates: &[(usize, f64)]) {
+    let mean = |c: usize| {
+        let r: Vec<f64> = rates
+            .iter()
+            .filter(|(k, _)| *k == c)
+            .map(|(_, x)| *x)
+            .collect();
+        (!r.is_empty()).then(|| (r.iter().sum::<f64>() / r.len() as f64, r.len()))
+    };
+    let Some((one, runs)) = mean(1) else {
+        return;
+    };
+    let mut counts: Vec<usize> = rates.iter().map(|(c, _)| *c).filter(|&c| c > 1).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    for c in counts {
+        if let Some((many, n)) = mean(c) {
+            println!(
+                "chat scaling: {c} clients {many:.3} chats/s (mean of {n} runs) vs 1 client {one:.3} ({runs} runs): {:.2}×",
+                many / one
+            );
+        }
     }
 }
