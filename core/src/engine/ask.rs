@@ -574,6 +574,9 @@ impl Engine {
             })?,
             None => None,
         };
+        // Last look before the payer is committed: a caller gone while the record was
+        // built (hashing a model the first time takes seconds) is not charged.
+        p.check_cancelled()?;
         let (receipt, no_receipt) = self.sign_receipt_recorded(
             self.inner.model.id,
             &p.question,

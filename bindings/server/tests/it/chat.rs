@@ -9,7 +9,7 @@ use tribute::B256;
 use tribute_server::ServerOptions;
 
 use super::{
-    ALICE, BOB, LEDGER, QUESTION, base_model, client, engine_in, get_json, post_json,
+    ALICE, BOB, LEDGER, QUESTION, base_model, client, engine_in, get_json, metrics, post_json,
     shared_engine, start,
 };
 
@@ -297,14 +297,7 @@ async fn a_full_queue_answers_429_and_a_disconnect_cancels_the_ask() {
     drop(bytes);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let metrics = client()
-            .get(format!("{}/metrics", server.url))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = metrics(&server).await;
         if metrics.contains("tribute_asks_cancelled_total 1")
             && metrics.contains("tribute_asks_in_flight 0")
         {
@@ -322,24 +315,23 @@ async fn a_full_queue_answers_429_and_a_disconnect_cancels_the_ask() {
     }
     assert_eq!(server.engine.receipt_stats().expect("stats").receipts, 0);
 
-    // A whole (non-streamed) ask whose client gives up is cancelled too.
-    let gave_up = client()
-        .post(&url)
-        .timeout(Duration::from_millis(1500))
-        .json(&body(false))
-        .send()
-        .await;
-    assert!(gave_up.is_err(), "expected the client to time out");
+    // A whole (non-streamed) ask whose client gives up is cancelled too. The client goes
+    // once the server holds the ask (seconds before it could be signed on the CPU), not
+    // after a fixed time that a fast ask could outrun.
+    let pending = tokio::spawn({
+        let (url, body) = (url.clone(), body(false));
+        async move { client().post(&url).json(&body).send().await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !metrics(&server).await.contains("tribute_asks_in_flight 1") {
+        assert!(Instant::now() < deadline, "the ask never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pending.abort();
+    assert!(pending.await.is_err_and(|e| e.is_cancelled()));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let metrics = client()
-            .get(format!("{}/metrics", server.url))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = metrics(&server).await;
         if metrics.contains("tribute_asks_cancelled_total 2")
             && metrics.contains("tribute_asks_in_flight 0")
         {

@@ -155,6 +155,18 @@ pub fn base_model(server: &Server) -> String {
     server.engine.model().name.clone()
 }
 
+/// The server's `/metrics` text.
+pub async fn metrics(server: &Server) -> String {
+    client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// POSTs JSON and returns the status and the body as JSON.
 pub async fn post_json(server: &Server, path: &str, body: &Value) -> (u16, Value) {
     let r = client()
