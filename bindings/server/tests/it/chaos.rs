@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tribute::SignedReceipt;
 use tribute_server::ServerOptions;
 
-use super::{LEDGER, QUESTION, client, engine_in};
+use super::{LEDGER, QUESTION, client, engine_in, metrics};
 
 /// The child's state directory (knowledge base and journal).
 const CHILD_DIR: &str = "TRIBUTE_SERVE_CHILD_DIR";
@@ -241,15 +241,10 @@ async fn acknowledged_receipts_survive_kill_9_and_sigterm_finishes_asks() {
     });
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let metrics = client()
-            .get(format!("{}/metrics", server.url))
-            .send()
+        if metrics(&server.url)
             .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        if metrics.contains("tribute_asks_in_flight 1") {
+            .contains("tribute_asks_in_flight 1")
+        {
             break;
         }
         assert!(Instant::now() < deadline, "the ask never started");

@@ -297,7 +297,7 @@ async fn a_full_queue_answers_429_and_a_disconnect_cancels_the_ask() {
     drop(bytes);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let metrics = metrics(&server).await;
+        let metrics = metrics(&server.url).await;
         if metrics.contains("tribute_asks_cancelled_total 1")
             && metrics.contains("tribute_asks_in_flight 0")
         {
@@ -323,7 +323,10 @@ async fn a_full_queue_answers_429_and_a_disconnect_cancels_the_ask() {
         async move { client().post(&url).json(&body).send().await }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !metrics(&server).await.contains("tribute_asks_in_flight 1") {
+    while !metrics(&server.url)
+        .await
+        .contains("tribute_asks_in_flight 1")
+    {
         assert!(Instant::now() < deadline, "the ask never started");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -331,7 +334,7 @@ async fn a_full_queue_answers_429_and_a_disconnect_cancels_the_ask() {
     assert!(pending.await.is_err_and(|e| e.is_cancelled()));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let metrics = metrics(&server).await;
+        let metrics = metrics(&server.url).await;
         if metrics.contains("tribute_asks_cancelled_total 2")
             && metrics.contains("tribute_asks_in_flight 0")
         {

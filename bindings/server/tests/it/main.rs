@@ -155,10 +155,10 @@ pub fn base_model(server: &Server) -> String {
     server.engine.model().name.clone()
 }
 
-/// The server's `/metrics` text.
-pub async fn metrics(server: &Server) -> String {
+/// The `/metrics` text of the server at `url`.
+pub async fn metrics(url: &str) -> String {
     client()
-        .get(format!("{}/metrics", server.url))
+        .get(format!("{url}/metrics"))
         .send()
         .await
         .expect("metrics")
