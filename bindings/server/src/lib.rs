@@ -159,6 +159,14 @@ pub async fn serve(
         }
         tracing::warn!(%addr, "serving without API keys on a non-loopback address: anyone who can reach it may ask, read every datanet and see every receipt");
     }
+    // Hashing the model for the first attribution record takes seconds on a fresh machine:
+    // done now, in the background, instead of inside the first answer.
+    let preparing = engine.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = preparing.prepare_records() {
+            tracing::warn!("could not hash the model files for attribution records yet: {e}");
+        }
+    });
     axum::serve(listener, router(engine, options))
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use alloy_primitives::{B256, Keccak256};
 
@@ -47,36 +47,49 @@ pub fn file_hash(path: &Path) -> Result<B256> {
 }
 
 /// [`file_hash`] with the cross-process store in `store_dir`.
+///
+/// One caller hashes a file at a time: others asking for the same file meanwhile (the
+/// first burst of concurrent asks on a fresh server) wait for its result instead of
+/// reading the same 550 MB side by side on the same cores.
 fn file_hash_with_store(path: &Path, store_dir: &Path) -> Result<B256> {
-    static CACHE: OnceLock<Mutex<HashMap<(PathBuf, Stamp), B256>>> = OnceLock::new();
+    type Slot = Arc<Mutex<Option<B256>>>;
+    static CACHE: OnceLock<Mutex<HashMap<(PathBuf, Stamp), Slot>>> = OnceLock::new();
     // The stamp is taken before reading: a file written meanwhile no longer matches it.
     let meta = std::fs::metadata(path).map_err(files_err(path))?;
-    let key = (path.to_path_buf(), Stamp::of(&meta));
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(h) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
-        return Ok(h);
+    let stamp = Stamp::of(&meta);
+    let slot = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry((path.to_path_buf(), stamp.clone()))
+        .or_default()
+        .clone();
+    // Held while hashing: a slot holds a hash or nothing (a failed read leaves it empty).
+    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(hash) = *slot {
+        return Ok(hash);
     }
     let stored = meta.len() >= hash_store::MIN_STORED_SIZE;
     let hash = match stored
-        .then(|| hash_store::load(store_dir, path, &key.1))
+        .then(|| hash_store::load(store_dir, path, &stamp))
         .flatten()
     {
         Some(hash) => hash,
         None => {
             let hash = read_and_hash(path)?;
             if stored {
-                hash_store::store(store_dir, path, &key.1, hash);
+                hash_store::store(store_dir, path, &stamp, hash);
             }
             hash
         }
     };
-    if let Ok(mut c) = cache.lock() {
-        c.insert(key, hash);
-    }
+    *slot = Some(hash);
     Ok(hash)
 }
 
 fn read_and_hash(path: &Path) -> Result<B256> {
+    #[cfg(test)]
+    tests::count_read(path);
     let mut file = std::fs::File::open(path).map_err(files_err(path))?;
     let mut hasher = Keccak256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -143,6 +156,43 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, &bytes).unwrap();
         (path, bytes)
+    }
+
+    /// Reads of each file by `read_and_hash` (tests run in parallel: counted per path).
+    static READS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    pub(super) fn count_read(path: &Path) {
+        READS.lock().unwrap().push(path.to_path_buf());
+    }
+
+    fn reads_of(path: &Path) -> usize {
+        READS.lock().unwrap().iter().filter(|p| *p == path).count()
+    }
+
+    #[test]
+    fn callers_asking_for_the_same_file_at_once_read_it_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("hashes");
+        let (path, bytes) = file(tmp.path(), "weights.bin", 9 << 20);
+        let start = std::sync::Barrier::new(4);
+        let hashes: Vec<B256> = std::thread::scope(|s| {
+            let callers: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        file_hash_with_store(&path, &store).unwrap()
+                    })
+                })
+                .collect();
+            callers.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        assert!(hashes.iter().all(|h| *h == keccak256(&bytes)));
+        assert_eq!(reads_of(&path), 1);
+        // A file too small for the store is read once per process too.
+        let (small, _) = file(tmp.path(), "config.json", 100);
+        file_hash_with_store(&small, &store).unwrap();
+        file_hash_with_store(&small, &store).unwrap();
+        assert_eq!(reads_of(&small), 1);
     }
 
     fn entries(store: &Path) -> usize {

@@ -39,6 +39,23 @@ impl Engine {
         self.payer().is_some() && cfg.ledger.is_some() && self.journal_handle().is_some()
     }
 
+    /// Hashes the model directory and the configured adapters now, as the first recorded
+    /// answer would, so that no answer waits for them: a model's weights take seconds the
+    /// first time on a machine (a fresh container, every deploy). Returns whether there was
+    /// anything to hash (false when this engine keeps no records). A server calls it in the
+    /// background as it starts; an answer that comes meanwhile waits only for the rest of
+    /// the same hash, never hashes the same file again beside it.
+    pub fn prepare_records(&self) -> Result<bool> {
+        if !self.keeps_records() {
+            return Ok(false);
+        }
+        model_hashes(self.loaded_generator()?.dir())?;
+        for a in &self.config().adapters {
+            adapter_hash(&a.path)?;
+        }
+        Ok(true)
+    }
+
     /// The record of an answer, without its split inputs (filled in when the receipt is
     /// signed); `None` when no record would be stored.
     pub(crate) fn attribution_record(

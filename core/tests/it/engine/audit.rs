@@ -42,6 +42,13 @@ fn ask(engine: &Engine, method: Method, seed: u64) -> SignedReceipt {
 fn ask_then_audit_matches_for_every_method() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = signing_engine(dir.path());
+    // The model's hashes are taken up front (a server does it as it starts); an engine
+    // without a key keeps no records and has nothing to hash.
+    assert!(engine.prepare_records().expect("prepare records"));
+    let other = tempfile::tempdir().expect("tempdir");
+    let unsigned = engine_in(other.path(), signed_config(other.path()), None, false);
+    assert!(!unsigned.prepare_records().expect("nothing to prepare"));
+    drop(unsigned);
     let store = RecordStore::beside_journal(&dir.path().join("receipts"));
     for method in [
         Method::Loo,
