@@ -42,6 +42,26 @@ pub struct LoraInputs {
     pub mask: Option<String>,
 }
 
+/// How the graph computes attention (`tribute.json`'s `ops`; `portable` when absent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphOps {
+    /// Standard opset-17 operators: any batch of rows over any past.
+    #[default]
+    Portable,
+    /// ONNX Runtime's `com.microsoft.GroupQueryAttention`, which runs more than one new
+    /// token on top of a past cache only for a single row.
+    Fused,
+}
+
+impl GraphOps {
+    /// Whether one call may run several rows of several new tokens each over a past cache
+    /// (batched masked scoring).
+    pub fn batches_tokens_over_past(self) -> bool {
+        self == GraphOps::Portable
+    }
+}
+
 /// The shape and conventions of a decoder model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -88,6 +108,9 @@ pub struct ModelConfig {
     /// LoRA inputs, if the graph has any.
     #[serde(default)]
     pub lora: LoraInputs,
+    /// Which operators compute attention (what the graph can run in one call).
+    #[serde(default)]
+    pub ops: GraphOps,
     /// Where the model came from.
     #[serde(default)]
     pub source: serde_json::Value,
@@ -214,6 +237,7 @@ impl ModelConfig {
                 present_value: s(outs, "present_value_names", "present.%d.value"),
             },
             lora: LoraInputs::default(),
+            ops: GraphOps::Portable,
             source: serde_json::Value::Null,
         })
     }

@@ -41,7 +41,7 @@ pub fn default_model_dir() -> std::path::PathBuf {
 pub use adapter::{
     AdapterId, AdapterLimits, AdapterSource, DEFAULT_MAX_ADAPTER_BYTES, DEFAULT_MAX_ADAPTER_RANK,
 };
-pub use config::ModelConfig;
+pub use config::{GraphOps, ModelConfig};
 pub use error::{AdapterError, Error, Result};
 pub use generator::{
     CancelGuard, CancelToken, Device, FinishReason, GenerateRequest, Generation, Generator,

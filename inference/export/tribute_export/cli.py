@@ -15,7 +15,7 @@ from typing import List, Optional
 
 from . import EXPORTER, ExportError
 from . import adapter, quant, sources, tokenizer
-from .graph import ALL_TARGETS, build_graph
+from .graph import ALL_TARGETS, OPS, build_graph
 
 
 def _log(msg: str):
@@ -102,7 +102,7 @@ def check_quant_shapes(spec, q):
 
 
 def tribute_json(spec, fp16: bool, targets, lora_modules, source: dict, q=None, quant_embeddings=True,
-                 transfer: Optional[dict] = None) -> dict:
+                 transfer: Optional[dict] = None, ops: str = "portable") -> dict:
     d = {
         "format": 1,
         "name": spec.name,
@@ -121,6 +121,10 @@ def tribute_json(spec, fp16: bool, targets, lora_modules, source: dict, q=None, 
         "outputs": {"logits": "logits", "present_key": "present.%d.key", "present_value": "present.%d.value"},
         "source": source,
     }
+    if ops != "portable":
+        # A runtime that scores several rows of more than one token against a cached past in one
+        # run (Tribute's masked scoring) must run them one by one on this graph.
+        d["ops"] = ops
     if q is not None:
         d["quantization"] = q.record(quant_embeddings)
         if transfer and (transfer["gguf_blocks_copied"] or transfer["gguf_requantized"]):
@@ -206,7 +210,7 @@ def export(args) -> str:
 
         lora_modules, nbytes, transfer = build_graph(spec, weights, tmp, fp16, targets, log=_log,
                                            max_positions=args.context_length, quant=q,
-                                           quant_embeddings=not args.float_embeddings)
+                                           quant_embeddings=not args.float_embeddings, ops=args.ops)
         _log(f"graph written: {len(lora_modules)} LoRA modules, weights {nbytes / 2**20:.1f} MiB "
              f"({'fp16' if fp16 else 'fp32'}" + (f", linears {q.dtype} blocks of {q.block_size})" if q else ")"))
         if transfer["gguf_blocks_copied"]:
@@ -232,7 +236,7 @@ def export(args) -> str:
             dump("generation_config.json", gen)
         dump("genai_config.json", genai_config(spec, fp16))
         dump("tribute.json", tribute_json(spec, fp16, targets, lora_modules, source, q,
-                                          not args.float_embeddings, transfer))
+                                          not args.float_embeddings, transfer, args.ops))
 
         # ---- swap into place
         old = out + ".old"
@@ -276,6 +280,11 @@ def build_parser():
                    help="at accuracy level 4: 1 quantizes activations to int8 once (fastest; changes some "
                         "greedy choices; default for int4), 2 adds a pass over their int8 rounding residual "
                         "in the same MatMulNBits call (within ~2e-5 of fp32 compute; default for int8)")
+    p.add_argument("--ops", choices=list(OPS), default="portable",
+                   help="portable: attention and norms in standard opset-17 operators (any ONNX runtime, "
+                        "mobile builds); fused: ONNX Runtime's com.microsoft GroupQueryAttention per layer and "
+                        "SkipSimplifiedLayerNormalization for each residual add + norm (same inputs, outputs "
+                        "and cache layout; default: portable)")
     p.add_argument("--float-embeddings", action="store_true",
                    help="with --quant, keep the embedding table float (--dtype) for the token lookup instead "
                         "of a GatherBlockQuantized over quantized rows (a tied head is then a quantized copy)")

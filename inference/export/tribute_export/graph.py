@@ -268,14 +268,53 @@ def keep_last_positions(b: Builder, x: str) -> str:
     return b.op("Slice", [x, start, b.const([_ALL], np.int64), b.const([1], np.int64)], name="kept_hidden")
 
 
+OPS = ("portable", "fused")
+
+
+def fused_lengths(b: Builder) -> Tuple[str, str]:
+    """GroupQueryAttention's lengths, int32: `seqlens_k` [B] = every row's last cache column (all
+    columns are handed to the kernel; the bias masks padding) and `total_sequence_length` [1]."""
+    total = b.op("Cast", [b.op("Shape", ["attention_mask"], start=1, end=2)], name="total_len_i32",
+                 to=TensorProto.INT32)
+    last = b.op("Sub", [total, b.const([1], np.int32)], name="last_column_i32")
+    rows = b.op("Shape", ["input_ids"], name="rows", start=0, end=1)
+    return b.op("Expand", [last, rows], name="seqlens_k"), total
+
+
+def fused_attention(b: Builder, spec: Spec, i: int, q: str, k: str, v: str, bias: str, seqlens_k: str,
+                    total: str) -> str:
+    """One com.microsoft GroupQueryAttention for layer i: appends k, v to the past cache (present =
+    [B, KV, past + S, D], the portable graph's layout, rows left-padded) and attends with the
+    additive mask `bias` [B, 1, S, T]. RoPE stays outside (q, k arrive rotated, q scaled): the
+    kernel's own rotary takes positions from `seqlens_k`, which does not know left padding.
+    ONNX Runtime allows S > 1 with a past cache only for one row (a prefill from a cached prefix;
+    scoring several masks at once must run them one by one)."""
+    NH, KV, D = spec.num_heads, spec.num_kv_heads, spec.head_dim
+    q3 = b.op("Reshape", [q, b.const([0, 0, NH * D], np.int64)])
+    k3 = b.op("Reshape", [k, b.const([0, 0, KV * D], np.int64)])
+    past = [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
+    outs = [f"model.layers.{i}.attn_ctx", f"present.{i}.key", f"present.{i}.value"]
+    b.op("GroupQueryAttention", [q3, k3, v] + past + [seqlens_k, total, "", "", "", bias], outputs=outs,
+         domain=MS_DOMAIN, num_heads=NH, kv_num_heads=KV, scale=1.0)
+    return outs[0]
+
+
 def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_targets: List[str],
                 log=None, max_positions: Optional[int] = None, quant: Optional[QuantConfig] = None,
-                quant_embeddings: bool = True):
+                quant_embeddings: bool = True, ops: str = "portable"):
     """Writes out_dir/model.onnx + model.onnx.data. Returns the list of LoRA module dicts.
 
     With `quant`, every linear (fused qkv, o_proj, fused gate_up, down_proj, lm_head) is a
     MatMulNBits; with `quant_embeddings` the embedding lookup is a GatherBlockQuantized over the same
-    kind of blocks (shared with the head when tied), else a float Gather. Norms and LoRA stay float."""
+    kind of blocks (shared with the head when tied), else a float Gather. Norms and LoRA stay float.
+
+    `ops="fused"` computes attention with ONNX Runtime's com.microsoft GroupQueryAttention (one
+    kernel per layer for the cache append, scores, mask and softmax) and each residual add with the
+    norm after it as SkipSimplifiedLayerNormalization. Inputs, outputs and the cache layout are the
+    portable graph's (see `fused_attention`), so a runtime feeds both alike."""
+    if ops not in OPS:
+        raise ExportError(f"unknown --ops {ops!r} (choose from {', '.join(OPS)})")
+    fused = ops == "fused"
     log = log or (lambda msg: None)
     H, D = spec.hidden_size, spec.head_dim
     NH, KV, L, V = spec.num_heads, spec.num_kv_heads, spec.num_layers, spec.vocab_size
@@ -336,9 +375,11 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         dist = b.op("Sub", [q_col, key_idx], name="query_key_distance")  # [S, T]
         near = b.op("Less", [dist, b.const(int(spec.sliding_window), np.int64)], name="in_window")
         biases[True] = b.op("And", [allowed, near], name="allowed_sliding")
+    untiled_biases = {}
     for sliding, ok in list(biases.items()):
         suffix = "_sliding" if sliding else ""
         bias = b.op("Where", [ok, b.const(0.0, np.float32), b.const(NEG, np.float32)], name="attn_bias" + suffix)
+        untiled_biases[sliding] = bias  # [B,1,S,T]: GroupQueryAttention broadcasts it over heads
         if rep > 1:  # [B,1,rep*S,T]
             bias = b.op("Tile", [bias, b.const([1, 1, rep, 1], np.int64)], name="attn_bias_rep" + suffix)
         biases[sliding] = bias
@@ -421,26 +462,8 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
     del emb
     log(f"embeddings {V}x{H}")
 
-    for i in range(L):
-        p = f"model.layers.{i}"
-        w = lambda n, shp: weights.require(f"{p}.{n}", shp)  # noqa: E731
-        bias = lambda n: weights.get(f"{p}.{n}")  # noqa: E731
-        h = rmsnorm(x, w("input_layernorm.weight", (H,)), f"{p}.input_layernorm.weight")
-        q, k, v = linear_group(h, i, [
-            ("q_proj", w("self_attn.q_proj.weight", (NH * D, H)), bias("self_attn.q_proj.bias")),
-            ("k_proj", w("self_attn.k_proj.weight", (KV * D, H)), bias("self_attn.k_proj.bias")),
-            ("v_proj", w("self_attn.v_proj.weight", (KV * D, H)), bias("self_attn.v_proj.bias")),
-        ], p, "self_attn.qkv_proj")
-        q = b.op("Reshape", [q, b.const([0, 0, NH, D], np.int64)])
-        k = b.op("Reshape", [k, b.const([0, 0, KV, D], np.int64)])
-        v = b.op("Reshape", [v, b.const([0, 0, KV, D], np.int64)])
-        if spec.qk_norm:  # per head, before RoPE (Qwen3, Gemma 3)
-            q = rmsnorm(q, w("self_attn.q_norm.weight", (D,)), f"{p}.self_attn.q_norm.weight")
-            k = rmsnorm(k, w("self_attn.k_norm.weight", (D,)), f"{p}.self_attn.k_norm.weight")
-        sliding = archs.layer_is_sliding(spec, i)
-        rt = "local_" if sliding and spec.rope_local_theta else ""
-        q = rope(q, rt + "cos_q", rt + "sin_q", f"{p}.q_rot")  # includes the query scale
-        k = rope(k, rt + "cos", rt + "sin", f"{p}.k_rot")
+    def portable_attention(q, k, v, i, bias):
+        """Attention in opset-17 ops: the cache grows by Concat, scores against a mask bias."""
         q = b.op("Transpose", [q], perm=[0, 2, 1, 3])  # [B,NH,S,D]
         q = b.op("Reshape", [q, b.const([0, KV, -1, D], np.int64)])  # [B,KV,rep*S,D] (GQA without repeating K/V)
         k = b.op("Transpose", [k], perm=[0, 2, 1, 3])  # [B,KV,S,D]
@@ -448,19 +471,63 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         pk = b.op("Concat", [f"past_key_values.{i}.key", k], outputs=[f"present.{i}.key"], axis=2)
         pv = b.op("Concat", [f"past_key_values.{i}.value", v], outputs=[f"present.{i}.value"], axis=2)
         kt = b.op("Transpose", [pk], perm=[0, 1, 3, 2])
-        scores = b.op("Add", [b.op("MatMul", [q, kt]), biases[sliding]], name=f"{p}.scores")
+        scores = b.op("Add", [b.op("MatMul", [q, kt]), bias], name=f"model.layers.{i}.scores")
         probs = b.op("Softmax", [scores], axis=-1)
         ctx = b.op("MatMul", [probs, pv])  # [B,KV,rep*S,D]
         ctx = b.op("Reshape", [ctx, b.const([0, NH, -1, D], np.int64)])
         ctx = b.op("Transpose", [ctx], perm=[0, 2, 1, 3])
-        ctx = b.op("Reshape", [ctx, b.const([0, 0, NH * D], np.int64)])
+        return b.op("Reshape", [ctx, b.const([0, 0, NH * D], np.int64)])
+
+    if fused:
+        seqlens_k, total_i32 = fused_lengths(b)
+        fused_bias = {sliding: bias for sliding, bias in untiled_biases.items()}
+
+    def add_norm(x, y, gain_w, name, residual):
+        """(x + y, rmsnorm(x + y)): one SkipSimplifiedLayerNormalization when fused."""
+        if not fused:
+            s = b.op("Add", [x, y], name=residual)
+            return s, rmsnorm(s, gain_w, name)
+        gain = b.big_const(name, (gain_w.astype(np.float32) + np.float32(spec.norm_offset)).astype(np.float32))
+        normed, s = f"{name}_out", residual
+        b.op("SkipSimplifiedLayerNormalization", [x, y, gain], outputs=[normed, "", "", s], domain=MS_DOMAIN,
+             epsilon=float(spec.rms_norm_eps))
+        return s, normed
+
+    pending = None  # the MLP output of the layer before, added to x by the next norm
+    for i in range(L):
+        p = f"model.layers.{i}"
+        w = lambda n, shp: weights.require(f"{p}.{n}", shp)  # noqa: E731
+        bias = lambda n: weights.get(f"{p}.{n}")  # noqa: E731
+        if pending is None:
+            h = rmsnorm(x, w("input_layernorm.weight", (H,)), f"{p}.input_layernorm.weight")
+        else:
+            x, h = add_norm(x, pending, w("input_layernorm.weight", (H,)), f"{p}.input_layernorm.weight",
+                            f"model.layers.{i - 1}.mlp_residual")
+        q, k, v = linear_group(h, i, [
+            ("q_proj", w("self_attn.q_proj.weight", (NH * D, H)), bias("self_attn.q_proj.bias")),
+            ("k_proj", w("self_attn.k_proj.weight", (KV * D, H)), bias("self_attn.k_proj.bias")),
+            ("v_proj", w("self_attn.v_proj.weight", (KV * D, H)), bias("self_attn.v_proj.bias")),
+        ], p, "self_attn.qkv_proj")
+        q = b.op("Reshape", [q, b.const([0, 0, NH, D], np.int64)])
+        k = b.op("Reshape", [k, b.const([0, 0, KV, D], np.int64)])
+        if spec.qk_norm:  # per head, before RoPE (Qwen3, Gemma 3)
+            q = rmsnorm(q, w("self_attn.q_norm.weight", (D,)), f"{p}.self_attn.q_norm.weight")
+            k = rmsnorm(k, w("self_attn.k_norm.weight", (D,)), f"{p}.self_attn.k_norm.weight")
+        sliding = archs.layer_is_sliding(spec, i)
+        rt = "local_" if sliding and spec.rope_local_theta else ""
+        q = rope(q, rt + "cos_q", rt + "sin_q", f"{p}.q_rot")  # includes the query scale
+        k = rope(k, rt + "cos", rt + "sin", f"{p}.k_rot")
+        if fused:
+            ctx = fused_attention(b, spec, i, q, k, v, fused_bias[sliding], seqlens_k, total_i32)
+        else:
+            v = b.op("Reshape", [v, b.const([0, 0, KV, D], np.int64)])
+            ctx = portable_attention(q, k, v, i, biases[sliding])
         (o,) = linear_group(ctx, i, [("o_proj", w("self_attn.o_proj.weight", (H, NH * D)),
                                        bias("self_attn.o_proj.bias"))], p, "self_attn.o_proj")
         if spec.sandwich_norms:  # Gemma: the attention output is normed before the residual add
             o = rmsnorm(o, w("post_attention_layernorm.weight", (H,)), f"{p}.post_attention_layernorm.weight")
-        x = b.op("Add", [x, o], name=f"{p}.attn_residual")
         pre_mlp = "pre_feedforward_layernorm.weight" if spec.sandwich_norms else "post_attention_layernorm.weight"
-        h = rmsnorm(x, w(pre_mlp, (H,)), f"{p}.{pre_mlp}")
+        x, h = add_norm(x, o, w(pre_mlp, (H,)), f"{p}.{pre_mlp}", f"{p}.attn_residual")
         I = spec.intermediate_size
         gate, up = linear_group(h, i, [
             ("gate_proj", w("mlp.gate_proj.weight", (I, H)), bias("mlp.gate_proj.bias")),
@@ -471,10 +538,11 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
                                           bias("mlp.down_proj.bias"))], p, "mlp.down_proj")
         if spec.sandwich_norms:
             down = rmsnorm(down, w("post_feedforward_layernorm.weight", (H,)), f"{p}.post_feedforward_layernorm.weight")
-        x = b.op("Add", [x, down], name=f"{p}.mlp_residual")
+        pending = down
         log(f"layer {i + 1}/{L} written ({b.weight_bytes / 2**20:.1f} MiB so far, {time.time() - t0:.1f}s)")
 
-    x = rmsnorm(x, weights.require("model.norm.weight", (H,)), "model.norm.weight")
+    _, x = add_norm(x, pending, weights.require("model.norm.weight", (H,)), "model.norm.weight",
+                    f"model.layers.{L - 1}.mlp_residual")
     x = keep_last_positions(b, x)
     if lm is None and emb_q is not None:
         b.matmul_nbits(x, emb_q, (V, H), ["logits"])  # tied: the head shares the embedding's blocks
@@ -499,7 +567,7 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
             b.out(f"present.{i}.{kv}", FLOAT, ["batch", KV, "total_sequence_length", D])
 
     graph = helper.make_graph(b.nodes, "tribute_decoder", b.inputs, b.outputs, initializer=b.inits)
-    opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid(MS_DOMAIN, 1)] if quant else [])
+    opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid(MS_DOMAIN, 1)] if quant or fused else [])
     model = helper.make_model(graph, opset_imports=opsets,
                               producer_name="tribute_export", ir_version=8)
     data.close()

@@ -121,10 +121,15 @@ impl Generator {
             None => self.prefix_cache(session, &activation, &prompt[..prefix])?,
         };
         // 2. The answer under each mask, a few masks per forward pass (the logits of every
-        //    answer position are kept, so batches stay small).
+        //    answer position are kept, so batches stay small). A fused-attention graph
+        //    takes one row at a time here (ONNX Runtime's GroupQueryAttention limit).
         let a = answer.len();
         let v = cfg.vocab_size;
-        let chunk = (self.shared.max_batch).clamp(1, 8);
+        let chunk = if cfg.ops.batches_tokens_over_past() {
+            self.shared.max_batch.clamp(1, 8)
+        } else {
+            1
+        };
         let mut ids_row: Vec<i64> = vec![i64::from(prompt[prefix])];
         ids_row.extend(answer[..a - 1].iter().map(|&t| i64::from(t)));
         let mut out = Vec::with_capacity(masks.len());

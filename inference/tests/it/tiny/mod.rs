@@ -12,6 +12,7 @@ mod batching;
 mod continuous;
 mod decoding;
 mod errors;
+mod fused;
 mod logits;
 mod scoring;
 mod slots;

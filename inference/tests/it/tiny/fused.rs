@@ -1,0 +1,139 @@
+//! A graph exported with `--ops fused` (ONNX Runtime's GroupQueryAttention and
+//! SkipSimplifiedLayerNormalization) runs through the same generator as the portable one and
+//! gives its results: left-padded batches, rows joining mid-decode and leaving, adapters,
+//! the prompt cache, teacher-forced and masked scoring (which runs one mask per call on it).
+
+use super::*;
+use crate::join_mid_decode;
+use tribute_inference::GraphOps;
+
+/// The tiny model exported from the same weights with `--ops fused`, adapters registered,
+/// with a prompt cache.
+fn fused() -> &'static Generator {
+    static G: OnceLock<Generator> = OnceLock::new();
+    G.get_or_init(|| {
+        let f = fixture();
+        let dir = scratch("fused");
+        let out = dir.join("model");
+        export(&[
+            "--source",
+            s(&f.hf),
+            "--out",
+            s(&out),
+            "--name",
+            MODEL_NAME,
+            "--ops",
+            "fused",
+        ]);
+        let g = Generator::load_with(
+            &out,
+            GeneratorOptions {
+                prompt_cache_bytes: 64 << 20,
+                ..GeneratorOptions::default()
+            },
+        )
+        .expect("load the fused tiny model");
+        g.add_adapter("a", &f.a).expect("register a");
+        g.add_adapter("b", &f.b).expect("register b");
+        g
+    })
+}
+
+#[test]
+fn a_fused_graph_generates_what_the_portable_one_does() {
+    let (g, want) = (fused(), tiny());
+    assert_eq!(g.config().ops, GraphOps::Fused);
+    assert_eq!(want.config().ops, GraphOps::Portable);
+    // Prompts of different lengths in one left-padded batch, with and without adapters.
+    let reqs: Vec<GenerateRequest> = [(71, 5, None), (72, 17, None), (73, 9, Some("a"))]
+        .iter()
+        .map(|&(seed, n, ad)| {
+            let r = GenerateRequest::new(tokens(seed, n))
+                .max_tokens(10)
+                .ignore_eos(true)
+                .keep_prompt_cache(true);
+            match ad {
+                Some(a) => r.adapter(a, 1.0),
+                None => r,
+            }
+        })
+        .collect();
+    for (i, (got, r)) in g.generate_batch(&reqs).iter().zip(&reqs).enumerate() {
+        let got = got.as_ref().expect("fused generation");
+        assert_same(got, &run_one(want, r), &format!("batched row {i}"));
+    }
+    // A prompt that starts with a kept one: prefilled from the cached prefix (one row of
+    // several new tokens over a past, which GroupQueryAttention takes).
+    let mut longer = toks(72, 17);
+    longer.extend(toks(74, 6));
+    let r = GenerateRequest::new(Prompt::Tokens(longer))
+        .max_tokens(8)
+        .ignore_eos(true);
+    let hits = g.prompt_cache_stats().prefill_hits;
+    assert_same(&run_one(g, &r), &run_one(want, &r), "from a cached prefix");
+    assert!(
+        g.prompt_cache_stats().prefill_hits > hits,
+        "the prefix was reused"
+    );
+    // Rows joining a running batch mid-decode (the cache is re-padded) and leaving early.
+    let first = GenerateRequest::new(tokens(75, 4))
+        .max_tokens(24)
+        .ignore_eos(true);
+    let joiners = [
+        GenerateRequest::new(tokens(76, 20))
+            .max_tokens(12)
+            .ignore_eos(true),
+        GenerateRequest::new(tokens(77, 2))
+            .max_tokens(3)
+            .ignore_eos(true),
+        GenerateRequest::new(tokens(78, 7))
+            .max_tokens(9)
+            .temperature(0.9)
+            .seed(5),
+    ];
+    let got = join_mid_decode(g, &first, &joiners, 5);
+    for (i, (r, got)) in std::iter::once(&first)
+        .chain(&joiners)
+        .zip(&got)
+        .enumerate()
+    {
+        assert_same(got, &run_one(want, r), &format!("joined request {i}"));
+    }
+}
+
+#[test]
+fn a_fused_graph_scores_what_the_portable_one_does() {
+    let (g, want) = (fused(), tiny());
+    let (ctx, cont) = (toks(81, 11), toks(82, 6));
+    for ad in [adapters(&[]), adapters(&[("b", 1.0)])] {
+        let got = g.log_probs(&ctx, &cont, &ad).expect("log_probs");
+        let expected = want
+            .log_probs(&ctx, &cont, &ad)
+            .expect("portable log_probs");
+        assert!(
+            max_diff(&got, &expected) <= 1e-5,
+            "log_probs {ad:?}: {got:?} vs {expected:?}"
+        );
+    }
+    assert_close(
+        &g.log_probs(&ctx, &cont, &[]).expect("log_probs"),
+        &numpy(&[(&ctx, &cont, vec![])])[0].0,
+        "fused log_probs vs numpy",
+    );
+    // More masks than one call could take on this graph: each runs on its own.
+    let masks: Vec<Vec<bool>> = (0..5)
+        .map(|m| (0..ctx.len()).map(|i| i % 5 != m || i == 0).collect())
+        .collect();
+    for ad in [adapters(&[]), adapters(&[("a", 0.5), ("b", 0.5)])] {
+        let got = g
+            .score_masked(&ctx, &cont, &masks, &ad)
+            .expect("fused score_masked");
+        let expected = want
+            .score_masked(&ctx, &cont, &masks, &ad)
+            .expect("portable score_masked");
+        assert_eq!(got.len(), masks.len());
+        for (m, (a, b)) in got.iter().zip(&expected).enumerate() {
+            assert!(max_diff(a, b) <= 1e-5, "mask {m} {ad:?}: {a:?} vs {b:?}");
+        }
+    }
+}
