@@ -11,7 +11,8 @@
 //!
 //! With `BENCH_MODEL=DIR` it measures that one model instead (no Python peer):
 //! `BENCH_DEVICE` (`cpu`, `cuda`, `cuda:N`), `BENCH_BATCHES` (default `1,8,32`), then the
-//! adapter switch time on it. `inference/benches/gpu.sh` uses this mode.
+//! adapter switch time on it; `BENCH_PROMPT_TOKENS=N` repeats the prompt's tokens to N (a
+//! RAG-sized prompt). `inference/benches/gpu.sh` uses this mode.
 //! With `BENCH_ADAPTERS=DIR,DIR,...` (PEFT directories) it measures instead batches whose
 //! rows take those adapters in turn (row i: adapter i mod n), with `BENCH_SLOTS` adapter
 //! slots (default 0: one running batch per adapter) and `BENCH_SLOT_RANK` (default 16).
@@ -271,9 +272,16 @@ fn device_bench(model: PathBuf) {
     for (i, d) in adapters.iter().enumerate() {
         g.add_adapter(format!("a{i}"), d).expect("register adapter");
     }
-    let ids = g
+    let mut ids = g
         .prompt_tokens(&Prompt::Text(PROMPT.to_owned()))
         .expect("tokenize");
+    // A RAG-sized prompt: the chat prompt's tokens repeated to the length asked for.
+    if let Some(n) = std::env::var("BENCH_PROMPT_TOKENS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        ids = ids.iter().copied().cycle().take(n).collect();
+    }
     println!(
         "# {} on {:?} (asked {device:?}), loaded in {:.1} s; {} prompt tokens, {new} new tokens, median of {reps}\n",
         model.display(),
