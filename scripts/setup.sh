@@ -84,7 +84,7 @@ if [ "$(cat "$VENV/.tribute-export" 2>/dev/null)" != "$EXPORT_SRC" ]; then
   # onnxruntime (the `adapter` extra, pinned to the library above) writes adapters and the
   # int8 query encoder.
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --find-links "$WHEELS" \
-    "$ROOT/inference/export[adapter]" "onnxruntime==${ORT_VERSION}" >&2
+    "$ROOT/inference/export[adapter,fp16]" "onnxruntime==${ORT_VERSION}" >&2
   echo "$EXPORT_SRC" > "$VENV/.tribute-export"
 fi
 GGUF=$HOME_DIR/gguf/SmolLM2-135M-Instruct.Q4_1.gguf

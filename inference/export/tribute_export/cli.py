@@ -14,7 +14,7 @@ import time
 from typing import List, Optional
 
 from . import EXPORTER, ExportError
-from . import adapter, quant, sources, tokenizer
+from . import adapter, half, quant, sources, tokenizer
 from .graph import ALL_TARGETS, OPS, build_graph
 
 
@@ -102,7 +102,7 @@ def check_quant_shapes(spec, q):
 
 
 def tribute_json(spec, fp16: bool, targets, lora_modules, source: dict, q=None, quant_embeddings=True,
-                 transfer: Optional[dict] = None, ops: str = "portable") -> dict:
+                 transfer: Optional[dict] = None, ops: str = "portable", compute: str = "fp32") -> dict:
     d = {
         "format": 1,
         "name": spec.name,
@@ -121,6 +121,11 @@ def tribute_json(spec, fp16: bool, targets, lora_modules, source: dict, q=None, 
         "outputs": {"logits": "logits", "present_key": "present.%d.key", "present_value": "present.%d.value"},
         "source": source,
     }
+    if compute == "fp16":
+        # arithmetic, weights and the cache inside the graph; the inputs, outputs (logits, present
+        # keys and values) and the LoRA inputs stay float32
+        d["compute_dtype"] = "float16"
+        d["weights_dtype"] = "float16"
     if ops != "portable":
         # A runtime that scores several rows of more than one token against a cached past in one
         # run (Tribute's masked scoring) must run them one by one on this graph.
@@ -136,7 +141,7 @@ def tribute_json(spec, fp16: bool, targets, lora_modules, source: dict, q=None, 
 
 def export(args) -> str:
     t0 = time.time()
-    fp16 = args.dtype == "fp16"
+    fp16 = args.dtype == "fp16" and args.compute != "fp16"  # fp16 compute converts everything later
     targets = parse_targets(args.lora_targets)
     q = quant.parse_quant(args.quant, args.block_size, args.accuracy_level, args.activation_passes)
     out = os.path.abspath(args.out)
@@ -211,8 +216,10 @@ def export(args) -> str:
         lora_modules, nbytes, transfer = build_graph(spec, weights, tmp, fp16, targets, log=_log,
                                            max_positions=args.context_length, quant=q,
                                            quant_embeddings=not args.float_embeddings, ops=args.ops)
+        if args.compute == "fp16":
+            nbytes = half.to_fp16_compute(tmp, log=_log)
         _log(f"graph written: {len(lora_modules)} LoRA modules, weights {nbytes / 2**20:.1f} MiB "
-             f"({'fp16' if fp16 else 'fp32'}" + (f", linears {q.dtype} blocks of {q.block_size})" if q else ")"))
+             f"({'fp16' if fp16 or args.compute == 'fp16' else 'fp32'}" + (f", linears {q.dtype} blocks of {q.block_size})" if q else ")"))
         if transfer["gguf_blocks_copied"]:
             _log("GGUF blocks copied without re-rounding: " +
                  ", ".join(f"{n} {t}" for t, n in transfer["gguf_blocks_copied"].items()) +
@@ -236,7 +243,7 @@ def export(args) -> str:
             dump("generation_config.json", gen)
         dump("genai_config.json", genai_config(spec, fp16))
         dump("tribute.json", tribute_json(spec, fp16, targets, lora_modules, source, q,
-                                          not args.float_embeddings, transfer, args.ops))
+                                          not args.float_embeddings, transfer, args.ops, args.compute))
 
         # ---- swap into place
         old = out + ".old"
@@ -280,6 +287,10 @@ def build_parser():
                    help="at accuracy level 4: 1 quantizes activations to int8 once (fastest; changes some "
                         "greedy choices; default for int4), 2 adds a pass over their int8 rounding residual "
                         "in the same MatMulNBits call (within ~2e-5 of fp32 compute; default for int8)")
+    p.add_argument("--compute", choices=["fp32", "fp16"], default="fp32",
+                   help="arithmetic dtype inside the graph: fp16 converts every float weight and operation "
+                        "(for GPUs: ONNX Runtime's CUDA GroupQueryAttention needs it; slow on CPUs) and keeps the "
+                        "inputs and outputs float32 (needs onnxconverter-common; default: fp32)")
     p.add_argument("--ops", choices=list(OPS), default="portable",
                    help="portable: attention and norms in standard opset-17 operators (any ONNX runtime, "
                         "mobile builds); fused: ONNX Runtime's com.microsoft GroupQueryAttention per layer and "

@@ -489,7 +489,7 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
             return s, rmsnorm(s, gain_w, name)
         gain = b.big_const(name, (gain_w.astype(np.float32) + np.float32(spec.norm_offset)).astype(np.float32))
         normed, s = f"{name}_out", residual
-        b.op("SkipSimplifiedLayerNormalization", [x, y, gain], outputs=[normed, "", "", s], domain=MS_DOMAIN,
+        b.op("SkipSimplifiedLayerNormalization", [x, y, gain], outputs=[normed, f"{name}_mean", f"{name}_inv_std", s], domain=MS_DOMAIN,
              epsilon=float(spec.rms_norm_eps))
         return s, normed
 

@@ -137,3 +137,59 @@ fn a_fused_graph_scores_what_the_portable_one_does() {
         }
     }
 }
+
+/// `--compute fp16` (float16 inside the graph, float32 inputs and outputs): the generator
+/// feeds and reads it as any other export; scores within fp16's precision of fp32's.
+#[test]
+fn an_fp16_compute_graph_runs_through_the_generator() {
+    let f = fixture();
+    let out = scratch("fused-fp16").join("model");
+    export(&[
+        "--source",
+        s(&f.hf),
+        "--out",
+        s(&out),
+        "--name",
+        MODEL_NAME,
+        "--ops",
+        "fused",
+        "--compute",
+        "fp16",
+    ]);
+    let g = Generator::load(&out).expect("load the fp16 tiny model");
+    g.add_adapter("a", &f.a).expect("register a");
+    let want = tiny();
+    let (ctx, cont) = (toks(91, 12), toks(92, 5));
+    for ad in [adapters(&[]), adapters(&[("a", 1.0)])] {
+        let got = g.log_probs(&ctx, &cont, &ad).expect("fp16 log_probs");
+        let expected = want.log_probs(&ctx, &cont, &ad).expect("fp32 log_probs");
+        assert!(
+            max_diff(&got, &expected) <= 2e-2,
+            "log_probs {ad:?}: {got:?} vs {expected:?}"
+        );
+    }
+    let masks = vec![
+        vec![true; ctx.len()],
+        (0..ctx.len()).map(|i| i % 3 != 1).collect(),
+    ];
+    let got = g
+        .score_masked(&ctx, &cont, &masks, &[])
+        .expect("fp16 score_masked");
+    let expected = want
+        .score_masked(&ctx, &cont, &masks, &[])
+        .expect("fp32 score_masked");
+    for (a, b) in got.iter().zip(&expected) {
+        assert!(max_diff(a, b) <= 2e-2, "score_masked: {a:?} vs {b:?}");
+    }
+    let reqs: Vec<GenerateRequest> = [(93, 4), (94, 15)]
+        .iter()
+        .map(|&(seed, n)| {
+            GenerateRequest::new(tokens(seed, n))
+                .max_tokens(6)
+                .ignore_eos(true)
+        })
+        .collect();
+    for r in g.generate_batch(&reqs) {
+        assert_eq!(r.expect("fp16 generation").tokens.len(), 6);
+    }
+}

@@ -1,0 +1,64 @@
+"""fp16 compute (`--compute fp16`): the written graph converted to float16 arithmetic and storage,
+with its inputs and outputs kept float32, so a runtime feeds and reads it as any other export.
+
+ONNX Runtime's CUDA kernels for GroupQueryAttention take only fp16 or bf16, and fp16 halves the
+bytes a GPU reads per token; on a CPU most fp16 kernels convert to fp32 internally and run slower.
+The conversion is onnxconverter-common's (`float16.convert_float_to_float16` with
+`keep_io_types`): every float initializer and constant becomes fp16 (magnitudes above 1e4 are
+clipped to ±1e4, so the mask's -3.4e38 becomes -1e4, still exp() = 0), and a Cast is put after
+each float input and before each float output. Overridable initializers (the LoRA inputs'
+defaults, `lora_mask`) stay fp32: they are the default values of fp32 inputs."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from . import ExportError
+
+
+def to_fp16_compute(out_dir: str, log=None) -> int:
+    """Rewrites out_dir/model.onnx (+ model.onnx.data) for fp16 compute. Returns the weight bytes."""
+    log = log or (lambda msg: None)
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise ExportError("--compute fp16 needs onnxconverter-common "
+                          "(pip install 'tribute-export[fp16]' or onnxconverter-common)") from None
+    path = os.path.join(out_dir, "model.onnx")
+    data = os.path.join(out_dir, "model.onnx.data")
+    model = onnx.load(path)  # with its external data: the conversion rewrites every initializer
+    model = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+    rewire_output_readers(model.graph)
+    inputs = {i.name for i in model.graph.input}
+    for t in model.graph.initializer:
+        if t.name in inputs and t.data_type == TensorProto.FLOAT16:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name))
+    nbytes = sum(int(np.prod(t.dims)) * 2 for t in model.graph.initializer
+                 if t.data_type == TensorProto.FLOAT16)
+    os.remove(data)  # onnx appends to an existing data file
+    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="model.onnx.data", size_threshold=1024)
+    try:
+        onnx.checker.check_model(path)
+    except Exception as e:
+        raise ExportError(f"internal error: the fp16 graph fails onnx.checker: {e}") from None
+    log(f"converted to fp16 compute (inputs and outputs float32): {nbytes / 2**20:.1f} MiB of fp16 tensors")
+    return nbytes
+
+
+def rewire_output_readers(graph: onnx.GraphProto) -> None:
+    """Nodes that read a graph output (the portable graph's attention reads `present.*`, which it
+    also returns) read the fp16 value the output is cast from, not the fp32 output: the converter
+    casts outputs to float32 but leaves their readers on the output's name."""
+    outputs = {o.name for o in graph.output}
+    cast_from = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Cast" and n.output[0] in outputs}
+    for n in graph.node:
+        if n.op_type == "Cast" and n.output[0] in outputs:
+            continue
+        for i, x in enumerate(n.input):
+            if x in cast_from:
+                n.input[i] = cast_from[x]
