@@ -46,7 +46,8 @@ GGUF=${TRIBUTE_HOME:-$HOME/.cache/tribute}/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 mkdir -p "$OUT/gguf" "$OUT/tools"
 rm -f "$OUT"/gguf/part-*
 split -b 47m -d "$GGUF" "$OUT/gguf/part-"
-python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$OUT/gguf" "gguf==0.19.0"
+python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$OUT/gguf" "gguf==0.19.0" \
+  "onnxconverter-common==1.16.0"  # --compute fp16 exports there
 cp "$(command -v zstd)" "$OUT/tools/"
 for l in $(ldd "$(command -v zstd)" | awk '/=>/{print $3}'); do
   case "$l" in */libc.so*|*/libm.so*|*/ld-linux*) ;; *) cp "$l" "$OUT/tools/" ;; esac

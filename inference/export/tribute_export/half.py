@@ -42,6 +42,7 @@ def to_fp16_compute(out_dir: str, log=None) -> int:
     os.remove(data)  # onnx appends to an existing data file
     onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
               location="model.onnx.data", size_threshold=1024)
+    os.chmod(data, os.stat(path).st_mode & 0o777)  # onnx creates it owner-only
     try:
         onnx.checker.check_model(path)
     except Exception as e:
