@@ -295,7 +295,8 @@ def build_parser():
                    help="portable: attention and norms in standard opset-17 operators (any ONNX runtime, "
                         "mobile builds); fused: ONNX Runtime's com.microsoft GroupQueryAttention per layer and "
                         "SkipSimplifiedLayerNormalization for each residual add + norm (same inputs, outputs "
-                        "and cache layout; default: portable)")
+                        "and cache layout; ONNX Runtime's CPU kernels: the CUDA attention kernel refuses the "
+                        "mask bias; default: portable)")
     p.add_argument("--float-embeddings", action="store_true",
                    help="with --quant, keep the embedding table float (--dtype) for the token lookup instead "
                         "of a GatherBlockQuantized over quantized rows (a tied head is then a quantized copy)")

@@ -288,7 +288,8 @@ def fused_attention(b: Builder, spec: Spec, i: int, q: str, k: str, v: str, bias
     additive mask `bias` [B, 1, S, T]. RoPE stays outside (q, k arrive rotated, q scaled): the
     kernel's own rotary takes positions from `seqlens_k`, which does not know left padding.
     ONNX Runtime allows S > 1 with a past cache only for one row (a prefill from a cached prefix;
-    scoring several masks at once must run them one by one)."""
+    scoring several masks at once must run them one by one), and its CUDA kernel refuses
+    `attention_bias` (a GPU graph needs right-padded rows instead: docs/INFERENCE.md)."""
     NH, KV, D = spec.num_heads, spec.num_kv_heads, spec.head_dim
     q3 = b.op("Reshape", [q, b.const([0, 0, NH * D], np.int64)])
     k3 = b.op("Reshape", [k, b.const([0, 0, KV * D], np.int64)])
