@@ -315,6 +315,14 @@ pub struct GenerationConfig {
     /// without running its prompt again (`0`: off, every scoring reruns its prompt).
     /// Default 128.
     pub prompt_cache_mib: usize,
+    /// Adapter slots per session: asks with different adapters (and without any) share
+    /// one running batch and one forward pass per step instead of a batch per adapter set.
+    /// `None` (default): one slot per configured adapter, at most 4, when two or more are
+    /// configured and the model was exported with the `lora_mask` input; else off. `0`: off.
+    pub adapter_slots: Option<usize>,
+    /// LoRA rank columns per adapter slot. Default 16; an adapter set of a larger rank (a
+    /// merge's is its adapters' ranks summed) runs in a batch of its own.
+    pub slot_rank: usize,
     /// Repetition guard: the answer never repeats a run of this many tokens of its own
     /// (`0` = off). Default 4 (measured in `docs/QUALITY.md`). Tokens of the prompt do
     /// not count, so the answer can still quote its sources.
@@ -346,6 +354,8 @@ impl Default for GenerationConfig {
             device: "cpu".into(),
             sessions: 1,
             prompt_cache_mib: 128,
+            adapter_slots: None,
+            slot_rank: tribute_inference::DEFAULT_SLOT_RANK,
             no_repeat_ngram: 4,
             repeat_stop: 3,
             repeat_stop_grace: 32,

@@ -41,19 +41,6 @@ pub enum AdapterError {
         /// The registry's budget.
         budget: usize,
     },
-    /// The adapter set's rank (a merge's is its adapters' ranks summed) is more than an
-    /// adapter slot holds (`GeneratorOptions::slot_rank`).
-    #[error(
-        "adapters {adapters} have rank {rank}, more than the {slot_rank} columns of an adapter slot; raise GeneratorOptions::slot_rank, or turn slots off (adapter_slots 0)"
-    )]
-    RankExceedsSlot {
-        /// The adapter set, `id:weight` pairs.
-        adapters: String,
-        /// Its rank.
-        rank: usize,
-        /// Columns per slot.
-        slot_rank: usize,
-    },
     /// A merge weight is not a finite number, or the request is otherwise unusable.
     #[error("adapter request: {0}")]
     Request(String),

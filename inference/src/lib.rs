@@ -44,8 +44,8 @@ pub use adapter::{
 pub use config::{GraphOps, ModelConfig};
 pub use error::{AdapterError, Error, Result};
 pub use generator::{
-    CancelGuard, CancelToken, Device, FinishReason, GenerateRequest, Generation, Generator,
-    GeneratorOptions, Prompt, PromptCacheStats, TextStream, Timings,
+    CancelGuard, CancelToken, DEFAULT_SLOT_RANK, Device, FinishReason, GenerateRequest, Generation,
+    Generator, GeneratorOptions, Prompt, PromptCacheStats, TextStream, Timings,
 };
 pub use registry::{AdapterRegistry, AdapterSet, RegistryStats};
 pub use sampling::SamplingParams;

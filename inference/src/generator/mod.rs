@@ -104,7 +104,7 @@ pub struct GeneratorOptions {
     /// `lora_mask` input. See `docs/INFERENCE.md` for when it pays.
     pub adapter_slots: usize,
     /// LoRA rank columns per slot (default 16): an adapter set of a larger rank (a merge's
-    /// is its adapters' ranks summed) is refused with `AdapterError::RankExceedsSlot`.
+    /// is its adapters' ranks summed) runs in a batch of its own set, as without slots.
     pub slot_rank: usize,
     /// Keep the KV cache where the session puts it through an ONNX Runtime `IoBinding`
     /// (`None`: only on CUDA, where it saves the device↔host copies; on the CPU a plain run
@@ -166,6 +166,8 @@ struct Shared {
     logits_to_keep: Option<String>,
     /// The graph's per-row LoRA column mask, when adapter slots are on.
     lora_mask: Option<String>,
+    /// Adapter slots per session (0: off).
+    adapter_slots: usize,
     /// Columns per adapter slot.
     slot_rank: usize,
     device: Device,
@@ -303,6 +305,11 @@ impl Generator {
                 registry,
                 graph_inputs,
                 logits_to_keep,
+                adapter_slots: if lora_mask.is_some() {
+                    options.adapter_slots
+                } else {
+                    0
+                },
                 lora_mask,
                 slot_rank: options.slot_rank.max(1),
                 device,
@@ -317,6 +324,10 @@ impl Generator {
     /// The model's configuration.
     pub fn config(&self) -> &ModelConfig {
         &self.shared.config
+    }
+    /// Adapter slots per session (0: off) and the LoRA rank columns of each.
+    pub fn adapter_slots(&self) -> (usize, usize) {
+        (self.shared.adapter_slots, self.shared.slot_rank)
     }
     /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {

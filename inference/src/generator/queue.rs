@@ -20,7 +20,7 @@ use std::time::Duration;
 use super::batch::Batch;
 use super::pool::{Engine, Lease};
 use super::row::{Reply, Row, Ticket};
-use super::slots::{SlotBank, check_rank};
+use super::slots::SlotBank;
 use super::{CancelToken, GenerateRequest, Generation, Generator, Shared};
 use crate::error::{Error, Result};
 use crate::registry::{Activation, AdapterSet};
@@ -32,6 +32,9 @@ use crate::registry::{Activation, AdapterSet};
 pub(super) struct Queued {
     set: AdapterSet,
     activation: Activation,
+    /// Whether the set goes through the adapter slots (slots are on, it is fed as LoRA
+    /// tensors and its rank fits a slot); else it runs in a batch of its own set.
+    slotted: bool,
     row: Row,
 }
 
@@ -148,10 +151,7 @@ impl Generator {
         let set = request.adapter_set()?;
         let mut row = self.row(request, set.items().to_vec())?;
         let activation = shared.registry.activate(&set)?;
-        if shared.lora_mask.is_some() {
-            // A set that cannot fit a slot fails now rather than waiting in the queue.
-            slot_rank_fits(shared, &set, &activation)?;
-        }
+        let slotted = shared.lora_mask.is_some() && fits_a_slot(shared, &activation)?;
         let mut q = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
         if q.len() >= shared.max_queue {
             let queued = q.len();
@@ -167,6 +167,7 @@ impl Generator {
         q.push_back(Queued {
             set,
             activation,
+            slotted,
             row,
         });
         Ok(prompt_tokens)
@@ -308,9 +309,9 @@ fn admit(shared: &Shared, engine: &mut Engine) -> Vec<Batch> {
         if item.row.check_cancel() {
             continue;
         }
-        // Sets fed as LoRA tensors go through the slots when there are slots; the group of
-        // those is keyed by the base model's set.
-        let mixed = engine.bank.is_some() && matches!(item.activation, Activation::Feed(_));
+        // Sets fed as LoRA tensors go through the slots when there are slots and their rank
+        // fits one; the group of those is keyed by the base model's set.
+        let mixed = engine.bank.is_some() && item.slotted;
         let key = if mixed {
             AdapterSet::base()
         } else {
@@ -401,12 +402,14 @@ fn take_slot(
     Ok(slot)
 }
 
-/// Refuses a set fed as LoRA tensors whose rank does not fit an adapter slot.
-fn slot_rank_fits(shared: &Shared, set: &AdapterSet, activation: &Activation) -> Result<()> {
-    match activation {
-        Activation::Feed(feed) => check_rank(set, feed.rank()?, shared.slot_rank),
-        Activation::RunOptions(_) => Ok(()),
-    }
+/// Whether a set's activation can go through an adapter slot: fed as LoRA tensors (not
+/// `.onnx_adapter` run options) of a rank that fits. A larger set (a merge's rank is its
+/// adapters' ranks summed) runs in a batch of its own instead, as without slots.
+fn fits_a_slot(shared: &Shared, activation: &Activation) -> Result<bool> {
+    Ok(match activation {
+        Activation::Feed(feed) => feed.rank()? <= shared.slot_rank,
+        Activation::RunOptions(_) => false,
+    })
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use ort::value::Tensor;
 
 use crate::adapter::{LoraFeed, LoraWeights};
 use crate::config::LoraModule;
-use crate::error::{AdapterError, Result};
+use crate::error::{Error, Result};
 use crate::registry::AdapterSet;
 
 /// A resident adapter set.
@@ -94,7 +94,13 @@ impl SlotBank {
         busy: &[bool],
     ) -> Result<Option<usize>> {
         let rank = weights.modules.values().map(|p| p.rank).max().unwrap_or(0);
-        check_rank(set, rank, self.rank)?;
+        if rank > self.rank {
+            // The queue sends only sets that fit (`fits_a_slot`); larger ones run apart.
+            return Err(Error::InvalidRequest(format!(
+                "internal: a set of rank {rank} was sent to slots of {} columns",
+                self.rank
+            )));
+        }
         let free = |i: usize| !busy.get(i).copied().unwrap_or(false);
         let pick = (0..self.slots.len())
             .filter(|&i| free(i))
@@ -160,24 +166,4 @@ impl SlotBank {
         }
         (mask, width)
     }
-}
-
-/// Refuses a set of rank `rank` (the largest over its modules; a merge's is its adapters'
-/// ranks summed) that does not fit a slot of `slot_rank` columns.
-pub(super) fn check_rank(set: &AdapterSet, rank: usize, slot_rank: usize) -> Result<()> {
-    if rank > slot_rank {
-        let adapters = set
-            .items()
-            .iter()
-            .map(|(id, w)| format!("{id}:{w}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        return Err(AdapterError::RankExceedsSlot {
-            adapters,
-            rank,
-            slot_rank,
-        }
-        .into());
-    }
-    Ok(())
 }

@@ -566,13 +566,16 @@ fn retrieval_receipts_credit_the_hits_without_a_model() {
 
 /// Receipt audits: ask → audit → match for each method, and the typed failures.
 mod audit;
-/// Settlement through the engine against a real anvil: receipts from asks are paid out to
-/// the sample datanet's contributors; with the chain down, asks still answer and receipts
-/// stay pending.
+/// Extractive answers: quoted sentences of the sources, with no model.
 mod extractive;
 /// `[limits]`: requests and documents over the configured bounds are typed errors.
 mod limits;
+/// Settlement through the engine against a real anvil: receipts from asks are paid out to
+/// the sample datanet's contributors; with the chain down, asks still answer and receipts
+/// stay pending.
 #[cfg(feature = "onchain")]
 mod onchain;
+/// Adapter slots: asks with different adapters share one running batch.
+mod slots;
 /// The source guard: alerts on answers a low-trust source dominates, and re-answers.
 mod source_guard;

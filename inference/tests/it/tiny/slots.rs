@@ -116,25 +116,30 @@ fn more_adapter_sets_than_slots_wait_for_a_free_slot() {
 }
 
 #[test]
-fn a_set_whose_rank_exceeds_the_slot_is_refused_and_old_models_say_re_export() {
+fn a_set_whose_rank_exceeds_the_slot_runs_apart_and_old_models_say_re_export() {
     let g = slotted(2, 4, false);
-    // a has rank 4, b ranks 2 and 3: each fits; their merge (q_proj: 4 + 2) does not.
-    let ok = requests(&[&[("a", 1.0)], &[("b", 1.0)]]);
-    assert_each_equals_alone(&g.generate_batch(&ok), &ok);
-    let merge = GenerateRequest::new(tokens(80, 5))
-        .max_tokens(3)
-        .adapter("a", 1.0)
-        .adapter("b", 1.0);
-    match err(g.generate(&merge), "a merge of rank 6 in slots of 4") {
-        Error::Adapter(AdapterError::RankExceedsSlot {
-            rank: 6,
-            slot_rank: 4,
-            ..
-        }) => {}
-        e => panic!("expected RankExceedsSlot, got {e:?}"),
-    }
-    // The generator still serves after the refusal.
-    assert_each_equals_alone(&g.generate_batch(&ok[..1]), &ok[..1]);
+    // a has rank 4, b ranks 2 and 3: each fits; their merge (q_proj: 4 + 2) does not, so
+    // it runs in a batch of its own set next to the slotted rows, as without slots.
+    let reqs = requests(&[
+        &[("a", 1.0)],
+        &[("a", 1.0), ("b", 1.0)],
+        &[("b", 1.0)],
+        &[],
+        &[("a", 1.0), ("b", 1.0)],
+    ]);
+    let got = g.generate_batch(&reqs);
+    assert_each_equals_alone(&got, &reqs);
+    let batch = |i: usize| got[i].as_ref().expect("generation").timings.batch_size;
+    assert_eq!(
+        batch(0),
+        3,
+        "a, b and the base model share the slotted batch"
+    );
+    assert_eq!(
+        batch(1),
+        2,
+        "the two merges run together, apart from the slots"
+    );
 
     // A model exported before the mask: slots are refused with a pointer to re-export,
     // and the same model loads without slots.
