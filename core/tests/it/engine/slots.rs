@@ -8,9 +8,11 @@ use super::*;
 fn asks_with_different_adapters_share_the_adapter_slots() {
     let dir = tempfile::tempdir().expect("tempdir");
     let adapters = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/adapters");
-    let mut config = EngineConfig::default();
-    config.index = dir.path().join("kb");
-    config.model = Some(tribute::inference::default_model_dir());
+    let mut config = EngineConfig {
+        index: dir.path().join("kb"),
+        model: Some(tribute::inference::default_model_dir()),
+        ..EngineConfig::default()
+    };
     config.generation.max_tokens = 24;
     for (id, name) in [
         ("zephyr", "smollm2-135m-zephyr-lora"),
