@@ -348,8 +348,10 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         rank = f"{mod}.rank"
         b.inp(a_name, FLOAT, [fin, rank])
         b.inp(b_name, FLOAT, [rank, fout])
-        b.inits.append(numpy_helper.from_array(np.zeros((fin, 1), np.float32), a_name))
-        b.inits.append(numpy_helper.from_array(np.zeros((1, fout), np.float32), b_name))
+        # Rank-0 defaults: with no adapter fed, x·A is empty and ·B a zero fill, cheaper than
+        # rank-1 zeros (210 modules run these branches every step; docs/INFERENCE.md).
+        b.inits.append(numpy_helper.from_array(np.zeros((fin, 0), np.float32), a_name))
+        b.inits.append(numpy_helper.from_array(np.zeros((0, fout), np.float32), b_name))
         lora_modules.append({"module": mod, "a": a_name, "b": b_name, "in_features": fin, "out_features": fout})
         return a_name, b_name
 
