@@ -97,19 +97,26 @@ def test_fused_matches_numpy_and_portable(llama):
     np.testing.assert_allclose(fused.run(IDS, extra=k)[0][:, 0], logits[:, -1], atol=1e-6, rtol=1e-6)
 
 
-def test_fused_lora_and_lora_mask(llama):
-    cfg, w, port, fused = llama
+def check_lora(cfg, w, runner, reference, tol, atol):
+    """One adapter fed as LoRA inputs against the numpy forward; two adapters stacked for
+    `lora_mask` (rows: the first, the second, the base model) against `reference`'s run."""
     rng = np.random.default_rng(9)
     f1, ref1 = _random_lora(cfg, rng, LORA_SPEC)
     f2, _ = _random_lora(cfg, rng, {"model.layers.0.self_attn.q_proj": 4, "model.layers.1.mlp.down_proj": 1})
-    got, _ = fused.run(IDS, extra=f1)
-    assert rel_err(got[0], ref_forward(cfg, w, IDS, lora=ref1)) < 1e-4
-    feed = _stack([f1, f2], 5, fused.tj["lora"]["modules"])
+    got, _ = runner.run(IDS, extra=f1)
+    assert rel_err(got[0], ref_forward(cfg, w, IDS, lora=ref1)) < tol
+    feed = _stack([f1, f2], 5, runner.tj["lora"]["modules"])
     mask = np.zeros((3, 1, 10), np.float32)
     mask[0, 0, :5], mask[1, 0, 5:] = 1, 1
     extra = {**feed, "lora_mask": mask}
     ids = np.array([IDS] * 3, np.int64)
-    np.testing.assert_allclose(fused.run(ids, extra=extra)[0], port.run(ids, extra=extra)[0], atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(runner.run(ids, extra=extra)[0], reference.run(ids, extra=extra)[0],
+                               atol=atol, rtol=1e-4)
+
+
+def test_fused_lora_and_lora_mask(llama):
+    cfg, w, port, fused = llama
+    check_lora(cfg, w, fused, port, 1e-4, 1e-5)
 
 
 def test_fused_gemma3(tmp_path):

@@ -10,8 +10,8 @@ import pytest
 from onnx import TensorProto
 
 from conftest import Runner, export, make_weights, ref_forward, tiny_config, write_hf_dir
-from test_fused import check_same
-from test_tiny import IDS, LORA_SPEC, _random_lora, _stack, rel_err
+from test_fused import check_lora, check_same
+from test_tiny import IDS, rel_err
 
 # fp16 keeps ~3 decimal digits: logits of magnitude ~6 move by ~1e-2
 ATOL = 3e-2
@@ -52,18 +52,7 @@ def test_fp16_compute_matches_fp32(models, ops):
 @pytest.mark.parametrize("ops", ["portable", "fused"])
 def test_fp16_compute_lora_inputs_stay_float32(models, ops):
     cfg, w, m = models
-    r = m[ops]
-    rng = np.random.default_rng(9)
-    f1, ref1 = _random_lora(cfg, rng, LORA_SPEC)
-    f2, _ = _random_lora(cfg, rng, {"model.layers.0.self_attn.q_proj": 4})
-    got, _ = r.run(IDS, extra=f1)
-    assert rel_err(got[0], ref_forward(cfg, w, IDS, lora=ref1)) < 5e-3
-    feed = _stack([f1, f2], 5, r.tj["lora"]["modules"])
-    mask = np.zeros((2, 1, 10), np.float32)
-    mask[0, 0, :5], mask[1, 0, 5:] = 1, 1
-    extra = {**feed, "lora_mask": mask}
-    ids = np.array([IDS, IDS], np.int64)
-    np.testing.assert_allclose(r.run(ids, extra=extra)[0], m["fp32"].run(ids, extra=extra)[0], atol=ATOL)
+    check_lora(cfg, w, m[ops], m["fp32"], 5e-3, ATOL)
 
 
 def test_fp16_compute_with_int4(tmp_path):

@@ -7,24 +7,23 @@ use super::*;
 use crate::join_mid_decode;
 use tribute_inference::GraphOps;
 
+/// The tiny model's weights exported again with `flags`, into a scratch directory `name`.
+fn export_variant(name: &str, flags: &[&str]) -> PathBuf {
+    let f = fixture();
+    let out = scratch(name).join("model");
+    let mut args = vec!["--source", s(&f.hf), "--out", s(&out), "--name", MODEL_NAME];
+    args.extend_from_slice(flags);
+    export(&args);
+    out
+}
+
 /// The tiny model exported from the same weights with `--ops fused`, adapters registered,
 /// with a prompt cache.
 fn fused() -> &'static Generator {
     static G: OnceLock<Generator> = OnceLock::new();
     G.get_or_init(|| {
         let f = fixture();
-        let dir = scratch("fused");
-        let out = dir.join("model");
-        export(&[
-            "--source",
-            s(&f.hf),
-            "--out",
-            s(&out),
-            "--name",
-            MODEL_NAME,
-            "--ops",
-            "fused",
-        ]);
+        let out = export_variant("fused", &["--ops", "fused"]);
         let g = Generator::load_with(
             &out,
             GeneratorOptions {
@@ -143,19 +142,7 @@ fn a_fused_graph_scores_what_the_portable_one_does() {
 #[test]
 fn an_fp16_compute_graph_runs_through_the_generator() {
     let f = fixture();
-    let out = scratch("fused-fp16").join("model");
-    export(&[
-        "--source",
-        s(&f.hf),
-        "--out",
-        s(&out),
-        "--name",
-        MODEL_NAME,
-        "--ops",
-        "fused",
-        "--compute",
-        "fp16",
-    ]);
+    let out = export_variant("fused-fp16", &["--ops", "fused", "--compute", "fp16"]);
     let g = Generator::load(&out).expect("load the fp16 tiny model");
     g.add_adapter("a", &f.a).expect("register a");
     let want = tiny();
