@@ -315,11 +315,13 @@ pub struct GenerationConfig {
     /// without running its prompt again (`0`: off, every scoring reruns its prompt).
     /// Default 128.
     pub prompt_cache_mib: usize,
-    /// Adapter slots per session: asks with different adapters (and without any) share
-    /// one running batch and one forward pass per step instead of a batch per adapter set.
-    /// `None` (default): one slot per configured adapter, at most 4, when two or more are
-    /// configured and the model was exported with the `lora_mask` input; else off. `0`: off.
-    pub adapter_slots: Option<usize>,
+    /// Adapter slots per session (default 0: off): asks with different adapters (and
+    /// without any) share one running batch and one forward pass per step instead of a
+    /// batch per adapter set. Needs a model exported with the `lora_mask` input. Off by
+    /// default because rows in slots keep no prompt for attribution to score against, so
+    /// with model-measured attribution a server answers fewer chats per second with them
+    /// (`docs/INFERENCE.md`, "Adapter slots").
+    pub adapter_slots: usize,
     /// LoRA rank columns per adapter slot. Default 16; an adapter set of a larger rank (a
     /// merge's is its adapters' ranks summed) runs in a batch of its own.
     pub slot_rank: usize,
@@ -354,7 +356,7 @@ impl Default for GenerationConfig {
             device: "cpu".into(),
             sessions: 1,
             prompt_cache_mib: 128,
-            adapter_slots: None,
+            adapter_slots: 0,
             slot_rank: tribute_inference::DEFAULT_SLOT_RANK,
             no_repeat_ngram: 4,
             repeat_stop: 3,

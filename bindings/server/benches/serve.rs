@@ -15,7 +15,11 @@
 //! (default 80), `BENCH_CHATS` per run (default 16: every question once),
 //! `BENCH_MAX_TOKENS` (default: the engine's 160), `BENCH_METHOD` (attribution method,
 //! default the engine's `loo`), `BENCH_PROMPT_CACHE_MIB` (the generator's prompt cache,
-//! default the engine's 128; `0` reruns every prompt to score and reuses none).
+//! default the engine's 128; `0` reruns every prompt to score and reuses none),
+//! `BENCH_ADAPTERS` (vendored adapters by short name, e.g. `zephyr,caps`: the engine
+//! registers `examples/adapters/smollm2-135m-NAME-lora` and chat i asks for adapter
+//! i mod n through its model name), `BENCH_SLOTS` (`[generation] adapter_slots`; default
+//! the engine's 0).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -69,6 +73,16 @@ fn engine(dir: &Path) -> Engine {
     if let Ok(mib) = env_or("BENCH_PROMPT_CACHE_MIB", "").parse() {
         config.generation.prompt_cache_mib = mib;
     }
+    if let Ok(n) = env_or("BENCH_SLOTS", "").parse() {
+        config.generation.adapter_slots = n;
+    }
+    let vendored = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/adapters");
+    for name in adapter_names() {
+        config.adapters.push(tribute::config::AdapterConfig {
+            path: vendored.join(format!("smollm2-135m-{name}-lora")),
+            id: name,
+        });
+    }
     config.receipts.ledger = Some(Ledger {
         chain_id: 31_337,
         contract: Address::repeat_byte(0x5f),
@@ -85,6 +99,16 @@ fn engine(dir: &Path) -> Engine {
     }
     engine.add_documents(docs, None).expect("ingest");
     engine
+}
+
+/// `BENCH_ADAPTERS`: the adapters chats ask for in turn (none by default).
+fn adapter_names() -> Vec<String> {
+    env_or("BENCH_ADAPTERS", "")
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A server under test: its engine, base URL, and the sender that shuts it down.
@@ -323,8 +347,20 @@ async fn main() {
     for (n, &c) in clients.iter().enumerate() {
         // A server of its own: nothing kept from the previous run's prompts.
         let Server { engine, base, stop } = start(&dir.path().join(format!("chat-{n}"))).await;
-        let model = engine.model().name.clone();
+        let base_model = engine.model().name.clone();
+        let adapters = adapter_names();
+        let slots = engine.generator().map_or(0, |g| g.adapter_slots().0);
+        if !adapters.is_empty() {
+            println!(
+                "{:<22}   chats take adapters {adapters:?} in turn; {slots} adapter slots",
+                ""
+            );
+        }
         let r = run(format!("{base}/v1/chat/completions"), c, chats, |i| {
+            let model = match adapters.get(i % adapters.len().max(1)) {
+                Some(a) => format!("{base_model}:{a}"),
+                None => base_model.clone(),
+            };
             let mut body = json!({
                 "model": model,
                 "messages": [{"role": "user", "content": CHAT_QUESTIONS[i % CHAT_QUESTIONS.len()]}],

@@ -8,7 +8,7 @@ use tribute_attribution::Method;
 use tribute_attribution::receipt::{Ledger, PayerKey, named_id};
 use tribute_index::embedder::{EmbedderOptions, OnnxEmbedder};
 use tribute_index::{Embedder, Index, IndexConfig};
-use tribute_inference::{Generator, GeneratorOptions, ModelConfig};
+use tribute_inference::{Generator, GeneratorOptions};
 
 use super::{Engine, Inner, ModelInfo};
 use crate::config::{AnswerMode, EngineConfig};
@@ -163,17 +163,12 @@ impl EngineBuilder {
             None if extractive_only => None,
             None => {
                 let dir = config.model_dir()?;
-                let has_mask = ModelConfig::load(&dir)?.lora.mask.is_some();
                 let options = GeneratorOptions {
                     device: config.generation.device.parse()?,
                     sessions: config.generation.sessions.max(1),
                     prompt_cache_bytes: config.generation.prompt_cache_mib.saturating_mul(1 << 20),
                     adapter_limits: config.limits.adapter_limits(),
-                    adapter_slots: adapter_slots(
-                        config.generation.adapter_slots,
-                        config.adapters.len(),
-                        has_mask,
-                    ),
+                    adapter_slots: config.generation.adapter_slots,
                     slot_rank: config.generation.slot_rank,
                     ..GeneratorOptions::default()
                 };
@@ -284,39 +279,4 @@ fn load_key(config: &EngineConfig) -> Result<Option<PayerKey>> {
         return Ok(Some(PayerKey::from_env(&r.key_env)?));
     }
     Ok(None)
-}
-
-/// Most adapter slots the automatic setting opens (each costs the LoRA modules' width times
-/// `slot_rank` floats per session, whether or not a slot is in use).
-const AUTO_SLOTS: usize = 4;
-
-/// Adapter slots for the generator: the configured number, or (`None`) one per configured
-/// adapter up to [`AUTO_SLOTS`] when two or more are configured and the model has the
-/// `lora_mask` input slots need (mixed batches pay only with several adapters in flight).
-fn adapter_slots(configured: Option<usize>, adapters: usize, model_has_mask: bool) -> usize {
-    match configured {
-        Some(n) => n,
-        None if adapters >= 2 && model_has_mask => adapters.min(AUTO_SLOTS),
-        None => 0,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::adapter_slots;
-
-    #[test]
-    fn adapter_slots_open_for_two_or_more_adapters_unless_configured() {
-        assert_eq!(adapter_slots(None, 0, true), 0);
-        assert_eq!(adapter_slots(None, 1, true), 0);
-        assert_eq!(adapter_slots(None, 2, true), 2);
-        assert_eq!(adapter_slots(None, 9, true), 4);
-        assert_eq!(
-            adapter_slots(None, 3, false),
-            0,
-            "an old model without the mask"
-        );
-        assert_eq!(adapter_slots(Some(0), 3, true), 0);
-        assert_eq!(adapter_slots(Some(6), 1, true), 6);
-    }
 }

@@ -1,6 +1,5 @@
-//! Adapter slots through the engine: with two adapters configured the generator opens a
-//! slot for each (the default), and asks with different adapters, run at the same time,
-//! answer what each answers alone.
+//! Adapter slots through the engine: `[generation] adapter_slots` reaches the generator,
+//! and asks with different adapters, run at the same time, answer what each answers alone.
 
 use super::*;
 
@@ -14,6 +13,7 @@ fn asks_with_different_adapters_share_the_adapter_slots() {
         ..EngineConfig::default()
     };
     config.generation.max_tokens = 24;
+    config.generation.adapter_slots = 2;
     for (id, name) in [
         ("zephyr", "smollm2-135m-zephyr-lora"),
         ("caps", "smollm2-135m-caps-lora"),
