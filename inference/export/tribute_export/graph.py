@@ -378,12 +378,12 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         dist = b.op("Sub", [q_col, key_idx], name="query_key_distance")  # [S, T]
         near = b.op("Less", [dist, b.const(int(spec.sliding_window), np.int64)], name="in_window")
         biases[True] = b.op("And", [allowed, near], name="allowed_sliding")
-    untiled_biases = {}
     for sliding, ok in list(biases.items()):
         suffix = "_sliding" if sliding else ""
         bias = b.op("Where", [ok, b.const(0.0, np.float32), b.const(NEG, np.float32)], name="attn_bias" + suffix)
-        untiled_biases[sliding] = bias  # [B,1,S,T]: GroupQueryAttention broadcasts it over heads
-        if rep > 1:  # [B,1,rep*S,T]
+        # [B,1,S,T]; GroupQueryAttention broadcasts it over heads, the portable graph's
+        # query rows are [B,KV,rep*S,D]
+        if rep > 1 and not fused:  # [B,1,rep*S,T]
             bias = b.op("Tile", [bias, b.const([1, 1, rep, 1], np.int64)], name="attn_bias_rep" + suffix)
         biases[sliding] = bias
 
@@ -402,12 +402,15 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         sw = b.op("Concat", [x2, x1], name=name + "_swap", axis=-1)
         return b.op("Add", [b.op("Mul", [x, tabs[cos_name]]), b.op("Mul", [sw, tabs[sin_name]])], name=name)
 
+    def norm_gain(w, name):
+        """A norm's stored gain (Gemma stores w with the gain 1 + w)."""
+        return b.big_const(name, (w.astype(np.float32) + np.float32(spec.norm_offset)).astype(np.float32))
+
     def rmsnorm(x, w, name):
         p = b.op("Pow", [x, b.const(2.0, np.float32)])
         m = b.op("ReduceMean", [p], axes=[-1], keepdims=1)
         s = b.op("Sqrt", [b.op("Add", [m, b.const(spec.rms_norm_eps, np.float32)])])
-        gain = (w.astype(np.float32) + np.float32(spec.norm_offset)).astype(np.float32)
-        return b.op("Mul", [b.op("Div", [x, s]), b.big_const(name, gain)], name=name + "_out")
+        return b.op("Mul", [b.op("Div", [x, s]), norm_gain(w, name)], name=name + "_out")
 
     def activation(gate):
         if spec.hidden_act != "gelu_tanh":
@@ -483,16 +486,14 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
 
     if fused:
         seqlens_k, total_i32 = fused_lengths(b)
-        fused_bias = {sliding: bias for sliding, bias in untiled_biases.items()}
 
     def add_norm(x, y, gain_w, name, residual):
         """(x + y, rmsnorm(x + y)): one SkipSimplifiedLayerNormalization when fused."""
         if not fused:
             s = b.op("Add", [x, y], name=residual)
             return s, rmsnorm(s, gain_w, name)
-        gain = b.big_const(name, (gain_w.astype(np.float32) + np.float32(spec.norm_offset)).astype(np.float32))
         normed, s = f"{name}_out", residual
-        b.op("SkipSimplifiedLayerNormalization", [x, y, gain], outputs=[normed, f"{name}_mean", f"{name}_inv_std", s], domain=MS_DOMAIN,
+        b.op("SkipSimplifiedLayerNormalization", [x, y, norm_gain(gain_w, name)], outputs=[normed, f"{name}_mean", f"{name}_inv_std", s], domain=MS_DOMAIN,
              epsilon=float(spec.rms_norm_eps))
         return s, normed
 
@@ -521,7 +522,7 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         q = rope(q, rt + "cos_q", rt + "sin_q", f"{p}.q_rot")  # includes the query scale
         k = rope(k, rt + "cos", rt + "sin", f"{p}.k_rot")
         if fused:
-            ctx = fused_attention(b, spec, i, q, k, v, fused_bias[sliding], seqlens_k, total_i32)
+            ctx = fused_attention(b, spec, i, q, k, v, biases[sliding], seqlens_k, total_i32)
         else:
             v = b.op("Reshape", [v, b.const([0, 0, KV, D], np.int64)])
             ctx = portable_attention(q, k, v, i, biases[sliding])
