@@ -110,26 +110,20 @@ impl Batch {
     /// Splits off each row whose prompt starts with at least [`MIN_CACHED_PREFIX`] tokens
     /// of a prompt in the prompt cache (kept under the adapters it runs with) into a batch of
     /// its own, paired with those tokens' keys and values; the other rows stay together.
-    /// Rows fed through adapter slots stay (their keys come from the slot bank's weights).
     pub(super) fn split_cached(mut self, shared: &Shared) -> Vec<(Batch, Option<CachedPrefix>)> {
         if !shared.prompt_cache.enabled() {
             return vec![(self, None)];
         }
-        let base = AdapterSet::base();
-        let set = if self.mixed { &base } else { &self.set };
         let mut parts = Vec::new();
         let mut rest = Vec::with_capacity(self.rows.len());
         for row in std::mem::take(&mut self.rows) {
-            let cached = (!(self.mixed && row.slot.is_some()))
-                .then(|| {
-                    shared.prompt_cache.longest_prefix(
-                        set,
-                        &self.activation,
-                        &row.context,
-                        MIN_CACHED_PREFIX,
-                    )
-                })
-                .flatten();
+            let (set, activation) = self.weights_of(&row);
+            let cached = shared.prompt_cache.longest_prefix(
+                set,
+                activation,
+                &row.context,
+                MIN_CACHED_PREFIX,
+            );
             match cached {
                 Some(c) => {
                     let mut alone =
@@ -253,18 +247,13 @@ impl Batch {
     }
 
     /// Leaves each `(row, prompt)`'s columns of the present cache (`width` columns; its
-    /// padding cut off) in the prompt cache, under the adapters that row ran with. Rows fed through adapter
-    /// slots are skipped: their scoring runs their own activation, not the slot bank's.
+    /// padding cut off) in the prompt cache, under the adapters that row ran with.
     fn keep_prompts(
         &self,
         shared: &Shared,
         keep: Vec<(usize, Vec<u32>)>,
         width: usize,
     ) -> Result<()> {
-        let keep: Vec<_> = keep
-            .into_iter()
-            .filter(|(i, _)| !(self.mixed && self.rows[*i].slot.is_some()))
-            .collect();
         if keep.is_empty() {
             return Ok(());
         }
@@ -284,14 +273,20 @@ impl Batch {
                 row.push(columns(shape, data, *i, width - tokens.len()..width));
             }
         }
-        let base = AdapterSet::base();
-        let set = if self.mixed { &base } else { &self.set };
-        for ((_, tokens), layers) in keep.into_iter().zip(layers) {
-            shared
-                .prompt_cache
-                .insert(set, &self.activation, tokens, layers);
+        for ((i, tokens), layers) in keep.into_iter().zip(layers) {
+            let (set, activation) = self.weights_of(&self.rows[i]);
+            shared.prompt_cache.insert(set, activation, tokens, layers);
         }
         Ok(())
+    }
+
+    /// The adapter set and activation whose keys and values `row`'s cache holds: its slot's
+    /// set (the slot bank's copy of it equals the set's own weights), else the batch's.
+    fn weights_of<'a>(&'a self, row: &'a Row) -> (&'a AdapterSet, &'a Activation) {
+        match &row.slot {
+            Some(s) => (&s.set, &s.activation),
+            None => (&self.set, &self.activation),
+        }
     }
 
     /// One decode step: feeds each row's latest token and samples the next.
@@ -351,7 +346,7 @@ impl Batch {
         let (activation, lora_mask, feed) = match bank.filter(|_| slotted) {
             Some(bank) => (
                 Activation::Feed(bank.feed().clone()),
-                Some(bank.mask(self.rows.iter().map(|r| r.slot))),
+                Some(bank.mask(self.rows.iter().map(|r| r.slot.as_ref().map(|s| s.index)))),
                 Some(bank.feed().clone()),
             ),
             None => (self.activation.clone(), None, None),

@@ -30,7 +30,7 @@ impl Engine {
     pub(super) fn busy_slots(&self, slots: usize) -> Vec<bool> {
         let mut busy = vec![false; slots];
         for r in self.batches.iter().flat_map(|b| &b.rows) {
-            if let Some(s) = r.slot.filter(|_| r.live())
+            if let Some(s) = r.slot.as_ref().filter(|_| r.live()).map(|s| s.index)
                 && let Some(b) = busy.get_mut(s)
             {
                 *b = true;

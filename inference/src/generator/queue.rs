@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use super::batch::Batch;
 use super::pool::{Engine, Lease};
-use super::row::{Reply, Row, Ticket};
+use super::row::{Reply, Row, SlotUse, Ticket};
 use super::slots::SlotBank;
 use super::{CancelToken, GenerateRequest, Generation, Generator, Shared};
 use crate::error::{Error, Result};
@@ -348,7 +348,13 @@ fn admit(shared: &Shared, engine: &mut Engine) -> Vec<Batch> {
         }
         if mixed && !item.set.is_base() {
             match take_slot(shared, engine.bank.as_mut(), &item, &mut busy) {
-                Ok(Some(slot)) => item.row.slot = Some(slot),
+                Ok(Some(index)) => {
+                    item.row.slot = Some(SlotUse {
+                        index,
+                        set: item.set.clone(),
+                        activation: item.activation.clone(),
+                    })
+                }
                 Ok(None) => {
                     blocked.push(key);
                     rest.push_back(item);

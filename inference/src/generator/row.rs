@@ -9,6 +9,7 @@ use super::queue::Wakeup;
 use super::{CancelToken, FinishReason, GenerateRequest, Generation, Generator, Prompt, Timings};
 use crate::adapter::AdapterId;
 use crate::error::{Error, Result};
+use crate::registry::{Activation, AdapterSet};
 use crate::sampling::{Sampler, TokenEnd, TokenEndings};
 use crate::tokenizer::StreamDecoder;
 
@@ -139,6 +140,15 @@ impl Generator {
     }
 }
 
+/// A row's adapter slot, and the set and activation it holds: the prompt cache keeps the
+/// row's prompt under those, so the set's scorings (which run its own activation, not the
+/// slot bank's) find it. The two give the same keys and values within float rounding.
+pub(super) struct SlotUse {
+    pub(super) index: usize,
+    pub(super) set: AdapterSet,
+    pub(super) activation: Activation,
+}
+
 /// One sequence: a request being decoded, alone or as a row of a batch.
 pub(super) struct Row {
     pub(super) sampler: Sampler,
@@ -161,7 +171,7 @@ pub(super) struct Row {
     pub(super) cancel: Vec<CancelToken>,
     adapters: Vec<(AdapterId, f32)>,
     /// The adapter slot its adapters are in (`None`: the base model, or slots are off).
-    pub(super) slot: Option<usize>,
+    pub(super) slot: Option<SlotUse>,
     pub(super) timings: Timings,
     /// Taken when the final answer is sent.
     pub(super) reply: Option<(Reply, Ticket)>,

@@ -4,17 +4,19 @@
 use super::*;
 
 fn slotted(slots: usize, slot_rank: usize, io_binding: bool) -> Generator {
+    with_options(GeneratorOptions {
+        adapter_slots: slots,
+        slot_rank,
+        io_binding: Some(io_binding),
+        ..GeneratorOptions::default()
+    })
+}
+
+/// The tiny model with adapters "a" and "b" registered.
+fn with_options(options: GeneratorOptions) -> Generator {
     let f = fixture();
-    let g = Generator::load_with(
-        &f.model,
-        GeneratorOptions {
-            adapter_slots: slots,
-            slot_rank,
-            io_binding: Some(io_binding),
-            ..GeneratorOptions::default()
-        },
-    )
-    .expect("load the tiny model with adapter slots");
+    let g =
+        Generator::load_with(&f.model, options).expect("load the tiny model with adapter slots");
     g.add_adapter("a", &f.a).expect("register a");
     g.add_adapter("b", &f.b).expect("register b");
     g
@@ -90,6 +92,80 @@ fn rows_of_different_adapters_share_one_batch_and_equal_each_request_alone() {
             assert_same(o, &run_one(tiny(), r), &format!("joiner {i}"));
         }
     }
+}
+
+/// A slotted row's prompt is kept under its own adapter set: that set's scorings (run with
+/// its own weights, not the slot bank's) start from it, and so do later prompts that start
+/// like it, which answer as when run in full without slots.
+#[test]
+fn slotted_rows_keep_their_prompts_for_their_own_sets() {
+    let cache = 64 << 20;
+    let g = with_options(GeneratorOptions {
+        adapter_slots: 2,
+        slot_rank: 8,
+        prompt_cache_bytes: cache,
+        ..GeneratorOptions::default()
+    });
+    let fresh = with_options(GeneratorOptions::default());
+    let head = toks(81, 24);
+    let prompt = |tail: u64| -> Vec<u32> { head.iter().copied().chain(toks(tail, 5)).collect() };
+    let request = |p: Vec<u32>, adapter: &str| {
+        GenerateRequest::new(Prompt::Tokens(p))
+            .max_tokens(6)
+            .ignore_eos(true)
+            .keep_prompt_cache(true)
+            .adapter(adapter, 1.0)
+    };
+    let first = [request(prompt(82), "a"), request(prompt(83), "b")];
+    for r in g.generate_batch(&first) {
+        assert_eq!(r.expect("slotted").timings.batch_size, 2, "one mixed batch");
+    }
+    assert_eq!(
+        g.prompt_cache_stats().entries,
+        2,
+        "both slotted prompts kept"
+    );
+
+    // Scoring under each row's own set finds its prompt and equals a fresh scoring.
+    let answer = toks(84, 6);
+    for (p, id) in [(prompt(82), "a"), (prompt(83), "b")] {
+        let adapters = [(id.to_string(), 1.0)];
+        let masks = vec![vec![true; p.len()]];
+        let before = g.prompt_cache_stats().hits;
+        let got = g
+            .score_masked(&p, &answer, &masks, &adapters)
+            .expect("score");
+        assert_eq!(g.prompt_cache_stats().hits, before + 1, "{id}: a hit");
+        let want = fresh
+            .score_masked(&p, &answer, &masks, &adapters)
+            .expect("fresh");
+        assert_close(
+            &got[0],
+            &want[0],
+            &format!("{id}: from the slotted row's cache"),
+        );
+    }
+
+    // Later prompts sharing the head are prefilled from it, through the slots again.
+    let before = g.prompt_cache_stats();
+    let later = [request(prompt(85), "a"), request(prompt(86), "b")];
+    let got = g.generate_batch(&later);
+    for (r, req) in got.iter().zip(&later) {
+        assert_same(
+            r.as_ref().expect("later"),
+            &run_one(&fresh, req),
+            "prefilled from the cache",
+        );
+    }
+    let after = g.prompt_cache_stats();
+    assert_eq!(
+        (
+            after.prefill_hits - before.prefill_hits,
+            after.prefill_tokens - before.prefill_tokens
+        ),
+        (2, 2 * head.len() as u64),
+        "both later prompts took the shared head from the cache"
+    );
 }
 
 #[test]
