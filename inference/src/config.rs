@@ -52,6 +52,10 @@ pub enum GraphOps {
     /// ONNX Runtime's `com.microsoft.GroupQueryAttention`, which runs more than one new
     /// token on top of a past cache only for a single row.
     Fused,
+    /// The fused operators over right-padded rows in a cache buffer allocated once and
+    /// written in place (the layout of GPU kernels and CUDA graphs). The generator does not
+    /// run this layout yet: loading such a model fails with a pointer to re-export.
+    Static,
 }
 
 impl GraphOps {
@@ -255,6 +259,14 @@ impl ModelConfig {
                 "num_heads {} is not a multiple of num_kv_heads {}",
                 self.num_heads, self.num_kv_heads
             ));
+        }
+        if self.ops == GraphOps::Static {
+            return bad(
+                "this export's cache layout is `static` (right-padded rows in a buffer written in \
+                 place, for GPU runtimes), which this generator does not run yet; re-export it \
+                 with --ops portable or --ops fused"
+                    .into(),
+            );
         }
         if self.kv_dtype != "float32" {
             return bad(format!(

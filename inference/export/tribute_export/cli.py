@@ -126,9 +126,12 @@ def tribute_json(spec, fp16: bool, targets, lora_modules, source: dict, q=None, 
         # keys and values) and the LoRA inputs stay float32
         d["compute_dtype"] = "float16"
         d["weights_dtype"] = "float16"
+        if ops == "static":  # the cache buffer is the kernel's own (half.py)
+            d["kv_dtype"] = "float16"
     if ops != "portable":
-        # A runtime that scores several rows of more than one token against a cached past in one
-        # run (Tribute's masked scoring) must run them one by one on this graph.
+        # fused: a runtime that scores several rows of more than one token against a cached past in
+        # one run (Tribute's masked scoring) must run them one by one on this graph. static: rows are
+        # right-padded in a cache buffer the runtime allocates once (tribute_export/fused.py).
         d["ops"] = ops
     if q is not None:
         d["quantization"] = q.record(quant_embeddings)
@@ -217,7 +220,7 @@ def export(args) -> str:
                                            max_positions=args.context_length, quant=q,
                                            quant_embeddings=not args.float_embeddings, ops=args.ops)
         if args.compute == "fp16":
-            nbytes = half.to_fp16_compute(tmp, log=_log)
+            nbytes = half.to_fp16_compute(tmp, log=_log, fp16_cache=args.ops == "static")
         _log(f"graph written: {len(lora_modules)} LoRA modules, weights {nbytes / 2**20:.1f} MiB "
              f"({'fp16' if fp16 or args.compute == 'fp16' else 'fp32'}" + (f", linears {q.dtype} blocks of {q.block_size})" if q else ")"))
         if transfer["gguf_blocks_copied"]:
@@ -296,7 +299,9 @@ def build_parser():
                         "mobile builds); fused: ONNX Runtime's com.microsoft GroupQueryAttention per layer and "
                         "SkipSimplifiedLayerNormalization for each residual add + norm (same inputs, outputs "
                         "and cache layout; ONNX Runtime's CPU kernels: the CUDA attention kernel refuses the "
-                        "mask bias; default: portable)")
+                        "mask bias); static: the fused operators over right-padded rows in a cache buffer "
+                        "allocated at its maximum length and written in place (the layout CUDA kernels and "
+                        "CUDA graphs take; not run by the Rust generator yet); default: portable")
     p.add_argument("--float-embeddings", action="store_true",
                    help="with --quant, keep the embedding table float (--dtype) for the token lookup instead "
                         "of a GatherBlockQuantized over quantized rows (a tied head is then a quantized copy)")

@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from . import ExportError, archs
+from .fused import OPS, fused_attention, fused_lengths, static_lengths
 from .gguf_quant import NBitsBlocks, concat_rows, from_rounded, to_nbits, transfer_plan
 from .quant import MS_DOMAIN, QuantConfig, pack, pack_zero_points, quantize
 from .sources import Spec, Weights
@@ -268,38 +269,6 @@ def keep_last_positions(b: Builder, x: str) -> str:
     return b.op("Slice", [x, start, b.const([_ALL], np.int64), b.const([1], np.int64)], name="kept_hidden")
 
 
-OPS = ("portable", "fused")
-
-
-def fused_lengths(b: Builder) -> Tuple[str, str]:
-    """GroupQueryAttention's lengths, int32: `seqlens_k` [B] = every row's last cache column (all
-    columns are handed to the kernel; the bias masks padding) and `total_sequence_length` [1]."""
-    total = b.op("Cast", [b.op("Shape", ["attention_mask"], start=1, end=2)], name="total_len_i32",
-                 to=TensorProto.INT32)
-    last = b.op("Sub", [total, b.const([1], np.int32)], name="last_column_i32")
-    rows = b.op("Shape", ["input_ids"], name="rows", start=0, end=1)
-    return b.op("Expand", [last, rows], name="seqlens_k"), total
-
-
-def fused_attention(b: Builder, spec: Spec, i: int, q: str, k: str, v: str, bias: str, seqlens_k: str,
-                    total: str) -> str:
-    """One com.microsoft GroupQueryAttention for layer i: appends k, v to the past cache (present =
-    [B, KV, past + S, D], the portable graph's layout, rows left-padded) and attends with the
-    additive mask `bias` [B, 1, S, T]. RoPE stays outside (q, k arrive rotated, q scaled): the
-    kernel's own rotary takes positions from `seqlens_k`, which does not know left padding.
-    ONNX Runtime allows S > 1 with a past cache only for one row (a prefill from a cached prefix;
-    scoring several masks at once must run them one by one), and its CUDA kernel refuses
-    `attention_bias` (a GPU graph needs right-padded rows instead: docs/INFERENCE.md)."""
-    NH, KV, D = spec.num_heads, spec.num_kv_heads, spec.head_dim
-    q3 = b.op("Reshape", [q, b.const([0, 0, NH * D], np.int64)])
-    k3 = b.op("Reshape", [k, b.const([0, 0, KV * D], np.int64)])
-    past = [f"past_key_values.{i}.key", f"past_key_values.{i}.value"]
-    outs = [f"model.layers.{i}.attn_ctx", f"present.{i}.key", f"present.{i}.value"]
-    b.op("GroupQueryAttention", [q3, k3, v] + past + [seqlens_k, total, "", "", "", bias], outputs=outs,
-         domain=MS_DOMAIN, num_heads=NH, kv_num_heads=KV, scale=1.0)
-    return outs[0]
-
-
 def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_targets: List[str],
                 log=None, max_positions: Optional[int] = None, quant: Optional[QuantConfig] = None,
                 quant_embeddings: bool = True, ops: str = "portable"):
@@ -315,7 +284,8 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
     portable graph's (see `fused_attention`), so a runtime feeds both alike."""
     if ops not in OPS:
         raise ExportError(f"unknown --ops {ops!r} (choose from {', '.join(OPS)})")
-    fused = ops == "fused"
+    fused = ops != "portable"  # GroupQueryAttention and SkipSimplifiedLayerNormalization
+    static = ops == "static"  # right-padded rows, no mask bias (tribute_export/fused.py)
     log = log or (lambda msg: None)
     H, D = spec.hidden_size, spec.head_dim
     NH, KV, L, V = spec.num_heads, spec.num_kv_heads, spec.num_layers, spec.vocab_size
@@ -356,36 +326,38 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         return a_name, b_name
 
     # ---- shared per-run tensors: mask bias, rope cos/sin
-    S = b.op("Shape", ["input_ids"], name="seq_len", start=1, end=2)
-    T = b.op("Shape", ["attention_mask"], name="total_len", start=1, end=2)
-    P = b.op("Sub", [T, S], name="past_len")
-    n_idx = max(n_pos, spec.context_length)
-    arange = b.big_const("positions_table", np.arange(n_idx, dtype=np.int64))
-    zero1 = b.const([0], np.int64)
-    axis0 = b.const([0], np.int64)
-    key_idx = b.op("Slice", [arange, zero1, T, axis0], name="key_idx")
-    q_idx = b.op("Slice", [arange, P, T, axis0], name="query_idx")
-    q_col = b.op("Unsqueeze", [q_idx, b.const([1], np.int64)], name="query_idx_col")
-    causal = b.op("LessOrEqual", [key_idx, q_col], name="causal")  # [S, T]
-    pad = b.op("Cast", ["attention_mask"], name="mask_bool", to=TensorProto.BOOL)
-    pad4 = b.op("Unsqueeze", [pad, b.const([1, 2], np.int64)], name="mask_b11t")  # [B,1,1,T]
-    allowed = b.op("And", [causal, pad4], name="allowed")  # [B,1,S,T]
-    biases = {False: allowed}
-    if any(archs.layer_is_sliding(spec, i) for i in range(L)):
-        # Sliding-window layers (Gemma 3) see only the keys less than `sliding_window` cache slots
-        # back. The cache keeps every key (the Rust generator's contract is unchanged); rows are
-        # left-padded and contiguous, so slot distance equals position distance for real tokens.
-        dist = b.op("Sub", [q_col, key_idx], name="query_key_distance")  # [S, T]
-        near = b.op("Less", [dist, b.const(int(spec.sliding_window), np.int64)], name="in_window")
-        biases[True] = b.op("And", [allowed, near], name="allowed_sliding")
-    for sliding, ok in list(biases.items()):
-        suffix = "_sliding" if sliding else ""
-        bias = b.op("Where", [ok, b.const(0.0, np.float32), b.const(NEG, np.float32)], name="attn_bias" + suffix)
-        # [B,1,S,T]; GroupQueryAttention broadcasts it over heads, the portable graph's
-        # query rows are [B,KV,rep*S,D]
-        if rep > 1 and not fused:  # [B,1,rep*S,T]
-            bias = b.op("Tile", [bias, b.const([1, 1, rep, 1], np.int64)], name="attn_bias_rep" + suffix)
-        biases[sliding] = bias
+    biases = {}
+    if not static:  # the static layout masks by each row's length, not by a bias
+        S = b.op("Shape", ["input_ids"], name="seq_len", start=1, end=2)
+        T = b.op("Shape", ["attention_mask"], name="total_len", start=1, end=2)
+        P = b.op("Sub", [T, S], name="past_len")
+        n_idx = max(n_pos, spec.context_length)
+        arange = b.big_const("positions_table", np.arange(n_idx, dtype=np.int64))
+        zero1 = b.const([0], np.int64)
+        axis0 = b.const([0], np.int64)
+        key_idx = b.op("Slice", [arange, zero1, T, axis0], name="key_idx")
+        q_idx = b.op("Slice", [arange, P, T, axis0], name="query_idx")
+        q_col = b.op("Unsqueeze", [q_idx, b.const([1], np.int64)], name="query_idx_col")
+        causal = b.op("LessOrEqual", [key_idx, q_col], name="causal")  # [S, T]
+        pad = b.op("Cast", ["attention_mask"], name="mask_bool", to=TensorProto.BOOL)
+        pad4 = b.op("Unsqueeze", [pad, b.const([1, 2], np.int64)], name="mask_b11t")  # [B,1,1,T]
+        allowed = b.op("And", [causal, pad4], name="allowed")  # [B,1,S,T]
+        biases[False] = allowed
+        if any(archs.layer_is_sliding(spec, i) for i in range(L)):
+            # Sliding-window layers (Gemma 3) see only the keys less than `sliding_window` cache slots
+            # back. The cache keeps every key (the Rust generator's contract is unchanged); rows are
+            # left-padded and contiguous, so slot distance equals position distance for real tokens.
+            dist = b.op("Sub", [q_col, key_idx], name="query_key_distance")  # [S, T]
+            near = b.op("Less", [dist, b.const(int(spec.sliding_window), np.int64)], name="in_window")
+            biases[True] = b.op("And", [allowed, near], name="allowed_sliding")
+        for sliding, ok in list(biases.items()):
+            suffix = "_sliding" if sliding else ""
+            bias = b.op("Where", [ok, b.const(0.0, np.float32), b.const(NEG, np.float32)], name="attn_bias" + suffix)
+            # [B,1,S,T]; GroupQueryAttention broadcasts it over heads, the portable graph's
+            # query rows are [B,KV,rep*S,D]
+            if rep > 1 and not fused:  # [B,1,rep*S,T]
+                bias = b.op("Tile", [bias, b.const([1, 1, rep, 1], np.int64)], name="attn_bias_rep" + suffix)
+            biases[sliding] = bias
 
     scale = np.float32(spec.query_scale if spec.query_scale is not None else 1.0 / math.sqrt(D))
     tabs = {}
@@ -485,7 +457,7 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         return b.op("Reshape", [ctx, b.const([0, 0, NH * D], np.int64)])
 
     if fused:
-        seqlens_k, total_i32 = fused_lengths(b)
+        seqlens_k, total_i32 = (static_lengths if static else fused_lengths)(b)
 
     def add_norm(x, y, gain_w, name, residual):
         """(x + y, rmsnorm(x + y)): one SkipSimplifiedLayerNormalization when fused."""
@@ -522,7 +494,8 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
         q = rope(q, rt + "cos_q", rt + "sin_q", f"{p}.q_rot")  # includes the query scale
         k = rope(k, rt + "cos", rt + "sin", f"{p}.k_rot")
         if fused:
-            ctx = fused_attention(b, spec, i, q, k, v, biases[sliding], seqlens_k, total_i32)
+            ctx = fused_attention(b, spec, i, q, k, v, seqlens_k, total_i32, bias=biases.get(sliding),
+                                  window=int(spec.sliding_window) if sliding else None)
         else:
             v = b.op("Reshape", [v, b.const([0, 0, KV, D], np.int64)])
             ctx = portable_attention(q, k, v, i, biases[sliding])

@@ -7,7 +7,11 @@ The conversion is onnxconverter-common's (`float16.convert_float_to_float16` wit
 `keep_io_types`): every float initializer and constant becomes fp16 (magnitudes above 1e4 are
 clipped to ±1e4, so the mask's -3.4e38 becomes -1e4, still exp() = 0), and a Cast is put after
 each float input and before each float output. Overridable initializers (the LoRA inputs'
-defaults, `lora_mask`) stay fp32: they are the default values of fp32 inputs."""
+defaults, `lora_mask`) stay fp32: they are the default values of fp32 inputs.
+
+With `fp16_cache` (the `static` layout) the past and present caches are float16 at the graph's
+boundary too: the kernel then reads and writes the very buffer the runtime binds to both, which
+an fp32 boundary with a Cast on each side would turn into two copies per layer per step."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from onnx import TensorProto, numpy_helper
 from . import ExportError
 
 
-def to_fp16_compute(out_dir: str, log=None) -> int:
+def to_fp16_compute(out_dir: str, log=None, fp16_cache: bool = False) -> int:
     """Rewrites out_dir/model.onnx (+ model.onnx.data) for fp16 compute. Returns the weight bytes."""
     log = log or (lambda msg: None)
     try:
@@ -33,6 +37,8 @@ def to_fp16_compute(out_dir: str, log=None) -> int:
     model = onnx.load(path)  # with its external data: the conversion rewrites every initializer
     model = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
     rewire_output_readers(model.graph)
+    if fp16_cache:
+        cache_io_in_fp16(model.graph)
     inputs = {i.name for i in model.graph.input}
     for t in model.graph.initializer:
         if t.name in inputs and t.data_type == TensorProto.FLOAT16:
@@ -47,7 +53,8 @@ def to_fp16_compute(out_dir: str, log=None) -> int:
         onnx.checker.check_model(path)
     except Exception as e:
         raise ExportError(f"internal error: the fp16 graph fails onnx.checker: {e}") from None
-    log(f"converted to fp16 compute (inputs and outputs float32): {nbytes / 2**20:.1f} MiB of fp16 tensors")
+    io = "the cache float16, other inputs and outputs float32" if fp16_cache else "inputs and outputs float32"
+    log(f"converted to fp16 compute ({io}): {nbytes / 2**20:.1f} MiB of fp16 tensors")
     return nbytes
 
 
@@ -63,3 +70,34 @@ def rewire_output_readers(graph: onnx.GraphProto) -> None:
         for i, x in enumerate(n.input):
             if x in cast_from:
                 n.input[i] = cast_from[x]
+
+
+def is_cache(name: str) -> bool:
+    return name.startswith("past_key_values.") or name.startswith("present.")
+
+
+def cache_io_in_fp16(graph: onnx.GraphProto) -> None:
+    """The past inputs and present outputs become float16 and lose the Casts the converter put
+    around them: readers of a past's Cast read the input itself, and the node a present's Cast read
+    from writes the output itself."""
+    drop = []
+    for n in graph.node:
+        if n.op_type != "Cast":
+            continue
+        if is_cache(n.input[0]) and n.input[0].startswith("past_key_values."):
+            for m in graph.node:
+                for i, x in enumerate(m.input):
+                    if x == n.output[0]:
+                        m.input[i] = n.input[0]
+            drop.append(n)
+        elif n.output[0].startswith("present."):
+            for m in graph.node:
+                for i, x in enumerate(m.output):
+                    if x == n.input[0]:
+                        m.output[i] = n.output[0]
+            drop.append(n)
+    for n in drop:
+        graph.node.remove(n)
+    for v in list(graph.input) + list(graph.output):
+        if is_cache(v.name):
+            v.type.tensor_type.elem_type = TensorProto.FLOAT16
