@@ -1,42 +1,48 @@
 #!/usr/bin/env bash
 # Runs on a CUDA 13 machine without network (the device tool), after
 # `inference/benches/gpu_bundle.sh` prepared .gpu/ here and its pieces were carried over
-# in several calls (64 MiB each): `gpu.sh --collect` in each call keeps the carried pieces
-# in /tmp/parts (which outlives calls on a warm machine); the last call runs `gpu.sh`:
-#  1. unpacks ONNX Runtime's GPU libraries and the release binaries, and finds the
-#     CUDA/cuDNN libraries of the machine's Python (PyPI nvidia-* packages);
+# in several calls (64 MiB each): every call copies what it carried of .gpu/ into /tmp/gpu
+# (which outlives calls on a warm machine); `gpu.sh --collect` only does that. Then:
+#  1. unpacks ONNX Runtime's GPU build (the Python package; the Rust binaries load its C
+#     library) and the release binaries, and finds the CUDA/cuDNN libraries of the machine's
+#     Python (PyPI nvidia-* packages);
 #  2. exports SmolLM2-135M-Instruct from its GGUF (the exporter: numpy, onnx, tokenizers are
 #     on that machine, gguf comes as a wheel) and random-weight models: `tiny` and a
 #     Llama-3.2-1B-shaped model (fp16 weights); SmolLM2 and the 1B model again with
-#     `--compute fp16` (fp16 arithmetic: tensor cores, half the bytes per token);
-#  3. checks that CUDA and CPU produce the same greedy tokens on SmolLM2 (three chat
-#     prompts) and on the tiny model;
-#  4. prints decode tokens/s at batch 1, 8 and 32 for the 1B model on CUDA, and the
-#     adapter switch time (then the CPU numbers of the same model, for scale).
-# Results go to stdout and $OUT/gpu.txt.
+#     `--compute fp16` (fp16 arithmetic: tensor cores, half the bytes per token), and with
+#     `--ops static --compute fp16` (the cache written in place, CUDA graphs);
+#  3. compare: CUDA and CPU produce the same greedy tokens on SmolLM2 (three chat prompts)
+#     and on the tiny model (the Rust CLI);
+#  4. static: static_decode.py on the static exports: SmolLM2's greedy tokens on CUDA against
+#     the portable export on the CPU, then the 1B model's decode tok/s at batch 1, 8 and 32,
+#     plain and as CUDA graphs, against the card's bandwidth limit;
+#  5. bench: the Rust generation bench, decode tokens/s at batch 1, 8 and 32 for the 1B
+#     model on CUDA, and the adapter switch time (then the CPU numbers, for scale).
+# GPU_STAGES (default compare,static,bench) picks stages; a warm machine keeps the exports,
+# so stages can run in separate calls. Results go to stdout and $OUT/gpu.txt.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-PARTS=/tmp/parts
-mkdir -p "$PARTS"
-for f in .gpu/ort/part-*; do [ -f "$f" ] && cp "$f" "$PARTS/ort-${f##*part-}"; done
-for f in .gpu/gguf/part-*; do [ -f "$f" ] && cp "$f" "$PARTS/gguf-${f##*part-}"; done
-if [ "${1:-}" = "--collect" ]; then ls -la "$PARTS"; exit 0; fi
+G=/tmp/gpu
+mkdir -p "$G"
+[ -d .gpu ] && cp -r .gpu/. "$G/"
+if [ "${1:-}" = "--collect" ]; then find "$G" -type f | sort; du -sh "$G"; exit 0; fi
+STAGES=",${GPU_STAGES:-compare,static,bench},"
 
 RES=${OUT:-/tmp}/gpu.txt
 log() { echo "$@" | tee -a "$RES"; }
 : > "$RES"
-unzstd() { LD_LIBRARY_PATH=$ROOT/.gpu/tools "$ROOT/.gpu/tools/zstd" "$@"; }
+unzstd() { LD_LIBRARY_PATH=$G/tools "$G/tools/zstd" "$@"; }
 
 LIB=/tmp/tribute-ort/lib
 if [ ! -f "$LIB/libonnxruntime_providers_cuda.so" ]; then
   mkdir -p /tmp/tribute-ort
-  cat "$PARTS"/ort-* | unzstd -d -q | tar -C /tmp/tribute-ort -xf - || { log "gpu.sh: ORT GPU parts incomplete"; exit 1; }
+  cat "$G"/ort/part-* | unzstd -d -q | tar -C /tmp/tribute-ort -xf - || { log "gpu.sh: ORT GPU parts incomplete"; exit 1; }
 fi
 BIN=/tmp/tribute-bin
 mkdir -p $BIN
 for b in tribute generation; do
-  unzstd -d -q -f ".gpu/bin-zst/$b.zst" -o "$BIN/$b" || { log "gpu.sh: .gpu/bin-zst/$b.zst missing"; exit 1; }
+  unzstd -d -q -f "$G/bin-zst/$b.zst" -o "$BIN/$b" || { log "gpu.sh: .gpu/bin-zst/$b.zst missing"; exit 1; }
   chmod +x "$BIN/$b"
 done
 export ORT_DYLIB_PATH=$(ls "$LIB"/libonnxruntime.so.1.* | head -n1)
@@ -49,12 +55,12 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 missing=$(ldd "$LIB/libonnxruntime_providers_cuda.so" | grep 'not found')
 [ -z "$missing" ] || log "gpu.sh: CUDA provider libraries not found: $missing"
 
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/gguf/*.whl >/dev/null 2>&1
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$G"/gguf/*.whl >/dev/null 2>&1
 export PYTHONPATH=$ROOT/inference/export:/tmp/site
 M=/tmp/tribute-models
 mkdir -p $M
-if [ ! -f $M/smollm2/tribute.json ] && ls "$PARTS"/gguf-* >/dev/null 2>&1; then
-  cat "$PARTS"/gguf-* > /tmp/smollm2.gguf
+if [ ! -f $M/smollm2/tribute.json ] && ls "$G"/gguf/part-* >/dev/null 2>&1; then
+  cat "$G"/gguf/part-* > /tmp/smollm2.gguf
   python3 -m tribute_export --source /tmp/smollm2.gguf --out $M/smollm2 --dtype fp32 2>&1 | tail -n1
 fi
 [ -f $M/tiny/tribute.json ] || python3 -m tribute_export --random tiny --seed 3 --out $M/tiny 2>/dev/null
@@ -66,6 +72,14 @@ fi
   --out $M/llama1b-fp16 2>&1 | tail -n1
 if [ -f $M/smollm2/tribute.json ] && [ ! -f $M/smollm2-fp16/tribute.json ]; then
   python3 -m tribute_export --source /tmp/smollm2.gguf --out $M/smollm2-fp16 --compute fp16 2>&1 | tail -n1
+fi
+# The static layout (right-padded rows, the cache buffer written in place; fp16 cache)
+if [[ $STAGES == *,static,* ]]; then
+  [ -f $M/llama1b-static/tribute.json ] || python3 -m tribute_export --random llama-3.2-1b --ops static \
+    --compute fp16 --out $M/llama1b-static 2>&1 | tail -n1
+  if [ -f /tmp/smollm2.gguf ] && [ ! -f $M/smollm2-static/tribute.json ]; then
+    python3 -m tribute_export --source /tmp/smollm2.gguf --out $M/smollm2-static --ops static --compute fp16 2>&1 | tail -n1
+  fi
 fi
 
 T=$BIN/tribute
@@ -84,6 +98,7 @@ if not same:
     print(f"   cuda: {b['text']!r}\n   cpu ids  {a['token_ids']}\n   cuda ids {b['token_ids']}")
 PY
 }
+if [[ $STAGES == *,compare,* ]]; then
 if [ -f $M/smollm2/tribute.json ]; then
   compare $M/smollm2 "" "What is the capital of France? Answer in one sentence."
   compare $M/smollm2 "" "Write a haiku about drones flying in the wind."
@@ -95,8 +110,22 @@ else
   log "gpu.sh: no SmolLM2 GGUF carried: only the tiny random model is compared"
 fi
 compare $M/tiny --raw "The quick brown fox jumps over the lazy dog and keeps on running"
+fi
 
-if [ "${GPU_SKIP_BENCH:-0}" != 1 ]; then
+if [[ $STAGES == *,static,* ]]; then
+  # ONNX Runtime's GPU build ahead of the machine's own onnxruntime (a CPU build)
+  SD="env PYTHONPATH=/tmp/tribute-ort/py:$PYTHONPATH PYTHONUNBUFFERED=1 python3 inference/benches/static_decode.py"
+  GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1)
+  case "$GPU_NAME" in  # bytes/s: H200 HBM3e, H100 SXM HBM3, H100 PCIe HBM2e
+    *H200*) BW=4.8e12 ;; *H100*HBM3*|*H100*SXM*) BW=3.35e12 ;; *H100*) BW=2.0e12 ;; *) BW=3.35e12 ;;
+  esac
+  [ -f $M/smollm2-static/tribute.json ] && $SD $M/smollm2-static --device cuda --cuda-graph --check $M/smollm2 \
+    --batches 1 --new 48 --reps 1 2>&1 | tee -a "$RES"
+  $SD $M/llama1b-static --device cuda --batches 1,8,32 --new 64 --bandwidth $BW 2>&1 | tee -a "$RES"
+  $SD $M/llama1b-static --device cuda --cuda-graph --batches 1,8,32 --new 64 --bandwidth $BW 2>&1 | tee -a "$RES"
+fi
+
+if [[ $STAGES == *,bench,* ]]; then
   BENCH_MODEL=$M/llama1b BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 BENCH_NEW=64 BENCH_REPS=3 $BIN/generation 2>&1 | tee -a "$RES"
   BENCH_MODEL=$M/llama1b-fp16 BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 BENCH_NEW=64 BENCH_REPS=3 $BIN/generation 2>&1 | tee -a "$RES"
   BENCH_MODEL=$M/llama1b BENCH_DEVICE=cpu BENCH_BATCHES=1 BENCH_NEW=16 BENCH_REPS=1 $BIN/generation 2>&1 | tee -a "$RES"

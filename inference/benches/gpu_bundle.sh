@@ -4,7 +4,7 @@
 # generation bench with the `cuda` feature, and ONNX Runtime's GPU libraries from the PyPI
 # wheel `onnxruntime-gpu` (CUDA 13 build), zstd-compressed and split into parts that fit
 # the device tool's 64 MiB per call. Everything goes to .gpu/ (git-ignored):
-#   .gpu/bin-zst/{tribute,generation}.zst   .gpu/ort/part-NN (cat | zstd -d | tar -x → lib/)
+#   .gpu/bin-zst/{tribute,generation}.zst   .gpu/ort/part-NN (cat | zstd -d | tar -x → py/onnxruntime, lib/)
 #   .gpu/gguf/part-NN (SmolLM2-135M-Instruct Q4_1 GGUF) + the gguf wheel   .gpu/tools (zstd)
 # The calls are listed at the end of this script's output.
 set -euo pipefail
@@ -27,15 +27,20 @@ cp "$bench" "$OUT/bin/generation"
 strip "$OUT/bin/tribute" "$OUT/bin/generation" || true
 
 if ! ls "$OUT"/ort/part-* >/dev/null 2>&1; then
+  # The whole Python package (the device's python3 is 3.12): its capi/ holds the C library the
+  # Rust binaries load (lib/ links to it) and the pybind module static_decode.py imports.
   echo "gpu_bundle: fetching onnxruntime-gpu==$ORT_GPU_VERSION" >&2
-  python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
-    --platform manylinux_2_28_x86_64 -d "$OUT/wheel" "onnxruntime-gpu==$ORT_GPU_VERSION"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+    -d "$OUT/wheel" "onnxruntime-gpu==$ORT_GPU_VERSION"
   tmp=$(mktemp -d)
   (cd "$tmp" && python3 -m zipfile -e "$ROOT"/$OUT/wheel/onnxruntime_gpu-*.whl x >/dev/null)
-  mkdir -p "$tmp/lib"
-  cp "$tmp"/x/onnxruntime/capi/libonnxruntime.so.* "$tmp"/x/onnxruntime/capi/libonnxruntime_providers_*.so "$tmp/lib/"
-  (cd "$tmp/lib" && ln -sf libonnxruntime.so.* libonnxruntime.so)
-  tar -C "$tmp" -cf - lib | zstd -T0 -12 -q -c | split -b 60m -d - "$OUT/ort/part-"
+  mkdir -p "$tmp/py"
+  mv "$tmp/x/onnxruntime" "$tmp/py/"
+  rm -f "$tmp"/py/onnxruntime/capi/libonnxruntime_providers_tensorrt.so
+  (cd "$tmp/py/onnxruntime/capi" && ln -sf libonnxruntime.so.* libonnxruntime.so)
+  ln -s py/onnxruntime/capi "$tmp/lib"
+  tar -C "$tmp" -cf - lib py | zstd -T0 -12 -q -c | split -b 60m -d - "$OUT/ort/part-"
   rm -rf "$tmp" "$OUT/wheel"
 fi
 # The real small model for the CPU/CUDA greedy comparison: SmolLM2-135M-Instruct's GGUF
@@ -56,7 +61,9 @@ zstd -q -f -T0 -10 "$OUT/bin/tribute" -o "$OUT/bin/tribute.zst"
 zstd -q -f -T0 -10 "$OUT/bin/generation" -o "$OUT/bin/generation.zst"
 mkdir -p "$OUT/bin-zst" && mv "$OUT"/bin/*.zst "$OUT/bin-zst/"
 du -sh "$OUT"/bin-zst/* "$OUT"/ort/* "$OUT"/gguf/* >&2
-echo "gpu_bundle: ready. Device calls (64 MiB each; parts stay on the warm machine):
-  1-3: carry .gpu/ort/part-00, -01, -02 (one each), command: mkdir -p /tmp/parts && cp .gpu/ort/part-* /tmp/parts/
-  4:   carry .gpu/ort/part-03 and .gpu/gguf/part-01, same command plus: cp .gpu/gguf/part-* /tmp/parts/gguf-
-  5:   carry .gpu/bin-zst .gpu/tools .gpu/gguf (part-00 + wheel), command: bash inference/benches/gpu.sh" >&2
+echo "gpu_bundle: ready. Device calls (64 MiB carried each; a warm machine keeps /tmp/gpu between calls):
+  1-3: carry .gpu/ort/part-00, -01, -02 (one each), command: bash inference/benches/gpu.sh --collect
+  4:   carry .gpu/ort/part-03 .gpu/bin-zst .gpu/tools and the wheels in .gpu/gguf, same command
+  5:   carry .gpu/gguf/part-00, same command
+  6:   carry .gpu/gguf/part-01, command: GPU_STAGES=compare,static bash inference/benches/gpu.sh
+  7:   command: GPU_STAGES=bench bash inference/benches/gpu.sh" >&2

@@ -6,6 +6,7 @@ that path will drive it, to measure what it reaches before the Rust generator ru
 - one cache buffer per past input, [rows, kv_heads, capacity, head_dim], allocated once on the
   device and bound as both the past input and the present output (the kernel appends in place);
 - rows right-padded; the prompt is one right-padded batch prefill;
+- greedy on the device: the graph's `next_token` (argmax of the logits) is the only output read;
 - decode steps feed inputs of fixed shapes at fixed addresses (the attention mask at the buffer's
   full width), which is what ONNX Runtime's CUDA graphs (`enable_cuda_graph`) need: the first
   step captures, later steps replay. A capture that fails falls back to plain runs with one
@@ -51,6 +52,7 @@ class StaticDecoder:
             providers = ["CPUExecutionProvider"]
         self.sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), so, providers=providers)
         self.cuda_graph = cuda_graph
+        self.graph_ids = 0  # one captured graph per decode loop: its buffers are the loop's own
         self.names = [f"past_key_values.{i}.{k}" for i in range(self.tj["num_layers"]) for k in ("key", "value")]
 
     def value(self, arr: np.ndarray) -> ort.OrtValue:
@@ -73,9 +75,10 @@ class StaticDecoder:
         for name, arr in feeds.items():
             io.bind_ortvalue_input(name, self.value(arr))
         self.bind_cache(io, cache)
-        io.bind_output("logits")
-        self.sess.run_with_iobinding(io)
-        nxt = io.get_outputs()[-1].numpy()[:, -1].argmax(-1)
+        io.bind_output("logits", self.device)
+        io.bind_output("next_token")
+        self.sess.run_with_iobinding(io, self.run_options(-1))  # prefill shapes: never captured
+        nxt = io.get_outputs()[-1].numpy()[:, -1]
         prefill = time.perf_counter() - t0
         out = [int(nxt[0])]
 
@@ -87,17 +90,21 @@ class StaticDecoder:
         mask_v = self.value(mask)
         keep = self.value(np.array([1], np.int64))
         logits = ort.OrtValue.ortvalue_from_shape_and_type([rows, 1, tj["vocab_size"]], np.float32, self.device, 0)
+        token = ort.OrtValue.ortvalue_from_shape_and_type([rows, 1], np.int64, self.device, 0)
         io = self.sess.io_binding()
         for name, v in (("input_ids", ids), ("position_ids", pos), ("attention_mask", mask_v),
                         ("logits_to_keep", keep)):
             io.bind_ortvalue_input(name, v)
         self.bind_cache(io, cache)
-        io.bind_ortvalue_output("logits", logits)
+        io.bind_ortvalue_output("logits", logits)  # stays on the device: the graph's argmax is read
+        io.bind_ortvalue_output("next_token", token)
         graphs = self.cuda_graph
+        self.graph_ids += 1
+        ro = self.run_options(self.graph_ids)
         t0 = time.perf_counter()
         for step in range(new - 1):
             try:
-                self.sess.run_with_iobinding(io)
+                self.sess.run_with_iobinding(io, ro)
             except Exception as e:  # a failed capture: plain runs from here on
                 if not graphs:
                     raise
@@ -106,13 +113,20 @@ class StaticDecoder:
                 graphs, self.cuda_graph = False, False
                 self.sess = self.reload_without_graphs()
                 return self.generate(prompt, rows, new, capacity)
-            nxt = logits.numpy()[:, -1].argmax(-1)
+            nxt = token.numpy()[:, -1]
             out.append(int(nxt[0]))
             ids.update_inplace(nxt.reshape(rows, 1).astype(np.int64))
             pos.update_inplace(np.full((rows, 1), P + 1 + step, np.int64))
             mask[:, P + 1 + step] = 1
             mask_v.update_inplace(mask)
         return out, prefill, time.perf_counter() - t0, graphs
+
+    def run_options(self, graph_id: int):
+        """ONNX Runtime captures a CUDA graph per `gpu_graph_id` (-1: run uncaptured)."""
+        ro = ort.RunOptions()
+        if self.cuda_graph:
+            ro.add_run_config_entry("gpu_graph_id", str(graph_id))
+        return ro
 
     def bind_cache(self, io, cache):
         for n, v in cache.items():
@@ -186,7 +200,7 @@ def main(argv=None) -> int:
         if a.bandwidth and rows == 1:
             floor = weights / a.bandwidth
             line += (f"; weights {weights / 2**30:.2f} GiB, floor {floor * 1e3:.2f} ms/step "
-                     f"({best / steps and floor / (best / steps) * 100:.0f} % of the bandwidth limit)")
+                     f"({floor / (best / steps) * 100:.0f} % of the bandwidth limit)")
         print(line, flush=True)
     return 0
 

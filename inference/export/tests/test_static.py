@@ -110,8 +110,16 @@ def test_static_graph_structure(llama):
     assert all(len(n.input) == 7 for n in gqa), "no attention_bias (the CUDA kernel refuses one)"
     assert not [n for n in g.node if n.name.startswith("attn_bias")]
     assert static.tj["ops"] == "static" and static.tj["kv_dtype"] == "float32"
+    assert static.tj["outputs"]["next_token"] == "next_token"
     portable = onnx.load(os.path.join(port.dir, "model.onnx"), load_external_data=False).graph
     assert [i.name for i in g.input] == [i.name for i in portable.input]
+    # greedy on the device: next_token is the argmax of the kept logits
+    ids = np.array([IDS[:5], IDS[3:8]], np.int64)
+    res = dict(zip(static.out_names, static.sess.run(None, {
+        "input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.array([range(5)] * 2, np.int64),
+        "logits_to_keep": np.array([2], np.int64), **static.empty_past(2)})))
+    assert res["next_token"].shape == (2, 2) and res["next_token"].dtype == np.int64
+    np.testing.assert_array_equal(res["next_token"], res["logits"].argmax(-1))
 
 
 def test_static_rows_write_their_own_columns_in_place(llama):
@@ -210,3 +218,20 @@ def test_static_fp16_compute_keeps_the_cache_in_fp16(tmp_path):
         tj = json.load(f)
     assert tj["kv_dtype"] == "float16" and tj["compute_dtype"] == "float16"
     check_rows(port, static, IDS, IDS[2:6], atol=2e-2, dtype=np.float16, argmax_only=True)
+
+
+def test_static_decode_bench_runs_greedy_like_the_portable_graph(llama, capsys):
+    """inference/benches/static_decode.py (the GPU script's static stage) on the CPU: the in-place
+    greedy loop with device-side argmax gives the portable graph's tokens."""
+    import importlib.util
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, "..", "..", "benches", "static_decode.py")
+    spec = importlib.util.spec_from_file_location("static_decode", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    port, static = llama[2], llama[3]
+    assert mod.main([static.dir, "--check", port.dir, "--batches", "1,3", "--new", "12", "--prompt", "6",
+                     "--reps", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "first 12 of 12 tokens equal" in out, out
+    assert "batch 3: decode" in out

@@ -118,7 +118,8 @@ def tribute_json(spec, fp16: bool, targets, lora_modules, source: dict, q=None, 
         "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask", "position_ids": "position_ids",
                    "past_key": "past_key_values.%d.key", "past_value": "past_key_values.%d.value",
                    "logits_to_keep": "logits_to_keep"},
-        "outputs": {"logits": "logits", "present_key": "present.%d.key", "present_value": "present.%d.value"},
+        "outputs": {"logits": "logits", "present_key": "present.%d.key", "present_value": "present.%d.value",
+                    **({"next_token": "next_token"} if ops == "static" else {})},
         "source": source,
     }
     if compute == "fp16":

@@ -539,6 +539,9 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
     log(f"lm_head {'tied' if spec.tie_word_embeddings else 'separate'}")
 
     b.out("logits", FLOAT, ["batch", "logits_length", V])
+    if static:  # greedy on the device: a runtime reads B token ids, not B x V logits
+        b.op("ArgMax", ["logits"], outputs=["next_token"], axis=-1, keepdims=0)
+        b.out("next_token", INT64, ["batch", "logits_length"])
     for i in range(L):
         for kv in ("key", "value"):
             b.out(f"present.{i}.{kv}", FLOAT, ["batch", KV, "total_sequence_length", D])
