@@ -16,13 +16,13 @@ from test_archs import IDS as LONG_IDS, arch_weights, gemma3_config
 from test_tiny import IDS, LORA_SPEC, _random_lora, _stack, rel_err
 
 
-def pair(root, cfg, w, *flags):
-    """(portable runner, fused runner) for the same weights exported with `flags`."""
+def pair(root, cfg, w, *flags, ops=("portable", "fused")):
+    """A runner per graph variant in `ops` for the same weights exported with `flags`."""
     hf = write_hf_dir(os.path.join(root, "hf"), cfg, w)
     runners = []
-    for ops in ("portable", "fused"):
-        out = os.path.join(root, ops)
-        export(["--source", hf, "--out", out, "--ops", ops, *flags])
+    for o in ops:
+        out = os.path.join(root, o)
+        export(["--source", hf, "--out", out, "--ops", o, *flags])
         runners.append(Runner(out))
     return runners
 

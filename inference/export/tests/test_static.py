@@ -14,8 +14,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import Runner, export, make_weights, tiny_config, write_hf_dir
+from conftest import Runner, make_weights, tiny_config
 from test_archs import IDS as LONG_IDS, arch_weights, gemma3_config
+from test_fused import pair
 from test_tiny import IDS, LORA_SPEC, _random_lora, _stack
 
 CAPACITY = 32  # cache columns per row
@@ -61,14 +62,9 @@ class StaticCache:
         return io.get_outputs()[-1].numpy()
 
 
-def export_pair(root, cfg, w, *flags, ops=("portable", "static")):
-    hf = write_hf_dir(os.path.join(root, "hf"), cfg, w)
-    runners = []
-    for o in ops:
-        out = os.path.join(root, o)
-        export(["--source", hf, "--out", out, "--ops", o, *flags])
-        runners.append(Runner(out))
-    return runners
+def export_pair(root, cfg, w, *flags):
+    """(portable runner, static runner) for the same weights exported with `flags`."""
+    return pair(root, cfg, w, *flags, ops=("portable", "static"))
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +202,7 @@ def test_static_fp16_compute_keeps_the_cache_in_fp16(tmp_path):
     pytest.importorskip("onnxconverter_common")
     cfg = tiny_config()
     w = make_weights(cfg, seed=1)
-    port, static = export_pair(str(tmp_path), cfg, w, "--compute", "fp16", ops=("portable", "static"))
+    port, static = export_pair(str(tmp_path), cfg, w, "--compute", "fp16")
     g = onnx.load(os.path.join(static.dir, "model.onnx"), load_external_data=False).graph
     f16 = onnx.TensorProto.FLOAT16
     for v in list(g.input) + list(g.output):
