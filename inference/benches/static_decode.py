@@ -50,7 +50,8 @@ class StaticDecoder:
                          "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
-        self.sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), so, providers=providers)
+        self.path = os.path.join(model_dir, "model.onnx")
+        self.sess = ort.InferenceSession(self.path, so, providers=providers)
         self.cuda_graph = cuda_graph
         self.graph_ids = 0  # one captured graph per decode loop: its buffers are the loop's own
         self.names = [f"past_key_values.{i}.{k}" for i in range(self.tj["num_layers"]) for k in ("key", "value")]
@@ -136,7 +137,7 @@ class StaticDecoder:
     def reload_without_graphs(self):
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        return ort.InferenceSession(self.sess._model_path, so, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        return ort.InferenceSession(self.path, so, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
 
 
 def portable_greedy(model_dir: str, prompt: list, new: int) -> list:

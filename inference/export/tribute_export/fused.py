@@ -24,11 +24,16 @@ from .quant import MS_DOMAIN
 OPS = ("portable", "fused", "static")
 
 
+def mask_width_i32(b) -> str:
+    """`total_sequence_length` [1], int32: the attention mask's width."""
+    return b.op("Cast", [b.op("Shape", ["attention_mask"], start=1, end=2)], name="total_len_i32",
+                to=TensorProto.INT32)
+
+
 def fused_lengths(b) -> Tuple[str, str]:
     """`fused` layout, int32: `seqlens_k` [B] = every row's last cache column (all columns are handed
     to the kernel; the bias masks padding) and `total_sequence_length` [1]."""
-    total = b.op("Cast", [b.op("Shape", ["attention_mask"], start=1, end=2)], name="total_len_i32",
-                 to=TensorProto.INT32)
+    total = mask_width_i32(b)
     last = b.op("Sub", [total, b.const([1], np.int32)], name="last_column_i32")
     rows = b.op("Shape", ["input_ids"], name="rows", start=0, end=1)
     return b.op("Expand", [last, rows], name="seqlens_k"), total
@@ -37,8 +42,7 @@ def fused_lengths(b) -> Tuple[str, str]:
 def static_lengths(b) -> Tuple[str, str]:
     """`static` layout, int32: `seqlens_k` [B] = each row's attended columns minus one (its tokens,
     the new ones included, right-padded) and `total_sequence_length` [1] = the mask's width."""
-    total = b.op("Cast", [b.op("Shape", ["attention_mask"], start=1, end=2)], name="total_len_i32",
-                 to=TensorProto.INT32)
+    total = mask_width_i32(b)
     count = b.op("ReduceSum", ["attention_mask", b.const([1], np.int64)], name="row_lengths", keepdims=0)
     last = b.op("Sub", [count, b.const(1, np.int64)], name="row_last_column")
     return b.op("Cast", [last], name="seqlens_k", to=TensorProto.INT32), total

@@ -80,24 +80,21 @@ def cache_io_in_fp16(graph: onnx.GraphProto) -> None:
     """The past inputs and present outputs become float16 and lose the Casts the converter put
     around them: readers of a past's Cast read the input itself, and the node a present's Cast read
     from writes the output itself."""
-    drop = []
+    read_as, write_as, drop = {}, {}, []
     for n in graph.node:
-        if n.op_type != "Cast":
-            continue
-        if is_cache(n.input[0]) and n.input[0].startswith("past_key_values."):
-            for m in graph.node:
-                for i, x in enumerate(m.input):
-                    if x == n.output[0]:
-                        m.input[i] = n.input[0]
+        if n.op_type == "Cast" and n.input[0].startswith("past_key_values."):
+            read_as[n.output[0]] = n.input[0]
             drop.append(n)
-        elif n.output[0].startswith("present."):
-            for m in graph.node:
-                for i, x in enumerate(m.output):
-                    if x == n.input[0]:
-                        m.output[i] = n.output[0]
+        elif n.op_type == "Cast" and n.output[0].startswith("present."):
+            write_as[n.input[0]] = n.output[0]
             drop.append(n)
     for n in drop:
         graph.node.remove(n)
+    for n in graph.node:
+        for i, x in enumerate(n.input):
+            n.input[i] = read_as.get(x, write_as.get(x, x))  # a present's readers read it too
+        for i, x in enumerate(n.output):
+            n.output[i] = write_as.get(x, x)
     for v in list(graph.input) + list(graph.output):
         if is_cache(v.name):
             v.type.tensor_type.elem_type = TensorProto.FLOAT16
