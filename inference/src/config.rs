@@ -53,8 +53,8 @@ pub enum GraphOps {
     /// token on top of a past cache only for a single row.
     Fused,
     /// The fused operators over right-padded rows in a cache buffer allocated once and
-    /// written in place (the layout of GPU kernels and CUDA graphs). The generator does not
-    /// run this layout yet: loading such a model fails with a pointer to re-export.
+    /// written in place (the layout of GPU kernels and CUDA graphs); no mask inside a row,
+    /// so masked scoring leaves hidden columns out of the past instead.
     Static,
 }
 
@@ -105,6 +105,10 @@ pub struct ModelConfig {
     /// Dtype of the KV cache and logits.
     #[serde(default = "default_dtype")]
     pub kv_dtype: String,
+    /// Keys a sliding-window layer sees (Gemma 3), when the model has such layers; recorded
+    /// by static exports, whose masked scoring is exact only within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
     /// Graph input names.
     pub inputs: InputNames,
     /// Graph output names.
@@ -149,6 +153,9 @@ pub struct OutputNames {
     pub present_key: String,
     /// Present value pattern.
     pub present_value: String,
+    /// The argmax of the kept logits (static exports), `[batch, positions]` int64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
 }
 
 fn default_arch() -> String {
@@ -227,6 +234,7 @@ impl ModelConfig {
             pad_token_id: ids("pad_token_id").first().copied(),
             weights_dtype: default_dtype(),
             kv_dtype: default_dtype(),
+            sliding_window: None,
             inputs: InputNames {
                 input_ids: s(ins, "input_ids", "input_ids"),
                 attention_mask: s(ins, "attention_mask", "attention_mask"),
@@ -239,6 +247,7 @@ impl ModelConfig {
                 logits: s(outs, "logits", "logits"),
                 present_key: s(outs, "present_key_names", "present.%d.key"),
                 present_value: s(outs, "present_value_names", "present.%d.value"),
+                next_token: None,
             },
             lora: LoraInputs::default(),
             ops: GraphOps::Portable,
@@ -260,17 +269,11 @@ impl ModelConfig {
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.ops == GraphOps::Static {
-            return bad(
-                "this export's cache layout is `static` (right-padded rows in a buffer written in \
-                 place, for GPU runtimes), which this generator does not run yet; re-export it \
-                 with --ops portable or --ops fused"
-                    .into(),
-            );
-        }
         if self.kv_dtype != "float32" {
             return bad(format!(
-                "kv_dtype {:?} is not supported (float32 only)",
+                "kv_dtype {:?} is not supported (float32 only; an `--ops static --compute fp16` \
+                 export keeps a float16 cache, which this generator does not run yet: export \
+                 with --compute fp32, or --ops portable or fused)",
                 self.kv_dtype
             ));
         }

@@ -14,7 +14,7 @@ import time
 from typing import List, Optional
 
 from . import EXPORTER, ExportError
-from . import adapter, half, quant, sources, tokenizer
+from . import adapter, archs, half, quant, sources, tokenizer
 from .graph import ALL_TARGETS, OPS, build_graph
 
 
@@ -134,6 +134,10 @@ def tribute_json(spec, fp16: bool, targets, lora_modules, source: dict, q=None, 
         # one run (Tribute's masked scoring) must run them one by one on this graph. static: rows are
         # right-padded in a cache buffer the runtime allocates once (tribute_export/fused.py).
         d["ops"] = ops
+    if any(archs.layer_is_sliding(spec, i) for i in range(spec.num_layers)):
+        # a runtime that drops hidden columns instead of masking them (the static layout's masked
+        # scoring) is exact only within the window
+        d["sliding_window"] = int(spec.sliding_window)
     if q is not None:
         d["quantization"] = q.record(quant_embeddings)
         if transfer and (transfer["gguf_blocks_copied"] or transfer["gguf_requantized"]):

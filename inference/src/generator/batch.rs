@@ -11,10 +11,12 @@ use ort::value::{DynValue, Tensor};
 use super::Shared;
 use super::cache::{HostTensor, Pick, first_attended, gather, host_view};
 use super::forward::{Inputs, LogitsWanted, empty_past, new_binding, run};
+use super::kv_buffer::KvBuffer;
 use super::prompt_cache::columns;
 use super::row::Row;
 use super::slots::SlotBank;
 use crate::adapter::LoraFeed;
+use crate::config::GraphOps;
 use crate::error::{Error, Result};
 use crate::registry::{Activation, AdapterSet};
 
@@ -41,13 +43,13 @@ pub(super) const MIN_CACHED_PREFIX: usize = 16;
 /// until as many have finished as still run, or until rows join).
 pub(super) struct Batch {
     pub(super) set: AdapterSet,
-    activation: Activation,
+    pub(super) activation: Activation,
     /// Rows of any adapter set fed through the session's adapter slots (each row its own
     /// slot, `set` is the base model's); else every row runs `activation`.
     pub(super) mixed: bool,
-    binding: Option<IoBinding>,
+    pub(super) binding: Option<IoBinding>,
     /// The slot tensors `binding` has bound (`None`: `activation`'s).
-    bound: Option<Arc<LoraFeed>>,
+    pub(super) bound: Option<Arc<LoraFeed>>,
     /// The rows, in cache order (finished ones until they are dropped from the cache).
     pub(super) rows: Vec<Row>,
     past: Vec<DynValue>,
@@ -57,6 +59,9 @@ pub(super) struct Batch {
     pub(super) total: usize,
     /// Next position id of each cached row.
     next_pos: Vec<i64>,
+    /// The static layout's cache (`--ops static`, see `in_place`): rows in fixed buffers,
+    /// in the order of `rows`. `past`, `mask` and `next_pos` are unused then.
+    pub(super) kv: Option<KvBuffer>,
 }
 
 impl Batch {
@@ -73,6 +78,7 @@ impl Batch {
             mask: Vec::new(),
             total: 0,
             next_pos: Vec::new(),
+            kv: None,
         }
     }
 
@@ -104,6 +110,7 @@ impl Batch {
         }
         self.rows.clear();
         self.past.clear();
+        self.kv = None;
         self.binding = None;
     }
 
@@ -152,6 +159,48 @@ impl Batch {
         cached: Option<CachedPrefix>,
     ) -> Result<()> {
         let t0 = Instant::now();
+        let b = self.rows.len();
+        let reused = cached.as_ref().map_or(0, |(n, _)| *n);
+        for r in &mut self.rows {
+            let prompt_tokens = r.context.len();
+            r.stage = Some(tracing::info_span!(
+                parent: &r.span,
+                "prefill",
+                prompt_tokens,
+                cached_tokens = reused,
+                batch = b,
+                tokens = tracing::field::Empty
+            ));
+        }
+        if shared.config.ops == GraphOps::Static {
+            self.prefill_in_place(shared, session, bank, cached)?;
+        } else {
+            self.prefill_padded(shared, session, bank, cached)?;
+        }
+        let took = t0.elapsed();
+        for r in &mut self.rows {
+            r.timings.prefill = took;
+            // The prefill span closes before a row still running starts decoding.
+            r.stage = None;
+            if r.live() {
+                r.stage = Some(tracing::info_span!(
+                    parent: &r.span,
+                    "decode",
+                    tokens = tracing::field::Empty
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The prefill of the padded layouts (`--ops portable` and `fused`).
+    fn prefill_padded(
+        &mut self,
+        shared: &Shared,
+        session: &mut Session,
+        bank: Option<&SlotBank>,
+        cached: Option<CachedPrefix>,
+    ) -> Result<()> {
         let cfg = &shared.config;
         let b = self.rows.len();
         let (reused, past) = match cached {
@@ -204,17 +253,6 @@ impl Batch {
             self.binding = Some(new_binding(session, &self.activation)?);
             self.bound = None;
         }
-        for r in &mut self.rows {
-            let prompt_tokens = r.context.len();
-            r.stage = Some(tracing::info_span!(
-                parent: &r.span,
-                "prefill",
-                prompt_tokens,
-                cached_tokens = reused,
-                batch = b,
-                tokens = tracing::field::Empty
-            ));
-        }
         // The prompts to keep, taken before sampling appends each row's first token.
         let keep: Vec<(usize, Vec<u32>)> = if shared.prompt_cache.enabled() {
             self.rows
@@ -229,19 +267,6 @@ impl Batch {
         self.forward_and_sample(shared, session, bank, ids, pos, seq)?;
         if !keep.is_empty() {
             self.keep_prompts(shared, keep, self.total)?;
-        }
-        let took = t0.elapsed();
-        for r in &mut self.rows {
-            r.timings.prefill = took;
-            // The prefill span closes before a row still running starts decoding.
-            r.stage = None;
-            if r.live() {
-                r.stage = Some(tracing::info_span!(
-                    parent: &r.span,
-                    "decode",
-                    tokens = tracing::field::Empty
-                ));
-            }
         }
         Ok(())
     }
@@ -282,7 +307,7 @@ impl Batch {
 
     /// The adapter set and activation whose keys and values `row`'s cache holds: its slot's
     /// set (the slot bank's copy of it equals the set's own weights), else the batch's.
-    fn weights_of<'a>(&'a self, row: &'a Row) -> (&'a AdapterSet, &'a Activation) {
+    pub(super) fn weights_of<'a>(&'a self, row: &'a Row) -> (&'a AdapterSet, &'a Activation) {
         match &row.slot {
             Some(s) => (&s.set, &s.activation),
             None => (&self.set, &self.activation),
@@ -297,6 +322,9 @@ impl Batch {
         bank: Option<&SlotBank>,
     ) -> Result<()> {
         let t0 = Instant::now();
+        if self.kv.is_some() {
+            return self.decode_in_place(shared, session, bank, t0);
+        }
         let b = self.rows.len();
         // A finished row riding along in a device cache feeds its last token too; what it
         // samples is ignored.
@@ -341,25 +369,7 @@ impl Batch {
         pos: Vec<i64>,
         seq: usize,
     ) -> Result<()> {
-        // Slots only while some row uses one: base-model rows alone skip the LoRA columns.
-        let slotted = self.mixed && self.rows.iter().any(|r| r.slot.is_some());
-        let (activation, lora_mask, feed) = match bank.filter(|_| slotted) {
-            Some(bank) => (
-                Activation::Feed(bank.feed().clone()),
-                Some(bank.mask(self.rows.iter().map(|r| r.slot.as_ref().map(|s| s.index)))),
-                Some(bank.feed().clone()),
-            ),
-            None => (self.activation.clone(), None, None),
-        };
-        let same = match (&self.bound, &feed) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            _ => false,
-        };
-        if !same && self.binding.is_some() {
-            self.binding = Some(new_binding(session, &activation)?);
-            self.bound = feed;
-        }
+        let (activation, lora_mask) = self.pass_activation(session, bank, false)?;
         let past = std::mem::take(&mut self.past);
         let (last_logits, present) = run(
             shared,
@@ -382,10 +392,41 @@ impl Batch {
         self.sample(shared, &last_logits)
     }
 
+    /// The activation of the next pass over the rows, and each row's LoRA columns when
+    /// they go through adapter slots (`[rows, 1, width]` and the width). Rebinds the binding
+    /// (made first if `bind` and there is none) when the slot tensors changed.
+    pub(super) fn pass_activation(
+        &mut self,
+        session: &Session,
+        bank: Option<&SlotBank>,
+        bind: bool,
+    ) -> Result<(Activation, Option<(Vec<f32>, usize)>)> {
+        // Slots only while some row uses one: base-model rows alone skip the LoRA columns.
+        let slotted = self.mixed && self.rows.iter().any(|r| r.slot.is_some());
+        let (activation, lora_mask, feed) = match bank.filter(|_| slotted) {
+            Some(bank) => (
+                Activation::Feed(bank.feed().clone()),
+                Some(bank.mask(self.rows.iter().map(|r| r.slot.as_ref().map(|s| s.index)))),
+                Some(bank.feed().clone()),
+            ),
+            None => (self.activation.clone(), None, None),
+        };
+        let same = match (&self.bound, &feed) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if (!same && self.binding.is_some()) || (bind && self.binding.is_none()) {
+            self.binding = Some(new_binding(session, &activation)?);
+            self.bound = feed;
+        }
+        Ok((activation, lora_mask))
+    }
+
     /// Appends one token to every running row from its row of `last_logits`
     /// (`[rows, vocab]`), applies end-of-sequence, stop strings and length limits, sends
     /// streams their piece and answers the rows that finished.
-    fn sample(&mut self, shared: &Shared, last_logits: &[f32]) -> Result<()> {
+    pub(super) fn sample(&mut self, shared: &Shared, last_logits: &[f32]) -> Result<()> {
         let cfg = &shared.config;
         let v = cfg.vocab_size;
         let live = self.live();
@@ -432,6 +473,10 @@ impl Batch {
         for r in &mut self.rows {
             r.check_cancel();
         }
+        if self.kv.is_some() {
+            self.retire_in_place();
+            return Ok(());
+        }
         let live = self.live();
         let dead = self.rows.len() - live;
         if dead == 0 {
@@ -452,6 +497,9 @@ impl Batch {
     /// Merges `newcomers` (prefilled, same adapter set) into this batch at a step boundary,
     /// in one rebuild of the cache.
     pub(super) fn absorb(&mut self, newcomers: Vec<Batch>) -> Result<()> {
+        if self.kv.is_some() {
+            return self.absorb_in_place(newcomers);
+        }
         self.reshape(newcomers)
     }
 
@@ -540,6 +588,7 @@ impl Batch {
             mask,
             total: width,
             next_pos,
+            kv: None,
         })
     }
 }

@@ -10,12 +10,16 @@
 //! - `row`: one request's decode state and replies; `batch`: a running batch (prefill,
 //!   decode steps, rows joining and leaving); `cache`: reshaping its KV cache on the host.
 //! - `forward`: one forward pass (inputs, KV cache, `IoBinding`).
+//! - `in_place`, `kv_buffer`: the static layout (`--ops static`): rows in fixed buffers that
+//!   the graph writes in place.
 //! - `stream`: [`TextStream`]; `scoring`: teacher-forced log-probabilities, read off the
 //!   logits by `log_softmax`.
 
 mod batch;
 mod cache;
 mod forward;
+mod in_place;
+mod kv_buffer;
 mod log_softmax;
 mod pool;
 mod prompt_cache;

@@ -22,6 +22,7 @@ use super::pool::{Engine, Lease};
 use super::row::{Reply, Row, SlotUse, Ticket};
 use super::slots::SlotBank;
 use super::{CancelToken, GenerateRequest, Generation, Generator, Shared};
+use crate::config::GraphOps;
 use crate::error::{Error, Result};
 use crate::registry::{Activation, AdapterSet};
 
@@ -296,6 +297,7 @@ fn admit(shared: &Shared, engine: &mut Engine) -> Vec<Batch> {
         return Vec::new();
     }
     let context = shared.config.context_length;
+    let in_place = shared.config.ops == GraphOps::Static;
     // Per adapter set: the group being formed, its width and steps so far.
     let mut groups: Vec<(Batch, usize, usize)> = Vec::new();
     let mut blocked: Vec<AdapterSet> = Vec::new();
@@ -339,8 +341,15 @@ fn admit(shared: &Shared, engine: &mut Engine) -> Vec<Batch> {
             }
         };
         let (_, width, steps) = &groups[g];
-        let w = (*width).max(item.row.context.len());
-        let s = (*steps).max(item.row.max_tokens);
+        // In the static layout each row has its own columns: only its own length counts.
+        let (w, s) = if in_place {
+            (item.row.context.len(), item.row.max_tokens)
+        } else {
+            (
+                (*width).max(item.row.context.len()),
+                (*steps).max(item.row.max_tokens),
+            )
+        };
         if w + s > context {
             blocked.push(key);
             rest.push_back(item);

@@ -1,13 +1,14 @@
 //! Teacher-forced scoring: log-probabilities of given tokens, with or without parts of
 //! the prompt hidden from attention.
 
-use ort::value::Tensor;
+use ort::value::{DynValue, Tensor};
 
 use super::cache::HostTensor;
 use super::forward::{Inputs, LogitsWanted, forward_tail, run};
 use super::log_softmax::target_log_probs;
 use super::pool::Lease;
 use super::{GenerateRequest, Generator, Prompt};
+use crate::config::GraphOps;
 use crate::error::{Error, Result};
 
 impl Generator {
@@ -123,6 +124,16 @@ impl Generator {
         // 2. The answer under each mask, a few masks per forward pass (the logits of every
         //    answer position are kept, so batches stay small). A fused-attention graph
         //    takes one row at a time here (ONNX Runtime's GroupQueryAttention limit).
+        if cfg.ops == GraphOps::Static
+            && let Some(w) = cfg.sliding_window.filter(|&w| p + answer.len() > w)
+        {
+            return Err(Error::InvalidRequest(format!(
+                "masked scoring on a static-layout export runs over the visible columns only, \
+                 which is exact within the model's sliding window ({w} tokens) but not across \
+                 it ({} tokens here): score with a portable or fused export of this model",
+                p + answer.len()
+            )));
+        }
         let a = answer.len();
         let v = cfg.vocab_size;
         let chunk = if cfg.ops.batches_tokens_over_past() {
@@ -135,20 +146,11 @@ impl Generator {
         let mut out = Vec::with_capacity(masks.len());
         for group in masks.chunks(chunk) {
             let b = group.len();
-            let mut past = Vec::with_capacity(cache.len());
-            for t in &cache {
-                let [_, heads, cols, dim] = t.shape;
-                let mut rep = Vec::with_capacity(t.data.len() * b);
-                for _ in 0..b {
-                    rep.extend_from_slice(&t.data);
-                }
-                past.push(Tensor::from_array(([b, heads, cols, dim], rep))?.into_dyn());
-            }
-            let mut mask = Vec::with_capacity(b * (prefix + a));
-            for m in group {
-                mask.extend(m[..prefix].iter().map(|&vis| i64::from(vis)));
-                mask.extend(std::iter::repeat_n(1, a));
-            }
+            let (past, mask, total) = if cfg.ops == GraphOps::Static {
+                visible_columns(&cache, &group[0][..prefix], a)?
+            } else {
+                masked_columns(&cache, group, prefix, a)?
+            };
             let ids: Vec<i64> = (0..b).flat_map(|_| ids_row.iter().copied()).collect();
             let pos: Vec<i64> = (0..b)
                 .flat_map(|_| (prefix as i64)..(prefix + a) as i64)
@@ -164,7 +166,7 @@ impl Generator {
                     mask: &mask,
                     batch: b,
                     seq: a,
-                    total: prefix + a,
+                    total,
                     past,
                     lora_mask: None,
                 },
@@ -201,4 +203,56 @@ impl Generator {
         )?;
         present.iter().map(HostTensor::from_value).collect()
     }
+}
+
+/// The past of `b = masks.len()` rows, each the whole cached prefix (`[1, heads, prefix,
+/// dim]` per tensor), and their masks (`[b, prefix + answer]`) hiding what each mask hides.
+fn masked_columns(
+    cache: &[HostTensor<f32>],
+    masks: &[Vec<bool>],
+    prefix: usize,
+    answer: usize,
+) -> Result<(Vec<DynValue>, Vec<i64>, usize)> {
+    let b = masks.len();
+    let mut past = Vec::with_capacity(cache.len());
+    for t in cache {
+        let [_, heads, cols, dim] = t.shape;
+        let mut rep = Vec::with_capacity(t.data.len() * b);
+        for _ in 0..b {
+            rep.extend_from_slice(&t.data);
+        }
+        past.push(Tensor::from_array(([b, heads, cols, dim], rep))?.into_dyn());
+    }
+    let mut mask = Vec::with_capacity(b * (prefix + answer));
+    for m in masks {
+        mask.extend(m[..prefix].iter().map(|&vis| i64::from(vis)));
+        mask.extend(std::iter::repeat_n(1, answer));
+    }
+    Ok((past, mask, prefix + answer))
+}
+
+/// The static layout has no mask inside a row (a row attends to its first columns), so a
+/// hidden token is left out of the past instead: one row of the visible columns only. Each
+/// cached key carries the rotation of its own position, and the answer keeps its positions,
+/// so attention sees exactly the keys and values the mask leaves visible.
+fn visible_columns(
+    cache: &[HostTensor<f32>],
+    visible: &[bool],
+    answer: usize,
+) -> Result<(Vec<DynValue>, Vec<i64>, usize)> {
+    let kept: Vec<usize> = (0..visible.len()).filter(|&i| visible[i]).collect();
+    let mut past = Vec::with_capacity(cache.len());
+    for t in cache {
+        let [_, heads, cols, dim] = t.shape;
+        let mut data = Vec::with_capacity(heads * kept.len() * dim);
+        for h in 0..heads {
+            for &c in &kept {
+                let at = (h * cols + c) * dim;
+                data.extend_from_slice(&t.data[at..at + dim]);
+            }
+        }
+        past.push(Tensor::from_array(([1, heads, kept.len(), dim], data))?.into_dyn());
+    }
+    let total = kept.len() + answer;
+    Ok((past, vec![1; total], total))
 }

@@ -9,7 +9,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::ValueType;
 
 use super::Device;
-use crate::config::{ModelConfig, layer_name};
+use crate::config::{GraphOps, ModelConfig, layer_name};
 use crate::error::{Error, Result};
 
 fn builder_err(e: ort::Error<SessionBuilder>) -> Error {
@@ -148,6 +148,22 @@ pub(super) fn check_io(dir: &Path, c: &ModelConfig, session: &Session) -> Result
     };
     check("input", &inputs, &need_in)?;
     check("output", &outputs, &need_out)?;
+    // A static layout's graph writes its cache in place and says so by its argmax output;
+    // a padded graph run as static would return presents of another width every step.
+    if c.ops == GraphOps::Static
+        && !c
+            .outputs
+            .next_token
+            .as_ref()
+            .is_some_and(|n| outputs.contains_key(n.as_str()))
+    {
+        return bad(
+            "tribute.json says ops \"static\", but model.onnx has no next_token output, which \
+             every static export has: it is not a static export (re-export it with --ops static, \
+             or set ops to what it was exported with)"
+                .into(),
+        );
+    }
     // Every graph input must be one the generator feeds.
     let known: HashSet<&str> = need_in.iter().map(|(n, _)| n.as_str()).collect();
     if let Some(extra) = inputs.keys().find(|n| !known.contains(**n)) {

@@ -103,9 +103,10 @@ fn config_that_does_not_match_the_graph_is_a_model_directory_error() {
     assert_model_dir(&load_err(&d, "lora input"), "lora_X", "unknown LoRA input");
     let d = edited("zero-heads", |v| v["num_kv_heads"] = json!(0));
     assert_model_dir(&load_err(&d, "kv heads 0"), "positive", "num_kv_heads 0");
-    // The GPU cache layout, and an fp16 cache, say what to re-export; an unknown one is named.
+    // A padded graph said to be static, and an fp16 cache, say what to re-export; an unknown
+    // layout is named.
     let d = edited("static-ops", |v| v["ops"] = json!("static"));
-    assert_model_dir(&load_err(&d, "ops static"), "--ops portable", "ops static");
+    assert_model_dir(&load_err(&d, "ops static"), "next_token", "ops static");
     let d = edited("fp16-cache", |v| v["kv_dtype"] = json!("float16"));
     assert_model_dir(
         &load_err(&d, "kv_dtype"),

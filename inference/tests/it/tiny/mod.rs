@@ -16,6 +16,7 @@ mod fused;
 mod logits;
 mod scoring;
 mod slots;
+mod static_layout;
 mod streaming;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,267 @@
+//! A graph exported with `--ops static` (rows right-padded in cache buffers that the graph
+//! writes in place) runs through the generator and gives the portable graph's results:
+//! one-row prefills into a batch's buffers, rows joining mid-decode and leaving, a cached
+//! prefix, adapters and adapter slots, and scoring (masked scoring leaves the hidden columns
+//! out of the past, since the layout has no mask inside a row).
+
+use super::*;
+use crate::join_mid_decode;
+use tribute_inference::GraphOps;
+
+/// The tiny model's weights exported with `--ops static`, adapters registered.
+fn static_model(name: &str, options: GeneratorOptions) -> Generator {
+    let f = fixture();
+    let out = scratch(name).join("model");
+    export(&[
+        "--source",
+        s(&f.hf),
+        "--out",
+        s(&out),
+        "--name",
+        MODEL_NAME,
+        "--ops",
+        "static",
+    ]);
+    let g = Generator::load_with(&out, options).expect("load the static tiny model");
+    g.add_adapter("a", &f.a).expect("register a");
+    g.add_adapter("b", &f.b).expect("register b");
+    g
+}
+
+fn static_tiny() -> &'static Generator {
+    static G: OnceLock<Generator> = OnceLock::new();
+    G.get_or_init(|| {
+        static_model(
+            "static",
+            GeneratorOptions {
+                prompt_cache_bytes: 64 << 20,
+                ..GeneratorOptions::default()
+            },
+        )
+    })
+}
+
+#[test]
+fn a_static_graph_generates_what_the_portable_one_does() {
+    let (g, want) = (static_tiny(), tiny());
+    assert_eq!(g.config().ops, GraphOps::Static);
+    // Prompts of different lengths in one batch (each prefilled into its own row), with and
+    // without an adapter; one finishes at its first token.
+    let reqs: Vec<GenerateRequest> = [
+        (71, 5, None, 10),
+        (72, 17, None, 10),
+        (73, 9, Some("a"), 10),
+        (79, 3, None, 1),
+    ]
+    .iter()
+    .map(|&(seed, n, ad, max)| {
+        let r = GenerateRequest::new(tokens(seed, n))
+            .max_tokens(max)
+            .ignore_eos(true)
+            .keep_prompt_cache(true);
+        match ad {
+            Some(a) => r.adapter(a, 1.0),
+            None => r,
+        }
+    })
+    .collect();
+    for (i, (got, r)) in g.generate_batch(&reqs).iter().zip(&reqs).enumerate() {
+        let got = got.as_ref().expect("static generation");
+        assert_same(got, &run_one(want, r), &format!("batched row {i}"));
+    }
+    // A prompt that starts with a kept one: its columns are copied into the row, and only
+    // the rest of the prompt runs.
+    let mut longer = toks(72, 17);
+    longer.extend(toks(74, 6));
+    let r = GenerateRequest::new(Prompt::Tokens(longer))
+        .max_tokens(8)
+        .ignore_eos(true);
+    let hits = g.prompt_cache_stats().prefill_hits;
+    assert_same(&run_one(g, &r), &run_one(want, &r), "from a cached prefix");
+    assert!(
+        g.prompt_cache_stats().prefill_hits > hits,
+        "the prefix was reused"
+    );
+    // Rows joining a running batch mid-decode (copied into its buffers, which regrow) and
+    // leaving early (the last row moves into their place), greedy and seeded.
+    let first = GenerateRequest::new(tokens(75, 4))
+        .max_tokens(24)
+        .ignore_eos(true);
+    let joiners = [
+        GenerateRequest::new(tokens(76, 20))
+            .max_tokens(12)
+            .ignore_eos(true),
+        GenerateRequest::new(tokens(77, 2))
+            .max_tokens(3)
+            .ignore_eos(true),
+        GenerateRequest::new(tokens(78, 7))
+            .max_tokens(9)
+            .temperature(0.9)
+            .seed(5)
+            .adapter("b", 1.0),
+        GenerateRequest::new(tokens(80, 90))
+            .max_tokens(40)
+            .ignore_eos(true),
+    ];
+    let got = join_mid_decode(g, &first, &joiners, 5);
+    for (i, (r, got)) in std::iter::once(&first)
+        .chain(&joiners)
+        .zip(&got)
+        .enumerate()
+    {
+        assert_same(got, &run_one(want, r), &format!("joined request {i}"));
+    }
+}
+
+/// Adapter slots: rows of different adapters (and the base model) in one static batch.
+#[test]
+fn a_static_graph_serves_mixed_adapters_through_slots() {
+    let g = static_model(
+        "static-slots",
+        GeneratorOptions {
+            adapter_slots: 2,
+            slot_rank: 8,
+            ..GeneratorOptions::default()
+        },
+    );
+    let want = tiny();
+    let reqs: Vec<GenerateRequest> = [(61, 6, Some("a")), (62, 13, None), (63, 4, Some("b"))]
+        .iter()
+        .map(|&(seed, n, ad)| {
+            let r = GenerateRequest::new(tokens(seed, n))
+                .max_tokens(8)
+                .ignore_eos(true);
+            match ad {
+                Some(a) => r.adapter(a, 1.0),
+                None => r,
+            }
+        })
+        .collect();
+    for (i, (got, r)) in g.generate_batch(&reqs).iter().zip(&reqs).enumerate() {
+        let got = got.as_ref().expect("slotted static generation");
+        assert_same(got, &run_one(want, r), &format!("slotted row {i}"));
+    }
+}
+
+#[test]
+fn a_static_graph_scores_what_the_portable_one_does() {
+    let (g, want) = (static_tiny(), tiny());
+    let (ctx, cont) = (toks(81, 11), toks(82, 6));
+    for ad in [adapters(&[]), adapters(&[("b", 1.0)])] {
+        let got = g.log_probs(&ctx, &cont, &ad).expect("log_probs");
+        let expected = want
+            .log_probs(&ctx, &cont, &ad)
+            .expect("portable log_probs");
+        assert!(
+            max_diff(&got, &expected) <= 1e-5,
+            "log_probs {ad:?}: {got:?} vs {expected:?}"
+        );
+    }
+    // Hidden tokens anywhere in the prompt, the first one, and none.
+    let mut masks: Vec<Vec<bool>> = (0..4)
+        .map(|m| (0..ctx.len()).map(|i| i % 4 != m || i == 0).collect())
+        .collect();
+    masks.push((0..ctx.len()).map(|i| i != 0).collect());
+    masks.push(vec![true; ctx.len()]);
+    for ad in [adapters(&[]), adapters(&[("a", 0.5), ("b", 0.5)])] {
+        let got = g
+            .score_masked(&ctx, &cont, &masks, &ad)
+            .expect("static score_masked");
+        let expected = want
+            .score_masked(&ctx, &cont, &masks, &ad)
+            .expect("portable score_masked");
+        assert_eq!(got.len(), masks.len());
+        for (m, (a, b)) in got.iter().zip(&expected).enumerate() {
+            assert!(max_diff(a, b) <= 1e-5, "mask {m} {ad:?}: {a:?} vs {b:?}");
+        }
+    }
+    // The answer a generation wrote, scored from the prompt it kept.
+    let prompt = toks(83, 14);
+    let r = GenerateRequest::new(Prompt::Tokens(prompt.clone()))
+        .max_tokens(5)
+        .ignore_eos(true)
+        .keep_prompt_cache(true);
+    let answer = run_one(g, &r).tokens;
+    let hits = g.prompt_cache_stats().hits;
+    let got = g
+        .score_masked(&prompt, &answer, &masks_for(prompt.len()), &[])
+        .expect("scored from the kept prompt");
+    assert!(
+        g.prompt_cache_stats().hits > hits,
+        "the kept prompt was used"
+    );
+    let expected = want
+        .score_masked(&prompt, &answer, &masks_for(prompt.len()), &[])
+        .expect("portable");
+    for (a, b) in got.iter().zip(&expected) {
+        assert!(max_diff(a, b) <= 1e-5, "kept prompt: {a:?} vs {b:?}");
+    }
+}
+
+fn masks_for(n: usize) -> Vec<Vec<bool>> {
+    vec![(0..n).map(|i| i % 3 != 2).collect(), vec![true; n]]
+}
+
+/// Gemma 3's sliding window (8 keys in the tiny shape): generation past the window equals
+/// the portable export's; masked scoring is exact within the window and refused across it.
+#[test]
+fn a_static_sliding_window_model_generates_past_the_window_and_scores_within_it() {
+    let f = fixture();
+    let dirs: Vec<PathBuf> = [("portable", "portable"), ("static", "static")]
+        .iter()
+        .map(|(name, ops)| {
+            let out = scratch(&format!("gemma3-{name}")).join("model");
+            export(&[
+                "--random",
+                "tiny-gemma3",
+                "--seed",
+                "4",
+                "--out",
+                s(&out),
+                "--tokenizer",
+                s(&f.model),
+                "--ops",
+                ops,
+            ]);
+            out
+        })
+        .collect();
+    let want = Generator::load(&dirs[0]).expect("portable gemma3");
+    let g = Generator::load(&dirs[1]).expect("static gemma3");
+    assert_eq!(g.config().sliding_window, Some(8));
+    let reqs: Vec<GenerateRequest> = [(51, 3), (52, 11)]
+        .iter()
+        .map(|&(seed, n)| {
+            GenerateRequest::new(tokens(seed, n))
+                .max_tokens(14)
+                .ignore_eos(true)
+        })
+        .collect();
+    for (i, (got, r)) in g.generate_batch(&reqs).iter().zip(&reqs).enumerate() {
+        let got = got.as_ref().expect("static gemma3 generation");
+        assert_same(got, &run_one(&want, r), &format!("gemma3 row {i}"));
+    }
+    let (ctx, cont) = (toks(53, 5), toks(54, 3));
+    let masks = vec![vec![true, false, true, false, true], vec![true; 5]];
+    let got = g
+        .score_masked(&ctx, &cont, &masks, &[])
+        .expect("within the window");
+    let expected = want
+        .score_masked(&ctx, &cont, &masks, &[])
+        .expect("portable");
+    for (a, b) in got.iter().zip(&expected) {
+        assert!(
+            max_diff(a, b) <= 1e-5,
+            "gemma3 within the window: {a:?} vs {b:?}"
+        );
+    }
+    let long = toks(55, 9);
+    let e = err(
+        g.score_masked(&long, &cont, &[vec![true; 9]], &[]),
+        "across the window",
+    );
+    assert!(
+        matches!(&e, Error::InvalidRequest(m) if m.contains("sliding window (8 tokens)")),
+        "{e}"
+    );
+}
