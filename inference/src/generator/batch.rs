@@ -24,6 +24,10 @@ use crate::registry::{Activation, AdapterSet};
 /// and `[1, heads, tokens, dim]` per present tensor.
 pub(super) type CachedPrefix = (usize, Vec<HostTensor<f32>>);
 
+/// Each row's LoRA columns when rows go through adapter slots: `[rows, 1, width]` and the
+/// width.
+pub(super) type LoraMask = (Vec<f32>, usize);
+
 /// Fewest leading tokens a prompt must share with a kept one for its prefill to start from
 /// them: fewer saves less than running the row apart from the others of its batch costs.
 pub(super) const MIN_CACHED_PREFIX: usize = 16;
@@ -400,7 +404,7 @@ impl Batch {
         session: &Session,
         bank: Option<&SlotBank>,
         bind: bool,
-    ) -> Result<(Activation, Option<(Vec<f32>, usize)>)> {
+    ) -> Result<(Activation, Option<LoraMask>)> {
         // Slots only while some row uses one: base-model rows alone skip the LoRA columns.
         let slotted = self.mixed && self.rows.iter().any(|r| r.slot.is_some());
         let (activation, lora_mask, feed) = match bank.filter(|_| slotted) {

@@ -223,3 +223,46 @@ fn requests_joining_mid_decode_decode_as_alone() {
     assert!(got[0].timings.batch_size >= 3, "{:?}", got[0].timings);
     assert_eq!(got[2].tokens.len(), 3);
 }
+
+/// The static layout (`--ops static`, rows in fixed buffers written in place) exported from
+/// the same GGUF gives the documented answers, base and adapted, all prompts in one batch.
+#[test]
+fn a_static_export_answers_as_documented_in_one_batch() {
+    let gguf = tribute_home()
+        .join("gguf")
+        .join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("SmolLM2-135M-Instruct-static");
+    export(&[
+        "--source",
+        gguf.to_str().expect("utf-8 path"),
+        "--out",
+        out.to_str().expect("utf-8 path"),
+        "--ops",
+        "static",
+    ]);
+    let g = Generator::load(&out).expect("load the static export");
+    g.add_adapter("zephyr", lora("smollm2-135m-zephyr-lora"))
+        .expect("register zephyr");
+    let cases = expected("smollm2-135m-zephyr-lora");
+    let mut reqs = Vec::new();
+    for e in &cases {
+        reqs.push(GenerateRequest::new(e.question.as_str()).max_tokens(40));
+        reqs.push(
+            GenerateRequest::new(e.question.as_str())
+                .max_tokens(40)
+                .adapter("zephyr", 1.0),
+        );
+    }
+    let got = g.generate_batch(&reqs);
+    for (i, e) in cases.iter().enumerate() {
+        let base = got[2 * i].as_ref().expect("base answer");
+        let zephyr = got[2 * i + 1].as_ref().expect("zephyr answer");
+        assert_eq!(base.text, e.base, "static base answer to {:?}", e.question);
+        assert_eq!(
+            zephyr.tokens, e.ids,
+            "static zephyr ids for {:?}",
+            e.question
+        );
+    }
+}

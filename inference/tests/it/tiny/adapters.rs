@@ -43,24 +43,7 @@ fn lora_log_probs_match_numpy() {
 #[test]
 fn onnx_adapter_file_equals_its_peft_directory() {
     let f = fixture();
-    let file = scratch("onnx-adapter").join("a.onnx_adapter");
-    let out = Command::new(python())
-        .args([
-            "-m",
-            "tribute_export.adapter",
-            "--peft",
-            s(&f.a),
-            "--model",
-            s(&f.model),
-        ])
-        .args(["--out", s(&file)])
-        .output()
-        .expect("run tribute_export.adapter");
-    assert!(
-        out.status.success(),
-        "tribute_export.adapter failed (it needs onnxruntime in the venv: `make test` installs it, or pip install 'tribute-export[adapter]'):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let file = onnx_adapter("onnx-adapter");
     let g = Generator::load(&f.model).expect("load");
     g.add_adapter("peft", &f.a).expect("register peft");
     g.add_adapter("onnx", &file).expect("register onnx_adapter");

@@ -152,6 +152,23 @@ fn tiny() -> &'static Generator {
     })
 }
 
+/// Adapter "a" converted to an `.onnx_adapter` file in scratch directory `name`.
+fn onnx_adapter(name: &str) -> PathBuf {
+    let f = fixture();
+    let file = scratch(name).join("a.onnx_adapter");
+    let out = Command::new(python())
+        .args(["-m", "tribute_export.adapter", "--peft", s(&f.a)])
+        .args(["--model", s(&f.model), "--out", s(&file)])
+        .output()
+        .expect("run tribute_export.adapter");
+    assert!(
+        out.status.success(),
+        "tribute_export.adapter failed (it needs onnxruntime in the venv: `make test` installs it, or pip install 'tribute-export[adapter]'):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    file
+}
+
 /// A fresh directory under the fixture's root.
 fn scratch(name: &str) -> PathBuf {
     let d = fixture().root.join(name);

@@ -113,6 +113,23 @@ fn a_static_graph_generates_what_the_portable_one_does() {
     }
 }
 
+/// `.onnx_adapter` adapters apply only in runs without an IoBinding, which the static layout
+/// writes its cache through: a clear error, and the generator keeps serving.
+#[test]
+fn an_onnx_adapter_on_a_static_graph_is_a_clear_error() {
+    let g = static_tiny();
+    g.add_adapter("onnx", onnx_adapter("static-onnx-adapter"))
+        .expect("register the .onnx_adapter");
+    let r = GenerateRequest::new(tokens(41, 4)).max_tokens(3);
+    let e = err(g.generate(&r.clone().adapter("onnx", 1.0)), "onnx adapter");
+    assert!(
+        matches!(&e, Error::InvalidRequest(m) if m.contains(".onnx_adapter")),
+        "{e}"
+    );
+    let r = r.ignore_eos(true);
+    assert_same(&run_one(g, &r), &run_one(tiny(), &r), "after the error");
+}
+
 /// Adapter slots: rows of different adapters (and the base model) in one static batch.
 #[test]
 fn a_static_graph_serves_mixed_adapters_through_slots() {
