@@ -4,7 +4,6 @@
 //! the prompt cache, teacher-forced and masked scoring (which runs one mask per call on it).
 
 use super::*;
-use crate::join_mid_decode;
 use tribute_inference::GraphOps;
 
 /// The tiny model's weights exported again with `flags`, into a scratch directory `name`.
@@ -40,64 +39,10 @@ fn fused() -> &'static Generator {
 
 #[test]
 fn a_fused_graph_generates_what_the_portable_one_does() {
-    let (g, want) = (fused(), tiny());
+    let g = fused();
     assert_eq!(g.config().ops, GraphOps::Fused);
-    assert_eq!(want.config().ops, GraphOps::Portable);
-    // Prompts of different lengths in one left-padded batch, with and without adapters.
-    let reqs: Vec<GenerateRequest> = [(71, 5, None), (72, 17, None), (73, 9, Some("a"))]
-        .iter()
-        .map(|&(seed, n, ad)| {
-            let r = GenerateRequest::new(tokens(seed, n))
-                .max_tokens(10)
-                .ignore_eos(true)
-                .keep_prompt_cache(true);
-            match ad {
-                Some(a) => r.adapter(a, 1.0),
-                None => r,
-            }
-        })
-        .collect();
-    for (i, (got, r)) in g.generate_batch(&reqs).iter().zip(&reqs).enumerate() {
-        let got = got.as_ref().expect("fused generation");
-        assert_same(got, &run_one(want, r), &format!("batched row {i}"));
-    }
-    // A prompt that starts with a kept one: prefilled from the cached prefix (one row of
-    // several new tokens over a past, which GroupQueryAttention takes).
-    let mut longer = toks(72, 17);
-    longer.extend(toks(74, 6));
-    let r = GenerateRequest::new(Prompt::Tokens(longer))
-        .max_tokens(8)
-        .ignore_eos(true);
-    let hits = g.prompt_cache_stats().prefill_hits;
-    assert_same(&run_one(g, &r), &run_one(want, &r), "from a cached prefix");
-    assert!(
-        g.prompt_cache_stats().prefill_hits > hits,
-        "the prefix was reused"
-    );
-    // Rows joining a running batch mid-decode (the cache is re-padded) and leaving early.
-    let first = GenerateRequest::new(tokens(75, 4))
-        .max_tokens(24)
-        .ignore_eos(true);
-    let joiners = [
-        GenerateRequest::new(tokens(76, 20))
-            .max_tokens(12)
-            .ignore_eos(true),
-        GenerateRequest::new(tokens(77, 2))
-            .max_tokens(3)
-            .ignore_eos(true),
-        GenerateRequest::new(tokens(78, 7))
-            .max_tokens(9)
-            .temperature(0.9)
-            .seed(5),
-    ];
-    let got = join_mid_decode(g, &first, &joiners, 5);
-    for (i, (r, got)) in std::iter::once(&first)
-        .chain(&joiners)
-        .zip(&got)
-        .enumerate()
-    {
-        assert_same(got, &run_one(want, r), &format!("joined request {i}"));
-    }
+    assert_eq!(tiny().config().ops, GraphOps::Portable);
+    generates_what_the_portable_graph_does(g);
 }
 
 #[test]

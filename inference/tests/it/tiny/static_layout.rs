@@ -5,7 +5,6 @@
 //! out of the past, since the layout has no mask inside a row).
 
 use super::*;
-use crate::join_mid_decode;
 use tribute_inference::GraphOps;
 
 /// The tiny model's weights exported with `--ops static`, adapters registered.
@@ -43,74 +42,9 @@ fn static_tiny() -> &'static Generator {
 
 #[test]
 fn a_static_graph_generates_what_the_portable_one_does() {
-    let (g, want) = (static_tiny(), tiny());
+    let g = static_tiny();
     assert_eq!(g.config().ops, GraphOps::Static);
-    // Prompts of different lengths in one batch (each prefilled into its own row), with and
-    // without an adapter; one finishes at its first token.
-    let reqs: Vec<GenerateRequest> = [
-        (71, 5, None, 10),
-        (72, 17, None, 10),
-        (73, 9, Some("a"), 10),
-        (79, 3, None, 1),
-    ]
-    .iter()
-    .map(|&(seed, n, ad, max)| {
-        let r = GenerateRequest::new(tokens(seed, n))
-            .max_tokens(max)
-            .ignore_eos(true)
-            .keep_prompt_cache(true);
-        match ad {
-            Some(a) => r.adapter(a, 1.0),
-            None => r,
-        }
-    })
-    .collect();
-    for (i, (got, r)) in g.generate_batch(&reqs).iter().zip(&reqs).enumerate() {
-        let got = got.as_ref().expect("static generation");
-        assert_same(got, &run_one(want, r), &format!("batched row {i}"));
-    }
-    // A prompt that starts with a kept one: its columns are copied into the row, and only
-    // the rest of the prompt runs.
-    let mut longer = toks(72, 17);
-    longer.extend(toks(74, 6));
-    let r = GenerateRequest::new(Prompt::Tokens(longer))
-        .max_tokens(8)
-        .ignore_eos(true);
-    let hits = g.prompt_cache_stats().prefill_hits;
-    assert_same(&run_one(g, &r), &run_one(want, &r), "from a cached prefix");
-    assert!(
-        g.prompt_cache_stats().prefill_hits > hits,
-        "the prefix was reused"
-    );
-    // Rows joining a running batch mid-decode (copied into its buffers, which regrow) and
-    // leaving early (the last row moves into their place), greedy and seeded.
-    let first = GenerateRequest::new(tokens(75, 4))
-        .max_tokens(24)
-        .ignore_eos(true);
-    let joiners = [
-        GenerateRequest::new(tokens(76, 20))
-            .max_tokens(12)
-            .ignore_eos(true),
-        GenerateRequest::new(tokens(77, 2))
-            .max_tokens(3)
-            .ignore_eos(true),
-        GenerateRequest::new(tokens(78, 7))
-            .max_tokens(9)
-            .temperature(0.9)
-            .seed(5)
-            .adapter("b", 1.0),
-        GenerateRequest::new(tokens(80, 90))
-            .max_tokens(40)
-            .ignore_eos(true),
-    ];
-    let got = join_mid_decode(g, &first, &joiners, 5);
-    for (i, (r, got)) in std::iter::once(&first)
-        .chain(&joiners)
-        .zip(&got)
-        .enumerate()
-    {
-        assert_same(got, &run_one(want, r), &format!("joined request {i}"));
-    }
+    generates_what_the_portable_graph_does(g);
 }
 
 /// `.onnx_adapter` adapters apply only in runs without an IoBinding, which the static layout
