@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
-use ort::session::{IoBinding, Session, SessionInputValue};
+use ort::session::{IoBinding, Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor};
 
 use super::{Device, Shared};
@@ -26,7 +26,7 @@ pub(super) fn empty_past(cfg: &ModelConfig, batch: usize) -> Result<Vec<DynValue
 }
 
 /// Memory where the session leaves the KV cache: its device.
-fn cache_memory(device: Device) -> Result<MemoryInfo<'static>> {
+pub(super) fn cache_memory(device: Device) -> Result<MemoryInfo<'static>> {
     Ok(match device {
         Device::Cpu => MemoryInfo::new(
             AllocationDevice::CPU,
@@ -139,37 +139,10 @@ pub(super) fn run(
     wanted: LogitsWanted,
 ) -> Result<(Vec<f32>, Vec<DynValue>)> {
     let cfg = &shared.config;
-    let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(3 + 2 * cfg.num_layers);
-    inputs.push((
-        cfg.inputs.input_ids.clone(),
-        Tensor::from_array(([x.batch, x.seq], x.ids))?.into_dyn(),
-    ));
-    inputs.push((
-        cfg.inputs.attention_mask.clone(),
-        Tensor::from_array(([x.batch, x.total], x.mask.to_vec()))?.into_dyn(),
-    ));
-    if let Some(p) = &cfg.inputs.position_ids
-        && shared.graph_inputs.contains(p)
-    {
-        inputs.push((
-            p.clone(),
-            Tensor::from_array(([x.batch, x.seq], x.pos))?.into_dyn(),
-        ));
-    }
-    if let (Some(name), Some((mask, width))) = (&shared.lora_mask, x.lora_mask) {
-        inputs.push((
-            name.clone(),
-            Tensor::from_array(([x.batch, 1, width], mask))?.into_dyn(),
-        ));
-    }
+    let batch = x.batch;
     let keep = wanted.positions(x.seq);
-    if let Some(name) = &shared.logits_to_keep {
-        inputs.push((
-            name.clone(),
-            Tensor::from_array(([1usize], vec![keep as i64]))?.into_dyn(),
-        ));
-    }
-    let mut past = x.past.into_iter();
+    let (mut inputs, past) = named_inputs(shared, x, keep)?;
+    let mut past = past.into_iter();
     for i in 0..cfg.num_layers {
         for pattern in [&cfg.inputs.past_key, &cfg.inputs.past_value] {
             let v = past
@@ -203,38 +176,7 @@ pub(super) fn run(
         // run with an IoBinding: `.onnx_adapter` requests take the plain path (host KV).
         (Activation::RunOptions(opts), _) => session.run_with_options(inputs, opts)?,
     };
-    let logits_v = outputs
-        .get(&cfg.outputs.logits)
-        .ok_or_else(|| Error::InvalidRequest("the model returned no logits".into()))?;
-    let (shape, data) = logits_v.try_extract_tensor::<f32>()?;
-    let v = cfg.vocab_size;
-    if shape.len() != 3 || shape[2] as usize != v || shape[0] as usize != x.batch {
-        return Err(Error::model_dir(
-            &shared.dir,
-            format!(
-                "logits have shape {shape:?}, expected [{}, seq, {v}]",
-                x.batch
-            ),
-        ));
-    }
-    // `keep` positions, or every one from a graph that computes them all.
-    let s = shape[1] as usize;
-    if s < keep {
-        return Err(Error::model_dir(
-            &shared.dir,
-            format!("logits have {s} positions per row, {keep} were asked for"),
-        ));
-    }
-    let logits = if s == keep {
-        data.to_vec()
-    } else {
-        let mut l = Vec::with_capacity(x.batch * keep * v);
-        for b in 0..x.batch {
-            let off = (b * s + s - keep) * v;
-            l.extend_from_slice(&data[off..off + keep * v]);
-        }
-        l
-    };
+    let logits = kept_logits(shared, &outputs, batch, keep)?;
     let mut present = Vec::with_capacity(2 * cfg.num_layers);
     for i in 0..cfg.num_layers {
         for pattern in [&cfg.outputs.present_key, &cfg.outputs.present_value] {
@@ -245,6 +187,87 @@ pub(super) fn run(
         }
     }
     Ok((logits, present))
+}
+
+/// A graph input and its value.
+pub(super) type NamedInput = (String, DynValue);
+
+/// The graph's inputs other than the cache, by name (token ids, attention mask, positions,
+/// LoRA columns, how many positions' logits to keep), and the past `x` carries.
+pub(super) fn named_inputs(
+    shared: &Shared,
+    x: Inputs<'_>,
+    keep: usize,
+) -> Result<(Vec<NamedInput>, Vec<DynValue>)> {
+    let cfg = &shared.config;
+    let mut inputs: Vec<NamedInput> = Vec::with_capacity(5 + 2 * cfg.num_layers);
+    inputs.push((
+        cfg.inputs.input_ids.clone(),
+        Tensor::from_array(([x.batch, x.seq], x.ids))?.into_dyn(),
+    ));
+    inputs.push((
+        cfg.inputs.attention_mask.clone(),
+        Tensor::from_array(([x.batch, x.total], x.mask.to_vec()))?.into_dyn(),
+    ));
+    if let Some(p) = &cfg.inputs.position_ids
+        && shared.graph_inputs.contains(p)
+    {
+        inputs.push((
+            p.clone(),
+            Tensor::from_array(([x.batch, x.seq], x.pos))?.into_dyn(),
+        ));
+    }
+    if let (Some(name), Some((mask, width))) = (&shared.lora_mask, x.lora_mask) {
+        inputs.push((
+            name.clone(),
+            Tensor::from_array(([x.batch, 1, width], mask))?.into_dyn(),
+        ));
+    }
+    if let Some(name) = &shared.logits_to_keep {
+        inputs.push((
+            name.clone(),
+            Tensor::from_array(([1usize], vec![keep as i64]))?.into_dyn(),
+        ));
+    }
+    Ok((inputs, x.past))
+}
+
+/// The logits of the last `keep` positions of each of `batch` rows, `[batch, keep, vocab]`:
+/// what the graph returned, or cut from a graph that computes every position.
+pub(super) fn kept_logits(
+    shared: &Shared,
+    outputs: &SessionOutputs<'_>,
+    batch: usize,
+    keep: usize,
+) -> Result<Vec<f32>> {
+    let cfg = &shared.config;
+    let logits_v = outputs
+        .get(&cfg.outputs.logits)
+        .ok_or_else(|| Error::InvalidRequest("the model returned no logits".into()))?;
+    let (shape, data) = logits_v.try_extract_tensor::<f32>()?;
+    let v = cfg.vocab_size;
+    if shape.len() != 3 || shape[2] as usize != v || shape[0] as usize != batch {
+        return Err(Error::model_dir(
+            &shared.dir,
+            format!("logits have shape {shape:?}, expected [{batch}, seq, {v}]"),
+        ));
+    }
+    let s = shape[1] as usize;
+    if s < keep {
+        return Err(Error::model_dir(
+            &shared.dir,
+            format!("logits have {s} positions per row, {keep} were asked for"),
+        ));
+    }
+    if s == keep {
+        return Ok(data.to_vec());
+    }
+    let mut l = Vec::with_capacity(batch * keep * v);
+    for b in 0..batch {
+        let off = (b * s + s - keep) * v;
+        l.extend_from_slice(&data[off..off + keep * v]);
+    }
+    Ok(l)
 }
 
 /// Logits of the last `keep` positions of one sequence (`[keep, vocab]`, row-major).

@@ -8,33 +8,16 @@
 use std::ops::Range;
 use std::time::Instant;
 
-use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
-use ort::value::Tensor;
 
-use super::Shared;
 use super::batch::{Batch, CachedPrefix};
+use super::forward::{Inputs, cache_memory, kept_logits, named_inputs};
 use super::kv_buffer::KvBuffer;
 use super::row::Row;
 use super::slots::SlotBank;
-use crate::config::layer_name;
+use super::{Device, Shared};
 use crate::error::{Error, Result};
 use crate::registry::Activation;
-
-/// The inputs of one in-place pass over rows `rows` of the buffers, `seq` new tokens each.
-struct Pass<'a> {
-    rows: Range<usize>,
-    seq: usize,
-    /// `[rows, seq]` token ids and positions.
-    ids: Vec<i64>,
-    pos: Vec<i64>,
-    /// `[rows, width]`: row r attends to its first `sum` columns (its cached tokens and the
-    /// new ones), which is where the graph takes each row's length from.
-    mask: Vec<i64>,
-    width: usize,
-    /// With adapter slots: `[rows, 1, width]` LoRA columns and the width.
-    lora_mask: Option<(&'a [f32], usize)>,
-}
 
 impl Batch {
     /// Runs each prompt alone into its own row of new buffers (after the keys and values of
@@ -74,19 +57,29 @@ impl Batch {
             let reused = kv.lens[r];
             let context = &self.rows[i].context;
             let len = context.len();
-            let pass = Pass {
-                rows: r..r + 1,
-                seq: len - reused,
+            // The row attends to its first `len` columns: the graph reads its length there.
+            let mask = vec![1; len];
+            let pass = Inputs {
                 ids: context[reused..].iter().map(|&t| i64::from(t)).collect(),
                 pos: (reused as i64..len as i64).collect(),
-                mask: vec![1; len],
-                width: len,
+                mask: &mask,
+                batch: 1,
+                seq: len - reused,
+                total: len,
+                past: Vec::new(),
                 lora_mask: lora_mask
                     .as_ref()
-                    .map(|(m, w)| (&m[i * w..(i + 1) * w], *w)),
+                    .map(|(m, w)| (m[i * w..(i + 1) * w].to_vec(), *w)),
             };
             let binding = self.binding.as_mut().ok_or_else(no_binding)?;
-            logits.extend(run_in_place(shared, session, binding, &mut kv, pass)?);
+            logits.extend(run_in_place(
+                shared,
+                session,
+                binding,
+                &mut kv,
+                r..r + 1,
+                pass,
+            )?);
             kv.lens[r] = len;
             if self.rows[i].keep_prompt_cache && shared.prompt_cache.enabled() {
                 let (set, activation) = self.weights_of(&self.rows[i]);
@@ -96,7 +89,6 @@ impl Batch {
                     .insert(set, activation, context.clone(), layers);
             }
         }
-        self.total = kv.lens.iter().copied().max().unwrap_or(0);
         self.kv = Some(kv);
         self.sample(shared, &logits)
     }
@@ -118,26 +110,26 @@ impl Batch {
         for (r, &len) in kv.lens.iter().enumerate() {
             mask[r * width..r * width + len + 1].fill(1);
         }
-        let pass = Pass {
-            rows: 0..rows,
-            seq: 1,
+        let pass = Inputs {
             ids: self
                 .rows
                 .iter()
                 .map(|r| i64::from(*r.context.last().unwrap_or(&0)))
                 .collect(),
             pos: kv.lens.iter().map(|&l| l as i64).collect(),
-            mask,
-            width,
-            lora_mask: lora_mask.as_ref().map(|(m, w)| (m.as_slice(), *w)),
+            mask: &mask,
+            batch: rows,
+            seq: 1,
+            total: width,
+            past: Vec::new(),
+            lora_mask,
         };
         let binding = self.binding.as_mut().ok_or_else(no_binding)?;
-        let result = run_in_place(shared, session, binding, &mut kv, pass);
+        let result = run_in_place(shared, session, binding, &mut kv, 0..rows, pass);
         let live: Vec<bool> = self.rows.iter().map(Row::live).collect();
         for (len, &live) in kv.lens.iter_mut().zip(&live) {
             *len += usize::from(live);
         }
-        self.total = kv.lens.iter().copied().max().unwrap_or(0);
         self.kv = Some(kv);
         let logits = result?;
         self.sample(shared, &logits)?;
@@ -210,7 +202,6 @@ impl Batch {
                 }
             }
         }
-        self.total = kv.lens.iter().copied().max().unwrap_or(0);
         Ok(())
     }
 }
@@ -220,78 +211,29 @@ fn row_need(row: &Row) -> usize {
     row.context.len() - row.generated.len() + row.max_tokens
 }
 
-/// One forward pass writing rows `x.rows` of `kv` in place: the logits of each row's last
-/// position, `[rows, vocab]`.
+/// One forward pass over rows `rows` of `kv`, which it writes in place (`x` carries no
+/// past): the logits of each row's last position, `[rows, vocab]`.
 fn run_in_place(
     shared: &Shared,
     session: &mut Session,
     binding: &mut IoBinding,
     kv: &mut KvBuffer,
-    x: Pass<'_>,
+    rows: Range<usize>,
+    x: Inputs<'_>,
 ) -> Result<Vec<f32>> {
-    let cfg = &shared.config;
-    let b = x.rows.len();
-    binding.bind_input(
-        cfg.inputs.input_ids.as_str(),
-        &Tensor::from_array(([b, x.seq], x.ids))?,
-    )?;
-    binding.bind_input(
-        cfg.inputs.attention_mask.as_str(),
-        &Tensor::from_array(([b, x.width], x.mask))?,
-    )?;
-    if let Some(p) = cfg
-        .inputs
-        .position_ids
-        .as_ref()
-        .filter(|p| shared.graph_inputs.contains(*p))
-    {
-        binding.bind_input(p.as_str(), &Tensor::from_array(([b, x.seq], x.pos))?)?;
-    }
-    if let (Some(name), Some((mask, width))) = (&shared.lora_mask, x.lora_mask) {
-        binding.bind_input(
-            name.as_str(),
-            &Tensor::from_array(([b, 1, width], mask.to_vec()))?,
-        )?;
-    }
-    if let Some(name) = &shared.logits_to_keep {
-        binding.bind_input(name.as_str(), &Tensor::from_array(([1usize], vec![1i64]))?)?;
+    let batch = x.batch;
+    let (inputs, _) = named_inputs(shared, x, 1)?;
+    for (name, v) in &inputs {
+        binding.bind_input(name.as_str(), v)?;
     }
     binding.clear_outputs();
-    let host = MemoryInfo::new(
-        AllocationDevice::CPU,
-        0,
-        AllocatorType::Device,
-        MemoryType::Default,
+    binding.bind_output_to_device(
+        shared.config.outputs.logits.as_str(),
+        &cache_memory(Device::Cpu)?,
     )?;
-    binding.bind_output_to_device(cfg.outputs.logits.as_str(), &host)?;
-    let names = |k: &String, v: &String| -> Vec<String> {
-        (0..cfg.num_layers)
-            .flat_map(|i| [layer_name(k, i), layer_name(v, i)])
-            .collect()
-    };
-    let past = names(&cfg.inputs.past_key, &cfg.inputs.past_value);
-    let present = names(&cfg.outputs.present_key, &cfg.outputs.present_value);
-    kv.bind(binding, &past, &present, x.rows)?;
+    kv.bind(binding, rows)?;
     let outputs = session.run_binding(binding)?;
-    let logits = outputs
-        .get(&cfg.outputs.logits)
-        .ok_or_else(|| Error::InvalidRequest("the model returned no logits".into()))?;
-    let (shape, data) = logits.try_extract_tensor::<f32>()?;
-    let v = cfg.vocab_size;
-    let s = shape.get(1).copied().unwrap_or(0) as usize;
-    if shape.len() != 3 || shape[0] as usize != b || shape[2] as usize != v || s == 0 {
-        return Err(Error::model_dir(
-            &shared.dir,
-            format!("logits have shape {shape:?}, expected [{b}, 1, {v}]"),
-        ));
-    }
-    // The last position of each row (a graph without `logits_to_keep` returns them all).
-    let mut last = Vec::with_capacity(b * v);
-    for r in 0..b {
-        let off = (r * s + s - 1) * v;
-        last.extend_from_slice(&data[off..off + v]);
-    }
-    Ok(last)
+    kept_logits(shared, &outputs, batch, 1)
 }
 
 fn no_binding() -> Error {

@@ -10,12 +10,14 @@ use std::ffi::CString;
 use std::ops::Range;
 
 use ort::AsPointer;
-use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::memory::Allocator;
 use ort::session::IoBinding;
 use ort::value::{Shape, Tensor, TensorRefMut};
 
+use super::Device;
 use super::cache::HostTensor;
-use crate::config::ModelConfig;
+use super::forward::cache_memory;
+use crate::config::{ModelConfig, layer_name};
 use crate::error::{Error, Result};
 
 /// Columns are allocated in steps of this many, so that a row joining with a slightly
@@ -32,6 +34,8 @@ pub(super) struct KvBuffer {
     dim: usize,
     /// The model's context: columns never grow past it.
     context: usize,
+    /// The graph's past input and present output of each tensor, bound to the same memory.
+    names: Vec<(String, String)>,
     /// Tokens cached in each row in use (rows `0..lens.len()`).
     pub(super) lens: Vec<usize>,
 }
@@ -47,22 +51,34 @@ fn columns_for(need: usize, context: usize) -> usize {
 impl KvBuffer {
     /// Buffers for `row_capacity` rows of up to `need` tokens each, none in use.
     pub(super) fn new(cfg: &ModelConfig, row_capacity: usize, need: usize) -> Result<Self> {
+        let (i, o) = (&cfg.inputs, &cfg.outputs);
+        let names = (0..cfg.num_layers)
+            .flat_map(|l| {
+                [
+                    (layer_name(&i.past_key, l), layer_name(&o.present_key, l)),
+                    (
+                        layer_name(&i.past_value, l),
+                        layer_name(&o.present_value, l),
+                    ),
+                ]
+            })
+            .collect();
         Self::with_shape(
-            2 * cfg.num_layers,
+            names,
             [row_capacity, cfg.num_kv_heads, need, cfg.head_dim],
             cfg.context_length,
         )
     }
 
-    /// `tensors` buffers of `[rows, heads, columns_for(need), dim]`.
+    /// A buffer of `[rows, heads, columns_for(need), dim]` for each of `names`.
     fn with_shape(
-        tensors: usize,
+        names: Vec<(String, String)>,
         [rows, heads, need, dim]: [usize; 4],
         context: usize,
     ) -> Result<Self> {
         let columns = columns_for(need, context);
         let allocator = Allocator::default();
-        let tensors = (0..tensors)
+        let tensors = (0..names.len())
             .map(|_| Tensor::<f32>::new(&allocator, [rows.max(1), heads, columns, dim]))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(KvBuffer {
@@ -72,6 +88,7 @@ impl KvBuffer {
             heads,
             dim,
             context,
+            names,
             lens: Vec::new(),
         })
     }
@@ -164,7 +181,7 @@ impl KvBuffer {
     /// Buffers with room for `rows` rows of up to `need` tokens, holding this one's rows.
     pub(super) fn regrown(&self, rows: usize, need: usize) -> Result<Self> {
         let mut out = KvBuffer::with_shape(
-            self.tensors.len(),
+            self.names.clone(),
             [
                 rows.max(self.rows()),
                 self.heads,
@@ -180,23 +197,17 @@ impl KvBuffer {
         Ok(out)
     }
 
-    /// Binds rows `rows` of every buffer as past input `past[t]` and present output
-    /// `present[t]` of `binding`: the same memory, which the graph's attention detects and
-    /// appends to in place.
-    pub(super) fn bind(
-        &mut self,
-        binding: &mut IoBinding,
-        past: &[String],
-        present: &[String],
-        rows: Range<usize>,
-    ) -> Result<()> {
+    /// Binds rows `rows` of every buffer as its past input and present output of
+    /// `binding`: the same memory, which the graph's attention detects and appends to in
+    /// place.
+    pub(super) fn bind(&mut self, binding: &mut IoBinding, rows: Range<usize>) -> Result<()> {
         if rows.is_empty() || rows.end > self.row_capacity {
             return Err(internal("a view outside the buffer's rows"));
         }
-        let memory = host_memory()?;
+        let memory = cache_memory(Device::Cpu)?;
         let shape = Shape::new([rows.len(), self.heads, self.columns, self.dim].map(|d| d as i64));
         let offset = rows.start * self.row_len();
-        for (t, tensor) in self.tensors.iter_mut().enumerate() {
+        for (tensor, (past, present)) in self.tensors.iter_mut().zip(&self.names) {
             // SAFETY: the view covers rows `rows` of a tensor this buffer owns (checked to
             // lie within it), and that memory outlives every run of `binding` that uses it:
             // the batch rebinds its buffers before every run, and a buffer is replaced or
@@ -205,8 +216,8 @@ impl KvBuffer {
                 let base = tensor.data_ptr_mut().cast::<f32>().add(offset);
                 TensorRefMut::from_raw(memory.clone(), base.cast(), shape.clone())?
             };
-            bind_input_in_place(binding, &past[t], &view)?;
-            binding.bind_output(present[t].as_str(), view)?;
+            bind_input_in_place(binding, past, &view)?;
+            binding.bind_output(present.as_str(), view)?;
         }
         Ok(())
     }
@@ -231,15 +242,6 @@ fn bind_input_in_place(
         ))?;
     }
     Ok(())
-}
-
-fn host_memory() -> Result<MemoryInfo<'static>> {
-    Ok(MemoryInfo::new(
-        AllocationDevice::CPU,
-        0,
-        AllocatorType::Device,
-        MemoryType::Default,
-    )?)
 }
 
 fn internal(what: &str) -> Error {

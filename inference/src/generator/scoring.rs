@@ -146,6 +146,7 @@ impl Generator {
         let mut out = Vec::with_capacity(masks.len());
         for group in masks.chunks(chunk) {
             let b = group.len();
+            // Chunks of one mask on this layout (`batches_tokens_over_past`).
             let (past, mask, total) = if cfg.ops == GraphOps::Static {
                 visible_columns(&cache, &group[0][..prefix], a)?
             } else {

@@ -243,6 +243,36 @@ fn generates_what_the_portable_graph_does(g: &Generator) {
     }
 }
 
+/// `g` scores as the portable graph does, within 1e-5: `log_probs` of `cont` after `ctx`
+/// with and without an adapter, and `score_masked` under each of `masks` with and without a
+/// merge of two adapters.
+fn scores_what_the_portable_graph_does(
+    g: &Generator,
+    ctx: &[u32],
+    cont: &[u32],
+    masks: &[Vec<bool>],
+) {
+    let want = tiny();
+    for ad in [adapters(&[]), adapters(&[("b", 1.0)])] {
+        let got = g.log_probs(ctx, cont, &ad).expect("log_probs");
+        let expected = want.log_probs(ctx, cont, &ad).expect("portable log_probs");
+        assert!(
+            max_diff(&got, &expected) <= 1e-5,
+            "log_probs {ad:?}: {got:?} vs {expected:?}"
+        );
+    }
+    for ad in [adapters(&[]), adapters(&[("a", 0.5), ("b", 0.5)])] {
+        let got = g.score_masked(ctx, cont, masks, &ad).expect("score_masked");
+        let expected = want
+            .score_masked(ctx, cont, masks, &ad)
+            .expect("portable score_masked");
+        assert_eq!(got.len(), masks.len());
+        for (m, (a, b)) in got.iter().zip(&expected).enumerate() {
+            assert!(max_diff(a, b) <= 1e-5, "mask {m} {ad:?}: {a:?} vs {b:?}");
+        }
+    }
+}
+
 /// A fresh directory under the fixture's root.
 fn scratch(name: &str) -> PathBuf {
     let d = fixture().root.join(name);

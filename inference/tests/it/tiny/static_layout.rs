@@ -98,34 +98,13 @@ fn a_static_graph_serves_mixed_adapters_through_slots() {
 fn a_static_graph_scores_what_the_portable_one_does() {
     let (g, want) = (static_tiny(), tiny());
     let (ctx, cont) = (toks(81, 11), toks(82, 6));
-    for ad in [adapters(&[]), adapters(&[("b", 1.0)])] {
-        let got = g.log_probs(&ctx, &cont, &ad).expect("log_probs");
-        let expected = want
-            .log_probs(&ctx, &cont, &ad)
-            .expect("portable log_probs");
-        assert!(
-            max_diff(&got, &expected) <= 1e-5,
-            "log_probs {ad:?}: {got:?} vs {expected:?}"
-        );
-    }
     // Hidden tokens anywhere in the prompt, the first one, and none.
     let mut masks: Vec<Vec<bool>> = (0..4)
         .map(|m| (0..ctx.len()).map(|i| i % 4 != m || i == 0).collect())
         .collect();
     masks.push((0..ctx.len()).map(|i| i != 0).collect());
     masks.push(vec![true; ctx.len()]);
-    for ad in [adapters(&[]), adapters(&[("a", 0.5), ("b", 0.5)])] {
-        let got = g
-            .score_masked(&ctx, &cont, &masks, &ad)
-            .expect("static score_masked");
-        let expected = want
-            .score_masked(&ctx, &cont, &masks, &ad)
-            .expect("portable score_masked");
-        assert_eq!(got.len(), masks.len());
-        for (m, (a, b)) in got.iter().zip(&expected).enumerate() {
-            assert!(max_diff(a, b) <= 1e-5, "mask {m} {ad:?}: {a:?} vs {b:?}");
-        }
-    }
+    scores_what_the_portable_graph_does(g, &ctx, &cont, &masks);
     // The answer a generation wrote, scored from the prompt it kept.
     let prompt = toks(83, 14);
     let r = GenerateRequest::new(Prompt::Tokens(prompt.clone()))
