@@ -58,6 +58,20 @@ pub enum GraphOps {
     Static,
 }
 
+/// The element type of a graph's KV cache (`tribute.json`'s `kv_dtype`; `float32` when
+/// absent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvDtype {
+    /// 32-bit floats: every layout.
+    #[default]
+    Float32,
+    /// 16-bit floats: the static layout exported with `--compute fp16`, whose attention
+    /// kernel appends to the very buffer the runtime binds (a cast at the boundary would
+    /// copy it twice per layer and step). Half the cache memory and bandwidth.
+    Float16,
+}
+
 impl GraphOps {
     /// Whether one call may run several rows of several new tokens each over a past cache
     /// (batched masked scoring).
@@ -102,9 +116,9 @@ pub struct ModelConfig {
     /// Storage dtype of the weights.
     #[serde(default = "default_dtype")]
     pub weights_dtype: String,
-    /// Dtype of the KV cache and logits.
-    #[serde(default = "default_dtype")]
-    pub kv_dtype: String,
+    /// Element type of the past inputs and present outputs (logits are always float32).
+    #[serde(default)]
+    pub kv_dtype: KvDtype,
     /// Keys a sliding-window layer sees (Gemma 3), when the model has such layers; recorded
     /// by static exports, whose masked scoring is exact only within it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -233,7 +247,7 @@ impl ModelConfig {
             eos_token_ids: ids("eos_token_id"),
             pad_token_id: ids("pad_token_id").first().copied(),
             weights_dtype: default_dtype(),
-            kv_dtype: default_dtype(),
+            kv_dtype: KvDtype::Float32,
             sliding_window: None,
             inputs: InputNames {
                 input_ids: s(ins, "input_ids", "input_ids"),
@@ -269,12 +283,12 @@ impl ModelConfig {
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.kv_dtype != "float32" {
+        if self.kv_dtype == KvDtype::Float16 && self.ops != GraphOps::Static {
             return bad(format!(
-                "kv_dtype {:?} is not supported (float32 only; an `--ops static --compute fp16` \
-                 export keeps a float16 cache, which this generator does not run yet: export \
-                 with --compute fp32, or --ops portable or fused)",
-                self.kv_dtype
+                "kv_dtype \"float16\" is for the static layout (`--ops static --compute fp16`, \
+                 whose kernel writes the very buffer it reads); this graph's ops are {:?}: \
+                 set kv_dtype to \"float32\", or re-export with --ops static",
+                self.ops
             ));
         }
         if let Some(t) = self

@@ -41,7 +41,7 @@ pub fn default_model_dir() -> std::path::PathBuf {
 pub use adapter::{
     AdapterId, AdapterLimits, AdapterSource, DEFAULT_MAX_ADAPTER_BYTES, DEFAULT_MAX_ADAPTER_RANK,
 };
-pub use config::{GraphOps, ModelConfig};
+pub use config::{GraphOps, KvDtype, ModelConfig};
 pub use error::{AdapterError, Error, Result};
 pub use generator::{
     CancelGuard, CancelToken, DEFAULT_SLOT_RANK, Device, FinishReason, GenerateRequest, Generation,

@@ -10,7 +10,7 @@ use ort::value::{DynValue, Tensor};
 
 use super::Shared;
 use super::cache::{HostTensor, Pick, first_attended, gather, host_view};
-use super::forward::{Inputs, LogitsWanted, empty_past, new_binding, run};
+use super::forward::{Inputs, LogitsWanted, empty_past, kv_tensor, new_binding, run};
 use super::kv_buffer::KvBuffer;
 use super::prompt_cache::columns;
 use super::row::Row;
@@ -211,7 +211,7 @@ impl Batch {
             Some((len, layers)) if b == 1 => {
                 let past = layers
                     .into_iter()
-                    .map(|t| Ok(Tensor::from_array((t.shape, t.data))?.into_dyn()))
+                    .map(|t| kv_tensor(cfg.kv_dtype, t.shape, t.data))
                     .collect::<Result<Vec<DynValue>>>()?;
                 (len, past)
             }

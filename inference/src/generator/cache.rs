@@ -9,7 +9,9 @@
 use ort::memory::AllocationDevice;
 use ort::value::{DynTensorValueType, DynValue};
 
-use crate::error::Result;
+use half::f16;
+
+use crate::error::{Error, Result};
 
 /// A tensor copied to (or read in place from) host memory: `[rows, heads, cols, dim]`.
 pub(super) struct HostTensor<T> {
@@ -26,19 +28,34 @@ pub(super) fn host_view(v: &DynValue) -> std::result::Result<([usize; 4], &[f32]
 }
 
 impl HostTensor<f32> {
-    /// A KV tensor's values, copied off the device first if the session left it there.
+    /// A KV tensor's values as float32 (a float16 cache widened, exactly), copied off the
+    /// device first if the session left it there.
     pub(super) fn from_value(v: &DynValue) -> Result<Self> {
-        let copy = |(shape, data): ([usize; 4], &[f32])| HostTensor {
-            shape,
-            data: data.to_vec(),
-        };
-        if let Ok(view) = host_view(v) {
-            return Ok(copy(view));
+        if let Some(t) = Self::read_host(v) {
+            return Ok(t);
         }
         // Device memory cannot be read in place.
         let tensor = v.view().downcast::<DynTensorValueType>()?;
         let host = tensor.to(AllocationDevice::CPU, 0)?.into_dyn();
-        Ok(copy(host_view(&host)?))
+        Self::read_host(&host).ok_or_else(|| {
+            Error::InvalidRequest("internal: a cache tensor neither float32 nor float16".into())
+        })
+    }
+
+    /// A float32 or float16 tensor in host memory, widened to float32.
+    fn read_host(v: &DynValue) -> Option<Self> {
+        if let Ok((shape, data)) = host_view(v) {
+            return Some(HostTensor {
+                shape,
+                data: data.to_vec(),
+            });
+        }
+        let (shape, data) = v.try_extract_tensor::<f16>().ok()?;
+        let d: Vec<usize> = shape.iter().map(|&x| x as usize).collect();
+        Some(HostTensor {
+            shape: [d[0], d[1], d[2], d[3]],
+            data: data.iter().map(|x| x.to_f32()).collect(),
+        })
     }
 }
 

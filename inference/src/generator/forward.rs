@@ -3,26 +3,40 @@
 
 use std::borrow::Cow;
 
+use half::f16;
+
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor};
 
 use super::{Device, Shared};
-use crate::config::{ModelConfig, layer_name};
+use crate::config::{KvDtype, ModelConfig, layer_name};
 use crate::error::{Error, Result};
 use crate::registry::Activation;
 
 /// Zero-length past tensors for a prefill.
 pub(super) fn empty_past(cfg: &ModelConfig, batch: usize) -> Result<Vec<DynValue>> {
-    let mut v = Vec::with_capacity(2 * cfg.num_layers);
-    for _ in 0..2 * cfg.num_layers {
-        let t = Tensor::<f32>::from_array((
-            [batch, cfg.num_kv_heads, 0, cfg.head_dim],
-            Vec::<f32>::new(),
-        ))?;
-        v.push(t.into_dyn());
-    }
-    Ok(v)
+    (0..2 * cfg.num_layers)
+        .map(|_| {
+            kv_tensor(
+                cfg.kv_dtype,
+                [batch, cfg.num_kv_heads, 0, cfg.head_dim],
+                Vec::new(),
+            )
+        })
+        .collect()
+}
+
+/// A past input of `shape` holding `data` (host values, always float32) in the graph's
+/// cache type: float16 values round-trip exactly, since they were read from a float16 cache.
+pub(super) fn kv_tensor(dtype: KvDtype, shape: [usize; 4], data: Vec<f32>) -> Result<DynValue> {
+    Ok(match dtype {
+        KvDtype::Float32 => Tensor::from_array((shape, data))?.into_dyn(),
+        KvDtype::Float16 => {
+            let half: Vec<f16> = data.into_iter().map(f16::from_f32).collect();
+            Tensor::from_array((shape, half))?.into_dyn()
+        }
+    })
 }
 
 /// Memory where the session leaves the KV cache: its device.

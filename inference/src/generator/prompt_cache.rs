@@ -263,10 +263,10 @@ impl PromptCache {
 }
 
 /// Row `row` of a KV tensor `[rows, heads, cols, dim]` (`shape`, `data`), only the
-/// columns `keep`: `[1, heads, keep.len(), dim]`.
-pub(super) fn columns(
+/// columns `keep`: `[1, heads, keep.len(), dim]`, as float32 (a float16 cache widened).
+pub(super) fn columns<T: Copy + Into<f32>>(
     shape: [usize; 4],
-    data: &[f32],
+    data: &[T],
     row: usize,
     keep: Range<usize>,
 ) -> HostTensor<f32> {
@@ -275,7 +275,8 @@ pub(super) fn columns(
     let mut out = Vec::with_capacity(heads * n * dim);
     for h in 0..heads {
         let block = (row * heads + h) * cols * dim;
-        out.extend_from_slice(&data[block + keep.start * dim..block + keep.end * dim]);
+        let kept = &data[block + keep.start * dim..block + keep.end * dim];
+        out.extend(kept.iter().map(|&x| x.into()));
     }
     HostTensor {
         shape: [1, heads, n, dim],

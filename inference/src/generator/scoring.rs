@@ -1,14 +1,14 @@
 //! Teacher-forced scoring: log-probabilities of given tokens, with or without parts of
 //! the prompt hidden from attention.
 
-use ort::value::{DynValue, Tensor};
+use ort::value::DynValue;
 
 use super::cache::HostTensor;
-use super::forward::{Inputs, LogitsWanted, forward_tail, run};
+use super::forward::{Inputs, LogitsWanted, forward_tail, kv_tensor, run};
 use super::log_softmax::target_log_probs;
 use super::pool::Lease;
 use super::{GenerateRequest, Generator, Prompt};
-use crate::config::GraphOps;
+use crate::config::{GraphOps, KvDtype};
 use crate::error::{Error, Result};
 
 impl Generator {
@@ -148,9 +148,9 @@ impl Generator {
             let b = group.len();
             // Chunks of one mask on this layout (`batches_tokens_over_past`).
             let (past, mask, total) = if cfg.ops == GraphOps::Static {
-                visible_columns(&cache, &group[0][..prefix], a)?
+                visible_columns(cfg.kv_dtype, &cache, &group[0][..prefix], a)?
             } else {
-                masked_columns(&cache, group, prefix, a)?
+                masked_columns(cfg.kv_dtype, &cache, group, prefix, a)?
             };
             let ids: Vec<i64> = (0..b).flat_map(|_| ids_row.iter().copied()).collect();
             let pos: Vec<i64> = (0..b)
@@ -209,6 +209,7 @@ impl Generator {
 /// The past of `b = masks.len()` rows, each the whole cached prefix (`[1, heads, prefix,
 /// dim]` per tensor), and their masks (`[b, prefix + answer]`) hiding what each mask hides.
 fn masked_columns(
+    dtype: KvDtype,
     cache: &[HostTensor<f32>],
     masks: &[Vec<bool>],
     prefix: usize,
@@ -222,7 +223,7 @@ fn masked_columns(
         for _ in 0..b {
             rep.extend_from_slice(&t.data);
         }
-        past.push(Tensor::from_array(([b, heads, cols, dim], rep))?.into_dyn());
+        past.push(kv_tensor(dtype, [b, heads, cols, dim], rep)?);
     }
     let mut mask = Vec::with_capacity(b * (prefix + answer));
     for m in masks {
@@ -237,6 +238,7 @@ fn masked_columns(
 /// cached key carries the rotation of its own position, and the answer keeps its positions,
 /// so attention sees exactly the keys and values the mask leaves visible.
 fn visible_columns(
+    dtype: KvDtype,
     cache: &[HostTensor<f32>],
     visible: &[bool],
     answer: usize,
@@ -252,7 +254,7 @@ fn visible_columns(
                 data.extend_from_slice(&t.data[at..at + dim]);
             }
         }
-        past.push(Tensor::from_array(([1, heads, kept.len(), dim], data))?.into_dyn());
+        past.push(kv_tensor(dtype, [1, heads, kept.len(), dim], data)?);
     }
     let total = kept.len() + answer;
     Ok((past, vec![1; total], total))

@@ -6,10 +6,10 @@ use std::path::Path;
 
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::value::ValueType;
+use ort::value::{TensorElementType, ValueType};
 
 use super::Device;
-use crate::config::{GraphOps, ModelConfig, layer_name};
+use crate::config::{GraphOps, KvDtype, ModelConfig, layer_name};
 use crate::error::{Error, Result};
 
 fn builder_err(e: ort::Error<SessionBuilder>) -> Error {
@@ -148,6 +148,28 @@ pub(super) fn check_io(dir: &Path, c: &ModelConfig, session: &Session) -> Result
     };
     check("input", &inputs, &need_in)?;
     check("output", &outputs, &need_out)?;
+    // The cache's element type: the generator allocates and reads it as the config says.
+    let want = match c.kv_dtype {
+        KvDtype::Float32 => TensorElementType::Float32,
+        KvDtype::Float16 => TensorElementType::Float16,
+    };
+    let cache_names = (0..c.num_layers).flat_map(|i| {
+        [
+            (&inputs, layer_name(&c.inputs.past_key, i)),
+            (&inputs, layer_name(&c.inputs.past_value, i)),
+            (&outputs, layer_name(&c.outputs.present_key, i)),
+            (&outputs, layer_name(&c.outputs.present_value, i)),
+        ]
+    });
+    for (names, n) in cache_names {
+        let got = names.get(n.as_str()).and_then(|t| t.tensor_type());
+        if got.is_some_and(|got| got != want) {
+            return bad(format!(
+                "{n:?} holds {got:?}, but kv_dtype is {:?}",
+                c.kv_dtype
+            ));
+        }
+    }
     // A static layout's graph writes its cache in place and says so by its argmax output;
     // a padded graph run as static would return presents of another width every step.
     if c.ops == GraphOps::Static

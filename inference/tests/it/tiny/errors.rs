@@ -110,7 +110,7 @@ fn config_that_does_not_match_the_graph_is_a_model_directory_error() {
     let d = edited("fp16-cache", |v| v["kv_dtype"] = json!("float16"));
     assert_model_dir(
         &load_err(&d, "kv_dtype"),
-        "float32 only",
+        "for the static layout",
         "kv_dtype float16",
     );
     let d = edited("flash-ops", |v| v["ops"] = json!("flash"));

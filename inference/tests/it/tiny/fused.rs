@@ -58,7 +58,7 @@ fn a_fused_graph_scores_what_the_portable_one_does() {
     let masks: Vec<Vec<bool>> = (0..5)
         .map(|m| (0..ctx.len()).map(|i| i % 5 != m || i == 0).collect())
         .collect();
-    scores_what_the_portable_graph_does(g, &ctx, &cont, &masks);
+    scores_what_the_portable_graph_does(g, &ctx, &cont, &masks, 1e-5);
 }
 
 /// `--compute fp16` (float16 inside the graph, float32 inputs and outputs): the generator

@@ -5,13 +5,14 @@
 //! out of the past, since the layout has no mask inside a row).
 
 use super::*;
-use tribute_inference::GraphOps;
+use tribute_inference::{GraphOps, KvDtype};
 
-/// The tiny model's weights exported with `--ops static`, adapters registered.
-fn static_model(name: &str, options: GeneratorOptions) -> Generator {
+/// The tiny model's weights exported with `--ops static` (and `flags`), adapters
+/// registered.
+fn static_model(name: &str, flags: &[&str], options: GeneratorOptions) -> Generator {
     let f = fixture();
     let out = scratch(name).join("model");
-    export(&[
+    let mut args = vec![
         "--source",
         s(&f.hf),
         "--out",
@@ -20,11 +21,29 @@ fn static_model(name: &str, options: GeneratorOptions) -> Generator {
         MODEL_NAME,
         "--ops",
         "static",
-    ]);
+    ];
+    args.extend(flags);
+    export(&args);
     let g = Generator::load_with(&out, options).expect("load the static tiny model");
     g.add_adapter("a", &f.a).expect("register a");
     g.add_adapter("b", &f.b).expect("register b");
     g
+}
+
+/// `--compute fp16`: a float16 cache, arithmetic in float16 (on the CPU, kernels widen
+/// most of it to float32 inside).
+fn static_fp16() -> &'static Generator {
+    static G: OnceLock<Generator> = OnceLock::new();
+    G.get_or_init(|| {
+        static_model(
+            "static-fp16",
+            &["--compute", "fp16"],
+            GeneratorOptions {
+                prompt_cache_bytes: 64 << 20,
+                ..GeneratorOptions::default()
+            },
+        )
+    })
 }
 
 fn static_tiny() -> &'static Generator {
@@ -32,6 +51,7 @@ fn static_tiny() -> &'static Generator {
     G.get_or_init(|| {
         static_model(
             "static",
+            &[],
             GeneratorOptions {
                 prompt_cache_bytes: 64 << 20,
                 ..GeneratorOptions::default()
@@ -69,6 +89,7 @@ fn an_onnx_adapter_on_a_static_graph_is_a_clear_error() {
 fn a_static_graph_serves_mixed_adapters_through_slots() {
     let g = static_model(
         "static-slots",
+        &[],
         GeneratorOptions {
             adapter_slots: 2,
             slot_rank: 8,
@@ -104,7 +125,7 @@ fn a_static_graph_scores_what_the_portable_one_does() {
         .collect();
     masks.push((0..ctx.len()).map(|i| i != 0).collect());
     masks.push(vec![true; ctx.len()]);
-    scores_what_the_portable_graph_does(g, &ctx, &cont, &masks);
+    scores_what_the_portable_graph_does(g, &ctx, &cont, &masks, 1e-5);
     // The answer a generation wrote, scored from the prompt it kept.
     let prompt = toks(83, 14);
     let r = GenerateRequest::new(Prompt::Tokens(prompt.clone()))
@@ -192,6 +213,64 @@ fn a_static_sliding_window_model_generates_past_the_window_and_scores_within_it(
     );
     assert!(
         matches!(&e, Error::InvalidRequest(m) if m.contains("sliding window (8 tokens)")),
+        "{e}"
+    );
+}
+
+/// A float16 cache (`--ops static --compute fp16`, the GPU export): the buffers hold
+/// float16, and rows moving between batches and the prompt cache widen it to float32 and
+/// back (exactly). Every request gives what it gives alone on the same graph (a second
+/// generator, without a prompt cache); greedy tokens equal the float32 graph's on short
+/// prompts, and scores are within float16's rounding of it (a 24-token run meets a near tie
+/// at its 19th token, so longer runs are compared with the float16 graph only).
+#[test]
+fn a_float16_cache_generates_and_scores_as_the_float32_graph_does() {
+    let g = static_fp16();
+    assert_eq!(g.config().kv_dtype, KvDtype::Float16);
+    let alone = static_model(
+        "static-fp16-alone",
+        &["--compute", "fp16"],
+        GeneratorOptions::default(),
+    );
+    generates_what(g, &alone);
+    for seed in 0..6 {
+        let r = GenerateRequest::new(tokens(100 + seed, 3 + 2 * seed as usize))
+            .max_tokens(12)
+            .ignore_eos(true);
+        assert_same(
+            &run_one(g, &r),
+            &run_one(tiny(), &r),
+            &format!("seed {seed}"),
+        );
+    }
+    let (ctx, cont) = (toks(84, 12), toks(85, 5));
+    let masks = vec![
+        (0..ctx.len()).map(|i| i % 3 != 1).collect(),
+        vec![true; ctx.len()],
+    ];
+    scores_what_the_portable_graph_does(g, &ctx, &cont, &masks, 2e-2);
+}
+
+/// A config whose `kv_dtype` is not the graph's cache type is refused at load, naming both.
+#[test]
+fn a_kv_dtype_other_than_the_graphs_is_a_model_directory_error() {
+    let dir = scratch("fp16-said-fp32").join("model");
+    let _ = static_fp16();
+    let from = fixture().root.join("static-fp16/model");
+    std::fs::create_dir_all(&dir).expect("model dir");
+    for e in std::fs::read_dir(&from).expect("read the fp16 export") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), dir.join(e.file_name())).expect("copy");
+    }
+    let path = dir.join("tribute.json");
+    let mut tj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+    tj["kv_dtype"] = serde_json::json!("float32");
+    std::fs::write(&path, tj.to_string()).expect("write");
+    let e = err(Generator::load(&dir), "float32 said, float16 graph");
+    assert!(
+        matches!(&e, Error::ModelDirectory { reason, .. }
+            if reason.contains("Float16") && reason.contains("kv_dtype is Float32")),
         "{e}"
     );
 }
