@@ -60,7 +60,7 @@ pub enum GraphOps {
 
 /// The element type of a graph's KV cache (`tribute.json`'s `kv_dtype`; `float32` when
 /// absent).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KvDtype {
     /// 32-bit floats: every layout.

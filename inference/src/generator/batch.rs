@@ -478,8 +478,7 @@ impl Batch {
             r.check_cancel();
         }
         if self.kv.is_some() {
-            self.retire_in_place();
-            return Ok(());
+            return self.retire_in_place();
         }
         let live = self.live();
         let dead = self.rows.len() - live;

@@ -12,7 +12,7 @@ use ort::session::{IoBinding, Session};
 
 use super::batch::{Batch, CachedPrefix};
 use super::forward::{Inputs, cache_memory, kept_logits, named_inputs};
-use super::kv_buffer::KvBuffer;
+use super::kv_buffer::{KvBuffer, Placement};
 use super::row::Row;
 use super::slots::SlotBank;
 use super::{Device, Shared};
@@ -46,7 +46,7 @@ impl Batch {
             ));
         }
         let need = self.rows.iter().map(row_need).max().unwrap_or(1);
-        let mut kv = KvBuffer::new(cfg, b, need)?;
+        let mut kv = KvBuffer::new(cfg, Placement::of(session, shared.device)?, b, need)?;
         let (_, lora_mask) = self.pass_activation(session, bank, true)?;
         let v = cfg.vocab_size;
         let mut logits = Vec::with_capacity(b * v);
@@ -83,7 +83,7 @@ impl Batch {
             kv.lens[r] = len;
             if self.rows[i].keep_prompt_cache && shared.prompt_cache.enabled() {
                 let (set, activation) = self.weights_of(&self.rows[i]);
-                let layers = kv.columns_of(r, 0..len);
+                let layers = kv.columns_of(r, 0..len)?;
                 shared
                     .prompt_cache
                     .insert(set, activation, context.clone(), layers);
@@ -143,23 +143,24 @@ impl Batch {
     }
 
     /// Drops the finished rows: the last row moves into each one's place.
-    pub(super) fn retire_in_place(&mut self) {
+    pub(super) fn retire_in_place(&mut self) -> Result<()> {
         if self.live() == 0 {
             self.rows.clear();
             self.kv = None;
             self.binding = None;
-            return;
+            return Ok(());
         }
         let Some(kv) = self.kv.as_mut() else {
-            return;
+            return Ok(());
         };
         // From the end: the row that moves into a hole was looked at already, and is live.
         for i in (0..self.rows.len()).rev() {
             if !self.rows[i].live() {
                 self.rows.swap_remove(i);
-                kv.swap_remove(i);
+                kv.swap_remove(i)?;
             }
         }
+        Ok(())
     }
 
     /// Copies the running rows of `newcomers` (prefilled in the static layout) into this
@@ -191,12 +192,12 @@ impl Batch {
             *kv = kv.regrown(kv.rows() + incoming, need)?;
         }
         for side in newcomers.iter_mut() {
-            let Some(theirs) = side.kv.take() else {
+            let Some(mut theirs) = side.kv.take() else {
                 return Err(no_buffer());
             };
             for (i, row) in std::mem::take(&mut side.rows).into_iter().enumerate() {
                 if row.live() {
-                    let layers = theirs.columns_of(i, 0..theirs.lens[i]);
+                    let layers = theirs.columns_of(i, 0..theirs.lens[i])?;
                     kv.push_row(Some(&layers))?;
                     self.rows.push(row);
                 }

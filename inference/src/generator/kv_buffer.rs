@@ -5,19 +5,26 @@
 //! column is its position), so a decode step appends each row's token at that row's own
 //! column and nothing is copied; rows join by having their columns copied in, and leave by
 //! the last row's columns moving into their place.
+//!
+//! The buffers live where the session runs ([`Placement`]): in host memory rows are read and
+//! written in place; in device memory (CUDA) whole rows move through copies on the device
+//! (`device_copy`).
 
 use std::ffi::CString;
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 use half::f16;
 use ort::AsPointer;
 use ort::memory::{Allocator, MemoryInfo};
-use ort::session::IoBinding;
-use ort::value::{PrimitiveTensorElementType, Shape, Tensor, TensorRefMut};
+use ort::session::{IoBinding, Session};
+use ort::value::{PrimitiveTensorElementType, Shape, Tensor, TensorRefMut, TensorValueType, Value};
 
 use super::Device;
 use super::cache::HostTensor;
+use super::device_copy::copy;
 use super::forward::cache_memory;
+use super::prompt_cache::columns;
 use crate::config::{KvDtype, ModelConfig, layer_name};
 use crate::error::{Error, Result};
 
@@ -28,17 +35,24 @@ const COLUMN_STEP: usize = 64;
 /// An element of a cache buffer: the graph's `kv_dtype`. Host copies (the prompt cache,
 /// rows moving between batches) are float32; a float16 value widened and narrowed again is
 /// unchanged.
-trait CacheElement: PrimitiveTensorElementType + Copy + Into<f32> + std::fmt::Debug + 'static {
+pub(super) trait CacheElement:
+    PrimitiveTensorElementType + Copy + Into<f32> + std::fmt::Debug + 'static
+{
+    /// The `kv_dtype` of this element type.
+    const DTYPE: KvDtype;
+    /// `x` narrowed to this type (exact for a value widened from it).
     fn from_f32(x: f32) -> Self;
 }
 
 impl CacheElement for f32 {
+    const DTYPE: KvDtype = KvDtype::Float32;
     fn from_f32(x: f32) -> Self {
         x
     }
 }
 
 impl CacheElement for f16 {
+    const DTYPE: KvDtype = KvDtype::Float16;
     fn from_f32(x: f32) -> Self {
         f16::from_f32(x)
     }
@@ -61,13 +75,63 @@ macro_rules! each_type {
     };
 }
 
-/// The buffers of one running batch in the static layout, in host memory.
+/// Where a batch's buffers live, and how rows move in and out of them.
+pub(super) struct Placement {
+    /// Locked: ONNX Runtime's CUDA allocator is not safe to share between threads.
+    allocator: Mutex<Allocator>,
+    memory: MemoryInfo<'static>,
+    /// Host memory, read and written in place; otherwise whole rows move through copies on
+    /// `device` (`device_copy`: device memory cannot be sliced from here).
+    in_host: bool,
+    device: Device,
+}
+
+impl Placement {
+    /// The memory `session` runs on (`device`): the session's own CUDA allocator there, so
+    /// the graph reads and writes the buffers without a copy.
+    pub(super) fn of(session: &Session, device: Device) -> Result<Arc<Self>> {
+        let memory = cache_memory(device)?;
+        Ok(Arc::new(match device {
+            Device::Cpu => Placement {
+                allocator: Mutex::new(Allocator::default()),
+                memory,
+                in_host: true,
+                device,
+            },
+            Device::Cuda { .. } => Placement {
+                allocator: Mutex::new(Allocator::new(session, memory.clone())?),
+                memory,
+                in_host: false,
+                device,
+            },
+        }))
+    }
+}
+
+/// The shape of one buffer: `[row_capacity, heads, columns, dim]`.
+#[derive(Clone, Copy)]
+struct Geometry {
+    row_capacity: usize,
+    heads: usize,
+    columns: usize,
+    dim: usize,
+}
+
+impl Geometry {
+    fn row_len(self) -> usize {
+        self.heads * self.columns * self.dim
+    }
+
+    fn shape(self, rows: usize) -> [usize; 4] {
+        [rows, self.heads, self.columns, self.dim]
+    }
+}
+
+/// The buffers of one running batch in the static layout.
 pub(super) struct KvBuffer {
     tensors: Tensors,
-    row_capacity: usize,
-    columns: usize,
-    heads: usize,
-    dim: usize,
+    at: Arc<Placement>,
+    geometry: Geometry,
     /// The model's context: columns never grow past it.
     context: usize,
     /// The graph's past input and present output of each tensor, bound to the same memory.
@@ -85,8 +149,13 @@ fn columns_for(need: usize, context: usize) -> usize {
 }
 
 impl KvBuffer {
-    /// Buffers for `row_capacity` rows of up to `need` tokens each, none in use.
-    pub(super) fn new(cfg: &ModelConfig, row_capacity: usize, need: usize) -> Result<Self> {
+    /// Buffers at `at` for `row_capacity` rows of up to `need` tokens each, none in use.
+    pub(super) fn new(
+        cfg: &ModelConfig,
+        at: Arc<Placement>,
+        row_capacity: usize,
+        need: usize,
+    ) -> Result<Self> {
         let (i, o) = (&cfg.inputs, &cfg.outputs);
         let names = (0..cfg.num_layers)
             .flat_map(|l| {
@@ -102,6 +171,7 @@ impl KvBuffer {
         Self::with_shape(
             names,
             cfg.kv_dtype,
+            at,
             [row_capacity, cfg.num_kv_heads, need, cfg.head_dim],
             cfg.context_length,
         )
@@ -111,21 +181,25 @@ impl KvBuffer {
     fn with_shape(
         names: Vec<(String, String)>,
         dtype: KvDtype,
+        at: Arc<Placement>,
         [rows, heads, need, dim]: [usize; 4],
         context: usize,
     ) -> Result<Self> {
-        let columns = columns_for(need, context);
-        let shape = [rows.max(1), heads, columns, dim];
+        let geometry = Geometry {
+            row_capacity: rows.max(1),
+            heads,
+            columns: columns_for(need, context),
+            dim,
+        };
+        let shape = geometry.shape(geometry.row_capacity);
         let tensors = match dtype {
-            KvDtype::Float32 => Tensors::F32(allocate(names.len(), shape)?),
-            KvDtype::Float16 => Tensors::F16(allocate(names.len(), shape)?),
+            KvDtype::Float32 => Tensors::F32(allocate(&at, names.len(), shape)?),
+            KvDtype::Float16 => Tensors::F16(allocate(&at, names.len(), shape)?),
         };
         Ok(KvBuffer {
             tensors,
-            row_capacity: rows.max(1),
-            columns,
-            heads,
-            dim,
+            at,
+            geometry,
             context,
             names,
             lens: Vec::new(),
@@ -139,23 +213,19 @@ impl KvBuffer {
 
     /// Columns per row.
     pub(super) fn columns(&self) -> usize {
-        self.columns
+        self.geometry.columns
     }
 
     /// Whether `rows` more rows of up to `need` tokens fit without regrowing.
     pub(super) fn fits(&self, rows: usize, need: usize) -> bool {
-        self.rows() + rows <= self.row_capacity && need <= self.columns
-    }
-
-    fn row_len(&self) -> usize {
-        self.heads * self.columns * self.dim
+        self.rows() + rows <= self.geometry.row_capacity && need <= self.geometry.columns
     }
 
     /// Adds a row holding `prefix` (`[1, heads, tokens, dim]` per tensor, or nothing): its
     /// index.
     pub(super) fn push_row(&mut self, prefix: Option<&[HostTensor<f32>]>) -> Result<usize> {
         let row = self.rows();
-        if row >= self.row_capacity {
+        if row >= self.geometry.row_capacity {
             return Err(internal("a row pushed past the buffer's capacity"));
         }
         let mut len = 0;
@@ -164,20 +234,13 @@ impl KvBuffer {
                 return Err(internal("a cached prefix with another layer count"));
             }
             len = layers.first().map_or(0, |t| t.shape[2]);
-            if len > self.columns {
+            if len > self.geometry.columns {
                 return Err(internal("a cached prefix longer than the buffer"));
             }
-            let (n, cols, dim) = (self.row_len(), self.columns, self.dim);
+            let (at, g) = (&self.at, self.geometry);
             each_type!(&mut self.tensors, tensors => {
                 for (tensor, src) in tensors.iter_mut().zip(layers) {
-                    let (_, data) = tensor.extract_tensor_mut();
-                    let dst = &mut data[row * n..(row + 1) * n];
-                    for (h, head) in src.data.chunks_exact(len * dim).enumerate() {
-                        let to = &mut dst[h * cols * dim..h * cols * dim + len * dim];
-                        for (d, &x) in to.iter_mut().zip(head) {
-                            *d = CacheElement::from_f32(x);
-                        }
-                    }
+                    write_row(at, g, tensor, row, src)?;
                 }
             });
         }
@@ -187,56 +250,49 @@ impl KvBuffer {
 
     /// Row `row`'s columns `keep`, `[1, heads, keep.len(), dim]` per tensor, as float32 (for
     /// the prompt cache and rows moving between batches).
-    pub(super) fn columns_of(&self, row: usize, keep: Range<usize>) -> Vec<HostTensor<f32>> {
-        let shape = [self.row_capacity, self.heads, self.columns, self.dim];
-        each_type!(&self.tensors, tensors => tensors
-            .iter()
-            .map(|t| {
-                let (_, data) = t.extract_tensor();
-                super::prompt_cache::columns(shape, data, row, keep.clone())
-            })
+    pub(super) fn columns_of(
+        &mut self,
+        row: usize,
+        keep: Range<usize>,
+    ) -> Result<Vec<HostTensor<f32>>> {
+        let (at, g) = (&self.at, self.geometry);
+        each_type!(&mut self.tensors, tensors => tensors
+            .iter_mut()
+            .map(|t| read_row(at, g, t, row, keep.clone()))
             .collect())
     }
 
     /// Removes row `row`: the last row's columns move into its place (rows are unordered).
-    pub(super) fn swap_remove(&mut self, row: usize) {
+    pub(super) fn swap_remove(&mut self, row: usize) -> Result<()> {
         let last = self.rows() - 1;
         if row != last {
-            let (n, cols, dim) = (self.row_len(), self.columns, self.dim);
-            let len = self.lens[last];
+            let (at, g, len) = (&self.at, self.geometry, self.lens[last]);
             each_type!(&mut self.tensors, tensors => {
                 for tensor in tensors.iter_mut() {
-                    let (_, data) = tensor.extract_tensor_mut();
-                    for h in 0..self.heads {
-                        let from = last * n + h * cols * dim;
-                        let to = row * n + h * cols * dim;
-                        data.copy_within(from..from + len * dim, to);
-                    }
+                    move_row(at, g, tensor, last, row, len)?;
                 }
             });
         }
         self.lens.swap_remove(row);
+        Ok(())
     }
 
     /// Buffers with room for `rows` rows of up to `need` tokens, holding this one's rows.
-    pub(super) fn regrown(&self, rows: usize, need: usize) -> Result<Self> {
+    pub(super) fn regrown(&mut self, rows: usize, need: usize) -> Result<Self> {
         let dtype = match self.tensors {
             Tensors::F32(_) => KvDtype::Float32,
             Tensors::F16(_) => KvDtype::Float16,
         };
+        let g = self.geometry;
         let mut out = KvBuffer::with_shape(
             self.names.clone(),
             dtype,
-            [
-                rows.max(self.rows()),
-                self.heads,
-                need.max(self.columns),
-                self.dim,
-            ],
+            self.at.clone(),
+            [rows.max(self.rows()), g.heads, need.max(g.columns), g.dim],
             self.context,
         )?;
         for row in 0..self.rows() {
-            let cols = self.columns_of(row, 0..self.lens[row]);
+            let cols = self.columns_of(row, 0..self.lens[row])?;
             out.push_row(Some(&cols))?;
         }
         Ok(out)
@@ -246,67 +302,171 @@ impl KvBuffer {
     /// `binding`: the same memory, which the graph's attention detects and appends to in
     /// place.
     pub(super) fn bind(&mut self, binding: &mut IoBinding, rows: Range<usize>) -> Result<()> {
-        if rows.is_empty() || rows.end > self.row_capacity {
+        if rows.is_empty() || rows.end > self.geometry.row_capacity {
             return Err(internal("a view outside the buffer's rows"));
         }
-        let memory = cache_memory(Device::Cpu)?;
-        let shape = Shape::new([rows.len(), self.heads, self.columns, self.dim].map(|d| d as i64));
-        let offset = rows.start * self.row_len();
+        let (at, g) = (&self.at, self.geometry);
         each_type!(&mut self.tensors, tensors => {
             for (tensor, (past, present)) in tensors.iter_mut().zip(&self.names) {
-                bind_rows(binding, &memory, tensor, offset, &shape, past, present)?;
+                // SAFETY: `rows` lie within the tensor (checked above), and its memory
+                // outlives every run of `binding` that uses the view: the batch rebinds its
+                // buffers before every run, and a buffer is replaced or dropped only between
+                // runs.
+                let view = unsafe { rows_view(at, g, tensor, rows.clone())? };
+                bind_input_in_place(binding, past, &view)?;
+                binding.bind_output(present.as_str(), view)?;
             }
         });
         Ok(())
     }
 }
 
-/// `count` zeroed tensors of `shape`, in host memory.
-fn allocate<T: CacheElement>(count: usize, shape: [usize; 4]) -> Result<Vec<Tensor<T>>> {
-    let allocator = Allocator::default();
+/// `count` tensors of `shape` at `at`; in host memory zeroed (ONNX Runtime allocates them
+/// uninitialized, and the host reads them as slices).
+fn allocate<T: CacheElement>(
+    at: &Placement,
+    count: usize,
+    shape: [usize; 4],
+) -> Result<Vec<Tensor<T>>> {
     let elements = shape.iter().product::<usize>();
+    let allocator = at
+        .allocator
+        .lock()
+        .map_err(|_| internal("a cache allocator poisoned by a panic"))?;
     (0..count)
         .map(|_| {
             let mut t = Tensor::<T>::new(&allocator, shape)?;
-            // SAFETY: ONNX Runtime allocates `elements` elements uninitialized; they are
-            // zeroed before any slice of them is made (both element types are valid as
-            // zero bytes).
-            unsafe { std::ptr::write_bytes(t.data_ptr_mut().cast::<T>(), 0, elements) };
+            if at.in_host {
+                // SAFETY: the tensor holds `elements` elements in host memory, zeroed before
+                // any slice of them is made (both element types are valid as zero bytes).
+                unsafe { std::ptr::write_bytes(t.data_ptr_mut().cast::<T>(), 0, elements) };
+            }
             Ok(t)
         })
         .collect()
 }
 
-/// Binds the rows of `tensor` from element `offset` on, `shape`, as both input `past` and
-/// output `present` of `binding`.
-fn bind_rows<T: CacheElement>(
-    binding: &mut IoBinding,
-    memory: &MemoryInfo<'_>,
+/// A view of rows `rows` of `tensor`, `[rows.len(), heads, columns, dim]`.
+///
+/// # Safety
+/// `rows` must lie within the tensor's rows, and the view must not outlive the tensor's
+/// memory. Views of one tensor may coexist: ONNX Runtime reads and writes them as raw
+/// memory, never as Rust references.
+unsafe fn rows_view<'t, T: CacheElement>(
+    at: &Placement,
+    g: Geometry,
     tensor: &mut Tensor<T>,
-    offset: usize,
-    shape: &Shape,
-    past: &str,
-    present: &str,
+    rows: Range<usize>,
+) -> Result<TensorRefMut<'t, T>> {
+    // `wrapping_add`: in device memory this is an address, not a host allocation.
+    let base = tensor
+        .data_ptr_mut()
+        .cast::<T>()
+        .wrapping_add(rows.start * g.row_len());
+    let shape = Shape::new(g.shape(rows.len()).map(|d| d as i64));
+    // SAFETY: the caller's contract.
+    Ok(unsafe { TensorRefMut::from_raw(at.memory.clone(), base.cast(), shape)? })
+}
+
+/// Writes `src` (`[1, heads, len, dim]`, float32) into the first columns of row `row`.
+fn write_row<T: CacheElement>(
+    at: &Placement,
+    g: Geometry,
+    tensor: &mut Tensor<T>,
+    row: usize,
+    src: &HostTensor<f32>,
 ) -> Result<()> {
-    // SAFETY: the caller checked that `offset` and `shape` lie within the tensor (its rows
-    // in use), and that memory outlives every run of `binding` that uses it: the batch
-    // rebinds its buffers before every run, and a buffer is replaced or dropped only
-    // between runs.
-    let view: TensorRefMut<'_, T> = unsafe {
-        let base = tensor.data_ptr_mut().cast::<T>().add(offset);
-        TensorRefMut::from_raw(memory.clone(), base.cast(), shape.clone())?
+    let len = src.shape[2];
+    let fill = |dst: &mut [T]| {
+        let stride = g.columns * g.dim;
+        for (h, head) in src.data.chunks_exact(len * g.dim).enumerate() {
+            let to = &mut dst[h * stride..h * stride + len * g.dim];
+            for (d, &x) in to.iter_mut().zip(head) {
+                *d = T::from_f32(x);
+            }
+        }
     };
-    bind_input_in_place(binding, past, &view)?;
-    binding.bind_output(present, view)?;
-    Ok(())
+    if at.in_host {
+        let (_, data) = tensor.extract_tensor_mut();
+        fill(&mut data[row * g.row_len()..(row + 1) * g.row_len()]);
+        return Ok(());
+    }
+    // A whole row staged in host memory, then copied over the device row.
+    let mut staged = host_row::<T>(g)?;
+    fill(staged.extract_tensor_mut().1);
+    // SAFETY: `row` is below the capacity (checked by the caller); the view lives for this
+    // call only.
+    let target = unsafe { rows_view(at, g, tensor, row..row + 1)? };
+    copy(at.device, &staged, target)
+}
+
+/// Row `row`'s columns `keep`, `[1, heads, keep.len(), dim]`, widened to float32.
+fn read_row<T: CacheElement>(
+    at: &Placement,
+    g: Geometry,
+    tensor: &mut Tensor<T>,
+    row: usize,
+    keep: Range<usize>,
+) -> Result<HostTensor<f32>> {
+    if at.in_host {
+        let (_, data) = tensor.extract_tensor();
+        return Ok(columns(g.shape(g.row_capacity), data, row, keep));
+    }
+    let mut host = host_row::<T>(g)?;
+    // SAFETY: `row` is below the capacity (the caller's rows in use); the view lives for
+    // this call only.
+    let source = unsafe { rows_view(at, g, tensor, row..row + 1)? };
+    copy(at.device, &source, host.view_mut())?;
+    Ok(columns(g.shape(1), host.extract_tensor().1, 0, keep))
+}
+
+/// Moves the first `len` columns of row `from` into row `to` (in device memory, the whole
+/// row).
+fn move_row<T: CacheElement>(
+    at: &Placement,
+    g: Geometry,
+    tensor: &mut Tensor<T>,
+    from: usize,
+    to: usize,
+    len: usize,
+) -> Result<()> {
+    if at.in_host {
+        let (n, stride) = (g.row_len(), g.columns * g.dim);
+        let (_, data) = tensor.extract_tensor_mut();
+        for h in 0..g.heads {
+            let (a, b) = (from * n + h * stride, to * n + h * stride);
+            data.copy_within(a..a + len * g.dim, b);
+        }
+        return Ok(());
+    }
+    // SAFETY: both rows are below the capacity (rows in use) and distinct; the views live
+    // for this call only.
+    let (source, target) = unsafe {
+        (
+            rows_view(at, g, tensor, from..from + 1)?,
+            rows_view(at, g, tensor, to..to + 1)?,
+        )
+    };
+    copy(at.device, &source, target)
+}
+
+/// One zeroed row, `[1, heads, columns, dim]`, in host memory.
+fn host_row<T: CacheElement>(g: Geometry) -> Result<Tensor<T>> {
+    let host = Placement {
+        allocator: Mutex::new(Allocator::default()),
+        memory: cache_memory(Device::Cpu)?,
+        in_host: true,
+        device: Device::Cpu,
+    };
+    Ok(allocate(&host, 1, g.shape(1))?.remove(0))
 }
 
 /// Binds `value` as input `name`. `IoBinding::bind_input` copies a value that borrows its
 /// memory (as a view does), which would defeat writing the cache in place.
-fn bind_input_in_place<T: CacheElement>(
+pub(super) fn bind_input_in_place<T: CacheElement>(
     binding: &mut IoBinding,
     name: &str,
-    value: &TensorRefMut<'_, T>,
+    value: &Value<TensorValueType<T>>,
 ) -> Result<()> {
     let name = CString::new(name).map_err(|_| internal("an input name with a NUL byte"))?;
     // SAFETY: the binding and the value are live ONNX Runtime objects; ONNX Runtime keeps its
@@ -342,22 +502,34 @@ mod tests {
             .collect()
     }
 
-    fn assert_row(kv: &KvBuffer, row: usize, want: &[HostTensor<f32>]) {
+    fn assert_row(kv: &mut KvBuffer, row: usize, want: &[HostTensor<f32>]) {
         let len = want[0].shape[2];
         assert_eq!(kv.lens[row], len);
-        for (got, want) in kv.columns_of(row, 0..len).iter().zip(want) {
+        for (got, want) in kv.columns_of(row, 0..len).expect("read").iter().zip(want) {
             assert_eq!((got.shape, &got.data), (want.shape, &want.data));
         }
     }
 
-    /// Rows pushed, regrown into more rows and columns, and removed keep their values,
-    /// in either element type.
+    /// Rows pushed, regrown into more rows and columns, and removed keep their values, in
+    /// either element type, read and written in place (host memory) or moved as whole rows
+    /// through copies (device memory; here the copies run on the CPU).
     #[test]
     fn rows_keep_their_columns_through_pushes_regrowth_and_removal() {
         let _ort = tribute_common::ort_library::environment().expect("ONNX Runtime");
-        for dtype in [KvDtype::Float32, KvDtype::Float16] {
+        for (dtype, in_host) in [
+            (KvDtype::Float32, true),
+            (KvDtype::Float16, true),
+            (KvDtype::Float32, false),
+            (KvDtype::Float16, false),
+        ] {
+            let at = Arc::new(Placement {
+                allocator: Mutex::new(Allocator::default()),
+                memory: cache_memory(Device::Cpu).expect("memory"),
+                in_host,
+                device: Device::Cpu,
+            });
             let names = vec![("p0".into(), "q0".into()), ("p1".into(), "q1".into())];
-            let mut kv = KvBuffer::with_shape(names, dtype, [2, 2, 3, 4], 100).expect("alloc");
+            let mut kv = KvBuffer::with_shape(names, dtype, at, [2, 2, 3, 4], 100).expect("alloc");
             assert_eq!(kv.columns(), 64);
             let (a, b, c) = (prefix(1.0, 3), prefix(-5.0, 2), prefix(20.0, 1));
             assert_eq!(kv.push_row(Some(&a)).expect("a"), 0);
@@ -368,12 +540,12 @@ mod tests {
             assert_eq!(kv.columns(), 100);
             assert_eq!(kv.push_row(Some(&c)).expect("c"), 2);
             for (row, want) in [&a, &b, &c].into_iter().enumerate() {
-                assert_row(&kv, row, want);
+                assert_row(&mut kv, row, want);
             }
-            kv.swap_remove(0);
-            assert_row(&kv, 0, &c);
-            assert_row(&kv, 1, &b);
-            assert_eq!(kv.rows(), 2, "{dtype:?}");
+            kv.swap_remove(0).expect("remove");
+            assert_row(&mut kv, 0, &c);
+            assert_row(&mut kv, 1, &b);
+            assert_eq!(kv.rows(), 2, "{dtype:?} in host memory: {in_host}");
         }
     }
 

@@ -17,6 +17,7 @@
 
 mod batch;
 mod cache;
+mod device_copy;
 mod forward;
 mod in_place;
 mod kv_buffer;
@@ -53,7 +54,7 @@ pub use request::{
 pub use stream::TextStream;
 
 /// Where the model runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Device {
     /// The CPU (always available).

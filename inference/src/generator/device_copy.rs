@@ -1,0 +1,92 @@
+//! Copies between tensors wherever they live (rows of the static layout's buffers in device
+//! memory, to and from host memory), through a one-node graph (`Identity`) on the buffers'
+//! device.
+//!
+//! ort's own `Tensor::copy_into` does the same with its own identity graph, but binds the
+//! source through `IoBinding::bind_input`, which first clones a value that borrows its memory;
+//! for a view (a row of a buffer) that clone re-enters ort's copy while it holds its lock, and
+//! never returns. Here the source is bound in place (`kv_buffer::bind_input_in_place`).
+//!
+//! `identity/float32.onnx` and `identity/float16.onnx` were written by `onnx.helper`: one
+//! `Identity` node from `x` to `y`, both `[a, b, c, d]` of the element type, opset 13.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use ort::session::Session;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::value::{TensorRefMut, TensorValueType, Value};
+
+use super::Device;
+use super::kv_buffer::{CacheElement, bind_input_in_place};
+use crate::config::KvDtype;
+use crate::error::{Error, Result};
+
+/// One identity graph per device and element type, built on first use and kept: a copy is
+/// one run of it.
+static COPIERS: OnceLock<Mutex<HashMap<(Device, KvDtype), Session>>> = OnceLock::new();
+
+/// Copies `src` into `dst` (same element type and shape), on `device`'s execution provider;
+/// either side may be in host or device memory. Returns when the copy is done.
+pub(super) fn copy<T: CacheElement>(
+    device: Device,
+    src: &Value<TensorValueType<T>>,
+    dst: TensorRefMut<'_, T>,
+) -> Result<()> {
+    let mut copiers = COPIERS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .map_err(|_| internal("the copy graphs were poisoned by a panic"))?;
+    let key = (device, T::DTYPE);
+    if !copiers.contains_key(&key) {
+        copiers.insert(key, identity_session(device, T::DTYPE)?);
+    }
+    let session = copiers
+        .get_mut(&key)
+        .ok_or_else(|| internal("a copy graph missing after it was built"))?;
+    let mut binding = session.create_binding()?;
+    bind_input_in_place(&mut binding, "x", src)?;
+    binding.bind_output("y", dst)?;
+    session.run_binding(&binding)?;
+    Ok(())
+}
+
+fn identity_session(device: Device, dtype: KvDtype) -> Result<Session> {
+    let model: &[u8] = match dtype {
+        KvDtype::Float32 => include_bytes!("identity/float32.onnx"),
+        KvDtype::Float16 => include_bytes!("identity/float16.onnx"),
+    };
+    let env = tribute_common::environment()?;
+    let builder = Session::builder(&env)?
+        .with_optimization_level(GraphOptimizationLevel::Disable)
+        .map_err(builder_err)?
+        .with_intra_threads(1)
+        .map_err(builder_err)?;
+    Ok(with_device(builder, device)?.commit_from_memory(model)?)
+}
+
+/// `builder` with `device`'s execution provider registered (none for the CPU).
+fn with_device(builder: SessionBuilder, device: Device) -> Result<SessionBuilder> {
+    match device {
+        Device::Cpu => Ok(builder),
+        #[cfg(feature = "cuda")]
+        Device::Cuda { device_id } => builder
+            .with_execution_providers([ort::ep::CUDA::default()
+                .with_device_id(device_id)
+                .build()
+                .error_on_failure()])
+            .map_err(builder_err),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda { .. } => Err(internal(
+            "a copy on a CUDA device in a build without the `cuda` feature",
+        )),
+    }
+}
+
+fn builder_err(e: ort::Error<SessionBuilder>) -> Error {
+    Error::from(ort::Error::from(e))
+}
+
+fn internal(what: &str) -> Error {
+    Error::InvalidRequest(format!("internal: {what}"))
+}
