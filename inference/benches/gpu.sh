@@ -11,13 +11,15 @@
 #     Llama-3.2-1B-shaped model (fp16 weights); SmolLM2 and the 1B model again with
 #     `--compute fp16` (fp16 arithmetic: tensor cores, half the bytes per token), and with
 #     `--ops static --compute fp16` (the cache written in place, CUDA graphs);
-#  3. compare: CUDA and CPU produce the same greedy tokens on SmolLM2 (three chat prompts)
-#     and on the tiny model (the Rust CLI);
+#  3. compare: CUDA and CPU produce the same greedy tokens on SmolLM2 (three chat prompts;
+#     fp32, fp16 compute, and the static layout with its cache in device memory) and on the
+#     tiny model (the Rust CLI);
 #  4. static: static_decode.py on the static exports: SmolLM2's greedy tokens on CUDA against
 #     the portable export on the CPU, then the 1B model's decode tok/s at batch 1, 8 and 32,
 #     plain and as CUDA graphs, against the card's bandwidth limit;
 #  5. bench: the Rust generation bench, decode tokens/s at batch 1, 8 and 32 for the 1B
-#     model on CUDA, and the adapter switch time (then the CPU numbers, for scale).
+#     model on CUDA (padded fp16 weights, fp16 compute, and the static layout), and the
+#     adapter switch time (then the CPU numbers, for scale).
 # GPU_STAGES (default compare,static,bench) picks stages; a warm machine keeps the exports,
 # so stages can run in separate calls. Results go to stdout and $OUT/gpu.txt.
 set -uo pipefail
@@ -106,6 +108,11 @@ if [ -f $M/smollm2/tribute.json ]; then
   # fp16 compute: CUDA against the CPU running the same graph
   compare $M/smollm2-fp16 "" "What is the capital of France? Answer in one sentence."
   compare $M/smollm2-fp16 "" "List three uses of lithium batteries."
+  # The static layout in the Rust generator (buffers in device memory, a float16 cache)
+  if [ -f $M/smollm2-static/tribute.json ]; then
+    compare $M/smollm2-static "" "What is the capital of France? Answer in one sentence."
+    compare $M/smollm2-static "" "Write a haiku about drones flying in the wind."
+  fi
 else
   log "gpu.sh: no SmolLM2 GGUF carried: only the tiny random model is compared"
 fi
@@ -128,5 +135,8 @@ fi
 if [[ $STAGES == *,bench,* ]]; then
   BENCH_MODEL=$M/llama1b BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 BENCH_NEW=64 BENCH_REPS=3 $BIN/generation 2>&1 | tee -a "$RES"
   BENCH_MODEL=$M/llama1b-fp16 BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 BENCH_NEW=64 BENCH_REPS=3 $BIN/generation 2>&1 | tee -a "$RES"
+  # the Rust generator on the static layout: the cache in device memory, written in place
+  [ -f $M/llama1b-static/tribute.json ] && BENCH_MODEL=$M/llama1b-static BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 \
+    BENCH_NEW=64 BENCH_REPS=3 $BIN/generation 2>&1 | tee -a "$RES"
   BENCH_MODEL=$M/llama1b BENCH_DEVICE=cpu BENCH_BATCHES=1 BENCH_NEW=16 BENCH_REPS=1 $BIN/generation 2>&1 | tee -a "$RES"
 fi

@@ -150,6 +150,25 @@ impl Sampler {
     /// not finite.
     pub fn sample(&mut self, logits: &mut [f32], context: &[u32]) -> Option<u32> {
         let token = self.pick(logits, context)?;
+        self.accept(token);
+        Some(token)
+    }
+
+    /// Whether the next pick is the plain argmax of the logits, with nothing (penalty,
+    /// repetition guard, excluded endings) changing them first: what a graph's own argmax
+    /// gives, so a runtime may take the token from the graph without reading the logits.
+    pub fn picks_argmax(&self) -> bool {
+        let p = &self.params;
+        p.is_greedy()
+            && p.repetition_penalty == 1.0
+            && p.no_repeat_ngram == 0
+            && !p.no_end_after_colon
+            && self.stop == StopState::Running
+    }
+
+    /// Records `token` as picked (by [`Sampler::sample`], or by the graph's argmax when
+    /// [`Sampler::picks_argmax`]).
+    pub fn accept(&mut self, token: u32) {
         if self.params.no_repeat_ngram > 0 {
             self.generated.push(token);
         }
@@ -160,7 +179,6 @@ impl Sampler {
                 TokenEnd::Sentence | TokenEnd::Other => self.after_colon = false,
             }
         }
-        Some(token)
     }
 
     fn pick(&mut self, logits: &mut [f32], context: &[u32]) -> Option<u32> {
@@ -404,6 +422,22 @@ pub fn argmax(xs: &[f32]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only plain greedy decoding may take a graph's argmax instead of reading the logits.
+    #[test]
+    fn only_plain_greedy_picks_the_argmax() {
+        let with = |f: fn(&mut SamplingParams)| {
+            let mut p = SamplingParams::greedy();
+            f(&mut p);
+            Sampler::new(p).expect("valid").picks_argmax()
+        };
+        assert!(with(|_| {}));
+        assert!(with(|p| p.top_k = 1), "top-1 is greedy");
+        assert!(!with(|p| p.temperature = 0.7));
+        assert!(!with(|p| p.repetition_penalty = 1.2));
+        assert!(!with(|p| p.no_repeat_ngram = 3));
+        assert!(!with(|p| p.no_end_after_colon = true));
+    }
 
     #[test]
     fn greedy_takes_argmax_and_lowest_on_ties() {

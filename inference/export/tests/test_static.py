@@ -116,6 +116,7 @@ def test_static_graph_structure(llama):
         "logits_to_keep": np.array([2], np.int64), **static.empty_past(2)})))
     assert res["next_token"].shape == (2, 2) and res["next_token"].dtype == np.int64
     np.testing.assert_array_equal(res["next_token"], res["logits"].argmax(-1))
+    assert (res["next_token"] >= 0).all()
 
 
 def test_static_rows_write_their_own_columns_in_place(llama):
@@ -214,6 +215,26 @@ def test_static_fp16_compute_keeps_the_cache_in_fp16(tmp_path):
         tj = json.load(f)
     assert tj["kv_dtype"] == "float16" and tj["compute_dtype"] == "float16"
     check_rows(port, static, IDS, IDS[2:6], atol=2e-2, dtype=np.float16, argmax_only=True)
+
+
+@pytest.mark.parametrize("compute", ["fp32", "fp16"])
+def test_static_next_token_is_minus_one_where_logits_are_not_finite(tmp_path, compute):
+    """A runtime that reads only `next_token` still sees non-finite logits: -1 there."""
+    if compute == "fp16":
+        pytest.importorskip("onnxconverter_common")
+    from reference_logits import nan_weights
+    cfg = tiny_config()
+    _, static = export_pair(str(tmp_path), cfg, make_weights(cfg, seed=1), "--compute", compute)
+    nan_weights(static.dir)
+    runner = Runner(static.dir)  # a session over the NaN weights
+    dtype = np.float16 if compute == "fp16" else np.float32
+    ids = np.array([IDS[:4], IDS[2:6]], np.int64)
+    past = {k: v.astype(dtype) for k, v in runner.empty_past(2).items()}
+    res = dict(zip(runner.out_names, runner.sess.run(None, {
+        "input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.array([range(4)] * 2, np.int64),
+        "logits_to_keep": np.array([1], np.int64), **past})))
+    assert not np.isfinite(res["logits"]).any()
+    np.testing.assert_array_equal(res["next_token"], np.full((2, 1), -1))
 
 
 def test_static_decode_bench_runs_greedy_like_the_portable_graph(llama, capsys):

@@ -540,7 +540,14 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
 
     b.out("logits", FLOAT, ["batch", "logits_length", V])
     if static:  # greedy on the device: a runtime reads B token ids, not B x V logits
-        b.op("ArgMax", ["logits"], outputs=["next_token"], axis=-1, keepdims=0)
+        # -1 where a position's logits are not all finite (a runtime reading only token ids must
+        # still see them): x * 0 is NaN for NaN and ±inf, so their sum equals itself only when
+        # every logit is finite.
+        best = b.op("ArgMax", ["logits"], axis=-1, keepdims=0)
+        zeros = b.op("ReduceSum", [b.op("Mul", ["logits", b.const(np.float32(0))]), b.const([-1], np.int64)],
+                     keepdims=0)
+        finite = b.op("Equal", [zeros, zeros])
+        b.op("Where", [finite, best, b.const(np.int64(-1))], outputs=["next_token"])
         b.out("next_token", INT64, ["batch", "logits_length"])
     for i in range(L):
         for kv in ("key", "value"):

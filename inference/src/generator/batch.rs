@@ -431,21 +431,76 @@ impl Batch {
     /// (`[rows, vocab]`), applies end-of-sequence, stop strings and length limits, sends
     /// streams their piece and answers the rows that finished.
     pub(super) fn sample(&mut self, shared: &Shared, last_logits: &[f32]) -> Result<()> {
-        let cfg = &shared.config;
-        let v = cfg.vocab_size;
-        let live = self.live();
+        let v = shared.config.vocab_size;
+        let mut picked = Vec::with_capacity(self.rows.len());
         for (i, row) in self.rows.iter_mut().enumerate() {
+            if !row.live() {
+                picked.push(0);
+                continue;
+            }
+            let mut logits = last_logits[i * v..(i + 1) * v].to_vec();
+            let tok =
+                row.sampler
+                    .sample(&mut logits, &row.context)
+                    .ok_or(Error::NonFiniteLogits {
+                        step: row.generated.len(),
+                        row: i,
+                    })?;
+            picked.push(tok);
+        }
+        self.append(shared, &picked)
+    }
+
+    /// Whether every running row takes the plain argmax of its logits, so the graph's own
+    /// argmax (`next_token`) can pick for all of them: only token ids leave the device.
+    pub(super) fn argmax_picks(&self, shared: &Shared) -> bool {
+        shared.config.outputs.next_token.is_some()
+            && self
+                .rows
+                .iter()
+                .filter(|r| r.live())
+                .all(|r| r.sampler.picks_argmax())
+    }
+
+    /// Like [`Batch::sample`], with each running row's token picked by the graph
+    /// (`tokens`, one per row; -1 where the row's logits were not finite).
+    pub(super) fn take_picks(&mut self, shared: &Shared, tokens: &[i64]) -> Result<()> {
+        let v = shared.config.vocab_size;
+        let mut picked = Vec::with_capacity(self.rows.len());
+        for (i, row) in self.rows.iter_mut().enumerate() {
+            if !row.live() {
+                picked.push(0);
+                continue;
+            }
+            let tok = match tokens.get(i).map(|&t| u32::try_from(t)) {
+                Some(Ok(t)) if (t as usize) < v => t,
+                Some(_) => {
+                    return Err(Error::NonFiniteLogits {
+                        step: row.generated.len(),
+                        row: i,
+                    });
+                }
+                None => {
+                    return Err(Error::InvalidRequest(
+                        "internal: fewer picked tokens than rows".into(),
+                    ));
+                }
+            };
+            row.sampler.accept(tok);
+            picked.push(tok);
+        }
+        self.append(shared, &picked)
+    }
+
+    /// Appends `picked[i]` to every running row `i`; see [`Batch::sample`].
+    fn append(&mut self, shared: &Shared, picked: &[u32]) -> Result<()> {
+        let cfg = &shared.config;
+        let live = self.live();
+        for (row, &tok) in self.rows.iter_mut().zip(picked) {
             if !row.live() {
                 continue;
             }
             row.timings.batch_size = row.timings.batch_size.max(live);
-            let mut logits = last_logits[i * v..(i + 1) * v].to_vec();
-            let Some(tok) = row.sampler.sample(&mut logits, &row.context) else {
-                return Err(Error::NonFiniteLogits {
-                    step: row.generated.len(),
-                    row: i,
-                });
-            };
             row.context.push(tok);
             row.generated.push(tok);
             let is_eos = cfg.eos_token_ids.contains(&tok);

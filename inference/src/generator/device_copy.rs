@@ -11,6 +11,7 @@
 //! `Identity` node from `x` to `y`, both `[a, b, c, d]` of the element type, opset 13.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Mutex, OnceLock};
 
 use ort::session::Session;
@@ -37,13 +38,10 @@ pub(super) fn copy<T: CacheElement>(
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
         .map_err(|_| internal("the copy graphs were poisoned by a panic"))?;
-    let key = (device, T::DTYPE);
-    if !copiers.contains_key(&key) {
-        copiers.insert(key, identity_session(device, T::DTYPE)?);
-    }
-    let session = copiers
-        .get_mut(&key)
-        .ok_or_else(|| internal("a copy graph missing after it was built"))?;
+    let session = match copiers.entry((device, T::DTYPE)) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => e.insert(identity_session(device, T::DTYPE)?),
+    };
     let mut binding = session.create_binding()?;
     bind_input_in_place(&mut binding, "x", src)?;
     binding.bind_output("y", dst)?;

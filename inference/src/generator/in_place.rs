@@ -48,8 +48,7 @@ impl Batch {
         let need = self.rows.iter().map(row_need).max().unwrap_or(1);
         let mut kv = KvBuffer::new(cfg, Placement::of(session, shared.device)?, b, need)?;
         let (_, lora_mask) = self.pass_activation(session, bank, true)?;
-        let v = cfg.vocab_size;
-        let mut logits = Vec::with_capacity(b * v);
+        let mut out = Readout::new(self.argmax_picks(shared));
         let mut cached = cached;
         for i in 0..b {
             let prefix = cached.take();
@@ -72,14 +71,7 @@ impl Batch {
                     .map(|(m, w)| (m[i * w..(i + 1) * w].to_vec(), *w)),
             };
             let binding = self.binding.as_mut().ok_or_else(no_binding)?;
-            logits.extend(run_in_place(
-                shared,
-                session,
-                binding,
-                &mut kv,
-                r..r + 1,
-                pass,
-            )?);
+            run_in_place(shared, session, binding, &mut kv, r..r + 1, pass, &mut out)?;
             kv.lens[r] = len;
             if self.rows[i].keep_prompt_cache && shared.prompt_cache.enabled() {
                 let (set, activation) = self.weights_of(&self.rows[i]);
@@ -90,7 +82,7 @@ impl Batch {
             }
         }
         self.kv = Some(kv);
-        self.sample(shared, &logits)
+        self.pick(shared, out)
     }
 
     /// One decode step: each row's latest token goes into its own next column. Rows that
@@ -124,15 +116,16 @@ impl Batch {
             past: Vec::new(),
             lora_mask,
         };
+        let mut out = Readout::new(self.argmax_picks(shared));
         let binding = self.binding.as_mut().ok_or_else(no_binding)?;
-        let result = run_in_place(shared, session, binding, &mut kv, 0..rows, pass);
+        let result = run_in_place(shared, session, binding, &mut kv, 0..rows, pass, &mut out);
         let live: Vec<bool> = self.rows.iter().map(Row::live).collect();
         for (len, &live) in kv.lens.iter_mut().zip(&live) {
             *len += usize::from(live);
         }
         self.kv = Some(kv);
-        let logits = result?;
-        self.sample(shared, &logits)?;
+        result?;
+        self.pick(shared, out)?;
         let took = t0.elapsed();
         for (r, was_live) in self.rows.iter_mut().zip(live) {
             if was_live {
@@ -140,6 +133,15 @@ impl Batch {
             }
         }
         Ok(())
+    }
+
+    /// Appends each running row's next token: picked from its logits by its sampler, or
+    /// by the graph.
+    fn pick(&mut self, shared: &Shared, out: Readout) -> Result<()> {
+        match out {
+            Readout::Logits(logits) => self.sample(shared, &logits),
+            Readout::Tokens(tokens) => self.take_picks(shared, &tokens),
+        }
     }
 
     /// Drops the finished rows: the last row moves into each one's place.
@@ -212,8 +214,27 @@ fn row_need(row: &Row) -> usize {
     row.context.len() - row.generated.len() + row.max_tokens
 }
 
+/// What forward passes in place read back, row after row: `[rows, vocab]` logits of each
+/// row's last position, or (when every row takes the argmax) the graph's `next_token` for
+/// it, so only token ids leave the device.
+enum Readout {
+    Logits(Vec<f32>),
+    Tokens(Vec<i64>),
+}
+
+impl Readout {
+    fn new(tokens: bool) -> Self {
+        if tokens {
+            Readout::Tokens(Vec::new())
+        } else {
+            Readout::Logits(Vec::new())
+        }
+    }
+}
+
 /// One forward pass over rows `rows` of `kv`, which it writes in place (`x` carries no
-/// past): the logits of each row's last position, `[rows, vocab]`.
+/// past): appends to `out` the logits of each row's last position, or the graph's pick for
+/// it.
 fn run_in_place(
     shared: &Shared,
     session: &mut Session,
@@ -221,20 +242,42 @@ fn run_in_place(
     kv: &mut KvBuffer,
     rows: Range<usize>,
     x: Inputs<'_>,
-) -> Result<Vec<f32>> {
+    out: &mut Readout,
+) -> Result<()> {
     let batch = x.batch;
     let (inputs, _) = named_inputs(shared, x, 1)?;
     for (name, v) in &inputs {
         binding.bind_input(name.as_str(), v)?;
     }
     binding.clear_outputs();
-    binding.bind_output_to_device(
-        shared.config.outputs.logits.as_str(),
-        &cache_memory(Device::Cpu)?,
-    )?;
+    let cfg = &shared.config;
+    let picks = match out {
+        Readout::Tokens(_) => cfg.outputs.next_token.as_deref(),
+        Readout::Logits(_) => None,
+    };
+    let read = picks.unwrap_or(cfg.outputs.logits.as_str());
+    binding.bind_output_to_device(read, &cache_memory(Device::Cpu)?)?;
     kv.bind(binding, rows)?;
     let outputs = session.run_binding(binding)?;
-    kept_logits(shared, &outputs, batch, 1)
+    match (picks, out) {
+        (Some(name), Readout::Tokens(tokens)) => {
+            let (_, ids) = outputs[name].try_extract_tensor::<i64>()?;
+            if ids.len() != batch {
+                return Err(Error::InvalidRequest(format!(
+                    "internal: {} picked tokens for {batch} rows",
+                    ids.len()
+                )));
+            }
+            tokens.extend_from_slice(ids);
+        }
+        (_, Readout::Logits(logits)) => logits.extend(kept_logits(shared, &outputs, batch, 1)?),
+        (None, Readout::Tokens(_)) => {
+            return Err(Error::InvalidRequest(
+                "internal: graph picks asked of a graph without next_token".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn no_binding() -> Error {

@@ -274,3 +274,32 @@ fn a_kv_dtype_other_than_the_graphs_is_a_model_directory_error() {
         "{e}"
     );
 }
+
+/// Greedy rows take the graph's argmax (`next_token`) instead of reading logits; where the
+/// logits are not finite the graph says so (-1), and the row fails as a sampled row does.
+#[test]
+fn non_finite_logits_fail_rows_that_take_the_graphs_argmax() {
+    let f = fixture();
+    let dir = scratch("static-nan").join("model");
+    export(&[
+        "--source",
+        s(&f.hf),
+        "--out",
+        s(&dir),
+        "--name",
+        MODEL_NAME,
+        "--ops",
+        "static",
+    ]);
+    reference(&["nan-weights", "--model", s(&dir)], None);
+    let g = Generator::load(&dir).expect("a NaN model still loads");
+    let greedy = GenerateRequest::new(tokens(1, 4)).max_tokens(3);
+    let sampled = greedy.clone().temperature(0.8).seed(3);
+    for (r, what) in [(&greedy, "greedy"), (&sampled, "sampled")] {
+        let e = err(g.generate(r), what);
+        assert!(
+            matches!(e, Error::NonFiniteLogits { step: 0, row: 0 }),
+            "{what}: {e:?}"
+        );
+    }
+}
