@@ -31,7 +31,8 @@ def profile(model_dir, steps, prompt, threads, cuda):
     layers, kv, dim = tj["num_layers"], tj["num_kv_heads"], tj["head_dim"]
     names = [o.name for o in sess.get_outputs()]
     fed = {i.name for i in sess.get_inputs()}
-    past = {f"past_key_values.{i}.{k}": np.zeros((1, kv, 0, dim), np.float32)
+    kv_type = np.float16 if tj.get("kv_dtype") == "float16" else np.float32
+    past = {f"past_key_values.{i}.{k}": np.zeros((1, kv, 0, dim), kv_type)
             for i in range(layers) for k in ("key", "value")}
     ids, start = np.arange(100, 100 + prompt, dtype=np.int64)[None], 0
     for _ in range(steps + 1):

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ort::value::{DynValue, Tensor};
+use ort::value::DynValue;
 use serde::{Deserialize, Serialize};
 
-use crate::config::LoraModule;
+use crate::config::{FloatDtype, LoraModule};
 use crate::error::{AdapterError, Result};
+use crate::floats::{float_tensor, read_floats};
 
 /// Identifies an adapter in a registry.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -500,18 +501,19 @@ pub struct LoraFeed {
 }
 
 impl LoraFeed {
-    /// Tensors for `weights` on `modules`' inputs.
-    pub fn new(weights: LoraWeights, modules: &[LoraModule]) -> Result<Self> {
+    /// Tensors for `weights` on `modules`' inputs, of the element type the inputs take
+    /// (`dtype`, the model's `lora.dtype`).
+    pub fn new(weights: LoraWeights, modules: &[LoraModule], dtype: FloatDtype) -> Result<Self> {
         let bytes = weights.bytes();
         let mut pairs = weights.modules;
         let mut inputs = Vec::with_capacity(2 * pairs.len());
         for m in modules {
             if let Some(p) = pairs.remove(&m.module) {
-                // The tensors take the vectors over: no copy.
-                let a = Tensor::from_array(([m.in_features, p.rank], p.a_t))?;
-                let b = Tensor::from_array(([p.rank, m.out_features], p.b_t))?;
-                inputs.push((m.a.clone(), a.into_dyn()));
-                inputs.push((m.b.clone(), b.into_dyn()));
+                // Float32 tensors take the vectors over: no copy.
+                let a = float_tensor(dtype, [m.in_features, p.rank], p.a_t)?;
+                let b = float_tensor(dtype, [p.rank, m.out_features], p.b_t)?;
+                inputs.push((m.a.clone(), a));
+                inputs.push((m.b.clone(), b));
             }
         }
         Ok(LoraFeed { inputs, bytes })
@@ -529,17 +531,11 @@ impl LoraFeed {
         let mut out = LoraWeights::default();
         for m in modules {
             if let (Some(a), Some(b)) = (by_name.get(m.a.as_str()), by_name.get(m.b.as_str())) {
-                let (shape, a_t) = a.try_extract_tensor::<f32>()?;
-                let rank = shape[1] as usize;
-                let (_, b_t) = b.try_extract_tensor::<f32>()?;
-                out.modules.insert(
-                    m.module.clone(),
-                    LoraPair {
-                        rank,
-                        a_t: a_t.to_vec(),
-                        b_t: b_t.to_vec(),
-                    },
-                );
+                let (shape, a_t) = read_floats(a)?;
+                let (_, b_t) = read_floats(b)?;
+                let rank = shape.get(1).copied().unwrap_or(0);
+                out.modules
+                    .insert(m.module.clone(), LoraPair { rank, a_t, b_t });
             }
         }
         Ok(out)
@@ -549,8 +545,12 @@ impl LoraFeed {
     pub fn rank(&self) -> Result<usize> {
         let mut rank = 0;
         for (_, a) in self.inputs.iter().step_by(2) {
-            let (shape, _) = a.try_extract_tensor::<f32>()?;
-            rank = rank.max(shape.get(1).copied().unwrap_or(0) as usize);
+            let rank_of = a
+                .dtype()
+                .tensor_shape()
+                .and_then(|shape| shape.get(1).copied())
+                .unwrap_or(0);
+            rank = rank.max(usize::try_from(rank_of).unwrap_or(0));
         }
         Ok(rank)
     }

@@ -40,6 +40,10 @@ pub struct LoraInputs {
     /// rank axis (adapter slots); models exported before it have none.
     #[serde(default)]
     pub mask: Option<String>,
+    /// The element type of every LoRA input and the mask (float16 in `--compute fp16`
+    /// exports).
+    #[serde(default)]
+    pub dtype: FloatDtype,
 }
 
 /// How the graph computes attention (`tribute.json`'s `ops`; `portable` when absent).
@@ -58,17 +62,19 @@ pub enum GraphOps {
     Static,
 }
 
-/// The element type of a graph's KV cache (`tribute.json`'s `kv_dtype`; `float32` when
-/// absent).
+/// The element type of float tensors at a graph's boundary that the runtime allocates and
+/// feeds: the KV cache (`tribute.json`'s `kv_dtype`) and the LoRA inputs (`lora.dtype`);
+/// `float32` when absent. Host copies are always float32.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum KvDtype {
-    /// 32-bit floats: every layout.
+pub enum FloatDtype {
+    /// 32-bit floats.
     #[default]
     Float32,
-    /// 16-bit floats: the static layout exported with `--compute fp16`, whose attention
-    /// kernel appends to the very buffer the runtime binds (a cast at the boundary would
-    /// copy it twice per layer and step). Half the cache memory and bandwidth.
+    /// 16-bit floats, what `--compute fp16` graphs compute in: a cast at the boundary would
+    /// be an operator (a kernel launch on a GPU) per input and step, and for the cache of the
+    /// static layout, whose kernel appends to the very buffer the runtime binds, two copies
+    /// per layer and step.
     Float16,
 }
 
@@ -118,7 +124,7 @@ pub struct ModelConfig {
     pub weights_dtype: String,
     /// Element type of the past inputs and present outputs (logits are always float32).
     #[serde(default)]
-    pub kv_dtype: KvDtype,
+    pub kv_dtype: FloatDtype,
     /// Keys a sliding-window layer sees (Gemma 3), when the model has such layers; recorded
     /// by static exports, whose masked scoring is exact only within it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -247,7 +253,7 @@ impl ModelConfig {
             eos_token_ids: ids("eos_token_id"),
             pad_token_id: ids("pad_token_id").first().copied(),
             weights_dtype: default_dtype(),
-            kv_dtype: KvDtype::Float32,
+            kv_dtype: FloatDtype::Float32,
             sliding_window: None,
             inputs: InputNames {
                 input_ids: s(ins, "input_ids", "input_ids"),
@@ -283,7 +289,7 @@ impl ModelConfig {
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.kv_dtype == KvDtype::Float16 && self.ops != GraphOps::Static {
+        if self.kv_dtype == FloatDtype::Float16 && self.ops != GraphOps::Static {
             return bad(format!(
                 "kv_dtype \"float16\" is for the static layout (`--ops static --compute fp16`, \
                  whose kernel writes the very buffer it reads); this graph's ops are {:?}: \

@@ -23,6 +23,7 @@ pub mod config;
 mod error;
 #[cfg(feature = "finetune")]
 pub mod finetune;
+mod floats;
 pub mod generator;
 pub mod registry;
 pub mod sampling;
@@ -41,7 +42,7 @@ pub fn default_model_dir() -> std::path::PathBuf {
 pub use adapter::{
     AdapterId, AdapterLimits, AdapterSource, DEFAULT_MAX_ADAPTER_BYTES, DEFAULT_MAX_ADAPTER_RANK,
 };
-pub use config::{GraphOps, KvDtype, ModelConfig};
+pub use config::{FloatDtype, GraphOps, ModelConfig};
 pub use error::{AdapterError, Error, Result};
 pub use generator::{
     CancelGuard, CancelToken, DEFAULT_SLOT_RANK, Device, FinishReason, GenerateRequest, Generation,

@@ -10,7 +10,7 @@ use crate::adapter::{
     AdapterId, AdapterLimits, AdapterSource, LoadedAdapter, LoraFeed, LoraWeights,
     load_peft_limited, merge,
 };
-use crate::config::LoraModule;
+use crate::config::{FloatDtype, LoraModule};
 use crate::error::{AdapterError, Error, Result};
 
 /// Default memory budget for resident adapters: 1 GiB.
@@ -125,6 +125,8 @@ pub struct RegistryStats {
 /// Adapters by id over one model's LoRA inputs. Thread-safe.
 pub struct AdapterRegistry {
     modules: Arc<[LoraModule]>,
+    /// The element type the model's LoRA inputs take.
+    dtype: FloatDtype,
     model_name: Option<String>,
     budget: usize,
     limits: AdapterLimits,
@@ -148,6 +150,7 @@ impl AdapterRegistry {
     pub fn new(modules: Vec<LoraModule>, model_name: Option<String>, budget_bytes: usize) -> Self {
         AdapterRegistry {
             modules: modules.into(),
+            dtype: FloatDtype::Float32,
             model_name,
             budget: budget_bytes,
             limits: AdapterLimits::default(),
@@ -164,6 +167,12 @@ impl AdapterRegistry {
     /// These limits instead of the default [`AdapterLimits`] for every adapter loaded.
     pub fn with_limits(mut self, limits: AdapterLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Adapters fed as `dtype` (the model's `lora.dtype`) instead of float32.
+    pub fn with_dtype(mut self, dtype: FloatDtype) -> Self {
+        self.dtype = dtype;
         self
     }
 
@@ -357,6 +366,7 @@ impl AdapterRegistry {
                 Ok(LoadedAdapter::Lora(Arc::new(LoraFeed::new(
                     weights,
                     &self.modules,
+                    self.dtype,
                 )?)))
             }
             AdapterSource::OnnxAdapter(path) => {
@@ -427,7 +437,8 @@ impl AdapterRegistry {
             }
         }
         let parts: Vec<(&LoraWeights, f32)> = host.iter().map(|(l, w)| (l, *w)).collect();
-        let feed = Arc::new(LoraFeed::new(merge(&parts, &self.modules), &self.modules)?);
+        let merged = merge(&parts, &self.modules);
+        let feed = Arc::new(LoraFeed::new(merged, &self.modules, self.dtype)?);
         let mut st = self.lock();
         st.clock += 1;
         let now = st.clock;

@@ -366,6 +366,16 @@ class Runner:
         self.sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), so,
                                          providers=["CPUExecutionProvider"])
         self.out_names = [o.name for o in self.sess.get_outputs()]
+        types = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+        takes = list(self.sess.get_inputs()) + list(self.sess.get_overridable_initializers())  # LoRA inputs
+        self.float_inputs = {i.name: types[i.type] for i in takes if i.type in types}
+
+    def as_input(self, name, value):
+        """`value` in the float type input `name` takes (float16 LoRA inputs and caches of
+        `--compute fp16` exports are fed from the tests' float32 arrays)."""
+        want = self.float_inputs.get(name)
+        v = np.asarray(value)
+        return v.astype(want) if want is not None and v.dtype != want else value
 
     def empty_past(self, batch):
         KV, D = self.tj["num_kv_heads"], self.tj["head_dim"]
@@ -387,6 +397,7 @@ class Runner:
                 "position_ids": np.asarray(pos, np.int64)}
         feed.update(past)
         feed.update(extra or {})
+        feed = {k: self.as_input(k, v) for k, v in feed.items()}
         res = dict(zip(self.out_names, self.sess.run(None, feed, run_options)))
         present = {n.replace("present.", "past_key_values.", 1): v for n, v in res.items() if n.startswith("present.")}
         return res["logits"], present

@@ -88,6 +88,34 @@ def test_peft_to_onnx_adapter_roundtrip(tiny, tiny_runner, tmp_path, rslora):
     assert np.abs(base - direct).max() > 1e-2
 
 
+def test_onnx_adapter_for_an_fp16_compute_model_is_float16(tiny, tmp_path):
+    """A `--compute fp16` model takes its LoRA inputs in float16: the adapter file holds float16
+    and gives what feeding the same values does."""
+    pytest.importorskip("onnxconverter_common")
+    import onnxruntime as ort
+    from conftest import Runner
+    from tribute_export.adapter import load_peft
+    _, _, hf, _ = tiny
+    model = str(tmp_path / "half")
+    export(["--source", hf, "--out", model, "--compute", "fp16"])
+    peft = str(tmp_path / "peft")
+    write_peft(peft, PEFT_MODULES)
+    out = str(tmp_path / "a.onnx_adapter")
+    res = run_adapter_cli("--peft", peft, "--model", model, "--out", out)
+    assert res.returncode == 0, res.stderr
+    feed = load_peft(peft, model)
+    assert feed and all(v.dtype == np.float16 for v in feed.values())
+    runner = Runner(model)
+    direct, _ = runner.run(IDS, extra=feed)
+    adapter = ort.LoraAdapter()
+    adapter.Load(out)
+    ro = ort.RunOptions()
+    ro.add_active_adapter(adapter)
+    via_file, _ = runner.run(IDS, run_options=ro)
+    np.testing.assert_array_equal(via_file, direct)
+    assert np.abs(runner.run(IDS)[0] - direct).max() > 1e-2
+
+
 def test_adapter_refuses_missing_targets(tiny, tmp_path):
     cfg, w, hf, _ = tiny
     model = str(tmp_path / "qonly")

@@ -42,7 +42,9 @@ def test_fp16_compute_matches_fp32(models, ops):
     check_same(m["fp32"], r, IDS, cfg["pad_token_id"], atol=ATOL)
     assert r.tj["compute_dtype"] == "float16" and r.tj["weights_dtype"] == "float16"
     g = onnx.load(os.path.join(r.dir, "model.onnx"), load_external_data=False).graph
-    assert all(i.type.tensor_type.elem_type != TensorProto.FLOAT16 for i in list(g.input) + list(g.output))
+    lora = {n for m in r.tj["lora"]["modules"] for n in (m["a"], m["b"])} | {"lora_mask"}
+    for v in list(g.input) + list(g.output):
+        assert (v.type.tensor_type.elem_type == TensorProto.FLOAT16) == (v.name in lora), v.name
     weights = [t for t in g.initializer if t.data_location == TensorProto.EXTERNAL]
     assert weights and all(t.data_type in (TensorProto.FLOAT16, TensorProto.INT64) for t in weights)
     assert os.path.getsize(os.path.join(r.dir, "model.onnx.data")) < \
@@ -50,9 +52,19 @@ def test_fp16_compute_matches_fp32(models, ops):
 
 
 @pytest.mark.parametrize("ops", ["portable", "fused"])
-def test_fp16_compute_lora_inputs_stay_float32(models, ops):
+def test_fp16_compute_takes_lora_inputs_in_float16(models, ops):
+    """The LoRA inputs and lora_mask are float16 at the boundary (no Cast after them), their
+    defaults too, and `lora.dtype` says so; fed in float16 they give the fp32 export's results."""
     cfg, w, m = models
-    check_lora(cfg, w, m[ops], m["fp32"], 5e-3, ATOL)
+    r = m[ops]
+    assert r.tj["lora"]["dtype"] == "float16" and "dtype" not in m["fp32"].tj["lora"]
+    g = onnx.load(os.path.join(r.dir, "model.onnx"), load_external_data=False).graph
+    lora = {n for mod in r.tj["lora"]["modules"] for n in (mod["a"], mod["b"])} | {"lora_mask"}
+    assert not [n for n in g.node if n.op_type == "Cast" and n.input[0] in lora]
+    defaults = [t for t in g.initializer if t.name in lora]
+    assert defaults and all(t.data_type == TensorProto.FLOAT16 for t in defaults)
+    assert all(r.float_inputs[n] == np.float16 for n in lora)
+    check_lora(cfg, w, r, m["fp32"], 5e-3, ATOL)  # Runner feeds them as the graph takes them
 
 
 def test_fp16_compute_with_int4(tmp_path):

@@ -146,7 +146,8 @@ def read_peft(peft_dir: str) -> PeftAdapter:
 
 
 def load_peft(peft_dir: str, model_dir: str, weight: float = 1.0) -> Dict[str, np.ndarray]:
-    """Returns {LoRA input name: fp32 array} for the exported model in model_dir."""
+    """Returns {LoRA input name: array} for the exported model in model_dir, of the type its LoRA
+    inputs take (`lora.dtype`: float32, or float16 for `--compute fp16` exports)."""
     tj_path = os.path.join(model_dir, "tribute.json")
     if not os.path.isfile(tj_path):
         raise ExportError(f"{model_dir} is not an exported model directory: tribute.json is missing")
@@ -167,6 +168,7 @@ def load_peft(peft_dir: str, model_dir: str, weight: float = 1.0) -> Dict[str, n
             f"the adapter targets {len(missing)} module(s) the model has no LoRA inputs for, e.g. {missing[0]} "
             f"(model LoRA targets: {', '.join(targets)}); re-export the model with --lora-targets including them")
 
+    dtype = np.float16 if (tj.get("lora") or {}).get("dtype") == "float16" else np.float32
     out = {}
     for m in adapter.modules:
         info = modules[m.module]
@@ -174,8 +176,8 @@ def load_peft(peft_dir: str, model_dir: str, weight: float = 1.0) -> Dict[str, n
             raise ExportError(
                 f"adapter module {m.module}: shapes A {list(m.A.shape)} B {list(m.B.shape)} do not fit the model "
                 f"(in_features {info['in_features']}, out_features {info['out_features']}): wrong base model?")
-        out[info["a"]] = np.ascontiguousarray(m.A.T, dtype=np.float32)
-        out[info["b"]] = np.ascontiguousarray((m.B * (m.scale * weight)).T, dtype=np.float32)
+        out[info["a"]] = np.ascontiguousarray(m.A.T.astype(np.float32), dtype=dtype)
+        out[info["b"]] = np.ascontiguousarray((m.B * (m.scale * weight)).T.astype(np.float32), dtype=dtype)
     return out
 
 
@@ -297,7 +299,9 @@ def write_onnx_adapter(params: Dict[str, np.ndarray], path: str):
         import onnxruntime as ort
     except ImportError:
         raise ExportError("writing .onnx_adapter files needs onnxruntime: pip install 'tribute-export[adapter]'") from None
-    arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in params.items()}  # keep alive until export
+    # float16 for a model whose LoRA inputs take it (load_peft), else float32; kept alive until export
+    arrays = {k: np.ascontiguousarray(v, dtype=np.float16 if v.dtype == np.float16 else np.float32)
+              for k, v in params.items()}
     values = {k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in arrays.items()}
     fmt = ort.AdapterFormat()
     fmt.set_adapter_version(1)

@@ -144,6 +144,8 @@ def tribute_json(spec, fp16: bool, targets, lora_modules, source: dict, q=None, 
             d["quantization"].update(transfer)
     if lora_modules:
         d["lora"] = {"targets": list(targets), "modules": lora_modules, "mask": "lora_mask"}
+        if compute == "fp16":  # fed as the graph computes them (half.py)
+            d["lora"]["dtype"] = "float16"
     return d
 
 

@@ -6,8 +6,11 @@ bytes a GPU reads per token; on a CPU most fp16 kernels convert to fp32 internal
 The conversion is onnxconverter-common's (`float16.convert_float_to_float16` with
 `keep_io_types`): every float initializer and constant becomes fp16 (magnitudes above 1e4 are
 clipped to ±1e4, so the mask's -3.4e38 becomes -1e4, still exp() = 0), and a Cast is put after
-each float input and before each float output. Overridable initializers (the LoRA inputs'
-defaults, `lora_mask`) stay fp32: they are the default values of fp32 inputs.
+each float input and before each float output.
+
+The LoRA inputs (every module's A and B, and `lora_mask`) are float16 at the boundary, their
+defaults too: a Cast after each would be ~420 operators per step for a 30-layer model, each a
+kernel launch on a GPU (`tribute.json`'s `lora.dtype` says so; a runtime feeds float16).
 
 With `fp16_cache` (the `static` layout) the past and present caches are float16 at the graph's
 boundary too: the kernel then reads and writes the very buffer the runtime binds to both, which
@@ -37,11 +40,11 @@ def to_fp16_compute(out_dir: str, log=None, fp16_cache: bool = False) -> int:
     model = onnx.load(path)  # with its external data: the conversion rewrites every initializer
     model = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
     rewire_output_readers(model.graph)
-    if fp16_cache:
-        cache_io_in_fp16(model.graph)
-    inputs = {i.name for i in model.graph.input}
+    boundary_in_fp16(model.graph, lambda name: is_lora(name) or (fp16_cache and is_cache(name)))
+    # overridable initializers are the defaults of their inputs: of the inputs' type
+    float_inputs = {i.name for i in model.graph.input if i.type.tensor_type.elem_type == TensorProto.FLOAT}
     for t in model.graph.initializer:
-        if t.name in inputs and t.data_type == TensorProto.FLOAT16:
+        if t.name in float_inputs and t.data_type == TensorProto.FLOAT16:
             t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name))
     nbytes = sum(int(np.prod(t.dims)) * 2 for t in model.graph.initializer
                  if t.data_type == TensorProto.FLOAT16)
@@ -53,7 +56,8 @@ def to_fp16_compute(out_dir: str, log=None, fp16_cache: bool = False) -> int:
         onnx.checker.check_model(path)
     except Exception as e:
         raise ExportError(f"internal error: the fp16 graph fails onnx.checker: {e}") from None
-    io = "the cache float16, other inputs and outputs float32" if fp16_cache else "inputs and outputs float32"
+    io = ("LoRA inputs and the cache float16, other inputs and outputs float32" if fp16_cache
+          else "LoRA inputs float16, other inputs and outputs float32")
     log(f"converted to fp16 compute ({io}): {nbytes / 2**20:.1f} MiB of fp16 tensors")
     return nbytes
 
@@ -76,25 +80,31 @@ def is_cache(name: str) -> bool:
     return name.startswith("past_key_values.") or name.startswith("present.")
 
 
-def cache_io_in_fp16(graph: onnx.GraphProto) -> None:
-    """The past inputs and present outputs become float16 and lose the Casts the converter put
-    around them: readers of a past's Cast read the input itself, and the node a present's Cast read
-    from writes the output itself."""
+def is_lora(name: str) -> bool:
+    return name.endswith((".lora_A", ".lora_B")) or name == "lora_mask"
+
+
+def boundary_in_fp16(graph: onnx.GraphProto, chosen) -> None:
+    """The inputs and outputs `chosen` (a name predicate) become float16 and lose the Casts the
+    converter put around them: readers of an input's Cast read the input itself, and the node an
+    output's Cast read from writes the output itself."""
+    inputs = {i.name for i in graph.input if chosen(i.name)}
+    outputs = {o.name for o in graph.output if chosen(o.name)}
     read_as, write_as, drop = {}, {}, []
     for n in graph.node:
-        if n.op_type == "Cast" and n.input[0].startswith("past_key_values."):
+        if n.op_type == "Cast" and n.input[0] in inputs:
             read_as[n.output[0]] = n.input[0]
             drop.append(n)
-        elif n.op_type == "Cast" and n.output[0].startswith("present."):
+        elif n.op_type == "Cast" and n.output[0] in outputs:
             write_as[n.input[0]] = n.output[0]
             drop.append(n)
     for n in drop:
         graph.node.remove(n)
     for n in graph.node:
         for i, x in enumerate(n.input):
-            n.input[i] = read_as.get(x, write_as.get(x, x))  # a present's readers read it too
+            n.input[i] = read_as.get(x, write_as.get(x, x))  # an output's readers read it too
         for i, x in enumerate(n.output):
             n.output[i] = write_as.get(x, x)
     for v in list(graph.input) + list(graph.output):
-        if is_cache(v.name):
+        if v.name in inputs or v.name in outputs:
             v.type.tensor_type.elem_type = TensorProto.FLOAT16

@@ -10,7 +10,7 @@ use ort::value::{DynValue, Tensor};
 
 use super::Shared;
 use super::cache::{HostTensor, Pick, first_attended, gather, host_view};
-use super::forward::{Inputs, LogitsWanted, empty_past, kv_tensor, new_binding, run};
+use super::forward::{Inputs, LogitsWanted, empty_past, new_binding, run};
 use super::kv_buffer::KvBuffer;
 use super::prompt_cache::columns;
 use super::row::Row;
@@ -18,6 +18,7 @@ use super::slots::SlotBank;
 use crate::adapter::LoraFeed;
 use crate::config::GraphOps;
 use crate::error::{Error, Result};
+use crate::floats::float_tensor;
 use crate::registry::{Activation, AdapterSet};
 
 /// The keys and values of a prompt's first tokens, from the prompt cache: how many tokens,
@@ -211,7 +212,7 @@ impl Batch {
             Some((len, layers)) if b == 1 => {
                 let past = layers
                     .into_iter()
-                    .map(|t| kv_tensor(cfg.kv_dtype, t.shape, t.data))
+                    .map(|t| float_tensor(cfg.kv_dtype, t.shape, t.data))
                     .collect::<Result<Vec<DynValue>>>()?;
                 (len, past)
             }

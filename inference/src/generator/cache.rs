@@ -9,9 +9,8 @@
 use ort::memory::AllocationDevice;
 use ort::value::{DynTensorValueType, DynValue};
 
-use half::f16;
-
 use crate::error::{Error, Result};
+use crate::floats::read_floats;
 
 /// A tensor copied to (or read in place from) host memory: `[rows, heads, cols, dim]`.
 pub(super) struct HostTensor<T> {
@@ -31,30 +30,22 @@ impl HostTensor<f32> {
     /// A KV tensor's values as float32 (a float16 cache widened, exactly), copied off the
     /// device first if the session left it there.
     pub(super) fn from_value(v: &DynValue) -> Result<Self> {
-        if let Some(t) = Self::read_host(v) {
-            return Ok(t);
-        }
-        // Device memory cannot be read in place.
-        let tensor = v.view().downcast::<DynTensorValueType>()?;
-        let host = tensor.to(AllocationDevice::CPU, 0)?.into_dyn();
-        Self::read_host(&host).ok_or_else(|| {
-            Error::InvalidRequest("internal: a cache tensor neither float32 nor float16".into())
-        })
-    }
-
-    /// A float32 or float16 tensor in host memory, widened to float32.
-    fn read_host(v: &DynValue) -> Option<Self> {
-        if let Ok((shape, data)) = host_view(v) {
-            return Some(HostTensor {
-                shape,
-                data: data.to_vec(),
-            });
-        }
-        let (shape, data) = v.try_extract_tensor::<f16>().ok()?;
-        let d: Vec<usize> = shape.iter().map(|&x| x as usize).collect();
-        Some(HostTensor {
-            shape: [d[0], d[1], d[2], d[3]],
-            data: data.iter().map(|x| x.to_f32()).collect(),
+        let (shape, data) = match read_floats(v) {
+            Ok(read) => read,
+            // Device memory cannot be read in place.
+            Err(_) => {
+                let tensor = v.view().downcast::<DynTensorValueType>()?;
+                read_floats(&tensor.to(AllocationDevice::CPU, 0)?.into_dyn())?
+            }
+        };
+        let [rows, heads, cols, dim] = shape[..] else {
+            return Err(Error::InvalidRequest(format!(
+                "internal: a cache tensor of shape {shape:?}"
+            )));
+        };
+        Ok(HostTensor {
+            shape: [rows, heads, cols, dim],
+            data,
         })
     }
 }

@@ -20,12 +20,12 @@ use ort::value::{TensorRefMut, TensorValueType, Value};
 
 use super::Device;
 use super::kv_buffer::{CacheElement, bind_input_in_place};
-use crate::config::KvDtype;
+use crate::config::FloatDtype;
 use crate::error::{Error, Result};
 
 /// One identity graph per device and element type, built on first use and kept: a copy is
 /// one run of it.
-static COPIERS: OnceLock<Mutex<HashMap<(Device, KvDtype), Session>>> = OnceLock::new();
+static COPIERS: OnceLock<Mutex<HashMap<(Device, FloatDtype), Session>>> = OnceLock::new();
 
 /// Copies `src` into `dst` (same element type and shape), on `device`'s execution provider;
 /// either side may be in host or device memory. Returns when the copy is done.
@@ -49,10 +49,10 @@ pub(super) fn copy<T: CacheElement>(
     Ok(())
 }
 
-fn identity_session(device: Device, dtype: KvDtype) -> Result<Session> {
+fn identity_session(device: Device, dtype: FloatDtype) -> Result<Session> {
     let model: &[u8] = match dtype {
-        KvDtype::Float32 => include_bytes!("identity/float32.onnx"),
-        KvDtype::Float16 => include_bytes!("identity/float16.onnx"),
+        FloatDtype::Float32 => include_bytes!("identity/float32.onnx"),
+        FloatDtype::Float16 => include_bytes!("identity/float16.onnx"),
     };
     let env = tribute_common::environment()?;
     let builder = Session::builder(&env)?

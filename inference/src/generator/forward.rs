@@ -3,40 +3,27 @@
 
 use std::borrow::Cow;
 
-use half::f16;
-
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor};
 
 use super::{Device, Shared};
-use crate::config::{KvDtype, ModelConfig, layer_name};
+use crate::config::{ModelConfig, layer_name};
 use crate::error::{Error, Result};
+use crate::floats::float_tensor;
 use crate::registry::Activation;
 
 /// Zero-length past tensors for a prefill.
 pub(super) fn empty_past(cfg: &ModelConfig, batch: usize) -> Result<Vec<DynValue>> {
     (0..2 * cfg.num_layers)
         .map(|_| {
-            kv_tensor(
+            float_tensor(
                 cfg.kv_dtype,
                 [batch, cfg.num_kv_heads, 0, cfg.head_dim],
                 Vec::new(),
             )
         })
         .collect()
-}
-
-/// A past input of `shape` holding `data` (host values, always float32) in the graph's
-/// cache type: float16 values round-trip exactly, since they were read from a float16 cache.
-pub(super) fn kv_tensor(dtype: KvDtype, shape: [usize; 4], data: Vec<f32>) -> Result<DynValue> {
-    Ok(match dtype {
-        KvDtype::Float32 => Tensor::from_array((shape, data))?.into_dyn(),
-        KvDtype::Float16 => {
-            let half: Vec<f16> = data.into_iter().map(f16::from_f32).collect();
-            Tensor::from_array((shape, half))?.into_dyn()
-        }
-    })
 }
 
 /// Memory where the session leaves the KV cache: its device.
@@ -234,7 +221,7 @@ pub(super) fn named_inputs(
     if let (Some(name), Some((mask, width))) = (&shared.lora_mask, x.lora_mask) {
         inputs.push((
             name.clone(),
-            Tensor::from_array(([x.batch, 1, width], mask))?.into_dyn(),
+            float_tensor(shared.config.lora.dtype, [x.batch, 1, width], mask)?,
         ));
     }
     if let Some(name) = &shared.logits_to_keep {

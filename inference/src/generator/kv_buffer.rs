@@ -25,7 +25,7 @@ use super::cache::HostTensor;
 use super::device_copy::copy;
 use super::forward::cache_memory;
 use super::prompt_cache::columns;
-use crate::config::{KvDtype, ModelConfig, layer_name};
+use crate::config::{FloatDtype, ModelConfig, layer_name};
 use crate::error::{Error, Result};
 
 /// Columns are allocated in steps of this many, so that a row joining with a slightly
@@ -39,20 +39,20 @@ pub(super) trait CacheElement:
     PrimitiveTensorElementType + Copy + Into<f32> + std::fmt::Debug + 'static
 {
     /// The `kv_dtype` of this element type.
-    const DTYPE: KvDtype;
+    const DTYPE: FloatDtype;
     /// `x` narrowed to this type (exact for a value widened from it).
     fn from_f32(x: f32) -> Self;
 }
 
 impl CacheElement for f32 {
-    const DTYPE: KvDtype = KvDtype::Float32;
+    const DTYPE: FloatDtype = FloatDtype::Float32;
     fn from_f32(x: f32) -> Self {
         x
     }
 }
 
 impl CacheElement for f16 {
-    const DTYPE: KvDtype = KvDtype::Float16;
+    const DTYPE: FloatDtype = FloatDtype::Float16;
     fn from_f32(x: f32) -> Self {
         f16::from_f32(x)
     }
@@ -180,7 +180,7 @@ impl KvBuffer {
     /// A buffer of `[rows, heads, columns_for(need), dim]` for each of `names`.
     fn with_shape(
         names: Vec<(String, String)>,
-        dtype: KvDtype,
+        dtype: FloatDtype,
         at: Arc<Placement>,
         [rows, heads, need, dim]: [usize; 4],
         context: usize,
@@ -193,8 +193,8 @@ impl KvBuffer {
         };
         let shape = geometry.shape(geometry.row_capacity);
         let tensors = match dtype {
-            KvDtype::Float32 => Tensors::F32(allocate(&at, names.len(), shape)?),
-            KvDtype::Float16 => Tensors::F16(allocate(&at, names.len(), shape)?),
+            FloatDtype::Float32 => Tensors::F32(allocate(&at, names.len(), shape)?),
+            FloatDtype::Float16 => Tensors::F16(allocate(&at, names.len(), shape)?),
         };
         Ok(KvBuffer {
             tensors,
@@ -280,8 +280,8 @@ impl KvBuffer {
     /// Buffers with room for `rows` rows of up to `need` tokens, holding this one's rows.
     pub(super) fn regrown(&mut self, rows: usize, need: usize) -> Result<Self> {
         let dtype = match self.tensors {
-            Tensors::F32(_) => KvDtype::Float32,
-            Tensors::F16(_) => KvDtype::Float16,
+            Tensors::F32(_) => FloatDtype::Float32,
+            Tensors::F16(_) => FloatDtype::Float16,
         };
         let g = self.geometry;
         let mut out = KvBuffer::with_shape(
@@ -517,10 +517,10 @@ mod tests {
     fn rows_keep_their_columns_through_pushes_regrowth_and_removal() {
         let _ort = tribute_common::ort_library::environment().expect("ONNX Runtime");
         for (dtype, in_host) in [
-            (KvDtype::Float32, true),
-            (KvDtype::Float16, true),
-            (KvDtype::Float32, false),
-            (KvDtype::Float16, false),
+            (FloatDtype::Float32, true),
+            (FloatDtype::Float16, true),
+            (FloatDtype::Float32, false),
+            (FloatDtype::Float16, false),
         ] {
             let at = Arc::new(Placement {
                 allocator: Mutex::new(Allocator::default()),

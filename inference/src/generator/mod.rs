@@ -283,7 +283,7 @@ impl Generator {
         for _ in &sessions {
             banks.push(match lora_mask {
                 Some(_) => Some(slots::SlotBank::new(
-                    &config.lora.modules,
+                    &config.lora,
                     options.adapter_slots,
                     options.slot_rank.max(1),
                 )?),
@@ -296,7 +296,8 @@ impl Generator {
             model_name,
             options.adapter_budget_bytes,
         )
-        .with_limits(options.adapter_limits);
+        .with_limits(options.adapter_limits)
+        .with_dtype(config.lora.dtype);
         Ok(Generator {
             shared: Arc::new(Shared {
                 queue: Mutex::new(VecDeque::new()),

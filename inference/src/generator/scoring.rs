@@ -4,12 +4,13 @@
 use ort::value::DynValue;
 
 use super::cache::HostTensor;
-use super::forward::{Inputs, LogitsWanted, forward_tail, kv_tensor, run};
+use super::forward::{Inputs, LogitsWanted, forward_tail, run};
 use super::log_softmax::target_log_probs;
 use super::pool::Lease;
 use super::{GenerateRequest, Generator, Prompt};
-use crate::config::{GraphOps, KvDtype};
+use crate::config::{FloatDtype, GraphOps};
 use crate::error::{Error, Result};
+use crate::floats::float_tensor;
 
 impl Generator {
     /// Teacher-forced log-probabilities: for each token of `continuation`, `log p(token |
@@ -209,7 +210,7 @@ impl Generator {
 /// The past of `b = masks.len()` rows, each the whole cached prefix (`[1, heads, prefix,
 /// dim]` per tensor), and their masks (`[b, prefix + answer]`) hiding what each mask hides.
 fn masked_columns(
-    dtype: KvDtype,
+    dtype: FloatDtype,
     cache: &[HostTensor<f32>],
     masks: &[Vec<bool>],
     prefix: usize,
@@ -223,7 +224,7 @@ fn masked_columns(
         for _ in 0..b {
             rep.extend_from_slice(&t.data);
         }
-        past.push(kv_tensor(dtype, [b, heads, cols, dim], rep)?);
+        past.push(float_tensor(dtype, [b, heads, cols, dim], rep)?);
     }
     let mut mask = Vec::with_capacity(b * (prefix + answer));
     for m in masks {
@@ -238,7 +239,7 @@ fn masked_columns(
 /// cached key carries the rotation of its own position, and the answer keeps its positions,
 /// so attention sees exactly the keys and values the mask leaves visible.
 fn visible_columns(
-    dtype: KvDtype,
+    dtype: FloatDtype,
     cache: &[HostTensor<f32>],
     visible: &[bool],
     answer: usize,
@@ -254,7 +255,7 @@ fn visible_columns(
                 data.extend_from_slice(&t.data[at..at + dim]);
             }
         }
-        past.push(kv_tensor(dtype, [1, heads, kept.len(), dim], data)?);
+        past.push(float_tensor(dtype, [1, heads, kept.len(), dim], data)?);
     }
     let total = kept.len() + answer;
     Ok((past, vec![1; total], total))

@@ -9,7 +9,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{TensorElementType, ValueType};
 
 use super::Device;
-use crate::config::{GraphOps, KvDtype, ModelConfig, layer_name};
+use crate::config::{FloatDtype, GraphOps, ModelConfig, layer_name};
 use crate::error::{Error, Result};
 
 fn builder_err(e: ort::Error<SessionBuilder>) -> Error {
@@ -148,11 +148,30 @@ pub(super) fn check_io(dir: &Path, c: &ModelConfig, session: &Session) -> Result
     };
     check("input", &inputs, &need_in)?;
     check("output", &outputs, &need_out)?;
-    // The cache's element type: the generator allocates and reads it as the config says.
-    let want = match c.kv_dtype {
-        KvDtype::Float32 => TensorElementType::Float32,
-        KvDtype::Float16 => TensorElementType::Float16,
+    // Element types: the generator allocates the cache and feeds the LoRA inputs as the
+    // config says.
+    let element = |d: FloatDtype| match d {
+        FloatDtype::Float32 => TensorElementType::Float32,
+        FloatDtype::Float16 => TensorElementType::Float16,
     };
+    // LoRA inputs with defaults are overridable initializers rather than plain inputs.
+    let defaults = session.overridable_initializers();
+    let lora_types: HashMap<&str, &ValueType> = defaults
+        .iter()
+        .map(|i| (i.name(), i.dtype()))
+        .chain(inputs.iter().map(|(n, t)| (*n, *t)))
+        .collect();
+    let lora_names = c.lora.modules.iter().flat_map(|m| [&m.a, &m.b]);
+    for n in lora_names.chain(c.lora.mask.as_ref()) {
+        let got = lora_types.get(n.as_str()).and_then(|t| t.tensor_type());
+        if got.is_some_and(|got| got != element(c.lora.dtype)) {
+            return bad(format!(
+                "{n:?} takes {got:?}, but lora.dtype is {:?}",
+                c.lora.dtype
+            ));
+        }
+    }
+    let want = element(c.kv_dtype);
     let cache_names = (0..c.num_layers).flat_map(|i| {
         [
             (&inputs, layer_name(&c.inputs.past_key, i)),

@@ -15,11 +15,10 @@
 
 use std::sync::Arc;
 
-use ort::value::Tensor;
-
 use crate::adapter::{LoraFeed, LoraWeights};
-use crate::config::LoraModule;
+use crate::config::{FloatDtype, LoraInputs, LoraModule};
 use crate::error::{Error, Result};
+use crate::floats::{float_tensor, read_floats};
 use crate::registry::AdapterSet;
 
 /// A resident adapter set.
@@ -31,6 +30,8 @@ struct Slot {
 /// The slots of one session (each session feeds its own).
 pub(super) struct SlotBank {
     modules: Arc<[LoraModule]>,
+    /// The element type the LoRA inputs take.
+    dtype: FloatDtype,
     slots: Vec<Option<Slot>>,
     /// Columns per slot.
     rank: usize,
@@ -40,20 +41,25 @@ pub(super) struct SlotBank {
 }
 
 impl SlotBank {
-    /// `n` empty slots of `rank` columns over `modules`.
-    pub(super) fn new(modules: &[LoraModule], n: usize, rank: usize) -> Result<Self> {
+    /// `n` empty slots of `rank` columns over the model's LoRA inputs.
+    pub(super) fn new(lora: &LoraInputs, n: usize, rank: usize) -> Result<Self> {
+        let (modules, dtype) = (&lora.modules, lora.dtype);
         let width = n * rank;
         let mut inputs = Vec::with_capacity(2 * modules.len());
         for m in modules {
-            let a =
-                Tensor::from_array(([m.in_features, width], vec![0f32; m.in_features * width]))?;
-            let b =
-                Tensor::from_array(([width, m.out_features], vec![0f32; width * m.out_features]))?;
-            inputs.push((m.a.clone(), a.into_dyn()));
-            inputs.push((m.b.clone(), b.into_dyn()));
+            let zeros = |n: usize| vec![0f32; n];
+            let a = float_tensor(dtype, [m.in_features, width], zeros(m.in_features * width))?;
+            let b = float_tensor(
+                dtype,
+                [width, m.out_features],
+                zeros(width * m.out_features),
+            )?;
+            inputs.push((m.a.clone(), a));
+            inputs.push((m.b.clone(), b));
         }
         Ok(SlotBank {
-            modules: modules.into(),
+            modules: modules.as_slice().into(),
+            dtype,
             slots: (0..n).map(|_| None).collect(),
             rank,
             feed: Arc::new(LoraFeed { inputs, bytes: 0 }),
@@ -124,9 +130,8 @@ impl SlotBank {
         let cols = i * self.rank..(i + 1) * self.rank;
         let mut inputs = Vec::with_capacity(self.feed.inputs.len());
         for (m, pair) in self.modules.iter().zip(self.feed.inputs.chunks(2)) {
-            let (_, a) = pair[0].1.try_extract_tensor::<f32>()?;
-            let (_, b) = pair[1].1.try_extract_tensor::<f32>()?;
-            let (mut a, mut b) = (a.to_vec(), b.to_vec());
+            let (_, mut a) = read_floats(&pair[0].1)?;
+            let (_, mut b) = read_floats(&pair[1].1)?;
             for row in 0..m.in_features {
                 a[row * width + cols.start..row * width + cols.end].fill(0.0);
             }
@@ -141,11 +146,11 @@ impl SlotBank {
             }
             inputs.push((
                 m.a.clone(),
-                Tensor::from_array(([m.in_features, width], a))?.into_dyn(),
+                float_tensor(self.dtype, [m.in_features, width], a)?,
             ));
             inputs.push((
                 m.b.clone(),
-                Tensor::from_array(([width, m.out_features], b))?.into_dyn(),
+                float_tensor(self.dtype, [width, m.out_features], b)?,
             ));
         }
         self.feed = Arc::new(LoraFeed { inputs, bytes: 0 });

@@ -5,7 +5,7 @@
 //! out of the past, since the layout has no mask inside a row).
 
 use super::*;
-use tribute_inference::{GraphOps, KvDtype};
+use tribute_inference::{FloatDtype, GraphOps};
 
 /// The tiny model's weights exported with `--ops static` (and `flags`), adapters
 /// registered.
@@ -87,16 +87,31 @@ fn an_onnx_adapter_on_a_static_graph_is_a_clear_error() {
 /// Adapter slots: rows of different adapters (and the base model) in one static batch.
 #[test]
 fn a_static_graph_serves_mixed_adapters_through_slots() {
-    let g = static_model(
-        "static-slots",
-        &[],
-        GeneratorOptions {
-            adapter_slots: 2,
-            slot_rank: 8,
-            ..GeneratorOptions::default()
-        },
-    );
-    let want = tiny();
+    let slots = GeneratorOptions {
+        adapter_slots: 2,
+        slot_rank: 8,
+        ..GeneratorOptions::default()
+    };
+    serves_mixed_adapters_through_slots(&static_model("static-slots", &[], slots), tiny());
+}
+
+/// The same with `--compute fp16`, whose LoRA inputs and mask are float16: each row gives
+/// what it gives alone, fed plainly (no slots), on the same graph.
+#[test]
+fn a_float16_graph_serves_mixed_adapters_through_float16_slots() {
+    let fp16 = ["--compute", "fp16"];
+    let slots = GeneratorOptions {
+        adapter_slots: 2,
+        slot_rank: 8,
+        ..GeneratorOptions::default()
+    };
+    let g = static_model("static-fp16-slots", &fp16, slots);
+    assert_eq!(g.config().lora.dtype, FloatDtype::Float16);
+    let alone = static_model("static-fp16-plain", &fp16, GeneratorOptions::default());
+    serves_mixed_adapters_through_slots(&g, &alone);
+}
+
+fn serves_mixed_adapters_through_slots(g: &Generator, want: &Generator) {
     let reqs: Vec<GenerateRequest> = [(61, 6, Some("a")), (62, 13, None), (63, 4, Some("b"))]
         .iter()
         .map(|&(seed, n, ad)| {
@@ -226,7 +241,7 @@ fn a_static_sliding_window_model_generates_past_the_window_and_scores_within_it(
 #[test]
 fn a_float16_cache_generates_and_scores_as_the_float32_graph_does() {
     let g = static_fp16();
-    assert_eq!(g.config().kv_dtype, KvDtype::Float16);
+    assert_eq!(g.config().kv_dtype, FloatDtype::Float16);
     let alone = static_model(
         "static-fp16-alone",
         &["--compute", "fp16"],
@@ -251,28 +266,43 @@ fn a_float16_cache_generates_and_scores_as_the_float32_graph_does() {
     scores_what_the_portable_graph_does(g, &ctx, &cont, &masks, 2e-2);
 }
 
-/// A config whose `kv_dtype` is not the graph's cache type is refused at load, naming both.
+/// A config whose `kv_dtype` or `lora.dtype` is not the graph's is refused at load, naming
+/// both.
 #[test]
-fn a_kv_dtype_other_than_the_graphs_is_a_model_directory_error() {
-    let dir = scratch("fp16-said-fp32").join("model");
+fn a_dtype_other_than_the_graphs_is_a_model_directory_error() {
     let _ = static_fp16();
     let from = fixture().root.join("static-fp16/model");
-    std::fs::create_dir_all(&dir).expect("model dir");
-    for e in std::fs::read_dir(&from).expect("read the fp16 export") {
-        let e = e.expect("entry");
-        std::fs::copy(e.path(), dir.join(e.file_name())).expect("copy");
+    for (name, edit, says) in [
+        (
+            "kv-said-fp32",
+            (|tj: &mut serde_json::Value| tj["kv_dtype"] = serde_json::json!("float32"))
+                as fn(&mut serde_json::Value),
+            "kv_dtype is Float32",
+        ),
+        (
+            "lora-said-fp32",
+            |tj| tj["lora"]["dtype"] = serde_json::json!("float32"),
+            "lora.dtype is Float32",
+        ),
+    ] {
+        let dir = scratch(name).join("model");
+        std::fs::create_dir_all(&dir).expect("model dir");
+        for e in std::fs::read_dir(&from).expect("read the fp16 export") {
+            let e = e.expect("entry");
+            std::fs::copy(e.path(), dir.join(e.file_name())).expect("copy");
+        }
+        let path = dir.join("tribute.json");
+        let mut tj: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        edit(&mut tj);
+        std::fs::write(&path, tj.to_string()).expect("write");
+        let e = err(Generator::load(&dir), name);
+        assert!(
+            matches!(&e, Error::ModelDirectory { reason, .. }
+                if reason.contains("Float16") && reason.contains(says)),
+            "{name}: {e}"
+        );
     }
-    let path = dir.join("tribute.json");
-    let mut tj: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
-    tj["kv_dtype"] = serde_json::json!("float32");
-    std::fs::write(&path, tj.to_string()).expect("write");
-    let e = err(Generator::load(&dir), "float32 said, float16 graph");
-    assert!(
-        matches!(&e, Error::ModelDirectory { reason, .. }
-            if reason.contains("Float16") && reason.contains("kv_dtype is Float32")),
-        "{e}"
-    );
 }
 
 /// Greedy rows take the graph's argmax (`next_token`) instead of reading logits; where the
