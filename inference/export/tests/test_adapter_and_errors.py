@@ -56,9 +56,18 @@ def run_adapter_cli(*args):
                           text=True, env=env, timeout=120)
 
 
+def run_with_adapter_file(runner, path):
+    """The logits of IDS with the .onnx_adapter at `path` active (ONNX Runtime's run options)."""
+    import onnxruntime as ort
+    adapter = ort.LoraAdapter()
+    adapter.Load(path)
+    ro = ort.RunOptions()
+    ro.add_active_adapter(adapter)
+    return runner.run(IDS, run_options=ro)[0]
+
+
 @pytest.mark.parametrize("rslora", [False, True])
 def test_peft_to_onnx_adapter_roundtrip(tiny, tiny_runner, tmp_path, rslora):
-    import onnxruntime as ort
     from tribute_export.adapter import load_peft
     cfg, w, _, model_dir = tiny
     peft = str(tmp_path / "peft")
@@ -76,12 +85,7 @@ def test_peft_to_onnx_adapter_roundtrip(tiny, tiny_runner, tmp_path, rslora):
     np.testing.assert_allclose(feed["model.layers.0.self_attn.v_proj.lora_B"], (s * B).T, rtol=1e-6)
 
     direct, _ = tiny_runner.run(IDS, extra=feed)
-    adapter = ort.LoraAdapter()
-    adapter.Load(out)
-    ro = ort.RunOptions()
-    ro.add_active_adapter(adapter)
-    via_file, _ = tiny_runner.run(IDS, run_options=ro)
-    np.testing.assert_allclose(via_file, direct, atol=1e-6)
+    np.testing.assert_allclose(run_with_adapter_file(tiny_runner, out), direct, atol=1e-6)
     want = ref_forward(cfg, w, IDS, lora=truth)
     assert float(np.abs(direct[0] - want).max() / np.abs(want).max()) < 1e-4
     base, _ = tiny_runner.run(IDS)
@@ -92,7 +96,6 @@ def test_onnx_adapter_for_an_fp16_compute_model_is_float16(tiny, tmp_path):
     """A `--compute fp16` model takes its LoRA inputs in float16: the adapter file holds float16
     and gives what feeding the same values does."""
     pytest.importorskip("onnxconverter_common")
-    import onnxruntime as ort
     from conftest import Runner
     from tribute_export.adapter import load_peft
     _, _, hf, _ = tiny
@@ -107,12 +110,7 @@ def test_onnx_adapter_for_an_fp16_compute_model_is_float16(tiny, tmp_path):
     assert feed and all(v.dtype == np.float16 for v in feed.values())
     runner = Runner(model)
     direct, _ = runner.run(IDS, extra=feed)
-    adapter = ort.LoraAdapter()
-    adapter.Load(out)
-    ro = ort.RunOptions()
-    ro.add_active_adapter(adapter)
-    via_file, _ = runner.run(IDS, run_options=ro)
-    np.testing.assert_array_equal(via_file, direct)
+    np.testing.assert_array_equal(run_with_adapter_file(runner, out), direct)
     assert np.abs(runner.run(IDS)[0] - direct).max() > 1e-2
 
 

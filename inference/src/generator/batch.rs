@@ -433,23 +433,15 @@ impl Batch {
     /// streams their piece and answers the rows that finished.
     pub(super) fn sample(&mut self, shared: &Shared, last_logits: &[f32]) -> Result<()> {
         let v = shared.config.vocab_size;
-        let mut picked = Vec::with_capacity(self.rows.len());
-        for (i, row) in self.rows.iter_mut().enumerate() {
-            if !row.live() {
-                picked.push(0);
-                continue;
-            }
+        self.append_each(shared, |i, row| {
             let mut logits = last_logits[i * v..(i + 1) * v].to_vec();
-            let tok =
-                row.sampler
-                    .sample(&mut logits, &row.context)
-                    .ok_or(Error::NonFiniteLogits {
-                        step: row.generated.len(),
-                        row: i,
-                    })?;
-            picked.push(tok);
-        }
-        self.append(shared, &picked)
+            row.sampler
+                .sample(&mut logits, &row.context)
+                .ok_or(Error::NonFiniteLogits {
+                    step: row.generated.len(),
+                    row: i,
+                })
+        })
     }
 
     /// Whether every running row takes the plain argmax of its logits, so the graph's own
@@ -467,12 +459,7 @@ impl Batch {
     /// (`tokens`, one per row; -1 where the row's logits were not finite).
     pub(super) fn take_picks(&mut self, shared: &Shared, tokens: &[i64]) -> Result<()> {
         let v = shared.config.vocab_size;
-        let mut picked = Vec::with_capacity(self.rows.len());
-        for (i, row) in self.rows.iter_mut().enumerate() {
-            if !row.live() {
-                picked.push(0);
-                continue;
-            }
+        self.append_each(shared, |i, row| {
             let tok = match tokens.get(i).map(|&t| u32::try_from(t)) {
                 Some(Ok(t)) if (t as usize) < v => t,
                 Some(_) => {
@@ -488,7 +475,20 @@ impl Batch {
                 }
             };
             row.sampler.accept(tok);
-            picked.push(tok);
+            Ok(tok)
+        })
+    }
+
+    /// Appends to every running row the token `pick` gives it (by row index); nothing is
+    /// appended if any pick fails.
+    fn append_each(
+        &mut self,
+        shared: &Shared,
+        mut pick: impl FnMut(usize, &mut Row) -> Result<u32>,
+    ) -> Result<()> {
+        let mut picked = Vec::with_capacity(self.rows.len());
+        for (i, row) in self.rows.iter_mut().enumerate() {
+            picked.push(if row.live() { pick(i, row)? } else { 0 });
         }
         self.append(shared, &picked)
     }

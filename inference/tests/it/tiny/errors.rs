@@ -69,13 +69,7 @@ fn bad_model_directories_are_typed_errors() {
 
 /// A copy of the model with `tribute.json` edited by `edit`.
 fn edited(name: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
-    let d = model_copy(name);
-    let p = d.join("tribute.json");
-    let mut v: Value =
-        serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("json");
-    edit(&mut v);
-    std::fs::write(&p, v.to_string()).expect("write");
-    d
+    edited_copy(&fixture().model, name, edit)
 }
 
 /// The error of loading `dir` or, if it loads, of the first generation.

@@ -290,11 +290,27 @@ fn scratch(name: &str) -> PathBuf {
 
 /// A copy of the tiny model directory.
 fn model_copy(name: &str) -> PathBuf {
+    model_copy_of(&fixture().model, name)
+}
+
+/// A copy of the model directory `from`.
+fn model_copy_of(from: &Path, name: &str) -> PathBuf {
     let d = scratch(name);
-    for e in std::fs::read_dir(&fixture().model).expect("read model dir") {
+    for e in std::fs::read_dir(from).expect("read model dir") {
         let e = e.expect("entry");
         std::fs::copy(e.path(), d.join(e.file_name())).expect("copy model file");
     }
+    d
+}
+
+/// A copy of the model directory `from` with its `tribute.json` edited.
+fn edited_copy(from: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let d = model_copy_of(from, name);
+    let p = d.join("tribute.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("json");
+    edit(&mut v);
+    std::fs::write(&p, v.to_string()).expect("write");
     d
 }
 

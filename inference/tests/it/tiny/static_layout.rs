@@ -7,9 +7,8 @@
 use super::*;
 use tribute_inference::{FloatDtype, GraphOps};
 
-/// The tiny model's weights exported with `--ops static` (and `flags`), adapters
-/// registered.
-fn static_model(name: &str, flags: &[&str], options: GeneratorOptions) -> Generator {
+/// The tiny model's weights exported with `--ops static` (and `flags`): the directory.
+fn static_export(name: &str, flags: &[&str]) -> PathBuf {
     let f = fixture();
     let out = scratch(name).join("model");
     let mut args = vec![
@@ -24,6 +23,13 @@ fn static_model(name: &str, flags: &[&str], options: GeneratorOptions) -> Genera
     ];
     args.extend(flags);
     export(&args);
+    out
+}
+
+/// [`static_export`] loaded, adapters registered.
+fn static_model(name: &str, flags: &[&str], options: GeneratorOptions) -> Generator {
+    let f = fixture();
+    let out = static_export(name, flags);
     let g = Generator::load_with(&out, options).expect("load the static tiny model");
     g.add_adapter("a", &f.a).expect("register a");
     g.add_adapter("b", &f.b).expect("register b");
@@ -285,18 +291,7 @@ fn a_dtype_other_than_the_graphs_is_a_model_directory_error() {
             "lora.dtype is Float32",
         ),
     ] {
-        let dir = scratch(name).join("model");
-        std::fs::create_dir_all(&dir).expect("model dir");
-        for e in std::fs::read_dir(&from).expect("read the fp16 export") {
-            let e = e.expect("entry");
-            std::fs::copy(e.path(), dir.join(e.file_name())).expect("copy");
-        }
-        let path = dir.join("tribute.json");
-        let mut tj: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
-        edit(&mut tj);
-        std::fs::write(&path, tj.to_string()).expect("write");
-        let e = err(Generator::load(&dir), name);
+        let e = err(Generator::load(edited_copy(&from, name, edit)), name);
         assert!(
             matches!(&e, Error::ModelDirectory { reason, .. }
                 if reason.contains("Float16") && reason.contains(says)),
@@ -309,18 +304,7 @@ fn a_dtype_other_than_the_graphs_is_a_model_directory_error() {
 /// logits are not finite the graph says so (-1), and the row fails as a sampled row does.
 #[test]
 fn non_finite_logits_fail_rows_that_take_the_graphs_argmax() {
-    let f = fixture();
-    let dir = scratch("static-nan").join("model");
-    export(&[
-        "--source",
-        s(&f.hf),
-        "--out",
-        s(&dir),
-        "--name",
-        MODEL_NAME,
-        "--ops",
-        "static",
-    ]);
+    let dir = static_export("static-nan", &[]);
     reference(&["nan-weights", "--model", s(&dir)], None);
     let g = Generator::load(&dir).expect("a NaN model still loads");
     let greedy = GenerateRequest::new(tokens(1, 4)).max_tokens(3);
