@@ -199,8 +199,7 @@ impl Batch {
             };
             for (i, row) in std::mem::take(&mut side.rows).into_iter().enumerate() {
                 if row.live() {
-                    let layers = theirs.columns_of(i, 0..theirs.lens[i])?;
-                    kv.push_row(Some(&layers))?;
+                    kv.push_row_from(&mut theirs, i)?;
                     self.rows.push(row);
                 }
             }

@@ -292,10 +292,40 @@ impl KvBuffer {
             self.context,
         )?;
         for row in 0..self.rows() {
-            let cols = self.columns_of(row, 0..self.lens[row])?;
-            out.push_row(Some(&cols))?;
+            out.push_row_from(self, row)?;
         }
         Ok(out)
+    }
+
+    /// Adds a row holding row `row` of `src` (a buffer of the same model): its index. The
+    /// columns are copied where the buffers live (in device memory, without a trip through
+    /// the host).
+    pub(super) fn push_row_from(&mut self, src: &mut KvBuffer, row: usize) -> Result<usize> {
+        let to = self.rows();
+        if to >= self.geometry.row_capacity || row >= src.rows() {
+            return Err(internal("a row moved outside a buffer's rows"));
+        }
+        let len = src.lens[row];
+        if len > self.geometry.columns {
+            return Err(internal("a row moved into a buffer too short for it"));
+        }
+        let from = Side {
+            at: &src.at,
+            g: src.geometry,
+            row,
+        };
+        let into = Side {
+            at: &self.at,
+            g: self.geometry,
+            row: to,
+        };
+        match (&mut src.tensors, &mut self.tensors) {
+            (Tensors::F32(a), Tensors::F32(b)) => copy_columns(&from, a, &into, b, len)?,
+            (Tensors::F16(a), Tensors::F16(b)) => copy_columns(&from, a, &into, b, len)?,
+            _ => return Err(internal("a row moved between buffers of different types")),
+        }
+        self.lens.push(len);
+        Ok(to)
     }
 
     /// Binds rows `rows` of every buffer as its past input and present output of
@@ -349,23 +379,94 @@ fn allocate<T: CacheElement>(
 /// A view of rows `rows` of `tensor`, `[rows.len(), heads, columns, dim]`.
 ///
 /// # Safety
-/// `rows` must lie within the tensor's rows, and the view must not outlive the tensor's
-/// memory. Views of one tensor may coexist: ONNX Runtime reads and writes them as raw
-/// memory, never as Rust references.
+/// As [`view`].
 unsafe fn rows_view<'t, T: CacheElement>(
     at: &Placement,
     g: Geometry,
     tensor: &mut Tensor<T>,
     rows: Range<usize>,
 ) -> Result<TensorRefMut<'t, T>> {
+    // SAFETY: the caller's contract.
+    unsafe { view(at, tensor, rows.start * g.row_len(), g.shape(rows.len())) }
+}
+
+/// A view of `shape` over `tensor`'s elements from `offset` on.
+///
+/// # Safety
+/// The elements must lie within the tensor, and the view must not outlive the tensor's
+/// memory. Views of one tensor may coexist: ONNX Runtime reads and writes them as raw
+/// memory, never as Rust references.
+unsafe fn view<'t, T: CacheElement>(
+    at: &Placement,
+    tensor: &mut Tensor<T>,
+    offset: usize,
+    shape: [usize; 4],
+) -> Result<TensorRefMut<'t, T>> {
     // `wrapping_add`: in device memory this is an address, not a host allocation.
-    let base = tensor
-        .data_ptr_mut()
-        .cast::<T>()
-        .wrapping_add(rows.start * g.row_len());
-    let shape = Shape::new(g.shape(rows.len()).map(|d| d as i64));
+    let base = tensor.data_ptr_mut().cast::<T>().wrapping_add(offset);
+    let shape = Shape::new(shape.map(|d| d as i64));
     // SAFETY: the caller's contract.
     Ok(unsafe { TensorRefMut::from_raw(at.memory.clone(), base.cast(), shape)? })
+}
+
+/// One row of a buffer, as a copy's source or target.
+struct Side<'a> {
+    at: &'a Placement,
+    g: Geometry,
+    row: usize,
+}
+
+/// Copies the first `len` columns of row `from.row` of each of `src` into row `into.row` of
+/// the matching tensor of `dst`: slices in host memory; otherwise one copy of the whole row
+/// per tensor when the rows are alike, else one per head.
+fn copy_columns<T: CacheElement>(
+    from: &Side<'_>,
+    src: &mut [Tensor<T>],
+    into: &Side<'_>,
+    dst: &mut [Tensor<T>],
+    len: usize,
+) -> Result<()> {
+    let (fg, ig, dim) = (from.g, into.g, from.g.dim);
+    let head = |g: Geometry, row: usize, h: usize| (row * g.heads + h) * g.columns * dim;
+    let device = if into.at.in_host {
+        from.at.device
+    } else {
+        into.at.device
+    };
+    for (s, d) in src.iter_mut().zip(dst.iter_mut()) {
+        if from.at.in_host && into.at.in_host {
+            let (_, sdata) = s.extract_tensor();
+            let (_, ddata) = d.extract_tensor_mut();
+            for h in 0..fg.heads {
+                let (a, b) = (head(fg, from.row, h), head(ig, into.row, h));
+                ddata[b..b + len * dim].copy_from_slice(&sdata[a..a + len * dim]);
+            }
+        } else if fg.columns == ig.columns {
+            // SAFETY: both rows lie within their tensors (checked by the caller); the views
+            // live for this call only.
+            let (a, b) = unsafe {
+                (
+                    rows_view(from.at, fg, s, from.row..from.row + 1)?,
+                    rows_view(into.at, ig, d, into.row..into.row + 1)?,
+                )
+            };
+            copy(device, &a, b)?;
+        } else {
+            for h in (0..fg.heads).filter(|_| len > 0) {
+                let shape = [1, 1, len, dim];
+                // SAFETY: each head's first `len` columns lie within its row (`len` is at
+                // most both buffers' columns); the views live for this call only.
+                let (a, b) = unsafe {
+                    (
+                        view(from.at, s, head(fg, from.row, h), shape)?,
+                        view(into.at, d, head(ig, into.row, h), shape)?,
+                    )
+                };
+                copy(device, &a, b)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes `src` (`[1, heads, len, dim]`, float32) into the first columns of row `row`.
@@ -536,16 +637,32 @@ mod tests {
             assert_eq!(kv.push_row(Some(&b)).expect("b"), 1);
             assert!(kv.push_row(None).is_err(), "past the capacity");
             assert!(!kv.fits(1, 3) && !kv.fits(0, 65));
+            // Into more columns (head by head in device memory), then into as many (whole
+            // rows).
             let mut kv = kv.regrown(3, 70).expect("regrown");
             assert_eq!(kv.columns(), 100);
+            let mut kv = kv.regrown(5, 10).expect("regrown again");
+            assert_eq!(kv.columns(), 100);
             assert_eq!(kv.push_row(Some(&c)).expect("c"), 2);
-            for (row, want) in [&a, &b, &c].into_iter().enumerate() {
+            // Rows joining from other buffers, into another row index: as many columns, and
+            // fewer.
+            let (d, e) = (prefix(7.0, 4), prefix(-9.0, 2));
+            for (want, need) in [(&d, 100), (&e, 3)] {
+                let names = kv.names.clone();
+                let mut other =
+                    KvBuffer::with_shape(names, dtype, kv.at.clone(), [2, 2, need, 4], 100)
+                        .expect("other");
+                other.push_row(Some(&a)).expect("a");
+                other.push_row(Some(want)).expect("joiner");
+                kv.push_row_from(&mut other, 1).expect("joined");
+            }
+            for (row, want) in [&a, &b, &c, &d, &e].into_iter().enumerate() {
                 assert_row(&mut kv, row, want);
             }
             kv.swap_remove(0).expect("remove");
-            assert_row(&mut kv, 0, &c);
+            assert_row(&mut kv, 0, &e);
             assert_row(&mut kv, 1, &b);
-            assert_eq!(kv.rows(), 2, "{dtype:?} in host memory: {in_host}");
+            assert_eq!(kv.rows(), 4, "{dtype:?} in host memory: {in_host}");
         }
     }
 
