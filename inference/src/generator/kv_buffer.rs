@@ -7,7 +7,7 @@
 //! the last row's columns moving into their place.
 //!
 //! The buffers live where the session runs ([`Placement`]): in host memory rows are read and
-//! written in place; in device memory (CUDA) whole rows move through copies on the device
+//! written in place; in device memory (CUDA) rows move through copies on the device
 //! (`device_copy`).
 
 use std::ffi::CString;
@@ -32,9 +32,8 @@ use crate::error::{Error, Result};
 /// longer need than the batch's rarely regrows the buffers.
 const COLUMN_STEP: usize = 64;
 
-/// An element of a cache buffer: the graph's `kv_dtype`. Host copies (the prompt cache,
-/// rows moving between batches) are float32; a float16 value widened and narrowed again is
-/// unchanged.
+/// An element of a cache buffer: the graph's `kv_dtype`. Host copies (the prompt cache) are
+/// float32; a float16 value widened and narrowed again is unchanged.
 pub(super) trait CacheElement:
     PrimitiveTensorElementType + Copy + Into<f32> + std::fmt::Debug + 'static
 {
@@ -249,7 +248,7 @@ impl KvBuffer {
     }
 
     /// Row `row`'s columns `keep`, `[1, heads, keep.len(), dim]` per tensor, as float32 (for
-    /// the prompt cache and rows moving between batches).
+    /// the prompt cache).
     pub(super) fn columns_of(
         &mut self,
         row: usize,
