@@ -20,7 +20,10 @@
 #  5. bench: the Rust generation bench, decode tokens/s at batch 1, 8 and 32 for the 1B
 #     model on CUDA (padded fp16 weights, fp16 compute, and the static layout), and the
 #     adapter switch time (then the CPU numbers, for scale).
-# GPU_STAGES (default compare,static,bench) picks stages; a warm machine keeps the exports,
+#  6. profile: operators per decode step on CUDA (ONNX Runtime's profiler, profile_step.py)
+#     for the 1B model's padded fp16-weights, fp16-compute and static fp16 exports: the
+#     before/after counts docs/INFERENCE.md asks for.
+# GPU_STAGES (default compare,static,bench,profile) picks stages; a warm machine keeps the exports,
 # so stages can run in separate calls. Results go to stdout and $OUT/gpu.txt.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -29,7 +32,7 @@ G=/tmp/gpu
 mkdir -p "$G"
 [ -d .gpu ] && cp -r .gpu/. "$G/"
 if [ "${1:-}" = "--collect" ]; then find "$G" -type f | sort; du -sh "$G"; exit 0; fi
-STAGES=",${GPU_STAGES:-compare,static,bench},"
+STAGES=",${GPU_STAGES:-compare,static,bench,profile},"
 
 RES=${OUT:-/tmp}/gpu.txt
 log() { echo "$@" | tee -a "$RES"; }
@@ -139,4 +142,12 @@ if [[ $STAGES == *,bench,* ]]; then
   [ -f $M/llama1b-static/tribute.json ] && BENCH_MODEL=$M/llama1b-static BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 \
     BENCH_NEW=64 BENCH_REPS=3 $BIN/generation 2>&1 | tee -a "$RES"
   BENCH_MODEL=$M/llama1b BENCH_DEVICE=cpu BENCH_BATCHES=1 BENCH_NEW=16 BENCH_REPS=1 $BIN/generation 2>&1 | tee -a "$RES"
+fi
+
+if [[ $STAGES == *,profile,* ]]; then
+  # ONNX Runtime's GPU build ahead of the machine's own onnxruntime (a CPU build)
+  PS="env PYTHONPATH=/tmp/tribute-ort/py:$PYTHONPATH PYTHONUNBUFFERED=1 python3 inference/benches/profile_step.py"
+  for m in llama1b llama1b-fp16 llama1b-static; do
+    [ -f $M/$m/tribute.json ] && $PS $M/$m --cuda --steps 8 --prompt 100 2>&1 | tail -n1 | tee -a "$RES"
+  done
 fi
