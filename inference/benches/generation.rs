@@ -12,7 +12,8 @@
 //! With `BENCH_MODEL=DIR` it measures that one model instead (no Python peer):
 //! `BENCH_DEVICE` (`cpu`, `cuda`, `cuda:N`), `BENCH_BATCHES` (default `1,8,32`), then the
 //! adapter switch time on it; `BENCH_PROMPT_TOKENS=N` repeats the prompt's tokens to N (a
-//! RAG-sized prompt). `inference/benches/gpu.sh` uses this mode.
+//! RAG-sized prompt); `BENCH_CUDA_GRAPHS` (`on`, `off`; default: the generator's choice, on
+//! for a static export on CUDA). `inference/benches/gpu.sh` uses this mode.
 //! With `BENCH_ADAPTERS=DIR,DIR,...` (PEFT directories) it measures instead batches whose
 //! rows take those adapters in turn (row i: adapter i mod n), with `BENCH_SLOTS` adapter
 //! slots (default 0: one running batch per adapter) and `BENCH_SLOT_RANK` (default 16).
@@ -265,6 +266,11 @@ fn device_bench(model: PathBuf) {
                 .and_then(|t| t.parse().ok()),
             adapter_slots: env_usize("BENCH_SLOTS", 0),
             slot_rank: env_usize("BENCH_SLOT_RANK", 16),
+            cuda_graphs: match std::env::var("BENCH_CUDA_GRAPHS").as_deref() {
+                Ok("on") => Some(true),
+                Ok("off") => Some(false),
+                _ => None,
+            },
             ..Default::default()
         },
     )
@@ -283,9 +289,14 @@ fn device_bench(model: PathBuf) {
         ids = ids.iter().copied().cycle().take(n).collect();
     }
     println!(
-        "# {} on {:?} (asked {device:?}), loaded in {:.1} s; {} prompt tokens, {new} new tokens, median of {reps}\n",
+        "# {} on {:?} (asked {device:?}), CUDA graphs {}, loaded in {:.1} s; {} prompt tokens, {new} new tokens, median of {reps}\n",
         model.display(),
         g.device(),
+        if g.captures_cuda_graphs() {
+            "on"
+        } else {
+            "off"
+        },
         t0.elapsed().as_secs_f64(),
         ids.len()
     );

@@ -12,18 +12,22 @@
 #     `--compute fp16` (fp16 arithmetic: tensor cores, half the bytes per token), and with
 #     `--ops static --compute fp16` (the cache written in place, CUDA graphs);
 #  3. compare: CUDA and CPU produce the same greedy tokens on SmolLM2 (three chat prompts;
-#     fp32, fp16 compute, and the static layout with its cache in device memory) and on the
-#     tiny model (the Rust CLI);
+#     fp32, fp16 compute, and the static layout with its cache in device memory and its
+#     decode steps captured as CUDA graphs) and on the tiny model (the Rust CLI);
 #  4. static: static_decode.py on the static exports: SmolLM2's greedy tokens on CUDA against
 #     the portable export on the CPU, then the 1B model's decode tok/s at batch 1, 8 and 32,
 #     plain and as CUDA graphs, against the card's bandwidth limit;
 #  5. bench: the Rust generation bench, decode tokens/s at batch 1, 8 and 32 for the 1B
-#     model on CUDA (padded fp16 weights, fp16 compute, and the static layout), and the
-#     adapter switch time (then the CPU numbers, for scale).
+#     model on CUDA (padded fp16 weights, fp16 compute, and the static layout with its decode
+#     steps as CUDA graphs and without), and the adapter switch time (then the CPU numbers,
+#     for scale).
 #  6. profile: operators per decode step on CUDA (ONNX Runtime's profiler, profile_step.py)
 #     for the 1B model's padded fp16-weights, fp16-compute and static fp16 exports: the
 #     before/after counts docs/INFERENCE.md asks for.
-# GPU_STAGES (default compare,static,bench,profile) picks stages; a warm machine keeps the exports,
+#  7. adapters: 32 rows over 32 random rank-16 adapters (adapter slots, one forward pass per
+#     step) against 32 rows on one adapter, on the 1B model's static fp16 export with LoRA on
+#     q_proj and v_proj (random_adapters.py writes the adapters): the issue's >= 0.8x.
+# GPU_STAGES (default compare,static,bench,adapters,profile) picks stages; a warm machine keeps the exports,
 # so stages can run in separate calls. Results go to stdout and $OUT/gpu.txt.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -32,7 +36,7 @@ G=/tmp/gpu
 mkdir -p "$G"
 [ -d .gpu ] && cp -r .gpu/. "$G/"
 if [ "${1:-}" = "--collect" ]; then find "$G" -type f | sort; du -sh "$G"; exit 0; fi
-STAGES=",${GPU_STAGES:-compare,static,bench,profile},"
+STAGES=",${GPU_STAGES:-compare,static,bench,adapters,profile},"
 
 RES=${OUT:-/tmp}/gpu.txt
 log() { echo "$@" | tee -a "$RES"; }
@@ -138,10 +142,26 @@ fi
 if [[ $STAGES == *,bench,* ]]; then
   BENCH_MODEL=$M/llama1b BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 BENCH_NEW=64 BENCH_REPS=3 $BIN/generation 2>&1 | tee -a "$RES"
   BENCH_MODEL=$M/llama1b-fp16 BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 BENCH_NEW=64 BENCH_REPS=3 $BIN/generation 2>&1 | tee -a "$RES"
-  # the Rust generator on the static layout: the cache in device memory, written in place
-  [ -f $M/llama1b-static/tribute.json ] && BENCH_MODEL=$M/llama1b-static BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 \
-    BENCH_NEW=64 BENCH_REPS=3 $BIN/generation 2>&1 | tee -a "$RES"
+  # the Rust generator on the static layout: the cache in device memory, written in place;
+  # decode steps as CUDA graphs (the default there), then without
+  for graphs in on off; do
+    [ -f $M/llama1b-static/tribute.json ] && BENCH_MODEL=$M/llama1b-static BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 \
+      BENCH_NEW=64 BENCH_REPS=3 BENCH_CUDA_GRAPHS=$graphs $BIN/generation 2>&1 | tee -a "$RES"
+  done
   BENCH_MODEL=$M/llama1b BENCH_DEVICE=cpu BENCH_BATCHES=1 BENCH_NEW=16 BENCH_REPS=1 $BIN/generation 2>&1 | tee -a "$RES"
+fi
+
+if [[ $STAGES == *,adapters,* ]]; then
+  QV=$M/llama1b-static-qv
+  [ -f $QV/tribute.json ] || python3 -m tribute_export --random llama-3.2-1b --ops static --compute fp16 \
+    --lora-targets q_proj,v_proj --out $QV 2>&1 | tail -n1
+  [ -d $M/adapters/a31 ] || python3 inference/benches/random_adapters.py $QV $M/adapters 32 --rank 16
+  ALL=$(for i in $(seq 0 31); do printf '%s,' $M/adapters/a$i; done)
+  AB="env BENCH_MODEL=$QV BENCH_DEVICE=cuda BENCH_BATCHES=32 BENCH_NEW=64 BENCH_REPS=3 BENCH_SLOT_RANK=16"
+  # one adapter, its own batch (no slots); one adapter through the slots; 32 adapters, 32 slots
+  $AB BENCH_ADAPTERS=$M/adapters/a0 BENCH_SLOTS=0 $BIN/generation 2>&1 | grep -E '^# |^rows take|^\| 32 ' | tee -a "$RES"
+  $AB BENCH_ADAPTERS=$M/adapters/a0 BENCH_SLOTS=32 $BIN/generation 2>&1 | grep -E '^# |^rows take|^\| 32 ' | tee -a "$RES"
+  $AB BENCH_ADAPTERS=${ALL%,} BENCH_SLOTS=32 $BIN/generation 2>&1 | grep -E '^# |^rows take|^\| 32 ' | tee -a "$RES"
 fi
 
 if [[ $STAGES == *,profile,* ]]; then

@@ -66,4 +66,5 @@ echo "gpu_bundle: ready. Device calls (64 MiB carried each; a warm machine keeps
   4:   carry .gpu/ort/part-03 .gpu/bin-zst .gpu/tools and the wheels in .gpu/gguf, same command
   5:   carry .gpu/gguf/part-00, same command
   6:   carry .gpu/gguf/part-01, command: GPU_STAGES=compare,static bash inference/benches/gpu.sh
-  7:   command: GPU_STAGES=bench bash inference/benches/gpu.sh" >&2
+  7:   command: GPU_STAGES=bench bash inference/benches/gpu.sh
+  8:   command: GPU_STAGES=adapters,profile bash inference/benches/gpu.sh" >&2

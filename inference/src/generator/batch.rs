@@ -11,6 +11,7 @@ use ort::value::{DynValue, Tensor};
 use super::Shared;
 use super::cache::{HostTensor, Pick, first_attended, gather, host_view};
 use super::forward::{Inputs, LogitsWanted, empty_past, new_binding, run};
+use super::graph_step::GraphStep;
 use super::kv_buffer::KvBuffer;
 use super::prompt_cache::columns;
 use super::row::Row;
@@ -67,6 +68,9 @@ pub(super) struct Batch {
     /// The static layout's cache (`--ops static`, see `in_place`): rows in fixed buffers,
     /// in the order of `rows`. `past`, `mask` and `next_pos` are unused then.
     pub(super) kv: Option<KvBuffer>,
+    /// With fixed decode steps (`graph_step`): the steps made for `kv`, least recently run
+    /// first.
+    pub(super) steps: Vec<GraphStep>,
 }
 
 impl Batch {
@@ -84,6 +88,7 @@ impl Batch {
             total: 0,
             next_pos: Vec::new(),
             kv: None,
+            steps: Vec::new(),
         }
     }
 
@@ -116,6 +121,7 @@ impl Batch {
         self.rows.clear();
         self.past.clear();
         self.kv = None;
+        self.steps.clear();
         self.binding = None;
     }
 
@@ -555,9 +561,9 @@ impl Batch {
 
     /// Merges `newcomers` (prefilled, same adapter set) into this batch at a step boundary,
     /// in one rebuild of the cache.
-    pub(super) fn absorb(&mut self, newcomers: Vec<Batch>) -> Result<()> {
+    pub(super) fn absorb(&mut self, shared: &Shared, newcomers: Vec<Batch>) -> Result<()> {
         if self.kv.is_some() {
-            return self.absorb_in_place(newcomers);
+            return self.absorb_in_place(shared, newcomers);
         }
         self.reshape(newcomers)
     }
@@ -648,6 +654,7 @@ impl Batch {
             total: width,
             next_pos,
             kv: None,
+            steps: Vec::new(),
         })
     }
 }

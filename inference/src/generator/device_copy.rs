@@ -14,11 +14,13 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::{Mutex, OnceLock};
 
+use ort::memory::Allocator;
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{TensorRefMut, TensorValueType, Value};
 
 use super::Device;
+use super::forward::cache_memory;
 use super::kv_buffer::{CacheElement, bind_input_in_place};
 use crate::config::FloatDtype;
 use crate::error::{Error, Result};
@@ -47,6 +49,20 @@ pub(super) fn copy<T: CacheElement>(
     binding.bind_output("y", dst)?;
     session.run_binding(&binding)?;
     Ok(())
+}
+
+/// An allocator on `device` from an arena of the generator's own: the identity graph's
+/// session's, which no model session allocates from (see `graph_step`).
+pub(super) fn own_allocator(device: Device) -> Result<Allocator> {
+    let mut copiers = COPIERS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .map_err(|_| internal("the copy graphs were poisoned by a panic"))?;
+    let session = match copiers.entry((device, FloatDtype::Float32)) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => e.insert(identity_session(device, FloatDtype::Float32)?),
+    };
+    Ok(Allocator::new(session, cache_memory(device)?)?)
 }
 
 fn identity_session(device: Device, dtype: FloatDtype) -> Result<Session> {

@@ -159,7 +159,10 @@ pub(super) fn run(
             }
             drop(inputs);
             bind_outputs(shared, binding)?;
-            session.run_binding(binding)?
+            match shared.uncaptured() {
+                Some(opts) => session.run_binding_with_options(binding, opts)?,
+                None => session.run_binding(binding)?,
+            }
         }
         // On the CPU a plain run is faster: its outputs come from the session's arena,
         // while outputs bound to a device are fresh allocations every step.
@@ -171,10 +174,21 @@ pub(super) fn run(
             for (n, v) in &feed.inputs {
                 all.push((Cow::Borrowed(n.as_str()), SessionInputValue::from(v)));
             }
-            session.run(all)?
+            match shared.uncaptured() {
+                Some(opts) => session.run_with_options(all, opts)?,
+                None => session.run(all)?,
+            }
         }
         // ONNX Runtime applies the adapters of run options only in a plain run, not in a
         // run with an IoBinding: `.onnx_adapter` requests take the plain path (host KV).
+        (Activation::RunOptions(_), _) if shared.uncaptured().is_some() => {
+            return Err(Error::InvalidRequest(
+                "`.onnx_adapter` adapters are applied through run options, and this generator's \
+                 sessions capture CUDA graphs, whose runs take their own: use a PEFT adapter, or \
+                 load the generator with cuda_graphs off"
+                    .into(),
+            ));
+        }
         (Activation::RunOptions(opts), _) => session.run_with_options(inputs, opts)?,
     };
     let logits = kept_logits(shared, &outputs, batch, keep)?;

@@ -12,6 +12,7 @@ use ort::session::{IoBinding, Session};
 
 use super::batch::{Batch, CachedPrefix};
 use super::forward::{Inputs, cache_memory, kept_logits, named_inputs};
+use super::graph_step::{GraphStep, GraphSteps, StepFeed};
 use super::kv_buffer::{KvBuffer, Placement};
 use super::row::Row;
 use super::slots::SlotBank;
@@ -31,12 +32,7 @@ impl Batch {
         cached: Option<CachedPrefix>,
     ) -> Result<()> {
         if matches!(self.activation, Activation::RunOptions(_)) {
-            return Err(Error::InvalidRequest(
-                "`.onnx_adapter` adapters are applied through ONNX Runtime's run options, which \
-                 it honours only in runs without an IoBinding; the static layout writes its cache \
-                 through one. Use a PEFT adapter, or a portable or fused export"
-                    .into(),
-            ));
+            return Err(no_run_options());
         }
         let cfg = &shared.config;
         let b = self.rows.len();
@@ -46,7 +42,11 @@ impl Batch {
             ));
         }
         let need = self.rows.iter().map(row_need).max().unwrap_or(1);
-        let mut kv = KvBuffer::new(cfg, Placement::of(session, shared.device)?, b, need)?;
+        let capacity = match &shared.graph_steps {
+            Some(_) => GraphSteps::row_capacity(b),
+            None => b,
+        };
+        let mut kv = KvBuffer::new(cfg, Placement::of(shared.device)?, capacity, need)?;
         let (_, lora_mask) = self.pass_activation(session, bank, true)?;
         let mut out = Readout::new(self.argmax_picks(shared));
         let mut cached = cached;
@@ -94,38 +94,59 @@ impl Batch {
         bank: Option<&SlotBank>,
         t0: Instant,
     ) -> Result<()> {
-        let (_, lora_mask) = self.pass_activation(session, bank, true)?;
-        let mut kv = self.kv.take().ok_or_else(no_buffer)?;
-        let rows = kv.rows();
-        let width = kv.columns();
-        let mut mask = vec![0; rows * width];
-        for (r, &len) in kv.lens.iter().enumerate() {
-            mask[r * width..r * width + len + 1].fill(1);
+        // Fixed steps bind their own copies of the adapter tensors: the prefill's binding
+        // (copies of them too, on a device) is not needed again.
+        let fixed = shared.graph_steps.is_some();
+        if fixed {
+            self.binding = None;
         }
-        let pass = Inputs {
-            ids: self
-                .rows
-                .iter()
-                .map(|r| i64::from(*r.context.last().unwrap_or(&0)))
-                .collect(),
-            pos: kv.lens.iter().map(|&l| l as i64).collect(),
-            mask: &mask,
-            batch: rows,
-            seq: 1,
-            total: width,
-            past: Vec::new(),
-            lora_mask,
+        let (activation, lora_mask) = self.pass_activation(session, bank, !fixed)?;
+        let mut kv = self.kv.take().ok_or_else(no_buffer)?;
+        let ids: Vec<i64> = self
+            .rows
+            .iter()
+            .map(|r| i64::from(*r.context.last().unwrap_or(&0)))
+            .collect();
+        let tokens = self.argmax_picks(shared);
+        let result = match &shared.graph_steps {
+            Some(steps) => {
+                let feed = StepFeed {
+                    ids: &ids,
+                    lens: &kv.lens.clone(),
+                    lora_mask,
+                    tokens,
+                };
+                self.fixed_step(shared, steps, session, &mut kv, &activation, feed)
+            }
+            None => {
+                let rows = kv.rows();
+                let width = kv.columns();
+                let mut mask = vec![0; rows * width];
+                for (r, &len) in kv.lens.iter().enumerate() {
+                    mask[r * width..r * width + len + 1].fill(1);
+                }
+                let pass = Inputs {
+                    ids,
+                    pos: kv.lens.iter().map(|&l| l as i64).collect(),
+                    mask: &mask,
+                    batch: rows,
+                    seq: 1,
+                    total: width,
+                    past: Vec::new(),
+                    lora_mask,
+                };
+                let mut out = Readout::new(tokens);
+                let binding = self.binding.as_mut().ok_or_else(no_binding)?;
+                run_in_place(shared, session, binding, &mut kv, 0..rows, pass, &mut out)
+                    .map(|()| out)
+            }
         };
-        let mut out = Readout::new(self.argmax_picks(shared));
-        let binding = self.binding.as_mut().ok_or_else(no_binding)?;
-        let result = run_in_place(shared, session, binding, &mut kv, 0..rows, pass, &mut out);
         let live: Vec<bool> = self.rows.iter().map(Row::live).collect();
         for (len, &live) in kv.lens.iter_mut().zip(&live) {
             *len += usize::from(live);
         }
         self.kv = Some(kv);
-        result?;
-        self.pick(shared, out)?;
+        self.pick(shared, result?)?;
         let took = t0.elapsed();
         for (r, was_live) in self.rows.iter_mut().zip(live) {
             if was_live {
@@ -144,11 +165,48 @@ impl Batch {
         }
     }
 
+    /// The batch's fixed decode step over `kv` with `activation`'s adapter tensors (made,
+    /// with a graph of its own, the first time this pair runs), run.
+    fn fixed_step(
+        &mut self,
+        shared: &Shared,
+        steps: &GraphSteps,
+        session: &mut Session,
+        kv: &mut KvBuffer,
+        activation: &Activation,
+        feed: StepFeed<'_>,
+    ) -> Result<Readout> {
+        let Activation::Feed(adapters) = activation else {
+            return Err(no_run_options());
+        };
+        let key = GraphStep::key(kv, adapters);
+        let at = match self.steps.iter().position(|s| s.key_of() == key) {
+            Some(i) => i,
+            None => {
+                // Steps over replaced buffers never run again.
+                self.steps.retain(|s| s.key_of().0 == key.0);
+                if self.steps.len() >= STEPS_PER_BATCH {
+                    self.steps.remove(0);
+                }
+                let width = feed.lora_mask.as_ref().map(|(_, w)| *w);
+                let step = GraphStep::new(shared, steps, session, kv, adapters, width)?;
+                self.steps.push(step);
+                self.steps.len() - 1
+            }
+        };
+        // Most recently used last.
+        let step = self.steps.remove(at);
+        self.steps.push(step);
+        let step = self.steps.last_mut().ok_or_else(no_buffer)?;
+        step.run(steps, session, feed)
+    }
+
     /// Drops the finished rows: the last row moves into each one's place.
     pub(super) fn retire_in_place(&mut self) -> Result<()> {
         if self.live() == 0 {
             self.rows.clear();
             self.kv = None;
+            self.steps.clear();
             self.binding = None;
             return Ok(());
         }
@@ -168,8 +226,12 @@ impl Batch {
     /// Copies the running rows of `newcomers` (prefilled in the static layout) into this
     /// batch's buffers, regrown first if they lack rows or columns. On failure every row of
     /// every side is answered with the error.
-    pub(super) fn absorb_in_place(&mut self, mut newcomers: Vec<Batch>) -> Result<()> {
-        let result = self.copy_in(&mut newcomers);
+    pub(super) fn absorb_in_place(
+        &mut self,
+        shared: &Shared,
+        mut newcomers: Vec<Batch>,
+    ) -> Result<()> {
+        let result = self.copy_in(shared, &mut newcomers);
         if let Err(e) = &result {
             self.fail(e);
             for side in &mut newcomers {
@@ -179,7 +241,8 @@ impl Batch {
         result
     }
 
-    fn copy_in(&mut self, newcomers: &mut [Batch]) -> Result<()> {
+    fn copy_in(&mut self, shared: &Shared, newcomers: &mut [Batch]) -> Result<()> {
+        let self_steps = shared.graph_steps.is_some();
         let incoming = newcomers.iter().map(Batch::live).sum::<usize>();
         let need = self
             .rows
@@ -191,7 +254,13 @@ impl Batch {
             .unwrap_or(1);
         let kv = self.kv.as_mut().ok_or_else(no_buffer)?;
         if !kv.fits(incoming, need) {
-            *kv = kv.regrown(kv.rows() + incoming, need)?;
+            let mut rows = kv.rows() + incoming;
+            if self_steps {
+                rows = GraphSteps::row_capacity(rows);
+            }
+            *kv = kv.regrown(rows, need)?;
+            // Their binding's views point into the buffers just replaced.
+            self.steps.clear();
         }
         for side in newcomers.iter_mut() {
             let Some(mut theirs) = side.kv.take() else {
@@ -208,6 +277,10 @@ impl Batch {
     }
 }
 
+/// Fixed steps a batch keeps (one per set of adapter tensors it ran with lately: rows
+/// going through slots and base-model rows alone alternate between two).
+const STEPS_PER_BATCH: usize = 4;
+
 /// Columns a row may fill: its prompt and every token it may still generate.
 fn row_need(row: &Row) -> usize {
     row.context.len() - row.generated.len() + row.max_tokens
@@ -216,7 +289,7 @@ fn row_need(row: &Row) -> usize {
 /// What forward passes in place read back, row after row: `[rows, vocab]` logits of each
 /// row's last position, or (when every row takes the argmax) the graph's `next_token` for
 /// it, so only token ids leave the device.
-enum Readout {
+pub(super) enum Readout {
     Logits(Vec<f32>),
     Tokens(Vec<i64>),
 }
@@ -257,7 +330,10 @@ fn run_in_place(
     let read = picks.unwrap_or(cfg.outputs.logits.as_str());
     binding.bind_output_to_device(read, &cache_memory(Device::Cpu)?)?;
     kv.bind(binding, rows)?;
-    let outputs = session.run_binding(binding)?;
+    let outputs = match shared.uncaptured() {
+        Some(opts) => session.run_binding_with_options(binding, opts)?,
+        None => session.run_binding(binding)?,
+    };
     match (picks, out) {
         (Some(name), Readout::Tokens(tokens)) => {
             let (_, ids) = outputs[name].try_extract_tensor::<i64>()?;
@@ -277,6 +353,15 @@ fn run_in_place(
         }
     }
     Ok(())
+}
+
+fn no_run_options() -> Error {
+    Error::InvalidRequest(
+        "`.onnx_adapter` adapters are applied through ONNX Runtime's run options, which it \
+         honours only in runs without an IoBinding; the static layout writes its cache through \
+         one. Use a PEFT adapter, or a portable or fused export"
+            .into(),
+    )
 }
 
 fn no_binding() -> Error {

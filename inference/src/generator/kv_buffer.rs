@@ -12,17 +12,18 @@
 
 use std::ffi::CString;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use half::f16;
 use ort::AsPointer;
 use ort::memory::{Allocator, MemoryInfo};
-use ort::session::{IoBinding, Session};
-use ort::value::{PrimitiveTensorElementType, Shape, Tensor, TensorRefMut, TensorValueType, Value};
+use ort::session::IoBinding;
+use ort::value::{PrimitiveTensorElementType, Shape, Tensor, TensorRefMut, Value, ValueTypeMarker};
 
 use super::Device;
 use super::cache::HostTensor;
-use super::device_copy::copy;
+use super::device_copy::{copy, own_allocator};
 use super::forward::cache_memory;
 use super::prompt_cache::columns;
 use crate::config::{FloatDtype, ModelConfig, layer_name};
@@ -34,9 +35,7 @@ const COLUMN_STEP: usize = 64;
 
 /// An element of a cache buffer: the graph's `kv_dtype`. Host copies (the prompt cache) are
 /// float32; a float16 value widened and narrowed again is unchanged.
-pub(super) trait CacheElement:
-    PrimitiveTensorElementType + Copy + Into<f32> + std::fmt::Debug + 'static
-{
+pub(super) trait CacheElement: Element + Into<f32> {
     /// The `kv_dtype` of this element type.
     const DTYPE: FloatDtype;
     /// `x` narrowed to this type (exact for a value widened from it).
@@ -86,9 +85,10 @@ pub(super) struct Placement {
 }
 
 impl Placement {
-    /// The memory `session` runs on (`device`): the session's own CUDA allocator there, so
-    /// the graph reads and writes the buffers without a copy.
-    pub(super) fn of(session: &Session, device: Device) -> Result<Arc<Self>> {
+    /// Memory on `device`. On CUDA it comes from the generator's own arena, not a model
+    /// session's: a captured CUDA graph may write into what a session's arena hands out
+    /// after the capture (`graph_step`).
+    pub(super) fn of(device: Device) -> Result<Arc<Self>> {
         let memory = cache_memory(device)?;
         Ok(Arc::new(match device {
             Device::Cpu => Placement {
@@ -98,14 +98,53 @@ impl Placement {
                 device,
             },
             Device::Cuda { .. } => Placement {
-                allocator: Mutex::new(Allocator::new(session, memory.clone())?),
+                allocator: Mutex::new(own_allocator(device)?),
                 memory,
                 in_host: false,
                 device,
             },
         }))
     }
+
+    /// A tensor of `shape` here (zeroed in host memory).
+    pub(super) fn tensor<T: Element>(&self, shape: &[usize]) -> Result<Tensor<T>> {
+        Ok(allocate(self, 1, shape)?.remove(0))
+    }
+
+    /// Writes `data` over `t`, a tensor here of as many elements.
+    pub(super) fn write<T: Element>(&self, t: &mut Tensor<T>, data: &[T]) -> Result<()> {
+        if self.in_host {
+            let (_, dst) = t.extract_tensor_mut();
+            if dst.len() != data.len() {
+                return Err(internal("a tensor written with another element count"));
+            }
+            dst.copy_from_slice(data);
+            return Ok(());
+        }
+        let shape: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
+        let host = Tensor::from_array((shape, data.to_vec()))?;
+        host.copy_into(t)?;
+        Ok(())
+    }
+
+    /// `t`'s elements (a tensor here), in host memory.
+    pub(super) fn read<T: Element>(&self, t: &mut Tensor<T>) -> Result<Vec<T>> {
+        if self.in_host {
+            return Ok(t.extract_tensor().1.to_vec());
+        }
+        let shape: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
+        let mut host = Tensor::<T>::new(&Allocator::default(), shape)?;
+        t.copy_into(&mut host)?;
+        Ok(host.extract_tensor().1.to_vec())
+    }
 }
+
+/// An element type of tensors a [`Placement`] holds.
+pub(super) trait Element:
+    PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static
+{
+}
+impl<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static> Element for T {}
 
 /// The shape of one buffer: `[row_capacity, heads, columns, dim]`.
 #[derive(Clone, Copy)]
@@ -128,6 +167,8 @@ impl Geometry {
 
 /// The buffers of one running batch in the static layout.
 pub(super) struct KvBuffer {
+    /// Distinct for every allocation (a fixed decode step is made for one).
+    id: u64,
     tensors: Tensors,
     at: Arc<Placement>,
     geometry: Geometry,
@@ -192,10 +233,12 @@ impl KvBuffer {
         };
         let shape = geometry.shape(geometry.row_capacity);
         let tensors = match dtype {
-            FloatDtype::Float32 => Tensors::F32(allocate(&at, names.len(), shape)?),
-            FloatDtype::Float16 => Tensors::F16(allocate(&at, names.len(), shape)?),
+            FloatDtype::Float32 => Tensors::F32(allocate(&at, names.len(), &shape)?),
+            FloatDtype::Float16 => Tensors::F16(allocate(&at, names.len(), &shape)?),
         };
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(KvBuffer {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             tensors,
             at,
             geometry,
@@ -203,6 +246,21 @@ impl KvBuffer {
             names,
             lens: Vec::new(),
         })
+    }
+
+    /// This allocation's id.
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Rows allocated.
+    pub(super) fn row_capacity(&self) -> usize {
+        self.geometry.row_capacity
+    }
+
+    /// Where the buffers live.
+    pub(super) fn placement(&self) -> Arc<Placement> {
+        self.at.clone()
     }
 
     /// Rows in use.
@@ -352,11 +410,7 @@ impl KvBuffer {
 
 /// `count` tensors of `shape` at `at`; in host memory zeroed (ONNX Runtime allocates them
 /// uninitialized, and the host reads them as slices).
-fn allocate<T: CacheElement>(
-    at: &Placement,
-    count: usize,
-    shape: [usize; 4],
-) -> Result<Vec<Tensor<T>>> {
+fn allocate<T: Element>(at: &Placement, count: usize, shape: &[usize]) -> Result<Vec<Tensor<T>>> {
     let elements = shape.iter().product::<usize>();
     let allocator = at
         .allocator
@@ -364,10 +418,11 @@ fn allocate<T: CacheElement>(
         .map_err(|_| internal("a cache allocator poisoned by a panic"))?;
     (0..count)
         .map(|_| {
-            let mut t = Tensor::<T>::new(&allocator, shape)?;
+            let mut t = Tensor::<T>::new(&allocator, shape.to_vec())?;
             if at.in_host {
                 // SAFETY: the tensor holds `elements` elements in host memory, zeroed before
-                // any slice of them is made (both element types are valid as zero bytes).
+                // any slice of them is made (every element type here is valid as zero bytes:
+                // floats and integers).
                 unsafe { std::ptr::write_bytes(t.data_ptr_mut().cast::<T>(), 0, elements) };
             }
             Ok(t)
@@ -558,15 +613,15 @@ fn host_row<T: CacheElement>(g: Geometry) -> Result<Tensor<T>> {
         in_host: true,
         device: Device::Cpu,
     };
-    Ok(allocate(&host, 1, g.shape(1))?.remove(0))
+    Ok(allocate(&host, 1, &g.shape(1))?.remove(0))
 }
 
 /// Binds `value` as input `name`. `IoBinding::bind_input` copies a value that borrows its
 /// memory (as a view does), which would defeat writing the cache in place.
-pub(super) fn bind_input_in_place<T: CacheElement>(
+pub(super) fn bind_input_in_place<T: ValueTypeMarker + ?Sized>(
     binding: &mut IoBinding,
     name: &str,
-    value: &Value<TensorValueType<T>>,
+    value: &Value<T>,
 ) -> Result<()> {
     let name = CString::new(name).map_err(|_| internal("an input name with a NUL byte"))?;
     // SAFETY: the binding and the value are live ONNX Runtime objects; ONNX Runtime keeps its

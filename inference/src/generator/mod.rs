@@ -11,7 +11,8 @@
 //!   decode steps, rows joining and leaving); `cache`: reshaping its KV cache on the host.
 //! - `forward`: one forward pass (inputs, KV cache, `IoBinding`).
 //! - `in_place`, `kv_buffer`: the static layout (`--ops static`): rows in fixed buffers that
-//!   the graph writes in place.
+//!   the graph writes in place; `graph_step`: its decode steps at fixed shapes and addresses,
+//!   captured as CUDA graphs.
 //! - `stream`: [`TextStream`]; `scoring`: teacher-forced log-probabilities, read off the
 //!   logits by `log_softmax`.
 
@@ -19,6 +20,7 @@ mod batch;
 mod cache;
 mod device_copy;
 mod forward;
+mod graph_step;
 mod in_place;
 mod kv_buffer;
 mod log_softmax;
@@ -40,7 +42,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::Serialize;
 
 use crate::adapter::{AdapterId, AdapterSource};
-use crate::config::ModelConfig;
+use crate::config::{GraphOps, ModelConfig};
 use crate::error::{Error, Result};
 use crate::registry::{AdapterRegistry, DEFAULT_ADAPTER_BUDGET};
 use crate::tokenizer::Tokenizer;
@@ -122,6 +124,14 @@ pub struct GeneratorOptions {
     /// (requests marked [`GenerateRequest::keep_prompt_cache`]; least recently used
     /// dropped first; `0`: off). Default [`DEFAULT_PROMPT_CACHE_BYTES`].
     pub prompt_cache_bytes: usize,
+    /// Decode steps as ONNX Runtime CUDA graphs (`None`: on for a `--ops static` export on
+    /// CUDA). A step's launches are captured once per batch's buffers and replayed, which
+    /// takes the per-kernel launch cost out of every step; steps then cover every row the
+    /// buffers hold (a power of two) at their full width. A graph ONNX Runtime cannot
+    /// capture runs uncaptured, with one warning. `Some(true)` on the CPU runs the same
+    /// fixed-shape steps without capture (slower there: what tests check); `Some(true)` on
+    /// another layout is an error.
+    pub cuda_graphs: Option<bool>,
 }
 
 impl Default for GeneratorOptions {
@@ -138,6 +148,7 @@ impl Default for GeneratorOptions {
             io_binding: None,
             adapter_limits: crate::AdapterLimits::default(),
             prompt_cache_bytes: DEFAULT_PROMPT_CACHE_BYTES,
+            cuda_graphs: None,
         }
     }
 }
@@ -185,6 +196,19 @@ struct Shared {
     prompt_cache: prompt_cache::PromptCache,
     /// Wakes callers waiting for an engine (see `queue`).
     wakeup: Arc<queue::Wakeup>,
+    /// Decode steps at fixed shapes and addresses, captured as CUDA graphs where the
+    /// sessions capture (`None`: steps as wide as their rows).
+    graph_steps: Option<graph_step::GraphSteps>,
+}
+
+impl Shared {
+    /// Run options for a run that is not a captured decode step, when the sessions capture
+    /// CUDA graphs.
+    fn uncaptured(&self) -> Option<&ort::session::RunOptions> {
+        self.graph_steps
+            .as_ref()
+            .and_then(graph_step::GraphSteps::uncaptured)
+    }
 }
 
 /// A decoder LM with its tokenizer and adapters, shareable across threads (`Clone` is cheap).
@@ -236,14 +260,32 @@ impl Generator {
             .intra_threads
             .unwrap_or((cores / n_sessions).max(1))
             .max(1);
+        let fixed_steps = match (options.cuda_graphs, config.ops) {
+            (Some(true), ops) if ops != GraphOps::Static => {
+                return Err(Error::InvalidRequest(format!(
+                    "cuda_graphs needs a static-layout export (--ops static); {} is {ops:?}",
+                    dir.display()
+                )));
+            }
+            (Some(on), _) => on,
+            (None, ops) => ops == GraphOps::Static && options.device != Device::Cpu,
+        };
         let mut device = options.device;
+        let mut capture = fixed_steps;
         let mut sessions = Vec::with_capacity(n_sessions);
         for _ in 0..n_sessions {
-            let (s, used) = session::build_session(&env, &onnx, threads, device)
+            let (s, used, captures) = session::build_session(&env, &onnx, threads, device, capture)
                 .map_err(|e| Error::model_dir(&dir, format!("model.onnx does not load: {e}")))?;
             device = used;
+            capture = captures;
             sessions.push(s);
         }
+        // Fixed steps where asked for, or on CUDA where the sessions capture.
+        let graph_steps = if options.cuda_graphs == Some(true) || (fixed_steps && capture) {
+            Some(graph_step::GraphSteps::new(capture)?)
+        } else {
+            None
+        };
         // LoRA inputs are overridable initializers, which ONNX Runtime does not list among
         // the session's inputs.
         let graph_inputs: HashSet<String> = sessions[0]
@@ -323,6 +365,7 @@ impl Generator {
                 io_binding: options.io_binding.unwrap_or(device != Device::Cpu),
                 token_endings: OnceLock::new(),
                 prompt_cache: prompt_cache::PromptCache::new(options.prompt_cache_bytes),
+                graph_steps,
             }),
         })
     }
@@ -346,6 +389,15 @@ impl Generator {
     /// Where the model runs (after any fallback).
     pub fn device(&self) -> Device {
         self.shared.device
+    }
+    /// Whether decode steps are being captured as CUDA graphs (see
+    /// [`GeneratorOptions::cuda_graphs`]): false on the CPU, where ONNX Runtime refused them,
+    /// and once a capture failed.
+    pub fn captures_cuda_graphs(&self) -> bool {
+        self.shared
+            .graph_steps
+            .as_ref()
+            .is_some_and(graph_step::GraphSteps::capturing)
     }
     /// The adapter registry.
     pub fn adapters(&self) -> &AdapterRegistry {

@@ -258,11 +258,11 @@ fn round(shared: &Arc<Shared>, engine: &mut Engine) -> bool {
         match engine.batches.iter_mut().find(|b| b.set == group[0].set) {
             // `absorb` answers every side's rows if it fails.
             Some(running) => {
-                let _ = running.absorb(group);
+                let _ = running.absorb(shared, group);
             }
             None => {
                 let mut first = group.remove(0);
-                if group.is_empty() || first.absorb(group).is_ok() {
+                if group.is_empty() || first.absorb(shared, group).is_ok() {
                     engine.batches.push(first);
                 }
             }

@@ -16,14 +16,16 @@ fn builder_err(e: ort::Error<SessionBuilder>) -> Error {
     Error::from(ort::Error::from(e))
 }
 
-/// A session for `onnx` on `device`, and the device it ended up on (the CPU when CUDA is
-/// unavailable).
+/// A session for `onnx` on `device`, the device it ended up on (the CPU when CUDA is
+/// unavailable), and whether it captures CUDA graphs: asked for with `cuda_graphs`, and
+/// built without them (one warning) when ONNX Runtime refuses them for this graph.
 pub(super) fn build_session(
     env: &ort::environment::Environment,
     onnx: &Path,
     threads: usize,
     device: Device,
-) -> Result<(Session, Device)> {
+    cuda_graphs: bool,
+) -> Result<(Session, Device, bool)> {
     let base = || -> Result<SessionBuilder> {
         Session::builder(env)?
             // One "initializer appears in graph inputs" warning per LoRA input otherwise.
@@ -35,20 +37,32 @@ pub(super) fn build_session(
             .map_err(builder_err)
     };
     match device {
-        Device::Cpu => Ok((base()?.commit_from_file(onnx)?, Device::Cpu)),
+        Device::Cpu => Ok((base()?.commit_from_file(onnx)?, Device::Cpu, false)),
         Device::Cuda { device_id } => {
             #[cfg(feature = "cuda")]
             {
-                let cuda = ort::ep::CUDA::default()
-                    .with_device_id(device_id)
-                    .build()
-                    .error_on_failure();
-                let attempt = base()?
-                    .with_execution_providers([cuda])
-                    .map_err(builder_err)
-                    .and_then(|mut b| b.commit_from_file(onnx).map_err(Error::from));
-                match attempt {
-                    Ok(s) => return Ok((s, device)),
+                let attempt = |graphs: bool| {
+                    let cuda = ort::ep::CUDA::default()
+                        .with_device_id(device_id)
+                        .with_cuda_graph(graphs)
+                        .build()
+                        .error_on_failure();
+                    base()?
+                        .with_execution_providers([cuda])
+                        .map_err(builder_err)
+                        .and_then(|mut b| b.commit_from_file(onnx).map_err(Error::from))
+                };
+                if cuda_graphs {
+                    match attempt(true) {
+                        Ok(s) => return Ok((s, device, true)),
+                        Err(e) => tracing::warn!(
+                            "CUDA graphs unavailable for {} ({e}); decoding without them",
+                            onnx.display()
+                        ),
+                    }
+                }
+                match attempt(false) {
+                    Ok(s) => return Ok((s, device, false)),
                     Err(e) => {
                         tracing::warn!(
                             "CUDA device {device_id} unavailable ({e}); running on the CPU"
@@ -57,10 +71,13 @@ pub(super) fn build_session(
                 }
             }
             #[cfg(not(feature = "cuda"))]
-            tracing::warn!(
-                "CUDA device {device_id} asked for, but tribute-inference was built without the `cuda` feature; running on the CPU"
-            );
-            Ok((base()?.commit_from_file(onnx)?, Device::Cpu))
+            {
+                let _ = cuda_graphs;
+                tracing::warn!(
+                    "CUDA device {device_id} asked for, but tribute-inference was built without the `cuda` feature; running on the CPU"
+                );
+            }
+            Ok((base()?.commit_from_file(onnx)?, Device::Cpu, false))
         }
     }
 }

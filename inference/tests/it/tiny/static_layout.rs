@@ -317,3 +317,72 @@ fn non_finite_logits_fail_rows_that_take_the_graphs_argmax() {
         );
     }
 }
+
+/// Decode steps at fixed shapes and addresses, as CUDA graphs capture them
+/// (`cuda_graphs`): on the CPU the same steps run uncaptured, covering every row the
+/// buffers hold (rows not in use padded) at their full width. The whole scenario gives what
+/// each request gives alone on the portable graph.
+#[test]
+fn fixed_decode_steps_generate_what_the_portable_graph_does() {
+    let g = static_model(
+        "static-fixed",
+        &[],
+        GeneratorOptions {
+            prompt_cache_bytes: 64 << 20,
+            cuda_graphs: Some(true),
+            ..GeneratorOptions::default()
+        },
+    );
+    generates_what_the_portable_graph_does(&g);
+}
+
+/// Fixed steps with adapter slots, float16 LoRA columns and a float16 cache: rows of
+/// different adapters (and base-model rows alone, whose steps bind other adapter tensors)
+/// give what they give alone.
+#[test]
+fn fixed_decode_steps_serve_mixed_adapters_through_float16_slots() {
+    let fp16 = ["--compute", "fp16"];
+    let fixed = GeneratorOptions {
+        adapter_slots: 2,
+        slot_rank: 8,
+        cuda_graphs: Some(true),
+        ..GeneratorOptions::default()
+    };
+    let g = static_model("static-fp16-fixed-slots", &fp16, fixed);
+    serves_mixed_adapters_through_slots(&g, static_fp16());
+    // A base-model row alone, then with a slotted row joining: the batch's steps switch
+    // between the two sets of adapter tensors.
+    let first = GenerateRequest::new(tokens(64, 5))
+        .max_tokens(16)
+        .ignore_eos(true);
+    let joiners = [GenerateRequest::new(tokens(65, 3))
+        .max_tokens(4)
+        .ignore_eos(true)
+        .adapter("a", 1.0)];
+    let got = crate::join_mid_decode(&g, &first, &joiners, 3);
+    for (i, (r, got)) in std::iter::once(&first)
+        .chain(&joiners)
+        .zip(&got)
+        .enumerate()
+    {
+        assert_same(got, &run_one(static_fp16(), r), &format!("row {i}"));
+    }
+}
+
+/// Fixed steps need the static layout's buffers: asking for them on another layout is an
+/// error, not a silent fallback.
+#[test]
+fn cuda_graphs_on_a_portable_graph_are_refused() {
+    let e = Generator::load_with(
+        &fixture().model,
+        GeneratorOptions {
+            cuda_graphs: Some(true),
+            ..GeneratorOptions::default()
+        },
+    )
+    .expect_err("cuda_graphs on a portable export");
+    assert!(
+        matches!(&e, Error::InvalidRequest(m) if m.contains("--ops static")),
+        "{e}"
+    );
+}

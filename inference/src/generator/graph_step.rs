@@ -1,0 +1,419 @@
+//! Decode steps of the static layout the way ONNX Runtime's CUDA graphs need them
+//! ([`GeneratorOptions::cuda_graphs`](super::GeneratorOptions::cuda_graphs)): every input and
+//! output of a step in a tensor of fixed shape at a fixed address, so that the step's kernel
+//! launches can be captured once and replayed.
+//!
+//! - A step covers every row of its batch's buffers (their row capacity, a power of two):
+//!   rows not in use feed token 0 at column 0, which the next row pushed there overwrites.
+//!   The mask spans the buffers' full width.
+//! - Each step owns its `IoBinding`: the buffers' whole rows as past and present, the
+//!   adapter tensors, the token ids, positions, mask and LoRA columns, and both outputs (the
+//!   graph's argmax and the logits), all bound once. A step only updates the values of its
+//!   inputs, then runs with its own `gpu_graph_id`; ONNX Runtime captures that graph on its
+//!   second run and replays it from then on.
+//! - A step is made for one pair of (buffers, adapter tensors) and replaced when either
+//!   changes (rows regrown, a slot loaded), with a new graph id: a captured graph replays the
+//!   addresses it was captured with.
+//! - Everything a replay reads that outlives a run is allocated from the generator's own
+//!   arena (`device_copy::own_allocator`), never the session's: ONNX Runtime hands the
+//!   memory of a captured run's intermediate tensors back to the session's arena, where a
+//!   later allocation (a newcomer's buffers, say) could take it and be overwritten by the
+//!   next replay.
+//! - Every other run on a session that captures passes `gpu_graph_id` -1 ([`GraphSteps::
+//!   uncaptured`]): ONNX Runtime would capture a run without one as graph 0.
+//! - A capture that fails is reported once (a warning) and steps run uncaptured from then
+//!   on; after [`MAX_GRAPHS`] captures too (ONNX Runtime keeps every graph for the session's
+//!   life).
+//!
+//! On the CPU (`cuda_graphs: Some(true)`) the same fixed steps run without capture: that is
+//! how the tests check what a captured step computes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use ort::session::{IoBinding, NoSelectedOutputs, RunOptions, Session};
+use ort::value::{DynValue, Tensor, TensorValueType};
+
+use super::Shared;
+use super::batch::LoraMask;
+use super::in_place::Readout;
+use super::kv_buffer::{CacheElement, KvBuffer, Placement, bind_input_in_place};
+use crate::adapter::LoraFeed;
+use crate::config::FloatDtype;
+use crate::error::{Error, Result};
+
+/// Most CUDA graphs a generator captures; later steps run uncaptured.
+pub(super) const MAX_GRAPHS: i64 = 1024;
+
+/// How a generator runs its decode steps as fixed steps (see the module).
+pub(super) struct GraphSteps {
+    /// The sessions were built capturing CUDA graphs.
+    sessions_capture: bool,
+    /// New steps are still captured: no capture failed, fewer than [`MAX_GRAPHS`] so far.
+    capturing: AtomicBool,
+    next_id: AtomicI64,
+    /// `gpu_graph_id` -1, for every run that is not a captured step.
+    uncaptured: RunOptions<NoSelectedOutputs>,
+}
+
+impl GraphSteps {
+    /// Fixed steps, captured as CUDA graphs if the sessions were built with them.
+    pub(super) fn new(sessions_capture: bool) -> Result<Self> {
+        let mut uncaptured = RunOptions::new()?;
+        uncaptured.set("gpu_graph_id", "-1")?;
+        Ok(GraphSteps {
+            sessions_capture,
+            capturing: AtomicBool::new(sessions_capture),
+            next_id: AtomicI64::new(0),
+            uncaptured,
+        })
+    }
+
+    /// Run options for a run that is not a captured step, on sessions that capture.
+    pub(super) fn uncaptured(&self) -> Option<&RunOptions<NoSelectedOutputs>> {
+        self.sessions_capture.then_some(&self.uncaptured)
+    }
+
+    /// Whether new steps are captured.
+    pub(super) fn capturing(&self) -> bool {
+        self.capturing.load(Ordering::Relaxed)
+    }
+
+    /// The graph id of a new step: a fresh one while capturing, else -1.
+    fn next_graph(&self) -> i64 {
+        if !self.capturing() {
+            return -1;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if id < MAX_GRAPHS {
+            return id;
+        }
+        if self.capturing.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                "{MAX_GRAPHS} CUDA graphs captured (ONNX Runtime keeps each for the session's \
+                 life); later decode steps run uncaptured"
+            );
+        }
+        -1
+    }
+
+    /// A captured step failed: warns once, and no step is captured from then on.
+    fn capture_failed(&self, e: &Error) {
+        if self.capturing.swap(false, Ordering::Relaxed) {
+            tracing::warn!("CUDA graph capture failed ({e}); decode steps run uncaptured");
+        }
+    }
+
+    /// Rows to allocate for `rows` rows: the next power of two, so that batches of nearby
+    /// sizes share a captured shape.
+    pub(super) fn row_capacity(rows: usize) -> usize {
+        rows.max(1).next_power_of_two()
+    }
+}
+
+/// One batch's fixed decode step (see the module).
+pub(super) struct GraphStep {
+    /// The buffers ([`KvBuffer::id`]) and adapter tensors (their feed's address) bound.
+    key: (u64, usize),
+    graph_id: i64,
+    rows: usize,
+    columns: usize,
+    vocab: usize,
+    at: Arc<Placement>,
+    binding: IoBinding,
+    run: RunOptions<NoSelectedOutputs>,
+    ids: Tensor<i64>,
+    pos: Option<Tensor<i64>>,
+    mask: Tensor<i64>,
+    /// `[rows, 1, width]`, of the model's `lora.dtype`, and the width.
+    lora_mask: Option<(FloatTensor, usize)>,
+    token: Option<Tensor<i64>>,
+    logits: Tensor<f32>,
+    /// `logits_to_keep` (1), bound and never written again.
+    _keep: Option<Tensor<i64>>,
+}
+
+/// A float tensor of either element type the model's LoRA inputs take.
+enum FloatTensor {
+    F32(Tensor<f32>),
+    F16(Tensor<half::f16>),
+}
+
+/// What a fixed step feeds its rows in use (the rest are padding).
+pub(super) struct StepFeed<'a> {
+    /// Each row's latest token.
+    pub(super) ids: &'a [i64],
+    /// Tokens cached in each row: the latest token's position and column.
+    pub(super) lens: &'a [usize],
+    pub(super) lora_mask: Option<LoraMask>,
+    /// Read the graph's argmax rather than the logits.
+    pub(super) tokens: bool,
+}
+
+impl GraphStep {
+    /// The key of a step over `kv` with `feed`'s adapter tensors.
+    pub(super) fn key(kv: &KvBuffer, feed: &Arc<LoraFeed>) -> (u64, usize) {
+        (kv.id(), Arc::as_ptr(feed) as usize)
+    }
+
+    /// The step's key.
+    pub(super) fn key_of(&self) -> (u64, usize) {
+        self.key
+    }
+
+    /// A step over every row of `kv`, with `feed`'s adapter tensors and LoRA columns of
+    /// `lora_width` (when rows go through adapter slots), bound once.
+    pub(super) fn new(
+        shared: &Shared,
+        steps: &GraphSteps,
+        session: &Session,
+        kv: &mut KvBuffer,
+        feed: &Arc<LoraFeed>,
+        lora_width: Option<usize>,
+    ) -> Result<Self> {
+        let cfg = &shared.config;
+        let (rows, columns, vocab) = (kv.row_capacity(), kv.columns(), cfg.vocab_size);
+        let at = kv.placement();
+        let mut binding = session.create_binding()?;
+        for (name, value) in &feed.inputs {
+            bind_copy(&at, &mut binding, name, value)?;
+        }
+        let ids = at.tensor::<i64>(&[rows, 1])?;
+        bind_input_in_place(&mut binding, &cfg.inputs.input_ids, &ids)?;
+        let mask = at.tensor::<i64>(&[rows, columns])?;
+        bind_input_in_place(&mut binding, &cfg.inputs.attention_mask, &mask)?;
+        let pos = match &cfg.inputs.position_ids {
+            Some(p) if shared.graph_inputs.contains(p) => {
+                let t = at.tensor::<i64>(&[rows, 1])?;
+                bind_input_in_place(&mut binding, p, &t)?;
+                Some(t)
+            }
+            _ => None,
+        };
+        let lora_mask = match (&shared.lora_mask, lora_width) {
+            (Some(name), Some(width)) => {
+                let shape = [rows, 1, width];
+                let t = match cfg.lora.dtype {
+                    FloatDtype::Float32 => {
+                        let t = at.tensor::<f32>(&shape)?;
+                        bind_input_in_place(&mut binding, name, &t)?;
+                        FloatTensor::F32(t)
+                    }
+                    FloatDtype::Float16 => {
+                        let t = at.tensor::<half::f16>(&shape)?;
+                        bind_input_in_place(&mut binding, name, &t)?;
+                        FloatTensor::F16(t)
+                    }
+                };
+                Some((t, width))
+            }
+            _ => None,
+        };
+        let keep = match &shared.logits_to_keep {
+            Some(name) => {
+                let mut keep = at.tensor::<i64>(&[1])?;
+                at.write(&mut keep, &[1])?;
+                bind_input_in_place(&mut binding, name, &keep)?;
+                Some(keep)
+            }
+            None => None,
+        };
+        // Both outputs, always: a captured graph writes the outputs it was captured with.
+        let token = match &cfg.outputs.next_token {
+            Some(name) => {
+                let mut t = at.tensor::<i64>(&[rows, 1])?;
+                binding.bind_output(name.as_str(), t.view_mut())?;
+                Some(t)
+            }
+            None => None,
+        };
+        let mut logits = at.tensor::<f32>(&[rows, 1, vocab])?;
+        binding.bind_output(cfg.outputs.logits.as_str(), logits.view_mut())?;
+        kv.bind(&mut binding, 0..rows)?;
+        let graph_id = steps.next_graph();
+        let mut run = RunOptions::new()?;
+        if steps.sessions_capture {
+            run.set("gpu_graph_id", graph_id.to_string())?;
+        }
+        Ok(GraphStep {
+            key: Self::key(kv, feed),
+            graph_id,
+            rows,
+            columns,
+            vocab,
+            at,
+            binding,
+            run,
+            ids,
+            pos,
+            mask,
+            lora_mask,
+            token,
+            logits,
+            _keep: keep,
+        })
+    }
+
+    /// Runs the step: writes `x` into the step's inputs (padding the rows not in use),
+    /// runs, and reads back the rows in use. A captured run that fails is reported
+    /// ([`GraphSteps`]) and run again uncaptured; the step stays uncaptured.
+    pub(super) fn run(
+        &mut self,
+        steps: &GraphSteps,
+        session: &mut Session,
+        x: StepFeed<'_>,
+    ) -> Result<Readout> {
+        let n = x.lens.len();
+        if n > self.rows || x.ids.len() != n {
+            return Err(internal("a fixed step fed rows it does not hold"));
+        }
+        if x.lens.iter().any(|&l| l >= self.columns) {
+            return Err(internal("a fixed step past its buffers' columns"));
+        }
+        self.write_inputs(&x)?;
+        let result = self.run_once(session);
+        if let Err(e) = &result
+            && self.graph_id >= 0
+        {
+            steps.capture_failed(e);
+            self.uncapture(steps)?;
+            self.run_once(session)?;
+        } else {
+            result?;
+        }
+        self.read(n, x.tokens)
+    }
+
+    fn run_once(&mut self, session: &mut Session) -> Result<()> {
+        session.run_binding_with_options(&self.binding, &self.run)?;
+        Ok(())
+    }
+
+    /// Runs uncaptured from now on.
+    fn uncapture(&mut self, steps: &GraphSteps) -> Result<()> {
+        self.graph_id = -1;
+        let mut run = RunOptions::new()?;
+        if steps.sessions_capture {
+            run.set("gpu_graph_id", "-1")?;
+        }
+        self.run = run;
+        Ok(())
+    }
+
+    fn write_inputs(&mut self, x: &StepFeed<'_>) -> Result<()> {
+        let (rows, width) = (self.rows, self.columns);
+        let mut ids = vec![0i64; rows];
+        ids[..x.ids.len()].copy_from_slice(x.ids);
+        let mut pos = vec![0i64; rows];
+        // Rows not in use attend to their column 0 (the graph takes a row's length from its
+        // mask, and a row of none would be out of its range).
+        let mut mask = vec![0i64; rows * width];
+        for r in 0..rows {
+            let len = x.lens.get(r).copied().unwrap_or(0);
+            pos[r] = len as i64;
+            mask[r * width..r * width + len + 1].fill(1);
+        }
+        self.at.write(&mut self.ids, &ids)?;
+        self.at.write(&mut self.mask, &mask)?;
+        if let Some(t) = &mut self.pos {
+            self.at.write(t, &pos)?;
+        }
+        match (&mut self.lora_mask, &x.lora_mask) {
+            (Some((t, width)), Some((m, w))) if w == width => {
+                let mut all = vec![0f32; rows * *width];
+                all[..m.len()].copy_from_slice(m);
+                match t {
+                    FloatTensor::F32(t) => self.at.write(t, &all)?,
+                    FloatTensor::F16(t) => {
+                        let half: Vec<half::f16> =
+                            all.into_iter().map(half::f16::from_f32).collect();
+                        self.at.write(t, &half)?;
+                    }
+                }
+            }
+            (None, None) => {}
+            _ => return Err(internal("a fixed step fed LoRA columns of another width")),
+        }
+        Ok(())
+    }
+
+    /// The picks (`tokens`) or logits of the first `n` rows.
+    fn read(&mut self, n: usize, tokens: bool) -> Result<Readout> {
+        if tokens {
+            let t = self
+                .token
+                .as_mut()
+                .ok_or_else(|| internal("graph picks asked of a graph without next_token"))?;
+            let mut all = self.at.read(t)?;
+            all.truncate(n);
+            return Ok(Readout::Tokens(all));
+        }
+        let mut all = self.at.read(&mut self.logits)?;
+        all.truncate(n * self.vocab);
+        Ok(Readout::Logits(all))
+    }
+}
+
+/// Binds a copy of `value` (an adapter tensor in host memory) in `at`'s memory as input
+/// `name`.
+fn bind_copy(at: &Placement, binding: &mut IoBinding, name: &str, value: &DynValue) -> Result<()> {
+    fn typed<T: CacheElement>(
+        at: &Placement,
+        binding: &mut IoBinding,
+        name: &str,
+        value: &DynValue,
+    ) -> Result<()> {
+        let src = value.view().downcast::<TensorValueType<T>>()?;
+        let shape: Vec<usize> = src.shape().iter().map(|&d| d as usize).collect();
+        let mut copy = at.tensor::<T>(&shape)?;
+        src.copy_into(&mut copy)?;
+        bind_input_in_place(binding, name, &copy)
+    }
+    if value.try_extract_tensor::<f32>().is_ok() {
+        typed::<f32>(at, binding, name, value)
+    } else {
+        typed::<half::f16>(at, binding, name, value)
+    }
+}
+
+fn internal(what: &str) -> Error {
+    Error::InvalidRequest(format!("internal: {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each new step gets a graph of its own until a capture fails or [`MAX_GRAPHS`] were
+    /// captured; from then on steps run uncaptured, and every other run says -1.
+    #[test]
+    fn graph_ids_are_fresh_until_capture_fails_or_runs_out() {
+        let _ort = tribute_common::ort_library::environment().expect("ONNX Runtime");
+        let steps = GraphSteps::new(true).expect("steps");
+        assert!(steps.uncaptured().is_some());
+        assert_eq!((steps.next_graph(), steps.next_graph()), (0, 1));
+        steps.capture_failed(&internal("capture"));
+        assert!(!steps.capturing());
+        assert_eq!(steps.next_graph(), -1);
+
+        let steps = GraphSteps::new(true).expect("steps");
+        for want in 0..MAX_GRAPHS {
+            assert_eq!(steps.next_graph(), want);
+        }
+        assert_eq!(steps.next_graph(), -1, "past the cap");
+        assert!(!steps.capturing());
+
+        // Sessions that do not capture (the CPU): fixed steps, no graph ids, plain runs.
+        let steps = GraphSteps::new(false).expect("steps");
+        assert!(steps.uncaptured().is_none());
+        assert_eq!(steps.next_graph(), -1);
+    }
+
+    #[test]
+    fn rows_are_allocated_in_powers_of_two() {
+        let caps: Vec<usize> = [0, 1, 2, 3, 5, 8, 9, 32]
+            .map(GraphSteps::row_capacity)
+            .into();
+        assert_eq!(caps, [1, 1, 2, 4, 8, 8, 16, 32]);
+    }
+}
