@@ -325,6 +325,10 @@ pub struct GenerationConfig {
     /// LoRA rank columns per adapter slot. Default 16; an adapter set of a larger rank (a
     /// merge's is its adapters' ranks summed) runs in a batch of its own.
     pub slot_rank: usize,
+    /// Decode steps as ONNX Runtime CUDA graphs (`None`, the default: on for a
+    /// `--ops static` export on CUDA; `false`: off; `true` on another layout is an error).
+    /// See `tribute_inference::GeneratorOptions::cuda_graphs`.
+    pub cuda_graphs: Option<bool>,
     /// Repetition guard: the answer never repeats a run of this many tokens of its own
     /// (`0` = off). Default 4 (measured in `docs/QUALITY.md`). Tokens of the prompt do
     /// not count, so the answer can still quote its sources.
@@ -358,6 +362,7 @@ impl Default for GenerationConfig {
             prompt_cache_mib: 128,
             adapter_slots: 0,
             slot_rank: tribute_inference::DEFAULT_SLOT_RANK,
+            cuda_graphs: None,
             no_repeat_ngram: 4,
             repeat_stop: 3,
             repeat_stop_grace: 32,

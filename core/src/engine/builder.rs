@@ -170,6 +170,7 @@ impl EngineBuilder {
                     adapter_limits: config.limits.adapter_limits(),
                     adapter_slots: config.generation.adapter_slots,
                     slot_rank: config.generation.slot_rank,
+                    cuda_graphs: config.generation.cuda_graphs,
                     ..GeneratorOptions::default()
                 };
                 Some(Arc::new(Generator::load_with(&dir, options)?))

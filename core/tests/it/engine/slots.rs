@@ -55,3 +55,23 @@ fn asks_with_different_adapters_share_the_adapter_slots() {
     assert_eq!(together, alone);
     assert_ne!(alone[0], alone[1], "the adapters change the answer");
 }
+
+/// `[generation] cuda_graphs` reaches the generator: asking for CUDA graphs with the
+/// default model (a portable export, no static buffers to capture over) fails the build
+/// with the generator's reason.
+#[test]
+fn cuda_graphs_on_a_portable_model_fail_the_engine_build() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = EngineConfig {
+        index: dir.path().join("kb"),
+        model: Some(tribute::inference::default_model_dir()),
+        ..EngineConfig::default()
+    };
+    config.generation.cuda_graphs = Some(true);
+    let e = Engine::builder()
+        .config(config)
+        .embedder(embedder())
+        .build()
+        .expect_err("cuda_graphs on a portable export");
+    assert!(e.to_string().contains("--ops static"), "{e}");
+}
