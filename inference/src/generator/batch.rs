@@ -11,7 +11,7 @@ use ort::value::{DynValue, Tensor};
 use super::Shared;
 use super::cache::{HostTensor, Pick, first_attended, gather, host_view};
 use super::forward::{Inputs, LogitsWanted, empty_past, new_binding, run};
-use super::graph_step::GraphStep;
+use super::graph_step::{GraphStep, SpareBuffers};
 use super::kv_buffer::KvBuffer;
 use super::prompt_cache::columns;
 use super::row::Row;
@@ -167,6 +167,7 @@ impl Batch {
         shared: &Shared,
         session: &mut Session,
         bank: Option<&SlotBank>,
+        spares: &mut SpareBuffers,
         cached: Option<CachedPrefix>,
     ) -> Result<()> {
         let t0 = Instant::now();
@@ -184,7 +185,7 @@ impl Batch {
             ));
         }
         if shared.config.ops == GraphOps::Static {
-            self.prefill_in_place(shared, session, bank, cached)?;
+            self.prefill_in_place(shared, session, bank, spares, cached)?;
         } else {
             self.prefill_padded(shared, session, bank, cached)?;
         }

@@ -111,6 +111,53 @@ impl GraphSteps {
     }
 }
 
+/// Buffers of finished batches, kept by an engine with their fixed steps, for the next batch
+/// of their shape: it reuses their captured graphs instead of capturing new ones (a server
+/// whose every request is a batch of its own would otherwise capture a graph per request).
+#[derive(Default)]
+pub(super) struct SpareBuffers {
+    /// Most recently put last.
+    spare: Vec<(KvBuffer, Vec<GraphStep>)>,
+}
+
+/// Most spare buffers an engine keeps (each holds its rows' cache memory).
+const SPARE_BUFFERS: usize = 2;
+
+impl SpareBuffers {
+    /// Keeps `kv` (emptied) and its steps; the least recently put goes when there are more
+    /// than [`SPARE_BUFFERS`].
+    pub(super) fn put(&mut self, mut kv: KvBuffer, steps: Vec<GraphStep>) {
+        kv.lens.clear();
+        self.spare.push((kv, steps));
+        if self.spare.len() > SPARE_BUFFERS {
+            self.spare.remove(0);
+        }
+    }
+
+    /// A spare buffer of `row_capacity` rows with room for `need` tokens per row (the
+    /// narrowest), and its steps.
+    pub(super) fn take(
+        &mut self,
+        row_capacity: usize,
+        need: usize,
+    ) -> Option<(KvBuffer, Vec<GraphStep>)> {
+        let i = self
+            .spare
+            .iter()
+            .enumerate()
+            .filter(|(_, (kv, _))| kv.row_capacity() == row_capacity && kv.columns() >= need)
+            .min_by_key(|(_, (kv, _))| kv.columns())
+            .map(|(i, _)| i)?;
+        Some(self.spare.remove(i))
+    }
+
+    /// Buffers kept.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.spare.len()
+    }
+}
+
 /// One batch's fixed decode step (see the module).
 pub(super) struct GraphStep {
     /// The buffers ([`KvBuffer::id`]) and adapter tensors (their feed's address) bound.
@@ -131,6 +178,9 @@ pub(super) struct GraphStep {
     logits: Tensor<f32>,
     /// `logits_to_keep` (1), bound and never written again.
     _keep: Option<Tensor<i64>>,
+    /// The feed the adapter tensors were copied from, held so that its address (the key)
+    /// names no other feed while this step lives.
+    _feed: Arc<LoraFeed>,
 }
 
 /// A float tensor of either element type the model's LoRA inputs take.
@@ -151,9 +201,16 @@ pub(super) struct StepFeed<'a> {
 }
 
 impl GraphStep {
-    /// The key of a step over `kv` with `feed`'s adapter tensors.
+    /// The key of a step over `kv` with `feed`'s adapter tensors: the feed's address (a
+    /// step holds its feed, so the address is not reused while the step lives), 0 for the
+    /// base model's empty feed (every empty feed binds the same: nothing).
     pub(super) fn key(kv: &KvBuffer, feed: &Arc<LoraFeed>) -> (u64, usize) {
-        (kv.id(), Arc::as_ptr(feed) as usize)
+        let feed = if feed.inputs.is_empty() {
+            0
+        } else {
+            Arc::as_ptr(feed) as usize
+        };
+        (kv.id(), feed)
     }
 
     /// The step's key.
@@ -251,6 +308,7 @@ impl GraphStep {
             token,
             logits,
             _keep: keep,
+            _feed: feed.clone(),
         })
     }
 

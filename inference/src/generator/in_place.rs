@@ -12,7 +12,7 @@ use ort::session::{IoBinding, Session};
 
 use super::batch::{Batch, CachedPrefix};
 use super::forward::{Inputs, cache_memory, kept_logits, named_inputs};
-use super::graph_step::{GraphStep, GraphSteps, StepFeed};
+use super::graph_step::{GraphStep, GraphSteps, SpareBuffers, StepFeed};
 use super::kv_buffer::{KvBuffer, Placement};
 use super::row::Row;
 use super::slots::SlotBank;
@@ -29,6 +29,7 @@ impl Batch {
         shared: &Shared,
         session: &mut Session,
         bank: Option<&SlotBank>,
+        spares: &mut SpareBuffers,
         cached: Option<CachedPrefix>,
     ) -> Result<()> {
         if matches!(self.activation, Activation::RunOptions(_)) {
@@ -42,11 +43,25 @@ impl Batch {
             ));
         }
         let need = self.rows.iter().map(row_need).max().unwrap_or(1);
-        let capacity = match &shared.graph_steps {
-            Some(_) => GraphSteps::row_capacity(b),
-            None => b,
+        // With fixed steps: rows in a power of two, and a finished batch's buffers of that
+        // shape (with their steps and graphs) when the engine kept some.
+        let spare = match &shared.graph_steps {
+            Some(_) => spares.take(GraphSteps::row_capacity(b), need),
+            None => None,
         };
-        let mut kv = KvBuffer::new(cfg, Placement::of(shared.device)?, capacity, need)?;
+        let mut kv = match spare {
+            Some((kv, steps)) => {
+                self.steps = steps;
+                kv
+            }
+            None => {
+                let rows = match &shared.graph_steps {
+                    Some(_) => GraphSteps::row_capacity(b),
+                    None => b,
+                };
+                KvBuffer::new(cfg, Placement::of(shared.device)?, rows, need)?
+            }
+        };
         let (_, lora_mask) = self.pass_activation(session, bank, true)?;
         let mut out = Readout::new(self.argmax_picks(shared));
         let mut cached = cached;
@@ -204,9 +219,8 @@ impl Batch {
     /// Drops the finished rows: the last row moves into each one's place.
     pub(super) fn retire_in_place(&mut self) -> Result<()> {
         if self.live() == 0 {
+            // The buffers and steps stay for the engine to keep (`Engine::drop_finished`).
             self.rows.clear();
-            self.kv = None;
-            self.steps.clear();
             self.binding = None;
             return Ok(());
         }

@@ -720,6 +720,45 @@ mod tests {
         }
     }
 
+    /// Spare buffers come back by row capacity, the narrowest that holds the tokens asked
+    /// for, emptied; past two the least recently kept goes.
+    #[test]
+    fn spare_buffers_come_back_by_shape() {
+        use super::super::graph_step::SpareBuffers;
+        let _ort = tribute_common::ort_library::environment().expect("ONNX Runtime");
+        let at = Placement::of(Device::Cpu).expect("host memory");
+        let names = || vec![("p0".into(), "q0".into())];
+        let buffer = |rows: usize, need: usize| {
+            let mut kv = KvBuffer::with_shape(
+                names(),
+                FloatDtype::Float32,
+                at.clone(),
+                [rows, 1, need, 2],
+                1000,
+            )
+            .expect("alloc");
+            kv.push_row(None).expect("a row");
+            kv
+        };
+        let (wide, narrow, other) = (buffer(4, 200), buffer(4, 60), buffer(2, 60));
+        let ids = [wide.id(), narrow.id(), other.id()];
+        let mut spares = SpareBuffers::default();
+        spares.put(wide, Vec::new());
+        spares.put(narrow, Vec::new());
+        assert!(spares.take(8, 10).is_none(), "no buffer of 8 rows");
+        let (kv, _) = spares.take(4, 10).expect("a 4-row buffer");
+        assert_eq!((kv.id(), kv.rows()), (ids[1], 0), "the narrowest, emptied");
+        spares.put(kv, Vec::new());
+        spares.put(other, Vec::new());
+        assert_eq!(
+            spares.len(),
+            2,
+            "the least recently kept (the wide one) went"
+        );
+        assert!(spares.take(4, 100).is_none());
+        assert_eq!(spares.take(2, 64).map(|(kv, _)| kv.id()), Some(ids[2]));
+    }
+
     #[test]
     fn columns_grow_in_steps_within_the_context() {
         assert_eq!(columns_for(1, 8192), 64);

@@ -9,6 +9,7 @@ use ort::session::Session;
 
 use super::Shared;
 use super::batch::Batch;
+use super::graph_step::SpareBuffers;
 use super::slots::SlotBank;
 
 /// A session and the batches it is decoding (one per adapter set, stepped in turn; with
@@ -18,12 +19,27 @@ pub(super) struct Engine {
     pub(super) batches: Vec<Batch>,
     /// The adapter slots this session feeds, when they are on.
     pub(super) bank: Option<SlotBank>,
+    /// With fixed decode steps: buffers of finished batches, for the next ones.
+    pub(super) spares: SpareBuffers,
 }
 
 impl Engine {
     /// Rows still decoding, over all batches.
     pub(super) fn live_rows(&self) -> usize {
         self.batches.iter().map(Batch::live).sum()
+    }
+
+    /// Drops the batches with no row left running; with fixed decode steps their buffers
+    /// and steps are kept for the next batches (`SpareBuffers`).
+    pub(super) fn drop_finished(&mut self, shared: &Shared) {
+        if shared.graph_steps.is_some() {
+            for b in self.batches.iter_mut().filter(|b| b.live() == 0) {
+                if let Some(kv) = b.kv.take() {
+                    self.spares.put(kv, std::mem::take(&mut b.steps));
+                }
+            }
+        }
+        self.batches.retain(|b| b.live() > 0);
     }
 
     /// Which slots running rows use.
@@ -69,6 +85,7 @@ impl Pool {
                         session,
                         batches: Vec::new(),
                         bank,
+                        spares: SpareBuffers::default(),
                     })
                     .collect(),
             ),

@@ -218,7 +218,7 @@ impl Generator {
                     b.fail(&e);
                 }
             }
-            engine.batches.retain(|b| b.live() > 0);
+            engine.drop_finished(&self.shared);
         }
     }
 }
@@ -236,7 +236,7 @@ fn round(shared: &Arc<Shared>, engine: &mut Engine) -> bool {
             b.fail(&e);
         }
     }
-    engine.batches.retain(|b| b.live() > 0);
+    engine.drop_finished(shared);
     let newcomers = admit(shared, engine);
     if newcomers.is_empty() && engine.batches.is_empty() {
         return false;
@@ -245,7 +245,13 @@ fn round(shared: &Arc<Shared>, engine: &mut Engine) -> bool {
     // prefilled on its own), each set's merged into its running batch in one go.
     let mut prefilled: Vec<Vec<Batch>> = Vec::new();
     for (mut fresh, cached) in newcomers.into_iter().flat_map(|b| b.split_cached(shared)) {
-        if let Err(e) = fresh.prefill(shared, &mut engine.session, engine.bank.as_ref(), cached) {
+        if let Err(e) = fresh.prefill(
+            shared,
+            &mut engine.session,
+            engine.bank.as_ref(),
+            &mut engine.spares,
+            cached,
+        ) {
             fresh.fail(&e);
             continue;
         }
@@ -276,7 +282,7 @@ fn round(shared: &Arc<Shared>, engine: &mut Engine) -> bool {
             b.fail(&e);
         }
     }
-    engine.batches.retain(|b| b.live() > 0);
+    engine.drop_finished(shared);
     true
 }
 
