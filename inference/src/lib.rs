@@ -49,5 +49,5 @@ pub use generator::{
     Generator, GeneratorOptions, Prompt, PromptCacheStats, TextStream, Timings,
 };
 pub use registry::{AdapterRegistry, AdapterSet, RegistryStats};
-pub use sampling::SamplingParams;
+pub use sampling::{DevicePick, SamplingParams};
 pub use tokenizer::{Message, PLAIN_CHAT_TEMPLATE, Tokenizer};

@@ -89,6 +89,32 @@ impl SamplingParams {
     }
 }
 
+/// One row's pick as a device sampler makes it (`tribute_export/sampler.py`): the logits
+/// times `scale`, sorted, cut to `top_k` (0: all) and to `top_p`, then the first position
+/// whose running sum of `exp` exceeds `uniform` times the total, as [`Sampler::sample`]
+/// picks without a penalty, guard or excluded endings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DevicePick {
+    /// 1 / temperature.
+    pub scale: f32,
+    /// Most candidates (0: all).
+    pub top_k: usize,
+    /// Nucleus cut (1: off).
+    pub top_p: f64,
+    /// This pick's uniform number in [0, 1).
+    pub uniform: f64,
+}
+
+impl DevicePick {
+    /// The argmax (one candidate).
+    pub const GREEDY: DevicePick = DevicePick {
+        scale: 1.0,
+        top_k: 1,
+        top_p: 1.0,
+        uniform: 0.0,
+    };
+}
+
 /// A sampler for one sequence.
 #[derive(Debug, Clone)]
 pub struct Sampler {
@@ -158,12 +184,38 @@ impl Sampler {
     /// repetition guard, excluded endings) changing them first: what a graph's own argmax
     /// gives, so a runtime may take the token from the graph without reading the logits.
     pub fn picks_argmax(&self) -> bool {
+        self.params.is_greedy() && self.picks_plainly()
+    }
+
+    /// Whether the next pick uses nothing but the logits and the sampler's own draws (no
+    /// repetition penalty or guard, no excluded endings): what a sampler running where the
+    /// logits are ([`DevicePick`]) can do.
+    pub fn picks_plainly(&self) -> bool {
         let p = &self.params;
-        p.is_greedy()
-            && p.repetition_penalty == 1.0
+        p.repetition_penalty == 1.0
             && p.no_repeat_ngram == 0
             && !p.no_end_after_colon
             && self.stop == StopState::Running
+    }
+
+    /// The next pick's parameters for a device sampler, with its uniform number drawn from
+    /// this sampler's generator (the draw [`Sampler::sample`] would make, so a row's draws
+    /// are the same wherever it is sampled); `None` unless [`Sampler::picks_plainly`].
+    /// Record the token picked with [`Sampler::accept`].
+    pub fn device_pick(&mut self) -> Option<DevicePick> {
+        if !self.picks_plainly() {
+            return None;
+        }
+        let p = &self.params;
+        if p.is_greedy() {
+            return Some(DevicePick::GREEDY);
+        }
+        Some(DevicePick {
+            scale: 1.0 / p.temperature,
+            top_k: p.top_k,
+            top_p: f64::from(p.top_p),
+            uniform: self.rng.random::<f64>(),
+        })
     }
 
     /// Records `token` as picked (by [`Sampler::sample`], or by the graph's argmax when

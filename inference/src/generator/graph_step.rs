@@ -36,11 +36,13 @@ use ort::value::{DynValue, Tensor, TensorValueType};
 
 use super::Shared;
 use super::batch::LoraMask;
+use super::device_sampler;
 use super::in_place::Readout;
 use super::kv_buffer::{CacheElement, KvBuffer, Placement, bind_input_in_place};
 use crate::adapter::LoraFeed;
 use crate::config::FloatDtype;
 use crate::error::{Error, Result};
+use crate::sampling::DevicePick;
 
 /// Most CUDA graphs a generator captures; later steps run uncaptured.
 pub(super) const MAX_GRAPHS: i64 = 1024;
@@ -196,8 +198,19 @@ pub(super) struct StepFeed<'a> {
     /// Tokens cached in each row: the latest token's position and column.
     pub(super) lens: &'a [usize],
     pub(super) lora_mask: Option<LoraMask>,
-    /// Read the graph's argmax rather than the logits.
-    pub(super) tokens: bool,
+    /// What to read back.
+    pub(super) read: StepRead,
+}
+
+/// What a fixed step reads back for its rows in use.
+pub(super) enum StepRead {
+    /// The graph's argmax (every row greedy).
+    Argmax,
+    /// Tokens the device sampler picks from the logits where they are, each row as its
+    /// pick says (every row picks plainly, some sample).
+    Sampled(Vec<DevicePick>),
+    /// The logits, for the host's samplers.
+    Logits,
 }
 
 impl GraphStep {
@@ -339,7 +352,7 @@ impl GraphStep {
         } else {
             result?;
         }
-        self.read(n, x.tokens)
+        self.read(n, x.read)
     }
 
     fn run_once(&mut self, session: &mut Session) -> Result<()> {
@@ -395,20 +408,31 @@ impl GraphStep {
         Ok(())
     }
 
-    /// The picks (`tokens`) or logits of the first `n` rows.
-    fn read(&mut self, n: usize, tokens: bool) -> Result<Readout> {
-        if tokens {
-            let t = self
-                .token
-                .as_mut()
-                .ok_or_else(|| internal("graph picks asked of a graph without next_token"))?;
-            let mut all = self.at.read(t)?;
-            all.truncate(n);
-            return Ok(Readout::Tokens(all));
-        }
-        let mut all = self.at.read(&mut self.logits)?;
-        all.truncate(n * self.vocab);
-        Ok(Readout::Logits(all))
+    /// The first `n` rows' picks or logits.
+    fn read(&mut self, n: usize, read: StepRead) -> Result<Readout> {
+        let mut all = match read {
+            StepRead::Argmax => {
+                let t = self
+                    .token
+                    .as_mut()
+                    .ok_or_else(|| internal("graph picks asked of a graph without next_token"))?;
+                self.at.read(t)?
+            }
+            StepRead::Sampled(picks) => {
+                return Ok(Readout::Tokens(device_sampler::sample(
+                    self.at.device(),
+                    &self.logits,
+                    &picks,
+                )?));
+            }
+            StepRead::Logits => {
+                let mut all = self.at.read(&mut self.logits)?;
+                all.truncate(n * self.vocab);
+                return Ok(Readout::Logits(all));
+            }
+        };
+        all.truncate(n);
+        Ok(Readout::Tokens(all))
     }
 }
 

@@ -12,13 +12,14 @@ use ort::session::{IoBinding, Session};
 
 use super::batch::{Batch, CachedPrefix};
 use super::forward::{Inputs, cache_memory, kept_logits, named_inputs};
-use super::graph_step::{GraphStep, GraphSteps, SpareBuffers, StepFeed};
+use super::graph_step::{GraphStep, GraphSteps, SpareBuffers, StepFeed, StepRead};
 use super::kv_buffer::{KvBuffer, Placement};
 use super::row::Row;
 use super::slots::SlotBank;
 use super::{Device, Shared};
 use crate::error::{Error, Result};
 use crate::registry::Activation;
+use crate::sampling::DevicePick;
 
 impl Batch {
     /// Runs each prompt alone into its own row of new buffers (after the keys and values of
@@ -125,11 +126,16 @@ impl Batch {
         let tokens = self.argmax_picks(shared);
         let result = match &shared.graph_steps {
             Some(steps) => {
+                let read = match (tokens, self.device_picks()) {
+                    (true, _) => StepRead::Argmax,
+                    (false, Some(picks)) => StepRead::Sampled(picks),
+                    (false, None) => StepRead::Logits,
+                };
                 let feed = StepFeed {
                     ids: &ids,
                     lens: &kv.lens.clone(),
                     lora_mask,
-                    tokens,
+                    read,
                 };
                 self.fixed_step(shared, steps, session, &mut kv, &activation, feed)
             }
@@ -178,6 +184,23 @@ impl Batch {
             Readout::Logits(logits) => self.sample(shared, &logits),
             Readout::Tokens(tokens) => self.take_picks(shared, &tokens),
         }
+    }
+
+    /// Every row's pick for the device sampler (a greedy placeholder for rows that
+    /// finished), each sampling row's uniform number drawn; `None` (nothing drawn) unless
+    /// every running row picks plainly.
+    fn device_picks(&mut self) -> Option<Vec<DevicePick>> {
+        let running = self.rows.iter().filter(|r| r.live());
+        if !running.clone().all(|r| r.sampler.picks_plainly()) {
+            return None;
+        }
+        self.rows
+            .iter_mut()
+            .map(|r| match r.live() {
+                true => r.sampler.device_pick(),
+                false => Some(DevicePick::GREEDY),
+            })
+            .collect()
     }
 
     /// The batch's fixed decode step over `kv` with `activation`'s adapter tensors (made,

@@ -106,6 +106,11 @@ impl Placement {
         }))
     }
 
+    /// The device the memory is on.
+    pub(super) fn device(&self) -> Device {
+        self.device
+    }
+
     /// A tensor of `shape` here (zeroed in host memory).
     pub(super) fn tensor<T: Element>(&self, shape: &[usize]) -> Result<Tensor<T>> {
         Ok(allocate(self, 1, shape)?.remove(0))

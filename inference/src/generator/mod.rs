@@ -19,6 +19,7 @@
 mod batch;
 mod cache;
 mod device_copy;
+mod device_sampler;
 mod forward;
 mod graph_step;
 mod in_place;
