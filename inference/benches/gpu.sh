@@ -101,7 +101,7 @@ import json, sys
 a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 same = a["token_ids"] == b["token_ids"] and b["device"] != "cpu"
 print(f"{sys.argv[3].split('/')[-1]}: {len(a['token_ids'])} tokens, {len(set(a['token_ids']))} distinct, "
-      f"CUDA ({b['device']}) == CPU: {same}")
+      f"CUDA ({b['device']}{', CUDA graphs' if b.get('cuda_graphs') else ''}) == CPU: {same}")
 print(f"   cpu:  {a['text']!r}")
 if not same:
     print(f"   cuda: {b['text']!r}\n   cpu ids  {a['token_ids']}\n   cuda ids {b['token_ids']}")
@@ -119,6 +119,9 @@ if [ -f $M/smollm2/tribute.json ]; then
   if [ -f $M/smollm2-static/tribute.json ]; then
     compare $M/smollm2-static "" "What is the capital of France? Answer in one sentence."
     compare $M/smollm2-static "" "Write a haiku about drones flying in the wind."
+    compare $M/smollm2-static "--cuda-graphs off" "Write a haiku about drones flying in the wind."
+    # sampled rows picked on the device (CUDA) and on the host (CPU), same seed
+    compare $M/smollm2-static "--temperature 0.8 --seed 7" "List three uses of lithium batteries."
   fi
 else
   log "gpu.sh: no SmolLM2 GGUF carried: only the tiny random model is compared"

@@ -46,6 +46,10 @@ pub struct GenerateArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Decode steps as CUDA graphs: on or off (default: on for a --ops static export on
+    /// CUDA).
+    #[arg(long, value_parser = ["on", "off"])]
+    cuda_graphs: Option<String>,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -71,6 +75,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
         &dir,
         GeneratorOptions {
             device,
+            cuda_graphs: a.cuda_graphs.as_deref().map(|g| g == "on"),
             ..Default::default()
         },
     )
@@ -110,6 +115,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
             "decode_tokens_per_s": g.timings.decode_tokens_per_s(),
             "adapters": adapter_names,
             "device": generator.device(),
+            "cuda_graphs": generator.captures_cuda_graphs(),
         });
         println!("{out}");
         return Ok(());
