@@ -89,12 +89,12 @@ class StaticDecoder:
         ids = self.value(nxt.reshape(rows, 1).astype(np.int64))
         pos = self.value(np.full((rows, 1), P, np.int64))
         mask_v = self.value(mask)
-        keep = self.value(np.array([1], np.int64))
         logits = ort.OrtValue.ortvalue_from_shape_and_type([rows, 1, tj["vocab_size"]], np.float32, self.device, 0)
         token = ort.OrtValue.ortvalue_from_shape_and_type([rows, 1], np.int64, self.device, 0)
         io = self.sess.io_binding()
-        for name, v in (("input_ids", ids), ("position_ids", pos), ("attention_mask", mask_v),
-                        ("logits_to_keep", keep)):
+        # logits_to_keep unbound: its default keeps every position (here the one), and the graph
+        # reads it on the host, where a fed value would be copied inside the captured run.
+        for name, v in (("input_ids", ids), ("position_ids", pos), ("attention_mask", mask_v)):
             io.bind_ortvalue_input(name, v)
         self.bind_cache(io, cache)
         io.bind_ortvalue_output("logits", logits)  # stays on the device: the graph's argmax is read

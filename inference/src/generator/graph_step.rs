@@ -178,8 +178,6 @@ pub(super) struct GraphStep {
     lora_mask: Option<(FloatTensor, usize)>,
     token: Option<Tensor<i64>>,
     logits: Tensor<f32>,
-    /// `logits_to_keep` (1), bound and never written again.
-    _keep: Option<Tensor<i64>>,
     /// The feed the adapter tensors were copied from, held so that its address (the key)
     /// names no other feed while this step lives.
     _feed: Arc<LoraFeed>,
@@ -279,15 +277,9 @@ impl GraphStep {
             }
             _ => None,
         };
-        let keep = match &shared.logits_to_keep {
-            Some(name) => {
-                let mut keep = at.tensor::<i64>(&[1])?;
-                at.write(&mut keep, &[1])?;
-                bind_input_in_place(&mut binding, name, &keep)?;
-                Some(keep)
-            }
-            None => None,
-        };
+        // `logits_to_keep` stays unbound: its default keeps every position, here the one. The
+        // graph reads it on the host (it computes a `Slice`'s start), and a fed value would be
+        // copied there inside the captured run.
         // Both outputs, always: a captured graph writes the outputs it was captured with.
         let token = match &cfg.outputs.next_token {
             Some(name) => {
@@ -320,7 +312,6 @@ impl GraphStep {
             lora_mask,
             token,
             logits,
-            _keep: keep,
             _feed: feed.clone(),
         })
     }
