@@ -21,6 +21,7 @@ use ort::value::{TensorRefMut, TensorValueType, Value};
 
 use super::Device;
 use super::forward::cache_memory;
+use super::graph_step::device_use;
 use super::kv_buffer::{CacheElement, bind_input_in_place};
 use crate::config::FloatDtype;
 use crate::error::{Error, Result};
@@ -47,6 +48,7 @@ pub(super) fn copy<T: CacheElement>(
     let mut binding = session.create_binding()?;
     bind_input_in_place(&mut binding, "x", src)?;
     binding.bind_output("y", dst)?;
+    let _use = device_use();
     session.run_binding(&binding)?;
     Ok(())
 }

@@ -14,6 +14,7 @@ use ort::value::Tensor;
 
 use super::Device;
 use super::forward::cache_memory;
+use super::graph_step::device_use;
 use super::kv_buffer::bind_input_in_place;
 use crate::error::{Error, Result};
 use crate::sampling::DevicePick;
@@ -54,6 +55,7 @@ pub(super) fn sample(
     binding.bind_input("top_p", &Tensor::from_array(([rows], top_p))?)?;
     binding.bind_input("uniform", &Tensor::from_array(([rows], uniform))?)?;
     binding.bind_output_to_device("token", &cache_memory(Device::Cpu)?)?;
+    let _use = device_use();
     let outputs = session.run_binding(&binding)?;
     let (_, tokens) = outputs["token"].try_extract_tensor::<i64>()?;
     Ok(tokens[..picks.len()].to_vec())

@@ -7,6 +7,7 @@ use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor};
 
+use super::graph_step::device_use;
 use super::{Device, Shared};
 use crate::config::{ModelConfig, layer_name};
 use crate::error::{Error, Result};
@@ -152,6 +153,7 @@ pub(super) fn run(
             inputs.push((layer_name(pattern, i), v));
         }
     }
+    let _use = device_use();
     let mut outputs = match (activation, binding) {
         (Activation::Feed(_), Some(binding)) => {
             for (name, v) in &inputs {

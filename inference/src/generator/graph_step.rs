@@ -28,8 +28,8 @@
 //! On the CPU (`cuda_graphs: Some(true)`) the same fixed steps run without capture: that is
 //! how the tests check what a captured step computes.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use ort::session::{IoBinding, NoSelectedOutputs, RunOptions, Session};
 use ort::value::{DynValue, Tensor, TensorValueType};
@@ -46,6 +46,20 @@ use crate::sampling::DevicePick;
 
 /// Most CUDA graphs a generator captures; later steps run uncaptured.
 pub(super) const MAX_GRAPHS: i64 = 1024;
+
+/// Runs of a graph id before ONNX Runtime has captured it: one plain run (its allocations),
+/// then the run it captures.
+const CAPTURE_RUNS: u32 = 2;
+
+/// Work on the device, shared (copies, the sampler, uncaptured runs) or alone (a run that
+/// may capture): ONNX Runtime captures in CUDA's global mode, where another thread's
+/// allocation or synchronous copy during a capture fails that call and the capture.
+static DEVICE: RwLock<()> = RwLock::new(());
+
+/// Holds off captures while it lives (see [`DEVICE`]).
+pub(super) fn device_use() -> RwLockReadGuard<'static, ()> {
+    DEVICE.read().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// How a generator runs its decode steps as fixed steps (see the module).
 pub(super) struct GraphSteps {
@@ -165,6 +179,8 @@ pub(super) struct GraphStep {
     /// The buffers ([`KvBuffer::id`]) and adapter tensors (their feed's address) bound.
     key: (u64, usize),
     graph_id: i64,
+    /// Runs so far (the first [`CAPTURE_RUNS`] of a graph id capture it).
+    runs: u32,
     rows: usize,
     columns: usize,
     vocab: usize,
@@ -300,6 +316,7 @@ impl GraphStep {
         Ok(GraphStep {
             key: Self::key(kv, feed),
             graph_id,
+            runs: 0,
             rows,
             columns,
             vocab,
@@ -347,6 +364,10 @@ impl GraphStep {
     }
 
     fn run_once(&mut self, session: &mut Session) -> Result<()> {
+        let capturing = self.graph_id >= 0 && self.runs < CAPTURE_RUNS;
+        let _alone = capturing.then(|| DEVICE.write().unwrap_or_else(PoisonError::into_inner));
+        let _shared = (!capturing).then(device_use);
+        self.runs = self.runs.saturating_add(1);
         session.run_binding_with_options(&self.binding, &self.run)?;
         Ok(())
     }
@@ -439,6 +460,7 @@ fn bind_copy(at: &Placement, binding: &mut IoBinding, name: &str, value: &DynVal
         let src = value.view().downcast::<TensorValueType<T>>()?;
         let shape: Vec<usize> = src.shape().iter().map(|&d| d as usize).collect();
         let mut copy = at.tensor::<T>(&shape)?;
+        let _use = device_use();
         src.copy_into(&mut copy)?;
         bind_input_in_place(binding, name, &copy)
     }

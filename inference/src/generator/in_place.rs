@@ -12,7 +12,7 @@ use ort::session::{IoBinding, Session};
 
 use super::batch::{Batch, CachedPrefix};
 use super::forward::{Inputs, cache_memory, kept_logits, named_inputs};
-use super::graph_step::{GraphStep, GraphSteps, SpareBuffers, StepFeed, StepRead};
+use super::graph_step::{GraphStep, GraphSteps, SpareBuffers, StepFeed, StepRead, device_use};
 use super::kv_buffer::{KvBuffer, Placement};
 use super::row::Row;
 use super::slots::SlotBank;
@@ -367,6 +367,7 @@ fn run_in_place(
     let read = picks.unwrap_or(cfg.outputs.logits.as_str());
     binding.bind_output_to_device(read, &cache_memory(Device::Cpu)?)?;
     kv.bind(binding, rows)?;
+    let _use = device_use();
     let outputs = match shared.uncaptured() {
         Some(opts) => session.run_binding_with_options(binding, opts)?,
         None => session.run_binding(binding)?,

@@ -25,6 +25,7 @@ use super::Device;
 use super::cache::HostTensor;
 use super::device_copy::{copy, own_allocator};
 use super::forward::cache_memory;
+use super::graph_step::device_use;
 use super::prompt_cache::columns;
 use crate::config::{FloatDtype, ModelConfig, layer_name};
 use crate::error::{Error, Result};
@@ -128,6 +129,7 @@ impl Placement {
         }
         let shape: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
         let host = Tensor::from_array((shape, data.to_vec()))?;
+        let _use = device_use();
         host.copy_into(t)?;
         Ok(())
     }
@@ -139,6 +141,7 @@ impl Placement {
         }
         let shape: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
         let mut host = Tensor::<T>::new(&Allocator::default(), shape)?;
+        let _use = device_use();
         t.copy_into(&mut host)?;
         Ok(host.extract_tensor().1.to_vec())
     }
