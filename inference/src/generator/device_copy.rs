@@ -37,44 +37,61 @@ pub(super) fn copy<T: CacheElement>(
     src: &Value<TensorValueType<T>>,
     dst: TensorRefMut<'_, T>,
 ) -> Result<()> {
-    let mut copiers = COPIERS
-        .get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .map_err(|_| internal("the copy graphs were poisoned by a panic"))?;
-    let session = match copiers.entry((device, T::DTYPE)) {
-        Entry::Occupied(e) => e.into_mut(),
-        Entry::Vacant(e) => e.insert(identity_session(device, T::DTYPE)?),
-    };
-    let mut binding = session.create_binding()?;
-    bind_input_in_place(&mut binding, "x", src)?;
-    binding.bind_output("y", dst)?;
-    let _use = device_use();
-    session.run_binding(&binding)?;
-    Ok(())
+    with_copier(device, T::DTYPE, |session| {
+        let mut binding = session.create_binding()?;
+        bind_input_in_place(&mut binding, "x", src)?;
+        binding.bind_output("y", dst)?;
+        let _use = device_use();
+        session.run_binding(&binding)?;
+        Ok(())
+    })
 }
 
 /// An allocator on `device` from an arena of the generator's own: the identity graph's
 /// session's, which no model session allocates from (see `graph_step`).
 pub(super) fn own_allocator(device: Device) -> Result<Allocator> {
+    with_copier(device, FloatDtype::Float32, |session| {
+        Ok(Allocator::new(session, cache_memory(device)?)?)
+    })
+}
+
+/// Runs `f` on the identity graph of `device` and `dtype` (built the first time).
+fn with_copier<R>(
+    device: Device,
+    dtype: FloatDtype,
+    f: impl FnOnce(&mut Session) -> Result<R>,
+) -> Result<R> {
     let mut copiers = COPIERS
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
         .map_err(|_| internal("the copy graphs were poisoned by a panic"))?;
-    let session = match copiers.entry((device, FloatDtype::Float32)) {
+    let session = match copiers.entry((device, dtype)) {
         Entry::Occupied(e) => e.into_mut(),
-        Entry::Vacant(e) => e.insert(identity_session(device, FloatDtype::Float32)?),
+        Entry::Vacant(e) => {
+            let model: &[u8] = match dtype {
+                FloatDtype::Float32 => include_bytes!("identity/float32.onnx"),
+                FloatDtype::Float16 => include_bytes!("identity/float16.onnx"),
+            };
+            e.insert(small_session(
+                device,
+                model,
+                GraphOptimizationLevel::Disable,
+            )?)
+        }
     };
-    Ok(Allocator::new(session, cache_memory(device)?)?)
+    f(session)
 }
 
-fn identity_session(device: Device, dtype: FloatDtype) -> Result<Session> {
-    let model: &[u8] = match dtype {
-        FloatDtype::Float32 => include_bytes!("identity/float32.onnx"),
-        FloatDtype::Float16 => include_bytes!("identity/float16.onnx"),
-    };
+/// A one-thread session on `device` for a small graph the generator embeds (a copy, the
+/// device sampler).
+pub(super) fn small_session(
+    device: Device,
+    model: &[u8],
+    optimization: GraphOptimizationLevel,
+) -> Result<Session> {
     let env = tribute_common::environment()?;
     let builder = Session::builder(&env)?
-        .with_optimization_level(GraphOptimizationLevel::Disable)
+        .with_optimization_level(optimization)
         .map_err(builder_err)?
         .with_intra_threads(1)
         .map_err(builder_err)?;
@@ -94,7 +111,7 @@ fn with_device(builder: SessionBuilder, device: Device) -> Result<SessionBuilder
             .map_err(builder_err),
         #[cfg(not(feature = "cuda"))]
         Device::Cuda { .. } => Err(internal(
-            "a copy on a CUDA device in a build without the `cuda` feature",
+            "a graph on a CUDA device in a build without the `cuda` feature",
         )),
     }
 }

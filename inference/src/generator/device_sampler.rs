@@ -9,10 +9,11 @@ use std::collections::hash_map::Entry;
 use std::sync::{Mutex, OnceLock};
 
 use ort::session::Session;
-use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 
 use super::Device;
+use super::device_copy::small_session;
 use super::forward::cache_memory;
 use super::graph_step::device_use;
 use super::kv_buffer::bind_input_in_place;
@@ -62,33 +63,11 @@ pub(super) fn sample(
 }
 
 fn sampler_session(device: Device) -> Result<Session> {
-    let env = tribute_common::environment()?;
-    let builder = Session::builder(&env)?
-        .with_optimization_level(GraphOptimizationLevel::Level1)
-        .map_err(builder_err)?
-        .with_intra_threads(1)
-        .map_err(builder_err)?;
-    let mut builder = match device {
-        Device::Cpu => builder,
-        #[cfg(feature = "cuda")]
-        Device::Cuda { device_id } => builder
-            .with_execution_providers([ort::ep::CUDA::default()
-                .with_device_id(device_id)
-                .build()
-                .error_on_failure()])
-            .map_err(builder_err)?,
-        #[cfg(not(feature = "cuda"))]
-        Device::Cuda { .. } => {
-            return Err(internal(
-                "a device sampler on CUDA in a build without the `cuda` feature",
-            ));
-        }
-    };
-    Ok(builder.commit_from_memory(include_bytes!("sampler.onnx"))?)
-}
-
-fn builder_err(e: ort::Error<SessionBuilder>) -> Error {
-    Error::from(ort::Error::from(e))
+    small_session(
+        device,
+        include_bytes!("sampler.onnx"),
+        GraphOptimizationLevel::Level1,
+    )
 }
 
 fn internal(what: &str) -> Error {

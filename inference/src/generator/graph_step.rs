@@ -21,6 +21,11 @@
 //!   next replay.
 //! - Every other run on a session that captures passes `gpu_graph_id` -1 ([`GraphSteps::
 //!   uncaptured`]): ONNX Runtime would capture a run without one as graph 0.
+//! - Captures run alone ([`DEVICE`]): every other device use of the generator waits for them.
+//! - `logits_to_keep` stays unbound (see [`GraphStep::new`]).
+//! - Engines keep finished batches' buffers with their steps ([`SpareBuffers`]), so later
+//!   batches of the same shape replay the same graphs.
+//! - Sampled rows are picked on the device (`device_sampler`) when every row picks plainly.
 //! - A capture that fails is reported once (a warning) and steps run uncaptured from then
 //!   on; after [`MAX_GRAPHS`] captures too (ONNX Runtime keeps every graph for the session's
 //!   life).

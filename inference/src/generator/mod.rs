@@ -272,18 +272,21 @@ impl Generator {
             (None, ops) => ops == GraphOps::Static && options.device != Device::Cpu,
         };
         let mut device = options.device;
-        let mut capture = fixed_steps;
+        // Graphs are asked of later sessions only if every earlier one took them.
+        let (mut ask, mut any_captures) = (fixed_steps, false);
         let mut sessions = Vec::with_capacity(n_sessions);
         for _ in 0..n_sessions {
-            let (s, used, captures) = session::build_session(&env, &onnx, threads, device, capture)
+            let (s, used, captures) = session::build_session(&env, &onnx, threads, device, ask)
                 .map_err(|e| Error::model_dir(&dir, format!("model.onnx does not load: {e}")))?;
             device = used;
-            capture = captures;
+            ask &= captures;
+            any_captures |= captures;
             sessions.push(s);
         }
-        // Fixed steps where asked for, or on CUDA where the sessions capture.
-        let graph_steps = if options.cuda_graphs == Some(true) || (fixed_steps && capture) {
-            Some(graph_step::GraphSteps::new(capture)?)
+        // Fixed steps where asked for, or on CUDA where sessions capture; a session that
+        // captures needs every run to carry a graph id, even if another session does not.
+        let graph_steps = if options.cuda_graphs == Some(true) || any_captures {
+            Some(graph_step::GraphSteps::new(any_captures)?)
         } else {
             None
         };
