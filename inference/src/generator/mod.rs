@@ -130,8 +130,8 @@ pub struct GeneratorOptions {
     /// takes the per-kernel launch cost out of every step; steps then cover every row the
     /// buffers hold (a power of two) at their full width. A graph ONNX Runtime cannot
     /// capture runs uncaptured, with one warning. `Some(true)` on the CPU runs the same
-    /// fixed-shape steps without capture (slower there: what tests check); `Some(true)` on
-    /// another layout is an error.
+    /// fixed-shape steps without capture (what tests check; no faster there, and rows of
+    /// padding cost their compute); `Some(true)` on another layout is an error.
     pub cuda_graphs: Option<bool>,
 }
 
