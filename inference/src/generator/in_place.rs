@@ -233,8 +233,7 @@ impl Batch {
             }
         };
         // Most recently used last.
-        let step = self.steps.remove(at);
-        self.steps.push(step);
+        self.steps[at..].rotate_left(1);
         let step = self.steps.last_mut().ok_or_else(no_buffer)?;
         step.run(steps, session, feed)
     }
@@ -279,7 +278,7 @@ impl Batch {
     }
 
     fn copy_in(&mut self, shared: &Shared, newcomers: &mut [Batch]) -> Result<()> {
-        let self_steps = shared.graph_steps.is_some();
+        let fixed_steps = shared.graph_steps.is_some();
         let incoming = newcomers.iter().map(Batch::live).sum::<usize>();
         let need = self
             .rows
@@ -292,7 +291,7 @@ impl Batch {
         let kv = self.kv.as_mut().ok_or_else(no_buffer)?;
         if !kv.fits(incoming, need) {
             let mut rows = kv.rows() + incoming;
-            if self_steps {
+            if fixed_steps {
                 rows = GraphSteps::row_capacity(rows);
             }
             *kv = kv.regrown(rows, need)?;
