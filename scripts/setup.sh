@@ -77,8 +77,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # reinstall the exporter whenever its sources change
 EXPORT_SRC=$(cat "$ROOT/inference/export/pyproject.toml" "$ROOT"/inference/export/tribute_export/*.py | sha256sum | cut -c1-16)
-# what the LM export depends on: every exporter source but the query encoder's (step 4)
-LM_SRC=$(cat "$ROOT/inference/export/pyproject.toml" $(ls "$ROOT"/inference/export/tribute_export/*.py | grep -v '/query_encoder\.py$') | sha256sum | cut -c1-16)
+# what the LM export depends on: every exporter source but the query encoder's (step 4) and
+# the device sampler's (a graph the generator embeds)
+LM_SRC=$(cat "$ROOT/inference/export/pyproject.toml" $(ls "$ROOT"/inference/export/tribute_export/*.py | grep -vE '/(query_encoder|sampler)\.py$') | sha256sum | cut -c1-16)
 if [ "$(cat "$VENV/.tribute-export" 2>/dev/null)" != "$EXPORT_SRC" ]; then
   echo "setup: installing the exporter (inference/export) into $VENV" >&2
   # onnxruntime (the `adapter` extra, pinned to the library above) writes adapters and the
