@@ -248,6 +248,12 @@ impl From<candle_core::Error> for Error {
 }
 
 impl Error {
+    /// A broken invariant of the generator's own bookkeeping (a bug, not bad input), as an
+    /// `InvalidRequest` that says so.
+    pub(crate) fn internal(what: &str) -> Self {
+        Error::InvalidRequest(format!("internal: {what}"))
+    }
+
     pub(crate) fn model_dir(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::ModelDirectory {
             path: path.into(),

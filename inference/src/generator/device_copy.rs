@@ -64,7 +64,7 @@ fn with_copier<R>(
     let mut copiers = COPIERS
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
-        .map_err(|_| internal("the copy graphs were poisoned by a panic"))?;
+        .map_err(|_| Error::internal("the copy graphs were poisoned by a panic"))?;
     let session = match copiers.entry((device, dtype)) {
         Entry::Occupied(e) => e.into_mut(),
         Entry::Vacant(e) => {
@@ -110,7 +110,7 @@ fn with_device(builder: SessionBuilder, device: Device) -> Result<SessionBuilder
                 .error_on_failure()])
             .map_err(builder_err),
         #[cfg(not(feature = "cuda"))]
-        Device::Cuda { .. } => Err(internal(
+        Device::Cuda { .. } => Err(Error::internal(
             "a graph on a CUDA device in a build without the `cuda` feature",
         )),
     }
@@ -118,8 +118,4 @@ fn with_device(builder: SessionBuilder, device: Device) -> Result<SessionBuilder
 
 fn builder_err(e: ort::Error<SessionBuilder>) -> Error {
     Error::from(ort::Error::from(e))
-}
-
-fn internal(what: &str) -> Error {
-    Error::InvalidRequest(format!("internal: {what}"))
 }

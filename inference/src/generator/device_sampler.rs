@@ -32,7 +32,7 @@ pub(super) fn sample(
 ) -> Result<Vec<i64>> {
     let rows = logits.shape().first().copied().unwrap_or(0) as usize;
     if picks.len() > rows {
-        return Err(internal("more picks than rows of logits"));
+        return Err(Error::internal("more picks than rows of logits"));
     }
     let pick = |i: usize| picks.get(i).copied().unwrap_or(DevicePick::GREEDY);
     let scale: Vec<f32> = (0..rows).map(|i| pick(i).scale).collect();
@@ -44,7 +44,7 @@ pub(super) fn sample(
     let mut samplers = SAMPLERS
         .get_or_init(|| Mutex::new(HashMap::new()))
         .lock()
-        .map_err(|_| internal("the sampler sessions were poisoned by a panic"))?;
+        .map_err(|_| Error::internal("the sampler sessions were poisoned by a panic"))?;
     let session = match samplers.entry(device) {
         Entry::Occupied(e) => e.into_mut(),
         Entry::Vacant(e) => e.insert(sampler_session(device)?),
@@ -68,10 +68,6 @@ fn sampler_session(device: Device) -> Result<Session> {
         include_bytes!("sampler.onnx"),
         GraphOptimizationLevel::Level1,
     )
-}
-
-fn internal(what: &str) -> Error {
-    Error::InvalidRequest(format!("internal: {what}"))
 }
 
 #[cfg(test)]

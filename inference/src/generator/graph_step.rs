@@ -349,10 +349,10 @@ impl GraphStep {
     ) -> Result<Readout> {
         let n = x.lens.len();
         if n > self.rows || x.ids.len() != n {
-            return Err(internal("a fixed step fed rows it does not hold"));
+            return Err(Error::internal("a fixed step fed rows it does not hold"));
         }
         if x.lens.iter().any(|&l| l >= self.columns) {
-            return Err(internal("a fixed step past its buffers' columns"));
+            return Err(Error::internal("a fixed step past its buffers' columns"));
         }
         self.write_inputs(&x)?;
         let result = self.run_once(session);
@@ -420,7 +420,11 @@ impl GraphStep {
                 }
             }
             (None, None) => {}
-            _ => return Err(internal("a fixed step fed LoRA columns of another width")),
+            _ => {
+                return Err(Error::internal(
+                    "a fixed step fed LoRA columns of another width",
+                ));
+            }
         }
         Ok(())
     }
@@ -429,10 +433,9 @@ impl GraphStep {
     fn read(&mut self, n: usize, read: StepRead) -> Result<Readout> {
         let mut all = match read {
             StepRead::Argmax => {
-                let t = self
-                    .token
-                    .as_mut()
-                    .ok_or_else(|| internal("graph picks asked of a graph without next_token"))?;
+                let t = self.token.as_mut().ok_or_else(|| {
+                    Error::internal("graph picks asked of a graph without next_token")
+                })?;
                 self.at.read(t)?
             }
             StepRead::Sampled(picks) => {
@@ -476,10 +479,6 @@ fn bind_copy(at: &Placement, binding: &mut IoBinding, name: &str, value: &DynVal
     }
 }
 
-fn internal(what: &str) -> Error {
-    Error::InvalidRequest(format!("internal: {what}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,7 +491,7 @@ mod tests {
         let steps = GraphSteps::new(true).expect("steps");
         assert!(steps.uncaptured().is_some());
         assert_eq!((steps.next_graph(), steps.next_graph()), (0, 1));
-        steps.capture_failed(&internal("capture"));
+        steps.capture_failed(&Error::internal("capture"));
         assert!(!steps.capturing());
         assert_eq!(steps.next_graph(), -1);
 

@@ -402,9 +402,9 @@ fn no_run_options() -> Error {
 }
 
 fn no_binding() -> Error {
-    Error::InvalidRequest("internal: a static-layout batch without its binding".into())
+    Error::internal("a static-layout batch without its binding")
 }
 
 fn no_buffer() -> Error {
-    Error::InvalidRequest("internal: a static-layout batch without its buffers".into())
+    Error::internal("a static-layout batch without its buffers")
 }

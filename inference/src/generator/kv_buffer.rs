@@ -122,7 +122,9 @@ impl Placement {
         if self.in_host {
             let (_, dst) = t.extract_tensor_mut();
             if dst.len() != data.len() {
-                return Err(internal("a tensor written with another element count"));
+                return Err(Error::internal(
+                    "a tensor written with another element count",
+                ));
             }
             dst.copy_from_slice(data);
             return Ok(());
@@ -291,16 +293,16 @@ impl KvBuffer {
     pub(super) fn push_row(&mut self, prefix: Option<&[HostTensor<f32>]>) -> Result<usize> {
         let row = self.rows();
         if row >= self.geometry.row_capacity {
-            return Err(internal("a row pushed past the buffer's capacity"));
+            return Err(Error::internal("a row pushed past the buffer's capacity"));
         }
         let mut len = 0;
         if let Some(layers) = prefix {
             if layers.len() != self.names.len() {
-                return Err(internal("a cached prefix with another layer count"));
+                return Err(Error::internal("a cached prefix with another layer count"));
             }
             len = layers.first().map_or(0, |t| t.shape[2]);
             if len > self.geometry.columns {
-                return Err(internal("a cached prefix longer than the buffer"));
+                return Err(Error::internal("a cached prefix longer than the buffer"));
             }
             let (at, g) = (&self.at, self.geometry);
             each_type!(&mut self.tensors, tensors => {
@@ -368,11 +370,13 @@ impl KvBuffer {
     pub(super) fn push_row_from(&mut self, src: &mut KvBuffer, row: usize) -> Result<usize> {
         let to = self.rows();
         if to >= self.geometry.row_capacity || row >= src.rows() {
-            return Err(internal("a row moved outside a buffer's rows"));
+            return Err(Error::internal("a row moved outside a buffer's rows"));
         }
         let len = src.lens[row];
         if len > self.geometry.columns {
-            return Err(internal("a row moved into a buffer too short for it"));
+            return Err(Error::internal(
+                "a row moved into a buffer too short for it",
+            ));
         }
         let from = Side {
             at: &src.at,
@@ -387,7 +391,11 @@ impl KvBuffer {
         match (&mut src.tensors, &mut self.tensors) {
             (Tensors::F32(a), Tensors::F32(b)) => copy_columns(&from, a, &into, b, len)?,
             (Tensors::F16(a), Tensors::F16(b)) => copy_columns(&from, a, &into, b, len)?,
-            _ => return Err(internal("a row moved between buffers of different types")),
+            _ => {
+                return Err(Error::internal(
+                    "a row moved between buffers of different types",
+                ));
+            }
         }
         self.lens.push(len);
         Ok(to)
@@ -398,7 +406,7 @@ impl KvBuffer {
     /// place.
     pub(super) fn bind(&mut self, binding: &mut IoBinding, rows: Range<usize>) -> Result<()> {
         if rows.is_empty() || rows.end > self.geometry.row_capacity {
-            return Err(internal("a view outside the buffer's rows"));
+            return Err(Error::internal("a view outside the buffer's rows"));
         }
         let (at, g) = (&self.at, self.geometry);
         each_type!(&mut self.tensors, tensors => {
@@ -423,7 +431,7 @@ fn allocate<T: Element>(at: &Placement, count: usize, shape: &[usize]) -> Result
     let allocator = at
         .allocator
         .lock()
-        .map_err(|_| internal("a cache allocator poisoned by a panic"))?;
+        .map_err(|_| Error::internal("a cache allocator poisoned by a panic"))?;
     (0..count)
         .map(|_| {
             let mut t = Tensor::<T>::new(&allocator, shape.to_vec())?;
@@ -631,7 +639,7 @@ pub(super) fn bind_input_in_place<T: ValueTypeMarker + ?Sized>(
     name: &str,
     value: &Value<T>,
 ) -> Result<()> {
-    let name = CString::new(name).map_err(|_| internal("an input name with a NUL byte"))?;
+    let name = CString::new(name).map_err(|_| Error::internal("an input name with a NUL byte"))?;
     // SAFETY: the binding and the value are live ONNX Runtime objects; ONNX Runtime keeps its
     // own reference to the value (not to its memory, which the caller keeps alive, see
     // `KvBuffer::bind`).
@@ -643,10 +651,6 @@ pub(super) fn bind_input_in_place<T: ValueTypeMarker + ?Sized>(
         ))?;
     }
     Ok(())
-}
-
-fn internal(what: &str) -> Error {
-    Error::InvalidRequest(format!("internal: {what}"))
 }
 
 #[cfg(test)]
