@@ -35,8 +35,10 @@ test: setup
 	@# too, and this says so in seconds instead of after the fuzz build's turn comes.
 	cd core/fuzz && $(CARGO) metadata --locked --format-version 1 >/dev/null
 	$(CARGO) clippy --workspace --all-targets --features tribute-inference/cuda,tribute-inference/finetune -- -D warnings
-	$(VENV)/bin/python -c "import pytest, onnxruntime" 2>/dev/null || \
-	  $(VENV)/bin/pip install --quiet --disable-pip-version-check pytest onnxruntime==1.32.0
+	@# onnxruntime-genai: test_genai.py runs the exported directories on it (an 11 MB wheel)
+	$(VENV)/bin/python -c "import pytest, onnxruntime, onnxruntime_genai" 2>/dev/null || \
+	  $(VENV)/bin/pip install --quiet --disable-pip-version-check pytest onnxruntime==1.32.0 \
+	    onnxruntime-genai==0.18.0
 	TRIBUTE_SMOLLM2_DIR=$(TRIBUTE_HOME)/models/SmolLM2-135M-Instruct \
 	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider inference/export/tests
 	cd attribution/contracts && npm ci --silent --no-audit --no-fund && node compile.js --check && bash smoke.sh

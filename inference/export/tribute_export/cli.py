@@ -48,7 +48,10 @@ def parse_targets(s: Optional[str]) -> List[str]:
     return [t for t in ALL_TARGETS if t in out]
 
 
-def genai_config(spec, fp16: bool) -> dict:
+def genai_config(spec, ops: str) -> dict:
+    """onnxruntime-genai's config. GroupQueryAttention graphs (fused, static) write each step's
+    keys and values into a cache buffer kept at the maximum length (`past_present_share_buffer`);
+    the portable graph's Concat returns a longer cache each step, so it cannot share."""
     return {
         "model": {
             "bos_token_id": spec.bos_token_id,
@@ -82,7 +85,7 @@ def genai_config(spec, fp16: bool) -> dict:
         "search": {
             "diversity_penalty": 0.0, "do_sample": False, "early_stopping": True, "length_penalty": 1.0,
             "max_length": spec.context_length, "min_length": 0, "no_repeat_ngram_size": 0, "num_beams": 1,
-            "num_return_sequences": 1, "past_present_share_buffer": False, "repetition_penalty": 1.0,
+            "num_return_sequences": 1, "past_present_share_buffer": ops != "portable", "repetition_penalty": 1.0,
             "temperature": 1.0, "top_k": 1, "top_p": 1.0,
         },
     }
@@ -251,7 +254,7 @@ def export(args) -> str:
             shutil.copyfile(os.path.join(src, "generation_config.json"), os.path.join(tmp, "generation_config.json"))
         else:
             dump("generation_config.json", gen)
-        dump("genai_config.json", genai_config(spec, fp16))
+        dump("genai_config.json", genai_config(spec, args.ops))
         dump("tribute.json", tribute_json(spec, fp16, targets, lora_modules, source, q,
                                           not args.float_embeddings, transfer, args.ops, args.compute))
 
