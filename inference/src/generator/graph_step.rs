@@ -9,8 +9,10 @@
 //! - Each step owns its `IoBinding`: the buffers' whole rows as past and present, the
 //!   adapter tensors, the token ids, positions, mask and LoRA columns, and both outputs (the
 //!   graph's argmax and the logits), all bound once. A step only updates the values of its
-//!   inputs, then runs with its own `gpu_graph_id`; ONNX Runtime captures that graph on its
-//!   second run and replays it from then on.
+//!   inputs, then runs with its own `gpu_graph_id`; ONNX Runtime captures that graph after
+//!   one or two plain runs (the count differs between its versions) and replays it from then
+//!   on. It keeps graphs and counts runs per thread, so every thread that drives a step
+//!   captures it once ([`CaptureRuns`]).
 //! - A step is made for one pair of (buffers, adapter tensors) and replaced when either
 //!   changes (rows regrown, a slot loaded), with a new graph id: a captured graph replays the
 //!   addresses it was captured with.
@@ -27,14 +29,15 @@
 //!   batches of the same shape replay the same graphs.
 //! - Sampled rows are picked on the device (`device_sampler`) when every row picks plainly.
 //! - A capture that fails is reported once (a warning) and steps run uncaptured from then
-//!   on; after [`MAX_GRAPHS`] captures too (ONNX Runtime keeps every graph for the session's
-//!   life).
+//!   on; after [`MAX_GRAPHS`] captures (a graph id on a thread) too: ONNX Runtime keeps every
+//!   graph for the session's life.
 //!
 //! On the CPU (`cuda_graphs: Some(true)`) the same fixed steps run without capture: that is
 //! how the tests check what a captured step computes.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::thread::ThreadId;
 
 use ort::session::{IoBinding, NoSelectedOutputs, RunOptions, Session};
 use ort::value::{DynValue, Tensor, TensorValueType};
@@ -49,12 +52,14 @@ use crate::config::FloatDtype;
 use crate::error::{Error, Result};
 use crate::sampling::DevicePick;
 
-/// Most CUDA graphs a generator captures; later steps run uncaptured.
+/// Most CUDA graphs a generator captures (a graph id on one thread); later steps, and
+/// threads new to a step, run uncaptured.
 pub(super) const MAX_GRAPHS: i64 = 1024;
 
-/// Runs of a graph id before ONNX Runtime has captured it: one plain run (its allocations),
-/// then the run it captures.
-const CAPTURE_RUNS: u32 = 2;
+/// Runs of a graph id on one thread by the end of which ONNX Runtime has captured it: its
+/// CUDA provider captures after `min_num_runs_before_cuda_graph_capture_` plain runs (for
+/// their allocations), 1 in some versions and 2 in others, so three cover both.
+const CAPTURE_RUNS: u32 = 3;
 
 /// Work on the device, shared (copies, the sampler, uncaptured runs) or alone (a run that
 /// may capture): ONNX Runtime captures in CUDA's global mode, where another thread's
@@ -73,6 +78,8 @@ pub(super) struct GraphSteps {
     /// New steps are still captured: no capture failed, fewer than [`MAX_GRAPHS`] so far.
     capturing: AtomicBool,
     next_id: AtomicI64,
+    /// Captures counted so far (a graph id on a thread).
+    captures: AtomicI64,
     /// `gpu_graph_id` -1, for every run that is not a captured step.
     uncaptured: RunOptions<NoSelectedOutputs>,
 }
@@ -86,6 +93,7 @@ impl GraphSteps {
             sessions_capture,
             capturing: AtomicBool::new(sessions_capture),
             next_id: AtomicI64::new(0),
+            captures: AtomicI64::new(0),
             uncaptured,
         })
     }
@@ -105,9 +113,17 @@ impl GraphSteps {
         if !self.capturing() {
             return -1;
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        if id < MAX_GRAPHS {
-            return id;
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether a thread new to a step may capture its graph: while capturing, and for the
+    /// first [`MAX_GRAPHS`] captures.
+    fn take_capture(&self) -> bool {
+        if !self.capturing() {
+            return false;
+        }
+        if self.captures.fetch_add(1, Ordering::Relaxed) < MAX_GRAPHS {
+            return true;
         }
         if self.capturing.swap(false, Ordering::Relaxed) {
             tracing::warn!(
@@ -115,7 +131,7 @@ impl GraphSteps {
                  life); later decode steps run uncaptured"
             );
         }
-        -1
+        false
     }
 
     /// A captured step failed: warns once, and no step is captured from then on.
@@ -184,8 +200,7 @@ pub(super) struct GraphStep {
     /// The buffers ([`KvBuffer::id`]) and adapter tensors (their feed's address) bound.
     key: (u64, usize),
     graph_id: i64,
-    /// Runs so far (the first [`CAPTURE_RUNS`] of a graph id capture it).
-    runs: u32,
+    captures: CaptureRuns,
     rows: usize,
     columns: usize,
     vocab: usize,
@@ -202,6 +217,55 @@ pub(super) struct GraphStep {
     /// The feed the adapter tensors were copied from, held so that its address (the key)
     /// names no other feed while this step lives.
     _feed: Arc<LoraFeed>,
+}
+
+/// A step's runs on each thread that ran it. ONNX Runtime's CUDA provider keeps graphs in a
+/// per-thread context and counts a graph id's runs there, and any caller's thread may drive a
+/// step, so each thread captures the step's graph for itself: its first [`CAPTURE_RUNS`] runs
+/// run alone, and it counts as one capture toward [`MAX_GRAPHS`] (past them, or once
+/// capturing stopped, a thread new to the step runs it uncaptured).
+#[derive(Default)]
+struct CaptureRuns {
+    /// (thread, its runs of the step, whether it runs the step's graph).
+    threads: Vec<(ThreadId, u32, bool)>,
+}
+
+/// How one run of a fixed step goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunKind {
+    /// With the step's graph id, alone: ONNX Runtime may capture it on this run.
+    Capture,
+    /// With the step's graph id, the graph captured: a replay.
+    Replay,
+    /// Without a graph (`gpu_graph_id` -1 on sessions that capture).
+    Plain,
+}
+
+impl CaptureRuns {
+    /// How the calling thread's next run of a step with `graph_id` goes.
+    fn next(&mut self, graph_id: i64, steps: &GraphSteps) -> RunKind {
+        if graph_id < 0 {
+            return RunKind::Plain;
+        }
+        let here = std::thread::current().id();
+        let i = match self.threads.iter().position(|t| t.0 == here) {
+            Some(i) => i,
+            None => {
+                self.threads.push((here, 0, steps.take_capture()));
+                self.threads.len() - 1
+            }
+        };
+        let (_, runs, graph) = &mut self.threads[i];
+        if !*graph {
+            return RunKind::Plain;
+        }
+        *runs = runs.saturating_add(1);
+        if *runs <= CAPTURE_RUNS {
+            RunKind::Capture
+        } else {
+            RunKind::Replay
+        }
+    }
 }
 
 /// A float tensor of either element type the model's LoRA inputs take.
@@ -321,7 +385,7 @@ impl GraphStep {
         Ok(GraphStep {
             key: Self::key(kv, feed),
             graph_id,
-            runs: 0,
+            captures: CaptureRuns::default(),
             rows,
             columns,
             vocab,
@@ -355,36 +419,29 @@ impl GraphStep {
             return Err(Error::internal("a fixed step past its buffers' columns"));
         }
         self.write_inputs(&x)?;
-        let result = self.run_once(session);
+        let result = self.run_once(steps, session);
         if let Err(e) = &result
             && self.graph_id >= 0
         {
             steps.capture_failed(e);
-            self.uncapture(steps)?;
-            self.run_once(session)?;
+            self.graph_id = -1; // uncaptured from now on, on every thread
+            self.run_once(steps, session)?;
         } else {
             result?;
         }
         self.read(n, x.read)
     }
 
-    fn run_once(&mut self, session: &mut Session) -> Result<()> {
-        let capturing = self.graph_id >= 0 && self.runs < CAPTURE_RUNS;
-        let _alone = capturing.then(|| DEVICE.write().unwrap_or_else(PoisonError::into_inner));
-        let _shared = (!capturing).then(device_use);
-        self.runs = self.runs.saturating_add(1);
-        session.run_binding_with_options(&self.binding, &self.run)?;
-        Ok(())
-    }
-
-    /// Runs uncaptured from now on.
-    fn uncapture(&mut self, steps: &GraphSteps) -> Result<()> {
-        self.graph_id = -1;
-        let mut run = RunOptions::new()?;
-        if steps.sessions_capture {
-            run.set("gpu_graph_id", "-1")?;
-        }
-        self.run = run;
+    fn run_once(&mut self, steps: &GraphSteps, session: &mut Session) -> Result<()> {
+        let kind = self.captures.next(self.graph_id, steps);
+        let capture = kind == RunKind::Capture;
+        let _alone = capture.then(|| DEVICE.write().unwrap_or_else(PoisonError::into_inner));
+        let _shared = (!capture).then(device_use);
+        let options = match kind {
+            RunKind::Plain => steps.uncaptured().unwrap_or(&self.run),
+            RunKind::Capture | RunKind::Replay => &self.run,
+        };
+        session.run_binding_with_options(&self.binding, options)?;
         Ok(())
     }
 
@@ -483,8 +540,8 @@ fn bind_copy(at: &Placement, binding: &mut IoBinding, name: &str, value: &DynVal
 mod tests {
     use super::*;
 
-    /// Each new step gets a graph of its own until a capture fails or [`MAX_GRAPHS`] were
-    /// captured; from then on steps run uncaptured, and every other run says -1.
+    /// Each new step gets a graph of its own until a capture fails; captures are counted
+    /// until [`MAX_GRAPHS`], and from then on steps run uncaptured; every other run says -1.
     #[test]
     fn graph_ids_are_fresh_until_capture_fails_or_runs_out() {
         let _ort = tribute_common::ort_library::environment().expect("ONNX Runtime");
@@ -494,18 +551,64 @@ mod tests {
         steps.capture_failed(&Error::internal("capture"));
         assert!(!steps.capturing());
         assert_eq!(steps.next_graph(), -1);
+        assert!(!steps.take_capture());
 
         let steps = GraphSteps::new(true).expect("steps");
-        for want in 0..MAX_GRAPHS {
-            assert_eq!(steps.next_graph(), want);
+        for _ in 0..MAX_GRAPHS {
+            assert!(steps.take_capture());
         }
-        assert_eq!(steps.next_graph(), -1, "past the cap");
+        assert!(!steps.take_capture(), "past the cap");
         assert!(!steps.capturing());
+        assert_eq!(steps.next_graph(), -1);
 
         // Sessions that do not capture (the CPU): fixed steps, no graph ids, plain runs.
         let steps = GraphSteps::new(false).expect("steps");
         assert!(steps.uncaptured().is_none());
         assert_eq!(steps.next_graph(), -1);
+    }
+
+    /// Every thread that runs a step runs its first three runs of it alone (one of them is
+    /// ONNX Runtime's capture on that thread), then replays; each such thread counts one
+    /// capture, and a thread that comes past the cap runs the step without its graph.
+    #[test]
+    fn each_thread_captures_a_step_alone_once() {
+        let _ort = tribute_common::ort_library::environment().expect("ONNX Runtime");
+        use RunKind::{Capture, Plain, Replay};
+        let runs = |c: &mut CaptureRuns, steps: &GraphSteps, n: usize| -> Vec<RunKind> {
+            (0..n).map(|_| c.next(0, steps)).collect()
+        };
+        let steps = GraphSteps::new(true).expect("steps");
+        let mut step = CaptureRuns::default();
+        assert_eq!(
+            runs(&mut step, &steps, 5),
+            [Capture, Capture, Capture, Replay, Replay]
+        );
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(
+                    runs(&mut step, &steps, 4),
+                    [Capture, Capture, Capture, Replay]
+                );
+            });
+        });
+        assert_eq!(
+            runs(&mut step, &steps, 1),
+            [Replay],
+            "this thread's graph is kept"
+        );
+        assert_eq!(steps.captures.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            CaptureRuns::default().next(-1, &steps),
+            Plain,
+            "an uncaptured step"
+        );
+
+        // The cap reached: a thread new to the step runs it plainly; the others replay.
+        while steps.take_capture() {}
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(runs(&mut step, &steps, 4), [Plain; 4]));
+        });
+        assert_eq!(runs(&mut step, &steps, 1), [Replay]);
     }
 
     #[test]
