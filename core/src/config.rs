@@ -329,6 +329,11 @@ pub struct GenerationConfig {
     /// `--ops static` export on CUDA; `false`: off; `true` on another layout is an error).
     /// See `tribute_inference::GeneratorOptions::cuda_graphs`.
     pub cuda_graphs: Option<bool>,
+    /// With CUDA graphs: MiB of finished batches' cache buffers each session keeps, with
+    /// their captured graphs, for later batches of the same row count (`0`: none; every
+    /// batch captures anew and frees its memory when it ends). Default 4096. See
+    /// `tribute_inference::GeneratorOptions::spare_buffer_bytes`.
+    pub spare_buffer_mib: usize,
     /// Repetition guard: the answer never repeats a run of this many tokens of its own
     /// (`0` = off). Default 4 (measured in `docs/QUALITY.md`). Tokens of the prompt do
     /// not count, so the answer can still quote its sources.
@@ -363,6 +368,7 @@ impl Default for GenerationConfig {
             adapter_slots: 0,
             slot_rank: tribute_inference::DEFAULT_SLOT_RANK,
             cuda_graphs: None,
+            spare_buffer_mib: tribute_inference::DEFAULT_SPARE_BUFFER_BYTES >> 20,
             no_repeat_ngram: 4,
             repeat_stop: 3,
             repeat_stop_grace: 32,

@@ -9,6 +9,9 @@
 //! Environment: `BENCH_NEW` (new tokens, default 32), `BENCH_REPS` (default 3),
 //! `BENCH_THREADS` (default: all cores), `TRIBUTE_PYTHON` (the exporter's venv by default).
 //!
+//! `BENCH_PEERS=NAME=DIR,...` puts those model directories in the table against the same
+//! peers instead of the default models, and stops after it.
+//!
 //! With `BENCH_MODEL=DIR` it measures that one model instead (no Python peer):
 //! `BENCH_DEVICE` (`cpu`, `cuda`, `cuda:N`), `BENCH_BATCHES` (default `1,8,32`), then the
 //! adapter switch time on it; `BENCH_PROMPT_TOKENS=N` repeats the prompt's tokens to N (a
@@ -376,9 +379,18 @@ fn main() {
     );
     println!("| model | batch | runtime | prefill tok/s | decode tok/s | decode vs python ORT |");
     println!("|---|---|---|---|---|---|");
-    let mut models = vec![("SmolLM2-135M fp32", fp32.clone())];
-    if let Some(d) = fp16_dir(&fp32) {
-        models.push(("SmolLM2-135M fp16", d));
+    // `BENCH_PEERS=NAME=DIR,...`: these model directories instead (then only this table).
+    let peers: Option<Vec<(String, PathBuf)>> = std::env::var("BENCH_PEERS").ok().map(|v| {
+        v.split(',')
+            .filter_map(|p| p.split_once('='))
+            .map(|(name, dir)| (name.to_owned(), PathBuf::from(dir)))
+            .collect()
+    });
+    let mut models = vec![("SmolLM2-135M fp32".to_owned(), fp32.clone())];
+    if let Some(p) = &peers {
+        models.clone_from(p);
+    } else if let Some(d) = fp16_dir(&fp32) {
+        models.push(("SmolLM2-135M fp16".to_owned(), d));
     }
     for (name, dir) in &models {
         let g = Generator::load_with(dir, opts.clone()).expect("load model");
@@ -425,6 +437,10 @@ fn main() {
                 );
             }
         }
+    }
+
+    if peers.is_some() {
+        return;
     }
 
     // Concurrent callers: 4 threads each calling `generate`, batched by the queue, against

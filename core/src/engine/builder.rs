@@ -171,6 +171,7 @@ impl EngineBuilder {
                     adapter_slots: config.generation.adapter_slots,
                     slot_rank: config.generation.slot_rank,
                     cuda_graphs: config.generation.cuda_graphs,
+                    spare_buffer_bytes: config.generation.spare_buffer_mib.saturating_mul(1 << 20),
                     ..GeneratorOptions::default()
                 };
                 Some(Arc::new(Generator::load_with(&dir, options)?))

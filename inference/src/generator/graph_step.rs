@@ -151,22 +151,37 @@ impl GraphSteps {
 /// Buffers of finished batches, kept by an engine with their fixed steps, for the next batch
 /// of their shape: it reuses their captured graphs instead of capturing new ones (a server
 /// whose every request is a batch of its own would otherwise capture a graph per request).
-#[derive(Default)]
+/// They hold their memory while kept: at most [`SPARE_BUFFERS`] of them, within a budget of
+/// bytes ([`GeneratorOptions::spare_buffer_bytes`](super::GeneratorOptions)).
 pub(super) struct SpareBuffers {
     /// Most recently put last.
     spare: Vec<(KvBuffer, Vec<GraphStep>)>,
+    budget: usize,
 }
 
-/// Most spare buffers an engine keeps (each holds its rows' cache memory).
+/// Most spare buffers an engine keeps.
 const SPARE_BUFFERS: usize = 2;
 
 impl SpareBuffers {
-    /// Keeps `kv` (emptied) and its steps; the least recently put goes when there are more
-    /// than [`SPARE_BUFFERS`].
+    /// None kept yet, within `budget` bytes.
+    pub(super) fn new(budget: usize) -> Self {
+        SpareBuffers {
+            spare: Vec::new(),
+            budget,
+        }
+    }
+
+    /// Keeps `kv` (emptied) and its steps, unless it alone holds more than the budget; the
+    /// least recently put go while there are more than [`SPARE_BUFFERS`] or they hold more.
     pub(super) fn put(&mut self, mut kv: KvBuffer, steps: Vec<GraphStep>) {
+        if kv.bytes() > self.budget {
+            return; // freed with its steps
+        }
         kv.lens.clear();
         self.spare.push((kv, steps));
-        if self.spare.len() > SPARE_BUFFERS {
+        while self.spare.len() > SPARE_BUFFERS
+            || self.spare.iter().map(|(kv, _)| kv.bytes()).sum::<usize>() > self.budget
+        {
             self.spare.remove(0);
         }
     }

@@ -133,6 +133,11 @@ pub struct GeneratorOptions {
     /// fixed-shape steps without capture (what tests check; no faster there, and rows of
     /// padding cost their compute); `Some(true)` on another layout is an error.
     pub cuda_graphs: Option<bool>,
+    /// With CUDA graphs: bytes of finished batches' cache buffers each session keeps, with
+    /// their captured steps, for later batches of the same row count to replay instead of
+    /// capturing again (at most two buffers; `0`: none kept, every batch captures anew and
+    /// its memory is freed when it ends). Default [`DEFAULT_SPARE_BUFFER_BYTES`].
+    pub spare_buffer_bytes: usize,
 }
 
 impl Default for GeneratorOptions {
@@ -150,6 +155,7 @@ impl Default for GeneratorOptions {
             adapter_limits: crate::AdapterLimits::default(),
             prompt_cache_bytes: DEFAULT_PROMPT_CACHE_BYTES,
             cuda_graphs: None,
+            spare_buffer_bytes: DEFAULT_SPARE_BUFFER_BYTES,
         }
     }
 }
@@ -157,6 +163,10 @@ impl Default for GeneratorOptions {
 /// Default [`GeneratorOptions::prompt_cache_bytes`]: 128 MiB, a few prompts of a small
 /// model (SmolLM2-135M keeps 46 KB per token) or one long one of a 1B model.
 pub const DEFAULT_PROMPT_CACHE_BYTES: usize = 128 << 20;
+
+/// Default [`GeneratorOptions::spare_buffer_bytes`]: 4 GiB, one buffer of 32 rows × 2,048
+/// tokens of a Llama-3.2-1B-shaped model in float16 (2.1 GB), or two smaller ones.
+pub const DEFAULT_SPARE_BUFFER_BYTES: usize = 4 << 30;
 
 /// Default [`GeneratorOptions::slot_rank`].
 pub const DEFAULT_SLOT_RANK: usize = 16;
@@ -353,7 +363,10 @@ impl Generator {
                 dir,
                 config,
                 tokenizer,
-                pool: Pool::new(sessions.into_iter().zip(banks).collect()),
+                pool: Pool::new(
+                    sessions.into_iter().zip(banks).collect(),
+                    options.spare_buffer_bytes,
+                ),
                 registry,
                 graph_inputs,
                 logits_to_keep,

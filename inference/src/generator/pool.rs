@@ -75,7 +75,8 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    pub(super) fn new(sessions: Vec<(Session, Option<SlotBank>)>) -> Self {
+    /// Engines over `sessions`, each keeping spare buffers within `spare_bytes`.
+    pub(super) fn new(sessions: Vec<(Session, Option<SlotBank>)>, spare_bytes: usize) -> Self {
         Pool {
             size: sessions.len(),
             idle: Mutex::new(
@@ -85,7 +86,7 @@ impl Pool {
                         session,
                         batches: Vec::new(),
                         bank,
-                        spares: SpareBuffers::default(),
+                        spares: SpareBuffers::new(spare_bytes),
                     })
                     .collect(),
             ),
