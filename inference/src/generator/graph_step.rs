@@ -11,8 +11,9 @@
 //!   graph's argmax and the logits), all bound once. A step only updates the values of its
 //!   inputs, then runs with its own `gpu_graph_id`; ONNX Runtime captures that graph after
 //!   one or two plain runs (the count differs between its versions) and replays it from then
-//!   on. It keeps graphs and counts runs per thread, so every thread that drives a step
-//!   captures it once ([`CaptureRuns`]).
+//!   on. It keeps graphs and counts runs per thread, so every thread that runs a step
+//!   captures it once ([`CaptureRuns`]); engines with fixed steps run on one thread each
+//!   (`engine_thread`), so that is one capture per step.
 //! - A step is made for one pair of (buffers, adapter tensors) and replaced when either
 //!   changes (rows regrown, a slot loaded), with a new graph id: a captured graph replays the
 //!   addresses it was captured with.

@@ -20,6 +20,7 @@ mod batch;
 mod cache;
 mod device_copy;
 mod device_sampler;
+mod engine_thread;
 mod forward;
 mod graph_step;
 mod in_place;
@@ -366,7 +367,8 @@ impl Generator {
                 pool: Pool::new(
                     sessions.into_iter().zip(banks).collect(),
                     options.spare_buffer_bytes,
-                ),
+                    graph_steps.is_some(),
+                )?,
                 registry,
                 graph_inputs,
                 logits_to_keep,

@@ -9,8 +9,10 @@ use ort::session::Session;
 
 use super::Shared;
 use super::batch::Batch;
+use super::engine_thread::{EngineThread, run_on};
 use super::graph_step::SpareBuffers;
 use super::slots::SlotBank;
+use crate::error::Result;
 
 /// A session and the batches it is decoding (one per adapter set, stepped in turn; with
 /// adapter slots, one for every set fed through the slots).
@@ -21,6 +23,8 @@ pub(super) struct Engine {
     pub(super) bank: Option<SlotBank>,
     /// With fixed decode steps: buffers of finished batches, for the next ones.
     pub(super) spares: SpareBuffers,
+    /// With fixed decode steps: the thread every run of this engine goes through.
+    pub(super) thread: Option<EngineThread>,
 }
 
 impl Engine {
@@ -75,24 +79,33 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    /// Engines over `sessions`, each keeping spare buffers within `spare_bytes`.
-    pub(super) fn new(sessions: Vec<(Session, Option<SlotBank>)>, spare_bytes: usize) -> Self {
-        Pool {
-            size: sessions.len(),
-            idle: Mutex::new(
-                sessions
-                    .into_iter()
-                    .map(|(session, bank)| Engine {
-                        session,
-                        batches: Vec::new(),
-                        bank,
-                        spares: SpareBuffers::new(spare_bytes),
-                    })
-                    .collect(),
-            ),
+    /// Engines over `sessions`, each keeping spare buffers within `spare_bytes`, and each
+    /// on a thread of its own when `threads` (fixed decode steps: see `engine_thread`).
+    pub(super) fn new(
+        sessions: Vec<(Session, Option<SlotBank>)>,
+        spare_bytes: usize,
+        threads: bool,
+    ) -> Result<Self> {
+        let mut engines = VecDeque::with_capacity(sessions.len());
+        for (i, (session, bank)) in sessions.into_iter().enumerate() {
+            engines.push_back(Engine {
+                session,
+                batches: Vec::new(),
+                bank,
+                spares: SpareBuffers::new(spare_bytes),
+                thread: if threads {
+                    Some(EngineThread::spawn(i)?)
+                } else {
+                    None
+                },
+            });
+        }
+        Ok(Pool {
+            size: engines.len(),
+            idle: Mutex::new(engines),
             ready: Condvar::new(),
             waiting: AtomicUsize::new(0),
-        }
+        })
     }
 
     /// Engines in all.
@@ -167,13 +180,13 @@ impl Lease {
             blocking: false,
         })
     }
-    pub(super) fn engine(&mut self) -> &mut Engine {
-        self.engine
-            .as_mut()
-            .expect("a lease holds its engine until dropped")
-    }
-    pub(super) fn session(&mut self) -> &mut Session {
-        &mut self.engine().session
+    /// Runs `f` on the engine, on the engine's thread if it has one (see `engine_thread`):
+    /// every run of an engine that has one must go through here.
+    pub(super) fn run<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Engine) -> R + Send + 'static,
+    ) -> R {
+        run_on(&mut self.engine, f)
     }
 }
 

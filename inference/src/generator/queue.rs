@@ -201,7 +201,8 @@ impl Generator {
             let Some(mut lease) = Lease::try_new(&self.shared) else {
                 return false;
             };
-            if round(&self.shared, lease.engine()) {
+            let shared = self.shared.clone();
+            if lease.run(move |engine| round(&shared, engine)) {
                 return true;
             }
         }
@@ -212,13 +213,15 @@ impl Generator {
     /// was dropped): their KV cache is freed now rather than at the next round.
     pub(super) fn reap(&self) {
         if let Some(mut lease) = Lease::try_new(&self.shared) {
-            let engine = lease.engine();
-            for b in &mut engine.batches {
-                if let Err(e) = b.retire() {
-                    b.fail(&e);
+            let shared = self.shared.clone();
+            lease.run(move |engine| {
+                for b in &mut engine.batches {
+                    if let Err(e) = b.retire() {
+                        b.fail(&e);
+                    }
                 }
-            }
-            engine.drop_finished(&self.shared);
+                engine.drop_finished(&shared);
+            });
         }
     }
 }

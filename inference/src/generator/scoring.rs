@@ -45,7 +45,10 @@ impl Generator {
         // Continuation token j is predicted at position context.len() - 1 + j: the last
         // continuation.len() + 1 positions (the very last one predicts nothing asked for).
         let keep = continuation.len() + 1;
-        let tail = forward_tail(&self.shared, lease.session(), &activation, &tokens, keep)?;
+        let shared = self.shared.clone();
+        let tail = lease.run(move |engine| {
+            forward_tail(&shared, &mut engine.session, &activation, &tokens, keep)
+        })?;
         let v = self.shared.config.vocab_size;
         let start = context.len() - 1;
         // The very last kept position predicts nothing asked for.
@@ -107,24 +110,6 @@ impl Generator {
         for (id, w) in adapters {
             req = req.adapter(id.clone(), *w);
         }
-        let set = req.adapter_set()?;
-        let activation = self.shared.registry.activate(&set)?;
-        let mut lease = Lease::new(&self.shared);
-        let session = lease.session();
-        // 1. The KV cache of the prompt but its last token: kept from the generation that
-        //    wrote the answer, else computed once (its logits are unused).
-        let prefix = p - 1;
-        let kept = self
-            .shared
-            .prompt_cache
-            .prefix(&set, &activation, &prompt[..prefix]);
-        let cache = match kept {
-            Some(cache) => cache,
-            None => self.prefix_cache(session, &activation, &prompt[..prefix])?,
-        };
-        // 2. The answer under each mask, a few masks per forward pass (the logits of every
-        //    answer position are kept, so batches stay small). A fused-attention graph
-        //    takes one row at a time here (ONNX Runtime's GroupQueryAttention limit).
         if cfg.ops == GraphOps::Static
             && let Some(w) = cfg.sliding_window.filter(|&w| p + answer.len() > w)
         {
@@ -135,6 +120,49 @@ impl Generator {
                 p + answer.len()
             )));
         }
+        let set = req.adapter_set()?;
+        let activation = self.shared.registry.activate(&set)?;
+        let mut lease = Lease::new(&self.shared);
+        let this = self.clone();
+        let (prompt, answer, masks) = (prompt.to_vec(), answer.to_vec(), masks.to_vec());
+        lease.run(move |engine| {
+            this.score_masked_on(
+                &mut engine.session,
+                &set,
+                &activation,
+                &prompt,
+                &answer,
+                &masks,
+            )
+        })
+    }
+
+    /// [`Generator::score_masked`] on `session`, the request checked.
+    fn score_masked_on(
+        &self,
+        session: &mut ort::session::Session,
+        set: &crate::registry::AdapterSet,
+        activation: &crate::registry::Activation,
+        prompt: &[u32],
+        answer: &[u32],
+        masks: &[Vec<bool>],
+    ) -> Result<Vec<Vec<f32>>> {
+        let cfg = &self.shared.config;
+        let p = prompt.len();
+        // 1. The KV cache of the prompt but its last token: kept from the generation that
+        //    wrote the answer, else computed once (its logits are unused).
+        let prefix = p - 1;
+        let kept = self
+            .shared
+            .prompt_cache
+            .prefix(set, activation, &prompt[..prefix]);
+        let cache = match kept {
+            Some(cache) => cache,
+            None => self.prefix_cache(session, activation, &prompt[..prefix])?,
+        };
+        // 2. The answer under each mask, a few masks per forward pass (the logits of every
+        //    answer position are kept, so batches stay small). A fused-attention graph
+        //    takes one row at a time here (ONNX Runtime's GroupQueryAttention limit).
         let a = answer.len();
         let v = cfg.vocab_size;
         let chunk = if cfg.ops.batches_tokens_over_past() {
@@ -161,7 +189,7 @@ impl Generator {
                 &self.shared,
                 session,
                 None,
-                &activation,
+                activation,
                 Inputs {
                     ids,
                     pos,

@@ -321,7 +321,9 @@ fn non_finite_logits_fail_rows_that_take_the_graphs_argmax() {
 /// Decode steps at fixed shapes and addresses, as CUDA graphs capture them
 /// (`cuda_graphs`): on the CPU the same steps run uncaptured, covering every row the
 /// buffers hold (rows not in use padded) at their full width. The whole scenario gives what
-/// each request gives alone on the portable graph.
+/// each request gives alone on the portable graph. Every run of such an engine goes through
+/// its own thread (as ONNX Runtime's per-thread graphs need): scoring, and generations asked
+/// from several threads at once, give what they give on the portable graph too.
 #[test]
 fn fixed_decode_steps_generate_what_the_portable_graph_does() {
     let g = static_model(
@@ -334,6 +336,25 @@ fn fixed_decode_steps_generate_what_the_portable_graph_does() {
         },
     );
     generates_what_the_portable_graph_does(&g);
+    let (ctx, cont) = (toks(84, 11), toks(85, 6));
+    let masks: Vec<Vec<bool>> = (0..3)
+        .map(|m| (0..ctx.len()).map(|i| i % 3 != m || i == 0).collect())
+        .collect();
+    scores_what_the_portable_graph_does(&g, &ctx, &cont, &masks, 1e-5);
+    let reqs: Vec<GenerateRequest> = (0..4)
+        .map(|i| {
+            GenerateRequest::new(tokens(90 + i, 4 + i as usize))
+                .max_tokens(6)
+                .ignore_eos(true)
+        })
+        .collect();
+    std::thread::scope(|s| {
+        let callers: Vec<_> = reqs.iter().map(|r| s.spawn(|| run_one(&g, r))).collect();
+        for (caller, r) in callers.into_iter().zip(&reqs) {
+            let got = caller.join().expect("a caller thread");
+            assert_same(&got, &run_one(tiny(), r), "asked from a thread of its own");
+        }
+    });
 }
 
 /// Fixed steps with adapter slots, float16 LoRA columns and a float16 cache: rows of
