@@ -113,6 +113,11 @@ impl Pool {
         self.size
     }
 
+    /// Whether a blocking checkout (scoring) waits for an engine.
+    pub(super) fn checkouts_waiting(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) > 0
+    }
+
     /// Waits for an engine, preferring one with nothing running.
     fn checkout(&self) -> Engine {
         self.waiting.fetch_add(1, Ordering::SeqCst);

@@ -61,6 +61,11 @@ impl Wakeup {
         self.owed.store(true, Ordering::Release);
     }
 
+    /// Whether something was sent since the last wake-up was paid.
+    pub(super) fn is_owed(&self) -> bool {
+        self.owed.load(Ordering::Acquire)
+    }
+
     /// Wakes every waiter if a wake-up is owed (with the engine back in the pool).
     pub(super) fn pay(&self) {
         if self.owed.swap(false, Ordering::AcqRel) {
@@ -202,7 +207,7 @@ impl Generator {
                 return false;
             };
             let shared = self.shared.clone();
-            if lease.run(move |engine| round(&shared, engine)) {
+            if lease.run(move |engine| rounds(&shared, engine)) {
                 return true;
             }
         }
@@ -228,6 +233,29 @@ impl Generator {
 
 fn dropped() -> Error {
     Error::InvalidRequest("the generation was dropped by a failed batch".into())
+}
+
+/// Most rounds an engine with a thread of its own runs per trip there (see [`rounds`]).
+const ROUNDS_PER_TRIP: usize = 64;
+
+/// One round on `engine`; on an engine with a thread of its own (`engine_thread`), rounds
+/// until one sent someone something (an answer, a stream's piece), a scoring pass waits for
+/// the engine, or [`ROUNDS_PER_TRIP`]: each trip to that thread and back costs two thread
+/// switches, which a decode step of a millisecond on a GPU would feel. False if there was
+/// nothing to do.
+fn rounds(shared: &Arc<Shared>, engine: &mut Engine) -> bool {
+    if !round(shared, engine) {
+        return false;
+    }
+    if engine.thread.is_some() {
+        for _ in 1..ROUNDS_PER_TRIP {
+            if shared.wakeup.is_owed() || shared.pool.checkouts_waiting() || !round(shared, engine)
+            {
+                break;
+            }
+        }
+    }
+    true
 }
 
 /// One step boundary on `engine`: retire finished and cancelled rows, admit and prefill
