@@ -16,7 +16,8 @@
 //! `BENCH_DEVICE` (`cpu`, `cuda`, `cuda:N`), `BENCH_BATCHES` (default `1,8,32`), then the
 //! adapter switch time on it; `BENCH_PROMPT_TOKENS=N` repeats the prompt's tokens to N (a
 //! RAG-sized prompt); `BENCH_CUDA_GRAPHS` (`on`, `off`; default: the generator's choice, on
-//! for a static export on CUDA). `inference/benches/gpu.sh` uses this mode.
+//! for a static export on CUDA); `BENCH_CALLERS=N` adds N concurrent callers against the same
+//! N one after another. `inference/benches/gpu.sh` uses this mode.
 //! With `BENCH_ADAPTERS=DIR,DIR,...` (PEFT directories) it measures instead batches whose
 //! rows take those adapters in turn (row i: adapter i mod n), with `BENCH_SLOTS` adapter
 //! slots (default 0: one running batch per adapter) and `BENCH_SLOT_RANK` (default 16).
@@ -240,6 +241,42 @@ fn switch_overhead(g: &Generator, dir: &Path, ids: &[u32]) -> (f64, f64) {
     (time_reqs(&alternating), t_same)
 }
 
+/// `BENCH_CALLERS=N`: N callers at once, each asking for one answer from a thread of its own
+/// (batched by the queue; with fixed decode steps every run goes through the engine's thread),
+/// against the same N requests one after another; says whether every answer was the same
+/// greedy one and whether CUDA graphs were still being captured after.
+fn concurrent_callers(g: &Generator, ids: &[u32], callers: usize, new: usize, reps: usize) {
+    let req = GenerateRequest::new(Prompt::Tokens(ids.to_vec()))
+        .max_tokens(new)
+        .ignore_eos(true);
+    let want = g.generate(&req).expect("generate").tokens;
+    let (mut seq, mut conc, mut same) = (Vec::new(), Vec::new(), true);
+    for _ in 0..reps {
+        let t = Instant::now();
+        for _ in 0..callers {
+            same &= g.generate(&req).expect("generate").tokens == want;
+        }
+        seq.push((callers * new) as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let got: Vec<Vec<u32>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..callers)
+                .map(|_| s.spawn(|| g.generate(&req).expect("generate").tokens))
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("caller")).collect()
+        });
+        conc.push((callers * new) as f64 / t.elapsed().as_secs_f64());
+        same &= got.iter().all(|t| *t == want);
+    }
+    println!(
+        "
+{callers} callers of {new} tokens: one after another {:.1} tok/s; at once, each from a thread of its own, {:.1} tok/s; every answer the same: {}; CUDA graphs after: {}",
+        median(seq),
+        median(conc),
+        if same { "yes" } else { "NO" },
+        if g.captures_cuda_graphs() { "on" } else { "off" }
+    );
+}
+
 /// `BENCH_MODEL` mode: one model, one device, several batch sizes, then adapter switching.
 fn device_bench(model: PathBuf) {
     let new = env_usize("BENCH_NEW", 32);
@@ -344,6 +381,10 @@ fn device_bench(model: PathBuf) {
             r.decode_tps,
             1e3 * b as f64 / r.decode_tps
         );
+    }
+    let callers = env_usize("BENCH_CALLERS", 0);
+    if callers > 0 {
+        concurrent_callers(&g, &ids, callers, new, reps);
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let (t_alt, t_same) = switch_overhead(&g, tmp.path(), &ids[..8.min(ids.len())]);

@@ -19,8 +19,8 @@
 #     plain and as CUDA graphs, against the card's bandwidth limit;
 #  5. bench: the Rust generation bench, decode tokens/s at batch 1, 8 and 32 for the 1B
 #     model on CUDA (padded fp16 weights, fp16 compute, and the static layout with its decode
-#     steps as CUDA graphs and without), and the adapter switch time (then the CPU numbers,
-#     for scale).
+#     steps as CUDA graphs and without, each with 8 callers at once against one after another),
+#     and the adapter switch time (then the CPU numbers, for scale).
 #  6. profile: operators per decode step on CUDA (ONNX Runtime's profiler, profile_step.py)
 #     for the 1B model's padded fp16-weights, fp16-compute and static fp16 exports: the
 #     before/after counts docs/INFERENCE.md asks for.
@@ -146,10 +146,11 @@ if [[ $STAGES == *,bench,* ]]; then
   BENCH_MODEL=$M/llama1b BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 BENCH_NEW=64 BENCH_REPS=3 $BIN/generation 2>&1 | tee -a "$RES"
   BENCH_MODEL=$M/llama1b-fp16 BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 BENCH_NEW=64 BENCH_REPS=3 $BIN/generation 2>&1 | tee -a "$RES"
   # the Rust generator on the static layout: the cache in device memory, written in place;
-  # decode steps as CUDA graphs (the default there), then without
+  # decode steps as CUDA graphs (the default there), then without; then 8 callers at once,
+  # each from a thread of its own (every run through the engine's thread, one capture per step)
   for graphs in on off; do
     [ -f $M/llama1b-static/tribute.json ] && BENCH_MODEL=$M/llama1b-static BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 \
-      BENCH_NEW=64 BENCH_REPS=3 BENCH_CUDA_GRAPHS=$graphs $BIN/generation 2>&1 | tee -a "$RES"
+      BENCH_NEW=64 BENCH_REPS=3 BENCH_CUDA_GRAPHS=$graphs BENCH_CALLERS=8 $BIN/generation 2>&1 | tee -a "$RES"
   done
   BENCH_MODEL=$M/llama1b BENCH_DEVICE=cpu BENCH_BATCHES=1 BENCH_NEW=16 BENCH_REPS=1 $BIN/generation 2>&1 | tee -a "$RES"
 fi
