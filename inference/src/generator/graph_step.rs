@@ -235,6 +235,26 @@ pub(super) struct GraphStep {
     _feed: Arc<LoraFeed>,
 }
 
+/// Runs a step once with graph `*graph_id`. A run with a graph that fails (a capture ONNX
+/// Runtime could not make) is reported ([`GraphSteps::capture_failed`]: a warning, and no new
+/// step captures) and run again uncaptured; the step stays uncaptured (`*graph_id` -1). The
+/// retry is safe: ONNX Runtime ends the capture after a failed run too, and nothing captured
+/// ran.
+fn run_or_fall_back(
+    steps: &GraphSteps,
+    graph_id: &mut i64,
+    mut run: impl FnMut(i64) -> Result<()>,
+) -> Result<()> {
+    match run(*graph_id) {
+        Err(e) if *graph_id >= 0 => {
+            steps.capture_failed(&e);
+            *graph_id = -1; // uncaptured from now on, on every thread
+            run(-1)
+        }
+        ran => ran,
+    }
+}
+
 /// A step's runs on each thread that ran it. ONNX Runtime's CUDA provider keeps graphs in a
 /// per-thread context and counts a graph id's runs there, and any caller's thread may drive a
 /// step, so each thread captures the step's graph for itself: its first [`CAPTURE_RUNS`] runs
@@ -435,21 +455,16 @@ impl GraphStep {
             return Err(Error::internal("a fixed step past its buffers' columns"));
         }
         self.write_inputs(&x)?;
-        let result = self.run_once(steps, session);
-        if let Err(e) = &result
-            && self.graph_id >= 0
-        {
-            steps.capture_failed(e);
-            self.graph_id = -1; // uncaptured from now on, on every thread
-            self.run_once(steps, session)?;
-        } else {
-            result?;
-        }
+        let mut graph_id = self.graph_id;
+        let ran = run_or_fall_back(steps, &mut graph_id, |id| self.run_once(id, steps, session));
+        self.graph_id = graph_id;
+        ran?;
         self.read(n, x.read)
     }
 
-    fn run_once(&mut self, steps: &GraphSteps, session: &mut Session) -> Result<()> {
-        let kind = self.captures.next(self.graph_id, steps);
+    /// One run with graph `graph_id` (-1: uncaptured).
+    fn run_once(&mut self, graph_id: i64, steps: &GraphSteps, session: &mut Session) -> Result<()> {
+        let kind = self.captures.next(graph_id, steps);
         let capture = kind == RunKind::Capture;
         let _alone = capture.then(|| DEVICE.write().unwrap_or_else(PoisonError::into_inner));
         let _shared = (!capture).then(device_use);
@@ -581,6 +596,45 @@ mod tests {
         let steps = GraphSteps::new(false).expect("steps");
         assert!(steps.uncaptured().is_none());
         assert_eq!(steps.next_graph(), -1);
+    }
+
+    /// A captured run that fails is reported and run again without a graph, and the step
+    /// stays uncaptured; a failure without a graph, or of the retry, is the step's error.
+    #[test]
+    fn a_failed_capture_runs_again_uncaptured() {
+        let _ort = tribute_common::ort_library::environment().expect("ONNX Runtime");
+        let steps = GraphSteps::new(true).expect("steps");
+        let (mut id, mut tried) = (steps.next_graph(), Vec::new());
+        let ran = run_or_fall_back(&steps, &mut id, |g| {
+            tried.push(g);
+            if g >= 0 {
+                Err(Error::internal("capture"))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(ran.is_ok());
+        assert_eq!((tried, id), (vec![0, -1], -1));
+        assert!(!steps.capturing(), "reported: no new step captures");
+
+        let fails = |_: i64| -> Result<()> { Err(Error::internal("run")) };
+        let steps = GraphSteps::new(true).expect("steps");
+        let mut id = steps.next_graph();
+        assert!(
+            run_or_fall_back(&steps, &mut id, fails).is_err(),
+            "the retry failed too"
+        );
+        let mut id = -1;
+        let mut tried = 0;
+        let ran = run_or_fall_back(&steps, &mut id, |_| {
+            tried += 1;
+            Err(Error::internal("run"))
+        });
+        assert!(ran.is_err());
+        assert_eq!(tried, 1, "no retry without a graph");
+        let mut id = 3;
+        assert!(run_or_fall_back(&steps, &mut id, |_| Ok(())).is_ok());
+        assert_eq!(id, 3, "a run that succeeds keeps its graph");
     }
 
     /// Every thread that runs a step runs its first three runs of it alone (one of them is
