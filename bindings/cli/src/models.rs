@@ -13,8 +13,11 @@ pub enum ModelsCommand {
 
 #[derive(Args)]
 pub struct PullArgs {
-    /// ORG/NAME[/FILE.gguf][@REVISION], e.g. HuggingFaceTB/SmolLM2-135M-Instruct@main
-    /// (revision: a branch, tag or commit; default main; FILE picks one GGUF of several).
+    /// ORG/NAME[/FILE.gguf][@REVISION][:OPTIONS], e.g. HuggingFaceTB/SmolLM2-135M-Instruct@main
+    /// (revision: a branch, tag or commit; default main; FILE picks one GGUF of several;
+    /// OPTIONS what it is exported as, comma-separated: int8 or int4 weights, fused or static
+    /// attention, fp16 compute, e.g. :int4 for a CPU, :static,fp16 for a GPU; default fp32
+    /// weights, portable attention).
     spec: String,
     /// The hub's URL, e.g. a mirror (default: $HF_ENDPOINT, else https://huggingface.co).
     #[arg(long, value_name = "URL")]

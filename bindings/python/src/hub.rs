@@ -7,8 +7,8 @@ use pyo3::types::PyDict;
 
 use crate::error::py_err;
 
-/// Finds or downloads, verifies and exports a hub model (`ORG/NAME[/FILE.gguf][@REV]`,
-/// with or without `hf:`); returns what `PulledModel` holds, `dir` being the model
+/// Finds or downloads, verifies and exports a hub model (`ORG/NAME[/FILE.gguf][@REV][:OPTIONS]`,
+/// with or without `hf:`; `:int4`, `:static,fp16` pick what it is exported as); returns what `PulledModel` holds, `dir` being the model
 /// directory for `Generator.load`. Blocking, without the GIL: it can take minutes.
 #[pyfunction]
 #[pyo3(signature = (spec, *, home = None, endpoint = None, python = None, refresh = false, progress = false))]

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::files::{self, Expected, SourceFile};
-use super::{ModelSpec, Pull, PullError, PulledModel};
+use super::{ExportOptions, ModelSpec, Pull, PullError, PulledModel};
 use crate::error::Result;
 
 /// The file in an export directory that records what it was made from.
@@ -74,6 +74,7 @@ impl Layout {
         if let Some(file) = spec.file() {
             name = format!("{name}--{}", file.replace('/', "%2F"));
         }
+        name.push_str(&spec.export_options().suffix());
         self.models_dir().join("refs").join(name)
     }
 
@@ -83,7 +84,7 @@ impl Layout {
             return Some(text.trim().to_owned()).filter(|l| !l.is_empty() && !l.contains('/'));
         }
         let revision = spec.revision();
-        is_commit(revision).then(|| export_leaf(revision, spec.file()))
+        is_commit(revision).then(|| export_leaf(revision, spec.file(), spec.export_options()))
     }
 
     /// The export of `spec`, if one is complete.
@@ -189,7 +190,11 @@ impl Pull {
     pub(crate) fn export(&self, layout: &Layout, source: Source) -> Result<PulledModel> {
         let spec = &self.spec;
         let models_dir = layout.models_dir();
-        let leaf = export_leaf(&source.commit, source.gguf.as_deref());
+        let leaf = export_leaf(
+            &source.commit,
+            source.gguf.as_deref(),
+            spec.export_options(),
+        );
         let final_dir = models_dir.join(&leaf);
         let io = |path: &Path| {
             let path = path.to_owned();
@@ -210,7 +215,8 @@ impl Pull {
             .arg(&source_path)
             .arg("--out")
             .arg(&staging)
-            .args(["--dtype", "fp32"]);
+            .args(["--dtype", "fp32"])
+            .args(spec.export_options().args());
         // A checkpoint directory's own name is the commit hash: name the model after the
         // repository unless its config names it (adapters' base_model is checked against it).
         if source.gguf.is_none() && !config_names_model(&source.dir) {
@@ -290,13 +296,16 @@ pub(crate) fn is_commit(revision: &str) -> bool {
     revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit())
 }
 
-pub(crate) fn export_leaf(commit: &str, gguf: Option<&str>) -> String {
+/// The export directory's name: the commit, the GGUF file's stem if one was picked, and the
+/// export options' suffix (`COMMIT--model.Q4_1--int4`; nothing for the defaults).
+pub(crate) fn export_leaf(commit: &str, gguf: Option<&str>, options: ExportOptions) -> String {
+    let suffix = options.suffix();
     match gguf {
-        None => commit.to_owned(),
+        None => format!("{commit}{suffix}"),
         Some(file) => {
             let stem = file.rsplit('/').next().unwrap_or(file);
             let stem = stem.strip_suffix(".gguf").unwrap_or(stem);
-            format!("{commit}--{stem}")
+            format!("{commit}--{stem}{suffix}")
         }
     }
 }

@@ -1,5 +1,7 @@
-//! Models from the Hugging Face hub: `tribute models pull ORG/NAME[@REVISION]`, and
-//! `model = "hf:ORG/NAME@REVISION"` in a config.
+//! Models from the Hugging Face hub: `tribute models pull ORG/NAME[@REVISION][:OPTIONS]`,
+//! and `model = "hf:ORG/NAME@REVISION"` in a config. `:OPTIONS` picks what the checkpoint
+//! is exported as (`:int4`, `:static,fp16`; see [`ExportOptions`]), each choice exported once
+//! into a directory of its own (`COMMIT--int4`).
 //!
 //! A pull resolves the revision to a commit, downloads the checkpoint (`config.json`, the
 //! tokenizer files and `*.safetensors`, or one `.gguf` file) into `$TRIBUTE_HOME/hub` (the
@@ -23,6 +25,7 @@ mod export;
 #[cfg(feature = "hub")]
 mod fetch;
 mod files;
+mod options;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -33,18 +36,21 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub use files::{SourceFile, Verification};
+pub use options::{ExportOptions, Quant};
 
 /// The hub used when neither [`Pull::endpoint`] nor `HF_ENDPOINT` says otherwise.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
-/// A model on the hub: `ORG/NAME[/FILE.gguf][@REVISION]`, with an optional `hf:` prefix.
-/// The revision is a branch, a tag or a commit hash (default `main`); `FILE.gguf` picks
-/// one GGUF file of a repository that has several.
+/// A model on the hub: `ORG/NAME[/FILE.gguf][@REVISION][:OPTIONS]`, with an optional `hf:`
+/// prefix. The revision is a branch, a tag or a commit hash (default `main`); `FILE.gguf`
+/// picks one GGUF file of a repository that has several; `OPTIONS` what it is exported as
+/// ([`ExportOptions`]: `int4`, `static,fp16`, ...; default fp32 weights, portable).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ModelSpec {
     repo: String,
     file: Option<String>,
     revision: Option<String>,
+    export: ExportOptions,
 }
 
 /// Why a pull failed. Each variant says what to do about it.
@@ -53,8 +59,9 @@ pub struct ModelSpec {
 pub enum PullError {
     /// The model spec is malformed.
     #[error(
-        "invalid model spec {spec:?}: {reason} (expected ORG/NAME[/FILE.gguf][@REVISION], \
-         e.g. HuggingFaceTB/SmolLM2-135M-Instruct@main)"
+        "invalid model spec {spec:?}: {reason} (expected \
+         ORG/NAME[/FILE.gguf][@REVISION][:OPTIONS], e.g. HuggingFaceTB/SmolLM2-135M-Instruct@main \
+         or HuggingFaceTB/SmolLM2-135M-Instruct:int4)"
     )]
     InvalidSpec {
         /// The spec as given.
@@ -224,6 +231,17 @@ impl ModelSpec {
         self.revision.as_deref().unwrap_or("main")
     }
 
+    /// What the checkpoint is exported as.
+    pub fn export_options(&self) -> ExportOptions {
+        self.export
+    }
+
+    /// This spec exported as `options` instead.
+    pub fn with_export_options(mut self, options: ExportOptions) -> Self {
+        self.export = options;
+        self
+    }
+
     /// `NAME`.
     pub fn name(&self) -> &str {
         self.repo.rsplit('/').next().unwrap_or(&self.repo)
@@ -262,6 +280,12 @@ impl FromStr for ModelSpec {
             .trim()
             .strip_prefix(Self::PREFIX)
             .unwrap_or(text.trim());
+        // Export options after the last `:` (no git ref, repository or hub name holds one).
+        let (body, export) = match body.rsplit_once(':') {
+            Some((_, "")) => return Err(invalid("no export options after ':'")),
+            Some((b, words)) => (b, ExportOptions::parse(words).map_err(|e| invalid(&e))?),
+            None => (body, ExportOptions::default()),
+        };
         // Branch names may hold `/` (`refs/pr/1`), so the revision is all after the first `@`.
         let (path, revision) = match body.split_once('@') {
             Some((_, "")) => return Err(invalid("empty revision after '@'")),
@@ -307,6 +331,7 @@ impl FromStr for ModelSpec {
             repo: format!("{org}/{name}"),
             file,
             revision,
+            export,
         })
     }
 }
@@ -319,6 +344,9 @@ impl fmt::Display for ModelSpec {
         }
         if let Some(rev) = &self.revision {
             write!(f, "@{rev}")?;
+        }
+        if self.export != ExportOptions::default() {
+            write!(f, ":{}", self.export)?;
         }
         Ok(())
     }
@@ -370,7 +398,8 @@ impl Pull {
         }
         let cause = match self.download(&layout) {
             Ok(source) => {
-                let leaf = export::export_leaf(&source.commit, source.gguf.as_deref());
+                let leaf =
+                    export::export_leaf(&source.commit, source.gguf.as_deref(), self.spec.export);
                 return match layout.cached_at(&self.spec, &leaf)? {
                     Some(found) => Ok(found),
                     None => self.export(&layout, source),
@@ -478,6 +507,35 @@ mod tests {
         assert_eq!(g.file(), Some("model.Q4_1.gguf"));
         assert_eq!(g.revision(), "refs/pr/1");
         assert_eq!("org/name".parse::<ModelSpec>().unwrap().revision(), "main");
+        assert_eq!(g.export_options(), ExportOptions::default());
+        // Export options after the revision (or the name), printed in a fixed order.
+        let q: ModelSpec = "hf:org/repo-GGUF/model.Q4_1.gguf@refs/pr/1:static, int4"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            (q.file(), q.revision()),
+            (Some("model.Q4_1.gguf"), "refs/pr/1")
+        );
+        let o = q.export_options();
+        assert_eq!(
+            (o.quant, o.ops, o.fp16),
+            (Quant::Int4, tribute_inference::GraphOps::Static, false)
+        );
+        assert_eq!(
+            q.to_string(),
+            "org/repo-GGUF/model.Q4_1.gguf@refs/pr/1:int4,static"
+        );
+        let n: ModelSpec = "org/name:fp16,static".parse().unwrap();
+        assert_eq!(
+            (n.revision(), n.to_string().as_str()),
+            ("main", "org/name:static,fp16")
+        );
+        let plain: ModelSpec = "org/name@main:portable,fp32".parse().unwrap();
+        assert_eq!(
+            plain.to_string(),
+            "org/name@main",
+            "the defaults print as nothing"
+        );
         for bad in [
             "name",
             "org/",
@@ -486,6 +544,10 @@ mod tests {
             "org/name@",
             "org/name@../x",
             "org/name/../x",
+            "org/name:",
+            "org/name@main:q4_k_m",
+            "org/name:int8,int4",
+            "org/name:int4:static",
         ] {
             let e = bad.parse::<ModelSpec>().unwrap_err();
             assert!(

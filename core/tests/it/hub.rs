@@ -250,10 +250,11 @@ fn tiny_mirror(root: &Path) -> Mirror {
 }
 
 /// A stand-in for `python -m tribute_export`: writes `OUT/tribute.json` and logs the
-/// source to `exports.log` beside itself.
+/// source to `exports.log` and its arguments to `args.log` beside itself.
 fn fake_exporter(dir: &Path) -> PathBuf {
     let path = dir.join("fake-python");
     let script = r#"#!/bin/sh
+echo "$*" >> "$(dirname "$0")/args.log"
 while [ $# -gt 0 ]; do
   case "$1" in --source) src=$2; shift;; --out) out=$2; shift;; esac
   shift
@@ -383,6 +384,60 @@ fn pull_verifies_exports_once_and_then_needs_no_network() {
         .run()
         .expect("offline refresh");
     assert!(offline.cached);
+}
+
+/// `:OPTIONS` reach the exporter, and each choice is an export of its own beside the plain
+/// one, cached by branch and by commit like it.
+#[test]
+fn export_options_make_exports_of_their_own() {
+    let s = setup();
+    let q = s
+        .pull("hf:tiny/checkpoint:int4,static")
+        .expect("pull int4 static");
+    let base = s.home.join("models/hf/tiny--checkpoint");
+    assert_eq!(q.dir, base.join(format!("{COMMIT}--int4-static")));
+    let args = std::fs::read_to_string(s.tools.join("args.log")).expect("args");
+    assert!(
+        args.contains("--dtype fp32 --quant int4 --ops static"),
+        "{args}"
+    );
+    let plain = s.pull("tiny/checkpoint").expect("plain pull");
+    assert!(!plain.cached, "the plain export is another one");
+    assert_eq!(plain.dir, base.join(COMMIT));
+    assert!(plain.dir.join("tribute.json").is_file() && q.dir.join("tribute.json").is_file());
+    assert!(
+        std::fs::read_to_string(s.tools.join("args.log"))
+            .expect("args")
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("--dtype fp32")
+                && !l.contains("--quant")
+                && !l.contains("--ops")),
+        "no options for the plain spec"
+    );
+    assert_eq!(exports(&s.tools), 2);
+    let seen = s.mirror.requests().len();
+    for again in [
+        "tiny/checkpoint:static,int4",
+        "tiny/checkpoint@main:int4,static",
+        &format!("tiny/checkpoint@{COMMIT}:int4,static"),
+    ] {
+        let hit = s.pull(again).expect("cache hit");
+        assert!(hit.cached && hit.dir == q.dir, "{again}: {:?}", hit.dir);
+    }
+    let fp16 = s
+        .pull("tiny/checkpoint:static,fp16")
+        .expect("another choice");
+    assert_eq!(fp16.dir, base.join(format!("{COMMIT}--static-fp16")));
+    assert!(s.mirror.requests().len() > seen, "it resolved main again");
+    assert_eq!(exports(&s.tools), 3, "downloaded once, exported per choice");
+    let e = "tiny/checkpoint:int3"
+        .parse::<ModelSpec>()
+        .expect_err("unknown option");
+    assert!(
+        matches!(&e, Error::Pull(PullError::InvalidSpec { reason, .. }) if reason.contains("int3")),
+        "{e}"
+    );
 }
 
 #[test]
@@ -585,5 +640,43 @@ fn a_real_gguf_through_the_mirror_exports_and_generates() {
     assert_eq!(
         reference.generate(&request).expect("generate").tokens,
         answer.tokens
+    );
+
+    // `:int4,static`: the same GGUF as int4 weights in the static layout, an export of its
+    // own, which generates what the exporter's own export with those options does.
+    let q = spec("hf:tribute-test/SmolLM2-135M-Instruct-GGUF@main:int4,static")
+        .pull()
+        .home(tmp.path().join("home"))
+        .endpoint(&mirror.url)
+        .python(&python)
+        .run()
+        .expect("pull and export int4 static");
+    assert!(
+        q.dir
+            .ends_with(format!("{COMMIT}--SmolLM2-135M-Instruct.Q4_1--int4-static"))
+    );
+    let direct = tmp.path().join("direct");
+    let exported = std::process::Command::new(&python)
+        .args(["-m", "tribute_export", "--source"])
+        .arg(&gguf)
+        .arg("--out")
+        .arg(&direct)
+        .args(["--dtype", "fp32", "--quant", "int4", "--ops", "static"])
+        .output()
+        .expect("run the exporter");
+    assert!(exported.status.success(), "{exported:?}");
+    let g = tribute::Generator::load(&q.dir).expect("load the int4 export");
+    assert_eq!(g.config().ops, tribute::inference::GraphOps::Static);
+    let written = std::fs::read_to_string(q.dir.join("tribute.json")).expect("tribute.json");
+    assert!(
+        written.contains("\"quantization\""),
+        "int4 weights: {written}"
+    );
+    let want = tribute::Generator::load(&direct).expect("load the direct export");
+    let answer = g.generate(&request).expect("generate");
+    assert!(!answer.tokens.is_empty());
+    assert_eq!(
+        answer.tokens,
+        want.generate(&request).expect("generate").tokens
     );
 }

@@ -698,8 +698,9 @@ def pull_model(
     progress: bool = False,
 ) -> _PulledModel:
     """Find or download, verify and export a Hugging Face hub model
-    (``ORG/NAME[/FILE.gguf][@REV]``); offline, a model exported before (or files copied
-    into the hub cache) still resolves, else `ModelError` names the cache."""
+    (``ORG/NAME[/FILE.gguf][@REV][:OPTIONS]``; ``:int4`` or ``:static,fp16`` pick what it
+    is exported as); offline, a model exported before (or files copied into the hub cache)
+    still resolves, else `ModelError` names the cache."""
 
 class _KeptEpoch(TypedDict):
     """The epoch whose weights the adapter holds."""
