@@ -11,7 +11,7 @@ TRIBUTE_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tribute
 VENV := $(TRIBUTE_HOME)/venv
 LORA ?= examples/adapters
 
-.PHONY: setup build demo test test-rust test-postgres lint bench bench-llama bench-lancedb bench-serve eval check-beir slither
+.PHONY: setup build demo test test-rust test-postgres lint bench bench-layouts bench-llama bench-lancedb bench-serve eval check-beir slither
 
 setup:
 	scripts/setup.sh
@@ -100,6 +100,11 @@ check-beir:
 # 2 threads, same prompt; overrides: ROUNDS, N_DECODE, THREADS, BATCHES. Wants a quiet machine.
 bench-llama: setup
 	inference/benches/vs_llama_cpp/run.sh
+
+# SmolLM2-135M-Instruct's int4 export in its three attention layouts: Tribute vs a Python onnxruntime
+# loop vs onnxruntime-genai on each directory (docs/INFERENCE.md); overrides: THREADS, NEW, REPS.
+bench-layouts: setup
+	inference/benches/int4_layouts.sh
 
 # Query latency and ingest, Tribute vs LanceDB (PyPI lancedb + plain onnxruntime, 2 threads) on BEIR
 # sets (BEIR=DIR as for eval); overrides: SETS, ROUNDS, CORPUS_LIMIT, QUERY_LIMIT.
