@@ -20,8 +20,8 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{TensorRefMut, TensorValueType, Value};
 
 use super::Device;
+use super::capture::device_use;
 use super::forward::cache_memory;
-use super::graph_step::device_use;
 use super::kv_buffer::{CacheElement, bind_input_in_place};
 use crate::config::FloatDtype;
 use crate::error::{Error, Result};

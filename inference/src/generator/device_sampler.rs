@@ -13,9 +13,9 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 
 use super::Device;
+use super::capture::device_use;
 use super::device_copy::small_session;
 use super::forward::cache_memory;
-use super::graph_step::device_use;
 use super::kv_buffer::bind_input_in_place;
 use crate::error::{Error, Result};
 use crate::sampling::DevicePick;

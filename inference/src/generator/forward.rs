@@ -7,7 +7,7 @@ use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor};
 
-use super::graph_step::device_use;
+use super::capture::device_use;
 use super::{Device, Shared};
 use crate::config::{ModelConfig, layer_name};
 use crate::error::{Error, Result};

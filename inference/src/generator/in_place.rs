@@ -11,8 +11,9 @@ use std::time::Instant;
 use ort::session::{IoBinding, Session};
 
 use super::batch::{Batch, CachedPrefix};
+use super::capture::{GraphSteps, device_use};
 use super::forward::{Inputs, cache_memory, kept_logits, named_inputs};
-use super::graph_step::{GraphStep, GraphSteps, SpareBuffers, StepFeed, StepRead, device_use};
+use super::graph_step::{GraphStep, SpareBuffers, StepFeed, StepRead};
 use super::kv_buffer::{KvBuffer, Placement};
 use super::row::Row;
 use super::slots::SlotBank;

@@ -23,9 +23,9 @@ use ort::value::{PrimitiveTensorElementType, Shape, Tensor, TensorRefMut, Value,
 
 use super::Device;
 use super::cache::HostTensor;
+use super::capture::device_use;
 use super::device_copy::{copy, own_allocator};
 use super::forward::cache_memory;
-use super::graph_step::device_use;
 use super::prompt_cache::columns;
 use crate::config::{FloatDtype, ModelConfig, layer_name};
 use crate::error::{Error, Result};

@@ -18,6 +18,7 @@
 
 mod batch;
 mod cache;
+mod capture;
 mod device_copy;
 mod device_sampler;
 mod engine_thread;
@@ -210,7 +211,7 @@ struct Shared {
     wakeup: Arc<queue::Wakeup>,
     /// Decode steps at fixed shapes and addresses, captured as CUDA graphs where the
     /// sessions capture (`None`: steps as wide as their rows).
-    graph_steps: Option<graph_step::GraphSteps>,
+    graph_steps: Option<capture::GraphSteps>,
 }
 
 impl Shared {
@@ -219,7 +220,7 @@ impl Shared {
     fn uncaptured(&self) -> Option<&ort::session::RunOptions> {
         self.graph_steps
             .as_ref()
-            .and_then(graph_step::GraphSteps::uncaptured)
+            .and_then(capture::GraphSteps::uncaptured)
     }
 }
 
@@ -297,7 +298,7 @@ impl Generator {
         // Fixed steps where asked for, or on CUDA where sessions capture; a session that
         // captures needs every run to carry a graph id, even if another session does not.
         let graph_steps = if options.cuda_graphs == Some(true) || any_captures {
-            Some(graph_step::GraphSteps::new(any_captures)?)
+            Some(capture::GraphSteps::new(any_captures)?)
         } else {
             None
         };
@@ -416,7 +417,7 @@ impl Generator {
         self.shared
             .graph_steps
             .as_ref()
-            .is_some_and(graph_step::GraphSteps::capturing)
+            .is_some_and(capture::GraphSteps::capturing)
     }
     /// The adapter registry.
     pub fn adapters(&self) -> &AdapterRegistry {
