@@ -22,6 +22,19 @@ def test_an_export_of_a_commit_resolves_without_the_hub(tmp_path: Path) -> None:
     assert model["file"] is None
 
 
+def test_export_options_pick_an_export_of_their_own(tmp_path: Path) -> None:
+    models = tmp_path / "models" / "hf" / "acme--tiny"
+    for leaf in (COMMIT, f"{COMMIT}--int4-static"):
+        (models / leaf).mkdir(parents=True)
+        (models / leaf / "tribute.json").write_text("{}")
+    model = tribute.pull_model(f"acme/tiny@{COMMIT}:static,int4", home=tmp_path, endpoint=NO_HUB)
+    assert model["dir"] == str(models / f"{COMMIT}--int4-static")
+    plain = tribute.pull_model(f"acme/tiny@{COMMIT}", home=tmp_path, endpoint=NO_HUB)
+    assert plain["dir"] == str(models / COMMIT)
+    with pytest.raises(tribute.RequestError, match="unknown export option"):
+        tribute.pull_model(f"acme/tiny@{COMMIT}:q4_k_m", home=tmp_path, endpoint=NO_HUB)
+
+
 def test_offline_pull_names_the_cache(tmp_path: Path) -> None:
     with pytest.raises(tribute.ModelError) as e:
         tribute.pull_model("acme/tiny@main", home=tmp_path, endpoint=NO_HUB)
