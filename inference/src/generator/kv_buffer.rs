@@ -228,7 +228,7 @@ impl KvBuffer {
     }
 
     /// A buffer of `[rows, heads, columns_for(need), dim]` for each of `names`.
-    fn with_shape(
+    pub(super) fn with_shape(
         names: Vec<(String, String)>,
         dtype: FloatDtype,
         at: Arc<Placement>,
@@ -739,72 +739,6 @@ mod tests {
             assert_row(&mut kv, 1, &b);
             assert_eq!(kv.rows(), 4, "{dtype:?} in host memory: {in_host}");
         }
-    }
-
-    /// Spare buffers come back by row capacity, the narrowest that holds the tokens asked
-    /// for, emptied; past two, or past the budget of bytes, the least recently kept goes.
-    #[test]
-    fn spare_buffers_come_back_by_shape_within_their_budget() {
-        use super::super::graph_step::SpareBuffers;
-        let _ort = tribute_common::ort_library::environment().expect("ONNX Runtime");
-        let at = Placement::of(Device::Cpu).expect("host memory");
-        let names = || vec![("p0".into(), "q0".into()), ("p1".into(), "q1".into())];
-        let buffer = |rows: usize, need: usize| {
-            let mut kv = KvBuffer::with_shape(
-                names(),
-                FloatDtype::Float32,
-                at.clone(),
-                [rows, 1, need, 2],
-                1000,
-            )
-            .expect("alloc");
-            kv.push_row(None).expect("a row");
-            kv
-        };
-        // 2 tensors × rows × 1 head × columns (multiples of 64) × 2 × 4 bytes
-        assert_eq!(buffer(4, 200).bytes(), 2 * 4 * 256 * 2 * 4);
-        let (wide, narrow, other) = (buffer(4, 200), buffer(4, 60), buffer(2, 60));
-        let ids = [wide.id(), narrow.id(), other.id()];
-        let mut spares = SpareBuffers::new(usize::MAX);
-        spares.put(wide, Vec::new());
-        spares.put(narrow, Vec::new());
-        assert!(spares.take(8, 10).is_none(), "no buffer of 8 rows");
-        let (kv, _) = spares.take(4, 10).expect("a 4-row buffer");
-        assert_eq!((kv.id(), kv.rows()), (ids[1], 0), "the narrowest, emptied");
-        spares.put(kv, Vec::new());
-        spares.put(other, Vec::new());
-        assert_eq!(
-            spares.len(),
-            2,
-            "the least recently kept (the wide one) went"
-        );
-        assert!(spares.take(4, 100).is_none());
-        assert_eq!(spares.take(2, 64).map(|(kv, _)| kv.id()), Some(ids[2]));
-
-        // A budget of 6 KiB: a wide 4-row buffer (16 KiB) is not kept and leaves the others
-        // alone; a 2-row one (2 KiB) and a narrow 4-row one (4 KiB) fit; another narrow
-        // 4-row one pushes out the 2-row one (two at most), then the first 4-row one too
-        // (8 KiB > 6 KiB).
-        let (narrow4, narrow2) = (buffer(4, 60), buffer(2, 60));
-        assert_eq!((narrow4.bytes(), narrow2.bytes()), (4096, 2048));
-        let mut spares = SpareBuffers::new(6144);
-        spares.put(narrow2, Vec::new());
-        spares.put(narrow4, Vec::new());
-        spares.put(buffer(4, 200), Vec::new());
-        assert_eq!(
-            spares.len(),
-            2,
-            "the one over the budget alone was dropped by itself"
-        );
-        let newest = buffer(4, 60);
-        let newest_id = newest.id();
-        spares.put(newest, Vec::new());
-        assert_eq!(spares.len(), 1, "both older ones went");
-        assert_eq!(spares.take(4, 60).map(|(kv, _)| kv.id()), Some(newest_id));
-        assert!(SpareBuffers::new(0).take(4, 1).is_none());
-        let mut none = SpareBuffers::new(0);
-        none.put(buffer(1, 1), Vec::new());
-        assert_eq!(none.len(), 0, "a budget of 0 keeps nothing");
     }
 
     #[test]
