@@ -73,42 +73,37 @@ impl ExportOptions {
         Ok(out)
     }
 
+    /// The exporter's flag and value of each option that is not a default, in a fixed order
+    /// (the values are also the options' words).
+    fn flags(&self) -> Vec<(&'static str, &'static str)> {
+        let quant = match self.quant {
+            Quant::None => None,
+            Quant::Int8 => Some("int8"),
+            Quant::Int4 => Some("int4"),
+        };
+        let ops = match self.ops {
+            GraphOps::Portable => None,
+            GraphOps::Fused => Some("fused"),
+            GraphOps::Static => Some("static"),
+        };
+        let compute = self.fp16.then_some("fp16");
+        [("--quant", quant), ("--ops", ops), ("--compute", compute)]
+            .into_iter()
+            .filter_map(|(flag, value)| Some((flag, value?)))
+            .collect()
+    }
+
     /// The words naming the options that are not the defaults, in a fixed order.
     fn words(&self) -> Vec<&'static str> {
-        let mut words = Vec::new();
-        match self.quant {
-            Quant::None => {}
-            Quant::Int8 => words.push("int8"),
-            Quant::Int4 => words.push("int4"),
-        }
-        match self.ops {
-            GraphOps::Portable => {}
-            GraphOps::Fused => words.push("fused"),
-            GraphOps::Static => words.push("static"),
-        }
-        if self.fp16 {
-            words.push("fp16");
-        }
-        words
+        self.flags().into_iter().map(|(_, word)| word).collect()
     }
 
     /// The exporter's arguments for these options (none for the defaults).
     pub(crate) fn args(&self) -> Vec<&'static str> {
-        let mut args = Vec::new();
-        match self.quant {
-            Quant::None => {}
-            Quant::Int8 => args.extend(["--quant", "int8"]),
-            Quant::Int4 => args.extend(["--quant", "int4"]),
-        }
-        match self.ops {
-            GraphOps::Portable => {}
-            GraphOps::Fused => args.extend(["--ops", "fused"]),
-            GraphOps::Static => args.extend(["--ops", "static"]),
-        }
-        if self.fp16 {
-            args.extend(["--compute", "fp16"]);
-        }
-        args
+        self.flags()
+            .into_iter()
+            .flat_map(|(flag, value)| [flag, value])
+            .collect()
     }
 
     /// What the export directory's name (and its ref's) ends in: nothing for the defaults,
