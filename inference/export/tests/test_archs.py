@@ -258,15 +258,21 @@ def phi3_config():
             "bos_token_id": 256, "eos_token_id": 257}
 
 
-def test_phi3_fused_longrope_matches_numpy(tmp_path):
-    cfg = phi3_config()
-    w = make_weights(cfg, seed=6)
-    for i in range(cfg["num_hidden_layers"]):  # stored fused, as Phi-3 checkpoints are
+def phi3_weights(cfg, seed):
+    """make_weights' tensors with q/k/v and gate/up stored fused, as Phi-3 checkpoints are."""
+    w = make_weights(cfg, seed=seed)
+    for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
         w[p + "self_attn.qkv_proj.weight"] = np.concatenate(
             [w.pop(p + f"self_attn.{t}_proj.weight") for t in "qkv"])
         w[p + "mlp.gate_up_proj.weight"] = np.concatenate([w.pop(p + "mlp.gate_proj.weight"),
                                                            w.pop(p + "mlp.up_proj.weight")])
+    return w
+
+
+def test_phi3_fused_longrope_matches_numpy(tmp_path):
+    cfg = phi3_config()
+    w = phi3_weights(cfg, seed=6)
     hf = write_hf_dir(str(tmp_path / "hf"), cfg, w)
     out = str(tmp_path / "onnx")
     # tables within the original context (128): the short factors, exactly as Hugging Face there

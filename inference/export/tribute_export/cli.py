@@ -48,6 +48,16 @@ def parse_targets(s: Optional[str]) -> List[str]:
     return [t for t in ALL_TARGETS if t in out]
 
 
+# onnxruntime-genai's `model.type` per Spec.model_type. Every decoder-only type it knows runs the
+# same DecoderOnly_Model (src/models/model_type.h, model.cpp CreateModel); genai's "gemma3" is the
+# multimodal model (it will not load a text-only directory), so Gemma 3 is "gemma3_text". Phi-3 stays
+# "llama": genai's "phi3" re-prefills the whole sequence at length 4097 (batch 1) to move Microsoft's
+# graphs from short to long RoPE factors (generators.cpp, standard_decoding_strategy.cpp), and ours
+# fix the factors at export, so that prefill is wasted work.
+GENAI_TYPES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3",
+               "gemma3": "gemma3_text", "phi3": "llama"}
+
+
 def genai_config(spec, ops: str) -> dict:
     """onnxruntime-genai's config. GroupQueryAttention graphs (fused, static) write each step's
     keys and values into a cache buffer kept at the maximum length (`past_present_share_buffer`);
@@ -79,7 +89,7 @@ def genai_config(spec, ops: str) -> dict:
             },
             "eos_token_id": spec.eos_token_ids[0] if len(spec.eos_token_ids) == 1 else spec.eos_token_ids,
             "pad_token_id": spec.pad_token_id if spec.pad_token_id is not None else (spec.eos_token_ids or [0])[0],
-            "type": "llama",
+            "type": GENAI_TYPES[spec.model_type],
             "vocab_size": spec.vocab_size,
         },
         "search": {
