@@ -7,7 +7,7 @@ import os
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
 from conftest import Runner, export, make_weights, ref_forward, tiny_config, write_hf_dir
 from test_fused import check_lora, check_same
@@ -95,3 +95,100 @@ def test_fp16_compute_without_the_converter_is_a_clear_error(tmp_path, monkeypat
     monkeypatch.setattr(builtins, "__import__", no_converter)
     with pytest.raises(ExportError, match="onnxconverter-common"):
         to_fp16_compute(str(tmp_path))
+
+
+def converter_or_skip():
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("onnxconverter-common is not installed (make setup installs the fp16 extra)")
+        pytest.skip("onnxconverter-common is not installed")
+    return float16
+
+
+def test_weights_round_as_the_converter_rounds_them():
+    """fp16_as_converter equals the converter's convert_np_to_float16 bit for bit, at its clamps
+    (±1e-7, ±1e4), on zeros, infinities, NaN and fp16's subnormals, across chunk boundaries."""
+    from tribute_export.half import fp16_as_converter
+    float16 = converter_or_skip()
+    edges = np.array([0.0, -0.0, 1e-8, -1e-8, 1e-7, -1e-7, 1.5e-7, 6e-8, 3e-5, -3e-5, 1e4, -1e4, 1.0001e4,
+                      -2e4, 65504.0, 7e4, -1e9, np.inf, -np.inf, np.nan, 1.0, -0.5, 999.9, 1000.1], np.float32)
+    rng = np.random.default_rng(0)
+    a = np.concatenate([edges, rng.normal(0, 0.02, 1000).astype(np.float32), edges * 3]).reshape(4, -1)
+    want = float16.convert_np_to_float16(a)
+    for chunk in (7, 1 << 24):
+        got = fp16_as_converter(a, float16, chunk=chunk)
+        assert got.dtype == np.float16 and got.shape == a.shape
+        assert np.array_equal(got.view(np.uint16), want.view(np.uint16))
+
+
+def same_models(got: onnx.ModelProto, want: onnx.ModelProto, got_dir: str, want_dir: str):
+    """Node by node and tensor by tensor (values, not where they are stored)."""
+    for field in ("node", "input", "output", "value_info"):
+        assert [x.SerializeToString() for x in getattr(got.graph, field)] == \
+            [x.SerializeToString() for x in getattr(want.graph, field)], field
+    a = {t.name: t for t in got.graph.initializer}
+    b = {t.name: t for t in want.graph.initializer}
+    assert a.keys() == b.keys()
+    for name, t in a.items():
+        assert (t.data_type, list(t.dims)) == (b[name].data_type, list(b[name].dims)), name
+        x = numpy_helper.to_array(t, base_dir=got_dir)
+        y = numpy_helper.to_array(b[name], base_dir=want_dir)
+        assert x.tobytes() == y.tobytes(), name
+
+
+def convert_both_ways(fp32_dir: str, tmp_path):
+    """The converter on the whole loaded model (the reference), and halve_initializers streaming
+    the weights of a copy before the converter sees its graph."""
+    import shutil
+    from tribute_export.half import halve_initializers
+    float16 = converter_or_skip()
+    want = float16.convert_float_to_float16(onnx.load(os.path.join(fp32_dir, "model.onnx")),
+                                            keep_io_types=True, disable_shape_infer=True)
+    ours = str(tmp_path / "streamed")
+    shutil.copytree(fp32_dir, ours)
+    before = os.path.getsize(os.path.join(ours, "model.onnx.data"))
+    got = onnx.load(os.path.join(ours, "model.onnx"), load_external_data=False)
+    halve_initializers(got.graph, ours, "model.onnx.data", float16)
+    got = float16.convert_float_to_float16(got, keep_io_types=True, disable_shape_infer=True,
+                                           check_fp16_ready=False)
+    same_models(got, want, ours, fp32_dir)
+    return got, ours, before, os.path.getsize(os.path.join(ours, "model.onnx.data"))
+
+
+@pytest.mark.parametrize("flags", [["--ops", "portable"], ["--ops", "fused"], ["--ops", "static"],
+                                   ["--ops", "fused", "--quant", "int4"]])
+def test_streamed_weights_give_the_converters_model(tmp_path, flags):
+    """Every layout (and int4, whose packed weights are copied as they are): the graph and every
+    tensor equal what the converter makes of the fully loaded fp32 model."""
+    cfg = tiny_config()
+    hf = write_hf_dir(str(tmp_path / "hf"), cfg, make_weights(cfg, seed=2))
+    export(["--source", hf, "--out", str(tmp_path / "fp32"), *flags])
+    _, _, before, after = convert_both_ways(str(tmp_path / "fp32"), tmp_path)
+    assert after < 0.6 * before or "--quant" in flags
+
+
+def test_streamed_weights_keep_what_the_converter_keeps(tmp_path):
+    """An initializer read by an operator on the converter's block list (Max) stays float32 and is
+    copied; a weight beyond fp16's range is clamped as the converter clamps it."""
+    from onnx import helper
+    src = tmp_path / "fp32"
+    src.mkdir()
+    w = np.random.default_rng(1).normal(0, 1, (64, 32)).astype(np.float32)
+    w[0, :4] = [3e5, -3e5, 1e-9, -1e-9]
+    floor = np.full((32,), 0.25, np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Max", ["h", "floor"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(floor, "floor")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(src / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="model.onnx.data", size_threshold=0)
+    model, streamed, _, _ = convert_both_ways(str(src), tmp_path)
+    got = {t.name: t for t in model.graph.initializer}
+    assert got["floor"].data_type == TensorProto.FLOAT and got["w"].data_type == TensorProto.FLOAT16
+    assert numpy_helper.to_array(got["floor"], base_dir=streamed).tolist() == floor.tolist()
+    first = numpy_helper.to_array(got["w"], base_dir=streamed)[0, :4]
+    assert first.tolist() == [1e4, -1e4, np.float16(1e-7), -np.float16(1e-7)]
