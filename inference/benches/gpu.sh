@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # Runs on a CUDA 13 machine without network (the device tool), after
-# `inference/benches/gpu_bundle.sh` prepared .gpu/ here and its pieces were carried over
-# in several calls (64 MiB each): every call copies what it carried of .gpu/ into /tmp/gpu
-# (which outlives calls on a warm machine); `gpu.sh --collect` only does that. Then:
-#  1. unpacks ONNX Runtime's GPU build (the Python package; the Rust binaries load its C
-#     library) and the release binaries, and finds the CUDA/cuDNN libraries of the machine's
-#     Python (PyPI nvidia-* packages);
-#  2. exports SmolLM2-135M-Instruct from its GGUF (the exporter: numpy, onnx, tokenizers are
-#     on that machine, gguf comes as a wheel) and random-weight models: `tiny` and a
-#     Llama-3.2-1B-shaped model (fp16 weights); SmolLM2 and the 1B model again with
-#     `--compute fp16` (fp16 arithmetic: tensor cores, half the bytes per token), and with
-#     `--ops static --compute fp16` (the cache written in place, CUDA graphs);
+# `inference/benches/gpu_bundle.sh` prepared .gpu/ here. Every call runs this script with what it
+# carried of .gpu/ (one part of the bundle, 64 MiB a call): it copies that into /tmp/gpu (which
+# outlives calls on a warm machine) and, until the last part is there, only collects:
+#  0. the first call also starts the random-weight 1B exports in the background
+#     (gpu_exports.sh: fp16 weights; fp16 compute; the static layout, fp16, with and without LoRA
+#     inputs, and with LoRA on q_proj,v_proj and 32 random adapters), which run while the parts
+#     arrive;
+#  1. the call that brings the last part unpacks ONNX Runtime's GPU build (the Python package;
+#     the Rust binaries load its C library) and the release binaries, and finds the CUDA/cuDNN
+#     libraries of the machine's Python (PyPI nvidia-* packages);
+#  2. exports SmolLM2-135M-Instruct from its GGUF: fp32, `--compute fp16`, and `--ops static
+#     --compute fp16`, and the tiny random model; waits for the 1B exports;
 #  3. compare: CUDA and CPU produce the same greedy tokens on SmolLM2 (three chat prompts;
 #     fp32, fp16 compute, and the static layout with its cache in device memory and its
 #     decode steps captured as CUDA graphs) and on the tiny model (the Rust CLI);
 #  4. static: static_decode.py on the static exports: SmolLM2's greedy tokens on CUDA against
 #     the portable export on the CPU, then the 1B model's decode tok/s at batch 1, 8 and 32,
-#     plain and as CUDA graphs, against the card's bandwidth limit;
+#     plain and as CUDA graphs, against the card's bandwidth limit, and without LoRA inputs;
 #  5. bench: the Rust generation bench, decode tokens/s at batch 1, 8 and 32 for the 1B
 #     model on CUDA (padded fp16 weights, fp16 compute, and the static layout with its decode
 #     steps as CUDA graphs and without, each with 8 callers at once against one after another),
@@ -26,34 +27,52 @@
 #     before/after counts docs/INFERENCE.md asks for.
 #  7. adapters: 32 rows over 32 random rank-16 adapters (adapter slots, one forward pass per
 #     step) against 32 rows on one adapter, on the 1B model's static fp16 export with LoRA on
-#     q_proj and v_proj (random_adapters.py writes the adapters): the issue's >= 0.8x.
-# GPU_STAGES (default compare,static,bench,adapters,profile) picks stages; a warm machine keeps the exports,
-# so stages can run in separate calls. Results go to stdout and $OUT/gpu.txt.
+#     q_proj and v_proj: the issue's >= 0.8x.
+# GPU_STAGES (default compare,static,bench,adapters,profile) picks stages; a warm machine keeps the
+# exports, so stages can run in separate calls. Results go to stdout and $OUT/gpu.txt.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 G=/tmp/gpu
-mkdir -p "$G"
-[ -d .gpu ] && cp -r .gpu/. "$G/"
-if [ "${1:-}" = "--collect" ]; then find "$G" -type f | sort; du -sh "$G"; exit 0; fi
+M=/tmp/tribute-models
+mkdir -p "$G/parts" $M
+[ -d .gpu/parts ] && cp .gpu/parts/* "$G/parts/" 2>/dev/null
+[ -d .gpu/early ] && cp -r .gpu/early "$G/"
 STAGES=",${GPU_STAGES:-compare,static,bench,adapters,profile},"
-
 RES=${OUT:-/tmp}/gpu.txt
 log() { echo "$@" | tee -a "$RES"; }
 : > "$RES"
-unzstd() { LD_LIBRARY_PATH=$G/tools "$G/tools/zstd" "$@"; }
 
-LIB=/tmp/tribute-ort/lib
-if [ ! -f "$LIB/libonnxruntime_providers_cuda.so" ]; then
-  mkdir -p /tmp/tribute-ort
-  cat "$G"/ort/part-* | unzstd -d -q | tar -C /tmp/tribute-ort -xf - || { log "gpu.sh: ORT GPU parts incomplete"; exit 1; }
+# 0. the exporter's wheels, then the 1B exports in a session of their own (they outlive this call)
+if [ -d "$G/early" ] && [ ! -f $M/.random-started ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$G"/early/*.whl >/dev/null 2>&1 \
+    || log "gpu.sh: the exporter's wheels did not install"
+  touch $M/.random-started
+  rm -rf "$G/src" && mkdir -p "$G/src"  # the tree is rewritten at each call, under the exports
+  cp -r inference/export/tribute_export inference/benches/gpu_exports.sh inference/benches/random_adapters.py "$G/src/"
+  setsid nohup bash "$G/src/gpu_exports.sh" > $M/exports.log 2>&1 < /dev/null &
+  log "gpu.sh: 1B exports started in the background"
 fi
-BIN=/tmp/tribute-bin
-mkdir -p $BIN
-for b in tribute generation; do
-  unzstd -d -q -f "$G/bin-zst/$b.zst" -o "$BIN/$b" || { log "gpu.sh: .gpu/bin-zst/$b.zst missing"; exit 1; }
-  chmod +x "$BIN/$b"
-done
+
+P=$G/payload
+if [ ! -f $P/.complete ]; then
+  have=$(ls "$G"/parts/part-* 2>/dev/null | wc -l)
+  want=$(ls "$G"/parts/part-* 2>/dev/null | head -n1 | sed -n 's/.*-of-0*\([0-9]*\)$/\1/p')
+  if [ -z "$want" ] || [ "$have" -lt "$want" ]; then
+    log "gpu.sh: $have of ${want:-?} parts here; collecting only"
+    [ -f $M/exports.log ] && tail -n 2 $M/exports.log
+    exit 0
+  fi
+  mkdir -p $P
+  cat "$G"/parts/part-* | python3 -c 'import sys, tarfile
+tarfile.open(fileobj=sys.stdin.buffer, mode="r|xz").extractall(sys.argv[1], filter="data")' $P \
+    || { log "gpu.sh: the bundle does not unpack"; exit 1; }
+  touch $P/.complete
+fi
+
+LIB=$P/ort/lib
+BIN=$P/bin
+chmod +x $BIN/*
 export ORT_DYLIB_PATH=$(ls "$LIB"/libonnxruntime.so.1.* | head -n1)
 # CUDA 13 / cuDNN 9 libraries from the machine's PyPI nvidia-* packages (nvidia/<pkg>/lib or
 # nvidia/cu13/lib, depending on the package generation): every folder holding a shared library.
@@ -64,32 +83,19 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 missing=$(ldd "$LIB/libonnxruntime_providers_cuda.so" | grep 'not found')
 [ -z "$missing" ] || log "gpu.sh: CUDA provider libraries not found: $missing"
 
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$G"/gguf/*.whl >/dev/null 2>&1
 export PYTHONPATH=$ROOT/inference/export:/tmp/site
-M=/tmp/tribute-models
-mkdir -p $M
-if [ ! -f $M/smollm2/tribute.json ] && ls "$G"/gguf/part-* >/dev/null 2>&1; then
-  cat "$G"/gguf/part-* > /tmp/smollm2.gguf
-  python3 -m tribute_export --source /tmp/smollm2.gguf --out $M/smollm2 --dtype fp32 2>&1 | tail -n1
-fi
+GGUF=$P/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+smol() {  # name, exporter flags
+  local name=$1; shift
+  [ -f $M/$name/tribute.json ] || python3 -W ignore -m tribute_export --source $GGUF --out $M/$name "$@" 2>&1 | tail -n1
+}
+smol smollm2 --dtype fp32
+smol smollm2-fp16 --compute fp16  # fp16 arithmetic, portable attention
+smol smollm2-static --ops static --compute fp16  # right-padded rows, the cache written in place
 [ -f $M/tiny/tribute.json ] || python3 -m tribute_export --random tiny --seed 3 --out $M/tiny 2>/dev/null
-[ -f $M/llama1b/tribute.json ] || python3 -m tribute_export --random llama-3.2-1b --dtype fp16 --out $M/llama1b 2>&1 | tail -n1
-# fp16 compute (tensor cores, half the bytes per token; the fp16-weights export above computes in
-# fp32). Portable attention: CUDA's GroupQueryAttention refuses the attention_bias input that
-# --ops fused masks left padding with.
-[ -f $M/llama1b-fp16/tribute.json ] || python3 -m tribute_export --random llama-3.2-1b --compute fp16 \
-  --out $M/llama1b-fp16 2>&1 | tail -n1
-if [ -f $M/smollm2/tribute.json ] && [ ! -f $M/smollm2-fp16/tribute.json ]; then
-  python3 -m tribute_export --source /tmp/smollm2.gguf --out $M/smollm2-fp16 --compute fp16 2>&1 | tail -n1
-fi
-# The static layout (right-padded rows, the cache buffer written in place; fp16 cache)
-if [[ $STAGES == *,static,* ]]; then
-  [ -f $M/llama1b-static/tribute.json ] || python3 -m tribute_export --random llama-3.2-1b --ops static \
-    --compute fp16 --out $M/llama1b-static 2>&1 | tail -n1
-  if [ -f /tmp/smollm2.gguf ] && [ ! -f $M/smollm2-static/tribute.json ]; then
-    python3 -m tribute_export --source /tmp/smollm2.gguf --out $M/smollm2-static --ops static --compute fp16 2>&1 | tail -n1
-  fi
-fi
+waited=0
+until [ -f $M/.random-done ] || [ -f $M/.random-failed ] || [ $waited -ge 420 ]; do sleep 5; waited=$((waited + 5)); done
+[ -f $M/.random-done ] || { log "gpu.sh: the 1B exports are not all there (waited ${waited}s)"; tail -n 20 $M/exports.log | tee -a "$RES"; }
 
 T=$BIN/tribute
 compare() {  # model, extra flags, prompt
@@ -124,14 +130,14 @@ if [ -f $M/smollm2/tribute.json ]; then
     compare $M/smollm2-static "--temperature 0.8 --seed 7" "List three uses of lithium batteries."
   fi
 else
-  log "gpu.sh: no SmolLM2 GGUF carried: only the tiny random model is compared"
+  log "gpu.sh: no SmolLM2 export: only the tiny random model is compared"
 fi
 compare $M/tiny --raw "The quick brown fox jumps over the lazy dog and keeps on running"
 fi
 
 if [[ $STAGES == *,static,* ]]; then
   # ONNX Runtime's GPU build ahead of the machine's own onnxruntime (a CPU build)
-  SD="env PYTHONPATH=/tmp/tribute-ort/py:$PYTHONPATH PYTHONUNBUFFERED=1 python3 inference/benches/static_decode.py"
+  SD="env PYTHONPATH=$P/ort/py:$PYTHONPATH PYTHONUNBUFFERED=1 python3 inference/benches/static_decode.py"
   GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1)
   case "$GPU_NAME" in  # bytes/s: H200 HBM3e, H100 SXM HBM3, H100 PCIe HBM2e
     *H200*) BW=4.8e12 ;; *H100*HBM3*|*H100*SXM*) BW=3.35e12 ;; *H100*) BW=2.0e12 ;; *) BW=3.35e12 ;;
@@ -140,6 +146,9 @@ if [[ $STAGES == *,static,* ]]; then
     --batches 1 --new 48 --reps 1 2>&1 | tee -a "$RES"
   $SD $M/llama1b-static --device cuda --batches 1,8,32 --new 64 --bandwidth $BW 2>&1 | tee -a "$RES"
   $SD $M/llama1b-static --device cuda --cuda-graph --batches 1,8,32 --new 64 --bandwidth $BW 2>&1 | tee -a "$RES"
+  # the same graph without its LoRA branches (4 operators per module and layer, run even with no
+  # adapter fed): what they cost a captured step
+  $SD $M/llama1b-static-nolora --device cuda --cuda-graph --batches 1,32 --new 64 --bandwidth $BW 2>&1 | tee -a "$RES"
 fi
 
 if [[ $STAGES == *,bench,* ]]; then
@@ -156,10 +165,7 @@ if [[ $STAGES == *,bench,* ]]; then
 fi
 
 if [[ $STAGES == *,adapters,* ]]; then
-  QV=$M/llama1b-static-qv
-  [ -f $QV/tribute.json ] || python3 -m tribute_export --random llama-3.2-1b --ops static --compute fp16 \
-    --lora-targets q_proj,v_proj --out $QV 2>&1 | tail -n1
-  [ -d $M/adapters/a31 ] || python3 inference/benches/random_adapters.py $QV $M/adapters 32 --rank 16
+  QV=$M/llama1b-static-qv  # and its adapters: gpu_exports.sh
   ALL=$(for i in $(seq 0 31); do printf '%s,' $M/adapters/a$i; done)
   AB="env BENCH_MODEL=$QV BENCH_DEVICE=cuda BENCH_BATCHES=32 BENCH_NEW=64 BENCH_REPS=3 BENCH_SLOT_RANK=16"
   # one adapter, its own batch (no slots); one adapter through the slots; 32 adapters, 32 slots
@@ -170,8 +176,8 @@ fi
 
 if [[ $STAGES == *,profile,* ]]; then
   # ONNX Runtime's GPU build ahead of the machine's own onnxruntime (a CPU build)
-  PS="env PYTHONPATH=/tmp/tribute-ort/py:$PYTHONPATH PYTHONUNBUFFERED=1 python3 inference/benches/profile_step.py"
-  for m in llama1b llama1b-fp16 llama1b-static; do
+  PS="env PYTHONPATH=$P/ort/py:$PYTHONPATH PYTHONUNBUFFERED=1 python3 inference/benches/profile_step.py"
+  for m in llama1b llama1b-fp16 llama1b-static llama1b-static-nolora; do
     [ -f $M/$m/tribute.json ] && $PS $M/$m --cuda --steps 8 --prompt 100 2>&1 | tail -n1 | tee -a "$RES"
   done
 fi
