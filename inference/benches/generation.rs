@@ -17,7 +17,8 @@
 //! adapter switch time on it; `BENCH_PROMPT_TOKENS=N` repeats the prompt's tokens to N (a
 //! RAG-sized prompt); `BENCH_CUDA_GRAPHS` (`on`, `off`; default: the generator's choice, on
 //! for a static export on CUDA); `BENCH_CALLERS=N` adds N concurrent callers against the same
-//! N one after another. `inference/benches/gpu.sh` uses this mode.
+//! N one after another; `BENCH_BANDWIDTH=BYTES_PER_S` prints batch 1's step against the floor
+//! the weights' bytes set at that bandwidth. `inference/benches/gpu.sh` uses this mode.
 //! With `BENCH_ADAPTERS=DIR,DIR,...` (PEFT directories) it measures instead batches whose
 //! rows take those adapters in turn (row i: adapter i mod n), with `BENCH_SLOTS` adapter
 //! slots (default 0: one running batch per adapter) and `BENCH_SLOT_RANK` (default 16).
@@ -28,6 +29,10 @@ use std::time::{Duration, Instant};
 
 use tribute_inference::adapter::AdapterId;
 use tribute_inference::{GenerateRequest, Generator, GeneratorOptions, Prompt};
+
+fn env_f64(k: &str) -> Option<f64> {
+    std::env::var(k).ok().and_then(|v| v.parse().ok())
+}
 
 fn env_usize(k: &str, d: usize) -> usize {
     std::env::var(k)
@@ -373,13 +378,30 @@ fn device_bench(model: PathBuf) {
         }
         return;
     }
+    let mut batch1_step = None;
     for b in batches {
         let r = bench_rust(&g, &ids, b, new, reps);
+        let step_ms = 1e3 * b as f64 / r.decode_tps;
         println!(
-            "| {b} | {:.0} | {:.1} | {:.2} |",
-            r.prefill_tps,
-            r.decode_tps,
-            1e3 * b as f64 / r.decode_tps
+            "| {b} | {:.0} | {:.1} | {step_ms:.2} |",
+            r.prefill_tps, r.decode_tps
+        );
+        if b == 1 {
+            batch1_step = Some(step_ms);
+        }
+    }
+    if let (Some(bw), Some(step_ms)) = (env_f64("BENCH_BANDWIDTH"), batch1_step) {
+        // A batch-1 step reads every weight once: the weights' bytes over the card's
+        // bandwidth are the floor of a step.
+        let weights = std::fs::metadata(model.join("model.onnx.data"))
+            .map(|m| m.len() as f64)
+            .unwrap_or(0.0);
+        let floor_ms = 1e3 * weights / bw;
+        println!(
+            "\nbatch 1: {step_ms:.2} ms/step; weights {:.2} GiB, floor {floor_ms:.2} ms/step at {:.2} TB/s: {:.0} % of the bandwidth limit",
+            weights / (1u64 << 30) as f64,
+            bw / 1e12,
+            100.0 * floor_ms / step_ms
         );
     }
     let callers = env_usize("BENCH_CALLERS", 0);

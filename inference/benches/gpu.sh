@@ -135,13 +135,13 @@ fi
 compare $M/tiny --raw "The quick brown fox jumps over the lazy dog and keeps on running"
 fi
 
+GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n1)
+case "$GPU_NAME" in  # bytes/s: H200 HBM3e, H100 SXM HBM3, H100 PCIe HBM2e
+  *H200*) BW=4.8e12 ;; *H100*HBM3*|*H100*SXM*) BW=3.35e12 ;; *H100*) BW=2.0e12 ;; *) BW=3.35e12 ;;
+esac
 if [[ $STAGES == *,static,* ]]; then
   # ONNX Runtime's GPU build ahead of the machine's own onnxruntime (a CPU build)
   SD="env PYTHONPATH=$P/ort/py:$PYTHONPATH PYTHONUNBUFFERED=1 python3 inference/benches/static_decode.py"
-  GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1)
-  case "$GPU_NAME" in  # bytes/s: H200 HBM3e, H100 SXM HBM3, H100 PCIe HBM2e
-    *H200*) BW=4.8e12 ;; *H100*HBM3*|*H100*SXM*) BW=3.35e12 ;; *H100*) BW=2.0e12 ;; *) BW=3.35e12 ;;
-  esac
   [ -f $M/smollm2-static/tribute.json ] && $SD $M/smollm2-static --device cuda --cuda-graph --check $M/smollm2 \
     --batches 1 --new 48 --reps 1 2>&1 | tee -a "$RES"
   $SD $M/llama1b-static --device cuda --batches 1,8,32 --new 64 --bandwidth $BW 2>&1 | tee -a "$RES"
@@ -152,6 +152,7 @@ if [[ $STAGES == *,static,* ]]; then
 fi
 
 if [[ $STAGES == *,bench,* ]]; then
+  export BENCH_BANDWIDTH=$BW
   BENCH_MODEL=$M/llama1b BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 BENCH_NEW=64 BENCH_REPS=3 $BIN/generation 2>&1 | tee -a "$RES"
   BENCH_MODEL=$M/llama1b-fp16 BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 BENCH_NEW=64 BENCH_REPS=3 $BIN/generation 2>&1 | tee -a "$RES"
   # the Rust generator on the static layout: the cache in device memory, written in place;
@@ -161,6 +162,10 @@ if [[ $STAGES == *,bench,* ]]; then
     [ -f $M/llama1b-static/tribute.json ] && BENCH_MODEL=$M/llama1b-static BENCH_DEVICE=cuda BENCH_BATCHES=1,8,32 \
       BENCH_NEW=64 BENCH_REPS=3 BENCH_CUDA_GRAPHS=$graphs BENCH_CALLERS=8 $BIN/generation 2>&1 | tee -a "$RES"
   done
+  # without LoRA inputs: the graph's LoRA branches (run with no adapter fed) against none
+  BENCH_MODEL=$M/llama1b-static-nolora BENCH_DEVICE=cuda BENCH_BATCHES=1,32 BENCH_NEW=64 BENCH_REPS=3 \
+    $BIN/generation 2>&1 | tee -a "$RES"
+  unset BENCH_BANDWIDTH
   BENCH_MODEL=$M/llama1b BENCH_DEVICE=cpu BENCH_BATCHES=1 BENCH_NEW=16 BENCH_REPS=1 $BIN/generation 2>&1 | tee -a "$RES"
 fi
 
