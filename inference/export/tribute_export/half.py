@@ -44,7 +44,6 @@ def to_fp16_compute(out_dir: str, log=None, fp16_cache: bool = False) -> int:
         raise ExportError("--compute fp16 needs onnxconverter-common "
                           "(pip install 'tribute-export[fp16]' or onnxconverter-common)") from None
     path = os.path.join(out_dir, "model.onnx")
-    data = os.path.join(out_dir, "model.onnx.data")
     model = onnx.load(path, load_external_data=False)
     if float16.check_if_fp16_ready(model.graph):  # the converter's own guard, before the weights change
         raise ExportError("internal error: the graph to convert to fp16 compute has float16 in it already")
@@ -83,6 +82,7 @@ def halve_initializers(graph: onnx.GraphProto, out_dir: str, location: str, floa
     has_data = os.path.isfile(src) and os.path.getsize(src) > 0
     mapped = np.memmap(src, dtype=np.uint8, mode="r") if has_data else np.zeros(0, np.uint8)
     writer = ExternalData(dst, location)
+    done = False
     try:
         for t in graph.initializer:
             if t.data_location != TensorProto.EXTERNAL:
@@ -99,9 +99,12 @@ def halve_initializers(graph: onnx.GraphProto, out_dir: str, location: str, floa
                 copied = writer.add(t.name, raw)
                 del t.external_data[:]
                 t.external_data.extend(copied.external_data)
+        done = True
     finally:
         writer.close()
         del mapped
+        if not done:
+            os.remove(dst)
     os.chmod(dst, os.stat(os.path.join(out_dir, "model.onnx")).st_mode & 0o777)  # the writer's is owner-only
     os.replace(dst, src)
 
