@@ -403,6 +403,17 @@ class Runner:
         return res["logits"], present
 
 
+def require(module: str, why: str):
+    """The module, or a skip where it is not installed; under CI a failure (`make test` installs it)."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail(f"{module} is not installed ({why})")
+        pytest.skip(f"{module} is not installed")
+
+
 def export(argv):
     from tribute_export.cli import main
     rc = main(argv)

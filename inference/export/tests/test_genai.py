@@ -19,7 +19,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import Runner, export, make_weights, tiny_config, write_hf_dir
+from conftest import Runner, export, make_weights, require, tiny_config, write_hf_dir
 from test_archs import arch_weights, gemma3_config, phi3_config, phi3_weights, qwen3_config
 
 OPS = ("portable", "fused", "static")
@@ -42,13 +42,7 @@ ARCHS = {
 
 
 def genai():
-    try:
-        import onnxruntime_genai
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("onnxruntime-genai is not installed (the Makefile's test target installs it)")
-        pytest.skip("onnxruntime-genai is not installed")
-    return onnxruntime_genai
+    return require("onnxruntime_genai", "the Makefile's test target installs it")
 
 
 def greedy_alone(runner, prompt, new):

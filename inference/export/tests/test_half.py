@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from conftest import Runner, export, make_weights, ref_forward, tiny_config, write_hf_dir
+from conftest import Runner, export, make_weights, ref_forward, require, tiny_config, write_hf_dir
 from test_fused import check_lora, check_same
 from test_tiny import IDS, rel_err
 
@@ -98,13 +98,7 @@ def test_fp16_compute_without_the_converter_is_a_clear_error(tmp_path, monkeypat
 
 
 def converter_or_skip():
-    try:
-        from onnxconverter_common import float16
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("onnxconverter-common is not installed (make setup installs the fp16 extra)")
-        pytest.skip("onnxconverter-common is not installed")
-    return float16
+    return require("onnxconverter_common.float16", "make setup installs the exporter's fp16 extra")
 
 
 def test_weights_round_as_the_converter_rounds_them():
