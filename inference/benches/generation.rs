@@ -408,6 +408,10 @@ fn device_bench(model: PathBuf) {
     if callers > 0 {
         concurrent_callers(&g, &ids, callers, new, reps);
     }
+    if g.config().lora.modules.is_empty() {
+        println!("\nno adapter switch: the model takes no adapters (no LoRA inputs)");
+        return;
+    }
     let tmp = tempfile::tempdir().expect("tempdir");
     let (t_alt, t_same) = switch_overhead(&g, tmp.path(), &ids[..8.min(ids.len())]);
     println!(
