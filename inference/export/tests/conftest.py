@@ -300,7 +300,8 @@ def ref_forward(cfg, w, ids, lora=None, dtype=np.float64):
     for local in (False, True) if gemma else (False,):
         ang = pos[:, None] * ref_inv_freq(cfg, local)[None, :]
         af = 1.0 if local else ref_rope_attention_factor(cfg)
-        tables[local] = (np.cos(np.concatenate([ang, ang], -1)) * af, np.sin(np.concatenate([ang, ang], -1)) * af)
+        tables[local] = ((np.cos(np.concatenate([ang, ang], -1)) * af).astype(dtype),
+                         (np.sin(np.concatenate([ang, ang], -1)) * af).astype(dtype))
 
     def rope(x, local):  # [heads, S, D]
         cos, sin = tables[local]
@@ -310,7 +311,9 @@ def ref_forward(cfg, w, ids, lora=None, dtype=np.float64):
     x = g("model.embed_tokens.weight")[ids]
     if gemma:
         x = x * math.sqrt(H)
-    causal = np.triu(np.full((S, S), -np.inf), 1)
+    # every table in `dtype`: a float64 one would promote the activations, and then each weight
+    # they meet is copied to float64 (Gemma 3's 262k x 640 head: seconds per call)
+    causal = np.triu(np.full((S, S), -np.inf, dtype), 1)
     # sliding layers: query i sees keys j with i - window < j <= i
     window = cfg.get("sliding_window") or S + 1
     far = np.arange(S)[:, None] - np.arange(S)[None, :] >= window
