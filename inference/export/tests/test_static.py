@@ -14,7 +14,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import Runner, make_weights, tiny_config
+import cuda_placement
+from conftest import Runner, make_weights, require, tiny_config
 from test_archs import IDS as LONG_IDS, arch_weights, gemma3_config
 from test_fused import pair
 from test_tiny import IDS, LORA_SPEC, _random_lora, _stack
@@ -253,3 +254,46 @@ def test_static_decode_bench_runs_greedy_like_the_portable_graph(llama, capsys):
     out = capsys.readouterr().out
     assert "first 12 of 12 tokens equal" in out, out
     assert "batch 3: decode" in out
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_static_fp16_graph_needs_no_copy_between_host_and_device(tmp_path, arch):
+    """What CUDA graphs need of the graph: ONNX Runtime refuses to capture a session whose CUDA
+    partition has a host/device copy node. The host-side values (the mask's width for
+    total_sequence_length, the kept positions' Slice start) come from a `Shape` and stay on the
+    host; the rest is the device's (`cuda_placement.py` works out ONNX Runtime's placement)."""
+    require("onnxconverter_common", "make setup installs the exporter's fp16 extra")
+    cfg = tiny_config() if arch == "llama" else gemma3_config()
+    w = make_weights(cfg, seed=1) if arch == "llama" else arch_weights(cfg, seed=3)
+    port, static = export_pair(str(tmp_path), cfg, w, "--compute", "fp16")
+    model = onnx.load(os.path.join(static.dir, "model.onnx"), load_external_data=False)
+    assert cuda_placement.copies(model) == []
+    where = cuda_placement.placement(model)
+    on_host = {n.op_type for n in model.graph.node if where[n.name] == "cpu"}
+    assert {"Min", "Neg"} <= on_host <= {"Cast", "Concat", "Min", "Neg"}, on_host  # shape arithmetic only
+    assert all(where[n.name] == "cuda" for n in model.graph.node
+               if n.op_type in ("GroupQueryAttention", "MatMul", "Gemm", "ArgMax"))
+    check_rows(port, static, IDS, IDS[2:6], atol=2e-2, dtype=np.float16, argmax_only=True)
+
+
+def test_placement_finds_a_device_value_read_on_the_host():
+    """The check above can fail: a Slice start computed by a device node from the input alone
+    (the graph's earlier form) needs a copy to the host."""
+    from onnx import TensorProto, helper
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 4, 8])
+    keep = helper.make_tensor_value_info("keep", TensorProto.INT64, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)
+    consts = [onnx.numpy_helper.from_array(np.array([2**62], np.int64), "end"),
+              onnx.numpy_helper.from_array(np.array([1], np.int64), "axis")]
+    earlier = helper.make_graph([helper.make_node("Neg", ["keep"], ["start"], name="neg"),
+                                 helper.make_node("Slice", ["x", "start", "end", "axis"], ["y"], name="slice")],
+                                "g", [x, keep], [y], consts)
+    assert cuda_placement.copies(helper.make_model(earlier)) == ["neg -> slice (start)"]
+    now = helper.make_graph([helper.make_node("Shape", ["x"], ["s"], name="shape", start=1, end=2),
+                             helper.make_node("Min", ["keep", "s"], ["k"], name="min"),
+                             helper.make_node("Neg", ["k"], ["start"], name="neg"),
+                             helper.make_node("Slice", ["x", "start", "end", "axis"], ["y"], name="slice")],
+                            "g", [x, keep], [y], consts)
+    assert cuda_placement.copies(helper.make_model(now)) == []
+    assert cuda_placement.placement(helper.make_model(now)) == {"shape": "cuda", "min": "cpu", "neg": "cpu",
+                                                                "slice": "cuda"}

@@ -262,10 +262,17 @@ def keep_last_positions(b: Builder, x: str) -> str:
     1 while generating (rows are left-padded, so the last column is every row's latest token), the
     answer's positions when scoring. An overridable initializer [1], default INT64_MAX: callers that
     do not feed it (older Tribute, onnxruntime-genai, plain ORT) get every position, as before;
-    0 also means every position (Hugging Face's `logits_to_keep` convention)."""
+    0 also means every position (Hugging Face's `logits_to_keep` convention).
+
+    The start, −min(logits_to_keep, S), is computed from the sequence length's `Shape` so that
+    ONNX Runtime's CUDA provider places it on the host, where `Slice` reads it: a `Neg` of the
+    input alone would run on the device and need a copy to the host, and a graph with a copy
+    node cannot be captured as a CUDA graph (`tests/cuda_placement.py`)."""
     b.inp(LOGITS_TO_KEEP, TensorProto.INT64, [1])
     b.inits.append(numpy_helper.from_array(np.array([_ALL], np.int64), LOGITS_TO_KEEP))
-    start = b.op("Neg", [LOGITS_TO_KEEP], name="logits_from")
+    seq = b.op("Shape", [x], name="kept_seq_len", start=1, end=2)
+    kept = b.op("Min", [LOGITS_TO_KEEP, seq], name="kept_positions")
+    start = b.op("Neg", [kept], name="logits_from")
     return b.op("Slice", [x, start, b.const([_ALL], np.int64), b.const([1], np.int64)], name="kept_hidden")
 
 
