@@ -18,7 +18,7 @@ m = onnx.load(p, load_external_data=False)
 g = m.graph
 kept = next(n for n in g.node if n.output[0] == "kept_hidden")
 src, out = kept.input[0], kept.output[0]
-drop = {out, "logits_from"}
+drop = {out, "logits_from", "kept_positions", "kept_seq_len"}
 for n in g.node:
     for i, x in enumerate(n.input):
         if x == out:
