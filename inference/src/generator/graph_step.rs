@@ -236,8 +236,8 @@ impl GraphStep {
             _ => None,
         };
         // `logits_to_keep` stays unbound: its default keeps every position, here the one. The
-        // graph reads it on the host (it computes a `Slice`'s start), and a fed value would be
-        // copied there inside the captured run.
+        // graph reads it on the host (a `Min` and a `Neg` give a `Slice` its start), where a
+        // replay runs nothing: the value a capture saw would stay in its graph.
         // Both outputs, always: a captured graph writes the outputs it was captured with.
         let token = match &cfg.outputs.next_token {
             Some(name) => {
