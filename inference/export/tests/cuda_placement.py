@@ -36,9 +36,11 @@ HOST_INPUTS: Dict[str, Set[int]] = {
 # Outputs CUDA kernels leave in host memory.
 HOST_OUTPUTS: Dict[str, Set[int]] = {"Shape": {0}, "Size": {0}}
 # Operators with CUDA kernels for the types these graphs use (checked against ONNX Runtime's
-# registrations; MatMulNBits and the fused operators are com.microsoft contrib kernels).
+# registrations; MatMulNBits, GatherBlockQuantized (uint8 data, float or float16 scales, int64
+# indices) and the fused operators are com.microsoft contrib kernels).
 CUDA_OPS = {
-    "Add", "And", "ArgMax", "Cast", "Concat", "Div", "Equal", "Gather", "Gemm", "GroupQueryAttention",
+    "Add", "And", "ArgMax", "Cast", "Concat", "Div", "Equal", "Gather", "GatherBlockQuantized", "Gemm",
+    "GroupQueryAttention",
     "IsInf", "IsNaN", "Less", "LessOrEqual", "MatMul", "MatMulNBits", "Max", "Min", "Mul", "Neg",
     "Not", "Or", "Pow", "ReduceMax", "ReduceMean", "ReduceSum", "Reshape", "Shape", "Sigmoid",
     "SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "Slice", "Softmax", "Split",
