@@ -95,8 +95,8 @@ def test_peft_to_onnx_adapter_roundtrip(tiny, tiny_runner, tmp_path, rslora):
 def test_onnx_adapter_for_an_fp16_compute_model_is_float16(tiny, tmp_path):
     """A `--compute fp16` model takes its LoRA inputs in float16: the adapter file holds float16
     and gives what feeding the same values does."""
-    pytest.importorskip("onnxconverter_common")
-    from conftest import Runner
+    from conftest import Runner, require
+    require("onnxconverter_common", "make setup installs the exporter's fp16 extra")
     from tribute_export.adapter import load_peft
     _, _, hf, _ = tiny
     model = str(tmp_path / "half")

@@ -201,7 +201,7 @@ def test_static_gemma3_sliding_window(tmp_path):
 def test_static_fp16_compute_keeps_the_cache_in_fp16(tmp_path):
     """With fp16 compute the cache is fp16 at the boundary too (no Cast between the buffer and the
     kernel, so in place stays in place); logits stay float32 and pick the portable graph's tokens."""
-    pytest.importorskip("onnxconverter_common")
+    require("onnxconverter_common", "make setup installs the exporter's fp16 extra")
     cfg = tiny_config()
     w = make_weights(cfg, seed=1)
     port, static = export_pair(str(tmp_path), cfg, w, "--compute", "fp16")
@@ -223,7 +223,7 @@ def test_static_fp16_compute_keeps_the_cache_in_fp16(tmp_path):
 def test_static_next_token_is_minus_one_where_logits_are_not_finite(tmp_path, compute):
     """A runtime that reads only `next_token` still sees non-finite logits: -1 there."""
     if compute == "fp16":
-        pytest.importorskip("onnxconverter_common")
+        require("onnxconverter_common", "make setup installs the exporter's fp16 extra")
     from reference_logits import nan_weights
     cfg = tiny_config()
     _, static = export_pair(str(tmp_path), cfg, make_weights(cfg, seed=1), "--compute", compute)
