@@ -19,6 +19,7 @@ ONNX Runtime's CUDA registrations for the opsets the exporter writes; an operato
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from typing import Dict, List, Set
 
@@ -64,17 +65,21 @@ def placement(model: onnx.ModelProto) -> Dict[str, str]:
             consumers[i].append(n)
     order = {n.name: k for k, n in enumerate(g.node)}
     host: Set[str] = set()  # tensors in host memory
-    candidates: List[onnx.NodeProto] = []
+    candidates: List[tuple] = []  # (graph order, node): ONNX Runtime visits them in that order
+
+    def push(nodes):
+        for n in nodes:
+            heapq.heappush(candidates, (order[n.name], n.name, n))
+
     for n in g.node:
         for k, out in enumerate(n.output):
             if k in HOST_OUTPUTS.get(n.op_type, ()):
                 host.add(out)
-                candidates.extend(consumers[out])
+                push(consumers[out])
     on_cpu: Set[str] = set()
     seen: Set[str] = set()
     while candidates:
-        candidates.sort(key=lambda n: order[n.name])
-        n = candidates.pop(0)
+        n = heapq.heappop(candidates)[2]
         if n.name in seen:
             continue
         seen.add(n.name)
@@ -94,7 +99,7 @@ def placement(model: onnx.ModelProto) -> Dict[str, str]:
             on_cpu.add(n.name)
             host.update(n.output)
             for out in n.output:
-                candidates.extend(consumers[out])
+                push(consumers[out])
     return {n.name: "cpu" if n.name in on_cpu else "cuda" for n in g.node}
 
 
