@@ -81,10 +81,10 @@ def test_fp16_compute_with_int4(tmp_path):
     assert tj["quantization"]["bits"] == 4 and tj["compute_dtype"] == "float16"
 
 
-def test_fp16_compute_without_the_converter_is_a_clear_error(tmp_path, monkeypatch):
+def test_fp16_compute_without_the_converter_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    """Refused before anything is written: no output directory, no half-written one."""
     import builtins
-    from tribute_export import ExportError
-    from tribute_export.half import to_fp16_compute
+    from tribute_export.cli import main
     real = builtins.__import__
 
     def no_converter(name, *a, **k):
@@ -93,8 +93,10 @@ def test_fp16_compute_without_the_converter_is_a_clear_error(tmp_path, monkeypat
         return real(name, *a, **k)
 
     monkeypatch.setattr(builtins, "__import__", no_converter)
-    with pytest.raises(ExportError, match="onnxconverter-common"):
-        to_fp16_compute(str(tmp_path))
+    out = tmp_path / "out"
+    assert main(["--random", "tiny", "--compute", "fp16", "--out", str(out)]) == 1
+    assert "--compute fp16 needs onnxconverter-common" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
 
 
 def converter_or_skip():
@@ -132,57 +134,79 @@ def same_models(got: onnx.ModelProto, want: onnx.ModelProto, got_dir: str, want_
         assert x.tobytes() == y.tobytes(), name
 
 
-def convert_both_ways(fp32_dir: str, tmp_path):
-    """The converter on the whole loaded model (the reference), and halve_initializers streaming
-    the weights of a copy before the converter sees its graph."""
-    import shutil
-    from tribute_export.half import halve_initializers
+def reference_fp16(fp32_dir: str, fp16_cache: bool) -> onnx.ModelProto:
+    """The converter on the whole loaded fp32 model (it rounds the weights itself), with the same
+    boundary steps as the export."""
+    from tribute_export.half import convert_graph
     float16 = converter_or_skip()
-    want = float16.convert_float_to_float16(onnx.load(os.path.join(fp32_dir, "model.onnx")),
-                                            keep_io_types=True, disable_shape_infer=True)
-    ours = str(tmp_path / "streamed")
-    shutil.copytree(fp32_dir, ours)
-    before = os.path.getsize(os.path.join(ours, "model.onnx.data"))
-    got = onnx.load(os.path.join(ours, "model.onnx"), load_external_data=False)
-    halve_initializers(got.graph, ours, "model.onnx.data", float16)
-    got = float16.convert_float_to_float16(got, keep_io_types=True, disable_shape_infer=True,
-                                           check_fp16_ready=False)
-    same_models(got, want, ours, fp32_dir)
-    return got, ours, before, os.path.getsize(os.path.join(ours, "model.onnx.data"))
+    model = onnx.load(os.path.join(fp32_dir, "model.onnx"))
+    convert_graph(model, fp32_dir, float16, fp16_cache)
+    return model
 
 
 @pytest.mark.parametrize("flags", [["--ops", "portable"], ["--ops", "fused"], ["--ops", "static"],
                                    ["--ops", "fused", "--quant", "int4"]])
-def test_streamed_weights_give_the_converters_model(tmp_path, flags):
-    """Every layout (and int4, whose packed weights are copied as they are): the graph and every
-    tensor equal what the converter makes of the fully loaded fp32 model."""
+def test_weights_halved_as_written_give_the_converters_model(tmp_path, flags):
+    """Every layout (and int4, whose packed weights stay as they are): the fp16 export, whose
+    weights were rounded as they were written, equals node by node and tensor by tensor what the
+    converter makes of the fully loaded fp32 export of the same weights."""
     cfg = tiny_config()
     hf = write_hf_dir(str(tmp_path / "hf"), cfg, make_weights(cfg, seed=2))
     export(["--source", hf, "--out", str(tmp_path / "fp32"), *flags])
-    _, _, before, after = convert_both_ways(str(tmp_path / "fp32"), tmp_path)
-    assert after < 0.6 * before or "--quant" in flags
+    export(["--source", hf, "--out", str(tmp_path / "fp16"), "--compute", "fp16", *flags])
+    ours = str(tmp_path / "fp16")
+    got = onnx.load(os.path.join(ours, "model.onnx"), load_external_data=False)
+    same_models(got, reference_fp16(str(tmp_path / "fp32"), "static" in flags), ours, str(tmp_path / "fp32"))
+    size = {d: os.path.getsize(tmp_path / d / "model.onnx.data") for d in ("fp32", "fp16")}
+    assert size["fp16"] < 0.6 * size["fp32"] or "--quant" in flags
 
 
-def test_streamed_weights_keep_what_the_converter_keeps(tmp_path):
-    """An initializer read by an operator on the converter's block list (Max) stays float32 and is
-    copied; a weight beyond fp16's range is clamped as the converter clamps it."""
+def blocked_graph(tmp_path, halver):
+    """A MatMul on `w` (one value beyond fp16's range, two below its floor) and a Max (on the
+    converter's block list) on `floor`, written as the builder writes weights."""
     from onnx import helper
-    src = tmp_path / "fp32"
-    src.mkdir()
+    from tribute_export.graph import ExternalData
     w = np.random.default_rng(1).normal(0, 1, (64, 32)).astype(np.float32)
     w[0, :4] = [3e5, -3e5, 1e-9, -1e-9]
     floor = np.full((32,), 0.25, np.float32)
+    data = ExternalData(str(tmp_path / "model.onnx.data"), "model.onnx.data", halver)
+    inits = [data.add("w", w), data.add("floor", floor)]
+    data.close()
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Max", ["h", "floor"], ["y"])], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(floor, "floor")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save(model, str(src / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="model.onnx.data", size_threshold=0)
-    model, streamed, _, _ = convert_both_ways(str(src), tmp_path)
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "model.onnx"))
+    return w, floor
+
+
+def test_weights_halved_as_written_keep_what_the_converter_keeps(tmp_path):
+    """An initializer read by an operator on the converter's block list (Max) is float32 again,
+    with its exact values; a weight beyond fp16's range is clamped as the converter clamps it;
+    the graph equals the converter's on the float32 model."""
+    from tribute_export.half import Halver, to_fp16_compute
+    float16 = converter_or_skip()
+    (tmp_path / "fp32").mkdir()
+    (tmp_path / "fp16").mkdir()
+    blocked_graph(tmp_path / "fp32", None)
+    halver = Halver(float16)
+    w, floor = blocked_graph(tmp_path / "fp16", halver)
+    to_fp16_compute(str(tmp_path / "fp16"), halver)
+    model = onnx.load(str(tmp_path / "fp16" / "model.onnx"), load_external_data=False)
     got = {t.name: t for t in model.graph.initializer}
     assert got["floor"].data_type == TensorProto.FLOAT and got["w"].data_type == TensorProto.FLOAT16
-    assert numpy_helper.to_array(got["floor"], base_dir=streamed).tolist() == floor.tolist()
-    first = numpy_helper.to_array(got["w"], base_dir=streamed)[0, :4]
+    assert numpy_helper.to_array(got["floor"], base_dir=str(tmp_path / "fp16")).tolist() == floor.tolist()
+    first = numpy_helper.to_array(got["w"], base_dir=str(tmp_path / "fp16"))[0, :4]
     assert first.tolist() == [1e4, -1e4, np.float16(1e-7), -np.float16(1e-7)]
+    same_models(model, reference_fp16(str(tmp_path / "fp32"), False), str(tmp_path / "fp16"), str(tmp_path / "fp32"))
+
+
+def test_a_large_weight_read_by_a_blocked_operator_is_an_error(tmp_path):
+    """Beyond what the writer keeps in float32, such a weight cannot be restored: an internal
+    error naming it, not a silently float16 input of an operator that wants float32."""
+    from tribute_export import ExportError
+    from tribute_export.half import Halver, to_fp16_compute
+    halver = Halver(converter_or_skip(), keep_below=64)  # `floor` (128 bytes) is not kept
+    blocked_graph(tmp_path, halver)
+    with pytest.raises(ExportError, match=r"floor \(\[32\]\) is read by an operator .* written as float16"):
+        to_fp16_compute(str(tmp_path), halver)

@@ -201,6 +201,7 @@ def export(args) -> str:
     if args.context_length:
         spec.context_length = int(args.context_length)
     check_quant_shapes(spec, q)
+    halver = half.Halver(half.converter()) if args.compute == "fp16" else None  # needs the converter
     if args.tokenizer and not os.path.isfile(os.path.join(args.tokenizer, "tokenizer.json")):
         raise ExportError(f"--tokenizer {args.tokenizer} has no tokenizer.json")
     if args.merge_peft:
@@ -238,9 +239,10 @@ def export(args) -> str:
 
         lora_modules, nbytes, transfer = build_graph(spec, weights, tmp, fp16, targets, log=_log,
                                            max_positions=args.context_length, quant=q,
-                                           quant_embeddings=not args.float_embeddings, ops=args.ops)
-        if args.compute == "fp16":
-            nbytes = half.to_fp16_compute(tmp, log=_log, fp16_cache=args.ops == "static")
+                                           quant_embeddings=not args.float_embeddings, ops=args.ops,
+                                           halve=halver)
+        if halver is not None:
+            nbytes = half.to_fp16_compute(tmp, halver, log=_log, fp16_cache=args.ops == "static")
         _log(f"graph written: {len(lora_modules)} LoRA modules, weights {nbytes / 2**20:.1f} MiB "
              f"({'fp16' if fp16 or args.compute == 'fp16' else 'fp32'}" + (f", linears {q.dtype} blocks of {q.block_size})" if q else ")"))
         if transfer["gguf_blocks_copied"]:

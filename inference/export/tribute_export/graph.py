@@ -8,7 +8,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -32,15 +32,22 @@ def module_path(layer: int, target: str) -> str:
 
 
 class ExternalData:
-    """Appends tensors to one external data file and returns TensorProtos pointing at them."""
+    """Appends tensors to one external data file and returns TensorProtos pointing at them.
+    `halve(name, arr)`, if given, chooses what each tensor is stored as (`--compute fp16` rounds
+    float32 to float16 here, so no float32 copy of the weights is written); `append` continues an
+    existing file."""
 
-    def __init__(self, path: str, location: str):
-        self.f = open(path, "wb")
+    def __init__(self, path: str, location: str, halve: Optional[Callable[[str, np.ndarray], np.ndarray]] = None,
+                 append: bool = False):
+        self.f = open(path, "ab" if append else "wb")
         self.location = location
-        self.offset = 0
+        self.offset = self.f.tell()
+        self.halve = halve
 
     def add(self, name: str, arr: np.ndarray) -> TensorProto:
         arr = np.ascontiguousarray(arr)
+        if self.halve is not None:
+            arr = self.halve(name, arr)
         align = 65536 if arr.nbytes >= 1 << 20 else 64
         pad = (-self.offset) % align
         if pad:
@@ -278,7 +285,8 @@ def keep_last_positions(b: Builder, x: str) -> str:
 
 def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_targets: List[str],
                 log=None, max_positions: Optional[int] = None, quant: Optional[QuantConfig] = None,
-                quant_embeddings: bool = True, ops: str = "portable"):
+                quant_embeddings: bool = True, ops: str = "portable",
+                halve: Optional[Callable[[str, np.ndarray], np.ndarray]] = None):
     """Writes out_dir/model.onnx + model.onnx.data. Returns the list of LoRA module dicts.
 
     With `quant`, every linear (fused qkv, o_proj, fused gate_up, down_proj, lm_head) is a
@@ -288,7 +296,10 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
     `ops="fused"` computes attention with ONNX Runtime's com.microsoft GroupQueryAttention (one
     kernel per layer for the cache append, scores, mask and softmax) and each residual add with the
     norm after it as SkipSimplifiedLayerNormalization. Inputs, outputs and the cache layout are the
-    portable graph's (see `fused_attention`), so a runtime feeds both alike."""
+    portable graph's (see `fused_attention`), so a runtime feeds both alike.
+
+    `halve` rounds the weights as they are written (`half.Halver`, for `--compute fp16`): the
+    graph written is then only a step towards the fp16 one that `half.to_fp16_compute` makes."""
     if ops not in OPS:
         raise ExportError(f"unknown --ops {ops!r} (choose from {', '.join(OPS)})")
     fused = ops != "portable"  # GroupQueryAttention and SkipSimplifiedLayerNormalization
@@ -298,7 +309,7 @@ def build_graph(spec: Spec, weights: Weights, out_dir: str, fp16: bool, lora_tar
     NH, KV, L, V = spec.num_heads, spec.num_kv_heads, spec.num_layers, spec.vocab_size
     rep = NH // KV
     n_pos = int(max_positions or spec.context_length)
-    data = ExternalData(os.path.join(out_dir, "model.onnx.data"), "model.onnx.data")
+    data = ExternalData(os.path.join(out_dir, "model.onnx.data"), "model.onnx.data", halve)
     b = Builder(data, fp16, quant, weights, log)
     FLOAT, INT64 = TensorProto.FLOAT, TensorProto.INT64
     t0 = time.time()

@@ -16,48 +16,75 @@ With `fp16_cache` (the `static` layout) the past and present caches are float16 
 boundary too: the kernel then reads and writes the very buffer the runtime binds to both, which
 an fp32 boundary with a Cast on each side would turn into two copies per layer per step.
 
-The weights are converted here, one tensor at a time from the fp32 data file into a new one, by
-the converter's own rule (every float initializer but those its block list keeps), before the
-converter sees the graph: it then rewrites only the graph. Loading the whole fp32 model for it
-took the model's size twice in memory and ran its twenty numpy passes over every weight (the
-Llama-3.2-1B-shaped model: 60 s and 8.5 GB peak for the conversion)."""
+The weights are rounded to fp16 as the graph builder writes them (`Halver`, the converter's
+own rounding), so no fp32 data file is ever written; the converter then rewrites only the graph.
+Writing fp32 first and converting it took the model's fp32 size on disk next to the fp16 result
+(an 8B model: 32 + 16 GB) and reading it back; loading it whole for the converter took twice the
+model's size in memory. An initializer that an operator on the converter's block list reads
+stays float32 as the converter leaves it: small ones (norm-sized) are kept in float32 while the
+graph is built and written again; a large one is an internal error, never silently fp16."""
 
 from __future__ import annotations
 
 import os
+from typing import Dict, Optional, Set
 
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
-from onnx.external_data_helper import ExternalDataInfo
 
 from . import ExportError
 from .graph import ExternalData
 
+# float32 originals up to this size are kept while the graph is built, in case a blocked operator
+# reads them (norms, biases, small tables: a few MB for an 8B model)
+KEEP_BELOW = 1 << 20
 
-def to_fp16_compute(out_dir: str, log=None, fp16_cache: bool = False) -> int:
-    """Rewrites out_dir/model.onnx (+ model.onnx.data) for fp16 compute. Returns the weight bytes."""
-    log = log or (lambda msg: None)
+
+def converter():
+    """onnxconverter-common's float16 module, or a clear error naming the package."""
     try:
         from onnxconverter_common import float16
     except ImportError:
         raise ExportError("--compute fp16 needs onnxconverter-common "
                           "(pip install 'tribute-export[fp16]' or onnxconverter-common)") from None
+    return float16
+
+
+class Halver:
+    """The external data writer's fp16 rounding for `--compute fp16`: every float32 tensor is
+    written as float16, rounded as the converter rounds it."""
+
+    def __init__(self, float16, keep_below: int = KEEP_BELOW):
+        self.float16 = float16
+        self.keep_below = keep_below
+        self.halved: Set[str] = set()
+        self.kept: Dict[str, np.ndarray] = {}
+
+    def __call__(self, name: str, arr: np.ndarray) -> np.ndarray:
+        if arr.dtype != np.float32:
+            return arr
+        if arr.nbytes < self.keep_below:
+            self.kept[name] = arr.copy()
+        self.halved.add(name)
+        return fp16_as_converter(arr, self.float16)
+
+
+def to_fp16_compute(out_dir: str, halver: Halver, log=None, fp16_cache: bool = False) -> int:
+    """Rewrites out_dir/model.onnx, whose external weights `halver` rounded as they were written,
+    for fp16 compute. Returns the weight bytes."""
+    log = log or (lambda msg: None)
     path = os.path.join(out_dir, "model.onnx")
     model = onnx.load(path, load_external_data=False)
-    if float16.check_if_fp16_ready(model.graph):  # the converter's own guard, before the weights change
+    float16 = halver.float16
+    rest = onnx.GraphProto()
+    rest.CopyFrom(model.graph)
+    del rest.initializer[:]
+    rest.initializer.extend(t for t in model.graph.initializer if t.name not in halver.halved)
+    if float16.check_if_fp16_ready(rest):  # the converter's own guard, on what the builder did not halve
         raise ExportError("internal error: the graph to convert to fp16 compute has float16 in it already")
-    halve_initializers(model.graph, out_dir, "model.onnx.data", float16)
-    model = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
-                                             check_fp16_ready=False)
-    rewire_output_readers(model.graph)
-    boundary_in_fp16(model.graph, lambda name: is_lora(name) or (fp16_cache and is_cache(name)))
-    # overridable initializers are the defaults of their inputs: of the inputs' type
-    float_inputs = {i.name for i in model.graph.input if i.type.tensor_type.elem_type == TensorProto.FLOAT}
-    for t in model.graph.initializer:
-        if t.name in float_inputs and t.data_type == TensorProto.FLOAT16:
-            default = numpy_helper.to_array(t, base_dir=out_dir).astype(np.float32)
-            t.CopyFrom(numpy_helper.from_array(default, t.name))
+    restore_blocked(model.graph, out_dir, halver, float16.DEFAULT_OP_BLOCK_LIST)
+    convert_graph(model, out_dir, float16, fp16_cache)
     nbytes = sum(int(np.prod(t.dims)) * 2 for t in model.graph.initializer
                  if t.data_type == TensorProto.FLOAT16)
     onnx.save(model, path)  # the weights are in place already
@@ -71,42 +98,44 @@ def to_fp16_compute(out_dir: str, log=None, fp16_cache: bool = False) -> int:
     return nbytes
 
 
-def halve_initializers(graph: onnx.GraphProto, out_dir: str, location: str, float16) -> None:
-    """Converts the external float initializers the converter would convert (all but the inputs of
-    the operators on its block list), streaming the data file `location` into a new one: a tensor
-    at a time, read through a memory map, so memory holds one weight, not the model. Other
-    external tensors are copied unchanged; tensors inside the graph are left to the converter."""
-    blocked = {x for n in graph.node if n.op_type in float16.DEFAULT_OP_BLOCK_LIST for x in n.input}
-    src = os.path.join(out_dir, location)
-    dst = src + ".fp16"
-    has_data = os.path.isfile(src) and os.path.getsize(src) > 0
-    mapped = np.memmap(src, dtype=np.uint8, mode="r") if has_data else np.zeros(0, np.uint8)
-    writer = ExternalData(dst, location)
-    done = False
+def convert_graph(model: onnx.ModelProto, out_dir: str, float16, fp16_cache: bool) -> None:
+    """The converter on the graph (it converts whatever float initializers are left, in the graph
+    or loaded), then the boundary this format wants: LoRA inputs (and the static layout's cache)
+    float16, overridable defaults of float32 inputs float32."""
+    converted = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True,
+                                                 check_fp16_ready=False)
+    if converted is not model:
+        model.CopyFrom(converted)
+    rewire_output_readers(model.graph)
+    boundary_in_fp16(model.graph, lambda name: is_lora(name) or (fp16_cache and is_cache(name)))
+    # overridable initializers are the defaults of their inputs: of the inputs' type
+    float_inputs = {i.name for i in model.graph.input if i.type.tensor_type.elem_type == TensorProto.FLOAT}
+    for t in model.graph.initializer:
+        if t.name in float_inputs and t.data_type == TensorProto.FLOAT16:
+            default = numpy_helper.to_array(t, base_dir=out_dir).astype(np.float32)
+            t.CopyFrom(numpy_helper.from_array(default, t.name))
+
+
+def restore_blocked(graph: onnx.GraphProto, out_dir: str, halver: Halver, block_list) -> None:
+    """The halved initializers that an operator on the converter's block list reads go back to
+    their float32 values, appended to the data file (their fp16 bytes stay behind, unread)."""
+    blocked = {x for n in graph.node if n.op_type in block_list for x in n.input} & halver.halved
+    if not blocked:
+        return
+    writer: Optional[ExternalData] = None
     try:
         for t in graph.initializer:
-            if t.data_location != TensorProto.EXTERNAL:
-                continue  # small, in the graph: the converter converts it
-            convert = t.data_type == TensorProto.FLOAT and t.name not in blocked
-            info = ExternalDataInfo(t)
-            if info.location != location:
-                raise ExportError(f"internal error: {t.name} is stored in {info.location}, not {location}")
-            raw = mapped[info.offset:info.offset + info.length]
-            if convert:
-                half = fp16_as_converter(raw.view(np.float32).reshape(tuple(t.dims)), float16)
-                t.CopyFrom(writer.add(t.name, half))
-            else:
-                copied = writer.add(t.name, raw)
-                del t.external_data[:]
-                t.external_data.extend(copied.external_data)
-        done = True
+            if t.name not in blocked:
+                continue
+            if t.name not in halver.kept:
+                raise ExportError(f"internal error: {t.name} ({list(t.dims)}) is read by an operator the fp16 "
+                                  "converter keeps in float32, but was written as float16")
+            writer = writer or ExternalData(os.path.join(out_dir, t.external_data[0].value), t.external_data[0].value,
+                                            append=True)
+            t.CopyFrom(writer.add(t.name, halver.kept[t.name]))
     finally:
-        writer.close()
-        del mapped
-        if not done:
-            os.remove(dst)
-    os.chmod(dst, os.stat(os.path.join(out_dir, "model.onnx")).st_mode & 0o777)  # the writer's is owner-only
-    os.replace(dst, src)
+        if writer is not None:
+            writer.close()
 
 
 def fp16_as_converter(a: np.ndarray, float16, chunk: int = 1 << 24) -> np.ndarray:
