@@ -4,7 +4,7 @@
 //! Sources are passages from `examples/data/attribution/dev.jsonl`.
 //!
 //! `cargo bench -p tribute --bench attribution` (env `BENCH_REPS`, default 2;
-//! `BENCH_ANSWER_TOKENS`, default 48).
+//! `BENCH_ANSWER_TOKENS`, default 48; `BENCH_MODEL`, a model directory, default the fp32 export).
 
 use std::path::Path;
 use std::time::Instant;
@@ -47,9 +47,14 @@ fn main() {
             });
         }
     }
-    let g = Generator::load(tribute::inference::default_model_dir()).expect("run make setup first");
+    // BENCH_MODEL: another export (an int4 one, say) in place of the default fp32 model
+    let model = std::env::var_os("BENCH_MODEL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(tribute::inference::default_model_dir);
+    let g = Generator::load(&model).expect("run make setup first");
     println!(
-        "# attribution cost, SmolLM2-135M fp32, {} cores, answers of {answer_tokens} tokens, median of {reps}\n",
+        "# attribution cost, {}, {} cores, answers of {answer_tokens} tokens, median of {reps}\n",
+        model.display(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
