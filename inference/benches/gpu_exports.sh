@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The random-weight exports gpu.sh measures (Llama-3.2-1B-shaped, 16 layers), started by the first
 # device call in the background (setsid) so they run while the later calls carry the bundle's parts:
-# two lanes at once (each ~1 min and ~5 GB at peak; the machine has 16 cores and 128 GiB). Each
+# two lanes at once (each under a minute and ~3 GB at peak; the machine has 16 cores and 128 GiB). Each
 # export finishes with its tribute.json; gpu.sh waits for /tmp/tribute-models/.random-done.
 #   llama1b            fp16 weights, fp32 compute (the portable graph)
 #   llama1b-fp16       fp16 compute (tensor cores, half the bytes per token), portable attention
