@@ -4,13 +4,14 @@
 //! Sources are passages from `examples/data/attribution/dev.jsonl`.
 //!
 //! `cargo bench -p tribute --bench attribution` (env `BENCH_REPS`, default 2;
-//! `BENCH_ANSWER_TOKENS`, default 48; `BENCH_MODEL`, a model directory, default the fp32 export).
+//! `BENCH_ANSWER_TOKENS`, default 48; `BENCH_MODEL`, a model directory, default the fp32 export;
+//! `BENCH_PREFILL_CHUNK`, prompt tokens per prefill pass).
 
 use std::path::Path;
 use std::time::Instant;
 
 use tribute::attribution::{self, AttributionConfig, Method, Source};
-use tribute::inference::{GenerateRequest, Generator, Prompt};
+use tribute::inference::{GenerateRequest, Generator, GeneratorOptions, Prompt};
 use tribute::rag::{DEFAULT_SYSTEM_PROMPT, ModelScorer, PromptSource, RagPrompt};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -51,10 +52,20 @@ fn main() {
     let model = std::env::var_os("BENCH_MODEL")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(tribute::inference::default_model_dir);
-    let g = Generator::load(&model).expect("run make setup first");
+    // BENCH_PREFILL_CHUNK: prompt tokens per prefill pass (0: whole prompts)
+    let chunk = std::env::var("BENCH_PREFILL_CHUNK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(tribute::inference::DEFAULT_PREFILL_CHUNK);
+    let options = GeneratorOptions {
+        prefill_chunk: chunk,
+        ..GeneratorOptions::default()
+    };
+    let g = Generator::load_with(&model, options).expect("run make setup first");
     println!(
-        "# attribution cost, {}, {} cores, answers of {answer_tokens} tokens, median of {reps}\n",
+        "# attribution cost, {}, prefill chunk {}, {} cores, answers of {answer_tokens} tokens, median of {reps}\n",
         model.display(),
+        chunk,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(

@@ -18,7 +18,8 @@
 //! RAG-sized prompt); `BENCH_CUDA_GRAPHS` (`on`, `off`; default: the generator's choice, on
 //! for a static export on CUDA); `BENCH_CALLERS=N` adds N concurrent callers against the same
 //! N one after another; `BENCH_BANDWIDTH=BYTES_PER_S` prints batch 1's step against the floor
-//! the weights' bytes set at that bandwidth. `inference/benches/gpu.sh` uses this mode.
+//! the weights' bytes set at that bandwidth; `BENCH_PREFILL_CHUNK=N` prompt tokens per prefill
+//! pass (0: whole prompts). `inference/benches/gpu.sh` uses this mode.
 //! With `BENCH_ADAPTERS=DIR,DIR,...` (PEFT directories) it measures instead batches whose
 //! rows take those adapters in turn (row i: adapter i mod n), with `BENCH_SLOTS` adapter
 //! slots (default 0: one running batch per adapter) and `BENCH_SLOT_RANK` (default 16).
@@ -28,7 +29,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tribute_inference::adapter::AdapterId;
-use tribute_inference::{GenerateRequest, Generator, GeneratorOptions, Prompt};
+use tribute_inference::{
+    DEFAULT_PREFILL_CHUNK, GenerateRequest, Generator, GeneratorOptions, Prompt,
+};
 
 fn env_f64(k: &str) -> Option<f64> {
     std::env::var(k).ok().and_then(|v| v.parse().ok())
@@ -316,6 +319,7 @@ fn device_bench(model: PathBuf) {
                 Ok("off") => Some(false),
                 _ => None,
             },
+            prefill_chunk: env_usize("BENCH_PREFILL_CHUNK", DEFAULT_PREFILL_CHUNK),
             ..Default::default()
         },
     )

@@ -45,9 +45,9 @@ pub use adapter::{
 pub use config::{FloatDtype, GraphOps, ModelConfig};
 pub use error::{AdapterError, Error, Result};
 pub use generator::{
-    CancelGuard, CancelToken, DEFAULT_SLOT_RANK, DEFAULT_SPARE_BUFFER_BYTES, Device, FinishReason,
-    GenerateRequest, Generation, Generator, GeneratorOptions, Prompt, PromptCacheStats, TextStream,
-    Timings,
+    CancelGuard, CancelToken, DEFAULT_PREFILL_CHUNK, DEFAULT_SLOT_RANK, DEFAULT_SPARE_BUFFER_BYTES,
+    Device, FinishReason, GenerateRequest, Generation, Generator, GeneratorOptions, Prompt,
+    PromptCacheStats, TextStream, Timings,
 };
 pub use registry::{AdapterRegistry, AdapterSet, RegistryStats};
 pub use sampling::{DevicePick, SamplingParams};

@@ -172,6 +172,7 @@ impl EngineBuilder {
                     slot_rank: config.generation.slot_rank,
                     cuda_graphs: config.generation.cuda_graphs,
                     spare_buffer_bytes: config.generation.spare_buffer_mib.saturating_mul(1 << 20),
+                    prefill_chunk: config.generation.prefill_chunk,
                     ..GeneratorOptions::default()
                 };
                 Some(Arc::new(Generator::load_with(&dir, options)?))

@@ -10,10 +10,11 @@ use ort::value::{DynValue, Tensor};
 
 use super::Shared;
 use super::cache::{HostTensor, Pick, first_attended, gather, host_view};
-use super::forward::{Inputs, LogitsWanted, empty_past, new_binding, run};
+use super::forward::{empty_past, new_binding};
 use super::graph_step::{GraphStep, SpareBuffers};
 use super::kv_buffer::KvBuffer;
 use super::prompt_cache::columns;
+use super::prompt_chunks::{Columns, run_chunked};
 use super::row::Row;
 use super::slots::SlotBank;
 use crate::adapter::LoraFeed;
@@ -383,22 +384,21 @@ impl Batch {
     ) -> Result<()> {
         let (activation, lora_mask) = self.pass_activation(session, bank, false)?;
         let past = std::mem::take(&mut self.past);
-        let (last_logits, present) = run(
+        let (last_logits, present) = run_chunked(
             shared,
             session,
             self.binding.as_mut(),
             &activation,
-            Inputs {
+            Columns {
                 ids,
                 pos,
                 mask: &self.mask,
                 batch: self.rows.len(),
                 seq,
                 total: self.total,
-                past,
-                lora_mask,
             },
-            LogitsWanted::Last,
+            past,
+            lora_mask,
         )?;
         self.past = present;
         self.sample(shared, &last_logits)

@@ -29,6 +29,7 @@ mod kv_buffer;
 mod log_softmax;
 mod pool;
 mod prompt_cache;
+mod prompt_chunks;
 mod queue;
 mod request;
 mod row;
@@ -140,6 +141,12 @@ pub struct GeneratorOptions {
     /// capturing again (at most two buffers; `0`: none kept, every batch captures anew and
     /// its memory is freed when it ends). Default [`DEFAULT_SPARE_BUFFER_BYTES`].
     pub spare_buffer_bytes: usize,
+    /// Prompt tokens per forward pass when prefilling (default [`DEFAULT_PREFILL_CHUNK`];
+    /// `0`: the whole prompt in one pass). A longer prompt runs in chunks, each against the
+    /// cache of the chunks before it: the same logits, about half the attention work of a
+    /// long prompt and a fraction of its peak memory (`docs/INFERENCE.md`, "Long prompts in
+    /// chunks"). Graphs with `--ops static` prefill in place, unchunked.
+    pub prefill_chunk: usize,
 }
 
 impl Default for GeneratorOptions {
@@ -158,9 +165,13 @@ impl Default for GeneratorOptions {
             prompt_cache_bytes: DEFAULT_PROMPT_CACHE_BYTES,
             cuda_graphs: None,
             spare_buffer_bytes: DEFAULT_SPARE_BUFFER_BYTES,
+            prefill_chunk: DEFAULT_PREFILL_CHUNK,
         }
     }
 }
+
+/// Default [`GeneratorOptions::prefill_chunk`].
+pub const DEFAULT_PREFILL_CHUNK: usize = 256;
 
 /// Default [`GeneratorOptions::prompt_cache_bytes`]: 128 MiB, a few prompts of a small
 /// model (SmolLM2-135M keeps 46 KB per token) or one long one of a 1B model.
@@ -202,6 +213,8 @@ struct Shared {
     device: Device,
     max_batch: usize,
     io_binding: bool,
+    /// Prompt tokens per prefill pass (0: all at once).
+    prefill_chunk: usize,
     /// How each vocabulary token ends, built the first time a request asks for
     /// `no_end_after_colon` or `repeat_stop_grace`.
     token_endings: OnceLock<crate::sampling::TokenEndings>,
@@ -383,6 +396,7 @@ impl Generator {
                 device,
                 max_batch: options.max_batch.max(1),
                 io_binding: options.io_binding.unwrap_or(device != Device::Cpu),
+                prefill_chunk: options.prefill_chunk,
                 token_endings: OnceLock::new(),
                 prompt_cache: prompt_cache::PromptCache::new(options.prompt_cache_bytes),
                 graph_steps,

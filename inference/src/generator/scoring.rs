@@ -7,6 +7,7 @@ use super::cache::HostTensor;
 use super::forward::{Inputs, LogitsWanted, forward_tail, run};
 use super::log_softmax::target_log_probs;
 use super::pool::Lease;
+use super::prompt_chunks::{Columns, run_chunked};
 use super::{GenerateRequest, Generator, Prompt};
 use crate::config::{FloatDtype, GraphOps};
 use crate::error::{Error, Result};
@@ -223,13 +224,22 @@ impl Generator {
         tokens: &[u32],
     ) -> Result<Vec<HostTensor<f32>>> {
         let ones = vec![1i64; tokens.len()];
-        let (_, present) = run(
+        let whole = Inputs::whole(&self.shared.config, tokens, &ones)?;
+        let (_, present) = run_chunked(
             &self.shared,
             session,
             None,
             activation,
-            Inputs::whole(&self.shared.config, tokens, &ones)?,
-            LogitsWanted::Last,
+            Columns {
+                ids: whole.ids,
+                pos: whole.pos,
+                mask: whole.mask,
+                batch: whole.batch,
+                seq: whole.seq,
+                total: whole.total,
+            },
+            whole.past,
+            None,
         )?;
         present.iter().map(HostTensor::from_value).collect()
     }

@@ -7,7 +7,7 @@ use super::*;
 use tribute_inference::GraphOps;
 
 /// The tiny model's weights exported again with `flags`, into a scratch directory `name`.
-fn export_variant(name: &str, flags: &[&str]) -> PathBuf {
+pub(super) fn export_variant(name: &str, flags: &[&str]) -> PathBuf {
     let f = fixture();
     let out = scratch(name).join("model");
     let mut args = vec!["--source", s(&f.hf), "--out", s(&out), "--name", MODEL_NAME];

@@ -9,6 +9,7 @@
 
 mod adapters;
 mod batching;
+mod chunks;
 mod continuous;
 mod decoding;
 mod errors;
