@@ -10,11 +10,11 @@ use ort::value::{DynValue, Tensor};
 
 use super::Shared;
 use super::cache::{HostTensor, Pick, first_attended, gather, host_view};
-use super::forward::{empty_past, new_binding};
+use super::forward::{Inputs, empty_past, new_binding};
 use super::graph_step::{GraphStep, SpareBuffers};
 use super::kv_buffer::KvBuffer;
 use super::prompt_cache::columns;
-use super::prompt_chunks::{Columns, run_chunked};
+use super::prompt_chunks::run_chunked;
 use super::row::Row;
 use super::slots::SlotBank;
 use crate::adapter::LoraFeed;
@@ -389,16 +389,16 @@ impl Batch {
             session,
             self.binding.as_mut(),
             &activation,
-            Columns {
+            Inputs {
                 ids,
                 pos,
                 mask: &self.mask,
                 batch: self.rows.len(),
                 seq,
                 total: self.total,
+                past,
+                lora_mask,
             },
-            past,
-            lora_mask,
         )?;
         self.past = present;
         self.sample(shared, &last_logits)

@@ -12,64 +12,35 @@ use ort::session::{IoBinding, Session};
 use ort::value::DynValue;
 
 use super::Shared;
-use super::batch::LoraMask;
 use super::forward::{Inputs, LogitsWanted, run};
 use crate::error::Result;
 use crate::registry::Activation;
 
-/// New tokens of `batch` rows over a past of `total - seq` columns per row.
-pub(super) struct Columns<'a> {
-    /// Token and position ids, `[batch, seq]`, row-major.
-    pub(super) ids: Vec<i64>,
-    pub(super) pos: Vec<i64>,
-    /// Which columns each row attends to, `[batch, total]`.
-    pub(super) mask: &'a [i64],
-    pub(super) batch: usize,
-    pub(super) seq: usize,
-    pub(super) total: usize,
-}
-
-/// Runs `cols` over `past`, `chunk` new columns per call where the layout allows it (`0`:
-/// all at once); returns the last position's logits of each row and the present cache.
+/// Runs `x` (new tokens of `x.batch` rows over their past), `chunk` new columns per call
+/// where the layout allows it (`0`: all at once); returns the last position's logits of each
+/// row and the present cache.
 pub(super) fn run_chunked(
     shared: &Shared,
     session: &mut Session,
     mut binding: Option<&mut IoBinding>,
     activation: &Activation,
-    cols: Columns<'_>,
-    past: Vec<DynValue>,
-    lora_mask: Option<LoraMask>,
+    x: Inputs<'_>,
 ) -> Result<(Vec<f32>, Vec<DynValue>)> {
-    let chunk = chunk_for(shared, cols.batch, cols.seq);
-    if chunk >= cols.seq {
-        return run(
-            shared,
-            session,
-            binding,
-            activation,
-            Inputs {
-                ids: cols.ids,
-                pos: cols.pos,
-                mask: cols.mask,
-                batch: cols.batch,
-                seq: cols.seq,
-                total: cols.total,
-                past,
-                lora_mask,
-            },
-            LogitsWanted::Last,
-        );
+    let chunk = chunk_for(shared, x.batch, x.seq);
+    if chunk >= x.seq {
+        return run(shared, session, binding, activation, x, LogitsWanted::Last);
     }
-    let Columns {
+    let Inputs {
         ids,
         pos,
         mask,
         batch,
         seq,
         total,
-    } = cols;
+        mut past,
+        lora_mask,
+    } = x;
     let before = total - seq;
-    let mut past = past;
     let mut start = 0;
     loop {
         let end = (start + chunk).min(seq);

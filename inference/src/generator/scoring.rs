@@ -7,7 +7,7 @@ use super::cache::HostTensor;
 use super::forward::{Inputs, LogitsWanted, forward_tail, run};
 use super::log_softmax::target_log_probs;
 use super::pool::Lease;
-use super::prompt_chunks::{Columns, run_chunked};
+use super::prompt_chunks::run_chunked;
 use super::{GenerateRequest, Generator, Prompt};
 use crate::config::{FloatDtype, GraphOps};
 use crate::error::{Error, Result};
@@ -224,22 +224,12 @@ impl Generator {
         tokens: &[u32],
     ) -> Result<Vec<HostTensor<f32>>> {
         let ones = vec![1i64; tokens.len()];
-        let whole = Inputs::whole(&self.shared.config, tokens, &ones)?;
         let (_, present) = run_chunked(
             &self.shared,
             session,
             None,
             activation,
-            Columns {
-                ids: whole.ids,
-                pos: whole.pos,
-                mask: whole.mask,
-                batch: whole.batch,
-                seq: whole.seq,
-                total: whole.total,
-            },
-            whole.past,
-            None,
+            Inputs::whole(&self.shared.config, tokens, &ones)?,
         )?;
         present.iter().map(HostTensor::from_value).collect()
     }
