@@ -65,7 +65,8 @@ impl Batch {
             }
         };
         let (_, lora_mask) = self.pass_activation(session, bank, true)?;
-        let mut out = Readout::new(self.argmax_picks(shared));
+        let argmax = self.argmax_picks(shared);
+        let mut out = Readout::new(argmax);
         let mut cached = cached;
         for i in 0..b {
             let prefix = cached.take();
@@ -73,23 +74,36 @@ impl Batch {
             let reused = kv.lens[r];
             let context = &self.rows[i].context;
             let len = context.len();
-            // The row attends to its first `len` columns: the graph reads its length there.
-            let mask = vec![1; len];
-            let pass = Inputs {
-                ids: context[reused..].iter().map(|&t| i64::from(t)).collect(),
-                pos: (reused as i64..len as i64).collect(),
-                mask: &mask,
-                batch: 1,
-                seq: len - reused,
-                total: len,
-                past: Vec::new(),
-                lora_mask: lora_mask
-                    .as_ref()
-                    .map(|(m, w)| (m[i * w..(i + 1) * w].to_vec(), *w)),
+            // `prefill_chunk` columns a pass, each over the columns before it in the buffer
+            // (the passes before the last pick nothing: their readout is dropped)
+            let chunk = match shared.prefill_chunk {
+                0 => len,
+                c => c,
             };
-            let binding = self.binding.as_mut().ok_or_else(no_binding)?;
-            run_in_place(shared, session, binding, &mut kv, r..r + 1, pass, &mut out)?;
-            kv.lens[r] = len;
+            let mut start = reused;
+            while start < len {
+                let end = (start + chunk).min(len);
+                // The row attends to its first `end` columns: the graph reads its length there.
+                let mask = vec![1; end];
+                let pass = Inputs {
+                    ids: context[start..end].iter().map(|&t| i64::from(t)).collect(),
+                    pos: (start as i64..end as i64).collect(),
+                    mask: &mask,
+                    batch: 1,
+                    seq: end - start,
+                    total: end,
+                    past: Vec::new(),
+                    lora_mask: lora_mask
+                        .as_ref()
+                        .map(|(m, w)| (m[i * w..(i + 1) * w].to_vec(), *w)),
+                };
+                let binding = self.binding.as_mut().ok_or_else(no_binding)?;
+                let mut dropped = Readout::new(argmax);
+                let read = if end == len { &mut out } else { &mut dropped };
+                run_in_place(shared, session, binding, &mut kv, r..r + 1, pass, read)?;
+                kv.lens[r] = end;
+                start = end;
+            }
             if self.rows[i].keep_prompt_cache && shared.prompt_cache.enabled() {
                 let (set, activation) = self.weights_of(&self.rows[i]);
                 let layers = kv.columns_of(r, 0..len)?;

@@ -145,7 +145,7 @@ pub struct GeneratorOptions {
     /// `0`: the whole prompt in one pass). A longer prompt runs in chunks, each against the
     /// cache of the chunks before it: the same logits, about half the attention work of a
     /// long prompt and a fraction of its peak memory (`docs/INFERENCE.md`, "Long prompts in
-    /// chunks"). Graphs with `--ops static` prefill in place, unchunked.
+    /// chunks"). Graphs with `--ops static` prefill each row into its buffer a chunk a pass.
     pub prefill_chunk: usize,
 }
 

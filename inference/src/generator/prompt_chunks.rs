@@ -81,7 +81,7 @@ pub(super) fn run_chunked(
 /// Columns per call for `seq` new tokens of `batch` rows. Only the portable layout runs
 /// several new tokens of several rows over a past (ONNX Runtime's `GroupQueryAttention`
 /// takes one row at a time there), so a fused graph chunks a single row only; the static
-/// layout prefills in place and never comes here.
+/// layout prefills each row into its buffer, a chunk a pass, itself (`in_place.rs`).
 fn chunk_for(shared: &Shared, batch: usize, seq: usize) -> usize {
     let chunk = shared.prefill_chunk;
     if chunk == 0 || (batch > 1 && !shared.config.ops.batches_tokens_over_past()) {

@@ -1,10 +1,11 @@
 //! Prompts prefilled a few columns at a time (`GeneratorOptions::prefill_chunk`) give what
 //! whole prompts give: left-padded batches whose first chunks hold only padding for the
 //! shorter rows, adapters, cached prefixes, rows joining mid-decode, seeded sampling, and the
-//! prompt caches that scoring builds; on the portable graph and on the fused one (where only
-//! a single row is chunked).
+//! prompt caches that scoring builds; on the portable graph, on the fused one (where only a
+//! single row is chunked) and on the static one (each row into its buffer, a chunk a pass).
 
 use super::fused::export_variant;
+use super::static_layout::{serves_mixed_adapters_through_slots, static_export};
 use super::*;
 
 /// The tiny model (or `dir`) with adapters `a` and `b`, prefilling `chunk` columns per pass.
@@ -58,4 +59,26 @@ fn a_fused_graph_chunks_single_rows_and_generates_what_the_portable_one_does() {
     let g = chunked(&dir, 3);
     assert_eq!(g.config().ops, tribute_inference::GraphOps::Fused);
     generates_what(&g, tiny());
+}
+
+#[test]
+fn a_static_graph_prefills_rows_in_chunks_and_generates_what_the_portable_one_does() {
+    let dir = static_export("static-chunks", &[]);
+    let g = chunked(&dir, 3);
+    assert_eq!(g.config().ops, tribute_inference::GraphOps::Static);
+    generates_what(&g, tiny());
+    // rows of different adapters through slots, each prefilled a chunk at a time
+    let slots = Generator::load_with(
+        &dir,
+        GeneratorOptions {
+            prefill_chunk: 2,
+            adapter_slots: 2,
+            slot_rank: 8,
+            ..GeneratorOptions::default()
+        },
+    )
+    .expect("load the static tiny model");
+    slots.add_adapter("a", &fixture().a).expect("register a");
+    slots.add_adapter("b", &fixture().b).expect("register b");
+    serves_mixed_adapters_through_slots(&slots, tiny());
 }

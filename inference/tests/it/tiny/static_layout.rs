@@ -8,7 +8,7 @@ use super::*;
 use tribute_inference::{FloatDtype, GraphOps};
 
 /// The tiny model's weights exported with `--ops static` (and `flags`): the directory.
-fn static_export(name: &str, flags: &[&str]) -> PathBuf {
+pub(super) fn static_export(name: &str, flags: &[&str]) -> PathBuf {
     let f = fixture();
     let out = scratch(name).join("model");
     let mut args = vec![
@@ -117,7 +117,7 @@ fn a_float16_graph_serves_mixed_adapters_through_float16_slots() {
     serves_mixed_adapters_through_slots(&g, &alone);
 }
 
-fn serves_mixed_adapters_through_slots(g: &Generator, want: &Generator) {
+pub(super) fn serves_mixed_adapters_through_slots(g: &Generator, want: &Generator) {
     let reqs: Vec<GenerateRequest> = [(61, 6, Some("a")), (62, 13, None), (63, 4, Some("b"))]
         .iter()
         .map(|&(seed, n, ad)| {
