@@ -8,10 +8,9 @@ use super::fused::export_variant;
 use super::static_layout::{serves_mixed_adapters_through_slots, static_export};
 use super::*;
 
-/// The tiny model (or `dir`) with adapters `a` and `b`, prefilling `chunk` columns per pass.
+/// The model in `dir` with adapters `a` and `b`, prefilling `chunk` columns per pass.
 fn chunked(dir: &Path, chunk: usize) -> Generator {
-    let f = fixture();
-    let g = Generator::load_with(
+    loaded(
         dir,
         GeneratorOptions {
             prefill_chunk: chunk,
@@ -19,7 +18,12 @@ fn chunked(dir: &Path, chunk: usize) -> Generator {
             ..GeneratorOptions::default()
         },
     )
-    .expect("load the tiny model");
+}
+
+/// The model in `dir` loaded with `options`, adapters `a` and `b` registered.
+fn loaded(dir: &Path, options: GeneratorOptions) -> Generator {
+    let f = fixture();
+    let g = Generator::load_with(dir, options).expect("load the tiny model");
     g.add_adapter("a", &f.a).expect("register a");
     g.add_adapter("b", &f.b).expect("register b");
     g
@@ -68,7 +72,7 @@ fn a_static_graph_prefills_rows_in_chunks_and_generates_what_the_portable_one_do
     assert_eq!(g.config().ops, tribute_inference::GraphOps::Static);
     generates_what(&g, tiny());
     // rows of different adapters through slots, each prefilled a chunk at a time
-    let slots = Generator::load_with(
+    let slots = loaded(
         &dir,
         GeneratorOptions {
             prefill_chunk: 2,
@@ -76,9 +80,6 @@ fn a_static_graph_prefills_rows_in_chunks_and_generates_what_the_portable_one_do
             slot_rank: 8,
             ..GeneratorOptions::default()
         },
-    )
-    .expect("load the static tiny model");
-    slots.add_adapter("a", &fixture().a).expect("register a");
-    slots.add_adapter("b", &fixture().b).expect("register b");
+    );
     serves_mixed_adapters_through_slots(&slots, tiny());
 }
